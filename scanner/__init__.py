@@ -1,0 +1,1 @@
+"""Bulle scanner daemon: BLE advertisements in, consented sightings out."""

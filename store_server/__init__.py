@@ -1,0 +1,1 @@
+"""Bulle store server: consent-first presence, greetings and stock checks."""
