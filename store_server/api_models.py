@@ -1,0 +1,73 @@
+"""Request bodies of the customer API (validated with msgspec; schemas feed the OpenAPI doc)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from store_server.consent import Purpose, Scope
+from store_server.policy import GreetMode, Language, NameForm
+
+Hhmm = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+
+
+class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    language: Language = "fr"
+    app_counter: Annotated[int, msgspec.Meta(ge=0, lt=2**32)] | None = None
+
+
+class EnrollResponse(msgspec.Struct, frozen=True):
+    customer_id: str
+    token: str
+    identity_key: str
+    rotation_exponent: int
+    beacon_time: int
+
+
+class ConsentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    purpose: Purpose
+    text_hash: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    scope: Scope = "store"
+    channel: Literal["app", "web", "in_store"] = "app"
+    app_version: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+
+
+class WithdrawRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    purposes: Annotated[list[Purpose], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["greeting", "stock_check"]
+    )
+    channel: Literal["app", "web", "in_store"] = "app"
+    app_version: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+
+
+class PreferencesRequest(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    display_name: Annotated[str, msgspec.Meta(max_length=80)] | None = None
+    title: Annotated[str, msgspec.Meta(max_length=40)] | None = None
+    name_form: NameForm | None = None
+    language: Language | None = None
+    greet_mode: GreetMode | None = None
+    quiet_start: Hhmm | None = None
+    quiet_end: Hhmm | None = None
+    not_today: IsoDate | None = None
+
+
+class WishlistRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    skus: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=50)]
+
+
+class CheckInRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    zone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorEnvelope(msgspec.Struct, frozen=True):
+    error: ErrorBody

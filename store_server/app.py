@@ -1,0 +1,187 @@
+"""The aiohttp application: middlewares (errors, security headers, origin checks) and wiring."""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+import msgspec
+from aiohttp import web
+
+from store_server.config import ServerConfig
+from store_server.consent import ConsentText
+from store_server.db import Database
+from store_server.errors import ForbiddenError, StoreServerError
+from store_server.floor import Floor, floor_from_dict
+from store_server.keys import CONFIG, SERVICE
+from store_server.keywrap import parse_master_key
+from store_server.service import StoreService
+from store_server.views import customer_api, scanner_api, staff
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Paths authenticated by a bearer token or a request signature, not by a cookie: a browser
+# cannot be tricked into sending those credentials, so no origin check applies.
+_NON_COOKIE_PREFIXES = ("/api/scanner/", "/api/v1/")
+
+
+def _error_response(status: int, code: str, message: str, field: str | None) -> web.Response:
+    error: dict[str, str] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return web.Response(
+        body=msgspec.json.encode({"error": error}),
+        status=status,
+        content_type="application/json",
+    )
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    429: "rate_limited",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except StoreServerError as exc:
+        if exc.status == 401 and not request.path.startswith("/api/") and request.method == "GET":
+            raise web.HTTPSeeOther("/login") from None
+        return _error_response(exc.status, exc.code, exc.message, exc.field)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and (request.path.startswith("/api/") or exc.status == 413):
+            return _error_response(
+                exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, None
+            )
+        raise
+    except Exception:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_response(500, "internal_error", "internal error", None)
+
+
+def origin_middleware_factory(config: ServerConfig) -> Callable[..., Awaitable[web.StreamResponse]]:
+    allowed = {o.rstrip("/") for o in (config.public_origin, *config.extra_origins) if o}
+
+    @web.middleware
+    async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        cookie_auth = not request.path.startswith(_NON_COOKIE_PREFIXES)
+        if cookie_auth and (request.method in _UNSAFE_METHODS or request.path.startswith("/ws/")):
+            origin = request.headers.get("Origin")
+            own = f"{request.scheme}://{request.host}"
+            if origin is not None and origin != own and origin not in allowed:
+                raise ForbiddenError("cross-origin request refused", code="bad_origin")
+            site = request.headers.get("Sec-Fetch-Site")
+            if origin is None and site not in (None, "same-origin", "none"):
+                raise ForbiddenError("cross-site request refused", code="bad_origin")
+        return await handler(request)
+
+    return origin_middleware
+
+
+@web.middleware
+async def security_headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _add_security_headers(request, exc)
+        raise
+    if not response.prepared:
+        _add_security_headers(request, response)
+    return response
+
+
+def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    if not request.path.startswith("/static/"):
+        headers.setdefault("Cache-Control", "no-store")
+
+
+def load_floor(path: Path) -> Floor:
+    with path.open("rb") as handle:
+        return floor_from_dict(tomllib.load(handle))
+
+
+def load_consent_texts() -> list[ConsentText]:
+    text = resources.files("store_server").joinpath("consent_texts.toml").read_text("utf-8")
+    return [
+        ConsentText(
+            purpose=t["purpose"], version=t["version"], text_fr=t["text_fr"], text_en=t["text_en"]
+        )
+        for t in tomllib.loads(text)["texts"]
+    ]
+
+
+def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.Application:
+    """Build the application; the database opens and the service starts in cleanup_ctx."""
+    base = base_dir or Path.cwd()
+    master_key = parse_master_key(config.master_key)
+    floor = load_floor(_resolve(base, config.store_file))
+    app = web.Application(
+        client_max_size=config.max_body_bytes,
+        middlewares=[
+            security_headers_middleware,
+            error_middleware,
+            origin_middleware_factory(config),
+        ],
+    )
+    app[CONFIG] = config
+    aiohttp_jinja2.setup(
+        app, loader=jinja2.PackageLoader("store_server", "templates"), autoescape=True
+    )
+
+    async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+        db = Database(_resolve(base, config.db_path))
+        service = StoreService(
+            config=config,
+            floor=floor,
+            db=db,
+            master_key=master_key,
+            consent_texts=load_consent_texts(),
+        )
+        app[SERVICE] = service
+        await service.start()
+        yield
+        await service.stop()
+        db.close()
+
+    app.cleanup_ctx.append(service_ctx)
+    app.router.add_static("/static", Path(str(resources.files("store_server") / "static")))
+    app.add_routes(scanner_api.routes)
+    customer_api.setup(app)
+    staff.setup(app)
+
+    async def on_shutdown(app: web.Application) -> None:
+        if SERVICE in app:
+            await app[SERVICE].hub.close_all()
+
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else base / path

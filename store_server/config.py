@@ -1,0 +1,140 @@
+"""Server configuration (pure): a TOML document plus environment overrides, validated.
+
+Every key is documented in docs/operations.md; `tests/test_docs.py` checks that it is.
+Environment variables `BULLE_<KEY>` (upper case) override the file, so a systemd unit or a
+container can set secrets without writing them to disk.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from store_server.errors import ConfigError
+
+ENV_PREFIX = "BULLE_"
+
+# A 24 h visit retention is the design's default: long enough for the day's operations,
+# short enough that no movement history builds up.
+DEFAULT_RETENTION_S = 24 * 3600
+# Sessions of staff tablets last a working day; they are revoked server-side at logout.
+DEFAULT_SESSION_TTL_S = 12 * 3600
+# Eddystone-EID rotation exponent: a new identifier every 2**9 = 512 s (the specification's
+# recommended order of magnitude: short enough to defeat tracking, long enough to resolve).
+DEFAULT_ROTATION_EXPONENT = 9
+# Accept the previous and next rotation window as well as the current one (phone clock drift).
+DEFAULT_SKEW_WINDOWS = 1
+# A signed scanner request more than 60 s away from the server clock is refused (replay bound).
+DEFAULT_SIGNATURE_TOLERANCE_S = 60
+# Largest request body accepted from anyone (a full scanner batch is well below this).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Validated server settings. See docs/operations.md for each key."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db_path: str = "var/store.sqlite"
+    store_file: str = "seeds/store.toml"
+    master_key: str = ""
+    public_origin: str = ""
+    cookie_secure: bool = True
+    session_ttl_s: int = DEFAULT_SESSION_TTL_S
+    retention_s: int = DEFAULT_RETENTION_S
+    rotation_exponent: int = DEFAULT_ROTATION_EXPONENT
+    skew_windows: int = DEFAULT_SKEW_WINDOWS
+    signature_tolerance_s: int = DEFAULT_SIGNATURE_TOLERANCE_S
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    legacy_ibeacon: bool = False
+    log_level: str = "INFO"
+    extra_origins: tuple[str, ...] = field(default=())
+
+    def with_overrides(self, **changes: Any) -> ServerConfig:
+        return replace(self, **changes)
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _coerce(key: str, raw: object, default: object) -> object:
+    """Convert one raw value (TOML value or environment string) to the type of `default`."""
+    if isinstance(default, bool):
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in _TRUE + _FALSE:
+            return raw.lower() in _TRUE
+        raise ConfigError(f"{key}: expected true or false, got {raw!r}", key=key)
+    if isinstance(default, int):
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key}: expected an integer, got {raw!r}", key=key)
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, str):
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {raw!r}", key=key)
+    if isinstance(default, tuple):
+        if isinstance(raw, str):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            return tuple(raw)
+        raise ConfigError(f"{key}: expected a list of strings, got {raw!r}", key=key)
+    if isinstance(raw, str):
+        return raw
+    raise ConfigError(f"{key}: expected a string, got {raw!r}", key=key)
+
+
+def _check(config: ServerConfig) -> ServerConfig:
+    if not 0 < config.port < 65536:
+        raise ConfigError(f"port: {config.port} is not a TCP port (1-65535)", key="port")
+    if not 0 <= config.rotation_exponent <= 15:
+        raise ConfigError("rotation_exponent: must be between 0 and 15", key="rotation_exponent")
+    if not 0 <= config.skew_windows <= 3:
+        raise ConfigError("skew_windows: must be between 0 and 3", key="skew_windows")
+    for key in ("session_ttl_s", "retention_s", "signature_tolerance_s", "max_body_bytes"):
+        if getattr(config, key) <= 0:
+            raise ConfigError(f"{key}: must be positive", key=key)
+    if config.log_level.upper() not in _LOG_LEVELS:
+        raise ConfigError(f"log_level: must be one of {', '.join(_LOG_LEVELS)}", key="log_level")
+    if not config.db_path:
+        raise ConfigError("db_path: must not be empty", key="db_path")
+    return replace(config, log_level=config.log_level.upper())
+
+
+def load_config(toml_text: str, env: Mapping[str, str]) -> ServerConfig:
+    """Parse `toml_text`, apply `BULLE_*` overrides from `env`, validate; raise ConfigError."""
+    try:
+        data = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file is not valid TOML: {exc}") from exc
+    defaults = ServerConfig()
+    known = {f.name: getattr(defaults, f.name) for f in fields(ServerConfig)}
+    values: dict[str, object] = {}
+    for key, raw in data.items():
+        if key not in known:
+            raise ConfigError(f"{key}: unknown setting (see docs/operations.md)", key=key)
+        values[key] = _coerce(key, raw, known[key])
+    for key, default in known.items():
+        env_value = env.get(ENV_PREFIX + key.upper())
+        if env_value is not None:
+            values[key] = _coerce(key, env_value, default)
+    return _check(replace(defaults, **values))
+
+
+def config_keys() -> list[str]:
+    """Every setting name, for documentation checks."""
+    return [f.name for f in fields(ServerConfig)]
+
+
+def resolve_path(base: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else base / path

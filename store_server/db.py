@@ -1,0 +1,241 @@
+"""SQLite through sqlite-utils: connection settings, schema migrations, one writer thread.
+
+Every database call runs on one dedicated thread that owns the connection (`Database.run`),
+so the event loop never blocks on a disk flush and writes are serialized. Writes that must
+be atomic use `immediate()` (BEGIN IMMEDIATE: takes the write lock up front, so a WAL
+reader never turns into a failing writer half-way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Wait this long for a lock held by another process (e.g. a CLI command) before failing.
+BUSY_TIMEOUT_MS = 5000
+
+migrations = Migrations("bulle-store-server")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE scanners (
+            id TEXT PRIMARY KEY,
+            store_id TEXT NOT NULL,
+            secret_wrapped BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL,
+            last_heartbeat TEXT,
+            last_seen_at REAL
+        );
+        CREATE TABLE scanner_batches (
+            scanner_id TEXT NOT NULL REFERENCES scanners(id),
+            batch_id TEXT NOT NULL,
+            accepted INTEGER NOT NULL,
+            received_at REAL NOT NULL,
+            PRIMARY KEY (scanner_id, batch_id)
+        );
+        CREATE TABLE customers (
+            id TEXT PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            display_name TEXT,
+            title TEXT,
+            name_form TEXT NOT NULL DEFAULT 'no_name',
+            language TEXT NOT NULL DEFAULT 'fr',
+            greet_mode TEXT NOT NULL DEFAULT 'on_arrival',
+            quiet_start TEXT,
+            quiet_end TEXT,
+            not_today TEXT,
+            pickup_code TEXT NOT NULL
+        );
+        CREATE TABLE identities (
+            customer_id TEXT PRIMARY KEY REFERENCES customers(id) ON DELETE CASCADE,
+            key_wrapped BLOB NOT NULL,
+            k INTEGER NOT NULL,
+            clock_offset_s REAL NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE consent_texts (
+            hash TEXT PRIMARY KEY,
+            purpose TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            text_fr TEXT NOT NULL,
+            text_en TEXT NOT NULL,
+            UNIQUE (purpose, version)
+        );
+        CREATE TABLE consents (
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+            purpose TEXT NOT NULL CHECK (purpose IN ('greeting', 'stock_check')),
+            scope TEXT NOT NULL,
+            text_hash TEXT NOT NULL REFERENCES consent_texts(hash),
+            granted_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (customer_id, purpose)
+        );
+        CREATE TABLE consent_log (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            subject_ref TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('grant', 'withdraw', 'renew', 'erase')),
+            text_hash TEXT,
+            scope TEXT,
+            channel TEXT NOT NULL,
+            app_version TEXT,
+            at REAL NOT NULL,
+            prev_hash TEXT NOT NULL,
+            entry_hash TEXT NOT NULL UNIQUE
+        );
+        CREATE TRIGGER consent_log_no_update BEFORE UPDATE ON consent_log
+        BEGIN SELECT RAISE(ABORT, 'consent_log is append-only'); END;
+        CREATE TRIGGER consent_log_no_delete BEFORE DELETE ON consent_log
+        BEGIN SELECT RAISE(ABORT, 'consent_log is append-only'); END;
+        CREATE TABLE catalog (
+            sku TEXT PRIMARY KEY,
+            name_fr TEXT NOT NULL,
+            name_en TEXT NOT NULL
+        );
+        CREATE TABLE stock (
+            store_id TEXT NOT NULL,
+            sku TEXT NOT NULL REFERENCES catalog(sku),
+            count INTEGER NOT NULL CHECK (count >= 0),
+            aisle TEXT NOT NULL,
+            PRIMARY KEY (store_id, sku)
+        );
+        CREATE TABLE wishlist (
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+            sku TEXT NOT NULL REFERENCES catalog(sku),
+            added_at REAL NOT NULL,
+            PRIMARY KEY (customer_id, sku)
+        );
+        CREATE TABLE visits (
+            id INTEGER PRIMARY KEY,
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+            arrived_at REAL NOT NULL,
+            left_at REAL,
+            zone TEXT,
+            via TEXT NOT NULL
+        );
+        CREATE INDEX visits_customer ON visits(customer_id);
+        CREATE TABLE decisions (
+            id INTEGER PRIMARY KEY,
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+            visit_id INTEGER REFERENCES visits(id) ON DELETE CASCADE,
+            at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE TABLE cards (
+            id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ('greeting', 'stock')),
+            created_at REAL NOT NULL,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'open',
+            acked_by TEXT,
+            acked_at REAL
+        );
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+            at REAL NOT NULL,
+            body TEXT NOT NULL
+        );
+        CREATE TABLE access_log (
+            id INTEGER PRIMARY KEY,
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+            staff_user TEXT NOT NULL,
+            card_id TEXT,
+            action TEXT NOT NULL,
+            at REAL NOT NULL
+        );
+        CREATE TRIGGER access_log_no_update BEFORE UPDATE ON access_log
+        BEGIN SELECT RAISE(ABORT, 'access_log is append-only'); END;
+        CREATE TABLE staff_users (
+            username TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('staff', 'manager')),
+            created_at REAL NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE sessions (
+            id_hash TEXT PRIMARY KEY,
+            username TEXT NOT NULL REFERENCES staff_users(username) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        """
+    )
+
+
+def connect(path: Path) -> sqlite_utils.Database:
+    """Open (creating if needed) the database with the settings of docs/operations.md."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk before we acknowledge it (consent proof, acknowledged batches).
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys=ON")
+    # Erased rows are overwritten with zeros, so nothing lingers in the file.
+    db.execute("PRAGMA secure_delete=ON")
+    migrations.apply(db)
+    return db
+
+
+@contextlib.contextmanager
+def immediate(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A write transaction that takes the write lock at BEGIN (see module docstring)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    else:
+        db.execute("COMMIT")
+
+
+class Database:
+    """Owns the connection on one thread; `run` executes a function there."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulle-db")
+        self._db: sqlite_utils.Database = self._executor.submit(connect, path).result()
+
+    async def run(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, self._db)
+
+    def run_sync(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        """For CLI commands and start-up, outside the event loop."""
+        return self._executor.submit(fn, self._db).result()
+
+    def close(self) -> None:
+        def _close(db: sqlite_utils.Database) -> None:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.conn.close()
+
+        try:
+            self._executor.submit(_close, self._db).result()
+        finally:
+            self._executor.shutdown(wait=True)

@@ -1,0 +1,102 @@
+"""The live board hub: fan-out of card events to every connected staff board.
+
+Each board has a bounded send queue drained by its own task; a board that cannot keep up
+(its queue is full) is disconnected rather than slowing the others down, and resyncs from a
+snapshot when it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+logger = logging.getLogger(__name__)
+
+# Queue bound per board: a burst of a few hundred card events is absorbed; more means the
+# board is stuck, and it is dropped (it resyncs on reconnect).
+BOARD_QUEUE_SIZE = 256
+# A board that does not answer a ping within this time is considered gone.
+BOARD_HEARTBEAT_S = 20.0
+
+
+class _Board:
+    __slots__ = ("queue", "username", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse, username: str) -> None:
+        self.ws = ws
+        self.username = username
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(BOARD_QUEUE_SIZE)
+
+
+class BoardHub:
+    def __init__(self) -> None:
+        self._boards: set[_Board] = set()
+
+    def __len__(self) -> int:
+        return len(self._boards)
+
+    def usernames(self) -> set[str]:
+        """Who is looking at a board right now (for the access log)."""
+        return {board.username for board in self._boards}
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Queue `message` for every board (never blocks; slow boards are dropped)."""
+        for board in list(self._boards):
+            try:
+                board.queue.put_nowait(message)
+            except asyncio.QueueFull:
+                logger.warning("dropping a board of user %s: it is not keeping up", board.username)
+                self._boards.discard(board)
+                board.queue = asyncio.Queue(1)
+                board.queue.put_nowait(None)
+
+    async def serve(
+        self,
+        ws: web.WebSocketResponse,
+        username: str,
+        snapshot: Callable[[], Awaitable[dict[str, Any]]],
+        on_message: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        """Serve one board until it disconnects: snapshot first, then live events."""
+        board = _Board(ws, username)
+        self._boards.add(board)  # before the snapshot: no event is lost in between
+        sender = asyncio.create_task(self._send_loop(board))
+        try:
+            await board.queue.put(await snapshot())
+            async for msg in ws:
+                if msg.type == web.WSMsgType.TEXT:
+                    try:
+                        data = msg.json()
+                    except ValueError:
+                        continue
+                    if isinstance(data, dict):
+                        await on_message(data)
+        finally:
+            self._boards.discard(board)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    async def _send_loop(self, board: _Board) -> None:
+        while True:
+            message = await board.queue.get()
+            if message is None or board.ws.closed:
+                await board.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
+                return
+            try:
+                await board.ws.send_json(message)
+            except (ConnectionResetError, RuntimeError):
+                return
+
+    async def close_all(self) -> None:
+        """Close every board with 1001 (going away), for a graceful shutdown."""
+        boards = list(self._boards)
+        self._boards.clear()
+        for board in boards:
+            with contextlib.suppress(Exception):
+                await board.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

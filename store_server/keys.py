@@ -1,0 +1,11 @@
+"""Application keys (typed aiohttp AppKeys), shared by the app factory and the views."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from store_server.config import ServerConfig
+from store_server.service import StoreService
+
+CONFIG = web.AppKey("config", ServerConfig)
+SERVICE = web.AppKey("service", StoreService)

@@ -1,0 +1,455 @@
+"""Database operations (run on the database thread through `Database.run`).
+
+Each function takes the sqlite-utils Database first and does one unit of work; functions
+that write use `immediate()` so that they are atomic and durable before they return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import time
+from typing import Any, cast
+
+import sqlite_utils
+
+from store_server.consent import (
+    GENESIS_HASH,
+    PURPOSES,
+    ActiveConsent,
+    ChainedEntry,
+    ConsentText,
+    LogEntry,
+    Purpose,
+    Scope,
+    entry_hash,
+    is_active,
+)
+from store_server.db import immediate
+from store_server.errors import NotFoundError, ValidationError
+from store_server.policy import CustomerSnapshot, Preferences, WishItem
+
+# Pickup codes: 6 characters from an alphabet without look-alikes (0/O, 1/I/L).
+PICKUP_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+PICKUP_CODE_LENGTH = 6
+
+
+def token_hash(token: str) -> str:
+    """Bearer tokens and session ids are stored only as their SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_pickup_code() -> str:
+    return "".join(secrets.choice(PICKUP_ALPHABET) for _ in range(PICKUP_CODE_LENGTH))
+
+
+def rows(db: sqlite_utils.Database, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+    return list(db.query(sql, list(params)))
+
+
+def one(db: sqlite_utils.Database, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
+    found = rows(db, sql, params)
+    return found[0] if found else None
+
+
+# -- consent texts ---------------------------------------------------------------------------
+
+
+def ensure_consent_texts(db: sqlite_utils.Database, texts: Iterable[ConsentText]) -> None:
+    with immediate(db):
+        for text in texts:
+            db.execute(
+                "INSERT OR IGNORE INTO consent_texts (hash, purpose, version, text_fr, text_en)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [text.hash, text.purpose, text.version, text.text_fr, text.text_en],
+            )
+
+
+def current_consent_texts(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    return rows(
+        db,
+        "SELECT hash, purpose, version, text_fr, text_en FROM consent_texts t"
+        " WHERE version = (SELECT max(version) FROM consent_texts u WHERE u.purpose = t.purpose)"
+        " ORDER BY purpose",
+    )
+
+
+# -- customers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewCustomer:
+    customer_id: str
+    token: str
+
+
+def create_customer(
+    db: sqlite_utils.Database,
+    *,
+    key_wrapped_for: Any,
+    k: int,
+    clock_offset_s: float,
+    language: str,
+    now: float,
+) -> NewCustomer:
+    """Create a customer and their app identity; `key_wrapped_for(customer_id)` wraps the key."""
+    customer_id = "c_" + secrets.token_hex(12)
+    token = secrets.token_urlsafe(32)
+    with immediate(db):
+        db.execute(
+            "INSERT INTO customers (id, token_hash, created_at, language, pickup_code)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [customer_id, token_hash(token), now, language, new_pickup_code()],
+        )
+        db.execute(
+            "INSERT INTO identities (customer_id, key_wrapped, k, clock_offset_s, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [customer_id, key_wrapped_for(customer_id), k, clock_offset_s, now],
+        )
+    return NewCustomer(customer_id, token)
+
+
+def customer_by_token(db: sqlite_utils.Database, token: str) -> str | None:
+    row = one(db, "SELECT id FROM customers WHERE token_hash = ?", [token_hash(token)])
+    return None if row is None else str(row["id"])
+
+
+def identity_rows(
+    db: sqlite_utils.Database, customer_ids: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    if customer_ids is None:
+        return rows(db, "SELECT customer_id, key_wrapped, k, clock_offset_s FROM identities")
+    ids = list(customer_ids)
+    marks = ",".join("?" * len(ids))
+    return rows(
+        db,
+        f"SELECT customer_id, key_wrapped, k, clock_offset_s FROM identities"  # noqa: S608
+        f" WHERE customer_id IN ({marks})",
+        ids,
+    )
+
+
+def consents_of(db: sqlite_utils.Database, customer_id: str) -> list[ActiveConsent]:
+    return [
+        ActiveConsent(
+            purpose=cast(Purpose, row["purpose"]),
+            scope=cast(Scope, row["scope"]),
+            text_hash=row["text_hash"],
+            granted_at=row["granted_at"],
+            expires_at=row["expires_at"],
+        )
+        for row in rows(db, "SELECT * FROM consents WHERE customer_id = ?", [customer_id])
+    ]
+
+
+def consenting_customer_ids(db: sqlite_utils.Database, now: float) -> list[str]:
+    return [
+        str(row["customer_id"])
+        for row in rows(
+            db,
+            "SELECT DISTINCT customer_id FROM consents WHERE granted_at <= ? AND expires_at > ?",
+            [now, now],
+        )
+    ]
+
+
+def append_consent_log(db: sqlite_utils.Database, entry: LogEntry) -> str:
+    """Append one entry to the chain (inside the caller's transaction); return its hash."""
+    last = one(db, "SELECT entry_hash FROM consent_log ORDER BY seq DESC LIMIT 1")
+    prev = GENESIS_HASH if last is None else str(last["entry_hash"])
+    digest = entry_hash(prev, entry)
+    db.execute(
+        "INSERT INTO consent_log (subject_ref, purpose, action, text_hash, scope, channel,"
+        " app_version, at, prev_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            entry.subject_ref,
+            entry.purpose,
+            entry.action,
+            entry.text_hash,
+            entry.scope,
+            entry.channel,
+            entry.app_version,
+            entry.at,
+            prev,
+            digest,
+        ],
+    )
+    return digest
+
+
+def consent_log_rows(db: sqlite_utils.Database, subject: str | None = None) -> list[ChainedEntry]:
+    sql = "SELECT * FROM consent_log"
+    params: list[Any] = []
+    if subject is not None:
+        sql += " WHERE subject_ref = ?"
+        params.append(subject)
+    return [
+        ChainedEntry(
+            seq=row["seq"],
+            entry=LogEntry(
+                subject_ref=row["subject_ref"],
+                purpose=row["purpose"],
+                action=row["action"],
+                text_hash=row["text_hash"],
+                scope=row["scope"],
+                channel=row["channel"],
+                app_version=row["app_version"],
+                at=row["at"],
+            ),
+            prev_hash=row["prev_hash"],
+            entry_hash=row["entry_hash"],
+        )
+        for row in rows(db, sql + " ORDER BY seq", params)
+    ]
+
+
+def grant_consent(
+    db: sqlite_utils.Database,
+    *,
+    customer_id: str,
+    subject_ref: str,
+    purpose: Purpose,
+    text_hash: str,
+    scope: Scope,
+    channel: str,
+    app_version: str | None,
+    now: float,
+    duration_s: float,
+) -> ActiveConsent:
+    if purpose not in PURPOSES:
+        raise ValidationError(f"unknown purpose {purpose!r}", field="purpose")
+    text = one(db, "SELECT purpose FROM consent_texts WHERE hash = ?", [text_hash])
+    if text is None or text["purpose"] != purpose:
+        raise ValidationError(
+            "text_hash does not name a consent text of this purpose", field="text_hash"
+        )
+    with immediate(db):
+        existing = one(
+            db,
+            "SELECT granted_at, expires_at FROM consents WHERE customer_id = ? AND purpose = ?",
+            [customer_id, purpose],
+        )
+        action = "renew" if existing is not None and existing["expires_at"] > now else "grant"
+        db.execute(
+            "INSERT OR REPLACE INTO consents (customer_id, purpose, scope, text_hash, granted_at,"
+            " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [customer_id, purpose, scope, text_hash, now, now + duration_s],
+        )
+        append_consent_log(
+            db, LogEntry(subject_ref, purpose, action, text_hash, scope, channel, app_version, now)
+        )
+    return ActiveConsent(purpose, scope, text_hash, now, now + duration_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    remaining: frozenset[Purpose]
+    retracted_cards: tuple[str, ...]
+
+
+def withdraw_consent(
+    db: sqlite_utils.Database,
+    *,
+    customer_id: str,
+    subject_ref: str,
+    purposes: Iterable[Purpose],
+    channel: str,
+    app_version: str | None,
+    now: float,
+) -> Withdrawal:
+    """Withdraw, log, and retract the customer's open cards, in one transaction."""
+    with immediate(db):
+        for purpose in purposes:
+            deleted = db.execute(
+                "DELETE FROM consents WHERE customer_id = ? AND purpose = ?",
+                [customer_id, purpose],
+            ).rowcount
+            if deleted:
+                append_consent_log(
+                    db,
+                    LogEntry(
+                        subject_ref, purpose, "withdraw", None, None, channel, app_version, now
+                    ),
+                )
+        cards = retract_open_cards(db, customer_id, now)
+        remaining = frozenset(c.purpose for c in consents_of(db, customer_id) if is_active(c, now))
+    return Withdrawal(remaining, cards)
+
+
+def retract_open_cards(db: sqlite_utils.Database, customer_id: str, now: float) -> tuple[str, ...]:
+    ids = tuple(
+        str(row["id"])
+        for row in rows(
+            db, "SELECT id FROM cards WHERE customer_id = ? AND state = 'open'", [customer_id]
+        )
+    )
+    db.execute(
+        "UPDATE cards SET state = 'retracted', acked_at = ?"
+        " WHERE customer_id = ? AND state = 'open'",
+        [now, customer_id],
+    )
+    return ids
+
+
+def _parse_time(value: str | None) -> time | None:
+    return None if value is None else time.fromisoformat(value)
+
+
+def preferences_of(row: dict[str, Any]) -> Preferences:
+    return Preferences(
+        display_name=row["display_name"],
+        title=row["title"],
+        name_form=row["name_form"],
+        language=row["language"],
+        greet_mode=row["greet_mode"],
+        quiet_start=_parse_time(row["quiet_start"]),
+        quiet_end=_parse_time(row["quiet_end"]),
+        not_today=row["not_today"],
+    )
+
+
+def set_preferences(db: sqlite_utils.Database, customer_id: str, values: dict[str, Any]) -> None:
+    allowed = {
+        "display_name",
+        "title",
+        "name_form",
+        "language",
+        "greet_mode",
+        "quiet_start",
+        "quiet_end",
+        "not_today",
+    }
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValidationError("unknown preference", field=sorted(unknown)[0])
+    if not values:
+        return
+    assignments = ", ".join(f"{key} = ?" for key in values)
+    with immediate(db):
+        db.execute(
+            f"UPDATE customers SET {assignments} WHERE id = ?",  # noqa: S608 (keys allow-listed)
+            [*values.values(), customer_id],
+        )
+
+
+def set_wishlist(db: sqlite_utils.Database, customer_id: str, skus: list[str], now: float) -> None:
+    known = {str(r["sku"]) for r in rows(db, "SELECT sku FROM catalog")}
+    for index, sku in enumerate(skus):
+        if sku not in known:
+            raise ValidationError(f"unknown item {sku!r}", field=f"skus[{index}]")
+    with immediate(db):
+        db.execute("DELETE FROM wishlist WHERE customer_id = ?", [customer_id])
+        for sku in dict.fromkeys(skus):
+            db.execute(
+                "INSERT INTO wishlist (customer_id, sku, added_at) VALUES (?, ?, ?)",
+                [customer_id, sku, now],
+            )
+
+
+def snapshot(
+    db: sqlite_utils.Database, customer_id: str, store_id: str, now: float
+) -> CustomerSnapshot | None:
+    row = one(db, "SELECT * FROM customers WHERE id = ?", [customer_id])
+    if row is None:
+        return None
+    purposes = frozenset(c.purpose for c in consents_of(db, customer_id) if is_active(c, now))
+    wishlist = tuple(
+        WishItem(w["sku"], w["name_fr"], w["name_en"], w["count"], w["aisle"])
+        for w in rows(
+            db,
+            "SELECT w.sku, c.name_fr, c.name_en, s.count, s.aisle FROM wishlist w"
+            " JOIN catalog c ON c.sku = w.sku"
+            " LEFT JOIN stock s ON s.sku = w.sku AND s.store_id = ?"
+            " WHERE w.customer_id = ? ORDER BY w.added_at, w.sku",
+            [store_id, customer_id],
+        )
+    )
+    return CustomerSnapshot(
+        customer_id, purposes, preferences_of(row), wishlist, row["pickup_code"]
+    )
+
+
+# -- catalog ---------------------------------------------------------------------------------
+
+
+def upsert_stock(db: sqlite_utils.Database, store_id: str, items: Iterable[dict[str, Any]]) -> int:
+    count = 0
+    with immediate(db):
+        for item in items:
+            db.execute(
+                "INSERT INTO catalog (sku, name_fr, name_en) VALUES (?, ?, ?)"
+                " ON CONFLICT(sku) DO UPDATE SET name_fr = excluded.name_fr,"
+                " name_en = excluded.name_en",
+                [item["sku"], item["name_fr"], item["name_en"]],
+            )
+            db.execute(
+                "INSERT INTO stock (store_id, sku, count, aisle) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(store_id, sku) DO UPDATE SET count = excluded.count,"
+                " aisle = excluded.aisle",
+                [store_id, item["sku"], item["count"], item["aisle"]],
+            )
+            count += 1
+    return count
+
+
+# -- scanners --------------------------------------------------------------------------------
+
+
+def add_scanner(
+    db: sqlite_utils.Database, scanner_id: str, store_id: str, secret_wrapped: bytes, now: float
+) -> None:
+    with immediate(db):
+        db.execute(
+            "INSERT INTO scanners (id, store_id, secret_wrapped, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET secret_wrapped = excluded.secret_wrapped,"
+            " store_id = excluded.store_id, revoked_at = NULL",
+            [scanner_id, store_id, secret_wrapped, now],
+        )
+
+
+def scanner_row(db: sqlite_utils.Database, scanner_id: str) -> dict[str, Any] | None:
+    return one(db, "SELECT * FROM scanners WHERE id = ?", [scanner_id])
+
+
+def revoke_scanner(db: sqlite_utils.Database, scanner_id: str, now: float) -> None:
+    with immediate(db):
+        if not db.execute(
+            "UPDATE scanners SET revoked_at = ? WHERE id = ?", [now, scanner_id]
+        ).rowcount:
+            raise NotFoundError(f"no scanner {scanner_id!r}")
+
+
+def record_heartbeat(
+    db: sqlite_utils.Database, scanner_id: str, body: dict[str, Any], now: float
+) -> None:
+    with immediate(db):
+        db.execute(
+            "UPDATE scanners SET last_heartbeat = ?, last_seen_at = ? WHERE id = ?",
+            [json.dumps(body), now, scanner_id],
+        )
+
+
+def batch_result(db: sqlite_utils.Database, scanner_id: str, batch_id: str) -> int | None:
+    row = one(
+        db,
+        "SELECT accepted FROM scanner_batches WHERE scanner_id = ? AND batch_id = ?",
+        [scanner_id, batch_id],
+    )
+    return None if row is None else int(row["accepted"])
+
+
+def record_batch(
+    db: sqlite_utils.Database, scanner_id: str, batch_id: str, accepted: int, now: float
+) -> bool:
+    """Record a batch as committed; False when it was already recorded (a retry)."""
+    with immediate(db):
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO scanner_batches (scanner_id, batch_id, accepted, received_at)"
+            " VALUES (?, ?, ?, ?)",
+            [scanner_id, batch_id, accepted, now],
+        ).rowcount
+        db.execute("UPDATE scanners SET last_seen_at = ? WHERE id = ?", [now, scanner_id])
+    return bool(inserted)

@@ -1,0 +1,648 @@
+"""The store service: wires storage, identity, presence, policy and the board hub.
+
+This is the one stateful object of the server. HTTP views call it; it calls the pure
+modules with the current time and runs database work on the database thread. The order of
+operations carries the privacy invariants:
+
+- only customers with an active consent are in the EID resolver, so a sighting of anyone
+  else resolves to nothing and is dropped without a trace (invariant 1);
+- a withdrawal commits first, then leaves the resolver and the presence engine, bumps the
+  allowlist (waking long-polling scanners) and retracts the customer's cards (invariant 3);
+- a card is inserted in the same transaction that re-checks the consent, so a withdrawal
+  that committed before can never be followed by a card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlite_utils
+
+from store_server import identity, repo
+from store_server.config import ServerConfig
+from store_server.consent import (
+    DEFAULT_CONSENT_DURATION_S,
+    PURPOSES,
+    ConsentText,
+    Purpose,
+    Scope,
+    subject_ref,
+)
+from store_server.db import Database, immediate
+from store_server.errors import AuthenticationError, ForbiddenError, NotFoundError
+from store_server.floor import Floor
+from store_server.hub import BoardHub
+from store_server.ingest import Batch, Heartbeat
+from store_server.keywrap import unwrap_key, wrap_key
+from store_server.policy import Decision, Trigger, VisitState, decide
+from store_server.presence import Observation, PresenceEngine, PresenceEvent
+from store_server.signing import NonceStore, SignedHeaders, verify
+
+logger = logging.getLogger(__name__)
+
+# The presence engine and the resolver advance once a second: the aggregation window.
+TICK_S = 1.0
+# Re-read which consents are still active (expiry) once a minute.
+CONSENT_REFRESH_S = 60.0
+# Run the retention purge every ten minutes.
+PURGE_EVERY_S = 600.0
+# A window older than this when it reaches the server (outbox backlog) is counted but does
+# not drive presence: greeting someone who left an hour ago would be wrong.
+STALE_WINDOW_S = 30.0
+# Longest allowed long poll for the allowlist (seconds).
+MAX_ALLOWLIST_WAIT_S = 30.0
+
+
+@dataclass(slots=True)
+class _Visit:
+    visit_id: int | None
+    zone: str | None
+    state: VisitState = field(default_factory=VisitState)
+
+
+def derive_key(master_key: bytes, label: str) -> bytes:
+    return hmac.new(master_key, b"bulle/" + label.encode(), hashlib.sha256).digest()
+
+
+class StoreService:
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        floor: Floor,
+        db: Database,
+        master_key: bytes,
+        consent_texts: Iterable[ConsentText],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.floor = floor
+        self.store_id = floor.store_id
+        self.db = db
+        self.hub = BoardHub()
+        self.clock = clock
+        self._master_key = master_key
+        self._pseudonym_key = derive_key(master_key, "consent-pseudonym")
+        self._consent_texts = tuple(consent_texts)
+        self.resolver = identity.EidResolver(skew_windows=config.skew_windows)
+        self.engine = PresenceEngine(floor)
+        self._visits: dict[str, _Visit] = {}
+        self._last_greeted: dict[str, float] = {}
+        self._allowlist_changed = asyncio.Condition()
+        self._nonces = NonceStore(2 * config.signature_tolerance_s)
+        self._scanner_secrets: dict[str, tuple[str, str]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._tz = ZoneInfo(floor.timezone) if getattr(floor, "timezone", None) else None
+        self.frames_resolved = 0
+        self.frames_unresolved = 0
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.db.run(lambda db: repo.ensure_consent_texts(db, self._consent_texts))
+        await self._refresh_consenting(self.clock())
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="bulle-tick"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.hub.close_all()
+
+    async def _tick_loop(self) -> None:
+        last_refresh = last_purge = self.clock()
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                now = self.clock()
+                await self._handle_events(self.engine.tick(now))
+                if self.resolver.advance(now):
+                    await self._notify_allowlist()
+                if now - last_refresh >= CONSENT_REFRESH_S:
+                    last_refresh = now
+                    await self._refresh_consenting(now)
+                if now - last_purge >= PURGE_EVERY_S:
+                    last_purge = now
+                    await self.purge(now)
+            except Exception:
+                logger.exception("periodic work failed; retrying at the next tick")
+
+    async def _refresh_consenting(self, now: float) -> None:
+        """Make the resolver hold exactly the customers with an active consent."""
+        ids = set(await self.db.run(lambda db: repo.consenting_customer_ids(db, now)))
+        changed = False
+        for subject in [s for s in self._resolver_subjects() if s not in ids]:
+            changed |= self.resolver.remove(subject)
+            self.engine.forget(subject)
+        missing = [i for i in ids if i not in self.resolver]
+        if missing:
+            records = await self.db.run(lambda db: repo.identity_rows(db, missing))
+            self.resolver.upsert_many((self._identity_record(r) for r in records), now)
+            changed = True
+        if changed:
+            await self._notify_allowlist()
+
+    def _resolver_subjects(self) -> list[str]:
+        return list(self.resolver.subjects())
+
+    def _identity_record(self, row: dict[str, Any]) -> identity.IdentityRecord:
+        key = unwrap_key(self._master_key, row["key_wrapped"], _aad("identity", row["customer_id"]))
+        return identity.IdentityRecord(
+            subject=row["customer_id"],
+            identity_key=key,
+            k=row["k"],
+            clock_offset_s=row["clock_offset_s"],
+        )
+
+    async def _notify_allowlist(self) -> None:
+        async with self._allowlist_changed:
+            self._allowlist_changed.notify_all()
+
+    # -- scanners ------------------------------------------------------------------------
+
+    def wrap_scanner_secret(self, scanner_id: str, secret: str) -> bytes:
+        return wrap_key(self._master_key, secret.encode(), _aad("scanner", scanner_id))
+
+    async def authenticate_scanner(
+        self, signed: SignedHeaders, method: str, path_qs: str, body: bytes
+    ) -> str:
+        """Verify a signed request; return the scanner's store id."""
+        known = self._scanner_secrets.get(signed.scanner_id)
+        if known is None:
+            row = await self.db.run(lambda db: repo.scanner_row(db, signed.scanner_id))
+            if row is None or row["revoked_at"] is not None:
+                raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
+            secret = unwrap_key(
+                self._master_key, row["secret_wrapped"], _aad("scanner", signed.scanner_id)
+            ).decode()
+            known = (row["store_id"], secret)
+            self._scanner_secrets[signed.scanner_id] = known
+        store_id, secret = known
+        verify(
+            signed,
+            secret=secret,
+            method=method,
+            path_qs=path_qs,
+            body=body,
+            now=self.clock(),
+            tolerance_s=self.config.signature_tolerance_s,
+            nonces=self._nonces,
+        )
+        return store_id
+
+    def forget_scanner(self, scanner_id: str) -> None:
+        """Drop the cached secret (after revocation or a new secret)."""
+        self._scanner_secrets.pop(scanner_id, None)
+
+    async def ingest(self, scanner_id: str, store_id: str, batch: Batch) -> dict[str, Any]:
+        if batch.store_id != store_id or batch.scanner_id != scanner_id:
+            raise ForbiddenError(
+                "this scanner is not registered for that store", code="wrong_store"
+            )
+        previous = await self.db.run(lambda db: repo.batch_result(db, scanner_id, batch.batch_id))
+        if previous is not None:
+            return {"batch_id": batch.batch_id, "accepted": previous, "duplicate": True}
+        now = self.clock()
+        observations: list[Observation] = []
+        for window in batch.windows:
+            if window.id_type != "eid":
+                continue  # legacy static ids are not resolved unless enabled (not yet offered)
+            t = min(window.end, now)
+            subject = self.resolver.resolve(bytes.fromhex(window.id), t)
+            if subject is None:
+                self.frames_unresolved += 1
+                continue
+            self.frames_resolved += 1
+            if now - t <= STALE_WINDOW_S:
+                observations.append(
+                    Observation(
+                        subject, scanner_id, t, window.rssi_median, window.rssi_max, window.count
+                    )
+                )
+        accepted = len(batch.windows)
+        inserted = await self.db.run(
+            lambda db: repo.record_batch(db, scanner_id, batch.batch_id, accepted, now)
+        )
+        if inserted:
+            events: list[PresenceEvent] = []
+            for obs in sorted(observations, key=lambda o: o.t):
+                events.extend(self.engine.observe(obs))
+            await self._handle_events(events)
+        return {"batch_id": batch.batch_id, "accepted": accepted, "duplicate": not inserted}
+
+    async def heartbeat(self, scanner_id: str, store_id: str, body: Heartbeat) -> dict[str, Any]:
+        if body.store_id != store_id or body.scanner_id != scanner_id:
+            raise ForbiddenError(
+                "this scanner is not registered for that store", code="wrong_store"
+            )
+        now = self.clock()
+        payload = {f: getattr(body, f) for f in body.__struct_fields__}
+        await self.db.run(lambda db: repo.record_heartbeat(db, scanner_id, payload, now))
+        return {"ok": True, "server_time": now}
+
+    async def allowlist(self, since: int | None, wait_s: float) -> dict[str, Any]:
+        wait_s = max(0.0, min(wait_s, MAX_ALLOWLIST_WAIT_S))
+        if since is not None and since == self.resolver.version and wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with self._allowlist_changed:
+                    await asyncio.wait_for(
+                        self._allowlist_changed.wait_for(lambda: self.resolver.version != since),
+                        wait_s,
+                    )
+        now = self.clock()
+        version = self.resolver.version
+        delta = self.resolver.changes_since(since) if since is not None else None
+        if since is not None and since == version:
+            return {"version": version, "full": False, "entries": [], "removed": []}
+        if delta is not None:
+            return {
+                "version": delta.version,
+                "full": False,
+                "entries": [_wire_entry(item) for item in delta.added],
+                "removed": [eid.hex() for eid in delta.removed],
+            }
+        return {
+            "version": version,
+            "full": True,
+            "entries": [_wire_entry(item) for item in self.resolver.entries(now)],
+            "removed": [],
+        }
+
+    # -- presence events -----------------------------------------------------------------
+
+    async def _handle_events(self, events: list[PresenceEvent]) -> None:
+        for event in events:
+            if event.kind == "arrived":
+                await self._on_trigger(
+                    event.subject, Trigger("arrived", event.t, event.zone), via=event.via
+                )
+            elif event.kind == "zone_changed":
+                visit = self._visits.get(event.subject)
+                if visit is not None:
+                    visit.zone = event.zone
+                    await self._publish_zone(event.subject, event.zone)
+            elif event.kind == "left":
+                await self._on_left(event.subject, event.t)
+
+    def _local(self, now: float) -> datetime:
+        return datetime.fromtimestamp(now, self._tz)
+
+    async def _on_trigger(self, customer_id: str, trigger: Trigger, *, via: str) -> None:
+        now = self.clock()
+        local = self._local(now)
+        visit = self._visits.get(customer_id)
+        state = (
+            visit.state
+            if visit is not None
+            else VisitState(last_greeted_at=self._last_greeted.get(customer_id))
+        )
+        zone = trigger.zone
+
+        def transaction(
+            db: sqlite_utils.Database,
+        ) -> tuple[int | None, Decision | None, list[dict[str, Any]]]:
+            with immediate(db):
+                snap = repo.snapshot(db, customer_id, self.store_id, now)
+                if snap is None:
+                    return None, None, []
+                decision = decide(trigger, snap, state, local=local, now=now)
+                if decision is None:
+                    return None, None, []  # no consent: record nothing at all
+                visit_id = visit.visit_id if visit is not None else None
+                if visit_id is None:
+                    visit_id = int(
+                        db.execute(
+                            "INSERT INTO visits (customer_id, arrived_at, zone, via)"
+                            " VALUES (?, ?, ?, ?)",
+                            [customer_id, now, zone, via],
+                        ).lastrowid
+                        or 0
+                    )
+                db.execute(
+                    "INSERT INTO decisions (customer_id, visit_id, at, outcome, reason)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [customer_id, visit_id, now, decision.outcome, ",".join(decision.reasons)],
+                )
+                cards = self._cards_for(decision, zone, now)
+                for card in cards:
+                    db.execute(
+                        "INSERT INTO cards (id, customer_id, kind, created_at, payload)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        [card["id"], customer_id, card["kind"], now, json.dumps(card)],
+                    )
+                if decision.message is not None:
+                    db.execute(
+                        "INSERT INTO messages (customer_id, at, body) VALUES (?, ?, ?)",
+                        [
+                            customer_id,
+                            now,
+                            json.dumps(
+                                {
+                                    "kind": "stock",
+                                    "lines_fr": list(decision.message.lines_fr),
+                                    "lines_en": list(decision.message.lines_en),
+                                }
+                            ),
+                        ],
+                    )
+                return visit_id, decision, cards
+
+        visit_id, decision, cards = await self.db.run(transaction)
+        if decision is None:
+            return
+        new_state = VisitState(
+            greeted=state.greeted or decision.greeting is not None,
+            stock_shown=state.stock_shown or decision.stock is not None,
+            last_greeted_at=now if decision.greeting is not None else state.last_greeted_at,
+            checked_in=state.checked_in or trigger.kind == "check_in",
+        )
+        if decision.greeting is not None:
+            self._last_greeted[customer_id] = now
+        self._visits[customer_id] = _Visit(visit_id, zone, new_state)
+        for card in cards:
+            self.hub.publish({"type": "card", "card": card})
+        await self._log_access([(customer_id, card["id"]) for card in cards])
+
+    def _cards_for(self, decision: Decision, zone: str | None, now: float) -> list[dict[str, Any]]:
+        zone_names = self._zone_names(zone)
+        cards: list[dict[str, Any]] = []
+        if decision.greeting is not None:
+            cards.append(
+                {
+                    "id": "k_" + secrets.token_hex(8),
+                    "kind": "greeting",
+                    "text": decision.greeting.text,
+                    "language": decision.greeting.language,
+                    "named": decision.greeting.named,
+                    "zone": zone,
+                    "zone_name": zone_names,
+                    "arrived_at": now,
+                }
+            )
+        if decision.stock is not None:
+            cards.append(
+                {
+                    "id": "k_" + secrets.token_hex(8),
+                    "kind": "stock",
+                    "pickup_code": decision.stock.pickup_code,
+                    "name": decision.stock.name,
+                    "language": decision.stock.language,
+                    "zone": zone,
+                    "zone_name": zone_names,
+                    "arrived_at": now,
+                    "items": [
+                        {"sku": i.sku, "name": i.name, "count": i.count, "aisle": i.aisle}
+                        for i in decision.stock.items
+                    ],
+                }
+            )
+        return cards
+
+    def _zone_names(self, zone: str | None) -> dict[str, str] | None:
+        if zone is None:
+            return None
+        try:
+            z = self.floor.zone(zone)
+        except Exception:
+            return None
+        return {"fr": z.name_fr, "en": z.name_en}
+
+    async def _publish_zone(self, customer_id: str, zone: str | None) -> None:
+        ids = await self.db.run(
+            lambda db: [
+                str(r["id"])
+                for r in repo.rows(
+                    db,
+                    "SELECT id FROM cards WHERE customer_id = ? AND state = 'open'",
+                    [customer_id],
+                )
+            ]
+        )
+        for card_id in ids:
+            self.hub.publish(
+                {"type": "zone", "id": card_id, "zone": zone, "zone_name": self._zone_names(zone)}
+            )
+
+    async def _on_left(self, customer_id: str, t: float) -> None:
+        visit = self._visits.pop(customer_id, None)
+        now = self.clock()
+
+        def transaction(db: sqlite_utils.Database) -> tuple[str, ...]:
+            with immediate(db):
+                if visit is not None and visit.visit_id is not None:
+                    db.execute("UPDATE visits SET left_at = ? WHERE id = ?", [t, visit.visit_id])
+                return repo.retract_open_cards(db, customer_id, now)
+
+        for card_id in await self.db.run(transaction):
+            self.hub.publish({"type": "retract", "id": card_id, "reason": "left"})
+
+    async def _log_access(
+        self, shown: list[tuple[str, str]], users: Iterable[str] | None = None
+    ) -> None:
+        usernames = sorted(set(users if users is not None else self.hub.usernames()))
+        if not shown or not usernames:
+            return
+        now = self.clock()
+
+        def transaction(db: sqlite_utils.Database) -> None:
+            with immediate(db):
+                for customer_id, card_id in shown:
+                    for user in usernames:
+                        db.execute(
+                            "INSERT INTO access_log (customer_id, staff_user, card_id, action, at)"
+                            " SELECT ?, ?, ?, 'shown', ? WHERE EXISTS"
+                            " (SELECT 1 FROM customers WHERE id = ?)",
+                            [customer_id, user, card_id, now, customer_id],
+                        )
+
+        await self.db.run(transaction)
+
+    # -- staff board ---------------------------------------------------------------------
+
+    async def board_snapshot(self, username: str) -> dict[str, Any]:
+        rows = await self.db.run(
+            lambda db: repo.rows(
+                db,
+                "SELECT id, customer_id, payload FROM cards WHERE state = 'open'"
+                " ORDER BY created_at",
+            )
+        )
+        await self._log_access([(r["customer_id"], r["id"]) for r in rows], users=[username])
+        return {"type": "snapshot", "cards": [json.loads(r["payload"]) for r in rows]}
+
+    async def close_card(self, card_id: str, username: str, action: str) -> None:
+        if action not in ("greeted", "brought", "dismissed"):
+            raise NotFoundError(f"unknown action {action!r}")
+        now = self.clock()
+
+        def transaction(db: sqlite_utils.Database) -> str | None:
+            with immediate(db):
+                row = repo.one(
+                    db, "SELECT customer_id FROM cards WHERE id = ? AND state = 'open'", [card_id]
+                )
+                if row is None:
+                    return None
+                db.execute(
+                    "UPDATE cards SET state = ?, acked_by = ?, acked_at = ? WHERE id = ?",
+                    [action, username, now, card_id],
+                )
+                db.execute(
+                    "INSERT INTO access_log (customer_id, staff_user, card_id, action, at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [row["customer_id"], username, card_id, action, now],
+                )
+                return str(row["customer_id"])
+
+        if await self.db.run(transaction) is not None:
+            self.hub.publish({"type": "closed", "id": card_id, "action": action, "by": username})
+
+    # -- customers -----------------------------------------------------------------------
+
+    async def enroll(self, app_counter: int | None, language: str) -> dict[str, Any]:
+        now = self.clock()
+        key = identity.new_identity_key()
+        k = self.config.rotation_exponent
+        counter = app_counter if app_counter is not None else int(now) % identity.COUNTER_MODULUS
+        offset = identity.clock_offset(counter, now)
+        created = await self.db.run(
+            lambda db: repo.create_customer(
+                db,
+                key_wrapped_for=lambda cid: wrap_key(self._master_key, key, _aad("identity", cid)),
+                k=k,
+                clock_offset_s=offset,
+                language=language,
+                now=now,
+            )
+        )
+        return {
+            "customer_id": created.customer_id,
+            "token": created.token,
+            "identity_key": key.hex(),
+            "rotation_exponent": k,
+            "beacon_time": identity.beacon_time(now, offset),
+        }
+
+    async def customer_for_token(self, token: str) -> str:
+        customer_id = await self.db.run(lambda db: repo.customer_by_token(db, token))
+        if customer_id is None:
+            raise AuthenticationError("unknown or revoked app token")
+        return customer_id
+
+    def subject_ref(self, customer_id: str) -> str:
+        return subject_ref(self._pseudonym_key, customer_id)
+
+    async def grant(
+        self,
+        customer_id: str,
+        purpose: Purpose,
+        text_hash: str,
+        scope: Scope,
+        channel: str,
+        app_version: str | None,
+    ) -> dict[str, Any]:
+        now = self.clock()
+        consent = await self.db.run(
+            lambda db: repo.grant_consent(
+                db,
+                customer_id=customer_id,
+                subject_ref=self.subject_ref(customer_id),
+                purpose=purpose,
+                text_hash=text_hash,
+                scope=scope,
+                channel=channel,
+                app_version=app_version,
+                now=now,
+                duration_s=DEFAULT_CONSENT_DURATION_S,
+            )
+        )
+        if customer_id not in self.resolver:
+            rows = await self.db.run(lambda db: repo.identity_rows(db, [customer_id]))
+            for row in rows:
+                self.resolver.upsert(self._identity_record(row), now)
+            await self._notify_allowlist()
+        return {
+            "purpose": consent.purpose,
+            "scope": consent.scope,
+            "granted_at": consent.granted_at,
+            "expires_at": consent.expires_at,
+            "text_hash": consent.text_hash,
+        }
+
+    async def withdraw(
+        self, customer_id: str, purposes: Iterable[Purpose], channel: str, app_version: str | None
+    ) -> dict[str, Any]:
+        now = self.clock()
+        wanted = tuple(p for p in PURPOSES if p in set(purposes))
+        result = await self.db.run(
+            lambda db: repo.withdraw_consent(
+                db,
+                customer_id=customer_id,
+                subject_ref=self.subject_ref(customer_id),
+                purposes=wanted,
+                channel=channel,
+                app_version=app_version,
+                now=now,
+            )
+        )
+        if not result.remaining:
+            self.engine.forget(customer_id)
+            self._visits.pop(customer_id, None)
+            if self.resolver.remove(customer_id):
+                await self._notify_allowlist()
+        for card_id in result.retracted_cards:
+            self.hub.publish({"type": "retract", "id": card_id, "reason": "withdrawn"})
+        return {"withdrawn": list(wanted), "remaining": sorted(result.remaining)}
+
+    async def check_in(self, customer_id: str, zone: str | None) -> dict[str, Any]:
+        now = self.clock()
+        if customer_id not in self.resolver:
+            return {"checked_in": False, "reason": "no_consent"}
+        await self._handle_events(self.engine.check_in(customer_id, now, zone))
+        visit = self._visits.get(customer_id)
+        if visit is not None and not visit.state.checked_in:
+            await self._on_trigger(
+                customer_id, Trigger("check_in", now, zone or visit.zone), via="check_in"
+            )
+        return {"checked_in": True}
+
+    async def purge(self, now: float) -> int:
+        cutoff = now - self.config.retention_s
+
+        def transaction(db: sqlite_utils.Database) -> int:
+            with immediate(db):
+                count = db.execute(
+                    "DELETE FROM visits WHERE coalesce(left_at, arrived_at) < ?", [cutoff]
+                ).rowcount
+                db.execute("DELETE FROM decisions WHERE at < ?", [cutoff])
+                db.execute("DELETE FROM cards WHERE created_at < ? AND state != 'open'", [cutoff])
+                db.execute("DELETE FROM messages WHERE at < ?", [cutoff])
+                return int(count)
+
+        return await self.db.run(transaction)
+
+
+def scanner_aad(scanner_id: str) -> bytes:
+    return _aad("scanner", scanner_id)
+
+
+def _aad(kind: str, subject: str) -> bytes:
+    return f"bulle/{kind}/{subject}".encode()
+
+
+def _wire_entry(item: identity.AllowlistItem) -> dict[str, Any]:
+    return {"id_type": "eid", "id": item.eid.hex(), "not_after": item.not_after}

@@ -1,0 +1,1 @@
+"""HTTP views: thin adapters between aiohttp requests and the store service."""

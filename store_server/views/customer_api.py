@@ -1,0 +1,164 @@
+"""Customer API used by the loyalty app and the reference web client (Bearer app token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from store_server import repo
+from store_server.api_models import (
+    CheckInRequest,
+    ConsentRequest,
+    EnrollRequest,
+    PreferencesRequest,
+    WishlistRequest,
+    WithdrawRequest,
+)
+from store_server.errors import AuthenticationError, RateLimitedError
+from store_server.ingest import decode
+from store_server.keys import SERVICE
+from store_server.policy import validate_name
+
+routes = web.RouteTableDef()
+
+# One check-in per customer every 10 s: a tap is a deliberate act, a burst is a bug or abuse.
+CHECK_IN_MIN_INTERVAL_S = 10.0
+_last_check_in = web.AppKey("last_check_in", dict)
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(data), status=status, content_type="application/json"
+    )
+
+
+async def _customer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError("send the app token as 'Authorization: Bearer <token>'")
+    return await request.app[SERVICE].customer_for_token(token.strip())
+
+
+@routes.post("/api/v1/enroll")
+async def enroll(request: web.Request) -> web.Response:
+    body = decode(await request.read() or b"{}", EnrollRequest)
+    return _json(await request.app[SERVICE].enroll(body.app_counter, body.language), 201)
+
+
+@routes.get("/api/v1/consent-texts")
+async def consent_texts(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return _json({"texts": await service.db.run(repo.current_consent_texts)})
+
+
+@routes.get("/api/v1/catalog")
+async def catalog(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    items = await service.db.run(
+        lambda db: repo.rows(
+            db,
+            "SELECT c.sku, c.name_fr, c.name_en, s.count, s.aisle FROM catalog c"
+            " LEFT JOIN stock s ON s.sku = c.sku AND s.store_id = ? ORDER BY c.sku",
+            [service.store_id],
+        )
+    )
+    return _json({"items": items})
+
+
+@routes.post("/api/v1/consents")
+async def grant(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read(), ConsentRequest)
+    result = await request.app[SERVICE].grant(
+        customer_id, body.purpose, body.text_hash, body.scope, body.channel, body.app_version
+    )
+    return _json(result, 201)
+
+
+@routes.post("/api/v1/consents/withdraw")
+async def withdraw(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read() or b"{}", WithdrawRequest)
+    return _json(
+        await request.app[SERVICE].withdraw(
+            customer_id, body.purposes, body.channel, body.app_version
+        )
+    )
+
+
+@routes.put("/api/v1/preferences")
+async def preferences(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read(), PreferencesRequest)
+    values: dict[str, Any] = {
+        f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not None
+    }
+    if "display_name" in values:
+        values["display_name"] = validate_name(values["display_name"])
+    if "title" in values:
+        values["title"] = validate_name(values["title"], "title")
+    service = request.app[SERVICE]
+    await service.db.run(lambda db: repo.set_preferences(db, customer_id, values))
+    return _json(await _preferences_of(request, customer_id))
+
+
+async def _preferences_of(request: web.Request, customer_id: str) -> dict[str, Any]:
+    row = await request.app[SERVICE].db.run(
+        lambda db: repo.one(
+            db,
+            "SELECT display_name, title, name_form, language, greet_mode, quiet_start, quiet_end,"
+            " not_today, pickup_code FROM customers WHERE id = ?",
+            [customer_id],
+        )
+    )
+    return row or {}
+
+
+@routes.put("/api/v1/wishlist")
+async def wishlist(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read(), WishlistRequest)
+    service = request.app[SERVICE]
+    now = service.clock()
+    await service.db.run(lambda db: repo.set_wishlist(db, customer_id, body.skus, now))
+    return _json({"skus": list(dict.fromkeys(body.skus))})
+
+
+@routes.post("/api/v1/check-in")
+async def check_in(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read() or b"{}", CheckInRequest)
+    service = request.app[SERVICE]
+    now = service.clock()
+    last: dict[str, float] = request.app[_last_check_in]
+    if now - last.get(customer_id, float("-inf")) < CHECK_IN_MIN_INTERVAL_S:
+        raise RateLimitedError("one check-in every 10 seconds")
+    last[customer_id] = now
+    return _json(await service.check_in(customer_id, body.zone))
+
+
+@routes.get("/api/v1/messages")
+async def messages(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    rows = await request.app[SERVICE].db.run(
+        lambda db: repo.rows(
+            db,
+            "SELECT id, at, body FROM messages WHERE customer_id = ? ORDER BY at DESC",
+            [customer_id],
+        )
+    )
+    return _json(
+        {
+            "messages": [
+                {"id": r["id"], "at": r["at"], **msgspec.json.decode(r["body"])} for r in rows
+            ]
+        }
+    )
+
+
+def setup(app: web.Application) -> None:
+    app[_last_check_in] = {}
+    app.add_routes(routes)

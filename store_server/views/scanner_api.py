@@ -1,0 +1,62 @@
+"""Scanner API: signed batches, allowlist long poll, heartbeats (docs/api.md)."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from store_server.errors import ValidationError
+from store_server.ingest import Batch, Heartbeat, check_batch, decode
+from store_server.keys import SERVICE
+from store_server.signing import read_headers
+
+routes = web.RouteTableDef()
+
+
+async def _authenticated(request: web.Request) -> tuple[str, str, bytes]:
+    service = request.app[SERVICE]
+    body = await request.read()
+    signed = read_headers(request.headers)
+    store_id = await service.authenticate_scanner(signed, request.method, request.path_qs, body)
+    return signed.scanner_id, store_id, body
+
+
+def _json(data: object) -> web.Response:
+    return web.Response(body=msgspec.json.encode(data), content_type="application/json")
+
+
+@routes.post("/api/scanner/v1/batches")
+async def post_batch(request: web.Request) -> web.Response:
+    scanner_id, store_id, body = await _authenticated(request)
+    batch = decode(body, Batch)
+    check_batch(batch)
+    return _json(await request.app[SERVICE].ingest(scanner_id, store_id, batch))
+
+
+@routes.post("/api/scanner/v1/heartbeat")
+async def post_heartbeat(request: web.Request) -> web.Response:
+    scanner_id, store_id, body = await _authenticated(request)
+    return _json(
+        await request.app[SERVICE].heartbeat(scanner_id, store_id, decode(body, Heartbeat))
+    )
+
+
+def _int_param(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError("must be an integer", field=name) from None
+    if value < 0:
+        raise ValidationError("must not be negative", field=name)
+    return value
+
+
+@routes.get("/api/scanner/v1/allowlist")
+async def get_allowlist(request: web.Request) -> web.Response:
+    await _authenticated(request)
+    since = _int_param(request, "since")
+    wait = _int_param(request, "wait") or 0
+    return _json(await request.app[SERVICE].allowlist(since, float(wait)))
