@@ -244,3 +244,17 @@ def test_delta_then_full_equals_full(
     both.apply(update(full_version, True, full, []), NOW)
     assert both.entries() == only_full.entries()
     assert both.version == only_full.version == full_version
+
+
+def test_dropped_frames_leave_no_trace_but_a_counter(caplog: pytest.LogCaptureFixture) -> None:
+    canary = bytes.fromhex("c0ffeec0ffeec0ff")
+    allow = Allowlist()
+    allow.apply(update(2, True, [("eid", EID_A, NOW + 60)], []), NOW)
+    allow.apply(update(1, False, [("eid", canary.hex(), NOW + 60)], []), NOW)  # stale delta
+    with caplog.at_level("DEBUG", logger="scanner"):
+        for _ in range(100):
+            assert allow.match(EddystoneEIDFrame(-20, canary), NOW) is None
+            assert allow.match(IBeaconFrame(IB_UUID, 1, 2, -59), NOW) is None
+    assert caplog.records == []
+    assert allow.dropped == {"eddystone_eid": 100, "ibeacon": 100}
+    assert canary.hex() not in repr(allow.entries())
