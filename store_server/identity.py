@@ -74,6 +74,16 @@ _TK_SALT = 0xFF
 _EID_BLOCK = struct.Struct(">11xBI")
 """EID input block: 11 zero bytes, K, BE32 counter with its K low bits cleared."""
 
+_COUNTER_MASK = COUNTER_MODULUS - 1
+"""Reduces an unwrapped counter value to the app's 32-bit counter."""
+
+_AES_BLOCK_BYTES = 16
+"""AES block size: each EID input block yields one 16-byte output block."""
+
+MAX_DELTA_EIDS = 100_000
+"""A change touching more EIDs than this (bulk load, mass re-key) is not kept as a delta:
+a full list is cheaper for scanners than a huge delta, and history memory stays bounded."""
+
 _ECB = modes.ECB()  # noqa: S305  (single-block PRF use mandated by the EID spec)
 """One shared, stateless mode object: saves an allocation per cipher context."""
 
@@ -226,15 +236,21 @@ def _check_record(record: IdentityRecord) -> None:
 class _SubjectState:
     """Per-subject resolver state: the EIDs of windows ``base .. base + 2*skew``."""
 
-    __slots__ = ("base", "due", "eids", "record", "tk", "tk_slot")
+    __slots__ = ("base", "eids", "record")
 
     def __init__(self, record: IdentityRecord) -> None:
         self.record = record
         self.base = 0
         self.eids: tuple[bytes, ...] = ()
-        self.tk = b""
-        self.tk_slot = -1
-        self.due = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One version's change of the EID set, as references to EIDs (no per-item objects)."""
+
+    version: int
+    added: tuple[bytes, ...]
+    removed: tuple[bytes, ...]
 
 
 class EidResolver:
@@ -245,7 +261,9 @@ class EidResolver:
     call :meth:`advance` regularly (every second is plenty) and resolve sightings with
     :meth:`resolve`, which is one dict lookup plus integer arithmetic: no cryptography.
     An EID is accepted at ``now`` only while its window is within ``skew_windows`` of the
-    app's current window; that check is exact even if :meth:`advance` runs late.
+    app's current window, i.e. in server time ``[not_before, not_after)`` with
+    ``not_before = start of window (j - skew)`` and ``not_after = end of window (j + skew)``;
+    that check is exact even if :meth:`advance` runs late.
     """
 
     def __init__(self, skew_windows: int = DEFAULT_SKEW_WINDOWS) -> None:
@@ -261,7 +279,7 @@ class EidResolver:
         # window changes; the heap orders the bucket keys. Stale entries are skipped lazily.
         self._buckets: dict[int, list[_SubjectState]] = {}
         self._bucket_heap: list[int] = []
-        self._history: deque[AllowlistDelta] = deque(maxlen=HISTORY_VERSIONS)
+        self._history: deque[_Change] = deque(maxlen=HISTORY_VERSIONS)
         self.version = 0
         self.eid_computations = 0
         """Number of EIDs computed so far (observability; lets tests check incrementality)."""
@@ -307,25 +325,40 @@ class EidResolver:
         return items
 
     def changes_since(self, version: int) -> AllowlistDelta | None:
-        """Merged changes after ``version``; None if they are no longer kept (send a full list)."""
+        """Merged changes after ``version``; None if they are no longer kept (send a full list).
+
+        ``added`` holds the EIDs added since ``version`` that are still in the table (with
+        their current ``not_after``); ``removed`` every EID dropped since then and not re-added.
+        """
         if version == self.version:
             return AllowlistDelta(self.version, (), ())
         if version > self.version or version < 0:
             return None
         if not self._history or self._history[0].version > version + 1:
             return None
-        added: dict[bytes, AllowlistItem] = {}
+        added: dict[bytes, None] = {}
         removed: dict[bytes, None] = {}
-        for delta in self._history:
-            if delta.version <= version:
+        for change in self._history:
+            if change.version <= version:
                 continue
-            for eid in delta.removed:
+            for eid in change.removed:
                 added.pop(eid, None)
                 removed[eid] = None
-            for item in delta.added:
-                removed.pop(item.eid, None)
-                added[item.eid] = item
-        return AllowlistDelta(self.version, tuple(added.values()), tuple(removed))
+            for eid in change.added:
+                removed.pop(eid, None)
+                added[eid] = None
+        items = []
+        skew = self._skew
+        for eid in added:
+            state = self._by_eid.get(eid)
+            if state is None:
+                continue
+            record = state.record
+            window = state.base + state.eids.index(eid)
+            items.append(
+                AllowlistItem(eid, ((window + skew + 1) << record.k) - record.clock_offset_s)
+            )
+        return AllowlistDelta(self.version, tuple(items), tuple(removed))
 
     # ---- changes ---------------------------------------------------------------------------
 
@@ -335,18 +368,19 @@ class EidResolver:
 
     def upsert_many(self, records: Iterable[IdentityRecord], now: float) -> None:
         """Add or re-key many subjects as one change (one version bump): the bulk-load path."""
-        added: list[AllowlistItem] = []
+        added: list[bytes] = []
         removed: list[bytes] = []
+        by_subject = self._by_subject
         for record in records:
             _check_record(record)
-            old = self._by_subject.get(record.subject)
+            old = by_subject.get(record.subject)
             if old is not None:
                 if old.record == record:
                     continue
                 removed.extend(self._drop(old))
             state = _SubjectState(record)
-            self._by_subject[record.subject] = state
-            self._place(state, now, None, added)
+            by_subject[record.subject] = state
+            self._place(state, now, removed, added)
         self._commit(added, removed)
 
     def remove(self, subject: str) -> bool:
@@ -360,25 +394,34 @@ class EidResolver:
     def advance(self, now: float) -> bool:
         """Recompute the subjects whose window changed by ``now``; True if the EID set changed."""
         heap = self._bucket_heap
-        added: list[AllowlistItem] = []
+        by_subject = self._by_subject
+        skew = self._skew
+        added: list[bytes] = []
         removed: list[bytes] = []
         while heap and heap[0] <= now:
             key = heapq.heappop(heap)
             for state in self._buckets.pop(key, ()):
-                if state.due != key or self._by_subject.get(state.record.subject) is not state:
-                    continue  # removed, re-keyed or already rescheduled
+                record = state.record
+                if by_subject.get(record.subject) is not state:
+                    continue  # removed or re-keyed since it was scheduled
+                if _due(state.base, skew, record) != key:
+                    continue  # already rescheduled under another key
                 self._place(state, now, removed, added)
         return self._commit(added, removed)
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _commit(self, added: list[AllowlistItem], removed: list[bytes]) -> bool:
+    def _commit(self, added: list[bytes], removed: list[bytes]) -> bool:
         if not added and not removed:
             return False
-        added_eids = {item.eid for item in added}
         self.version += 1
+        if len(added) + len(removed) > MAX_DELTA_EIDS:
+            # A bulk load or mass change: scanners behind it are better served by a full list.
+            self._history.clear()
+            return True
+        added_eids = set(added)
         self._history.append(
-            AllowlistDelta(
+            _Change(
                 self.version,
                 tuple(added),
                 tuple(eid for eid in removed if eid not in added_eids),
@@ -394,51 +437,43 @@ class EidResolver:
                 del by_eid[eid]
                 dropped.append(eid)
         state.eids = ()
-        state.due = -1
         return dropped
 
     def _place(
         self,
         state: _SubjectState,
         now: float,
-        removed: list[bytes] | None,
-        added: list[AllowlistItem],
+        removed: list[bytes],
+        added: list[bytes],
     ) -> None:
-        """Bring ``state`` to the windows around ``now``; reuse EIDs still in range."""
+        """Bring ``state`` to the windows around ``now``, reusing EIDs still in range."""
         record = state.record
-        k = record.k
-        offset = record.clock_offset_s
         skew = self._skew
         span = self._span
         by_eid = self._by_eid
-        current = math.floor(now + offset) >> k
-        base = current - skew
-        old_base = state.base
+        base = (math.floor(now + record.clock_offset_s) >> record.k) - skew
         old_eids = state.eids
-        eids: list[bytes] = []
-        missing: list[int] = []
-        for window in range(base, base + span):
-            i = window - old_base
-            if old_eids and 0 <= i < len(old_eids):
-                eids.append(old_eids[i])
-            else:
-                eids.append(b"")
-                missing.append(window)
-        if missing:
-            for window, eid in zip(missing, self._compute(state, missing), strict=True):
-                eids[window - base] = eid
-                by_eid[eid] = state
-                added.append(AllowlistItem(eid, ((window + skew + 1) << k) - offset))
-        if removed is not None:
-            for i, eid in enumerate(old_eids):
-                if not base <= old_base + i < base + span and by_eid.get(eid) is state:
-                    del by_eid[eid]
-                    removed.append(eid)
+        shift = base - state.base
+        if old_eids and 0 <= shift < span:
+            # The usual advance: slide by `shift` windows, compute only the new ones.
+            gone = old_eids[:shift]
+            new = _compute(record, range(base + span - shift, base + span)) if shift else []
+            eids = old_eids[shift:] + tuple(new)
+        else:
+            gone = old_eids
+            new = _compute(record, range(base, base + span))
+            eids = tuple(new)
+        self.eid_computations += len(new)
+        for eid in gone:
+            if by_eid.get(eid) is state:
+                del by_eid[eid]
+                removed.append(eid)
+        for eid in new:
+            by_eid[eid] = state
+        added.extend(new)
         state.base = base
-        state.eids = tuple(eids)
-        # The window changes when the counter reaches (current + 1) << k.
-        due = math.ceil(((current + 1) << k) - offset)
-        state.due = due
+        state.eids = eids
+        due = _due(base, skew, record)
         bucket = self._buckets.get(due)
         if bucket is None:
             self._buckets[due] = [state]
@@ -446,27 +481,27 @@ class EidResolver:
         else:
             bucket.append(state)
 
-    def _compute(self, state: _SubjectState, windows: list[int]) -> list[bytes]:
-        """EIDs of ``windows`` (unwrapped): one AES context per temporary key, blocks batched."""
-        record = state.record
-        k = record.k
-        counters = [(window << k) % COUNTER_MODULUS for window in windows]
-        self.eid_computations += len(counters)
-        slots = {counter >> TEMPORARY_KEY_SHIFT for counter in counters}
-        if len(slots) == 1:
-            slot = counters[0] >> TEMPORARY_KEY_SHIFT
-            if slot != state.tk_slot:
-                state.tk = _aes_ecb(record.identity_key, _TK_BLOCK.pack(_TK_SALT, slot))
-                state.tk_slot = slot
-            out = _aes_ecb(state.tk, b"".join(_EID_BLOCK.pack(k, c) for c in counters))
-            return [out[i : i + EID_BYTES] for i in range(0, len(out), 16)]
-        # The windows straddle a temporary-key roll-over (every 65,536 s): group by slot.
-        ordered = sorted(slots)
-        tks = _aes_ecb(record.identity_key, b"".join(_TK_BLOCK.pack(_TK_SALT, s) for s in ordered))
-        tk_of = {s: tks[i * 16 : (i + 1) * 16] for i, s in enumerate(ordered)}
-        state.tk_slot = ordered[-1]
-        state.tk = tk_of[state.tk_slot]
-        return [
-            _aes_ecb(tk_of[c >> TEMPORARY_KEY_SHIFT], _EID_BLOCK.pack(k, c))[:EID_BYTES]
-            for c in counters
-        ]
+
+def _due(base: int, skew: int, record: IdentityRecord) -> int:
+    """Whole server second (ceiling) at which the app leaves window ``base + skew``."""
+    return math.ceil(((base + skew + 1) << record.k) - record.clock_offset_s)
+
+
+def _compute(record: IdentityRecord, windows: range) -> list[bytes]:
+    """EIDs of unwrapped ``windows``: one AES context per temporary key, blocks batched."""
+    k = record.k
+    counters = [(window << k) & _COUNTER_MASK for window in windows]
+    first = counters[0] >> TEMPORARY_KEY_SHIFT
+    if first == counters[-1] >> TEMPORARY_KEY_SHIFT:
+        # Windows are consecutive and span far less than 2**32 s: one temporary key.
+        tk = _aes_ecb(record.identity_key, _TK_BLOCK.pack(_TK_SALT, first))
+        out = _aes_ecb(tk, b"".join([_EID_BLOCK.pack(k, c) for c in counters]))
+        return [out[i : i + EID_BYTES] for i in range(0, len(out), _AES_BLOCK_BYTES)]
+    # The windows straddle a temporary-key roll-over (every 65,536 s): group by slot.
+    slots = sorted({c >> TEMPORARY_KEY_SHIFT for c in counters})
+    tks = _aes_ecb(record.identity_key, b"".join(_TK_BLOCK.pack(_TK_SALT, s) for s in slots))
+    tk_of = {s: tks[i * _AES_BLOCK_BYTES : (i + 1) * _AES_BLOCK_BYTES] for i, s in enumerate(slots)}
+    return [
+        _aes_ecb(tk_of[c >> TEMPORARY_KEY_SHIFT], _EID_BLOCK.pack(k, c))[:EID_BYTES]
+        for c in counters
+    ]
