@@ -1,0 +1,153 @@
+"""Benchmark of the EID resolver: build time and memory, resolve cost, advance cost.
+
+Usage: .venv/bin/python bench/identity/bench_identity.py [--json] [--sizes 100000,1000000]
+
+Each size runs in a fresh child process so that memory figures do not leak between sizes.
+Memory is the resident-set growth read from /proc/self/statm (Linux), split into the input
+records (what the server holds anyway after loading identities) and the resolver itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from store_server.identity import (  # noqa: E402
+    DEFAULT_ROTATION_EXPONENT,
+    EidResolver,
+    IdentityRecord,
+    eid_at,
+)
+
+NOW = 1_763_800_000.0
+"""Fixed server time so runs are comparable."""
+
+SEED = 20_261_122
+"""Fixed seed: the same keys and clock offsets on every run."""
+
+LOOKUPS = 200_000
+"""Resolve calls timed per size (half hits, half random misses): enough for a stable mean."""
+
+ADVANCE_SECONDS = 60
+"""Advance in one-second steps for a minute: about 60/512 of the subjects change window."""
+
+DEFAULT_SIZES = "100000,1000000"
+"""The sizes of the written baseline."""
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+"""Page size to convert /proc/self/statm figures into bytes."""
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+def run_size(n: int) -> dict[str, float]:
+    rng = random.Random(SEED)
+    gc.collect()
+    rss0 = rss_bytes()
+    records = [
+        IdentityRecord(
+            f"cust-{i:08d}",
+            rng.randbytes(16),
+            DEFAULT_ROTATION_EXPONENT,
+            float(rng.randrange(0, 2**32)) - NOW,
+        )
+        for i in range(n)
+    ]
+    gc.collect()
+    rss1 = rss_bytes()
+
+    resolver = EidResolver()
+    gc.disable()  # the build allocates millions of objects; keep GC pauses out of the figure
+    t0 = time.perf_counter()
+    resolver.upsert_many(records, NOW)
+    build_s = time.perf_counter() - t0
+    gc.enable()
+    rss2 = rss_bytes()
+
+    sample = rng.sample(records, min(n, LOOKUPS // 2))
+    hits = [eid_at(r, NOW) for r in sample]
+    misses = [rng.randbytes(8) for _ in range(len(hits))]
+    queries = hits + misses
+    rng.shuffle(queries)
+    resolve = resolver.resolve
+    t0 = time.perf_counter_ns()
+    found = 0
+    for eid in queries:
+        if resolve(eid, NOW) is not None:
+            found += 1
+    resolve_ns = (time.perf_counter_ns() - t0) / len(queries)
+    assert found == len(hits), (found, len(hits))
+
+    computed0 = resolver.eid_computations
+    worst_step_s = 0.0
+    t_all = time.perf_counter()
+    for second in range(1, ADVANCE_SECONDS + 1):
+        t0 = time.perf_counter()
+        resolver.advance(NOW + second)
+        worst_step_s = max(worst_step_s, time.perf_counter() - t0)
+    advance_total_s = time.perf_counter() - t_all
+    recomputed = resolver.eid_computations - computed0
+
+    return {
+        "subjects": n,
+        "build_s": build_s,
+        "build_us_per_subject": build_s / n * 1e6,
+        "records_mb": (rss1 - rss0) / 1e6,
+        "resolver_mb": (rss2 - rss1) / 1e6,
+        "total_mb": (rss2 - rss0) / 1e6,
+        "resolve_ns": resolve_ns,
+        "advance_steps": ADVANCE_SECONDS,
+        "advance_recomputed_subjects": recomputed,
+        "advance_us_per_subject": advance_total_s / max(recomputed, 1) * 1e6,
+        "advance_worst_step_ms": worst_step_s * 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print figures as JSON")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated subject counts")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(run_size(args.child)))
+        return
+    results = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(size)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        results.append(json.loads(out.stdout))
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(
+        "| subjects | build (s) | build µs/subject | resolver MB | records MB | resolve ns "
+        "| advance µs/recomputed subject | worst 1 s advance step (ms) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r['subjects']:,} | {r['build_s']:.2f} | {r['build_us_per_subject']:.2f} "
+            f"| {r['resolver_mb']:.0f} | {r['records_mb']:.0f} | {r['resolve_ns']:.0f} "
+            f"| {r['advance_us_per_subject']:.2f} | {r['advance_worst_step_ms']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,507 @@
+"""Rotating identities: Eddystone-EID computation and the server-side EID resolver.
+
+Pure module: no I/O, and every time-dependent function takes the server time explicitly.
+The only randomness is :func:`new_identity_key`.
+
+Eddystone-EID (``eid-computation.md`` of the Eddystone specification):
+
+* temporary key ``TK = AES-128-ECB(IK, 0x00*11 | 0xFF | 0x00 0x00 | (T >> 16) as BE16)``;
+* ``EID = AES-128-ECB(TK, 0x00*11 | K | (T with its K low bits cleared) as BE32)[:8]``;
+
+where ``T`` is the beacon's 32-bit seconds counter and ``K`` the rotation exponent. The app's
+counter differs from the server clock by an offset recorded at enrollment
+(``clock_offset_s = app_counter - server_now``).
+
+Window arithmetic inside the resolver uses *unwrapped* window indices
+``j = floor(server_now + clock_offset_s) >> K`` (Python integers, never wrapped) and only
+reduces to the 32-bit counter (``(j << K) mod 2**32``) when computing the EID, so the
+counter's wrap-around after 2**32 s needs no special case.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import logging
+import math
+import secrets
+import struct
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_KEY_BYTES = 16
+"""AES-128 identity key length fixed by the Eddystone-EID specification."""
+
+EID_BYTES = 8
+"""The EID is the leading 64 bits of the AES output (specification)."""
+
+MAX_ROTATION_EXPONENT = 15
+"""The specification limits K to 0..15 (rotation every 1 s to about 9 h)."""
+
+DEFAULT_ROTATION_EXPONENT = 9
+"""New ID every 512 s: short enough that a passer-by cannot be followed across visits or
+across the day, long enough that a scanner's allowlist changes only a few times an hour."""
+
+COUNTER_MODULUS = 2**32
+"""The beacon time counter is a 32-bit seconds counter (specification)."""
+
+TEMPORARY_KEY_SHIFT = 16
+"""The temporary key depends on the top 16 bits of the counter: it changes every 65,536 s."""
+
+DEFAULT_SKEW_WINDOWS = 1
+"""Accept the current window and one on each side: tolerates clock drift and a beacon that
+rolls over slightly before or after the server, while keeping forged-replay windows short."""
+
+HISTORY_VERSIONS = 120
+"""Deltas kept for the allowlist: two minutes of one-second advances, which covers a scanner's
+30 s long poll plus a few retries; a scanner further behind gets a full list instead."""
+
+TEMPORARY_KEY_CACHE_SIZE = 4096
+"""Bound of the temporary-key cache used by the standalone compute_eid (the resolver keeps
+each subject's temporary key in its own state instead)."""
+
+_TK_BLOCK = struct.Struct(">11xB2xH")
+"""Temporary-key input block: 11 zero bytes, salt 0xFF, 2 zero bytes, BE16 top of counter."""
+
+_TK_SALT = 0xFF
+"""Salt byte of the temporary-key input block (specification)."""
+
+_EID_BLOCK = struct.Struct(">11xBI")
+"""EID input block: 11 zero bytes, K, BE32 counter with its K low bits cleared."""
+
+_COUNTER_MASK = COUNTER_MODULUS - 1
+"""Reduces an unwrapped counter value to the app's 32-bit counter."""
+
+_AES_BLOCK_BYTES = 16
+"""AES block size: each EID input block yields one 16-byte output block."""
+
+MAX_DELTA_EIDS = 100_000
+"""A change touching more EIDs than this (bulk load, mass re-key) is not kept as a delta:
+a full list is cheaper for scanners than a huge delta, and history memory stays bounded."""
+
+_ECB = modes.ECB()  # noqa: S305  (single-block PRF use mandated by the EID spec)
+"""One shared, stateless mode object: saves an allocation per cipher context."""
+
+
+class IdentityError(ValueError):
+    """Invalid identity input (key length, rotation exponent, counter range, record)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRecord:
+    """What the resolver needs about one enrolled app. ``subject`` is an opaque customer id."""
+
+    subject: str
+    identity_key: bytes = field(repr=False)
+    k: int
+    clock_offset_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AllowlistItem:
+    """One accepted EID and the server time at which it stops being accepted."""
+
+    eid: bytes
+    not_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class AllowlistDelta:
+    """Changes of the EID set after a given version, up to ``version`` (the current one)."""
+
+    version: int
+    added: tuple[AllowlistItem, ...]
+    removed: tuple[bytes, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# EID computation
+
+
+def _aes_ecb(key: bytes, blocks: bytes) -> bytes:
+    """AES-128-ECB of whole blocks; ECB keeps no partial block, so no finalize is needed."""
+    return Cipher(algorithms.AES128(key), _ECB).encryptor().update(blocks)
+
+
+def _check_key(identity_key: bytes) -> None:
+    if not isinstance(identity_key, bytes) or len(identity_key) != IDENTITY_KEY_BYTES:
+        raise IdentityError("identity key must be 16 bytes")
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= MAX_ROTATION_EXPONENT:
+        raise IdentityError("rotation exponent must be an integer in 0..15")
+
+
+def temporary_key_block(beacon_time: int) -> bytes:
+    """The 16-byte block encrypted with the identity key to get the temporary key."""
+    return _TK_BLOCK.pack(_TK_SALT, beacon_time >> TEMPORARY_KEY_SHIFT)
+
+
+def eid_block(k: int, beacon_time: int) -> bytes:
+    """The 16-byte block encrypted with the temporary key to get the EID."""
+    return _EID_BLOCK.pack(k, window_start(beacon_time, k))
+
+
+@functools.lru_cache(maxsize=TEMPORARY_KEY_CACHE_SIZE)
+def _temporary_key(identity_key: bytes, tk_slot: int) -> bytes:
+    return _aes_ecb(identity_key, _TK_BLOCK.pack(_TK_SALT, tk_slot))
+
+
+def temporary_key(identity_key: bytes, beacon_time: int) -> bytes:
+    """The temporary key for a counter value (cached per identity key and ``T >> 16``)."""
+    _check_key(identity_key)
+    _check_counter(beacon_time)
+    return _temporary_key(identity_key, beacon_time >> TEMPORARY_KEY_SHIFT)
+
+
+def _check_counter(beacon_time: int) -> None:
+    if (
+        isinstance(beacon_time, bool)
+        or not isinstance(beacon_time, int)
+        or not 0 <= beacon_time < COUNTER_MODULUS
+    ):
+        raise IdentityError("beacon time must be an integer in 0..2**32-1")
+
+
+def compute_eid(identity_key: bytes, k: int, beacon_time: int) -> bytes:
+    """The 8-byte Eddystone-EID broadcast at counter value ``beacon_time`` with exponent ``k``."""
+    _check_key(identity_key)
+    _check_k(k)
+    _check_counter(beacon_time)
+    tk = _temporary_key(identity_key, beacon_time >> TEMPORARY_KEY_SHIFT)
+    return _aes_ecb(tk, eid_block(k, beacon_time))[:EID_BYTES]
+
+
+def new_identity_key() -> bytes:
+    """A fresh random 128-bit identity key (the module's only randomness)."""
+    return secrets.token_bytes(IDENTITY_KEY_BYTES)
+
+
+# --------------------------------------------------------------------------------------------
+# Time
+
+
+def clock_offset(app_counter: int, server_now: float) -> float:
+    """The offset recorded at enrollment: ``app_counter - server_now``."""
+    _check_counter(app_counter)
+    return app_counter - server_now
+
+
+def beacon_time(server_now: float, clock_offset_s: float) -> int:
+    """The app's 32-bit seconds counter at server time ``server_now``."""
+    return math.floor(server_now + clock_offset_s) % COUNTER_MODULUS
+
+
+def window_start(beacon_time: int, k: int) -> int:
+    """The counter value that starts the rotation window holding ``beacon_time``."""
+    return beacon_time & ~((1 << k) - 1)
+
+
+def window_index(server_now: float, k: int, clock_offset_s: float) -> int:
+    """Unwrapped index of the rotation window current at ``server_now`` (not reduced mod 2**32)."""
+    return math.floor(server_now + clock_offset_s) >> k
+
+
+def window_bounds_server_time(window: int, k: int, clock_offset_s: float) -> tuple[float, float]:
+    """Server-time ``[start, end)`` of unwrapped window ``window`` of an app."""
+    return (window << k) - clock_offset_s, ((window + 1) << k) - clock_offset_s
+
+
+def eid_at(record: IdentityRecord, server_now: float) -> bytes:
+    """The EID the app of ``record`` broadcasts at ``server_now`` (for simulators and tests)."""
+    return compute_eid(
+        record.identity_key, record.k, beacon_time(server_now, record.clock_offset_s)
+    )
+
+
+def _check_record(record: IdentityRecord) -> None:
+    _check_key(record.identity_key)
+    _check_k(record.k)
+    if not isinstance(record.subject, str) or not record.subject:
+        raise IdentityError("subject must be a non-empty string")
+    if not math.isfinite(record.clock_offset_s):
+        raise IdentityError("clock offset must be finite")
+
+
+# --------------------------------------------------------------------------------------------
+# Resolver
+
+
+class _SubjectState:
+    """Per-subject resolver state: the EIDs of windows ``base .. base + 2*skew``."""
+
+    __slots__ = ("base", "eids", "record")
+
+    def __init__(self, record: IdentityRecord) -> None:
+        self.record = record
+        self.base = 0
+        self.eids: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One version's change of the EID set, as references to EIDs (no per-item objects)."""
+
+    version: int
+    added: tuple[bytes, ...]
+    removed: tuple[bytes, ...]
+
+
+class EidResolver:
+    """EID -> subject table for every identity added, with a versioned allowlist.
+
+    Holds, for each subject, the EIDs of its current rotation window and ``skew_windows``
+    neighbours on each side. Callers add only customers with an active consent at this store,
+    call :meth:`advance` regularly (every second is plenty) and resolve sightings with
+    :meth:`resolve`, which is one dict lookup plus integer arithmetic: no cryptography.
+    An EID is accepted at ``now`` only while its window is within ``skew_windows`` of the
+    app's current window, i.e. in server time ``[not_before, not_after)`` with
+    ``not_before = start of window (j - skew)`` and ``not_after = end of window (j + skew)``;
+    that check is exact even if :meth:`advance` runs late.
+    """
+
+    def __init__(self, skew_windows: int = DEFAULT_SKEW_WINDOWS) -> None:
+        if isinstance(skew_windows, bool) or not isinstance(skew_windows, int):
+            raise IdentityError("skew_windows must be an integer")
+        if skew_windows < 0:
+            raise IdentityError("skew_windows must be >= 0")
+        self._skew = skew_windows
+        self._span = 2 * skew_windows + 1
+        self._by_eid: dict[bytes, _SubjectState] = {}
+        self._by_subject: dict[str, _SubjectState] = {}
+        # Subjects due for recomputation, bucketed by the whole second (ceiling) at which their
+        # window changes; the heap orders the bucket keys. Stale entries are skipped lazily.
+        self._buckets: dict[int, list[_SubjectState]] = {}
+        self._bucket_heap: list[int] = []
+        self._history: deque[_Change] = deque(maxlen=HISTORY_VERSIONS)
+        self.version = 0
+        self.eid_computations = 0
+        """Number of EIDs computed so far (observability; lets tests check incrementality)."""
+
+    @property
+    def skew_windows(self) -> int:
+        return self._skew
+
+    def __len__(self) -> int:
+        return len(self._by_subject)
+
+    def __contains__(self, subject: object) -> bool:
+        return subject in self._by_subject
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def resolve(self, eid: bytes, now: float) -> str | None:
+        """The subject broadcasting ``eid`` if it is accepted at ``now``, else None."""
+        state = self._by_eid.get(eid)
+        if state is None:
+            return None
+        record = state.record
+        window = state.base + state.eids.index(eid)
+        current = math.floor(now + record.clock_offset_s) >> record.k
+        if abs(current - window) > self._skew:
+            return None
+        return record.subject
+
+    def entries(self, now: float) -> list[AllowlistItem]:
+        """Every EID accepted at ``now`` with the server time at which it stops being accepted."""
+        skew = self._skew
+        items: list[AllowlistItem] = []
+        append = items.append
+        for state in self._by_subject.values():
+            record = state.record
+            k = record.k
+            offset = record.clock_offset_s
+            current = math.floor(now + offset) >> k
+            for i, eid in enumerate(state.eids):
+                window = state.base + i
+                if abs(current - window) <= skew:
+                    append(AllowlistItem(eid, ((window + skew + 1) << k) - offset))
+        return items
+
+    def changes_since(self, version: int) -> AllowlistDelta | None:
+        """Merged changes after ``version``; None if they are no longer kept (send a full list).
+
+        ``added`` holds the EIDs added since ``version`` that are still in the table (with
+        their current ``not_after``); ``removed`` every EID dropped since then and not re-added.
+        """
+        if version == self.version:
+            return AllowlistDelta(self.version, (), ())
+        if version > self.version or version < 0:
+            return None
+        if not self._history or self._history[0].version > version + 1:
+            return None
+        added: dict[bytes, None] = {}
+        removed: dict[bytes, None] = {}
+        for change in self._history:
+            if change.version <= version:
+                continue
+            for eid in change.removed:
+                added.pop(eid, None)
+                removed[eid] = None
+            for eid in change.added:
+                removed.pop(eid, None)
+                added[eid] = None
+        items = []
+        skew = self._skew
+        for eid in added:
+            state = self._by_eid.get(eid)
+            if state is None:
+                continue
+            record = state.record
+            window = state.base + state.eids.index(eid)
+            items.append(
+                AllowlistItem(eid, ((window + skew + 1) << record.k) - record.clock_offset_s)
+            )
+        return AllowlistDelta(self.version, tuple(items), tuple(removed))
+
+    # ---- changes ---------------------------------------------------------------------------
+
+    def upsert(self, record: IdentityRecord, now: float) -> None:
+        """Add a subject, or re-key it (its previous EIDs stop resolving at once)."""
+        self.upsert_many((record,), now)
+
+    def upsert_many(self, records: Iterable[IdentityRecord], now: float) -> None:
+        """Add or re-key many subjects as one change (one version bump): the bulk-load path."""
+        added: list[bytes] = []
+        removed: list[bytes] = []
+        by_subject = self._by_subject
+        for record in records:
+            _check_record(record)
+            old = by_subject.get(record.subject)
+            if old is not None:
+                if old.record == record:
+                    continue
+                removed.extend(self._drop(old))
+            state = _SubjectState(record)
+            by_subject[record.subject] = state
+            self._place(state, now, removed, added)
+        self._commit(added, removed)
+
+    def remove(self, subject: str) -> bool:
+        """Forget a subject and all its EIDs; False if it was not there."""
+        state = self._by_subject.pop(subject, None)
+        if state is None:
+            return False
+        self._commit([], self._drop(state))
+        return True
+
+    def advance(self, now: float) -> bool:
+        """Recompute the subjects whose window changed by ``now``; True if the EID set changed."""
+        heap = self._bucket_heap
+        by_subject = self._by_subject
+        skew = self._skew
+        added: list[bytes] = []
+        removed: list[bytes] = []
+        while heap and heap[0] <= now:
+            key = heapq.heappop(heap)
+            for state in self._buckets.pop(key, ()):
+                record = state.record
+                if by_subject.get(record.subject) is not state:
+                    continue  # removed or re-keyed since it was scheduled
+                if _due(state.base, skew, record) != key:
+                    continue  # already rescheduled under another key
+                self._place(state, now, removed, added)
+        return self._commit(added, removed)
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _commit(self, added: list[bytes], removed: list[bytes]) -> bool:
+        if not added and not removed:
+            return False
+        self.version += 1
+        if len(added) + len(removed) > MAX_DELTA_EIDS:
+            # A bulk load or mass change: scanners behind it are better served by a full list.
+            self._history.clear()
+            return True
+        added_eids = set(added)
+        self._history.append(
+            _Change(
+                self.version,
+                tuple(added),
+                tuple(eid for eid in removed if eid not in added_eids),
+            )
+        )
+        return True
+
+    def _drop(self, state: _SubjectState) -> list[bytes]:
+        by_eid = self._by_eid
+        dropped = []
+        for eid in state.eids:
+            if by_eid.get(eid) is state:
+                del by_eid[eid]
+                dropped.append(eid)
+        state.eids = ()
+        return dropped
+
+    def _place(
+        self,
+        state: _SubjectState,
+        now: float,
+        removed: list[bytes],
+        added: list[bytes],
+    ) -> None:
+        """Bring ``state`` to the windows around ``now``, reusing EIDs still in range."""
+        record = state.record
+        skew = self._skew
+        span = self._span
+        by_eid = self._by_eid
+        base = (math.floor(now + record.clock_offset_s) >> record.k) - skew
+        old_eids = state.eids
+        shift = base - state.base
+        if old_eids and 0 <= shift < span:
+            # The usual advance: slide by `shift` windows, compute only the new ones.
+            gone = old_eids[:shift]
+            new = _compute(record, range(base + span - shift, base + span)) if shift else []
+            eids = old_eids[shift:] + tuple(new)
+        else:
+            gone = old_eids
+            new = _compute(record, range(base, base + span))
+            eids = tuple(new)
+        self.eid_computations += len(new)
+        for eid in gone:
+            if by_eid.get(eid) is state:
+                del by_eid[eid]
+                removed.append(eid)
+        for eid in new:
+            by_eid[eid] = state
+        added.extend(new)
+        state.base = base
+        state.eids = eids
+        due = _due(base, skew, record)
+        bucket = self._buckets.get(due)
+        if bucket is None:
+            self._buckets[due] = [state]
+            heapq.heappush(self._bucket_heap, due)
+        else:
+            bucket.append(state)
+
+
+def _due(base: int, skew: int, record: IdentityRecord) -> int:
+    """Whole server second (ceiling) at which the app leaves window ``base + skew``."""
+    return math.ceil(((base + skew + 1) << record.k) - record.clock_offset_s)
+
+
+def _compute(record: IdentityRecord, windows: range) -> list[bytes]:
+    """EIDs of unwrapped ``windows``: one AES context per temporary key, blocks batched."""
+    k = record.k
+    counters = [(window << k) & _COUNTER_MASK for window in windows]
+    first = counters[0] >> TEMPORARY_KEY_SHIFT
+    if first == counters[-1] >> TEMPORARY_KEY_SHIFT:
+        # Windows are consecutive and span far less than 2**32 s: one temporary key.
+        tk = _aes_ecb(record.identity_key, _TK_BLOCK.pack(_TK_SALT, first))
+        out = _aes_ecb(tk, b"".join([_EID_BLOCK.pack(k, c) for c in counters]))
+        return [out[i : i + EID_BYTES] for i in range(0, len(out), _AES_BLOCK_BYTES)]
+    # The windows straddle a temporary-key roll-over (every 65,536 s): group by slot.
+    slots = sorted({c >> TEMPORARY_KEY_SHIFT for c in counters})
+    tks = _aes_ecb(record.identity_key, b"".join(_TK_BLOCK.pack(_TK_SALT, s) for s in slots))
+    tk_of = {s: tks[i * _AES_BLOCK_BYTES : (i + 1) * _AES_BLOCK_BYTES] for i, s in enumerate(slots)}
+    return [
+        _aes_ecb(tk_of[c >> TEMPORARY_KEY_SHIFT], _EID_BLOCK.pack(k, c))[:EID_BYTES]
+        for c in counters
+    ]
