@@ -396,13 +396,15 @@ class PresenceEngine:
                 state.interior_since = now
         else:
             state.interior_since = None
-        state.dwell_since = (state.dwell_since if state.dwell_since is not None else now) if (
-            dwell
-        ) else None
+        state.dwell_since = (
+            (state.dwell_since if state.dwell_since is not None else now) if (dwell) else None
+        )
         confirmed = (
             state.interior_since is not None
             and now - state.interior_since >= settings.interior_confirm_s
-        ) or (state.dwell_since is not None and now - state.dwell_since >= settings.entrance_dwell_s)
+        ) or (
+            state.dwell_since is not None and now - state.dwell_since >= settings.entrance_dwell_s
+        )
         if not confirmed:
             return []
         state.arrived = True

@@ -94,9 +94,7 @@ class StoreSimulation:
     def address(self, handle: str, t: float) -> str:
         """The phone's random static address during the address window holding ``t``."""
         window = math.floor(t / self._rotation)
-        digest = hashlib.blake2b(
-            f"{self._seed}:{handle}:{window}".encode(), digest_size=6
-        ).digest()
+        digest = hashlib.blake2b(f"{self._seed}:{handle}:{window}".encode(), digest_size=6).digest()
         raw = bytes([digest[0] | 0xC0]) + digest[1:]
         return ":".join(f"{b:02X}" for b in raw)
 
