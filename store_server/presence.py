@@ -1,0 +1,415 @@
+"""The presence engine: from per-scanner RSSI windows to arrived / zone_changed / left (pure).
+
+No I/O and no clock: every call carries its time. The engine's notion of "now" is the latest
+time it has been given (by :meth:`PresenceEngine.observe`, :meth:`PresenceEngine.check_in` or
+:meth:`PresenceEngine.tick`).
+
+Rules, each driven by a :class:`PresenceSettings` field:
+
+* **Smoothing.** Per (subject, scanner) the engine keeps the last ``smoothing_windows`` window
+  medians and uses their median, after adding the scanner's calibration offset. A single window
+  hit by multipath fading cannot move a median of three.
+* **Ageing, not weakening.** A reading not refreshed for ``reading_stale_s`` drops out of the
+  comparison instead of counting as weak. When the scanner itself has gone silent (no window for
+  anybody for ``scanner_silent_s``), its last value is kept frozen for ``scanner_down_hold_s``:
+  a dead scanner neither moves its customers to another zone nor makes them leave.
+* **Zone with hysteresis.** A zone's score is the best fresh smoothed RSSI among its scanners.
+  A challenger zone replaces the current one only after beating it by ``hysteresis_margin_db``
+  continuously for ``hysteresis_hold_s``.
+* **Arrival.** A subject arrives only when really inside: the strongest scanner is an interior
+  one at ``interior_min_rssi_dbm`` or more for ``interior_confirm_s``, or a non-interior
+  (entrance) scanner reads ``entrance_dwell_rssi_dbm`` or more for ``entrance_dwell_s``. A
+  passer-by on the pavement reaches neither. A check-in arrives at once.
+* **Leaving.** ``left`` after ``left_timeout_s`` without any observation (``check_in_present_s``
+  after a check-in; ``scanner_down_left_timeout_s`` while the scanners that last heard the subject
+  are all silent).
+* **Order.** A window not newer than the last one from the same scanner for the same subject
+  (duplicate or out of order) is ignored, and so is any window older than
+  ``max_observation_age_s`` behind the engine's clock (a late batch from an outbox says nothing
+  about now). Windows from unknown scanners are ignored.
+
+Memory per subject is bounded by the number of scanners times ``smoothing_windows``; a subject's
+state is dropped when it leaves (or times out without ever arriving) and on :meth:`forget`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from store_server.floor import Floor, FloorError, ScannerSpec
+
+__all__ = [
+    "Evidence",
+    "Observation",
+    "PresenceEngine",
+    "PresenceEvent",
+    "PresenceSettings",
+]
+
+logger = logging.getLogger(__name__)
+
+# Score of a zone with no usable reading: loses against any real reading.
+NO_SIGNAL = -math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One scanner's aggregate of one subject over a ~1 s window (RSSI as reported, in dBm)."""
+
+    subject: str
+    scanner_id: str
+    t: float
+    rssi_median: float
+    rssi_max: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A scanner's smoothed, calibrated RSSI for the subject when an event was decided."""
+
+    scanner_id: str
+    smoothed_rssi: float
+
+
+EventKind = Literal["arrived", "zone_changed", "left"]
+Via = Literal["beacon", "check_in"]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    """A presence decision about one subject."""
+
+    kind: EventKind
+    subject: str
+    zone: str | None
+    t: float
+    evidence: tuple[Evidence, ...]
+    via: Via = "beacon"
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    """Every threshold of the engine; the defaults are tuned and measured by the accuracy lab."""
+
+    # Median of the last 3 one-second windows: one multipath-hit window cannot move it, and it
+    # lags a walking customer by only about one window.
+    smoothing_windows: int = 3
+    # A reading not refreshed for 5 s (five missed windows) no longer describes where the
+    # phone is; it drops out rather than counting as weak.
+    reading_stale_s: float = 5.0
+    # A challenger zone must be 3 dB stronger: above the ~1 dB noise of a median of three
+    # windows, below the gap a customer really standing in another zone produces.
+    hysteresis_margin_db: float = 3.0
+    # ...for 2 s on end: shorter lets noise flap a customer standing on a boundary, longer makes
+    # walkers lag behind their zone.
+    hysteresis_hold_s: float = 2.0
+    # An interior scanner at -75 dBm or more (about 4.5 m) is out of reach of the pavement:
+    # through the glass a passer-by stays 4 dB or more below this at every interior scanner.
+    interior_min_rssi_dbm: float = -75.0
+    # Two consecutive windows of interior confirmation: a single noisy window is not enough.
+    interior_confirm_s: float = 1.0
+    # The entrance scanner at -62 dBm or more (about 1.3 m) means standing in the entrance;
+    # passers-by on the pavement, 1.7 m away behind the glass, stay 7 dB below.
+    entrance_dwell_rssi_dbm: float = -62.0
+    # ...for 2 s: a customer stepping in stays that long; a phone pressed to the glass does not
+    # reach the threshold at all.
+    entrance_dwell_s: float = 2.0
+    # 30 s without any window: phones throttled in a pocket miss a few windows, a customer who
+    # walked out is gone within half a minute.
+    left_timeout_s: float = 30.0
+    # A scanner that has reported no window for anybody for 10 s is considered down.
+    scanner_silent_s: float = 10.0
+    # A down scanner's last readings stay frozen for 5 min, the time to restart a box; after
+    # that the engine works with the scanners that remain.
+    scanner_down_hold_s: float = 300.0
+    # While every scanner that last heard the subject is down, wait 5 min before "left".
+    scanner_down_left_timeout_s: float = 300.0
+    # A check-in is the customer saying "I'm here": present for 15 min even without a beacon
+    # (iOS cannot advertise in the background), unless beacons keep them present longer.
+    check_in_present_s: float = 900.0
+    # Windows arriving more than 10 s behind the engine's clock (a scanner draining its outbox
+    # after an outage) describe the past, not presence now.
+    max_observation_age_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.smoothing_windows < 1:
+            raise ValueError("smoothing_windows must be at least 1")
+        for name in (
+            "reading_stale_s",
+            "hysteresis_margin_db",
+            "hysteresis_hold_s",
+            "interior_confirm_s",
+            "entrance_dwell_s",
+            "left_timeout_s",
+            "scanner_silent_s",
+            "scanner_down_hold_s",
+            "scanner_down_left_timeout_s",
+            "check_in_present_s",
+            "max_observation_age_s",
+        ):
+            if getattr(self, name) < 0.0:
+                raise ValueError(f"{name} must not be negative")
+
+
+@dataclass(slots=True)
+class _Track:
+    """Recent windows of one subject at one scanner."""
+
+    windows: deque[tuple[float, float]]
+    last_t: float = NO_SIGNAL
+    smoothed: float = NO_SIGNAL
+
+
+@dataclass(slots=True)
+class _Subject:
+    tracks: dict[str, _Track] = field(default_factory=dict)
+    last_seen: float = NO_SIGNAL
+    check_in_t: float = NO_SIGNAL
+    arrived: bool = False
+    zone: str | None = None
+    challenger: str | None = None
+    challenger_since: float = 0.0
+    interior_since: float | None = None
+    dwell_since: float | None = None
+
+
+class PresenceEngine:
+    """Presence state of every subject seen recently. Not thread-safe; one owner calls it."""
+
+    def __init__(self, floor: Floor, settings: PresenceSettings | None = None) -> None:
+        self._floor = floor
+        self._settings = settings if settings is not None else PresenceSettings()
+        self._scanners: dict[str, ScannerSpec] = {s.id: s for s in floor.scanners}
+        self._zone_ids = {z.id for z in floor.zones}
+        self._subjects: dict[str, _Subject] = {}
+        self._scanner_last: dict[str, float] = {}
+        self._now = NO_SIGNAL
+
+    @property
+    def settings(self) -> PresenceSettings:
+        return self._settings
+
+    def __len__(self) -> int:
+        """Number of subjects the engine holds state for (arrived or not yet)."""
+        return len(self._subjects)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def zone_of(self, subject: str) -> str | None:
+        """The zone of an arrived subject, ``None`` if the subject is not present."""
+        state = self._subjects.get(subject)
+        if state is None or not state.arrived:
+            return None
+        return state.zone
+
+    def present(self) -> dict[str, str]:
+        """Every arrived subject with its zone."""
+        return {
+            subject: state.zone
+            for subject, state in self._subjects.items()
+            if state.arrived and state.zone is not None
+        }
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def observe(self, obs: Observation) -> list[PresenceEvent]:
+        """Take one scanner window into account; returns the events it causes."""
+        spec = self._scanners.get(obs.scanner_id)
+        if spec is None:
+            logger.debug("window from unknown scanner %s ignored", obs.scanner_id)
+            return []
+        if obs.t < self._now - self._settings.max_observation_age_s:
+            logger.debug("window from %s too old, ignored", obs.scanner_id)
+            return []
+        if not math.isfinite(obs.rssi_median) or obs.count < 1:
+            return []
+        state = self._subjects.get(obs.subject)
+        if state is None:
+            state = _Subject()
+            self._subjects[obs.subject] = state
+        track = state.tracks.get(obs.scanner_id)
+        if track is None:
+            track = _Track(windows=deque(maxlen=self._settings.smoothing_windows))
+            state.tracks[obs.scanner_id] = track
+        elif obs.t <= track.last_t:
+            logger.debug("out-of-order window from %s ignored", obs.scanner_id)
+            return []
+        track.windows.append((obs.t, obs.rssi_median + spec.rssi_offset_db))
+        track.last_t = obs.t
+        track.smoothed = NO_SIGNAL
+        self._now = max(self._now, obs.t)
+        self._scanner_last[obs.scanner_id] = max(
+            self._scanner_last.get(obs.scanner_id, NO_SIGNAL), obs.t
+        )
+        state.last_seen = max(state.last_seen, obs.t)
+        return self._evaluate(obs.subject, state, obs.t)
+
+    def check_in(self, subject: str, t: float, zone: str | None = None) -> list[PresenceEvent]:
+        """An explicit "I'm here" from the app: arrives at once (in ``zone`` if given)."""
+        if zone is not None and zone not in self._zone_ids:
+            raise FloorError(f"unknown zone {zone!r}")
+        self._now = max(self._now, t)
+        state = self._subjects.get(subject)
+        if state is None:
+            state = _Subject()
+            self._subjects[subject] = state
+        state.check_in_t = max(state.check_in_t, t)
+        evidence = self._evidence(state, t)
+        if not state.arrived:
+            state.arrived = True
+            if zone is not None:
+                state.zone = zone
+            elif state.zone is None:
+                state.zone = self._floor.door_zone() or self._floor.zones[0].id
+            state.challenger = None
+            return [PresenceEvent("arrived", subject, state.zone, t, evidence, "check_in")]
+        if zone is not None and zone != state.zone:
+            state.zone = zone
+            state.challenger = None
+            return [PresenceEvent("zone_changed", subject, zone, t, evidence, "check_in")]
+        return []
+
+    def tick(self, now: float) -> list[PresenceEvent]:
+        """Advance the clock: left timeouts and decisions that were waiting for time to pass."""
+        self._now = max(self._now, now)
+        now = self._now
+        events: list[PresenceEvent] = []
+        gone: list[str] = []
+        for subject, state in self._subjects.items():
+            if now >= self._left_deadline(state):
+                gone.append(subject)
+                if state.arrived:
+                    events.append(
+                        PresenceEvent("left", subject, state.zone, now, self._evidence(state, now))
+                    )
+                continue
+            if state.challenger is not None or not state.arrived:
+                events.extend(self._evaluate(subject, state, now))
+        for subject in gone:
+            del self._subjects[subject]
+        return events
+
+    def forget(self, subject: str) -> None:
+        """Drop everything about ``subject`` (withdrawal or erasure); emits nothing."""
+        self._subjects.pop(subject, None)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _scanner_down(self, scanner_id: str, now: float) -> bool:
+        last = self._scanner_last.get(scanner_id, NO_SIGNAL)
+        return now - last > self._settings.scanner_silent_s
+
+    def _left_deadline(self, state: _Subject) -> float:
+        settings = self._settings
+        timeout = settings.left_timeout_s
+        recent = [
+            scanner_id
+            for scanner_id, track in state.tracks.items()
+            if track.last_t >= state.last_seen - settings.reading_stale_s
+        ]
+        if recent and all(self._scanner_down(s, self._now) for s in recent):
+            timeout = settings.scanner_down_left_timeout_s
+        return max(state.last_seen + timeout, state.check_in_t + settings.check_in_present_s)
+
+    def _value(self, scanner_id: str, track: _Track, now: float) -> float:
+        """The smoothed calibrated reading usable at ``now``, or ``NO_SIGNAL``."""
+        settings = self._settings
+        age = now - track.last_t
+        if age > settings.reading_stale_s and not (
+            age <= settings.scanner_down_hold_s and self._scanner_down(scanner_id, now)
+        ):
+            return NO_SIGNAL
+        if track.smoothed == NO_SIGNAL:
+            values = sorted(v for _, v in track.windows)
+            middle = len(values) // 2
+            if len(values) % 2:
+                track.smoothed = values[middle]
+            else:
+                track.smoothed = (values[middle - 1] + values[middle]) / 2.0
+        return track.smoothed
+
+    def _evidence(self, state: _Subject, now: float) -> tuple[Evidence, ...]:
+        readings = [
+            Evidence(scanner_id, value)
+            for scanner_id, track in state.tracks.items()
+            if (value := self._value(scanner_id, track, now)) != NO_SIGNAL
+        ]
+        readings.sort(key=lambda e: (-e.smoothed_rssi, e.scanner_id))
+        return tuple(readings)
+
+    def _evaluate(self, subject: str, state: _Subject, now: float) -> list[PresenceEvent]:
+        settings = self._settings
+        scores: dict[str, float] = {}
+        best_scanner: ScannerSpec | None = None
+        best_value = NO_SIGNAL
+        dwell = False
+        for scanner_id, track in state.tracks.items():
+            value = self._value(scanner_id, track, now)
+            if value == NO_SIGNAL:
+                continue
+            spec = self._scanners[scanner_id]
+            if value > scores.get(spec.zone, NO_SIGNAL):
+                scores[spec.zone] = value
+            if value > best_value:
+                best_value, best_scanner = value, spec
+            if not spec.interior and value >= settings.entrance_dwell_rssi_dbm:
+                dwell = True
+        if best_scanner is None:
+            # Nothing usable: keep every decision as it is.
+            return []
+
+        # Zone with hysteresis.
+        changed = False
+        leader = max(scores, key=lambda z: (scores[z], z))
+        if state.zone is None:
+            state.zone = leader
+        elif leader != state.zone:
+            incumbent = scores.get(state.zone, NO_SIGNAL)
+            if scores[leader] >= incumbent + settings.hysteresis_margin_db:
+                if state.challenger != leader:
+                    state.challenger, state.challenger_since = leader, now
+                if now - state.challenger_since >= settings.hysteresis_hold_s:
+                    state.zone, state.challenger = leader, None
+                    changed = True
+            else:
+                state.challenger = None
+        else:
+            state.challenger = None
+
+        if state.arrived:
+            if changed:
+                return [
+                    PresenceEvent(
+                        "zone_changed", subject, state.zone, now, self._evidence(state, now)
+                    )
+                ]
+            return []
+
+        # Arrival: interior confirmation or a dwell at the entrance.
+        if best_scanner.interior and best_value >= settings.interior_min_rssi_dbm:
+            if state.interior_since is None:
+                state.interior_since = now
+        else:
+            state.interior_since = None
+        state.dwell_since = (
+            (state.dwell_since if state.dwell_since is not None else now) if (dwell) else None
+        )
+        confirmed = (
+            state.interior_since is not None
+            and now - state.interior_since >= settings.interior_confirm_s
+        ) or (
+            state.dwell_since is not None and now - state.dwell_since >= settings.entrance_dwell_s
+        )
+        if not confirmed:
+            return []
+        state.arrived = True
+        if best_scanner.interior:
+            # Confirmed by an interior scanner: start in its zone rather than wait for the
+            # hysteresis that was tracking the subject from outside.
+            state.zone, state.challenger = best_scanner.zone, None
+        return [PresenceEvent("arrived", subject, state.zone, now, self._evidence(state, now))]
