@@ -330,3 +330,23 @@ class BleSource:
         """Stop and start again (watchdog)."""
         await self.stop()
         await self.start()
+
+
+# How long `beacon-scanner check` waits for BlueZ to start and stop a scan.
+PROBE_TIMEOUT_S = 10.0
+
+
+async def probe_bluez(adapter: str) -> BleError | None:
+    """Start and stop an active scan on ``adapter``; the translated error, or None if it works."""
+    scanner = BleakScanner(None, bluez={"adapter": adapter})
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            await scanner.start()
+            await scanner.stop()
+    except TimeoutError:
+        return BleError(
+            f"BlueZ did not answer within {PROBE_TIMEOUT_S:g} s: run systemctl restart bluetooth"
+        )
+    except Exception as exc:
+        return translate_error(exc, adapter)
+    return None
