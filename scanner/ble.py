@@ -139,9 +139,7 @@ class _RecordBackend(BaseBleakScanner):
             rssi=rec.rssi,
             platform_data=(),
         )
-        device = self.create_or_update_device(
-            rec.address, rec.address, rec.local_name, None, adv
-        )
+        device = self.create_or_update_device(rec.address, rec.address, rec.local_name, None, adv)
         self.call_detection_callbacks(device, adv)
 
     async def _feed(self) -> None:
@@ -278,7 +276,7 @@ class BleSource:
         """Set when a replay or simulated input has ended (None for BlueZ)."""
         if self._scanner is None:
             return None
-        backend = self._scanner._backend  # noqa: SLF001  (bleak keeps the instance private)
+        backend = self._scanner._backend
         return backend.finished if isinstance(backend, _RecordBackend) else None
 
     def _callback(self, device: BLEDevice, adv: AdvertisementData) -> None:

@@ -15,6 +15,7 @@ from typing import TextIO
 from scanner.ble import (
     AdapterMissingError,
     AdapterOffError,
+    BleError,
     BluezNotRunningError,
     NoSystemBusError,
     probe_bluez,
@@ -102,12 +103,13 @@ async def _check_bluetooth(config: ScannerConfig, report: _Report) -> None:
             report.skip(name, f"backend is {config.backend}")
         return
     error = await probe_bluez(config.adapter)
-    failed_at = {
+    order: dict[type[BleError], int] = {
         NoSystemBusError: 0,
         BluezNotRunningError: 1,
         AdapterMissingError: 2,
         AdapterOffError: 3,
-    }.get(type(error), 4 if error is None else 3)
+    }
+    failed_at = len(names) if error is None else order.get(type(error), len(names) - 1)
     for index, name in enumerate(names):
         if index < failed_at:
             report.ok(name, config.adapter if index >= 2 else "reachable")

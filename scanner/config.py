@@ -129,7 +129,7 @@ def load_config(toml_text: str, env: Mapping[str, str]) -> ScannerConfig:
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in _FIELDS:
-            raise ConfigError(f"unknown configuration key", key=key)
+            raise ConfigError("unknown configuration key", key=key)
         values[key] = _check_type(key, value)
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
@@ -140,7 +140,7 @@ def load_config(toml_text: str, env: Mapping[str, str]) -> ScannerConfig:
         values[key] = _check_type(key, _coerce_env(key, raw))
     for key in _REQUIRED:
         if not values.get(key):
-            raise ConfigError(f"required, not set", key=key)
+            raise ConfigError("required, not set", key=key)
     _validate(values | {k: f.default for k, f in _FIELDS.items() if k not in values})
     if "log_level" in values:
         values["log_level"] = values["log_level"].upper()
@@ -157,9 +157,7 @@ def _validate(v: Mapping[str, Any]) -> None:
     if v["backend"] not in BACKENDS:
         raise ConfigError(f"must be one of {', '.join(BACKENDS)}", key="backend")
     if v["scanning_mode"] not in SCANNING_MODES:
-        raise ConfigError(
-            f"must be one of {', '.join(SCANNING_MODES)}", key="scanning_mode"
-        )
+        raise ConfigError(f"must be one of {', '.join(SCANNING_MODES)}", key="scanning_mode")
     if str(v["log_level"]).upper() not in LOG_LEVELS:
         raise ConfigError(f"must be one of {', '.join(LOG_LEVELS)}", key="log_level")
     if v["secret"] is None and v["secret_file"] is None:
@@ -180,9 +178,7 @@ def _validate(v: Mapping[str, Any]) -> None:
     ):
         _positive(v, key)
     if v["batch_max_windows"] > MAX_BATCH_WINDOWS:
-        raise ConfigError(
-            f"at most {MAX_BATCH_WINDOWS} (server limit)", key="batch_max_windows"
-        )
+        raise ConfigError(f"at most {MAX_BATCH_WINDOWS} (server limit)", key="batch_max_windows")
     if not 0 <= v["allowlist_wait_s"] <= MAX_ALLOWLIST_WAIT_S:
         raise ConfigError(
             f"must be between 0 and {MAX_ALLOWLIST_WAIT_S:g}",

@@ -11,8 +11,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -58,7 +59,9 @@ def resolve_secret(config: ScannerConfig) -> str:
     try:
         text = Path(config.secret_file).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read {config.secret_file}: {exc.strerror}", key="secret_file") from exc
+        raise ConfigError(
+            f"cannot read {config.secret_file}: {exc.strerror}", key="secret_file"
+        ) from exc
     secret = text.strip()
     if not secret:
         raise ConfigError(f"{config.secret_file} is empty", key="secret_file")
@@ -265,7 +268,7 @@ class Daemon:
             await self.source.start()
             self._adapter_state = "powered"
             self.counters.last_advert_at = self._clock()
-            loops: list[Awaitable[None]] = [
+            loops: list[Coroutine[Any, Any, None]] = [
                 self._flush_loop(stop),
                 self._upload_loop(stop, uploader),
                 self._allowlist_loop(stop, uploader),

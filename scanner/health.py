@@ -41,7 +41,9 @@ class HealthSnapshot:
 
 
 def snapshot(counters: HealthCounters, now: float) -> HealthSnapshot:
-    return HealthSnapshot(at=now, frames_seen=counters.frames_seen, frames_passed=counters.frames_passed)
+    return HealthSnapshot(
+        at=now, frames_seen=counters.frames_seen, frames_passed=counters.frames_passed
+    )
 
 
 def heartbeat_body(

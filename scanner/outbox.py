@@ -67,14 +67,15 @@ class Outbox:
         self._conn = conn
         self._db = sqlite_utils.Database(conn)
         if "windows" not in self._db.table_names():
-            self._db["windows"].create(
+            windows = self._db.table("windows")
+            windows.create(
                 {"id": int, "created_at": float, "size": int, "body": str, "batch_id": str},
                 pk="id",
                 not_null={"created_at", "size", "body"},
             )
-            self._db["windows"].create_index(["batch_id"])
+            windows.create_index(["batch_id"])
         if "meta" not in self._db.table_names():
-            self._db["meta"].create({"key": str, "value": int}, pk="key")
+            self._db.table("meta").create({"key": str, "value": int}, pk="key")
         self._dropped = self._read_dropped()
 
     def _read_dropped(self) -> int:
@@ -172,8 +173,7 @@ class Outbox:
                     return None
                 batch_id = str(uuid.uuid4())
                 self._conn.execute(
-                    "UPDATE windows SET batch_id = ? WHERE id BETWEEN ? AND ? "
-                    "AND batch_id IS NULL",
+                    "UPDATE windows SET batch_id = ? WHERE id BETWEEN ? AND ? AND batch_id IS NULL",
                     (batch_id, ids[0], ids[-1]),
                 )
             bodies = [

@@ -67,7 +67,9 @@ def signing_string(
     method: str, path_qs: str, scanner_id: str, timestamp: str, nonce: str, digest: str
 ) -> str:
     """The seven-line string that is HMAC'd (docs/api.md)."""
-    return "\n".join((SIGNING_VERSION, method.upper(), path_qs, scanner_id, timestamp, nonce, digest))
+    return "\n".join(
+        (SIGNING_VERSION, method.upper(), path_qs, scanner_id, timestamp, nonce, digest)
+    )
 
 
 def sign_request(
@@ -125,7 +127,7 @@ class Uploader:
         return self._base
 
     async def _request(
-        self, method: str, path_qs: str, payload: Mapping[str, Any] | None, timeout: float
+        self, method: str, path_qs: str, payload: Mapping[str, Any] | None, limit_s: float
     ) -> dict[str, Any]:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         headers = sign_request(
@@ -145,14 +147,16 @@ class Uploader:
                 self._base + path_qs,
                 data=body if payload is not None else None,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=aiohttp.ClientTimeout(total=limit_s),
             ) as resp:
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if not self._unreachable:
                 self._unreachable = True
-                logger.warning("server unreachable at %s (%s); retrying", self._base, type(exc).__name__)
+                logger.warning(
+                    "server unreachable at %s (%s); retrying", self._base, type(exc).__name__
+                )
             raise ServerUnreachableError(f"server unreachable at {self._base}") from exc
         if self._unreachable:
             self._unreachable = False
@@ -160,7 +164,8 @@ class Uploader:
         if status in (401, 403):
             code = _error_code(text)
             raise BadCredentialsError(
-                f"bad credentials: the server refused scanner {self._scanner_id} ({status} {code}); "
+                f"bad credentials: the server refused scanner {self._scanner_id} "
+                f"({status} {code}); "
                 "check scanner_id, secret and store_id, and the scanner's clock"
             )
         if status >= 400:
@@ -170,7 +175,9 @@ class Uploader:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise ServerRejectedError(f"server sent non-JSON to {method} {path_qs}", status) from exc
+            raise ServerRejectedError(
+                f"server sent non-JSON to {method} {path_qs}", status
+            ) from exc
         if not isinstance(data, dict):
             raise ServerRejectedError(f"server sent a non-object to {method} {path_qs}", status)
         return data
