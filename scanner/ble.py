@@ -20,6 +20,8 @@ from bleak.assigned_numbers import AdvertisementDataType
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.exc import BleakBluetoothNotAvailableError, BleakDBusError, BleakError
+from dbus_fast import BusType, Message, MessageType
+from dbus_fast.aio import MessageBus
 
 from scanner.config import ScannerConfig
 from scanner.errors import ScannerError
@@ -306,6 +308,8 @@ class BleSource:
         """Start scanning; raises a BleError subclass with one actionable line."""
         try:
             scanner = self._make_scanner()
+            if self._config.backend == "bluez":
+                await check_adapter_powered(self._config.adapter)
             await scanner.start()
         except BleError:
             raise
@@ -334,11 +338,42 @@ class BleSource:
 PROBE_TIMEOUT_S = 10.0
 
 
+async def check_adapter_powered(adapter: str) -> None:
+    """Raise AdapterOffError if BlueZ reports ``adapter`` as not powered.
+
+    bleak does not look at ``Powered`` when an adapter is named explicitly, and BlueZ may then
+    accept StartDiscovery yet deliver nothing.
+    """
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    try:
+        reply = await bus.call(
+            Message(
+                destination="org.bluez",
+                path=f"/org/bluez/{adapter}",
+                interface="org.freedesktop.DBus.Properties",
+                member="Get",
+                signature="ss",
+                body=["org.bluez.Adapter1", "Powered"],
+            )
+        )
+    finally:
+        bus.disconnect()
+    if reply is None or reply.message_type != MessageType.METHOD_RETURN:
+        # Missing adapter or BlueZ: let bleak's own start report it precisely.
+        return
+    if not reply.body[0].value:
+        raise AdapterOffError(
+            f"Bluetooth adapter {adapter} is powered off: run "
+            "'rfkill unblock bluetooth' and 'bluetoothctl power on'"
+        )
+
+
 async def probe_bluez(adapter: str) -> BleError | None:
     """Start and stop an active scan on ``adapter``; the translated error, or None if it works."""
     scanner = BleakScanner(None, bluez={"adapter": adapter})
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S):
+            await check_adapter_powered(adapter)
             await scanner.start()
             await scanner.stop()
     except TimeoutError:
