@@ -1,0 +1,338 @@
+"""The scanner daemon: BLE -> frame parser -> allowlist -> aggregator -> outbox -> uploader.
+
+Foreign advertisements are dropped in memory inside the bleak callback and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from scanner.aggregate import Aggregator
+from scanner.allowlist import Allowlist, AllowlistUpdate
+from scanner.ble import AdapterMissingError, AdapterOffError, BleError, BleSource
+from scanner.config import ScannerConfig
+from scanner.errors import ConfigError, ScannerError
+from scanner.frames import parse_advertisement
+from scanner.health import (
+    HealthCounters,
+    heartbeat_body,
+    scanner_version,
+    should_restart,
+    snapshot,
+)
+from scanner.outbox import Outbox
+from scanner.records import AdvertRecord
+from scanner.uploader import (
+    BadCredentialsError,
+    ServerRejectedError,
+    Uploader,
+    UploadError,
+    backoff_delay,
+)
+
+logger = logging.getLogger(__name__)
+
+# Bound on the last upload attempt during a graceful stop (systemd waits longer than this).
+FINAL_UPLOAD_TIMEOUT_S = 2.0
+# Watchdog checks run this many times per timeout, so a stall is caught within 1/4 extra.
+WATCHDOG_CHECKS_PER_TIMEOUT = 4
+# 4xx statuses that mean "try again later" rather than "this batch will never be accepted".
+RETRYABLE_CLIENT_STATUSES = (408, 425, 429)
+
+
+def resolve_secret(config: ScannerConfig) -> str:
+    """The scanner secret, from the config or from ``secret_file`` (first line, stripped)."""
+    if config.secret is not None:
+        return config.secret
+    if config.secret_file is None:
+        raise ConfigError("set secret or secret_file", key="secret")
+    try:
+        text = Path(config.secret_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {config.secret_file}: {exc.strerror}", key="secret_file"
+        ) from exc
+    secret = text.strip()
+    if not secret:
+        raise ConfigError(f"{config.secret_file} is empty", key="secret_file")
+    return secret
+
+
+class Daemon:
+    """Owns the pipeline state; ``run`` drives it until ``stop`` is set."""
+
+    def __init__(
+        self,
+        config: ScannerConfig,
+        secret: str,
+        *,
+        stdin: asyncio.StreamReader | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._secret = secret
+        self._clock = clock
+        self.allowlist = Allowlist(legacy_ibeacon=config.legacy_ibeacon)
+        self.aggregator = Aggregator(config.window_s)
+        self.counters = HealthCounters()
+        self.outbox = Outbox(
+            config.outbox_path,
+            max_rows=config.outbox_max_rows,
+            max_bytes=config.outbox_max_bytes,
+            max_age_s=config.outbox_max_age_s,
+        )
+        self.source = BleSource(config, self.on_advert, stream=stdin)
+        self._have_allowlist = False
+        self._adapter_state = "off"
+        self._upload_kick = asyncio.Event()
+
+    # -- hot path (bleak callback) -------------------------------------------------------
+    def on_advert(self, rec: AdvertRecord) -> None:
+        """Parse, filter and aggregate one advertisement. Never logs its content."""
+        now = self._clock()
+        self.counters.frames_seen += 1
+        self.counters.last_advert_at = now
+        frame = parse_advertisement(rec.manufacturer_data, rec.service_data)
+        key = self.allowlist.match(frame, now)
+        if key is None:
+            return
+        self.counters.frames_passed += 1
+        tx_power = getattr(frame, "tx_power", None)
+        if tx_power is None:
+            tx_power = getattr(frame, "power", None)
+        self.aggregator.add(key, rec.rssi, tx_power, now)
+
+    # -- loops -----------------------------------------------------------------------------
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+    async def _flush_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._sleep(stop, self.config.window_s)
+            now = self._clock()
+            self.allowlist.expire(now)
+            windows = self.aggregator.flush(now)
+            if windows:
+                self.outbox.put(windows, now)
+                self._upload_kick.set()
+
+    async def upload_once(self, uploader: Uploader) -> bool:
+        """Send the next pending batch; True if one was acknowledged. Raises UploadError."""
+        batch = self.outbox.next_batch(self.config.batch_max_windows, self._clock())
+        if batch is None:
+            return False
+        try:
+            await uploader.post_batch(batch)
+        except ServerRejectedError as exc:
+            if 400 <= exc.status < 500 and exc.status not in RETRYABLE_CLIENT_STATUSES:
+                # The server will never accept this batch; keeping it would block the queue.
+                logger.error("server refused a batch for good, discarding it: %s", exc)
+                self.outbox.ack(batch.batch_id)
+                return False
+            raise
+        self.outbox.ack(batch.batch_id)
+        self.counters.last_upload_at = self._clock()
+        return True
+
+    async def _upload_loop(self, stop: asyncio.Event, uploader: Uploader) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                sent = await self.upload_once(uploader)
+            except BadCredentialsError as exc:
+                if attempt == 0:
+                    logger.error("%s", exc)
+                attempt += 1
+                await self._sleep(stop, backoff_delay(attempt))
+                continue
+            except UploadError:
+                attempt += 1
+                await self._sleep(stop, backoff_delay(attempt))
+                continue
+            attempt = 0
+            if not sent:
+                self._upload_kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        _first(stop.wait(), self._upload_kick.wait()),
+                        timeout=self.config.upload_interval_s,
+                    )
+
+    async def _allowlist_loop(self, stop: asyncio.Event, uploader: Uploader) -> None:
+        attempt = 0
+        while not stop.is_set():
+            since = self.allowlist.version if self._have_allowlist else None
+            try:
+                data = await uploader.fetch_allowlist(since, self.config.allowlist_wait_s)
+                update = AllowlistUpdate.from_wire(data)
+            except UploadError:
+                attempt += 1
+                self.allowlist.expire(self._clock())
+                await self._sleep(stop, backoff_delay(attempt))
+                continue
+            except ScannerError as exc:
+                logger.error("server sent an invalid allowlist: %s", exc)
+                attempt += 1
+                await self._sleep(stop, backoff_delay(attempt))
+                continue
+            attempt = 0
+            self.allowlist.apply(update, self._clock())
+            if not self._have_allowlist:
+                logger.info("allowlist received (version %s)", self.allowlist.version)
+            self._have_allowlist = True
+
+    async def _heartbeat_loop(self, stop: asyncio.Event, uploader: Uploader) -> None:
+        previous = snapshot(self.counters, self._clock())
+        version = scanner_version()
+        while not stop.is_set():
+            await self._sleep(stop, self.config.heartbeat_interval_s)
+            if stop.is_set():
+                return
+            now = self._clock()
+            body = heartbeat_body(
+                store_id=self.config.store_id,
+                scanner_id=self.config.scanner_id,
+                counters=self.counters,
+                previous=previous,
+                now=now,
+                outbox_depth=self.outbox.depth(),
+                outbox_dropped=self.outbox.dropped,
+                allowlist_version=self.allowlist.version if self._have_allowlist else None,
+                adapter=self.adapter_state,
+                version=version,
+            )
+            previous = snapshot(self.counters, now)
+            with contextlib.suppress(UploadError):
+                await uploader.post_heartbeat(body)
+
+    @property
+    def adapter_state(self) -> str:
+        if self.config.backend != "bluez":
+            return self.source.adapter_state
+        return self._adapter_state
+
+    async def _watchdog_loop(self, stop: asyncio.Event) -> None:
+        timeout = self.config.watchdog_timeout_s
+        while not stop.is_set():
+            await self._sleep(stop, timeout / WATCHDOG_CHECKS_PER_TIMEOUT)
+            now = self._clock()
+            if stop.is_set() or not should_restart(self.counters.last_advert_at, now, timeout):
+                continue
+            logger.warning("no advertisement for %.0f s: restarting scanning", timeout)
+            self.counters.watchdog_restarts += 1
+            self.counters.last_advert_at = now
+            try:
+                await self.source.restart()
+                self._adapter_state = "powered"
+            except AdapterOffError as exc:
+                self._adapter_state = "off"
+                logger.error("%s", exc)
+            except AdapterMissingError as exc:
+                self._adapter_state = "missing"
+                logger.error("%s", exc)
+            except BleError as exc:
+                logger.error("%s", exc)
+
+    async def _final_upload(self, uploader: Uploader) -> None:
+        async def drain() -> None:
+            while await self.upload_once(uploader):
+                pass
+
+        try:
+            await asyncio.wait_for(drain(), timeout=FINAL_UPLOAD_TIMEOUT_S)
+        except (TimeoutError, UploadError):
+            logger.info("%d windows stay queued for the next start", self.outbox.depth())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Scan and report until ``stop`` is set (or a replay/simulated input ends)."""
+        async with aiohttp.ClientSession() as session:
+            uploader = Uploader(
+                session,
+                server_url=self.config.server_url,
+                store_id=self.config.store_id,
+                scanner_id=self.config.scanner_id,
+                secret=self._secret,
+                clock=self._clock,
+            )
+            await self.source.start()
+            self._adapter_state = "powered"
+            self.counters.last_advert_at = self._clock()
+            loops: list[Coroutine[Any, Any, None]] = [
+                self._flush_loop(stop),
+                self._upload_loop(stop, uploader),
+                self._allowlist_loop(stop, uploader),
+                self._heartbeat_loop(stop, uploader),
+            ]
+            if self.config.backend == "bluez":
+                loops.append(self._watchdog_loop(stop))
+            tasks = [asyncio.create_task(c) for c in loops]
+            finished = self.source.finished
+            try:
+                if finished is not None:
+                    await _first(stop.wait(), finished.wait())
+                else:
+                    await stop.wait()
+            finally:
+                stop.set()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self.source.stop()
+                now = self._clock()
+                self.outbox.put(self.aggregator.flush_all(), now)
+                await self._final_upload(uploader)
+                self.outbox.close()
+                logger.info("scanner stopped")
+
+
+async def _first(*aws: Awaitable[object]) -> None:
+    """Return when the first of ``aws`` completes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _stdin_reader() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def run_daemon(
+    config: ScannerConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    stdin: asyncio.StreamReader | None = None,
+) -> None:
+    """Run the scanner until ``stop`` is set, or until SIGTERM/SIGINT when ``stop`` is None."""
+    secret = resolve_secret(config)
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    if stdin is None and config.backend == "simulated":
+        stdin = await _stdin_reader()
+    try:
+        daemon = Daemon(config, secret, stdin=stdin)
+        await daemon.run(stop)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

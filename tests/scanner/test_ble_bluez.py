@@ -1,0 +1,158 @@
+"""Our ble.py adapter on bleak's real BlueZ backend, against python-dbusmock's bluez5."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from scanner.ble import (
+    AdapterMissingError,
+    AdapterOffError,
+    BleSource,
+    BluezNotRunningError,
+    NoSystemBusError,
+    probe_bluez,
+)
+from scanner.config import ScannerConfig
+from scanner.records import AdvertRecord
+
+from .conftest import BluezMock, PrivateBus, start_private_bus, _stop
+
+pytestmark = pytest.mark.bluez
+
+EDDYSTONE = "0000feaa-0000-1000-8000-00805f9b34fb"
+
+
+def eid_frame(eid: bytes, tx: int = -20) -> bytes:
+    return bytes([0x30, tx & 0xFF]) + eid
+
+
+def make_config(tmp_path: Path, **over: object) -> ScannerConfig:
+    base: dict[str, object] = {
+        "scanner_id": "s-test",
+        "store_id": "demo-store",
+        "server_url": "http://127.0.0.1:9",
+        "secret": "x",
+        "backend": "bluez",
+        "adapter": "hci0",
+        "outbox_path": str(tmp_path / "outbox.sqlite"),
+    }
+    base.update(over)
+    return ScannerConfig(**base)  # type: ignore[arg-type]
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.02)
+
+
+def for_address(got: list[AdvertRecord], address: str) -> list[AdvertRecord]:
+    return [r for r in got if r.address == address]
+
+
+async def test_eid_advert_then_update_then_removal(bluez: BluezMock, tmp_path: Path) -> None:
+    got: list[AdvertRecord] = []
+    source = BleSource(make_config(tmp_path), got.append)
+    await source.start()
+    try:
+        address = "C0:FF:EE:00:01:01"
+        path = await asyncio.to_thread(
+            bluez.add_device, address, -61, {EDDYSTONE: eid_frame(bytes.fromhex("0123456789abcdef"))}
+        )
+        await wait_until(lambda: len(for_address(got, address)) >= 1)
+        first = for_address(got, address)[0]
+        assert first.rssi == -61
+        assert first.service_data[EDDYSTONE] == eid_frame(bytes.fromhex("0123456789abcdef"))
+
+        new = eid_frame(bytes.fromhex("fedcba9876543210"))
+        await asyncio.to_thread(bluez.update_device, path, -48, {EDDYSTONE: new})
+        await wait_until(lambda: any(r.rssi == -48 for r in for_address(got, address)))
+        last = for_address(got, address)[-1]
+        assert last.service_data[EDDYSTONE] == new
+
+        before = len(got)
+        await asyncio.to_thread(bluez.remove_device, path)
+        # A removal produces no advertisement; the scanner keeps running and sees new devices.
+        other = "C0:FF:EE:00:01:02"
+        await asyncio.to_thread(bluez.add_device, other, -70, {EDDYSTONE: new})
+        await wait_until(lambda: len(for_address(got, other)) >= 1)
+        assert len(for_address(got[before:], address)) == 0
+    finally:
+        await source.stop()
+
+
+async def test_active_mode_uses_discovery(bluez: BluezMock, tmp_path: Path) -> None:
+    await asyncio.to_thread(bluez.clear_calls)
+    source = BleSource(make_config(tmp_path, scanning_mode="active"), lambda r: None)
+    await source.start()
+    await source.stop()
+    calls = await asyncio.to_thread(bluez.calls)
+    assert "StartDiscovery" in calls
+    assert "StopDiscovery" in calls
+    assert "RegisterMonitor" not in calls
+
+
+async def test_passive_mode_registers_monitor(bluez: BluezMock, tmp_path: Path) -> None:
+    await asyncio.to_thread(bluez.clear_calls)
+    got: list[AdvertRecord] = []
+    source = BleSource(make_config(tmp_path, scanning_mode="passive"), got.append)
+    await source.start()
+    try:
+        calls = await asyncio.to_thread(bluez.calls)
+        assert "RegisterMonitor" in calls
+        assert "StartDiscovery" not in calls
+        address = "C0:FF:EE:00:02:01"
+        await asyncio.to_thread(
+            bluez.add_device, address, -55, {EDDYSTONE: eid_frame(b"\x11" * 8)}
+        )
+        await wait_until(lambda: len(for_address(got, address)) >= 1)
+    finally:
+        await source.stop()
+    assert "UnregisterMonitor" in await asyncio.to_thread(bluez.calls)
+
+
+async def test_no_system_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'missing_socket'}")
+    source = BleSource(make_config(tmp_path), lambda r: None)
+    with pytest.raises(NoSystemBusError, match="no D-Bus system bus"):
+        await source.start()
+    assert isinstance(await probe_bluez("hci0"), NoSystemBusError)
+
+
+async def test_bus_without_bluez(
+    system_bus: PrivateBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus = start_private_bus(tmp_path)
+    try:
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+        source = BleSource(make_config(tmp_path), lambda r: None)
+        with pytest.raises(BluezNotRunningError, match="systemctl start bluetooth"):
+            await source.start()
+    finally:
+        _stop(bus.process)
+
+
+async def test_bluez_without_adapter(
+    system_bus: PrivateBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus = start_private_bus(tmp_path)
+    mock = BluezMock(bus)
+    try:
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+        source = BleSource(make_config(tmp_path), lambda r: None)
+        with pytest.raises(AdapterMissingError, match="no Bluetooth adapter hci0"):
+            await source.start()
+        await asyncio.to_thread(mock.add_adapter, "hci0")
+        await asyncio.to_thread(mock.set_adapter_powered, "hci0", False)
+        with pytest.raises(AdapterOffError, match="powered off"):
+            await source.start()
+        assert isinstance(await probe_bluez("hci0"), AdapterOffError)
+    finally:
+        mock.close()
+        _stop(bus.process)
+        assert os.environ["DBUS_SYSTEM_BUS_ADDRESS"] == bus.address

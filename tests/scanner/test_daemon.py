@@ -1,0 +1,216 @@
+"""The daemon end to end on the simulated backend against a verifying test server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from scanner.allowlist import AllowlistUpdate
+from scanner.config import ScannerConfig
+from scanner.daemon import Daemon
+from scanner.frames import EDDYSTONE_SERVICE_UUID
+from scanner.records import AdvertRecord, record_to_json
+from scanner.uploader import ServerRejectedError, Uploader
+
+from .conftest import SCANNER_ID, SECRET, STORE_ID, Api
+
+ALLOWED_EIDS = [bytes.fromhex("0123456789abcdef"), bytes.fromhex("00112233445566aa")]
+# A byte string that only foreign advertisements carry.
+CANARY = bytes.fromhex("c4a1a2f00dfeed42")
+
+
+def eid_record(eid: bytes, rssi: int = -60, address: str = "C0:FF:EE:00:00:01") -> AdvertRecord:
+    return AdvertRecord(
+        t=None,
+        address=address,
+        rssi=rssi,
+        service_data={EDDYSTONE_SERVICE_UUID: bytes([0x30, 0xEC]) + eid},
+    )
+
+
+def foreign_record(i: int) -> AdvertRecord:
+    if i % 2:
+        return eid_record(CANARY, rssi=-70, address=f"DE:AD:{i >> 8 & 0xFF:02X}:{i & 0xFF:02X}:00:01")
+    return AdvertRecord(
+        t=None,
+        address=f"DE:AD:BE:EF:{i >> 8 & 0xFF:02X}:{i & 0xFF:02X}",
+        rssi=-80,
+        manufacturer_data={0x004C: bytes.fromhex("0215") + CANARY * 2 + bytes(5)},
+    )
+
+
+def config(tmp_path: Path, api_url: str, **over: object) -> ScannerConfig:
+    base: dict[str, object] = {
+        "scanner_id": SCANNER_ID,
+        "store_id": STORE_ID,
+        "server_url": api_url,
+        "secret": SECRET,
+        "backend": "simulated",
+        "window_s": 0.2,
+        "upload_interval_s": 0.1,
+        "heartbeat_interval_s": 0.2,
+        "allowlist_wait_s": 0.2,
+        "outbox_path": str(tmp_path / "outbox.sqlite"),
+    }
+    base.update(over)
+    return ScannerConfig(**base)  # type: ignore[arg-type]
+
+
+def allow(api: Api, eids: list[bytes], version: int) -> None:
+    api.state.allowlist_entries = [
+        {"id_type": "eid", "id": e.hex(), "not_after": time.time() + 3600} for e in eids
+    ]
+    api.state.allowlist_version = version
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.01)
+
+
+async def test_canary_foreign_adverts_leave_no_trace(
+    api: Api, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    allow(api, ALLOWED_EIDS[:1], 5)
+    stream = asyncio.StreamReader()
+    daemon = Daemon(config(tmp_path, api.url), SECRET, stdin=stream)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    await wait_until(lambda: len(daemon.allowlist) == 1)
+
+    lines = []
+    for i in range(10_000):
+        lines.append(record_to_json(foreign_record(i)))
+        if i % 100 == 0:
+            lines.append(record_to_json(eid_record(ALLOWED_EIDS[0], rssi=-50 - i % 7)))
+    assert len(lines) == 10_100
+    stream.feed_data(("\n".join(lines) + "\n").encode())
+    stream.feed_eof()  # end of input stops the daemon: flush, final upload, close
+    await asyncio.wait_for(task, timeout=20)
+
+    windows = api.state.windows()
+    assert {w["id"] for w in windows} == {ALLOWED_EIDS[0].hex()}
+    assert sum(w["count"] for w in windows) == 100
+    assert daemon.counters.frames_seen == 10_100
+    assert daemon.counters.frames_passed == 100
+
+    needles = [CANARY, CANARY.hex().encode(), CANARY.hex().upper().encode()]
+    for suffix in ("", "-wal", "-shm"):
+        f = Path(str(tmp_path / "outbox.sqlite") + suffix)
+        if f.exists():
+            data = f.read_bytes()
+            assert not any(n in data for n in needles), f"canary in {f.name}"
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert CANARY.hex() not in text.lower()
+    assert "DE:AD" not in text
+    received = json.dumps(api.state.batches)
+    assert CANARY.hex() not in received
+
+
+async def test_allowlist_change_applied_quickly_and_heartbeat(api: Api, tmp_path: Path) -> None:
+    allow(api, ALLOWED_EIDS[:1], 1)
+    stream = asyncio.StreamReader()
+    daemon = Daemon(config(tmp_path, api.url), SECRET, stdin=stream)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await wait_until(lambda: len(daemon.allowlist) == 1)
+        allow(api, ALLOWED_EIDS, 2)
+        started = time.monotonic()
+        await wait_until(lambda: len(daemon.allowlist) == 2, timeout=1.0)
+        assert time.monotonic() - started < 1.0
+        stream.feed_data((record_to_json(eid_record(ALLOWED_EIDS[1])) + "\n").encode())
+        await wait_until(lambda: len(api.state.windows()) == 1)
+        await wait_until(lambda: len(api.state.heartbeats) >= 1)
+        beat = api.state.heartbeats[-1]
+        assert beat["adapter"] == "simulated"
+        assert beat["scanner_id"] == SCANNER_ID
+        assert beat["allowlist_version"] in (1, 2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    assert api.state.rejected == []
+
+
+async def test_graceful_stop_flushes_open_windows(api: Api, tmp_path: Path) -> None:
+    allow(api, ALLOWED_EIDS[:1], 1)
+    stream = asyncio.StreamReader()
+    daemon = Daemon(config(tmp_path, api.url, window_s=30.0), SECRET, stdin=stream)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    await wait_until(lambda: len(daemon.allowlist) == 1)
+    stream.feed_data((record_to_json(eid_record(ALLOWED_EIDS[0])) + "\n").encode() * 3)
+    await wait_until(lambda: daemon.counters.frames_passed == 3)
+    assert api.state.windows() == []  # the 30 s window is still open
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert sum(w["count"] for w in api.state.windows()) == 3
+
+
+async def test_server_down_for_an_hour(api: Api, tmp_path: Path) -> None:
+    """An hour of 1 s windows for two customers with the server down, time driven explicitly."""
+    now = [time.time()]
+    cfg = config(tmp_path, api.url, window_s=1.0, outbox_max_rows=5000, batch_max_windows=500)
+    daemon = Daemon(cfg, SECRET, stdin=asyncio.StreamReader(), clock=lambda: now[0])
+    allow(api, ALLOWED_EIDS, 1)
+    async with aiohttp.ClientSession() as session:
+        up = Uploader(
+            session, server_url=api.url, store_id=STORE_ID, scanner_id=SCANNER_ID, secret=SECRET
+        )
+        daemon.allowlist.apply(
+            AllowlistUpdate.from_wire(
+                {
+                    "version": 1,
+                    "full": True,
+                    "entries": [
+                        {"id_type": "eid", "id": e.hex(), "not_after": now[0] + 7200}
+                        for e in ALLOWED_EIDS
+                    ],
+                    "removed": [],
+                }
+            ),
+            now[0],
+        )
+        produced = 0
+        failures = 0
+        api.state.down = True
+        for second in range(3600):
+            for eid in ALLOWED_EIDS:
+                daemon.on_advert(eid_record(eid, rssi=-55 - second % 9))
+            now[0] += 1.0
+            windows = daemon.aggregator.flush(now[0])
+            produced += len(windows)
+            daemon.outbox.put(windows, now[0])
+            assert daemon.outbox.depth() <= 5000
+            if second % 60 == 0:
+                with pytest.raises(ServerRejectedError):
+                    await daemon.upload_once(up)
+                failures += 1
+        assert produced == 7200
+        assert failures == 60
+        assert daemon.outbox.depth() == 5000
+        assert daemon.outbox.dropped == produced - 5000
+        queued = daemon.outbox.depth()
+
+        api.state.down = False
+        api.state.fail_next = 1  # the first retry after the outage fails once more
+        with pytest.raises(ServerRejectedError):
+            await daemon.upload_once(up)
+        while await daemon.upload_once(up):
+            pass
+    windows = api.state.windows()
+    assert len(windows) == queued
+    keys = [(w["id"], w["start"]) for w in windows]
+    assert len(set(keys)) == len(keys)  # exactly once
+    assert daemon.outbox.depth() == 0
+    assert daemon.counters.last_upload_at == now[0]
+    daemon.outbox.close()
