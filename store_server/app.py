@@ -121,8 +121,19 @@ def _add_security_headers(request: web.Request, response: web.StreamResponse) ->
 
 
 def load_floor(path: Path) -> Floor:
+    return floor_from_dict(_read_toml(path))
+
+
+def store_timezone(path: Path) -> str | None:
+    """The store's IANA time zone (for quiet hours and "not today"), if the store file has one."""
+    store = _read_toml(path).get("store", {})
+    value = store.get("timezone") if isinstance(store, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _read_toml(path: Path) -> dict[str, object]:
     with path.open("rb") as handle:
-        return floor_from_dict(tomllib.load(handle))
+        return tomllib.load(handle)
 
 
 def load_consent_texts() -> list[ConsentText]:
@@ -139,7 +150,9 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     """Build the application; the database opens and the service starts in cleanup_ctx."""
     base = base_dir or Path.cwd()
     master_key = parse_master_key(config.master_key)
-    floor = load_floor(_resolve(base, config.store_file))
+    store_file = _resolve(base, config.store_file)
+    floor = load_floor(store_file)
+    timezone = store_timezone(store_file)
     app = web.Application(
         client_max_size=config.max_body_bytes,
         middlewares=[
@@ -161,6 +174,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
             db=db,
             master_key=master_key,
             consent_texts=load_consent_texts(),
+            timezone=timezone,
         )
         app[SERVICE] = service
         await service.start()

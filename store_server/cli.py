@@ -47,9 +47,13 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         host=config.host,
         port=config.port,
         shutdown_timeout=5.0,
-        print=lambda line: out.write(str(line) + "\n"),
+        print=lambda line: _echo(out, line),
     )
     return 0
+
+
+def _echo(out: TextIO, line: object) -> None:
+    out.write(f"{line}\n")
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:

@@ -118,7 +118,7 @@ def load_config(toml_text: str, env: Mapping[str, str]) -> ServerConfig:
         raise ConfigError(f"configuration file is not valid TOML: {exc}") from exc
     defaults = ServerConfig()
     known = {f.name: getattr(defaults, f.name) for f in fields(ServerConfig)}
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     for key, raw in data.items():
         if key not in known:
             raise ConfigError(f"{key}: unknown setting (see docs/operations.md)", key=key)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+import sqlite_utils
 from aiohttp import web
 
 from store_server import repo, staff
@@ -149,9 +150,16 @@ class DemoStore:
         for scanner_id, secret in secrets_by_scanner.items():
             await self._start_scanner(scanner_id, floor.store_id, secret)
         radio = RadioModel.for_floor(floor)
-        phones = [SimPhone(c.handle, c.walk, 0.0, c.advert) for c in self.customers.values()]
+        start = time.time()
+        # The simulation counts seconds from `start`; phones compute their EID at wall time.
+        phones = [
+            SimPhone(c.handle, c.walk, 0.0, lambda t, c=c: c.advert(start + t))
+            for c in self.customers.values()
+        ]
         simulation = StoreSimulation(floor, radio, phones, seed=self.seed)
-        self._sim_task = asyncio.create_task(self._simulate(simulation), name="bulle-demo-sim")
+        self._sim_task = asyncio.create_task(
+            self._simulate(simulation, start), name="bulle-demo-sim"
+        )
 
     def _prepare_database(
         self, master_key: bytes, store_id: str, scanner_ids: list[str]
@@ -163,13 +171,16 @@ class DemoStore:
         try:
             db.run_sync(lambda d: repo.upsert_stock(d, store_id, items))
             db.run_sync(lambda d: staff.add_user(d, DEMO_USER, self.staff_password, "manager", now))
-            for sid, secret in secrets_by_scanner.items():
-                wrapped = wrap_key(master_key, secret.encode(), scanner_aad(sid))
-                db.run_sync(
-                    lambda d, sid=sid, wrapped=wrapped: repo.add_scanner(
-                        d, sid, store_id, wrapped, now
-                    )
-                )
+            wrapped = {
+                sid: wrap_key(master_key, secret.encode(), scanner_aad(sid))
+                for sid, secret in secrets_by_scanner.items()
+            }
+
+            def register(d: sqlite_utils.Database) -> None:
+                for sid, blob in wrapped.items():
+                    repo.add_scanner(d, sid, store_id, blob, now)
+
+            db.run_sync(register)
         finally:
             db.close()
         return secrets_by_scanner
@@ -263,8 +274,7 @@ class DemoStore:
         log.close()
         self._scanners[scanner_id] = process
 
-    async def _simulate(self, simulation: StoreSimulation) -> None:
-        start = time.time()
+    async def _simulate(self, simulation: StoreSimulation, start: float) -> None:
         while True:
             now = time.time()
             heard = simulation.step(now - start)
@@ -326,7 +336,10 @@ async def _ok(resp: aiohttp.ClientResponse) -> dict[str, Any]:
 async def run_demo(
     workdir: Path, *, port: int, seed: int, out: TextIO, duration_s: float | None = None
 ) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)  # the full log goes to <dir>/logs/server.log
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(console)
     demo = DemoStore(workdir=workdir, port=port, seed=seed)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -294,6 +294,10 @@ class EidResolver:
     def __contains__(self, subject: object) -> bool:
         return subject in self._by_subject
 
+    def subjects(self) -> list[str]:
+        """The subjects currently resolvable (a copy: safe to mutate the resolver after)."""
+        return list(self._by_subject)
+
     # ---- queries ---------------------------------------------------------------------------
 
     def resolve(self, eid: bytes, now: float) -> str | None:

@@ -86,6 +86,7 @@ class StoreService:
         master_key: bytes,
         consent_texts: Iterable[ConsentText],
         clock: Callable[[], float] = time.time,
+        timezone: str | None = None,
     ) -> None:
         self.config = config
         self.floor = floor
@@ -104,7 +105,7 @@ class StoreService:
         self._nonces = NonceStore(2 * config.signature_tolerance_s)
         self._scanner_secrets: dict[str, tuple[str, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._tz = ZoneInfo(floor.timezone) if getattr(floor, "timezone", None) else None
+        self._tz = ZoneInfo(timezone) if timezone else None
         self.frames_resolved = 0
         self.frames_unresolved = 0
 
@@ -146,7 +147,7 @@ class StoreService:
         """Make the resolver hold exactly the customers with an active consent."""
         ids = set(await self.db.run(lambda db: repo.consenting_customer_ids(db, now)))
         changed = False
-        for subject in [s for s in self._resolver_subjects() if s not in ids]:
+        for subject in [s for s in self.resolver.subjects() if s not in ids]:
             changed |= self.resolver.remove(subject)
             self.engine.forget(subject)
         missing = [i for i in ids if i not in self.resolver]
@@ -156,9 +157,6 @@ class StoreService:
             changed = True
         if changed:
             await self._notify_allowlist()
-
-    def _resolver_subjects(self) -> list[str]:
-        return list(self.resolver.subjects())
 
     def _identity_record(self, row: dict[str, Any]) -> identity.IdentityRecord:
         key = unwrap_key(self._master_key, row["key_wrapped"], _aad("identity", row["customer_id"]))
