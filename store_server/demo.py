@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -153,7 +154,7 @@ class DemoStore:
         start = time.time()
         # The simulation counts seconds from `start`; phones compute their EID at wall time.
         phones = [
-            SimPhone(c.handle, c.walk, 0.0, lambda t, c=c: c.advert(start + t))
+            SimPhone(c.handle, c.walk, 0.0, _advert_at_wall_time(c, start))
             for c in self.customers.values()
         ]
         simulation = StoreSimulation(floor, radio, phones, seed=self.seed)
@@ -324,6 +325,13 @@ class DemoStore:
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
             self._log_handler.close()
+
+
+def _advert_at_wall_time(customer: DemoCustomer, start: float) -> Callable[[float], bytes]:
+    def advert(t: float) -> bytes:
+        return customer.advert(start + t)
+
+    return advert
 
 
 async def _ok(resp: aiohttp.ClientResponse) -> dict[str, Any]:
