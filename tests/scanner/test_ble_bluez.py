@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from scanner.ble import (
 from scanner.config import ScannerConfig
 from scanner.records import AdvertRecord
 
-from .conftest import BluezMock, PrivateBus, start_private_bus, _stop
+from .conftest import BluezMock, PrivateBus, _stop, start_private_bus, wait_until
 
 pytestmark = pytest.mark.bluez
 
@@ -45,12 +44,6 @@ def make_config(tmp_path: Path, **over: object) -> ScannerConfig:
     return ScannerConfig(**base)  # type: ignore[arg-type]
 
 
-async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.02)
-
-
 def for_address(got: list[AdvertRecord], address: str) -> list[AdvertRecord]:
     return [r for r in got if r.address == address]
 
@@ -62,7 +55,10 @@ async def test_eid_advert_then_update_then_removal(bluez: BluezMock, tmp_path: P
     try:
         address = "C0:FF:EE:00:01:01"
         path = await asyncio.to_thread(
-            bluez.add_device, address, -61, {EDDYSTONE: eid_frame(bytes.fromhex("0123456789abcdef"))}
+            bluez.add_device,
+            address,
+            -61,
+            {EDDYSTONE: eid_frame(bytes.fromhex("0123456789abcdef"))},
         )
         await wait_until(lambda: len(for_address(got, address)) >= 1)
         first = for_address(got, address)[0]
@@ -107,9 +103,7 @@ async def test_passive_mode_registers_monitor(bluez: BluezMock, tmp_path: Path) 
         assert "RegisterMonitor" in calls
         assert "StartDiscovery" not in calls
         address = "C0:FF:EE:00:02:01"
-        await asyncio.to_thread(
-            bluez.add_device, address, -55, {EDDYSTONE: eid_frame(b"\x11" * 8)}
-        )
+        await asyncio.to_thread(bluez.add_device, address, -55, {EDDYSTONE: eid_frame(b"\x11" * 8)})
         await wait_until(lambda: len(for_address(got, address)) >= 1)
     finally:
         await source.stop()

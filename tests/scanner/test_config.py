@@ -54,7 +54,7 @@ def test_env_overrides_with_types() -> None:
         ('window_s = "fast"\n', {}, "window_s"),
         ("outbox_max_rows = 1.5\n", {}, "outbox_max_rows"),
         ("batch_max_windows = 6000\n", {}, "batch_max_windows"),
-        ("allowlist_wait_s = 31\n", {}, "allowlist_wait_s"),
+        ("allowlist_wait_s = 61\n", {}, "allowlist_wait_s"),
         ('log_level = "LOUD"\n', {}, "log_level"),
         ('backend = "replay"\n', {}, "replay_file"),
         ("replay_speed = -1\n", {}, "replay_speed"),
