@@ -179,8 +179,8 @@ class Allowlist:
         """Apply a full list (replaces) or a delta (adds/replaces, then removes).
 
         A delta older than the current version is ignored; a full list always applies (a
-        restarted server may start its versions again). Entries already expired at ``now`` are
-        not added.
+        restarted server may start its versions again). An entry already expired at ``now`` is
+        not added and removes any current entry with the same id.
         """
         if not update.full and update.version < self.version:
             logger.debug(
@@ -193,6 +193,9 @@ class Allowlist:
         for entry in update.entries:
             if entry.not_after > now:
                 self._add(entry)
+            else:
+                # An already expired replacement is the newest word on that id: drop it.
+                self._remove(entry.id)
         for ident in update.removed:
             self._remove(ident)
         self.version = update.version

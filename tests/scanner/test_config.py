@@ -90,3 +90,12 @@ def test_secret_value_not_echoed() -> None:
         load_config(BASE.replace('secret = "s3cret"', "secret = 123456"), {})
     assert info.value.key == "secret"
     assert "123456" not in str(info.value)
+
+
+def test_every_key_documented() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    for f in dataclasses.fields(ScannerConfig):
+        assert f"| `{f.name}` |" in doc, f.name

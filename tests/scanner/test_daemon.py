@@ -15,6 +15,7 @@ from scanner.allowlist import AllowlistUpdate
 from scanner.config import ScannerConfig
 from scanner.daemon import Daemon
 from scanner.frames import EDDYSTONE_SERVICE_UUID
+from scanner.health import HealthCounters, heartbeat_body, should_restart, snapshot
 from scanner.records import AdvertRecord, record_to_json
 from scanner.uploader import ServerRejectedError, Uploader
 
@@ -215,3 +216,35 @@ async def test_server_down_for_an_hour(api: Api, tmp_path: Path) -> None:
     assert daemon.outbox.depth() == 0
     assert daemon.counters.last_upload_at == now[0]
     daemon.outbox.close()
+
+
+def test_heartbeat_rates_over_last_interval() -> None:
+    counters = HealthCounters(frames_seen=100, frames_passed=4)
+    before = snapshot(counters, 1000.0)
+    counters.frames_seen += 150
+    counters.frames_passed += 6
+    counters.watchdog_restarts = 2
+    body = heartbeat_body(
+        store_id=STORE_ID,
+        scanner_id=SCANNER_ID,
+        counters=counters,
+        previous=before,
+        now=1010.0,
+        outbox_depth=7,
+        outbox_dropped=1,
+        allowlist_version=42,
+        adapter="powered",
+        version="0.1.0",
+    )
+    assert body["frames_seen_per_s"] == 15.0
+    assert body["frames_passed_per_s"] == 0.6
+    assert (body["outbox_depth"], body["outbox_dropped"], body["watchdog_restarts"]) == (7, 1, 2)
+    assert body["allowlist_version"] == 42
+    assert body["sent_at"] == 1010.0
+
+
+def test_watchdog_decision() -> None:
+    assert not should_restart(None, 1000.0, 60.0)
+    assert not should_restart(950.0, 1000.0, 60.0)
+    assert not should_restart(940.0, 1000.0, 60.0)
+    assert should_restart(939.0, 1000.0, 60.0)
