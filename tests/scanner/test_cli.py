@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from scanner.cli import build_parser, main
 from scanner.frames import EDDYSTONE_SERVICE_UUID
 from scanner.records import AdvertRecord, record_to_json
 
-from .conftest import SCANNER_ID, SECRET, STORE_ID, Api
+from .conftest import wait_until, SCANNER_ID, SECRET, STORE_ID, Api
 
 SUBCOMMANDS = ("run", "check", "decode", "replay")
 
@@ -169,3 +170,42 @@ async def test_replay_subcommand_uploads(api: Api, tmp_path: Path) -> None:
     windows = api.state.windows()
     assert {w["id"] for w in windows} == {"0123456789abcdef"}
     assert sum(w["count"] for w in windows) == 5
+
+
+async def test_run_stops_gracefully_on_sigterm(api: Api, tmp_path: Path) -> None:
+    api.state.allowlist_entries = [{"id_type": "eid", "id": "0123456789abcdef", "not_after": 4e9}]
+    cfg = write_config(
+        tmp_path, api.url, backend='"simulated"', window_s="30", heartbeat_interval_s="0.2"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scanner",
+        "run",
+        "--config",
+        str(cfg),
+        stdin=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stderr is not None
+    line = AdvertRecord(
+        t=None,
+        address="C0:FF:EE:00:00:01",
+        rssi=-60,
+        service_data={EDDYSTONE_SERVICE_UUID: bytes.fromhex("30ec0123456789abcdef")},
+    )
+    # Wait until scanning has started (after the first allowlist), then send two adverts.
+    async with asyncio.timeout(30):
+        while b"scanning started" not in await proc.stderr.readline():
+            pass
+    proc.stdin.write((record_to_json(line) + "\n").encode() * 2)
+    await proc.stdin.drain()
+    # A heartbeat showing passed frames proves both lines were read (one chunk, one pass).
+    await wait_until(
+        lambda: any(h["frames_passed_per_s"] > 0 for h in api.state.heartbeats), limit_s=30
+    )
+    assert api.state.windows() == []  # the 30 s window is still open
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+    assert sum(w["count"] for w in api.state.windows()) == 2
