@@ -15,7 +15,7 @@ from scanner.cli import build_parser, main
 from scanner.frames import EDDYSTONE_SERVICE_UUID
 from scanner.records import AdvertRecord, record_to_json
 
-from .conftest import wait_until, SCANNER_ID, SECRET, STORE_ID, Api
+from .conftest import SCANNER_ID, SECRET, STORE_ID, Api, wait_until
 
 SUBCOMMANDS = ("run", "check", "decode", "replay")
 
