@@ -17,9 +17,19 @@ from scanner.ble import (
     probe_bluez,
 )
 from scanner.config import ScannerConfig
+from scanner.daemon import Daemon
 from scanner.records import AdvertRecord
 
-from .conftest import BluezMock, PrivateBus, _stop, start_private_bus, wait_until
+from .conftest import (
+    SCANNER_ID,
+    SECRET,
+    Api,
+    BluezMock,
+    PrivateBus,
+    _stop,
+    start_private_bus,
+    wait_until,
+)
 
 pytestmark = pytest.mark.bluez
 
@@ -150,3 +160,30 @@ async def test_bluez_without_adapter(
         mock.close()
         _stop(bus.process)
         assert os.environ["DBUS_SYSTEM_BUS_ADDRESS"] == bus.address
+
+
+async def test_watchdog_restarts_silent_scanning(
+    bluez: BluezMock, api: Api, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(bluez.clear_calls)
+    cfg = make_config(
+        tmp_path,
+        server_url=api.url,
+        secret=SECRET,
+        scanner_id=SCANNER_ID,
+        watchdog_timeout_s=0.4,
+        heartbeat_interval_s=0.2,
+        allowlist_wait_s=5.0,
+    )
+    daemon = Daemon(cfg, SECRET)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await wait_until(lambda: daemon.counters.watchdog_restarts >= 1)
+        await wait_until(lambda: any(h["watchdog_restarts"] >= 1 for h in api.state.heartbeats))
+        assert api.state.heartbeats[-1]["adapter"] == "powered"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    calls = await asyncio.to_thread(bluez.calls)
+    assert calls.count("StartDiscovery") >= 2
