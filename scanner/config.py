@@ -21,8 +21,8 @@ BACKENDS: tuple[str, ...] = ("bluez", "simulated", "replay")
 SCANNING_MODES: tuple[str, ...] = ("active", "passive")
 # Python logging level names accepted for log_level.
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# The server holds an allowlist long poll for at most 30 s (docs/api.md).
-MAX_ALLOWLIST_WAIT_S = 30.0
+# Startup wait for the first allowlist; longer only delays scanning (systemd allows 90 s).
+MAX_ALLOWLIST_WAIT_S = 60.0
 # The server accepts at most 5,000 windows per batch (docs/api.md).
 MAX_BATCH_WINDOWS = 5000
 

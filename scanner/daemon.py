@@ -48,6 +48,8 @@ FINAL_UPLOAD_TIMEOUT_S = 2.0
 WATCHDOG_CHECKS_PER_TIMEOUT = 4
 # 4xx statuses that mean "try again later" rather than "this batch will never be accepted".
 RETRYABLE_CLIENT_STATUSES = (408, 425, 429)
+# Long-poll wait asked of the server: under its 30 s maximum, so proxies keep the request open.
+ALLOWLIST_LONG_POLL_S = 25.0
 
 
 def resolve_secret(config: ScannerConfig) -> str:
@@ -95,6 +97,7 @@ class Daemon:
         self._have_allowlist = False
         self._adapter_state = "off"
         self._upload_kick = asyncio.Event()
+        self._allowlist_ready = asyncio.Event()
 
     # -- hot path (bleak callback) -------------------------------------------------------
     def on_advert(self, rec: AdvertRecord) -> None:
@@ -174,7 +177,7 @@ class Daemon:
         while not stop.is_set():
             since = self.allowlist.version if self._have_allowlist else None
             try:
-                data = await uploader.fetch_allowlist(since, self.config.allowlist_wait_s)
+                data = await uploader.fetch_allowlist(since, ALLOWLIST_LONG_POLL_S)
                 update = AllowlistUpdate.from_wire(data)
             except UploadError:
                 attempt += 1
@@ -191,6 +194,7 @@ class Daemon:
             if not self._have_allowlist:
                 logger.info("allowlist received (version %s)", self.allowlist.version)
             self._have_allowlist = True
+            self._allowlist_ready.set()
 
     async def _heartbeat_loop(self, stop: asyncio.Event, uploader: Uploader) -> None:
         previous = snapshot(self.counters, self._clock())
@@ -265,20 +269,32 @@ class Daemon:
                 secret=self._secret,
                 clock=self._clock,
             )
-            await self.source.start()
-            self._adapter_state = "powered"
-            self.counters.last_advert_at = self._clock()
             loops: list[Coroutine[Any, Any, None]] = [
                 self._flush_loop(stop),
                 self._upload_loop(stop, uploader),
                 self._allowlist_loop(stop, uploader),
                 self._heartbeat_loop(stop, uploader),
             ]
-            if self.config.backend == "bluez":
-                loops.append(self._watchdog_loop(stop))
             tasks = [asyncio.create_task(c) for c in loops]
-            finished = self.source.finished
             try:
+                # Without an allowlist every advertisement is dropped: give the server a moment.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        _first(stop.wait(), self._allowlist_ready.wait()),
+                        timeout=self.config.allowlist_wait_s,
+                    )
+                if not self._allowlist_ready.is_set():
+                    logger.warning(
+                        "no allowlist after %.0f s: scanning anyway, dropping everything until "
+                        "one arrives",
+                        self.config.allowlist_wait_s,
+                    )
+                await self.source.start()
+                self._adapter_state = "powered"
+                self.counters.last_advert_at = self._clock()
+                if self.config.backend == "bluez":
+                    tasks.append(asyncio.create_task(self._watchdog_loop(stop)))
+                finished = self.source.finished
                 if finished is not None:
                     await _first(stop.wait(), finished.wait())
                 else:

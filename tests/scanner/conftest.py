@@ -3,6 +3,7 @@ system bus with python-dbusmock's BlueZ for bleak's real BlueZ backend."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -13,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ from aiohttp.test_utils import TestServer
 SCANNER_ID = "s-test"
 STORE_ID = "demo-store"
 SECRET = "test-secret-0123456789"
+
+
+async def wait_until(pred: Callable[[], bool], limit_s: float = 10.0) -> None:
+    """Wait until ``pred()`` holds (state owned by another task or process), or fail."""
+    async with asyncio.timeout(limit_s):
+        while not pred():  # noqa: ASYNC110 - the state lives outside this task
+            await asyncio.sleep(0.01)
 
 
 def require_system_component(name: str, available: bool) -> None:
@@ -355,7 +363,10 @@ class BluezMock:
             **self._adv_props(rssi, service_data),
         }
         self.mock.AddObject(
-            path, "org.bluez.Device1", dbus.Dictionary(props, signature="sv"), dbus.Array([], signature="(ssss)")
+            path,
+            "org.bluez.Device1",
+            dbus.Dictionary(props, signature="sv"),
+            dbus.Array([], signature="(ssss)"),
         )
         self.mock.EmitSignal(
             "org.freedesktop.DBus.ObjectManager",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,19 @@ from scanner.ble import (
     probe_bluez,
 )
 from scanner.config import ScannerConfig
+from scanner.daemon import Daemon
 from scanner.records import AdvertRecord
 
-from .conftest import BluezMock, PrivateBus, start_private_bus, _stop
+from .conftest import (
+    SCANNER_ID,
+    SECRET,
+    Api,
+    BluezMock,
+    PrivateBus,
+    _stop,
+    start_private_bus,
+    wait_until,
+)
 
 pytestmark = pytest.mark.bluez
 
@@ -45,12 +54,6 @@ def make_config(tmp_path: Path, **over: object) -> ScannerConfig:
     return ScannerConfig(**base)  # type: ignore[arg-type]
 
 
-async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.02)
-
-
 def for_address(got: list[AdvertRecord], address: str) -> list[AdvertRecord]:
     return [r for r in got if r.address == address]
 
@@ -62,7 +65,10 @@ async def test_eid_advert_then_update_then_removal(bluez: BluezMock, tmp_path: P
     try:
         address = "C0:FF:EE:00:01:01"
         path = await asyncio.to_thread(
-            bluez.add_device, address, -61, {EDDYSTONE: eid_frame(bytes.fromhex("0123456789abcdef"))}
+            bluez.add_device,
+            address,
+            -61,
+            {EDDYSTONE: eid_frame(bytes.fromhex("0123456789abcdef"))},
         )
         await wait_until(lambda: len(for_address(got, address)) >= 1)
         first = for_address(got, address)[0]
@@ -107,9 +113,7 @@ async def test_passive_mode_registers_monitor(bluez: BluezMock, tmp_path: Path) 
         assert "RegisterMonitor" in calls
         assert "StartDiscovery" not in calls
         address = "C0:FF:EE:00:02:01"
-        await asyncio.to_thread(
-            bluez.add_device, address, -55, {EDDYSTONE: eid_frame(b"\x11" * 8)}
-        )
+        await asyncio.to_thread(bluez.add_device, address, -55, {EDDYSTONE: eid_frame(b"\x11" * 8)})
         await wait_until(lambda: len(for_address(got, address)) >= 1)
     finally:
         await source.stop()
@@ -156,3 +160,30 @@ async def test_bluez_without_adapter(
         mock.close()
         _stop(bus.process)
         assert os.environ["DBUS_SYSTEM_BUS_ADDRESS"] == bus.address
+
+
+async def test_watchdog_restarts_silent_scanning(
+    bluez: BluezMock, api: Api, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(bluez.clear_calls)
+    cfg = make_config(
+        tmp_path,
+        server_url=api.url,
+        secret=SECRET,
+        scanner_id=SCANNER_ID,
+        watchdog_timeout_s=0.4,
+        heartbeat_interval_s=0.2,
+        allowlist_wait_s=5.0,
+    )
+    daemon = Daemon(cfg, SECRET)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await wait_until(lambda: daemon.counters.watchdog_restarts >= 1)
+        await wait_until(lambda: any(h["watchdog_restarts"] >= 1 for h in api.state.heartbeats))
+        assert api.state.heartbeats[-1]["adapter"] == "powered"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    calls = await asyncio.to_thread(bluez.calls)
+    assert calls.count("StartDiscovery") >= 2

@@ -54,7 +54,7 @@ def test_env_overrides_with_types() -> None:
         ('window_s = "fast"\n', {}, "window_s"),
         ("outbox_max_rows = 1.5\n", {}, "outbox_max_rows"),
         ("batch_max_windows = 6000\n", {}, "batch_max_windows"),
-        ("allowlist_wait_s = 31\n", {}, "allowlist_wait_s"),
+        ("allowlist_wait_s = 61\n", {}, "allowlist_wait_s"),
         ('log_level = "LOUD"\n', {}, "log_level"),
         ('backend = "replay"\n', {}, "replay_file"),
         ("replay_speed = -1\n", {}, "replay_speed"),
@@ -90,3 +90,12 @@ def test_secret_value_not_echoed() -> None:
         load_config(BASE.replace('secret = "s3cret"', "secret = 123456"), {})
     assert info.value.key == "secret"
     assert "123456" not in str(info.value)
+
+
+def test_every_key_documented() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    for f in dataclasses.fields(ScannerConfig):
+        assert f"| `{f.name}` |" in doc, f.name

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -16,10 +15,11 @@ from scanner.allowlist import AllowlistUpdate
 from scanner.config import ScannerConfig
 from scanner.daemon import Daemon
 from scanner.frames import EDDYSTONE_SERVICE_UUID
+from scanner.health import HealthCounters, heartbeat_body, should_restart, snapshot
 from scanner.records import AdvertRecord, record_to_json
 from scanner.uploader import ServerRejectedError, Uploader
 
-from .conftest import SCANNER_ID, SECRET, STORE_ID, Api
+from .conftest import SCANNER_ID, SECRET, STORE_ID, Api, wait_until
 
 ALLOWED_EIDS = [bytes.fromhex("0123456789abcdef"), bytes.fromhex("00112233445566aa")]
 # A byte string that only foreign advertisements carry.
@@ -37,13 +37,26 @@ def eid_record(eid: bytes, rssi: int = -60, address: str = "C0:FF:EE:00:00:01") 
 
 def foreign_record(i: int) -> AdvertRecord:
     if i % 2:
-        return eid_record(CANARY, rssi=-70, address=f"DE:AD:{i >> 8 & 0xFF:02X}:{i & 0xFF:02X}:00:01")
+        return eid_record(
+            CANARY, rssi=-70, address=f"DE:AD:{i >> 8 & 0xFF:02X}:{i & 0xFF:02X}:00:01"
+        )
     return AdvertRecord(
         t=None,
         address=f"DE:AD:BE:EF:{i >> 8 & 0xFF:02X}:{i & 0xFF:02X}",
         rssi=-80,
         manufacturer_data={0x004C: bytes.fromhex("0215") + CANARY * 2 + bytes(5)},
     )
+
+
+def outbox_files_with_canary(db: Path) -> list[str]:
+    """Names of the outbox database, -wal and -shm files that contain the canary."""
+    needles = [CANARY, CANARY.hex().encode(), CANARY.hex().upper().encode()]
+    found = []
+    for suffix in ("", "-wal", "-shm"):
+        f = Path(str(db) + suffix)
+        if f.exists() and any(n in f.read_bytes() for n in needles):
+            found.append(f.name)
+    return found
 
 
 def config(tmp_path: Path, api_url: str, **over: object) -> ScannerConfig:
@@ -68,12 +81,6 @@ def allow(api: Api, eids: list[bytes], version: int) -> None:
         {"id_type": "eid", "id": e.hex(), "not_after": time.time() + 3600} for e in eids
     ]
     api.state.allowlist_version = version
-
-
-async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.01)
 
 
 async def test_canary_foreign_adverts_leave_no_trace(
@@ -103,12 +110,7 @@ async def test_canary_foreign_adverts_leave_no_trace(
     assert daemon.counters.frames_seen == 10_100
     assert daemon.counters.frames_passed == 100
 
-    needles = [CANARY, CANARY.hex().encode(), CANARY.hex().upper().encode()]
-    for suffix in ("", "-wal", "-shm"):
-        f = Path(str(tmp_path / "outbox.sqlite") + suffix)
-        if f.exists():
-            data = f.read_bytes()
-            assert not any(n in data for n in needles), f"canary in {f.name}"
+    assert outbox_files_with_canary(tmp_path / "outbox.sqlite") == []
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert CANARY.hex() not in text.lower()
     assert "DE:AD" not in text
@@ -126,7 +128,7 @@ async def test_allowlist_change_applied_quickly_and_heartbeat(api: Api, tmp_path
         await wait_until(lambda: len(daemon.allowlist) == 1)
         allow(api, ALLOWED_EIDS, 2)
         started = time.monotonic()
-        await wait_until(lambda: len(daemon.allowlist) == 2, timeout=1.0)
+        await wait_until(lambda: len(daemon.allowlist) == 2, limit_s=1.0)
         assert time.monotonic() - started < 1.0
         stream.feed_data((record_to_json(eid_record(ALLOWED_EIDS[1])) + "\n").encode())
         await wait_until(lambda: len(api.state.windows()) == 1)
@@ -214,3 +216,35 @@ async def test_server_down_for_an_hour(api: Api, tmp_path: Path) -> None:
     assert daemon.outbox.depth() == 0
     assert daemon.counters.last_upload_at == now[0]
     daemon.outbox.close()
+
+
+def test_heartbeat_rates_over_last_interval() -> None:
+    counters = HealthCounters(frames_seen=100, frames_passed=4)
+    before = snapshot(counters, 1000.0)
+    counters.frames_seen += 150
+    counters.frames_passed += 6
+    counters.watchdog_restarts = 2
+    body = heartbeat_body(
+        store_id=STORE_ID,
+        scanner_id=SCANNER_ID,
+        counters=counters,
+        previous=before,
+        now=1010.0,
+        outbox_depth=7,
+        outbox_dropped=1,
+        allowlist_version=42,
+        adapter="powered",
+        version="0.1.0",
+    )
+    assert body["frames_seen_per_s"] == 15.0
+    assert body["frames_passed_per_s"] == 0.6
+    assert (body["outbox_depth"], body["outbox_dropped"], body["watchdog_restarts"]) == (7, 1, 2)
+    assert body["allowlist_version"] == 42
+    assert body["sent_at"] == 1010.0
+
+
+def test_watchdog_decision() -> None:
+    assert not should_restart(None, 1000.0, 60.0)
+    assert not should_restart(950.0, 1000.0, 60.0)
+    assert not should_restart(940.0, 1000.0, 60.0)
+    assert should_restart(939.0, 1000.0, 60.0)

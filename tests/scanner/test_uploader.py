@@ -162,14 +162,12 @@ async def test_unreachable_logged_once_per_outage(caplog: pytest.LogCaptureFixtu
     assert len(warnings) == 1
 
 
-async def test_retries_until_server_recovers(
-    api: Api, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_retries_until_server_recovers(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     api.state.fail_next = 4
     delays: list[float] = []
     real_wait_for = asyncio.wait_for
 
-    async def fast_wait_for(aw: object, timeout: float | None = None) -> object:
+    async def fast_wait_for(aw: object, timeout: float | None = None) -> object:  # noqa: ASYNC109
         delays.append(timeout or 0.0)
         return await real_wait_for(aw, timeout=0.001)  # type: ignore[arg-type]
 
