@@ -114,7 +114,9 @@ def _add_security_headers(request: web.Request, response: web.StreamResponse) ->
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on form
+    # posts, which would defeat the origin check; nothing leaks to other sites either way.
+    headers.setdefault("Referrer-Policy", "same-origin")
     headers.setdefault("X-Frame-Options", "DENY")
     if not request.path.startswith("/static/"):
         headers.setdefault("Cache-Control", "no-store")

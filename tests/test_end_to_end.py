@@ -167,3 +167,53 @@ async def test_no_trace_of_non_consenting_people(demo: DemoStore, board: Board) 
                 f"SELECT count(*) FROM {table} WHERE customer_id = ?", [nadia]  # noqa: S608
             ).fetchone()[0]
             assert count == 0, f"{table} mentions the non-consenting customer"
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "board.png"
+
+
+@pytest.mark.browser
+async def test_board_in_chromium_updates_live(demo: DemoStore) -> None:
+    from tests.support import require_system_component
+
+    require_system_component("Chromium (/usr/bin/chromium)", CHROMIUM.exists())
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1024, "height": 640}, locale="fr-CA")
+            navigations: list[str] = []
+            page.on("framenavigated", lambda frame: navigations.append(frame.url))
+            await page.goto(demo.base_url + "/board")
+            assert page.url.endswith("/login")  # no session: sent to sign in
+            await page.get_by_label("Nom d'utilisateur").fill(DEMO_USER)
+            await page.get_by_label("Mot de passe").fill(demo.staff_password)
+            await page.get_by_role("button", name="Se connecter").click()
+            await page.wait_for_url("**/board")
+            await page.wait_for_selector("#status.live", timeout=10_000)
+            # A marker that a reload would wipe: the cards must arrive over the WebSocket.
+            await page.evaluate("window.__bulleNoReload = 42")
+            loads = len(navigations)
+            greeting = page.locator(".card.greeting h2")
+            await greeting.first.wait_for(timeout=CARDS_WITHIN_S * 1000)
+            assert await greeting.first.text_content() == "Bonjour Sylvie"
+            await page.locator(".card.stock .code").first.wait_for(timeout=CARDS_WITHIN_S * 1000)
+            assert await page.evaluate("window.__bulleNoReload") == 42
+            assert len(navigations) == loads
+            assert await page.locator(".card").count() == 2
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOT))
+        finally:
+            await browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000  # a rendered page, not a blank one
