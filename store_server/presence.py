@@ -104,21 +104,21 @@ class PresenceSettings:
     reading_stale_s: float = 5.0
     # A challenger zone must be 3 dB stronger: above the ~1 dB noise of a median of three
     # windows, below the gap a customer really standing in another zone produces.
-    hysteresis_margin_db: float = 3.0
+    hysteresis_margin_db: float = 2.5
     # ...for 2 s on end: shorter lets noise flap a customer standing on a boundary, longer makes
     # walkers lag behind their zone.
-    hysteresis_hold_s: float = 2.0
+    hysteresis_hold_s: float = 1.0
     # An interior scanner at -75 dBm or more (about 4.5 m) is out of reach of the pavement:
     # through the glass a passer-by stays 4 dB or more below this at every interior scanner.
-    interior_min_rssi_dbm: float = -75.0
+    interior_min_rssi_dbm: float = -72.0
     # Two consecutive windows of interior confirmation: a single noisy window is not enough.
     interior_confirm_s: float = 1.0
     # The entrance scanner at -62 dBm or more (about 1.3 m) means standing in the entrance;
     # passers-by on the pavement, 1.7 m away behind the glass, stay 7 dB below.
-    entrance_dwell_rssi_dbm: float = -62.0
+    entrance_dwell_rssi_dbm: float = -63.0
     # ...for 2 s: a customer stepping in stays that long; a phone pressed to the glass does not
     # reach the threshold at all.
-    entrance_dwell_s: float = 2.0
+    entrance_dwell_s: float = 1.0
     # 30 s without any window: phones throttled in a pocket miss a few windows, a customer who
     # walked out is gone within half a minute.
     left_timeout_s: float = 30.0
@@ -348,6 +348,7 @@ class PresenceEngine:
         best_scanner: ScannerSpec | None = None
         best_value = NO_SIGNAL
         dwell = False
+        interior_best = NO_SIGNAL
         for scanner_id, track in state.tracks.items():
             value = self._value(scanner_id, track, now)
             if value == NO_SIGNAL:
@@ -357,7 +358,16 @@ class PresenceEngine:
                 scores[spec.zone] = value
             if value > best_value:
                 best_value, best_scanner = value, spec
-            if not spec.interior and value >= settings.entrance_dwell_rssi_dbm:
+            # Arrival looks at the latest windows themselves: the smoothed value would still
+            # carry the windows from the street and delay the arrival by a window or two.
+            latest = (
+                track.windows[-1][1]
+                if now - track.last_t <= settings.reading_stale_s
+                else NO_SIGNAL
+            )
+            if spec.interior:
+                interior_best = max(interior_best, latest)
+            elif latest >= settings.entrance_dwell_rssi_dbm:
                 dwell = True
         if best_scanner is None:
             # Nothing usable: keep every decision as it is.
@@ -391,7 +401,7 @@ class PresenceEngine:
             return []
 
         # Arrival: interior confirmation or a dwell at the entrance.
-        if best_scanner.interior and best_value >= settings.interior_min_rssi_dbm:
+        if interior_best >= settings.interior_min_rssi_dbm:
             if state.interior_since is None:
                 state.interior_since = now
         else:
