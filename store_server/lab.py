@@ -664,8 +664,8 @@ def walk_svg(floor: Floor, trace: Sequence[TracePoint]) -> str:
             for j, zone_id in enumerate(rows):
                 out.append(f'<text x="4" y="{top + j * row_h + 10:.1f}">{label} {zone_id}</text>')
             for p in trace:
-                zone = p.true_zone if label == "true" else p.detected_zone
-                j = rows.index(zone) if zone in rows else len(rows) - 1
+                shown = p.true_zone if label == "true" else p.detected_zone
+                j = rows.index(shown) if shown in rows else len(rows) - 1
                 x = 130.0 + (p.t - t0) / span * (width - 140.0)
                 out.append(
                     f'<rect x="{x:.1f}" y="{top + j * row_h:.1f}" width="2" '

@@ -113,9 +113,9 @@ class PresenceSettings:
     interior_min_rssi_dbm: float = -72.0
     # Two consecutive windows of interior confirmation: a single noisy window is not enough.
     interior_confirm_s: float = 1.0
-    # An entrance (non-interior) scanner at -61 dBm or more (about 1.2 m) means standing in the
-    # entrance; passers-by on the pavement, 1.7 m away behind the glass, stay 8 dB below.
-    entrance_dwell_rssi_dbm: float = -61.0
+    # An entrance (non-interior) scanner at -62 dBm or more (about 1.3 m) means standing in the
+    # entrance; passers-by on the pavement, 1.7 m away behind the glass, stay 7 dB below.
+    entrance_dwell_rssi_dbm: float = -62.0
     # ...for 1 s (two consecutive windows): one noisy window is not enough, and a customer
     # walking in stays that long near the door scanner (arrival p95 < 3 s in the lab).
     entrance_dwell_s: float = 1.0
@@ -332,6 +332,7 @@ class PresenceEngine:
     def _evaluate(self, subject: str, state: _Subject, now: float) -> list[PresenceEvent]:
         settings = self._settings
         scores: dict[str, float] = {}
+        score_t: dict[str, float] = {}
         best_scanner: ScannerSpec | None = None
         best_value = NO_SIGNAL
         dwell = False
@@ -343,6 +344,7 @@ class PresenceEngine:
             spec = self._scanners[scanner_id]
             if value > scores.get(spec.zone, NO_SIGNAL):
                 scores[spec.zone] = value
+                score_t[spec.zone] = track.last_t
             if value > best_value:
                 best_value, best_scanner = value, spec
             # Arrival looks at the latest windows themselves: the smoothed value would still
@@ -369,8 +371,10 @@ class PresenceEngine:
             incumbent = scores.get(state.zone, NO_SIGNAL)
             if scores[leader] >= incumbent + settings.hysteresis_margin_db:
                 if state.challenger != leader:
-                    state.challenger, state.challenger_since = leader, now
-                if now - state.challenger_since >= settings.hysteresis_hold_s:
+                    state.challenger, state.challenger_since = leader, score_t[leader]
+                # The hold counts windows of the challenger itself, not the passing of time
+                # while another scanner's window is being taken in.
+                if score_t[leader] - state.challenger_since >= settings.hysteresis_hold_s:
                     state.zone, state.challenger = leader, None
                     changed = True
             else:
