@@ -17,10 +17,10 @@ Rules, each driven by a :class:`PresenceSettings` field:
 * **Zone with hysteresis.** A zone's score is the best fresh smoothed RSSI among its scanners.
   A challenger zone replaces the current one only after beating it by ``hysteresis_margin_db``
   continuously for ``hysteresis_hold_s``.
-* **Arrival.** A subject arrives only when really inside: the strongest scanner is an interior
-  one at ``interior_min_rssi_dbm`` or more for ``interior_confirm_s``, or a non-interior
-  (entrance) scanner reads ``entrance_dwell_rssi_dbm`` or more for ``entrance_dwell_s``. A
-  passer-by on the pavement reaches neither. A check-in arrives at once.
+* **Arrival.** A subject arrives only when really inside: the latest window of an interior
+  scanner at ``interior_min_rssi_dbm`` or more for ``interior_confirm_s``, or the latest window of
+  a non-interior (entrance) scanner at ``entrance_dwell_rssi_dbm`` or more for
+  ``entrance_dwell_s``. A passer-by on the pavement reaches neither. A check-in arrives at once.
 * **Leaving.** ``left`` after ``left_timeout_s`` without any observation from any scanner
   (``check_in_present_s`` after a check-in).
 * **Order.** A window not newer than the last one from the same scanner for the same subject
