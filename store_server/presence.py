@@ -10,19 +10,19 @@ Rules, each driven by a :class:`PresenceSettings` field:
   medians and uses their median, after adding the scanner's calibration offset. A single window
   hit by multipath fading cannot move a median of three.
 * **Ageing, not weakening.** A reading not refreshed for ``reading_stale_s`` drops out of the
-  comparison instead of counting as weak. When the scanner itself has gone silent (no window for
-  anybody for ``scanner_silent_s``), its last value is kept frozen for ``scanner_down_hold_s``:
-  a dead scanner neither moves its customers to another zone nor makes them leave.
+  comparison instead of counting as weak. When the scanner itself has gone silent (it has
+  reported no window for anybody since this subject's last one), its last value is kept frozen
+  for ``scanner_down_hold_s``: a dead scanner does not move its customers to another zone, and
+  as long as another scanner hears them they do not leave.
 * **Zone with hysteresis.** A zone's score is the best fresh smoothed RSSI among its scanners.
   A challenger zone replaces the current one only after beating it by ``hysteresis_margin_db``
   continuously for ``hysteresis_hold_s``.
-* **Arrival.** A subject arrives only when really inside: the strongest scanner is an interior
-  one at ``interior_min_rssi_dbm`` or more for ``interior_confirm_s``, or a non-interior
-  (entrance) scanner reads ``entrance_dwell_rssi_dbm`` or more for ``entrance_dwell_s``. A
-  passer-by on the pavement reaches neither. A check-in arrives at once.
-* **Leaving.** ``left`` after ``left_timeout_s`` without any observation (``check_in_present_s``
-  after a check-in; ``scanner_down_left_timeout_s`` while the scanners that last heard the subject
-  are all silent).
+* **Arrival.** A subject arrives only when really inside: the latest window of an interior
+  scanner at ``interior_min_rssi_dbm`` or more for ``interior_confirm_s``, or the latest window of
+  a non-interior (entrance) scanner at ``entrance_dwell_rssi_dbm`` or more for
+  ``entrance_dwell_s``. A passer-by on the pavement reaches neither. A check-in arrives at once.
+* **Leaving.** ``left`` after ``left_timeout_s`` without any observation from any scanner
+  (``check_in_present_s`` after a check-in).
 * **Order.** A window not newer than the last one from the same scanner for the same subject
   (duplicate or out of order) is ignored, and so is any window older than
   ``max_observation_age_s`` behind the engine's clock (a late batch from an outbox says nothing
@@ -102,33 +102,29 @@ class PresenceSettings:
     # A reading not refreshed for 5 s (five missed windows) no longer describes where the
     # phone is; it drops out rather than counting as weak.
     reading_stale_s: float = 5.0
-    # A challenger zone must be 3 dB stronger: above the ~1 dB noise of a median of three
+    # A challenger zone must be 2.5 dB stronger: above the ~1 dB noise of a median of three
     # windows, below the gap a customer really standing in another zone produces.
-    hysteresis_margin_db: float = 3.0
-    # ...for 2 s on end: shorter lets noise flap a customer standing on a boundary, longer makes
-    # walkers lag behind their zone.
-    hysteresis_hold_s: float = 2.0
-    # An interior scanner at -75 dBm or more (about 4.5 m) is out of reach of the pavement:
-    # through the glass a passer-by stays 4 dB or more below this at every interior scanner.
-    interior_min_rssi_dbm: float = -75.0
+    hysteresis_margin_db: float = 2.5
+    # ...for 1 s on end (two windows): the median already absorbs single bad windows; a longer
+    # hold makes walkers lag behind their zone (measured by the lab: 0 flaps/h while dwelling).
+    hysteresis_hold_s: float = 1.0
+    # An interior scanner at -72 dBm or more (about 3 m) is out of reach of the pavement:
+    # through the glass a passer-by stays 7 dB or more below this at every interior scanner.
+    interior_min_rssi_dbm: float = -72.0
     # Two consecutive windows of interior confirmation: a single noisy window is not enough.
     interior_confirm_s: float = 1.0
-    # The entrance scanner at -62 dBm or more (about 1.3 m) means standing in the entrance;
-    # passers-by on the pavement, 1.7 m away behind the glass, stay 7 dB below.
+    # An entrance (non-interior) scanner at -62 dBm or more (about 1.3 m) means standing in the
+    # entrance; passers-by on the pavement, 1.7 m away behind the glass, stay 7 dB below.
     entrance_dwell_rssi_dbm: float = -62.0
-    # ...for 2 s: a customer stepping in stays that long; a phone pressed to the glass does not
-    # reach the threshold at all.
-    entrance_dwell_s: float = 2.0
+    # ...for 1 s (two consecutive windows): one noisy window is not enough, and a customer
+    # walking in stays that long near the door scanner (arrival p95 < 3 s in the lab).
+    entrance_dwell_s: float = 1.0
     # 30 s without any window: phones throttled in a pocket miss a few windows, a customer who
     # walked out is gone within half a minute.
     left_timeout_s: float = 30.0
-    # A scanner that has reported no window for anybody for 10 s is considered down.
-    scanner_silent_s: float = 10.0
     # A down scanner's last readings stay frozen for 5 min, the time to restart a box; after
     # that the engine works with the scanners that remain.
     scanner_down_hold_s: float = 300.0
-    # While every scanner that last heard the subject is down, wait 5 min before "left".
-    scanner_down_left_timeout_s: float = 300.0
     # A check-in is the customer saying "I'm here": present for 15 min even without a beacon
     # (iOS cannot advertise in the background), unless beacons keep them present longer.
     check_in_present_s: float = 900.0
@@ -146,9 +142,7 @@ class PresenceSettings:
             "interior_confirm_s",
             "entrance_dwell_s",
             "left_timeout_s",
-            "scanner_silent_s",
             "scanner_down_hold_s",
-            "scanner_down_left_timeout_s",
             "check_in_present_s",
             "max_observation_age_s",
         ):
@@ -300,30 +294,23 @@ class PresenceEngine:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _scanner_down(self, scanner_id: str, now: float) -> bool:
-        last = self._scanner_last.get(scanner_id, NO_SIGNAL)
-        return now - last > self._settings.scanner_silent_s
-
     def _left_deadline(self, state: _Subject) -> float:
         settings = self._settings
-        timeout = settings.left_timeout_s
-        recent = [
-            scanner_id
-            for scanner_id, track in state.tracks.items()
-            if track.last_t >= state.last_seen - settings.reading_stale_s
-        ]
-        if recent and all(self._scanner_down(s, self._now) for s in recent):
-            timeout = settings.scanner_down_left_timeout_s
-        return max(state.last_seen + timeout, state.check_in_t + settings.check_in_present_s)
+        return max(
+            state.last_seen + settings.left_timeout_s,
+            state.check_in_t + settings.check_in_present_s,
+        )
 
     def _value(self, scanner_id: str, track: _Track, now: float) -> float:
         """The smoothed calibrated reading usable at ``now``, or ``NO_SIGNAL``."""
         settings = self._settings
         age = now - track.last_t
-        if age > settings.reading_stale_s and not (
-            age <= settings.scanner_down_hold_s and self._scanner_down(scanner_id, now)
-        ):
-            return NO_SIGNAL
+        if age > settings.reading_stale_s:
+            # Stale. If the scanner has reported nobody since, it is silent rather than the
+            # subject gone from its range: keep its last value for a while.
+            silent = self._scanner_last.get(scanner_id, NO_SIGNAL) <= track.last_t
+            if not silent or age > settings.scanner_down_hold_s:
+                return NO_SIGNAL
         if track.smoothed == NO_SIGNAL:
             values = sorted(v for _, v in track.windows)
             middle = len(values) // 2
@@ -345,9 +332,11 @@ class PresenceEngine:
     def _evaluate(self, subject: str, state: _Subject, now: float) -> list[PresenceEvent]:
         settings = self._settings
         scores: dict[str, float] = {}
+        score_t: dict[str, float] = {}
         best_scanner: ScannerSpec | None = None
         best_value = NO_SIGNAL
         dwell = False
+        interior_best = NO_SIGNAL
         for scanner_id, track in state.tracks.items():
             value = self._value(scanner_id, track, now)
             if value == NO_SIGNAL:
@@ -355,9 +344,19 @@ class PresenceEngine:
             spec = self._scanners[scanner_id]
             if value > scores.get(spec.zone, NO_SIGNAL):
                 scores[spec.zone] = value
+                score_t[spec.zone] = track.last_t
             if value > best_value:
                 best_value, best_scanner = value, spec
-            if not spec.interior and value >= settings.entrance_dwell_rssi_dbm:
+            # Arrival looks at the latest windows themselves: the smoothed value would still
+            # carry the windows from the street and delay the arrival by a window or two.
+            latest = (
+                track.windows[-1][1]
+                if now - track.last_t <= settings.reading_stale_s
+                else NO_SIGNAL
+            )
+            if spec.interior:
+                interior_best = max(interior_best, latest)
+            elif latest >= settings.entrance_dwell_rssi_dbm:
                 dwell = True
         if best_scanner is None:
             # Nothing usable: keep every decision as it is.
@@ -372,8 +371,10 @@ class PresenceEngine:
             incumbent = scores.get(state.zone, NO_SIGNAL)
             if scores[leader] >= incumbent + settings.hysteresis_margin_db:
                 if state.challenger != leader:
-                    state.challenger, state.challenger_since = leader, now
-                if now - state.challenger_since >= settings.hysteresis_hold_s:
+                    state.challenger, state.challenger_since = leader, score_t[leader]
+                # The hold counts windows of the challenger itself, not the passing of time
+                # while another scanner's window is being taken in.
+                if score_t[leader] - state.challenger_since >= settings.hysteresis_hold_s:
                     state.zone, state.challenger = leader, None
                     changed = True
             else:
@@ -391,7 +392,7 @@ class PresenceEngine:
             return []
 
         # Arrival: interior confirmation or a dwell at the entrance.
-        if best_scanner.interior and best_value >= settings.interior_min_rssi_dbm:
+        if interior_best >= settings.interior_min_rssi_dbm:
             if state.interior_since is None:
                 state.interior_since = now
         else:
