@@ -86,7 +86,8 @@ class GreetingCard:
 @dataclass(frozen=True, slots=True)
 class StockLine:
     sku: str
-    name: str
+    name_fr: str
+    name_en: str
     count: int
     aisle: str | None
 
@@ -170,17 +171,14 @@ def _stock_lines(customer: CustomerSnapshot) -> tuple[tuple[StockLine, ...], App
     en: list[str] = []
     for item in customer.wishlist:
         if item.count:
-            lines.append(StockLine(item.sku, _item_name(item, customer), item.count, item.aisle))
+            # Both names: staff read the card in the board's language, not the customer's.
+            lines.append(StockLine(item.sku, item.name_fr, item.name_en, item.count, item.aisle))
             fr.append(f"{item.name_fr} : en stock ici, allée {item.aisle}")
             en.append(f"{item.name_en}: in stock here, aisle {item.aisle}")
         else:
             fr.append(f"{item.name_fr} : pas en stock ici pour le moment")
             en.append(f"{item.name_en}: not in stock here right now")
     return tuple(lines), AppMessage(tuple(fr), tuple(en))
-
-
-def _item_name(item: WishItem, customer: CustomerSnapshot) -> str:
-    return item.name_fr if customer.preferences.language == "fr" else item.name_en
 
 
 def decide(

@@ -404,7 +404,12 @@ class StoreService:
                     "zone_name": zone_names,
                     "arrived_at": now,
                     "items": [
-                        {"sku": i.sku, "name": i.name, "count": i.count, "aisle": i.aisle}
+                        {
+                            "sku": i.sku,
+                            "name": {"fr": i.name_fr, "en": i.name_en},
+                            "count": i.count,
+                            "aisle": i.aisle,
+                        }
                         for i in decision.stock.items
                     ],
                 }

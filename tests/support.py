@@ -23,14 +23,14 @@ def require_system_component(name: str, available: bool) -> None:
 
 
 async def wait_until(
-    probe: Callable[[], Awaitable[T | None]], timeout: float, what: str, interval: float = 0.05
+    probe: Callable[[], Awaitable[T | None]], limit_s: float, what: str, interval: float = 0.05
 ) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
+    """Poll `probe` until it returns something truthy; fail with `what` after `limit_s` s."""
+    deadline = time.monotonic() + limit_s
     while True:
         value = await probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            pytest.fail(f"timed out after {limit_s} s waiting for {what}")
         await asyncio.sleep(interval)

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from store_server.demo import DEMO_USER, DemoStore
-from tests.support import wait_until
+from tests.support import require_system_component, wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
@@ -89,7 +89,9 @@ async def board(demo: DemoStore) -> AsyncIterator[Board]:
 def _pickup_code(demo: DemoStore, handle: str) -> str:
     customer_id = demo.customers[handle].customer_id
     with sqlite3.connect(demo.db_path) as conn:
-        row = conn.execute("SELECT pickup_code FROM customers WHERE id = ?", [customer_id]).fetchone()
+        row = conn.execute(
+            "SELECT pickup_code FROM customers WHERE id = ?", [customer_id]
+        ).fetchone()
     return str(row[0])
 
 
@@ -108,26 +110,35 @@ async def test_greeting_and_stock_cards_appear_live(demo: DemoStore, board: Boar
     assert stock["name"] is None
     assert stock["pickup_code"] == _pickup_code(demo, "marc")
     assert stock["items"] == [
-        {"sku": "GAS-GASKET-58", "name": "Group head gasket 58 mm", "count": 12, "aisle": "3"}
+        {
+            "sku": "GAS-GASKET-58",
+            "name": {"fr": "Joint de groupe 58 mm", "en": "Group head gasket 58 mm"},
+            "count": 12,
+            "aisle": "3",
+        }
     ]
-    assert "Marc" not in json.dumps(stock) and "Tremblay" not in json.dumps(stock)
+    assert "Marc" not in json.dumps(stock)
+    assert "Tremblay" not in json.dumps(stock)
 
 
 async def test_nobody_else_ever_appears(demo: DemoStore, board: Board) -> None:
     # Nadia walks in at t=4 s and stays two minutes; the passer-by passes every minute.
     # Wait until both have been in range of the scanners, then check the board's history.
     async def both_broadcast() -> bool:
-        return len(demo.broadcast_eids.get("nadia", ())) > 0 and len(
-            demo.broadcast_eids.get("passer-by", ())
-        ) > 0
+        return (
+            len(demo.broadcast_eids.get("nadia", ())) > 0
+            and len(demo.broadcast_eids.get("passer-by", ())) > 0
+        )
 
     await wait_until(both_broadcast, 30.0, "the non-consenting phones to be heard")
     texts = [c.get("text") or c.get("pickup_code") for c in board.seen]
     assert len(board.seen) == 2, texts
     with sqlite3.connect(demo.db_path) as conn:
         people_with_cards = {r[0] for r in conn.execute("SELECT DISTINCT customer_id FROM cards")}
-    assert people_with_cards == {demo.customers["sylvie"].customer_id,
-                                 demo.customers["marc"].customer_id}
+    assert people_with_cards == {
+        demo.customers["sylvie"].customer_id,
+        demo.customers["marc"].customer_id,
+    }
 
 
 def _needles(demo: DemoStore, handle: str) -> list[bytes]:
@@ -148,7 +159,8 @@ async def test_no_trace_of_non_consenting_people(demo: DemoStore, board: Board) 
     files = _files(demo)
     names = {p.name for p in files}
     # The search covers the server database and its WAL, every outbox, every log.
-    assert "store.sqlite" in names and "store.sqlite-wal" in names
+    assert "store.sqlite" in names
+    assert "store.sqlite-wal" in names
     assert sum(n.endswith(".outbox.sqlite") for n in names) == 4
     assert {"server.log", "s-entrance.log", "s-machines.log"} <= names
     for handle in ("nadia", "passer-by"):
@@ -164,12 +176,14 @@ async def test_no_trace_of_non_consenting_people(demo: DemoStore, board: Board) 
     with sqlite3.connect(demo.db_path) as conn:
         for table in ("visits", "decisions", "cards", "messages", "access_log", "consents"):
             count = conn.execute(
-                f"SELECT count(*) FROM {table} WHERE customer_id = ?", [nadia]  # noqa: S608
+                f"SELECT count(*) FROM {table} WHERE customer_id = ?",
+                [nadia],
             ).fetchone()[0]
             assert count == 0, f"{table} mentions the non-consenting customer"
 
 
 CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_PRESENT = CHROMIUM.exists()
 CHROMIUM_ARGS = [
     "--disable-gpu",
     "--disable-background-networking",
@@ -182,9 +196,7 @@ SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "board
 
 @pytest.mark.browser
 async def test_board_in_chromium_updates_live(demo: DemoStore) -> None:
-    from tests.support import require_system_component
-
-    require_system_component("Chromium (/usr/bin/chromium)", CHROMIUM.exists())
+    require_system_component("Chromium (/usr/bin/chromium)", CHROMIUM_PRESENT)
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -216,4 +228,5 @@ async def test_board_in_chromium_updates_live(demo: DemoStore) -> None:
             await page.screenshot(path=str(SCREENSHOT))
         finally:
             await browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000  # a rendered page, not a blank one
+    size = await asyncio.to_thread(lambda: SCREENSHOT.stat().st_size)
+    assert size > 10_000  # a rendered page, not a blank one

@@ -53,7 +53,7 @@
       node.appendChild(code);
       const list = el("ul", "items");
       card.items.forEach(function (item) {
-        list.appendChild(el("li", "", item.name + " — " + item.count + " " + t.tInStock +
+        list.appendChild(el("li", "", (item.name[lang] || item.name.fr) + " — " + item.count + " " + t.tInStock +
           (item.aisle ? ", " + t.tAisle + " " + item.aisle : "")));
       });
       node.appendChild(list);
