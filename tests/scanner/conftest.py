@@ -23,6 +23,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.support import require_system_component
+
 SCANNER_ID = "s-test"
 STORE_ID = "demo-store"
 SECRET = "test-secret-0123456789"
@@ -33,15 +35,6 @@ async def wait_until(pred: Callable[[], bool], limit_s: float = 10.0) -> None:
     async with asyncio.timeout(limit_s):
         while not pred():  # noqa: ASYNC110 - the state lives outside this task
             await asyncio.sleep(0.01)
-
-
-def require_system_component(name: str, available: bool) -> None:
-    """Skip when a system component is missing, except in CI where it must be there."""
-    if available:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{name} is required in CI but is not available")
-    pytest.skip(f"{name} not available")
 
 
 # --------------------------------------------------------------------------------------
