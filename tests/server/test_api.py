@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,6 +184,12 @@ async def test_check_in_with_stock_consent_messages_the_app(server: Harness) -> 
     token = await server.enroll()
     assert (await server.grant(token, "stock_check")).status == 201
     resp = await server.client.put(
+        "/api/v1/preferences",
+        json={"display_name": "Sylvie", "name_form": "first_name"},
+        headers=bearer(token),
+    )
+    assert resp.status == 200
+    resp = await server.client.put(
         "/api/v1/wishlist", json={"skus": ["GAS-GASKET-58"]}, headers=bearer(token)
     )
     assert resp.status == 200
@@ -200,7 +207,9 @@ async def test_check_in_with_stock_consent_messages_the_app(server: Harness) -> 
     assert messages[0]["lines_en"] == ["Group head gasket 58 mm: in stock here, aisle 3"]
     cards = await server.rows("SELECT kind, payload FROM cards")
     assert [c["kind"] for c in cards] == ["stock"]
+    # Stock-check consent alone never shows the name to staff.
     assert '"name":null' in cards[0]["payload"].replace(" ", "")
+    assert "Sylvie" not in cards[0]["payload"]
 
 
 async def test_messages_are_per_customer(server: Harness) -> None:
@@ -448,34 +457,31 @@ async def test_long_poll_returns_early_on_grant_and_withdrawal(server: Harness) 
     token = await server.enroll()
     version = (await (await server.signed(scanner, "GET", ALLOWLIST)).json())["version"]
 
-    async def poll(since: int) -> dict[str, object]:
+    async def poll(since: int) -> dict[str, Any]:
         resp = await server.signed(scanner, "GET", f"{ALLOWLIST}?since={since}&wait=30")
         assert resp.status == 200
-        data: dict[str, object] = await resp.json()
+        data: dict[str, Any] = await resp.json()
         return data
 
     started = time.monotonic()
     task = asyncio.create_task(poll(version))
     condition = server.service._allowlist_changed
-    await wait_until(lambda: len(condition._waiters) > 0)  # type: ignore[attr-defined]
+    await wait_until(lambda: len(condition._waiters) > 0)
     assert not task.done()
     assert (await server.grant(token, "greeting")).status == 201
     granted = await asyncio.wait_for(task, WAIT_TIMEOUT_S)
     assert granted["full"] is False
     assert isinstance(granted["version"], int)
     assert granted["version"] > version
-    assert len(granted["entries"]) == 3  # type: ignore[arg-type]
+    assert len(granted["entries"]) == 3
 
     task = asyncio.create_task(poll(granted["version"]))
-    await wait_until(lambda: len(condition._waiters) > 0)  # type: ignore[attr-defined]
+    await wait_until(lambda: len(condition._waiters) > 0)
     resp = await server.client.post("/api/v1/consents/withdraw", headers=bearer(token))
     assert resp.status == 200
     withdrawn = await asyncio.wait_for(task, WAIT_TIMEOUT_S)
     assert withdrawn["full"] is False
-    assert sorted(withdrawn["removed"]) == sorted(  # type: ignore[type-var]
-        e["id"]
-        for e in granted["entries"]  # type: ignore[attr-defined]
-    )
+    assert sorted(withdrawn["removed"]) == sorted(e["id"] for e in granted["entries"])
     assert time.monotonic() - started < 30  # neither poll ran to its 30 s wait
 
 

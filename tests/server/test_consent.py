@@ -7,6 +7,7 @@ import math
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlite_utils
@@ -136,7 +137,7 @@ def test_dropping_an_entry_is_detected() -> None:
         verify_chain(rows)
 
 
-def _tweak(value: object) -> object:
+def _tweak(value: object) -> Any:
     """The smallest change to one field: one character, one ulp, or a value where None was."""
     if value is None:
         return "x"
