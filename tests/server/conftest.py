@@ -1,0 +1,225 @@
+"""Server test fixtures: the real application on a real SQLite file, served on 127.0.0.1.
+
+No pytest-aiohttp plugin is installed: the async fixture starts and closes aiohttp's
+TestServer / TestClient itself. Scanner requests are signed here independently of
+store_server.signing (the docs/api.md recipe), so the tests pin the wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from store_server import repo, staff
+from store_server.app import create_app
+from store_server.config import ServerConfig
+from store_server.keys import SERVICE
+from store_server.service import StoreService
+from store_server.stock import parse_stock_csv
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STORE_FILE = REPO_ROOT / "seeds" / "store.toml"
+CATALOG_FILE = REPO_ROOT / "seeds" / "catalog.csv"
+STORE_ID = "demo-store"
+# Long enough for a long poll to be answered on a loaded 2-core machine, short enough to fail fast.
+WAIT_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class Scanner:
+    scanner_id: str
+    secret: str
+
+
+@dataclass(slots=True)
+class Harness:
+    app: web.Application
+    client: TestClient[web.Request, web.Application]
+    config: ServerConfig
+    db_path: Path
+    master_key: str
+
+    @property
+    def service(self) -> StoreService:
+        return self.app[SERVICE]
+
+    async def add_scanner(self, scanner_id: str, store_id: str = STORE_ID) -> Scanner:
+        secret = secrets.token_urlsafe(32)
+        wrapped = self.service.wrap_scanner_secret(scanner_id, secret)
+        now = time.time()
+        await self.service.db.run(
+            lambda db: repo.add_scanner(db, scanner_id, store_id, wrapped, now)
+        )
+        return Scanner(scanner_id, secret)
+
+    async def add_staff(self, username: str, password: str, role: str = "staff") -> None:
+        now = time.time()
+        await self.service.db.run(
+            lambda db: staff.add_user(db, username, password, role, now)  # type: ignore[arg-type]
+        )
+
+    async def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        return await self.service.db.run(lambda db: repo.rows(db, sql, params or []))
+
+    async def signed(
+        self,
+        scanner: Scanner,
+        method: str,
+        path_qs: str,
+        body: bytes = b"",
+        *,
+        timestamp: int | None = None,
+        nonce: str | None = None,
+        secret: str | None = None,
+    ) -> aiohttp.ClientResponse:
+        headers = sign_headers(
+            secret if secret is not None else scanner.secret,
+            method,
+            path_qs,
+            scanner.scanner_id,
+            body,
+            timestamp=int(time.time()) if timestamp is None else timestamp,
+            nonce=nonce or secrets.token_hex(16),
+        )
+        if body:
+            headers["Content-Type"] = "application/json"
+        return await self.client.request(method, path_qs, data=body or None, headers=headers)
+
+    async def enroll(self, language: str = "fr") -> str:
+        resp = await self.client.post("/api/v1/enroll", json={"language": language})
+        assert resp.status == 201
+        token = (await resp.json())["token"]
+        assert isinstance(token, str)
+        return token
+
+    async def text_hash(self, purpose: str) -> str:
+        resp = await self.client.get("/api/v1/consent-texts")
+        texts = (await resp.json())["texts"]
+        found = [t["hash"] for t in texts if t["purpose"] == purpose]
+        assert len(found) == 1
+        return str(found[0])
+
+    async def grant(self, token: str, purpose: str) -> aiohttp.ClientResponse:
+        return await self.client.post(
+            "/api/v1/consents",
+            json={"purpose": purpose, "text_hash": await self.text_hash(purpose)},
+            headers=bearer(token),
+        )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def sign_headers(
+    secret: str,
+    method: str,
+    path_qs: str,
+    scanner_id: str,
+    body: bytes,
+    *,
+    timestamp: int,
+    nonce: str,
+) -> dict[str, str]:
+    digest = "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+    text = "\n".join(
+        ("bulle-v1", method.upper(), path_qs, scanner_id, str(timestamp), nonce, digest)
+    )
+    mac = hmac.new(secret.encode("utf-8"), text.encode("utf-8"), hashlib.sha256).digest()
+    return {
+        "X-Bulle-Scanner": scanner_id,
+        "X-Bulle-Timestamp": str(timestamp),
+        "X-Bulle-Nonce": nonce,
+        "Content-Digest": digest,
+        "X-Bulle-Signature": base64.b64encode(mac).decode(),
+    }
+
+
+def batch_body(
+    scanner_id: str,
+    *,
+    store_id: str = STORE_ID,
+    batch_id: str | None = None,
+    windows: list[dict[str, Any]] | None = None,
+) -> bytes:
+    now = time.time()
+    body = {
+        "batch_id": batch_id or secrets.token_hex(16),
+        "store_id": store_id,
+        "scanner_id": scanner_id,
+        "windows": windows
+        if windows is not None
+        else [
+            {
+                "id_type": "eid",
+                "id": secrets.token_hex(8),
+                "start": now - 1,
+                "end": now,
+                "count": 2,
+                "rssi_max": -60,
+                "rssi_median": -62.5,
+                "tx_power": -20,
+            }
+        ],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def wait_until(predicate: Callable[[], bool], limit_s: float = WAIT_TIMEOUT_S) -> None:
+    """Poll a condition on the loop until it holds; fail after `limit_s` seconds."""
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def error_of(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The error object of the JSON envelope, checking its shape."""
+    assert resp.content_type == "application/json"
+    data = await resp.json()
+    assert set(data) == {"error"}
+    error = data["error"]
+    assert isinstance(error, dict)
+    assert {"code", "message"} <= set(error) <= {"code", "message", "field"}
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    return error
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Harness]:
+    master_key = secrets.token_hex(32)
+    db_path = tmp_path / "s.sqlite"
+    config = ServerConfig(
+        db_path=str(db_path),
+        store_file=str(STORE_FILE),
+        master_key=master_key,
+        cookie_secure=False,
+    )
+    app = create_app(config, base_dir=REPO_ROOT)
+    client: TestClient[web.Request, web.Application] = TestClient(
+        TestServer(app, host="127.0.0.1"), cookie_jar=aiohttp.DummyCookieJar()
+    )
+    await client.start_server()
+    harness = Harness(app, client, config, db_path, master_key)
+    items = parse_stock_csv(CATALOG_FILE.read_text("utf-8"))
+    await harness.service.db.run(lambda db: repo.upsert_stock(db, STORE_ID, items))
+    try:
+        yield harness
+    finally:
+        await client.close()
