@@ -65,7 +65,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except StoreServerError as exc:
-        if exc.status == 401 and not request.path.startswith("/api/") and request.method == "GET":
+        page = not request.path.startswith(("/api/", "/ws/"))
+        if exc.status == 401 and page and request.method == "GET":
             raise web.HTTPSeeOther("/login") from None
         return _error_response(exc.status, exc.code, exc.message, exc.field)
     except web.HTTPException as exc:

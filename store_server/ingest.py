@@ -13,6 +13,7 @@ from store_server.errors import ValidationError
 MAX_WINDOWS_PER_BATCH = 5000
 _EID_RE = re.compile(r"^[0-9a-f]{16}$")
 _FIELD_RE = re.compile(r"at `\$\.?(?P<path>[^`]*)`")
+_UNKNOWN_RE = re.compile(r"unknown field `(?P<name>[^`]*)`")
 
 Rssi = Annotated[int, msgspec.Meta(ge=-127, le=20)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
@@ -47,7 +48,7 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     outbox_dropped: Annotated[int, msgspec.Meta(ge=0)]
     last_upload_at: float | None
     watchdog_restarts: Annotated[int, msgspec.Meta(ge=0)]
-    allowlist_version: Annotated[int, msgspec.Meta(ge=0)]
+    allowlist_version: Annotated[int, msgspec.Meta(ge=0)] | None  # None: no list received yet
     sent_at: float
 
 
@@ -62,6 +63,9 @@ def decode(body: bytes, kind: type[S]) -> S:
         message = str(exc)
         match = _FIELD_RE.search(message)
         field = match.group("path") if match else None
+        unknown = _UNKNOWN_RE.search(message)
+        if unknown is not None:
+            field = f"{field}.{unknown.group('name')}" if field else unknown.group("name")
         raise ValidationError(message, field=field or None) from None
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}") from None

@@ -103,7 +103,7 @@ class StoreService:
         self._last_greeted: dict[str, float] = {}
         self._allowlist_changed = asyncio.Condition()
         self._nonces = NonceStore(2 * config.signature_tolerance_s)
-        self._scanner_secrets: dict[str, tuple[str, str]] = {}
+        self._scanner_secrets: dict[str, tuple[bytes, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._tz = ZoneInfo(timezone) if timezone else None
         self.frames_resolved = 0
@@ -180,17 +180,18 @@ class StoreService:
         self, signed: SignedHeaders, method: str, path_qs: str, body: bytes
     ) -> str:
         """Verify a signed request; return the scanner's store id."""
-        known = self._scanner_secrets.get(signed.scanner_id)
-        if known is None:
-            row = await self.db.run(lambda db: repo.scanner_row(db, signed.scanner_id))
-            if row is None or row["revoked_at"] is not None:
-                raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
-            secret = unwrap_key(
-                self._master_key, row["secret_wrapped"], _aad("scanner", signed.scanner_id)
-            ).decode()
-            known = (row["store_id"], secret)
-            self._scanner_secrets[signed.scanner_id] = known
-        store_id, secret = known
+        # Read the registration on every request: a revocation made by another process
+        # (`store-server scanner revoke`) takes effect at the scanner's next request.
+        row = await self.db.run(lambda db: repo.scanner_row(db, signed.scanner_id))
+        if row is None or row["revoked_at"] is not None:
+            raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
+        wrapped = bytes(row["secret_wrapped"])
+        cached = self._scanner_secrets.get(signed.scanner_id)
+        if cached is None or cached[0] != wrapped:
+            plain = unwrap_key(self._master_key, wrapped, _aad("scanner", signed.scanner_id))
+            cached = (wrapped, plain.decode())
+            self._scanner_secrets[signed.scanner_id] = cached
+        store_id, secret = str(row["store_id"]), cached[1]
         verify(
             signed,
             secret=secret,
@@ -202,10 +203,6 @@ class StoreService:
             nonces=self._nonces,
         )
         return store_id
-
-    def forget_scanner(self, scanner_id: str) -> None:
-        """Drop the cached secret (after revocation or a new secret)."""
-        self._scanner_secrets.pop(scanner_id, None)
 
     async def ingest(self, scanner_id: str, store_id: str, batch: Batch) -> dict[str, Any]:
         if batch.store_id != store_id or batch.scanner_id != scanner_id:

@@ -159,12 +159,6 @@ def test_heartbeat_decodes_at_server() -> None:
     assert hb.sent_at == NOW
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scanner/daemon.py sends allowlist_version null until its first allowlist "
-    "arrives (health.heartbeat_body allows None) but store_server.ingest.Heartbeat requires "
-    "an int >= 0: those heartbeats are refused with 422",
-)
 def test_heartbeat_before_first_allowlist_decodes_at_server() -> None:
     decode(json.dumps(_heartbeat(None)).encode(), Heartbeat)
 

@@ -334,12 +334,6 @@ async def test_scanner_registered_by_cli_and_revoked_before_use(
     assert (await error_of(resp))["code"] == "unknown_scanner"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StoreService caches scanner secrets (_scanner_secrets) and nothing calls "
-    "forget_scanner: a scanner revoked with `store-server scanner revoke` keeps being "
-    "accepted by a running server until it restarts",
-)
 async def test_revoked_scanner_is_refused_at_next_request(
     server: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -114,11 +114,6 @@ def test_unknown_field_refused(body: bytes, name: str) -> None:
     assert f"unknown field `{name}`" in info.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest.decode reports the enclosing object ('windows[0]', or no field at top "
-    "level) for an unknown field instead of the unknown field's own path",
-)
 @pytest.mark.parametrize(
     ("body", "field"),
     [(batch([window(name="Sylvie")]), "windows[0].name"), (batch(extra=1), "extra")],

@@ -97,7 +97,8 @@ def test_stock_only_shows_pickup_code_never_a_name() -> None:
     assert d.stock.name is None
     assert d.stock.pickup_code == "PK7XQ2"
     assert [(s.sku, s.count, s.aisle) for s in d.stock.items] == [("GAS-GASKET-58", 12, "3")]
-    assert d.stock.items[0].name == "Joint de groupe 58 mm"
+    assert d.stock.items[0].name_fr == "Joint de groupe 58 mm"
+    assert d.stock.items[0].name_en == "Group head gasket 58 mm"
     assert d.message is not None
     assert d.message.lines_fr == (
         "Joint de groupe 58 mm : en stock ici, allée 3",
@@ -113,12 +114,16 @@ def test_stock_only_shows_pickup_code_never_a_name() -> None:
     assert d.outcome == "stock+message"
 
 
-def test_stock_item_name_follows_language() -> None:
+def test_stock_card_language_follows_the_customer() -> None:
     prefs = Preferences(language="en")
     d = decide(ARRIVED, snap({"stock_check"}, prefs, (GASKET,)), VisitState(), local=LOCAL, now=NOW)
     assert d is not None
     assert d.stock is not None
-    assert d.stock.items[0].name == "Group head gasket 58 mm"
+    # Item names come in both languages: staff read the board's language.
+    assert (d.stock.items[0].name_fr, d.stock.items[0].name_en) == (
+        "Joint de groupe 58 mm",
+        "Group head gasket 58 mm",
+    )
     assert d.stock.language == "en"
 
 
@@ -352,7 +357,7 @@ def test_without_greeting_consent_no_name_ever_reaches_staff(
         assert d.stock.name is None
         for name in (prefs.display_name, prefs.title):
             if name:
-                assert all(line.name != name for line in d.stock.items)
+                assert all(name not in (line.name_fr, line.name_en) for line in d.stock.items)
 
 
 @given(

@@ -111,16 +111,11 @@ async def test_logout_invalidates_session_server_side(server: Harness) -> None:
     )
     assert resp.status == 303
     assert resp.headers["Location"] == "/login"
-    # The handshake is refused (its exact status is pinned by the xfail test below).
+    # The handshake is refused (its exact status is pinned by the test below).
     with pytest.raises(aiohttp.WSServerHandshakeError):
         await server.client.ws_connect("/ws/board", headers=with_session(session_id))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="error_middleware turns every 401 on a non-/api/ GET into a 303 to /login, so "
-    "the /ws/board handshake with a revoked session gets 303 instead of 401",
-)
 async def test_websocket_with_replayed_cookie_gets_401(server: Harness) -> None:
     await server.add_staff(USER, PASSWORD)
     session_id = session_of(await login(server))
