@@ -10,19 +10,33 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
+
+import sqlite_utils
 
 from store_server.config import ServerConfig, load_config
 from store_server.errors import StoreServerError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _load(args: argparse.Namespace) -> ServerConfig:
     text = Path(args.config).read_text("utf-8") if args.config else ""
     return load_config(text, os.environ)
+
+
+def _with_db(config: ServerConfig, fn: Callable[[sqlite_utils.Database], T]) -> T:
+    """Run one database function for an admin command, then close the database."""
+    from store_server.db import Database
+
+    db = Database(Path(config.db_path))
+    try:
+        return db.run_sync(fn)
+    finally:
+        db.close()
 
 
 def _add_config_arg(parser: argparse.ArgumentParser) -> None:
@@ -66,19 +80,14 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_user_add(args: argparse.Namespace, out: TextIO) -> int:
     from store_server import staff
-    from store_server.db import Database
 
     config = _load(args)
     password = args.password_stdin and sys.stdin.readline().rstrip("\n")
     if not password:
         password = getpass.getpass("Password (12 characters or more): ")
-    db = Database(Path(config.db_path))
-    try:
-        user = db.run_sync(
-            lambda d: staff.add_user(d, args.username, password, args.role, time.time())
-        )
-    finally:
-        db.close()
+    user = _with_db(
+        config, lambda d: staff.add_user(d, args.username, password, args.role, time.time())
+    )
     out.write(f"created {user.role} account {user.username}\n")
     return 0
 
@@ -86,7 +95,6 @@ def cmd_user_add(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_scanner_add(args: argparse.Namespace, out: TextIO) -> int:
     from store_server import repo
     from store_server.app import load_floor
-    from store_server.db import Database
     from store_server.keywrap import parse_master_key, wrap_key
     from store_server.service import scanner_aad
 
@@ -95,11 +103,7 @@ def cmd_scanner_add(args: argparse.Namespace, out: TextIO) -> int:
     store_id = args.store or load_floor(Path(config.store_file)).store_id
     secret = secrets.token_urlsafe(32)
     wrapped = wrap_key(master, secret.encode(), scanner_aad(args.scanner_id))
-    db = Database(Path(config.db_path))
-    try:
-        db.run_sync(lambda d: repo.add_scanner(d, args.scanner_id, store_id, wrapped, time.time()))
-    finally:
-        db.close()
+    _with_db(config, lambda d: repo.add_scanner(d, args.scanner_id, store_id, wrapped, time.time()))
     out.write(f"scanner {args.scanner_id} registered for store {store_id}\n")
     out.write(f"secret (shown once, put it in the scanner's config): {secret}\n")
     return 0
@@ -107,14 +111,9 @@ def cmd_scanner_add(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_scanner_revoke(args: argparse.Namespace, out: TextIO) -> int:
     from store_server import repo
-    from store_server.db import Database
 
     config = _load(args)
-    db = Database(Path(config.db_path))
-    try:
-        db.run_sync(lambda d: repo.revoke_scanner(d, args.scanner_id, time.time()))
-    finally:
-        db.close()
+    _with_db(config, lambda d: repo.revoke_scanner(d, args.scanner_id, time.time()))
     out.write(f"scanner {args.scanner_id} revoked\n")
     return 0
 
@@ -135,14 +134,9 @@ def cmd_eid(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_consent_verify(args: argparse.Namespace, out: TextIO) -> int:
     from store_server import repo
     from store_server.consent import verify_chain
-    from store_server.db import Database
 
     config = _load(args)
-    db = Database(Path(config.db_path))
-    try:
-        count = verify_chain(db.run_sync(repo.consent_log_rows))
-    finally:
-        db.close()
+    count = verify_chain(_with_db(config, repo.consent_log_rows))
     out.write(f"consent log OK: {count} entries, hash chain intact\n")
     return 0
 
@@ -150,17 +144,12 @@ def cmd_consent_verify(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_stock_import(args: argparse.Namespace, out: TextIO) -> int:
     from store_server import repo
     from store_server.app import load_floor
-    from store_server.db import Database
     from store_server.stock import parse_stock_csv
 
     config = _load(args)
     store_id = load_floor(Path(config.store_file)).store_id
     items = parse_stock_csv(Path(args.csv).read_text("utf-8"))
-    db = Database(Path(config.db_path))
-    try:
-        count = db.run_sync(lambda d: repo.upsert_stock(d, store_id, items))
-    finally:
-        db.close()
+    count = _with_db(config, lambda d: repo.upsert_stock(d, store_id, items))
     out.write(f"imported {count} stock lines for store {store_id}\n")
     return 0
 
