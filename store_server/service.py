@@ -109,6 +109,11 @@ class StoreService:
         self.frames_resolved = 0
         self.frames_unresolved = 0
 
+    @property
+    def timezone_name(self) -> str | None:
+        """The store's IANA time zone name, if the store file sets one."""
+        return self._tz.key if self._tz is not None else None
+
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
