@@ -396,7 +396,7 @@ class StoreService:
             greeted=state.greeted or decision.greeting is not None,
             stock_shown=state.stock_shown or decision.stock is not None,
             last_greeted_at=now if decision.greeting is not None else state.last_greeted_at,
-            checked_in=state.checked_in or trigger.kind == "check_in",
+            checked_in=state.checked_in or trigger.kind == "check_in" or via == "check_in",
         )
         if decision.greeting is not None:
             self._last_greeted[customer_id] = now
