@@ -80,6 +80,12 @@
 
   async function start() {
     if (!A.requireToken()) return;
+    const mine = await A.api("GET", "/api/v1/consents");
+    if (mine.ok) {
+      active = {};
+      mine.data.consents.forEach(function (c) { if (c.active) active[c.purpose] = c.granted_at; });
+      A.save("consents", active);
+    }
     const result = await A.api("GET", "/api/v1/consent-texts");
     if (!result.ok) { A.fail(result); return; }
     texts = result.data.texts;

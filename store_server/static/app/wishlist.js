@@ -39,7 +39,12 @@
     if (!A.requireToken()) return;
     const result = await A.api("GET", "/api/v1/catalog");
     if (!result.ok) { A.fail(result); return; }
-    render(result.data.items, A.load("wishlist", []));
+    let chosen = A.load("wishlist", []);
+    const me = await A.api("GET", "/api/v1/me");
+    if (me.ok && Array.isArray(me.data.wishlist)) {
+      chosen = me.data.wishlist.map(function (w) { return w.sku; });
+    }
+    render(result.data.items, chosen);
     document.body.dataset.ready = "1";
   }
 
