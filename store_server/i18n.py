@@ -42,12 +42,20 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_wishlist": "Ma liste",
         "app_my_data": "Mes données",
         "app_enroll_title": "Activer l'application dans cette boutique",
-        "app_enroll_intro": "L'application reçoit une clé secrète qui lui permet de diffuser un identifiant changeant. Rien n'est activé tant que vous n'avez pas donné votre accord.",
+        "app_enroll_intro": (
+            "L'application reçoit une clé secrète qui lui permet de diffuser un identifiant "
+            "changeant. Rien n'est activé tant que vous n'avez pas donné votre accord."
+        ),
         "app_enroll": "Activer",
-        "app_enrolled": "Une clé a été remise à cet appareil. Elle reste dans l'application et n'est jamais affichée.",
+        "app_enrolled": (
+            "Une clé a été remise à cet appareil. Elle reste dans l'application et n'est "
+            "jamais affichée."
+        ),
         "app_not_enrolled": "Cet appareil n'est pas encore activé.",
         "app_check_in": "Je suis là",
-        "app_check_in_help": "Prévient la boutique que vous êtes entré·e, si vous avez donné un accord.",
+        "app_check_in_help": (
+            "Prévient la boutique que vous êtes entré·e, si vous avez donné un accord."
+        ),
         "app_checked_in": "C'est noté : la boutique sait que vous êtes là.",
         "app_check_in_no_consent": "Aucun accord actif : la boutique n'a rien enregistré.",
         "app_not_today": "Pas aujourd'hui",
@@ -57,7 +65,10 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_no_messages": "Aucun message.",
         "app_purpose_greeting": "Être salué·e à mon arrivée",
         "app_purpose_stock_check": "Vérifier le stock de ma liste",
-        "app_consent_intro": "Lisez le texte exact. Rien n'est coché d'avance ; vous pouvez retirer votre accord d'un seul geste.",
+        "app_consent_intro": (
+            "Lisez le texte exact. Rien n'est coché d'avance ; vous pouvez retirer votre "
+            "accord d'un seul geste."
+        ),
         "app_consent_version": "Version du texte",
         "app_consent_hash": "Empreinte du texte",
         "app_consent_agree": "J'ai lu ce texte et je donne mon accord",
@@ -88,14 +99,31 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_export": "Télécharger mes données (JSON)",
         "app_erase": "Effacer mon compte",
         "app_erase_confirm": "Oui, tout effacer définitivement",
-        "app_erase_warning": "Vos accords, préférences, liste, visites et la clé de l'application seront effacés. La preuve anonymisée des accords est conservée.",
+        "app_erase_warning": (
+            "Vos accords, préférences, liste, visites et la clé de l'application seront "
+            "effacés. La preuve anonymisée des accords est conservée."
+        ),
         "app_erased": "Votre compte a été effacé.",
         "app_my_data_intro": "Tout ce que la boutique conserve sur vous.",
-        "app_my_data_unavailable": "Ces données ne sont pas disponibles sur ce serveur pour le moment.",
+        "app_my_data_unavailable": (
+            "Ces données ne sont pas disponibles sur ce serveur pour le moment."
+        ),
         "app_empty": "(rien)",
         "app_error": "Quelque chose n'a pas fonctionné :",
         "app_yes": "oui",
         "app_no": "non",
+        "app_rec_generated_at": "Extrait le",
+        "app_rec_store_id": "Boutique",
+        "app_rec_profile": "Profil et préférences",
+        "app_rec_identity": "Identité de l'application",
+        "app_rec_consents": "Accords",
+        "app_rec_consent_history": "Historique des accords (preuve)",
+        "app_rec_wishlist": "Liste",
+        "app_rec_visits": "Visites",
+        "app_rec_decisions": "Décisions",
+        "app_rec_cards": "Cartes montrées au personnel",
+        "app_rec_messages": "Messages",
+        "app_rec_access_log": "Journal d'accès du personnel",
     },
     "en": {
         "app_name": "Bulle",
@@ -131,7 +159,10 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_wishlist": "My list",
         "app_my_data": "My data",
         "app_enroll_title": "Turn on the app for this shop",
-        "app_enroll_intro": "The app receives a secret key that lets it broadcast a changing identifier. Nothing is turned on until you give your consent.",
+        "app_enroll_intro": (
+            "The app receives a secret key that lets it broadcast a changing identifier. "
+            "Nothing is turned on until you give your consent."
+        ),
         "app_enroll": "Turn on",
         "app_enrolled": "A key was issued to this device. It stays in the app and is never shown.",
         "app_not_enrolled": "This device is not turned on yet.",
@@ -146,7 +177,9 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_no_messages": "No messages.",
         "app_purpose_greeting": "Be greeted when I come in",
         "app_purpose_stock_check": "Check the stock of my list",
-        "app_consent_intro": "Read the exact text. Nothing is ticked in advance; you can withdraw in one tap.",
+        "app_consent_intro": (
+            "Read the exact text. Nothing is ticked in advance; you can withdraw in one tap."
+        ),
         "app_consent_version": "Text version",
         "app_consent_hash": "Text fingerprint",
         "app_consent_agree": "I have read this text and I agree",
@@ -177,7 +210,10 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_export": "Download my data (JSON)",
         "app_erase": "Erase my account",
         "app_erase_confirm": "Yes, erase everything for good",
-        "app_erase_warning": "Your consents, preferences, list, visits and the app's key will be erased. The pseudonymous proof of consent is kept.",
+        "app_erase_warning": (
+            "Your consents, preferences, list, visits and the app's key will be erased. The "
+            "pseudonymous proof of consent is kept."
+        ),
         "app_erased": "Your account was erased.",
         "app_my_data_intro": "Everything the shop holds about you.",
         "app_my_data_unavailable": "This data is not available on this server yet.",
@@ -185,6 +221,18 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_error": "Something went wrong:",
         "app_yes": "yes",
         "app_no": "no",
+        "app_rec_generated_at": "Extracted on",
+        "app_rec_store_id": "Shop",
+        "app_rec_profile": "Profile and preferences",
+        "app_rec_identity": "App identity",
+        "app_rec_consents": "Consents",
+        "app_rec_consent_history": "Consent history (proof)",
+        "app_rec_wishlist": "List",
+        "app_rec_visits": "Visits",
+        "app_rec_decisions": "Decisions",
+        "app_rec_cards": "Cards shown to staff",
+        "app_rec_messages": "Messages",
+        "app_rec_access_log": "Staff access log",
     },
 }
 

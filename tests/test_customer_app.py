@@ -50,7 +50,7 @@ ADVERT_INTERVAL_S = 0.25
 CARD_WITHIN_S = 15.0
 RETRACT_WITHIN_S = 5.0
 STAFF_USER = "anne"
-STAFF_PASSWORD = "correct horse battery staple"  # noqa: S105 (test account)
+STAFF_PASSWORD = "correct horse battery staple"  # a test account
 PHONE_SCANNER = "s-machines"
 
 
@@ -153,7 +153,8 @@ class Phone:
 
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[Any]:
-    require_system_component("Chromium (/usr/bin/chromium)", CHROMIUM.exists())
+    present = await asyncio.to_thread(CHROMIUM.exists)
+    require_system_component("Chromium (/usr/bin/chromium)", present)
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -174,9 +175,11 @@ async def new_phone_page(browser: Any) -> Any:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on(
         "response",
-        lambda r: errors.append(f"{r.status} {r.url}")
-        if r.status >= 400 and not r.url.endswith("/favicon.ico")
-        else None,
+        lambda r: (
+            errors.append(f"{r.status} {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico")
+            else None
+        ),
     )
     page.bulle_errors = errors
     return page
@@ -244,8 +247,12 @@ PREVIEW_CASES: list[dict[str, Any]] = [
     {"display_name": "", "title": "", "name_form": "first_name", "language": "fr"},
     {"display_name": "Marie-Ève", "title": None, "name_form": "first_name", "language": "en"},
     {"display_name": "O'Brien", "title": "Mr.", "name_form": "title_last_name", "language": "en"},
-    {"display_name": "Saint-Laurent Beauchemin", "title": "M.", "name_form": "title_last_name",
-     "language": "fr"},
+    {
+        "display_name": "Saint-Laurent Beauchemin",
+        "title": "M.",
+        "name_form": "title_last_name",
+        "language": "fr",
+    },
     {"display_name": None, "title": None, "name_form": "no_name", "language": "en"},
 ]
 
@@ -445,14 +452,25 @@ async def test_my_data_export_and_erase(server: Harness) -> None:
             async with page.expect_download() as download_info:
                 await page.get_by_role("button", name="Télécharger mes données (JSON)").click()
             download = await download_info.value
-            exported = json.loads(Path(await download.path()).read_text("utf-8"))
+            saved = Path(await download.path())
+            exported = json.loads(await asyncio.to_thread(saved.read_text, "utf-8"))
             text = json.dumps(exported, ensure_ascii=False)
-            pickup = (await server.rows("SELECT pickup_code FROM customers WHERE id = ?",
-                                        [customer_id]))[0]["pickup_code"]
+            pickup = (
+                await server.rows("SELECT pickup_code FROM customers WHERE id = ?", [customer_id])
+            )[0]["pickup_code"]
             # Every record: account, consents with their text, preferences, wishlist, visit,
             # decision, the cards and the access log of the staff member who saw them, messages.
-            for needle in (customer_id, consent_hash, "Éloïse", "GAS-GASKET-58", STAFF_USER,
-                           "greeting:consented", pickup, "allée 3", *card_ids):
+            for needle in (
+                customer_id,
+                consent_hash,
+                "Éloïse",
+                "GAS-GASKET-58",
+                STAFF_USER,
+                "greeting:consented",
+                pickup,
+                "allée 3",
+                *card_ids,
+            ):
                 assert needle in text, needle
 
             # Erase.

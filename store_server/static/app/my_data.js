@@ -6,8 +6,12 @@
   const t = A.t;
   const box = document.getElementById("records");
 
-  function cell(value) {
+  // Unix times are shown as local dates; the export keeps the raw values.
+  function isTime(key) { return key === "at" || /_at$/.test(key); }
+
+  function cell(value, key) {
     if (value === null || value === undefined) return "—";
+    if (typeof value === "number" && key && isTime(key)) return A.when(value);
     if (typeof value === "boolean") return value ? t.app_yes : t.app_no;
     if (typeof value === "object") return JSON.stringify(value);
     return String(value);
@@ -29,7 +33,7 @@
     const body = tbl.appendChild(A.el("tbody"));
     rows.forEach(function (r) {
       const tr = A.el("tr");
-      columns.forEach(function (c) { tr.appendChild(A.el("td", "", cell(r[c]))); });
+      columns.forEach(function (c) { tr.appendChild(A.el("td", "", cell(r[c], c))); });
       body.appendChild(tr);
     });
     return tbl;
@@ -39,7 +43,7 @@
   function section(name, value, level) {
     const part = A.el("section", "record-group");
     part.dataset.key = name;
-    part.appendChild(A.el(level === 2 ? "h2" : "h3", "", name));
+    part.appendChild(A.el(level === 2 ? "h2" : "h3", "", t["app_rec_" + name] || name));
     if (Array.isArray(value)) {
       if (value.length === 0) part.appendChild(A.el("p", "help", t.app_empty));
       else if (value.every(function (v) { return v && typeof v === "object" && !Array.isArray(v); })) {
@@ -57,12 +61,12 @@
           part.appendChild(section(k, v, 3));
         } else {
           plain.appendChild(A.el("dt", "", k));
-          plain.appendChild(A.el("dd", "", cell(v)));
+          plain.appendChild(A.el("dd", "", cell(v, k)));
         }
       });
       if (plain.childNodes.length) part.insertBefore(plain, part.childNodes[1]);
     } else {
-      part.appendChild(A.el("p", "", cell(value)));
+      part.appendChild(A.el("p", "", cell(value, name)));
     }
     return part;
   }
