@@ -254,6 +254,24 @@ async def test_expiry_is_exact_and_the_resolver_drops_at_next_tick(store: Store)
     }
 
 
+async def test_open_cards_are_retracted_when_the_consent_lapses(store: Store) -> None:
+    customer = await store.enroll(letters_name())
+    await store.grant(customer, "greeting")
+    retracted: list[dict[str, Any]] = []
+    store.service.hub.publish = retracted.append  # type: ignore[method-assign]
+    store.clock.t = T0 + DEFAULT_CONSENT_DURATION_S - 100  # still present at the expiry
+    await store.service.check_in(customer.customer_id, None)
+    cards = await store.rows("SELECT id, state FROM cards")
+    assert [c["state"] for c in cards] == ["open"]
+    store.clock.t = T0 + DEFAULT_CONSENT_DURATION_S
+    await store.service.tick(store.clock.t)
+    assert await store.rows("SELECT id, state FROM cards") == [
+        {"id": cards[0]["id"], "state": "retracted"}
+    ]
+    assert {"type": "retract", "id": cards[0]["id"], "reason": "expired"} in retracted
+    assert customer.customer_id not in store.service.engine.present()
+
+
 async def test_renewal_before_expiry_extends_and_is_logged(store: Store) -> None:
     customer = await store.enroll(letters_name())
     await store.grant(customer, "stock_check")
