@@ -705,7 +705,10 @@ class StoreService:
                 db.execute("DELETE FROM decisions WHERE at < ?", [cutoff])
                 db.execute("DELETE FROM cards WHERE created_at < ? AND state != 'open'", [cutoff])
                 db.execute("DELETE FROM messages WHERE at < ?", [cutoff])
-                return int(count)
+            # The purged rows are zeroed in the main file (secure_delete); their older copies
+            # in the WAL go with the truncation.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return int(count)
 
         return await self.db.run(transaction)
 

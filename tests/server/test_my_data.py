@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import string
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from store_server import repo
 from store_server.consent import verify_chain
 from tests.server.conftest import Harness, bearer, error_of
 from tests.server.traces import file_traces, table_traces
+
+API_MD = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text("utf-8")
 
 
 def unique_name() -> str:
@@ -234,3 +237,10 @@ async def test_validation_error_names_the_field(
     assert error["field"] == field
     # Nothing was changed by the refused request.
     assert (await server.client.get("/api/v1/me", headers=bearer(token))).status == 200
+
+
+async def test_every_customer_endpoint_is_in_api_md(server: Harness) -> None:
+    doc = await (await server.client.get("/api/openapi.json")).json()
+    for path, item in doc["paths"].items():
+        for method in item:
+            assert f"### `{method.upper()} {path}`" in API_MD
