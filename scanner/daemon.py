@@ -97,6 +97,8 @@ class Daemon:
         self._have_allowlist = False
         self._adapter_state = "off"
         self._upload_kick = asyncio.Event()
+        # Set while the server refuses our credentials, so the error is logged once per streak.
+        self._credentials_refused = False
         self._allowlist_ready = asyncio.Event()
 
     # -- hot path (bleak callback) -------------------------------------------------------
@@ -157,8 +159,7 @@ class Daemon:
             try:
                 sent = await self.upload_once(uploader)
             except BadCredentialsError as exc:
-                if attempt == 0:
-                    logger.error("%s", exc)
+                self._refused(exc)
                 attempt += 1
                 await self._sleep(stop, backoff_delay(attempt))
                 continue
@@ -167,6 +168,8 @@ class Daemon:
                 await self._sleep(stop, backoff_delay(attempt))
                 continue
             attempt = 0
+            if sent:
+                self._credentials_refused = False
             if not sent:
                 self._upload_kick.clear()
                 with contextlib.suppress(TimeoutError):
@@ -182,6 +185,14 @@ class Daemon:
             try:
                 data = await uploader.fetch_allowlist(since, ALLOWLIST_LONG_POLL_S)
                 update = AllowlistUpdate.from_wire(data)
+            except BadCredentialsError as exc:
+                # Without an accepted allowlist nothing passes, so no batch would ever report
+                # this: the allowlist loop must say it too.
+                self._refused(exc)
+                attempt += 1
+                self.allowlist.expire(self._clock())
+                await self._sleep(stop, backoff_delay(attempt))
+                continue
             except UploadError:
                 attempt += 1
                 self.allowlist.expire(self._clock())
@@ -193,11 +204,18 @@ class Daemon:
                 await self._sleep(stop, backoff_delay(attempt))
                 continue
             attempt = 0
+            self._credentials_refused = False
             self.allowlist.apply(update, self._clock())
             if not self._have_allowlist:
                 logger.info("allowlist received (version %s)", self.allowlist.version)
             self._have_allowlist = True
             self._allowlist_ready.set()
+
+    def _refused(self, exc: BadCredentialsError) -> None:
+        """Log a credentials refusal once until a request is accepted again."""
+        if not self._credentials_refused:
+            self._credentials_refused = True
+            logger.error("%s", exc)
 
     async def _heartbeat_loop(self, stop: asyncio.Event, uploader: Uploader) -> None:
         previous = snapshot(self.counters, self._clock())

@@ -292,3 +292,25 @@ async def test_refused_batch_is_dropped_and_counted_only_for_final_4xx(
     # Refused for good: the first three sightings are gone (and were counted); otherwise they
     # were kept and delivered once the server accepted batches again.
     assert delivered == (2 if discarded else 5)
+
+
+async def test_bad_credentials_logged_once_even_with_nothing_to_upload(
+    api: Api, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="scanner")
+    allow(api, ALLOWED_EIDS[:1], 1)
+    api.state.secret = "the-server-knows-another-secret"
+    daemon = Daemon(config(tmp_path, api.url), SECRET, stdin=asyncio.StreamReader())
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        # Several refused allowlist requests (first try, then backoff retries).
+        await wait_until(lambda: api.state.rejected.count("bad_signature") >= 3)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    refused = [m for m in lines if m.startswith("bad credentials")]
+    assert len(refused) == 1, lines
+    assert "check scanner_id, secret and store_id" in refused[0]
+    assert "\n" not in refused[0]
