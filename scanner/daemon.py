@@ -30,7 +30,7 @@ from scanner.health import (
     should_restart,
     snapshot,
 )
-from scanner.outbox import Outbox
+from scanner.outbox import OutboxWorker
 from scanner.records import AdvertRecord
 from scanner.uploader import (
     BadCredentialsError,
@@ -87,7 +87,7 @@ class Daemon:
         self.allowlist = Allowlist(legacy_ibeacon=config.legacy_ibeacon)
         self.aggregator = Aggregator(config.window_s)
         self.counters = HealthCounters()
-        self.outbox = Outbox(
+        self.outbox = OutboxWorker(
             config.outbox_path,
             max_rows=config.outbox_max_rows,
             max_bytes=config.outbox_max_bytes,
@@ -97,6 +97,8 @@ class Daemon:
         self._have_allowlist = False
         self._adapter_state = "off"
         self._upload_kick = asyncio.Event()
+        # Set while the server refuses our credentials, so the error is logged once per streak.
+        self._credentials_refused = False
         self._allowlist_ready = asyncio.Event()
 
     # -- hot path (bleak callback) -------------------------------------------------------
@@ -127,12 +129,12 @@ class Daemon:
             self.allowlist.expire(now)
             windows = self.aggregator.flush(now)
             if windows:
-                self.outbox.put(windows, now)
+                await self.outbox.put(windows, now)
                 self._upload_kick.set()
 
     async def upload_once(self, uploader: Uploader) -> bool:
         """Send the next pending batch; True if one was acknowledged. Raises UploadError."""
-        batch = self.outbox.next_batch(self.config.batch_max_windows, self._clock())
+        batch = await self.outbox.next_batch(self.config.batch_max_windows, self._clock())
         if batch is None:
             return False
         try:
@@ -140,11 +142,14 @@ class Daemon:
         except ServerRejectedError as exc:
             if 400 <= exc.status < 500 and exc.status not in RETRYABLE_CLIENT_STATUSES:
                 # The server will never accept this batch; keeping it would block the queue.
-                logger.error("server refused a batch for good, discarding it: %s", exc)
-                self.outbox.ack(batch.batch_id)
+                # Its windows are counted as dropped (heartbeat ``outbox_dropped``).
+                dropped = await self.outbox.discard(batch.batch_id)
+                logger.error(
+                    "server refused a batch for good, dropped its %d windows: %s", dropped, exc
+                )
                 return False
             raise
-        self.outbox.ack(batch.batch_id)
+        await self.outbox.ack(batch.batch_id)
         self.counters.last_upload_at = self._clock()
         return True
 
@@ -154,8 +159,7 @@ class Daemon:
             try:
                 sent = await self.upload_once(uploader)
             except BadCredentialsError as exc:
-                if attempt == 0:
-                    logger.error("%s", exc)
+                self._refused(exc)
                 attempt += 1
                 await self._sleep(stop, backoff_delay(attempt))
                 continue
@@ -164,6 +168,8 @@ class Daemon:
                 await self._sleep(stop, backoff_delay(attempt))
                 continue
             attempt = 0
+            if sent:
+                self._credentials_refused = False
             if not sent:
                 self._upload_kick.clear()
                 with contextlib.suppress(TimeoutError):
@@ -179,6 +185,14 @@ class Daemon:
             try:
                 data = await uploader.fetch_allowlist(since, ALLOWLIST_LONG_POLL_S)
                 update = AllowlistUpdate.from_wire(data)
+            except BadCredentialsError as exc:
+                # Without an accepted allowlist nothing passes, so no batch would ever report
+                # this: the allowlist loop must say it too.
+                self._refused(exc)
+                attempt += 1
+                self.allowlist.expire(self._clock())
+                await self._sleep(stop, backoff_delay(attempt))
+                continue
             except UploadError:
                 attempt += 1
                 self.allowlist.expire(self._clock())
@@ -190,11 +204,18 @@ class Daemon:
                 await self._sleep(stop, backoff_delay(attempt))
                 continue
             attempt = 0
+            self._credentials_refused = False
             self.allowlist.apply(update, self._clock())
             if not self._have_allowlist:
                 logger.info("allowlist received (version %s)", self.allowlist.version)
             self._have_allowlist = True
             self._allowlist_ready.set()
+
+    def _refused(self, exc: BadCredentialsError) -> None:
+        """Log a credentials refusal once until a request is accepted again."""
+        if not self._credentials_refused:
+            self._credentials_refused = True
+            logger.error("%s", exc)
 
     async def _heartbeat_loop(self, stop: asyncio.Event, uploader: Uploader) -> None:
         previous = snapshot(self.counters, self._clock())
@@ -204,14 +225,15 @@ class Daemon:
             if stop.is_set():
                 return
             now = self._clock()
+            depth, dropped = await self.outbox.stats()
             body = heartbeat_body(
                 store_id=self.config.store_id,
                 scanner_id=self.config.scanner_id,
                 counters=self.counters,
                 previous=previous,
                 now=now,
-                outbox_depth=self.outbox.depth(),
-                outbox_dropped=self.outbox.dropped,
+                outbox_depth=depth,
+                outbox_dropped=dropped,
                 allowlist_version=self.allowlist.version if self._have_allowlist else None,
                 adapter=self.adapter_state,
                 version=version,
@@ -256,7 +278,8 @@ class Daemon:
         try:
             await asyncio.wait_for(drain(), timeout=FINAL_UPLOAD_TIMEOUT_S)
         except (TimeoutError, UploadError):
-            logger.info("%d windows stay queued for the next start", self.outbox.depth())
+            depth, _ = await self.outbox.stats()
+            logger.info("%d windows stay queued for the next start", depth)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Scan and report until ``stop`` is set (or a replay/simulated input ends)."""
@@ -306,9 +329,11 @@ class Daemon:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await self.source.stop()
                 now = self._clock()
-                self.outbox.put(self.aggregator.flush_all(), now)
-                await self._final_upload(uploader)
-                self.outbox.close()
+                try:
+                    await self.outbox.put(self.aggregator.flush_all(), now)
+                    await self._final_upload(uploader)
+                finally:
+                    await self.outbox.aclose()
                 logger.info("scanner stopped")
 
 

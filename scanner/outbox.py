@@ -2,19 +2,26 @@
 
 Bounded by rows, bytes and age; the oldest rows are dropped first and counted persistently.
 A batch id is assigned to a set of rows once, persisted, and reused on every retry, so that
-the server can deduplicate; rows are deleted only when the server acknowledges their batch.
+the server can deduplicate; rows are deleted only when the server acknowledges their batch,
+or when it refuses the batch for good (then they are counted as dropped, like the bounds').
+
+``Outbox`` is synchronous and bound to the thread that opened it. The daemon uses
+``OutboxWorker``, which owns an ``Outbox`` on one worker thread, so that SQLite writes and their
+fsyncs (``synchronous = FULL``) never block the event loop that runs bleak's callbacks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -22,6 +29,8 @@ from scanner.aggregate import WindowAggregate
 from scanner.errors import ScannerError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How long a writer waits on a locked database before failing (a CLI may read concurrently).
 BUSY_TIMEOUT_MS = 5000
@@ -84,8 +93,17 @@ class Outbox:
 
     @property
     def dropped(self) -> int:
-        """Rows dropped by the bounds since the file was created."""
+        """Rows dropped undelivered (bounds, or refused by the server) since the file exists."""
         return self._dropped
+
+    def _count_dropped(self, n: int) -> None:
+        """Add ``n`` to the persistent dropped counter (inside the caller's transaction)."""
+        self._dropped += n
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (DROPPED_KEY, self._dropped),
+        )
 
     def depth(self) -> int:
         """Rows waiting for acknowledgement."""
@@ -142,12 +160,7 @@ class Outbox:
                     "DELETE FROM windows WHERE id <= ?", (cut[0],)
                 ).rowcount
         if dropped:
-            self._dropped += dropped
-            self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (DROPPED_KEY, self._dropped),
-            )
+            self._count_dropped(dropped)
             logger.warning("outbox full or stale: dropped %d oldest windows", dropped)
 
     def next_batch(self, max_windows: int, now: float) -> PendingBatch | None:
@@ -200,3 +213,96 @@ class Outbox:
             self._conn.execute("ROLLBACK")
             raise
         return int(n)
+
+    def discard(self, batch_id: str) -> int:
+        """Delete the rows of a batch the server refused for good, counting them as dropped."""
+        self._begin()
+        try:
+            n = int(
+                self._conn.execute("DELETE FROM windows WHERE batch_id = ?", (batch_id,)).rowcount
+            )
+            if n:
+                self._count_dropped(n)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return n
+
+    def stats(self) -> tuple[int, int]:
+        """(rows waiting for acknowledgement, rows dropped undelivered)."""
+        return self.depth(), self._dropped
+
+
+class OutboxWorker:
+    """An ``Outbox`` owned by one worker thread; every call runs there, in submission order.
+
+    Opening happens at construction (blocking the caller once, before scanning starts), so a
+    bad path fails early with ``OutboxError``. Calls submitted before ``close`` still complete
+    even if the awaiting task is cancelled, so a cancelled put or ack is never half-done.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_rows: int,
+        max_bytes: int,
+        max_age_s: float,
+    ) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scanner-outbox")
+        try:
+            self._box = self._executor.submit(
+                Outbox, path, max_rows=max_rows, max_bytes=max_bytes, max_age_s=max_age_s
+            ).result()
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
+        self._closed = False
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise OutboxError("the outbox is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def put(self, windows: Sequence[WindowAggregate], now: float) -> None:
+        """Queue aggregates (see ``Outbox.put``)."""
+        if windows:
+            items = list(windows)
+            await self._run(lambda: self._box.put(items, now))
+
+    async def next_batch(self, max_windows: int, now: float) -> PendingBatch | None:
+        """The oldest pending batch (see ``Outbox.next_batch``)."""
+        return await self._run(lambda: self._box.next_batch(max_windows, now))
+
+    async def ack(self, batch_id: str) -> int:
+        """Delete an acknowledged batch."""
+        return await self._run(lambda: self._box.ack(batch_id))
+
+    async def discard(self, batch_id: str) -> int:
+        """Delete a refused batch and count it as dropped."""
+        return await self._run(lambda: self._box.discard(batch_id))
+
+    async def stats(self) -> tuple[int, int]:
+        """(depth, dropped)."""
+        return await self._run(self._box.stats)
+
+    def run_sync(self, fn: Callable[[Outbox], T]) -> T:
+        """Run ``fn`` on the worker thread and wait (start-up, tests and tools; not on the loop)."""
+        if self._closed:
+            raise OutboxError("the outbox is closed")
+        return self._executor.submit(fn, self._box).result()
+
+    async def aclose(self) -> None:
+        """``close`` without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Close the database on its thread, after every call already submitted."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._executor.submit(self._box.close).result()
+        finally:
+            self._executor.shutdown(wait=True)

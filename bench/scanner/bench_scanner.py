@@ -1,14 +1,20 @@
 """Scanner hot path benchmark: frame parsing + edge allowlist filtering throughput.
 
-Run: ``.venv/bin/python bench/scanner/bench_scanner.py [--json] [--n N] [--repeats R]``
+Run: ``.venv/bin/python bench/scanner/bench_scanner.py [--json] [--n N] [--bluez-n M]``
+``[--repeats R]``
 
 The corpus is deterministic (fixed seed): 90 % foreign advertisements (static iBeacons, other Apple
 frames, random manufacturer data, foreign Eddystone-EIDs) and 10 % allowlisted Eddystone-EIDs,
 against an allowlist of 600 EIDs (200 consenting customers x the current window and its two
 neighbours). In the same run, the corpus's iBeacon advertisements go through our parser and through
 the ``ibeacon-ble`` package's parser (the one Home Assistant uses), whose ``BluetoothServiceInfo``
-inputs are built outside the timed loop. Each figure is the best and the median of R repeats,
-measured with ``time.perf_counter``.
+inputs are built outside the timed loop. Also in the same run (``bluez_path.py``), the first M
+advertisements of the corpus go through bleak's real BlueZ backend as marshalled
+``PropertiesChanged`` D-Bus signals (dbus-fast decoding, ``BlueZManager``,
+``BleakScannerBlueZDBus``), and our own detection callback (``advert_from_bleak`` +
+``Daemon.on_advert``) is timed on the pairs bleak produced: our per-advertisement overhead as a
+share of bleak's own cost. Each figure is the best and the median of R repeats, measured with
+``time.perf_counter``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from bluez_path import measure_bluez_path
 from home_assistant_bluetooth import BluetoothServiceInfo
 from ibeacon_ble import iBeaconParser
 
@@ -118,6 +125,9 @@ def measure(run: Callable[[], int], count: int, repeats: int) -> dict[str, float
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="advertisements in the corpus")
+    parser.add_argument(
+        "--bluez-n", type=int, default=20_000, help="advertisements through the BlueZ path"
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats per figure")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
@@ -158,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     mixed = measure(parse_and_filter, len(corpus), args.repeats)
     ours = measure(ours_ibeacon, len(ibeacons), args.repeats)
     theirs = measure(theirs_ibeacon, len(ibeacons), args.repeats)
+    bluez = measure_bluez_path(
+        corpus[: args.bluez_n], addresses[: args.bluez_n], allow, NOW, args.repeats
+    )
     figures = {
         "n": len(corpus),
         "ibeacons": len(ibeacons),
@@ -170,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             "best": ours["best"] / theirs["best"],
             "median": ours["median"] / theirs["median"],
         },
+        "bluez_callback_path": bluez,
         "python": sys.version.split()[0],
         "repeats": args.repeats,
     }
@@ -193,6 +207,22 @@ def main(argv: list[str] | None = None) -> int:
     ratio = figures["ratio_ours_over_ibeacon_ble"]
     assert isinstance(ratio, dict)
     print(f"| ratio ours / ibeacon-ble | {ratio['best']:.1f}x | {ratio['median']:.1f}x |")
+    print()
+    print(
+        f"BlueZ callback path: {bluez['adverts']} PropertiesChanged signals from "
+        f"{bluez['devices']} devices, {bluez['passed']} passed"
+    )
+    print()
+    print("| per advertisement | best (us) | median (us) |")
+    print("|---|---:|---:|")
+    for label, key in (
+        ("dbus-fast decoding of the signal alone", "dbus_decode_us"),
+        ("bleak's BlueZ path: decoding + BlueZManager + BleakScannerBlueZDBus", "bleak_bluez_us"),
+        ("ours: advert_from_bleak + Daemon.on_advert", "ours_us"),
+    ):
+        print(f"| {label} | {bluez[key]['best']:.2f} | {bluez[key]['median']:.2f} |")
+    share = bluez["ours_share_of_bleak"]
+    print(f"| ours as a share of bleak's cost | {share['best']:.0%} | {share['median']:.0%} |")
     return 0
 
 

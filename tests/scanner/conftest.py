@@ -55,6 +55,8 @@ class ApiState:
     allowlist_version: int = 1
     allowlist_entries: list[dict[str, Any]] = field(default_factory=list)
     allowlist_gets: int = 0
+    # When set, every batch is refused with this status (after signature checks).
+    refuse_status: int | None = None
 
     def windows(self) -> list[dict[str, Any]]:
         return [w for ws in self.batches.values() for w in ws]
@@ -121,6 +123,8 @@ def make_api(state: ApiState) -> web.Application:
         state.batch_posts += 1
         if bad is not None:
             return bad
+        if state.refuse_status is not None:
+            return _err(state.refuse_status, "refused")
         data = json.loads(body)
         if data["store_id"] != STORE_ID:
             return _err(403, "wrong_store")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,62 @@ async def test_watchdog_restarts_silent_scanning(
         await asyncio.wait_for(task, timeout=10)
     calls = await asyncio.to_thread(bluez.calls)
     assert calls.count("StartDiscovery") >= 2
+
+
+async def _check(config_path: Path, bus_address: str) -> tuple[int, list[str]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scanner",
+        "check",
+        "--config",
+        str(config_path),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus_address},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode().splitlines()
+
+
+async def test_check_names_each_bluetooth_failure_in_one_line(
+    system_bus: PrivateBus, api: Api, tmp_path: Path
+) -> None:
+    """`beacon-scanner check` on a bus without BlueZ, then BlueZ without an adapter, then a
+    powered-off adapter, then a working one: one FAIL line saying what to do, exit 1, until
+    everything works (exit 0)."""
+    cfg = tmp_path / "scanner.toml"
+    cfg.write_text(
+        f'scanner_id = "{SCANNER_ID}"\nstore_id = "demo-store"\nserver_url = "{api.url}"\n'
+        f'secret = "{SECRET}"\noutbox_path = "{tmp_path / "outbox.sqlite"}"\n'
+    )
+    bus = start_private_bus(tmp_path)
+    mock: BluezMock | None = None
+    try:
+        expected = [
+            ("BlueZ", "BlueZ is not running: install bluez and run systemctl start bluetooth"),
+            ("adapter present", "no Bluetooth adapter hci0: plug in a BLE adapter"),
+            ("adapter powered", "Bluetooth adapter hci0 is powered off: run 'rfkill unblock"),
+        ]
+        for step, (name, message) in enumerate(expected):
+            if step == 1:
+                mock = await asyncio.to_thread(BluezMock, bus)
+            elif step == 2:
+                assert mock is not None
+                await asyncio.to_thread(mock.add_adapter, "hci0")
+                await asyncio.to_thread(mock.set_adapter_powered, "hci0", False)
+            status, lines = await _check(cfg, bus.address)
+            assert status == 1, lines
+            failed = [line for line in lines if line.startswith("FAIL")]
+            assert failed == [f"FAIL {name}: {failed[0].split(': ', 1)[1]}"], lines
+            assert failed[0].split(": ", 1)[1].startswith(message), lines
+            assert "OK   credentials accepted: scanner s-test" in lines
+        assert mock is not None
+        await asyncio.to_thread(mock.set_adapter_powered, "hci0", True)
+        status, lines = await _check(cfg, bus.address)
+        assert status == 0, lines
+        assert [line[:4] for line in lines] == ["OK  "] * 7, lines
+    finally:
+        if mock is not None:
+            mock.close()
+        _stop(bus.process)

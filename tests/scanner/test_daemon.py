@@ -191,17 +191,18 @@ async def test_server_down_for_an_hour(api: Api, tmp_path: Path) -> None:
             now[0] += 1.0
             windows = daemon.aggregator.flush(now[0])
             produced += len(windows)
-            daemon.outbox.put(windows, now[0])
-            assert daemon.outbox.depth() <= 5000
+            await daemon.outbox.put(windows, now[0])
+            depth, _ = await daemon.outbox.stats()
+            assert depth <= 5000
             if second % 60 == 0:
                 with pytest.raises(ServerRejectedError):
                     await daemon.upload_once(up)
                 failures += 1
         assert produced == 7200
         assert failures == 60
-        assert daemon.outbox.depth() == 5000
-        assert daemon.outbox.dropped == produced - 5000
-        queued = daemon.outbox.depth()
+        queued, dropped = await daemon.outbox.stats()
+        assert queued == 5000
+        assert dropped == produced - 5000
 
         api.state.down = False
         api.state.fail_next = 1  # the first retry after the outage fails once more
@@ -213,9 +214,9 @@ async def test_server_down_for_an_hour(api: Api, tmp_path: Path) -> None:
     assert len(windows) == queued
     keys = [(w["id"], w["start"]) for w in windows]
     assert len(set(keys)) == len(keys)  # exactly once
-    assert daemon.outbox.depth() == 0
+    assert await daemon.outbox.stats() == (0, produced - 5000)
     assert daemon.counters.last_upload_at == now[0]
-    daemon.outbox.close()
+    await daemon.outbox.aclose()
 
 
 def test_heartbeat_rates_over_last_interval() -> None:
@@ -248,3 +249,68 @@ def test_watchdog_decision() -> None:
     assert not should_restart(950.0, 1000.0, 60.0)
     assert not should_restart(940.0, 1000.0, 60.0)
     assert should_restart(939.0, 1000.0, 60.0)
+
+
+@pytest.mark.parametrize(("status", "discarded"), [(400, True), (429, False), (503, False)])
+async def test_refused_batch_is_dropped_and_counted_only_for_final_4xx(
+    api: Api, tmp_path: Path, status: int, discarded: bool
+) -> None:
+    allow(api, ALLOWED_EIDS[:1], 1)
+    api.state.refuse_status = status
+    stream = asyncio.StreamReader()
+    daemon = Daemon(config(tmp_path, api.url), SECRET, stdin=stream)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        await wait_until(lambda: len(daemon.allowlist) == 1)
+        stream.feed_data((record_to_json(eid_record(ALLOWED_EIDS[0])) + "\n").encode() * 3)
+        if discarded:
+            await wait_until(
+                lambda: (
+                    bool(api.state.heartbeats)
+                    and api.state.heartbeats[-1]["outbox_dropped"] >= 1
+                    and api.state.heartbeats[-1]["outbox_depth"] == 0
+                )
+            )
+        else:
+            # Retried, not discarded: still queued, nothing counted as dropped.
+            await wait_until(
+                lambda: (
+                    api.state.batch_posts >= 2
+                    and bool(api.state.heartbeats)
+                    and api.state.heartbeats[-1]["outbox_depth"] >= 1
+                )
+            )
+            assert api.state.heartbeats[-1]["outbox_dropped"] == 0
+        api.state.refuse_status = None
+        stream.feed_data((record_to_json(eid_record(ALLOWED_EIDS[0])) + "\n").encode() * 2)
+        await wait_until(lambda: sum(w["count"] for w in api.state.windows()) >= 2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    delivered = sum(w["count"] for w in api.state.windows())
+    # Refused for good: the first three sightings are gone (and were counted); otherwise they
+    # were kept and delivered once the server accepted batches again.
+    assert delivered == (2 if discarded else 5)
+
+
+async def test_bad_credentials_logged_once_even_with_nothing_to_upload(
+    api: Api, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="scanner")
+    allow(api, ALLOWED_EIDS[:1], 1)
+    api.state.secret = "the-server-knows-another-secret"
+    daemon = Daemon(config(tmp_path, api.url), SECRET, stdin=asyncio.StreamReader())
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        # Several refused allowlist requests (first try, then backoff retries).
+        await wait_until(lambda: api.state.rejected.count("bad_signature") >= 3)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    refused = [m for m in lines if m.startswith("bad credentials")]
+    assert len(refused) == 1, lines
+    assert "check scanner_id, secret and store_id" in refused[0]
+    assert "\n" not in refused[0]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
+import pytest
+
 from scanner.aggregate import WindowAggregate
-from scanner.outbox import Outbox
+from scanner.outbox import Outbox, OutboxError, OutboxWorker
 
 T0 = 1_763_800_000.0
 
@@ -119,3 +123,54 @@ def test_empty_outbox_has_no_batch(tmp_path: Path) -> None:
     box = open_box(tmp_path / "o.sqlite")
     assert box.next_batch(10, T0) is None
     assert box.depth() == 0
+
+
+def test_discard_deletes_a_refused_batch_and_counts_it(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    box = open_box(path)
+    box.put([win(i) for i in range(5)], T0)
+    batch = box.next_batch(3, T0)
+    assert batch is not None
+    assert box.discard(batch.batch_id) == 3
+    assert box.stats() == (2, 3)
+    assert box.discard(batch.batch_id) == 0
+    box.close()
+    box = open_box(path)
+    assert box.stats() == (2, 3)
+    box.close()
+
+
+async def test_worker_owns_the_connection_off_the_loop_thread(tmp_path: Path) -> None:
+    worker = OutboxWorker(tmp_path / "o.sqlite", max_rows=1000, max_bytes=10**7, max_age_s=3600)
+    try:
+        owner = worker.run_sync(lambda box: threading.current_thread())
+        assert owner is not threading.current_thread()
+        await worker.put([win(i) for i in range(4)], T0)
+        batch = await worker.next_batch(3, T0)
+        assert batch is not None
+        assert [w["id"] for w in batch.windows] == [f"{i:016x}" for i in range(3)]
+        assert await worker.ack(batch.batch_id) == 3
+        assert await worker.stats() == (1, 0)
+    finally:
+        await worker.aclose()
+    with pytest.raises(OutboxError):
+        await worker.stats()
+
+
+async def test_worker_completes_a_write_whose_caller_was_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    worker = OutboxWorker(path, max_rows=1000, max_bytes=10**7, max_age_s=3600)
+    put = asyncio.create_task(worker.put([win(i) for i in range(50)], T0))
+    await asyncio.sleep(0)  # the write is submitted to the worker thread
+    put.cancel()
+    await worker.aclose()  # runs after the submitted write
+    box = open_box(path)
+    assert box.depth() == 50
+    box.close()
+
+
+def test_worker_reports_an_unusable_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutboxError, match="cannot open outbox"):
+        OutboxWorker(blocker / "o.sqlite", max_rows=10, max_bytes=10**6, max_age_s=60)
