@@ -21,7 +21,7 @@ from store_server.floor import Floor, floor_from_dict
 from store_server.keys import CONFIG, SERVICE
 from store_server.keywrap import parse_master_key
 from store_server.service import StoreService
-from store_server.views import customer_api, scanner_api, staff
+from store_server.views import customer_api, manager, scanner_api, staff
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +190,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     app.add_routes(scanner_api.routes)
     customer_api.setup(app)
     staff.setup(app)
+    manager.setup(app)
 
     async def on_shutdown(app: web.Application) -> None:
         if SERVICE in app:
