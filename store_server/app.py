@@ -66,7 +66,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except StoreServerError as exc:
         page = not request.path.startswith(("/api/", "/ws/"))
-        if exc.status == 401 and page and request.method == "GET":
+        if exc.status == 401 and page and request.method in ("GET", "HEAD"):
             raise web.HTTPSeeOther("/login") from None
         return _error_response(exc.status, exc.code, exc.message, exc.field)
     except web.HTTPException as exc:
