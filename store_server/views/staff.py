@@ -167,7 +167,11 @@ async def board_ws(request: web.Request) -> web.WebSocketResponse:
             await service.close_card(str(data["id"]), user.username, str(data.get("as", "")))
 
     await service.hub.serve(
-        ws, user.username, lambda: service.board_snapshot(user.username), on_message
+        ws,
+        user.username,
+        lambda: service.board_snapshot(user.username),
+        on_message,
+        transport=request.transport,
     )
     return ws
 
