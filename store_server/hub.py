@@ -31,7 +31,7 @@ class _Board:
         self,
         ws: web.WebSocketResponse,
         username: str,
-        transport: asyncio.BaseTransport | None,
+        transport: asyncio.Transport | None,
     ) -> None:
         self.ws = ws
         self.username = username
@@ -84,7 +84,7 @@ class BoardHub:
         username: str,
         snapshot: Callable[[], Awaitable[dict[str, Any]]],
         on_message: Callable[[dict[str, Any]], Awaitable[None]],
-        transport: asyncio.BaseTransport | None = None,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         """Serve one board until it disconnects: snapshot first, then live events.
 
