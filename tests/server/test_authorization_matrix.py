@@ -100,7 +100,7 @@ def _bodies(text_hash: str) -> dict[tuple[str, str], Body]:
     now = time.time()
     csv = b"sku,name_fr,name_en,count,aisle\nMX-1,Tasse,Cup,3,1A\n"
     multipart = (
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.csv\"\r\n"
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="s.csv"\r\n'
         f"Content-Type: text/csv\r\n\r\n".encode()
         + csv
         + f"\r\n--{BOUNDARY}--\r\n".encode()
