@@ -21,7 +21,7 @@ from store_server.floor import Floor, floor_from_dict
 from store_server.keys import CONFIG, SERVICE
 from store_server.keywrap import parse_master_key
 from store_server.service import StoreService
-from store_server.views import customer_api, customer_pages, scanner_api, staff
+from store_server.views import customer_api, customer_pages, manager, scanner_api, staff
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except StoreServerError as exc:
         page = not request.path.startswith(("/api/", "/ws/"))
-        if exc.status == 401 and page and request.method == "GET":
+        if exc.status == 401 and page and request.method in ("GET", "HEAD"):
             raise web.HTTPSeeOther("/login") from None
         return _error_response(exc.status, exc.code, exc.message, exc.field)
     except web.HTTPException as exc:
@@ -191,6 +191,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     customer_api.setup(app)
     staff.setup(app)
     customer_pages.setup(app)
+    manager.setup(app)
 
     async def on_shutdown(app: web.Application) -> None:
         if SERVICE in app:

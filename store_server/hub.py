@@ -25,12 +25,19 @@ BOARD_HEARTBEAT_S = 20.0
 
 
 class _Board:
-    __slots__ = ("queue", "username", "ws")
+    __slots__ = ("queue", "sender", "transport", "username", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse, username: str) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        username: str,
+        transport: asyncio.Transport | None,
+    ) -> None:
         self.ws = ws
         self.username = username
+        self.transport = transport
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(BOARD_QUEUE_SIZE)
+        self.sender: asyncio.Task[None] | None = None
 
 
 class BoardHub:
@@ -51,9 +58,25 @@ class BoardHub:
                 board.queue.put_nowait(message)
             except asyncio.QueueFull:
                 logger.warning("dropping a board of user %s: it is not keeping up", board.username)
-                self._boards.discard(board)
-                board.queue = asyncio.Queue(1)
-                board.queue.put_nowait(None)
+                self._drop(board)
+
+    def _drop(self, board: _Board) -> None:
+        """Disconnect a board at once: its sender may be stuck on a full socket buffer."""
+        self._boards.discard(board)
+        if board.sender is not None:
+            board.sender.cancel()
+        if board.transport is not None:
+            board.transport.abort()  # no close handshake: the peer is not reading anyway
+        else:
+            board.queue = asyncio.Queue(1)
+            board.queue.put_nowait(None)
+
+    def disconnect_all(self) -> int:
+        """Cut every board's connection without a goodbye (operations, tests of resync)."""
+        boards = list(self._boards)
+        for board in boards:
+            self._drop(board)
+        return len(boards)
 
     async def serve(
         self,
@@ -61,11 +84,15 @@ class BoardHub:
         username: str,
         snapshot: Callable[[], Awaitable[dict[str, Any]]],
         on_message: Callable[[dict[str, Any]], Awaitable[None]],
+        transport: asyncio.Transport | None = None,
     ) -> None:
-        """Serve one board until it disconnects: snapshot first, then live events."""
-        board = _Board(ws, username)
+        """Serve one board until it disconnects: snapshot first, then live events.
+
+        `transport` (the request's) lets the hub cut a board that stopped reading.
+        """
+        board = _Board(ws, username, transport)
         self._boards.add(board)  # before the snapshot: no event is lost in between
-        sender = asyncio.create_task(self._send_loop(board))
+        sender = board.sender = asyncio.create_task(self._send_loop(board))
         try:
             await board.queue.put(await snapshot())
             async for msg in ws:

@@ -613,3 +613,87 @@ def record_batch(
         ).rowcount
         db.execute("UPDATE scanners SET last_seen_at = ? WHERE id = ?", [now, scanner_id])
     return bool(inserted)
+
+
+# -- manager pages ---------------------------------------------------------------------------
+
+
+def scanner_rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Registered scanners with their last heartbeat decoded (never their secrets)."""
+    found = rows(
+        db,
+        "SELECT id, store_id, created_at, revoked_at, last_heartbeat, last_seen_at"
+        " FROM scanners ORDER BY id",
+    )
+    for row in found:
+        raw = row.pop("last_heartbeat")
+        row["heartbeat"] = json.loads(raw) if raw else None
+    return found
+
+
+def stock_rows(db: sqlite_utils.Database, store_id: str) -> list[dict[str, Any]]:
+    return rows(
+        db,
+        "SELECT c.sku, c.name_fr, c.name_en, s.count, s.aisle FROM catalog c"
+        " LEFT JOIN stock s ON s.sku = c.sku AND s.store_id = ? ORDER BY c.sku",
+        [store_id],
+    )
+
+
+def set_stock(db: sqlite_utils.Database, store_id: str, sku: str, count: int, aisle: str) -> None:
+    """Set the count and aisle of a catalog item at this store."""
+    if count < 0:
+        raise ValidationError("must not be negative", field="count")
+    if not aisle.strip():
+        raise ValidationError("empty value", field="aisle")
+    with immediate(db):
+        if one(db, "SELECT sku FROM catalog WHERE sku = ?", [sku]) is None:
+            raise NotFoundError(f"no item {sku!r}")
+        db.execute(
+            "INSERT INTO stock (store_id, sku, count, aisle) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(store_id, sku) DO UPDATE SET count = excluded.count,"
+            " aisle = excluded.aisle",
+            [store_id, sku, count, aisle.strip()],
+        )
+
+
+def staff_rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Staff accounts without their password hashes."""
+    return rows(
+        db,
+        "SELECT username, role, created_at, disabled FROM staff_users ORDER BY username",
+    )
+
+
+def set_staff_disabled(db: sqlite_utils.Database, username: str, disabled: bool) -> None:
+    """Disable (and sign out everywhere) or re-enable a staff account."""
+    with immediate(db):
+        if not db.execute(
+            "UPDATE staff_users SET disabled = ? WHERE username = ?", [int(disabled), username]
+        ).rowcount:
+            raise NotFoundError(f"no account {username!r}")
+        if disabled:
+            db.execute("DELETE FROM sessions WHERE username = ?", [username])
+
+
+def access_log_rows(db: sqlite_utils.Database, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` access log entries, newest first."""
+    return rows(
+        db,
+        "SELECT id, customer_id, staff_user, card_id, action, at FROM access_log"
+        " ORDER BY id DESC LIMIT ?",
+        [limit],
+    )
+
+
+def log_views(
+    db: sqlite_utils.Database, viewer: str, customer_ids: Iterable[str], action: str, now: float
+) -> None:
+    """Record that `viewer` saw data about each customer (the access log logs itself)."""
+    with immediate(db):
+        for customer_id in dict.fromkeys(customer_ids):
+            db.execute(
+                "INSERT INTO access_log (customer_id, staff_user, card_id, action, at)"
+                " SELECT ?, ?, NULL, ?, ? WHERE EXISTS (SELECT 1 FROM customers WHERE id = ?)",
+                [customer_id, viewer, action, now, customer_id],
+            )

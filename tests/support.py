@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -34,3 +36,14 @@ async def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {limit_s} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def screenshot_dir() -> Path:
+    """Where browser tests write their screenshots.
+
+    `docs/images/` when BULLE_UPDATE_SCREENSHOTS=1 (to refresh the pictures in the docs),
+    otherwise a temporary folder, so that a test run leaves the work tree clean.
+    """
+    if os.environ.get("BULLE_UPDATE_SCREENSHOTS") == "1":
+        return Path(__file__).resolve().parent.parent / "docs" / "images"
+    return Path(tempfile.gettempdir()) / "bulle-screenshots"

@@ -27,7 +27,7 @@ from scanner.uploader import Uploader
 from store_server import identity, repo
 from store_server.policy import Preferences, greeting_text, shown_name
 from tests.server.conftest import STORE_ID, Harness, server
-from tests.support import require_system_component, wait_until
+from tests.support import require_system_component, screenshot_dir, wait_until
 
 __all__ = ["server"]  # the fixture, imported so that this top-level module can use it
 
@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+IMAGES = screenshot_dir()
 # A phone next to the interior scanner of the coffee machines (well above its -72 dBm floor).
 NEAR_RSSI_DBM = -58
 # The phone advertises four times a second (a typical Android "balanced" interval).

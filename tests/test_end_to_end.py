@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from store_server.demo import DEMO_USER, DemoStore
-from tests.support import require_system_component, wait_until
+from tests.support import require_system_component, screenshot_dir, wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
@@ -191,7 +191,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "board.png"
+SCREENSHOT = screenshot_dir() / "board.png"
 
 
 @pytest.mark.browser

@@ -59,7 +59,7 @@ async def require_user(request: web.Request, role: str | None = None) -> StaffUs
     return user
 
 
-def _page(request: web.Request, template: str, **context: Any) -> web.Response:
+def page(request: web.Request, template: str, **context: Any) -> web.Response:
     lang = _lang(request)
     response = aiohttp_jinja2.render_template(
         template, request, {"t": STRINGS[lang], "lang": lang, **context}
@@ -83,7 +83,7 @@ async def index(request: web.Request) -> web.Response:
 
 @routes.get("/login")
 async def login_page(request: web.Request) -> web.Response:
-    return _page(request, "login.html", error=None)
+    return page(request, "login.html", error=None)
 
 
 def _throttled(request: web.Request, username: str, now: float) -> bool:
@@ -106,7 +106,7 @@ async def login(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     now = time.monotonic()
     if _throttled(request, username, now):
-        response = _page(request, "login.html", error="throttled")
+        response = page(request, "login.html", error="throttled")
         response.set_status(429)
         return response
     try:
@@ -115,7 +115,7 @@ async def login(request: web.Request) -> web.Response:
         failures: dict[str, deque[float]] = request.app[_failures]
         failures[f"user:{username}"].append(now)
         failures[f"addr:{request.remote}"].append(now)
-        response = _page(request, "login.html", error="bad_login")
+        response = page(request, "login.html", error="bad_login")
         response.set_status(401)
         return response
     wall = service.clock()
@@ -152,7 +152,7 @@ async def board(request: web.Request) -> web.Response:
     user = await current_user(request)
     if user is None:
         raise web.HTTPSeeOther("/login")
-    return _page(request, "board.html", user=user)
+    return page(request, "board.html", user=user)
 
 
 @routes.get("/ws/board")
@@ -167,7 +167,11 @@ async def board_ws(request: web.Request) -> web.WebSocketResponse:
             await service.close_card(str(data["id"]), user.username, str(data.get("as", "")))
 
     await service.hub.serve(
-        ws, user.username, lambda: service.board_snapshot(user.username), on_message
+        ws,
+        user.username,
+        lambda: service.board_snapshot(user.username),
+        on_message,
+        transport=request.transport,
     )
     return ws
 

@@ -1,0 +1,359 @@
+"""Manager pages: scanners, zones and calibration, stock, staff accounts, consent audit, access log.
+
+Every route checks, on every request, that the signed-in user is a manager (the role is read
+from the database with the session, so a demotion or a disabled account takes effect at once).
+Pages that show anything about customers record the view itself in the access log.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from aiohttp import web
+
+from store_server import repo, staff
+from store_server.consent import verify_chain
+from store_server.errors import (
+    AuthenticationError,
+    ConsentLogError,
+    StoreServerError,
+    ValidationError,
+)
+from store_server.keys import SERVICE
+from store_server.service import StoreService
+from store_server.staff import StaffUser
+from store_server.stock import parse_stock_csv
+from store_server.views.staff import current_user, page
+
+logger = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+# A scanner heartbeats every 15 s by default: three missed beats mean it is in trouble.
+SCANNER_STALE_S = 45.0
+# The access log page shows the newest entries only: enough for a daily check, and each
+# customer named on the page costs one more access log row.
+ACCESS_LOG_PAGE_ROWS = 200
+# The consent audit shows the newest entries; the whole chain is still verified.
+CONSENT_LOG_PAGE_ROWS = 500
+# The pseudonymous subject reference is shown shortened: enough to match rows by eye.
+SUBJECT_REF_CHARS = 16
+# Scanner ids are short names written in configuration files and logs.
+SCANNER_ID_MAX = 64
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ManagerHandler = Callable[[web.Request, StaffUser], Awaitable[web.StreamResponse]]
+
+
+def manager_only(handler: ManagerHandler) -> Handler:
+    """Wrap a handler: anonymous -> sign in (401), staff -> 403 page, manager -> handler."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        user = await current_user(request)
+        if user is None:
+            raise AuthenticationError("sign in first")
+        if user.role != "manager":
+            response = page(request, "forbidden.html", user=user)
+            response.set_status(403)
+            return response
+        return await handler(request, user)
+
+    return wrapper
+
+
+def _service(request: web.Request) -> StoreService:
+    return request.app[SERVICE]
+
+
+def _manager_page(
+    request: web.Request, user: StaffUser, template: str, *, status: int = 200, **context: Any
+) -> web.Response:
+    response = page(request, template, user=user, section=template, fmt_time=format_time, **context)
+    response.set_status(status)
+    return response
+
+
+def _error_text(exc: StoreServerError) -> str:
+    return f"{exc.field}: {exc.message}" if exc.field else exc.message
+
+
+@routes.get("/manager")
+@manager_only
+async def manager_home(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/manager/scanners")
+
+
+# -- scanners --------------------------------------------------------------------------------
+
+
+async def _scanners_page(
+    request: web.Request,
+    user: StaffUser,
+    *,
+    secret: tuple[str, str] | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    service = _service(request)
+    now = service.clock()
+    found = await service.db.run(repo.scanner_rows)
+    for row in found:
+        seen = row["last_seen_at"]
+        if row["revoked_at"] is not None:
+            row["state"] = "revoked"
+        elif seen is None or now - seen > SCANNER_STALE_S:
+            row["state"] = "stale"
+        else:
+            row["state"] = "active"
+        row["age_s"] = None if seen is None else max(0, round(now - seen))
+    return _manager_page(
+        request,
+        user,
+        "manager_scanners.html",
+        scanners=found,
+        secret=secret,
+        error=error,
+        status=status,
+    )
+
+
+@routes.get("/manager/scanners")
+@manager_only
+async def scanners(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    return await _scanners_page(request, user)
+
+
+def _valid_scanner_id(value: str) -> bool:
+    return 0 < len(value) <= SCANNER_ID_MAX and value.replace("-", "").replace("_", "").isalnum()
+
+
+@routes.post("/manager/scanners")
+@manager_only
+async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    form = await request.post()
+    scanner_id = str(form.get("scanner_id", "")).strip()
+    if not _valid_scanner_id(scanner_id):
+        return await _scanners_page(
+            request, user, error="scanner_id: letters, digits, '-', '_' (1-64)", status=422
+        )
+    service = _service(request)
+    secret = secrets.token_urlsafe(32)
+    wrapped = service.wrap_scanner_secret(scanner_id, secret)
+    now = service.clock()
+    await service.db.run(
+        lambda db: repo.add_scanner(db, scanner_id, service.store_id, wrapped, now)
+    )
+    logger.info("scanner %s registered by %s", scanner_id, user.username)
+    # The secret is rendered in this one response (no-store) and never again.
+    return await _scanners_page(request, user, secret=(scanner_id, secret))
+
+
+@routes.post("/manager/scanners/{scanner_id}/revoke")
+@manager_only
+async def revoke_scanner(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    scanner_id = request.match_info["scanner_id"]
+    service = _service(request)
+    now = service.clock()
+    await service.db.run(lambda db: repo.revoke_scanner(db, scanner_id, now))
+    logger.info("scanner %s revoked by %s", scanner_id, user.username)
+    raise web.HTTPSeeOther("/manager/scanners")
+
+
+# -- zones and calibration -------------------------------------------------------------------
+
+
+@routes.get("/manager/zones")
+@manager_only
+async def zones(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    service = _service(request)
+    registered = {str(r["id"]) for r in await service.db.run(repo.scanner_rows)}
+    return _manager_page(
+        request,
+        user,
+        "manager_zones.html",
+        zones=service.floor.zones,
+        scanners=service.floor.scanners,
+        registered=registered,
+    )
+
+
+# -- stock -----------------------------------------------------------------------------------
+
+
+async def _stock_page(
+    request: web.Request,
+    user: StaffUser,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> web.Response:
+    service = _service(request)
+    items = await service.db.run(lambda db: repo.stock_rows(db, service.store_id))
+    return _manager_page(
+        request,
+        user,
+        "manager_stock.html",
+        items=items,
+        notice=notice,
+        error=error,
+        status=status,
+    )
+
+
+@routes.get("/manager/stock")
+@manager_only
+async def stock(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    return await _stock_page(request, user)
+
+
+@routes.post("/manager/stock/import")
+@manager_only
+async def stock_import(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    form = await request.post()
+    upload = form.get("file")
+    service = _service(request)
+    try:
+        if not isinstance(upload, web.FileField):
+            raise ValidationError("choose a CSV file", field="file")
+        try:
+            text = upload.file.read().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValidationError("the file is not UTF-8 text", field="file") from None
+        items = parse_stock_csv(text)
+        count = await service.db.run(lambda db: repo.upsert_stock(db, service.store_id, items))
+    except StoreServerError as exc:
+        return await _stock_page(request, user, error=_error_text(exc), status=422)
+    logger.info("%s stock items imported by %s", count, user.username)
+    return await _stock_page(request, user, notice=f"imported:{count}")
+
+
+@routes.post("/manager/stock/{sku}")
+@manager_only
+async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    sku = request.match_info["sku"]
+    form = await request.post()
+    service = _service(request)
+    try:
+        try:
+            count = int(str(form.get("count", "")))
+        except ValueError:
+            raise ValidationError("not a whole number", field="count") from None
+        aisle = str(form.get("aisle", ""))
+        await service.db.run(lambda db: repo.set_stock(db, service.store_id, sku, count, aisle))
+    except StoreServerError as exc:
+        if exc.status == 404:
+            raise
+        return await _stock_page(request, user, error=_error_text(exc), status=422)
+    raise web.HTTPSeeOther("/manager/stock")
+
+
+# -- staff accounts --------------------------------------------------------------------------
+
+
+async def _staff_page(
+    request: web.Request, user: StaffUser, *, error: str | None = None, status: int = 200
+) -> web.Response:
+    accounts = await _service(request).db.run(repo.staff_rows)
+    return _manager_page(
+        request, user, "manager_staff.html", accounts=accounts, error=error, status=status
+    )
+
+
+@routes.get("/manager/staff")
+@manager_only
+async def staff_accounts(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    return await _staff_page(request, user)
+
+
+@routes.post("/manager/staff")
+@manager_only
+async def staff_add(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    form = await request.post()
+    username = str(form.get("username", "")).strip()[:64]
+    password = str(form.get("password", ""))[:1024]
+    role = cast(staff.Role, str(form.get("role", "staff")))
+    service = _service(request)
+    now = service.clock()
+    try:
+        await service.db.run(lambda db: staff.add_user(db, username, password, role, now))
+    except StoreServerError as exc:
+        return await _staff_page(request, user, error=_error_text(exc), status=422)
+    logger.info("account %s (%s) created by %s", username, role, user.username)
+    raise web.HTTPSeeOther("/manager/staff")
+
+
+@routes.post("/manager/staff/{username}/disable")
+@manager_only
+async def staff_disable(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    username = request.match_info["username"]
+    if username == user.username:
+        return await _staff_page(request, user, error="you cannot disable yourself", status=422)
+    await _service(request).db.run(lambda db: repo.set_staff_disabled(db, username, True))
+    logger.info("account %s disabled by %s", username, user.username)
+    raise web.HTTPSeeOther("/manager/staff")
+
+
+@routes.post("/manager/staff/{username}/enable")
+@manager_only
+async def staff_enable(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    username = request.match_info["username"]
+    await _service(request).db.run(lambda db: repo.set_staff_disabled(db, username, False))
+    logger.info("account %s enabled by %s", username, user.username)
+    raise web.HTTPSeeOther("/manager/staff")
+
+
+# -- consent audit and access log ------------------------------------------------------------
+
+
+@routes.get("/manager/consent-log")
+@manager_only
+async def consent_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    """The consent proof: pseudonymous subject references only (no customer is named)."""
+    entries = await _service(request).db.run(repo.consent_log_rows)
+    try:
+        verified: int | None = verify_chain(entries)
+        broken = None
+    except ConsentLogError as exc:
+        verified, broken = None, exc.message
+    shown = entries[-CONSENT_LOG_PAGE_ROWS:][::-1]
+    return _manager_page(
+        request,
+        user,
+        "manager_consent.html",
+        entries=shown,
+        verified=verified,
+        broken=broken,
+        ref_chars=SUBJECT_REF_CHARS,
+    )
+
+
+@routes.get("/manager/access-log")
+@manager_only
+async def access_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    """Who saw which card when; viewing this page is itself logged for every customer shown."""
+    service = _service(request)
+    entries = await service.db.run(lambda db: repo.access_log_rows(db, ACCESS_LOG_PAGE_ROWS))
+    now = service.clock()
+    customers = [str(e["customer_id"]) for e in entries]
+    await service.db.run(lambda db: repo.log_views(db, user.username, customers, "audit_view", now))
+    for entry in entries:
+        entry["subject"] = service.subject_ref(str(entry.pop("customer_id")))[:SUBJECT_REF_CHARS]
+    return _manager_page(request, user, "manager_access.html", entries=entries)
+
+
+def format_time(value: float | None) -> str:
+    """A timestamp as local date and time for the tables (template filter)."""
+    if value is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+
+
+def setup(app: web.Application) -> None:
+    app.add_routes(routes)

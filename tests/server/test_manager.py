@@ -1,0 +1,235 @@
+"""Manager pages: scanners, zones, stock, staff accounts, consent audit, access log."""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+import pytest
+
+from store_server import repo
+from store_server.i18n import STRINGS
+from store_server.views.staff import cookie_name
+from tests.server.conftest import Harness, Scanner, bearer
+
+COOKIE = cookie_name(False)
+MANAGER, STAFF = "margot", "samir"
+PASSWORD = "correct horse battery"
+
+
+async def session(server: Harness, username: str) -> dict[str, str]:
+    resp = await server.client.post(
+        "/login", data={"username": username, "password": PASSWORD}, allow_redirects=False
+    )
+    assert resp.status == 303
+    morsel = resp.cookies.get(COOKIE)
+    assert morsel is not None
+    return {"Cookie": f"{COOKIE}={morsel.value}"}
+
+
+@pytest.fixture
+async def manager(server: Harness) -> dict[str, str]:
+    await server.add_staff(MANAGER, PASSWORD, "manager")
+    return await session(server, MANAGER)
+
+
+async def text(resp: aiohttp.ClientResponse) -> str:
+    assert resp.content_type == "text/html"
+    return await resp.text()
+
+
+def test_strings_have_the_same_keys_in_every_language() -> None:
+    assert set(STRINGS["fr"]) == set(STRINGS["en"])
+
+
+async def test_staff_gets_403_page_on_every_manager_page(server: Harness) -> None:
+    await server.add_staff(STAFF, PASSWORD, "staff")
+    cookie = await session(server, STAFF)
+    for path in ("/manager", "/manager/scanners", "/manager/stock", "/manager/access-log"):
+        resp = await server.client.get(path, headers=cookie, allow_redirects=False)
+        assert resp.status == 403
+        assert STRINGS["fr"]["forbidden_text"] in await text(resp)
+    resp = await server.client.post(
+        "/manager/staff",
+        data={"username": "eve", "password": "x" * 20, "role": "manager"},
+        headers=cookie,
+        allow_redirects=False,
+    )
+    assert resp.status == 403
+    assert await server.rows("SELECT * FROM staff_users WHERE username = 'eve'") == []
+
+
+async def test_register_scanner_shows_secret_once_and_it_signs(
+    server: Harness, manager: dict[str, str]
+) -> None:
+    resp = await server.client.post(
+        "/manager/scanners", data={"scanner_id": "s-new"}, headers=manager
+    )
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"
+    page = await text(resp)
+    found = re.search(r'id="scanner-secret">([^<]+)<', page)
+    assert found is not None
+    secret = found.group(1)
+    # The secret works for a signed request, and is never shown again.
+    scanner = Scanner("s-new", secret)
+    assert (await server.signed(scanner, "GET", "/api/scanner/v1/allowlist")).status == 200
+    listing = await text(await server.client.get("/manager/scanners", headers=manager))
+    assert "s-new" in listing
+    assert secret not in listing
+    # Revoke: the scanner's next request is refused.
+    resp = await server.client.post(
+        "/manager/scanners/s-new/revoke", headers=manager, allow_redirects=False
+    )
+    assert resp.status == 303
+    assert (await server.signed(scanner, "GET", "/api/scanner/v1/allowlist")).status == 401
+
+
+async def test_register_scanner_rejects_bad_id(server: Harness, manager: dict[str, str]) -> None:
+    resp = await server.client.post(
+        "/manager/scanners", data={"scanner_id": "<b>x</b>"}, headers=manager
+    )
+    assert resp.status == 422
+    assert await server.rows("SELECT * FROM scanners") == []
+
+
+async def test_scanner_health_from_heartbeat(server: Harness, manager: dict[str, str]) -> None:
+    await server.add_scanner("s-till")
+    heartbeat = {
+        "adapter": "powered",
+        "frames_seen_per_s": 12.5,
+        "frames_passed_per_s": 0.5,
+        "outbox_depth": 37,
+        "outbox_dropped": 4,
+        "version": "9.8.7",
+    }
+    await server.service.db.run(
+        lambda db: repo.record_heartbeat(db, "s-till", heartbeat, server.service.clock())
+    )
+    page = await text(await server.client.get("/manager/scanners?lang=en", headers=manager))
+    row = page.split('data-scanner="s-till"')[1].split("</tr>")[0]
+    for expected in ("powered", "12.5 / 0.5", ">37<", ">4<", "9.8.7", "active"):
+        assert expected in row
+
+
+async def test_zones_page_shows_calibration(server: Harness, manager: dict[str, str]) -> None:
+    page = await text(await server.client.get("/manager/zones?lang=en", headers=manager))
+    for spec in server.service.floor.scanners:
+        row = page.split(f'data-scanner="{spec.id}"')[1].split("</tr>")[0]
+        assert f"{spec.rssi_offset_db:+.1f}" in row
+    for zone in server.service.floor.zones:
+        assert zone.name_en in page
+
+
+async def test_stock_edit_and_csv_import(server: Harness, manager: dict[str, str]) -> None:
+    resp = await server.client.post(
+        "/manager/stock/GAS-GASKET-58",
+        data={"count": "17", "aisle": "9B"},
+        headers=manager,
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    stock = await server.rows("SELECT count, aisle FROM stock WHERE sku = 'GAS-GASKET-58'")
+    assert stock == [{"count": 17, "aisle": "9B"}]
+    bad = await server.client.post(
+        "/manager/stock/GAS-GASKET-58", data={"count": "-1", "aisle": "9B"}, headers=manager
+    )
+    assert bad.status == 422
+    form = aiohttp.FormData()
+    form.add_field(
+        "file",
+        b"sku,name_fr,name_en,count,aisle\nNEW-1,Tasse,Cup,5,2A\n",
+        filename="stock.csv",
+        content_type="text/csv",
+    )
+    resp = await server.client.post("/manager/stock/import", data=form, headers=manager)
+    assert resp.status == 200
+    assert f"{STRINGS['fr']['imported']} 1" in await text(resp)
+    assert await server.rows("SELECT count, aisle FROM stock WHERE sku = 'NEW-1'") == [
+        {"count": 5, "aisle": "2A"}
+    ]
+    form = aiohttp.FormData()
+    form.add_field("file", b"wrong,header\n1,2\n", filename="x.csv", content_type="text/csv")
+    resp = await server.client.post("/manager/stock/import", data=form, headers=manager)
+    assert resp.status == 422
+    assert "header" in await text(resp)
+
+
+async def test_staff_accounts_add_disable(server: Harness, manager: dict[str, str]) -> None:
+    resp = await server.client.post(
+        "/manager/staff",
+        data={"username": STAFF, "password": PASSWORD, "role": "staff"},
+        headers=manager,
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    staff_cookie = await session(server, STAFF)
+    assert (await server.client.get("/board", headers=staff_cookie)).status == 200
+    listing = await text(await server.client.get("/manager/staff", headers=manager))
+    assert f'data-user="{STAFF}"' in listing
+    assert "argon2" not in listing
+    resp = await server.client.post(
+        f"/manager/staff/{STAFF}/disable", headers=manager, allow_redirects=False
+    )
+    assert resp.status == 303
+    # Disabled: the open session is gone and sign-in fails.
+    resp = await server.client.get("/board", headers=staff_cookie, allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/login"
+    resp = await server.client.post(
+        "/login", data={"username": STAFF, "password": PASSWORD}, allow_redirects=False
+    )
+    assert resp.status == 401
+    # A manager cannot lock themselves out.
+    resp = await server.client.post(f"/manager/staff/{MANAGER}/disable", headers=manager)
+    assert resp.status == 422
+    short = await server.client.post(
+        "/manager/staff",
+        data={"username": "tom", "password": "short", "role": "staff"},
+        headers=manager,
+    )
+    assert short.status == 422
+
+
+async def _greeted_customer(server: Harness) -> str:
+    token = await server.enroll()
+    assert (await server.grant(token, "greeting")).status == 201
+    await server.client.put(
+        "/api/v1/preferences",
+        json={"display_name": "Sylvie", "name_form": "first_name"},
+        headers=bearer(token),
+    )
+    return token
+
+
+async def test_consent_audit_shows_chain_status_without_names(
+    server: Harness, manager: dict[str, str]
+) -> None:
+    await _greeted_customer(server)
+    page = await text(await server.client.get("/manager/consent-log?lang=en", headers=manager))
+    assert "Chain verified: 1 entries intact." in page
+    assert "Sylvie" not in page
+    customer = (await server.rows("SELECT id FROM customers"))[0]["id"]
+    assert customer not in page
+    ref = (await server.rows("SELECT subject_ref FROM consent_log"))[0]["subject_ref"]
+    assert ref[:16] in page
+
+
+async def test_access_log_view_is_itself_logged(server: Harness, manager: dict[str, str]) -> None:
+    token = await _greeted_customer(server)
+    customer = (await server.rows("SELECT id FROM customers"))[0]["id"]
+    resp = await server.client.post("/api/v1/check-in", json={}, headers=bearer(token))
+    assert (await resp.json()) == {"checked_in": True}
+    card = (await server.rows("SELECT id FROM cards"))[0]["id"]
+    await server.service.close_card(card, "samir", "greeted")
+    page = await text(await server.client.get("/manager/access-log", headers=manager))
+    assert card in page
+    assert "samir" in page
+    assert customer not in page
+    views = await server.rows(
+        "SELECT customer_id, staff_user FROM access_log WHERE action = 'audit_view'"
+    )
+    assert views == [{"customer_id": customer, "staff_user": MANAGER}]
+    # The next view shows the previous one.
+    page = await text(await server.client.get("/manager/access-log", headers=manager))
+    assert "audit_view" in page
