@@ -166,6 +166,7 @@ class PresenceSettings:
     # flaps (lab: 0 per hour while dwelling) and every second of hold is a second in the wrong
     # zone at each crossing (lab, 1 s: boundary mis-identification 18 % instead of 9 %).
     zone_hold_s: float = 0.0
+
     def __post_init__(self) -> None:
         if self.smoothing_windows < 1:
             raise ValueError("smoothing_windows must be at least 1")
@@ -376,8 +377,9 @@ class PresenceEngine:
     def _evaluate(self, subject: str, state: _Subject, now: float) -> list[PresenceEvent]:
         settings = self._settings
         state.dirty = False
-        fresh: list[tuple[ScannerSpec, float]] = []
-        frozen: list[tuple[ScannerSpec, float]] = []
+        # (scanner, smoothed value, value for the position fit)
+        fresh: list[tuple[ScannerSpec, float, float]] = []
+        frozen: list[tuple[ScannerSpec, float, float]] = []
         dwell = False
         interior_best = NO_SIGNAL
         for scanner_id, track in state.tracks.items():
@@ -389,23 +391,23 @@ class PresenceEngine:
                 # Arrival and the position fit look at the latest windows themselves: the
                 # smoothed value lags a walker by a window or two.
                 latest = track.windows[-1][1]
-                fresh.append((spec, latest))
+                fresh.append((spec, value, latest))
                 if spec.interior:
                     interior_best = max(interior_best, latest)
                 elif latest >= settings.entrance_dwell_rssi_dbm:
                     dwell = True
             else:
-                frozen.append((spec, value))
+                frozen.append((spec, value, value))
         if not fresh and not frozen:
             # Nothing usable: keep every decision as it is.
             return []
         # A silent scanner's frozen value only counts while too few live ones remain.
         usable = fresh if len(fresh) >= settings.min_fit_scanners else fresh + frozen
-        best_scanner, _ = max(usable, key=lambda sv: (sv[1], sv[0].id))
+        best_scanner = max(usable, key=lambda r: (r[1], r[0].id))[0]
 
         position: tuple[float, float] | None = None
         if len(usable) >= settings.min_fit_scanners:
-            position = self._fit(usable, state.position)
+            position = self._fit([(spec, fit) for spec, _, fit in usable], state.position)
             state.position = position
 
         changed = self._update_zone(state, usable, position, now)
@@ -449,7 +451,7 @@ class PresenceEngine:
     def _update_zone(
         self,
         state: _Subject,
-        usable: list[tuple[ScannerSpec, float]],
+        usable: list[tuple[ScannerSpec, float, float]],
         position: tuple[float, float] | None,
         now: float,
     ) -> bool:
@@ -465,7 +467,7 @@ class PresenceEngine:
             # Too few scanners for a position: the zone of the strongest scanner, whose
             # challenger must win by a margin.
             scores: dict[str, float] = {}
-            for spec, value in usable:
+            for spec, value, _ in usable:
                 scores[spec.zone] = max(scores.get(spec.zone, NO_SIGNAL), value)
             leader = max(scores, key=lambda z: (scores[z], z))
             incumbent = NO_SIGNAL if state.zone is None else scores.get(state.zone, NO_SIGNAL)
@@ -510,7 +512,11 @@ class PresenceEngine:
             sum(w * s.position[0] for (s, _), w in zip(top, weights, strict=True)) / total,
             sum(w * s.position[1] for (s, _), w in zip(top, weights, strict=True)) / total,
         )
-        starts = [centroid] if previous is None else [previous, centroid]
+        # The cost has local minima: start also just off the strongest scanner.
+        strongest = ranked[0][0].position
+        starts = [centroid, (strongest[0] + 0.5, strongest[1] + 0.5)]
+        if previous is not None:
+            starts.append(previous)
         best: tuple[float, float] = centroid
         best_cost = math.inf
         for start in starts:
