@@ -76,12 +76,15 @@ REDUCED_REPEATS = 8
 PASSERS_AT_ONCE = 200
 DEFAULT_STORE = Path("seeds/store.toml")
 # Scanners the lab adds to the demo layout: one scanner cannot cover the 12 m entrance strip
-# (its corners are nearer the machines and parts scanners), and the front of the machines
-# zone is nearer the entrance scanner than the machines one.
+# (its corners are nearer the machines and parts scanners), the front of the machines zone is
+# nearer the entrance scanner than the machines one, and the position fit needs scanners close
+# to the machines/parts and machines/checkout edge (x = 6) to place customers walking along it.
 LAB_EXTRA_SCANNERS = (
     ScannerSpec("lab-entrance-west", "entrance", (2.0, 1.2), False, 0.0),
     ScannerSpec("lab-entrance-east", "entrance", (10.0, 1.2), False, 0.0),
     ScannerSpec("lab-machines-front", "machines", (3.0, 3.6), True, 0.0),
+    ScannerSpec("lab-parts-west", "parts", (7.5, 4.0), True, 0.0),
+    ScannerSpec("lab-checkout-west", "checkout", (7.5, 7.2), True, 0.0),
 )
 
 # The goals of the issue.
