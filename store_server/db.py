@@ -249,3 +249,22 @@ def m002_consent_store(db: sqlite_utils.Database) -> None:
     counts as "this store".
     """
     db.execute("ALTER TABLE consents ADD COLUMN store_id TEXT")
+
+
+@migrations()
+def m003_scanner_calibration(db: sqlite_utils.Database) -> None:
+    """Calibration offsets set by a manager, overriding the store file's `rssi_offset_db`.
+
+    Kept in the database rather than written back to the store file: configuration files
+    stay as the operator wrote them, and every change records who made it and when.
+    """
+    db.executescript(
+        """
+        CREATE TABLE scanner_calibration (
+            scanner_id TEXT PRIMARY KEY,
+            rssi_offset_db REAL NOT NULL CHECK (rssi_offset_db BETWEEN -30 AND 30),
+            updated_by TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        """
+    )

@@ -162,8 +162,8 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "yes": "oui",
         "no": "non",
         "calibration_readonly": (
-            "Le calibrage se modifie dans le fichier du magasin (store_file),"
-            " puis on redémarre le serveur."
+            "La correction s'ajoute au RSSI de chaque lecteur; elle prend effet tout de suite"
+            " et remplace la valeur du fichier du magasin (store_file)."
         ),
         "sku": "Référence",
         "item": "Article",
@@ -342,7 +342,8 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "yes": "yes",
         "no": "no",
         "calibration_readonly": (
-            "Calibration is edited in the store file (store_file), then the server is restarted."
+            "The offset is added to each scanner's RSSI; it takes effect at once and overrides"
+            " the store file's value (store_file)."
         ),
         "sku": "SKU",
         "item": "Item",

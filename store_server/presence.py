@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from store_server.floor import Floor, FloorError, ScannerSpec
@@ -227,6 +227,17 @@ class PresenceEngine:
         self._subjects: dict[str, _Subject] = {}
         self._scanner_last: dict[str, float] = {}
         self._now = NO_SIGNAL
+
+    def set_calibration(self, scanner_id: str, rssi_offset_db: float) -> None:
+        """Use a new calibration offset for one scanner from now on (FloorError if unknown)."""
+        spec = self._scanners.get(scanner_id)
+        if spec is None:
+            raise FloorError(f"unknown scanner {scanner_id!r}")
+        self._scanners[scanner_id] = replace(spec, rssi_offset_db=rssi_offset_db)
+
+    def calibration(self) -> dict[str, float]:
+        """The calibration offset in force for each scanner of the floor."""
+        return {sid: spec.rssi_offset_db for sid, spec in self._scanners.items()}
 
     @property
     def settings(self) -> PresenceSettings:

@@ -697,3 +697,26 @@ def log_views(
                 " SELECT ?, ?, NULL, ?, ? WHERE EXISTS (SELECT 1 FROM customers WHERE id = ?)",
                 [customer_id, viewer, action, now, customer_id],
             )
+
+
+# -- calibration -----------------------------------------------------------------------------
+
+
+def calibration_overrides(db: sqlite_utils.Database) -> dict[str, float]:
+    return {
+        str(r["scanner_id"]): float(r["rssi_offset_db"])
+        for r in rows(db, "SELECT scanner_id, rssi_offset_db FROM scanner_calibration")
+    }
+
+
+def set_calibration(
+    db: sqlite_utils.Database, scanner_id: str, rssi_offset_db: float, username: str, now: float
+) -> None:
+    with immediate(db):
+        db.execute(
+            "INSERT INTO scanner_calibration (scanner_id, rssi_offset_db, updated_by, updated_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT(scanner_id) DO UPDATE SET"
+            " rssi_offset_db = excluded.rssi_offset_db, updated_by = excluded.updated_by,"
+            " updated_at = excluded.updated_at",
+            [scanner_id, rssi_offset_db, username, now],
+        )

@@ -41,7 +41,12 @@ from store_server.consent import (
     subject_ref,
 )
 from store_server.db import Database, immediate
-from store_server.errors import AuthenticationError, ForbiddenError, NotFoundError
+from store_server.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+)
 from store_server.floor import Floor
 from store_server.hub import BoardHub
 from store_server.ingest import Batch, Heartbeat
@@ -61,6 +66,9 @@ PURGE_EVERY_S = 600.0
 # A window older than this when it reaches the server (outbox backlog) is counted but does
 # not drive presence: greeting someone who left an hour ago would be wrong.
 STALE_WINDOW_S = 30.0
+# Calibration offsets beyond 30 dB mean a broken antenna or a wrong placement, not a
+# calibration: refuse them.
+MAX_CALIBRATION_DB = 30.0
 # Longest allowed long poll for the allowlist (seconds).
 MAX_ALLOWLIST_WAIT_S = 30.0
 
@@ -124,6 +132,9 @@ class StoreService:
     async def prepare(self) -> None:
         """Load the consent texts and the consenting customers (no background task)."""
         await self.db.run(lambda db: repo.ensure_consent_texts(db, self._consent_texts))
+        for scanner_id, offset in (await self.db.run(repo.calibration_overrides)).items():
+            if scanner_id in self.engine.calibration():
+                self.engine.set_calibration(scanner_id, offset)
         await self._refresh_consenting(self.clock())
 
     async def start(self) -> None:
@@ -508,6 +519,21 @@ class StoreService:
                         )
 
         await self.db.run(transaction)
+
+    async def set_calibration(self, scanner_id: str, rssi_offset_db: float, username: str) -> None:
+        """Store a manager's calibration offset and apply it to the engine at once."""
+        if scanner_id not in self.engine.calibration():
+            raise NotFoundError(f"no scanner {scanner_id!r} on this store's floor")
+        if not -MAX_CALIBRATION_DB <= rssi_offset_db <= MAX_CALIBRATION_DB:
+            raise ValidationError(
+                f"between -{MAX_CALIBRATION_DB:g} and {MAX_CALIBRATION_DB:g} dB",
+                field="rssi_offset_db",
+            )
+        now = self.clock()
+        await self.db.run(
+            lambda db: repo.set_calibration(db, scanner_id, rssi_offset_db, username, now)
+        )
+        self.engine.set_calibration(scanner_id, rssi_offset_db)
 
     # -- staff board ---------------------------------------------------------------------
 

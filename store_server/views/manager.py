@@ -168,19 +168,49 @@ async def revoke_scanner(request: web.Request, user: StaffUser) -> web.StreamRes
 # -- zones and calibration -------------------------------------------------------------------
 
 
-@routes.get("/manager/zones")
-@manager_only
-async def zones(request: web.Request, user: StaffUser) -> web.StreamResponse:
+async def _zones_page(
+    request: web.Request, user: StaffUser, *, error: str | None = None, status: int = 200
+) -> web.Response:
     service = _service(request)
     registered = {str(r["id"]) for r in await service.db.run(repo.scanner_rows)}
-    return _manager_page(
+    response = _manager_page(
         request,
         user,
         "manager_zones.html",
         zones=service.floor.zones,
         scanners=service.floor.scanners,
+        offsets=service.engine.calibration(),
         registered=registered,
+        error=error,
     )
+    response.set_status(status)
+    return response
+
+
+@routes.get("/manager/zones")
+@manager_only
+async def zones(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    return await _zones_page(request, user)
+
+
+@routes.post("/manager/zones/{scanner_id}/calibration")
+@manager_only
+async def calibrate(request: web.Request, user: StaffUser) -> web.StreamResponse:
+    scanner_id = request.match_info["scanner_id"]
+    form = await request.post()
+    service = _service(request)
+    try:
+        try:
+            offset = float(str(form.get("rssi_offset_db", "")).replace(",", "."))
+        except ValueError:
+            raise ValidationError("not a number", field="rssi_offset_db") from None
+        await service.set_calibration(scanner_id, offset, user.username)
+    except StoreServerError as exc:
+        if exc.status == 404:
+            raise
+        return await _zones_page(request, user, error=_error_text(exc), status=422)
+    logger.info("calibration of %s set to %+.1f dB by %s", scanner_id, offset, user.username)
+    raise web.HTTPSeeOther("/manager/zones")
 
 
 # -- stock -----------------------------------------------------------------------------------

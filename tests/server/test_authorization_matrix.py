@@ -44,6 +44,7 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     ("POST", "/manager/scanners"): (401, 403, 200, 401, 401),
     ("POST", "/manager/scanners/{scanner_id}/revoke"): (401, 403, 303, 401, 401),
     ("GET", "/manager/zones"): (303, 403, 200, 303, 303),
+    ("POST", "/manager/zones/{scanner_id}/calibration"): (401, 403, 303, 401, 401),
     ("GET", "/manager/stock"): (303, 403, 200, 303, 303),
     ("POST", "/manager/stock/import"): (401, 403, 200, 401, 401),
     ("POST", "/manager/stock/{sku}"): (401, 403, 303, 401, 401),
@@ -89,6 +90,7 @@ CONCRETE = {
     "/manager/staff/{username}/disable": "/manager/staff/victim/disable",
     "/manager/staff/{username}/enable": "/manager/staff/victim/enable",
     "/app/{page}": "/app/consents",
+    "/manager/zones/{scanner_id}/calibration": "/manager/zones/s-parts/calibration",
 }
 
 
@@ -123,6 +125,7 @@ def _bodies(text_hash: str) -> dict[tuple[str, str], Body]:
             multipart, f"multipart/form-data; boundary={BOUNDARY}"
         ),
         ("POST", "/manager/stock/{sku}"): _form(count="4", aisle="2B"),
+        ("POST", "/manager/zones/{scanner_id}/calibration"): _form(rssi_offset_db="-2.5"),
         ("POST", "/manager/staff"): _form(
             username="newcomer", password=PASSWORD.replace(" ", "+"), role="staff"
         ),

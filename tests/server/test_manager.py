@@ -9,6 +9,7 @@ import pytest
 
 from store_server import repo
 from store_server.i18n import STRINGS
+from store_server.service import StoreService
 from store_server.views.staff import cookie_name
 from tests.server.conftest import Harness, Scanner, bearer
 
@@ -116,7 +117,7 @@ async def test_zones_page_shows_calibration(server: Harness, manager: dict[str, 
     page = await text(await server.client.get("/manager/zones?lang=en", headers=manager))
     for spec in server.service.floor.scanners:
         row = page.split(f'data-scanner="{spec.id}"')[1].split("</tr>")[0]
-        assert f"{spec.rssi_offset_db:+.1f}" in row
+        assert f'value="{spec.rssi_offset_db:.1f}"' in row
     for zone in server.service.floor.zones:
         assert zone.name_en in page
 
@@ -233,3 +234,44 @@ async def test_access_log_view_is_itself_logged(server: Harness, manager: dict[s
     # The next view shows the previous one.
     page = await text(await server.client.get("/manager/access-log", headers=manager))
     assert "audit_view" in page
+
+
+async def test_manager_sets_a_calibration_that_applies_at_once_and_survives_restart(
+    server: Harness, manager: dict[str, str]
+) -> None:
+    headers = manager
+    service = server.service
+    assert service.engine.calibration()["s-parts"] == 0.0
+
+    resp = await server.client.post(
+        "/manager/zones/s-parts/calibration",
+        data={"rssi_offset_db": "-3.5"},
+        headers=headers,
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    assert service.engine.calibration()["s-parts"] == -3.5
+    rows = await server.rows(
+        "SELECT scanner_id, rssi_offset_db, updated_by FROM scanner_calibration"
+    )
+    assert [(r["scanner_id"], r["rssi_offset_db"]) for r in rows] == [("s-parts", -3.5)]
+
+    # Out of range: refused, named, nothing changed.
+    resp = await server.client.post(
+        "/manager/zones/s-parts/calibration", data={"rssi_offset_db": "45"}, headers=headers
+    )
+    assert resp.status == 422
+    assert "rssi_offset_db" in await resp.text()
+    assert service.engine.calibration()["s-parts"] == -3.5
+
+    # A restarted service reads the override back.
+    fresh = StoreService(
+        config=service.config,
+        floor=service.floor,
+        db=service.db,
+        master_key=bytes(32),
+        consent_texts=[],
+    )
+    await fresh.prepare()
+    assert fresh.engine.calibration()["s-parts"] == -3.5
+    assert fresh.engine.calibration()["s-entrance"] == 0.0
