@@ -112,6 +112,24 @@ def create_customer(
     return NewCustomer(customer_id, token)
 
 
+def rotate_identity(
+    db: sqlite_utils.Database,
+    customer_id: str,
+    *,
+    key_wrapped: bytes,
+    k: int,
+    clock_offset_s: float,
+    now: float,
+) -> None:
+    """Replace a customer's app identity (re-enrollment): the previous key is overwritten."""
+    with immediate(db):
+        db.execute(
+            "UPDATE identities SET key_wrapped = ?, k = ?, clock_offset_s = ?, created_at = ?"
+            " WHERE customer_id = ?",
+            [key_wrapped, k, clock_offset_s, now, customer_id],
+        )
+
+
 def customer_by_token(db: sqlite_utils.Database, token: str) -> str | None:
     row = one(db, "SELECT id FROM customers WHERE token_hash = ?", [token_hash(token)])
     return None if row is None else str(row["id"])

@@ -537,6 +537,32 @@ class StoreService:
             "beacon_time": identity.beacon_time(now, offset),
         }
 
+    async def rotate_identity(self, customer_id: str, app_counter: int | None) -> dict[str, Any]:
+        """Re-enrollment: a new identity key; the old EIDs stop resolving at once.
+
+        The key is committed first, then the resolver is re-keyed (if the customer is in it)
+        and long-polling scanners are woken with a delta removing the old EIDs.
+        """
+        now = self.clock()
+        key = identity.new_identity_key()
+        k = self.config.rotation_exponent
+        counter = app_counter if app_counter is not None else int(now) % identity.COUNTER_MODULUS
+        offset = identity.clock_offset(counter, now)
+        wrapped = wrap_key(self._master_key, key, _aad("identity", customer_id))
+        await self.db.run(
+            lambda db: repo.rotate_identity(
+                db, customer_id, key_wrapped=wrapped, k=k, clock_offset_s=offset, now=now
+            )
+        )
+        if customer_id in self.resolver:
+            self.resolver.upsert(identity.IdentityRecord(customer_id, key, k, offset), self.clock())
+            await self._notify_allowlist()
+        return {
+            "identity_key": key.hex(),
+            "rotation_exponent": k,
+            "beacon_time": identity.beacon_time(now, offset),
+        }
+
     async def customer_for_token(self, token: str) -> str:
         customer_id = await self.db.run(lambda db: repo.customer_by_token(db, token))
         if customer_id is None:

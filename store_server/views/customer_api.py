@@ -13,6 +13,7 @@ from store_server.api_models import (
     ConsentRequest,
     EnrollRequest,
     PreferencesRequest,
+    RotateRequest,
     WishlistRequest,
     WithdrawRequest,
 )
@@ -46,6 +47,13 @@ async def _customer(request: web.Request) -> str:
 async def enroll(request: web.Request) -> web.Response:
     body = decode(await request.read() or b"{}", EnrollRequest)
     return _json(await request.app[SERVICE].enroll(body.app_counter, body.language), 201)
+
+
+@routes.post("/api/v1/enroll/rotate")
+async def rotate(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read() or b"{}", RotateRequest)
+    return _json(await request.app[SERVICE].rotate_identity(customer_id, body.app_counter))
 
 
 @routes.get("/api/v1/consent-texts")
