@@ -26,11 +26,13 @@ import logging
 import math
 import secrets
 import struct
+from array import array
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from store_server.aes import derived as _aes_derived
+from store_server.aes import ecb as _aes_ecb
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +86,6 @@ MAX_DELTA_EIDS = 100_000
 """A change touching more EIDs than this (bulk load, mass re-key) is not kept as a delta:
 a full list is cheaper for scanners than a huge delta, and history memory stays bounded."""
 
-_ECB = modes.ECB()  # noqa: S305  (single-block PRF use mandated by the EID spec)
-"""One shared, stateless mode object: saves an allocation per cipher context."""
-
 
 class IdentityError(ValueError):
     """Invalid identity input (key length, rotation exponent, counter range, record)."""
@@ -121,11 +120,6 @@ class AllowlistDelta:
 
 # --------------------------------------------------------------------------------------------
 # EID computation
-
-
-def _aes_ecb(key: bytes, blocks: bytes) -> bytes:
-    """AES-128-ECB of whole blocks; ECB keeps no partial block, so no finalize is needed."""
-    return Cipher(algorithms.AES128(key), _ECB).encryptor().update(blocks)
 
 
 def _check_key(identity_key: bytes) -> None:
@@ -233,24 +227,26 @@ def _check_record(record: IdentityRecord) -> None:
 # Resolver
 
 
-class _SubjectState:
-    """Per-subject resolver state: the EIDs of windows ``base .. base + 2*skew``."""
+_NO_BASE = -(2**62)
+"""Sentinel base window of a free slot (no EIDs); far below any real window index."""
 
-    __slots__ = ("base", "eids", "record")
-
-    def __init__(self, record: IdentityRecord) -> None:
-        self.record = record
-        self.base = 0
-        self.eids: tuple[bytes, ...] = ()
+_COMPACT_AFTER = 4
+"""A residue table is rebuilt (compacted) once it has absorbed ``len(table) / 4`` insertions
+since the last rebuild: CPython dicts never shrink and grow to 4x their used size under
+churn, so a periodic copy keeps the 1M-subject table near its post-build size."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Change:
-    """One version's change of the EID set, as references to EIDs (no per-item objects)."""
+    """One version's change of the EID set, as 64-bit EID integers (no per-item objects)."""
 
     version: int
-    added: tuple[bytes, ...]
-    removed: tuple[bytes, ...]
+    added: tuple[int, ...]
+    removed: tuple[int, ...]
+
+
+def _eid_bytes(eid: int) -> bytes:
+    return eid.to_bytes(EID_BYTES, "big")
 
 
 class EidResolver:
@@ -259,11 +255,19 @@ class EidResolver:
     Holds, for each subject, the EIDs of its current rotation window and ``skew_windows``
     neighbours on each side. Callers add only customers with an active consent at this store,
     call :meth:`advance` regularly (every second is plenty) and resolve sightings with
-    :meth:`resolve`, which is one dict lookup plus integer arithmetic: no cryptography.
+    :meth:`resolve`, which is at most ``2 * skew + 1`` dict lookups plus integer arithmetic:
+    no cryptography.
     An EID is accepted at ``now`` only while its window is within ``skew_windows`` of the
     app's current window, i.e. in server time ``[not_before, not_after)`` with
     ``not_before = start of window (j - skew)`` and ``not_after = end of window (j + skew)``;
     that check is exact even if :meth:`advance` runs late.
+
+    Layout (sized for a million subjects): each subject has an integer slot; its record,
+    first held window (``base``) and EIDs live in parallel lists/arrays indexed by slot, so
+    there is no per-subject Python object besides the caller's record. EIDs are 64-bit
+    integers. The EID of window ``j`` is kept in table ``j % span`` (``span = 2*skew + 1``):
+    a subject has exactly one EID per table, so each table holds one entry per subject and
+    the table a hit came from gives the window without storing it.
     """
 
     def __init__(self, skew_windows: int = DEFAULT_SKEW_WINDOWS) -> None:
@@ -273,11 +277,16 @@ class EidResolver:
             raise IdentityError("skew_windows must be >= 0")
         self._skew = skew_windows
         self._span = 2 * skew_windows + 1
-        self._by_eid: dict[bytes, _SubjectState] = {}
-        self._by_subject: dict[str, _SubjectState] = {}
-        # Subjects due for recomputation, bucketed by the whole second (ceiling) at which their
+        self._tables: list[dict[int, int]] = [{} for _ in range(self._span)]
+        self._inserted = [0] * self._span
+        self._records: list[IdentityRecord | None] = []
+        self._bases = array("q")
+        self._eids = array("Q")
+        self._slot_of: dict[str, int] = {}
+        self._free: list[int] = []
+        # Slots due for recomputation, bucketed by the whole second (ceiling) at which their
         # window changes; the heap orders the bucket keys. Stale entries are skipped lazily.
-        self._buckets: dict[int, list[_SubjectState]] = {}
+        self._buckets: dict[int, list[int]] = {}
         self._bucket_heap: list[int] = []
         self._history: deque[_Change] = deque(maxlen=HISTORY_VERSIONS)
         self.version = 0
@@ -289,24 +298,37 @@ class EidResolver:
         return self._skew
 
     def __len__(self) -> int:
-        return len(self._by_subject)
+        return len(self._slot_of)
 
     def __contains__(self, subject: object) -> bool:
-        return subject in self._by_subject
+        return subject in self._slot_of
 
     def subjects(self) -> list[str]:
         """The subjects currently resolvable (a copy: safe to mutate the resolver after)."""
-        return list(self._by_subject)
+        return list(self._slot_of)
 
     # ---- queries ---------------------------------------------------------------------------
 
+    def _find(self, key: int) -> tuple[int, int] | None:
+        """(slot, window) of a held EID, or None."""
+        for residue, table in enumerate(self._tables):
+            slot = table.get(key)
+            if slot is not None:
+                base = self._bases[slot]
+                return slot, base + (residue - base) % self._span
+        return None
+
     def resolve(self, eid: bytes, now: float) -> str | None:
         """The subject broadcasting ``eid`` if it is accepted at ``now``, else None."""
-        state = self._by_eid.get(eid)
-        if state is None:
+        if len(eid) != EID_BYTES:
             return None
-        record = state.record
-        window = state.base + state.eids.index(eid)
+        found = self._find(int.from_bytes(eid, "big"))
+        if found is None:
+            return None
+        slot, window = found
+        record = self._records[slot]
+        if record is None:  # pragma: no cover - tables never point at a free slot
+            return None
         current = math.floor(now + record.clock_offset_s) >> record.k
         if abs(current - window) > self._skew:
             return None
@@ -315,17 +337,24 @@ class EidResolver:
     def entries(self, now: float) -> list[AllowlistItem]:
         """Every EID accepted at ``now`` with the server time at which it stops being accepted."""
         skew = self._skew
+        span = self._span
+        eids = self._eids
+        bases = self._bases
+        records = self._records
         items: list[AllowlistItem] = []
         append = items.append
-        for state in self._by_subject.values():
-            record = state.record
+        for slot in self._slot_of.values():
+            record = records[slot]
+            if record is None:  # pragma: no cover - slot_of never names a free slot
+                continue
             k = record.k
             offset = record.clock_offset_s
             current = math.floor(now + offset) >> k
-            for i, eid in enumerate(state.eids):
-                window = state.base + i
+            base = bases[slot]
+            for window in range(base, base + span):
                 if abs(current - window) <= skew:
-                    append(AllowlistItem(eid, ((window + skew + 1) << k) - offset))
+                    eid = eids[slot * span + window % span]
+                    append(AllowlistItem(_eid_bytes(eid), ((window + skew + 1) << k) - offset))
         return items
 
     def changes_since(self, version: int) -> AllowlistDelta | None:
@@ -340,8 +369,8 @@ class EidResolver:
             return None
         if not self._history or self._history[0].version > version + 1:
             return None
-        added: dict[bytes, None] = {}
-        removed: dict[bytes, None] = {}
+        added: dict[int, None] = {}
+        removed: dict[int, None] = {}
         for change in self._history:
             if change.version <= version:
                 continue
@@ -354,15 +383,19 @@ class EidResolver:
         items = []
         skew = self._skew
         for eid in added:
-            state = self._by_eid.get(eid)
-            if state is None:
+            found = self._find(eid)
+            if found is None:
                 continue
-            record = state.record
-            window = state.base + state.eids.index(eid)
+            slot, window = found
+            record = self._records[slot]
+            if record is None:  # pragma: no cover
+                continue
             items.append(
-                AllowlistItem(eid, ((window + skew + 1) << record.k) - record.clock_offset_s)
+                AllowlistItem(
+                    _eid_bytes(eid), ((window + skew + 1) << record.k) - record.clock_offset_s
+                )
             )
-        return AllowlistDelta(self.version, tuple(items), tuple(removed))
+        return AllowlistDelta(self.version, tuple(items), tuple(map(_eid_bytes, removed)))
 
     # ---- changes ---------------------------------------------------------------------------
 
@@ -371,54 +404,138 @@ class EidResolver:
         self.upsert_many((record,), now)
 
     def upsert_many(self, records: Iterable[IdentityRecord], now: float) -> None:
-        """Add or re-key many subjects as one change (one version bump): the bulk-load path."""
-        added: list[bytes] = []
-        removed: list[bytes] = []
-        by_subject = self._by_subject
-        for record in records:
+        """Add or re-key many subjects as one change (one version bump): the bulk-load path.
+
+        Every record is validated before anything changes.
+        """
+        batch = list(records)
+        for record in batch:
             _check_record(record)
-            old = by_subject.get(record.subject)
-            if old is not None:
-                if old.record == record:
+        added: list[int] = []
+        removed: list[int] = []
+        slot_of = self._slot_of
+        fresh: dict[str, IdentityRecord] = {}
+        again: list[IdentityRecord] = []
+        for record in batch:
+            if record.subject in slot_of or record.subject in fresh:
+                again.append(record)
+            else:
+                fresh[record.subject] = record
+        if fresh:
+            added.extend(self._build(list(fresh.values()), now))
+        for record in again:
+            slot = slot_of.get(record.subject)
+            if slot is None:
+                slot = self._new_slot(record)
+                slot_of[record.subject] = slot
+            else:
+                if self._records[slot] == record:
                     continue
-                removed.extend(self._drop(old))
-            state = _SubjectState(record)
-            by_subject[record.subject] = state
-            self._place(state, now, removed, added)
+                self._drop(slot, removed)
+                self._records[slot] = record
+            self._place(slot, record, now, removed, added)
         self._commit(added, removed)
 
     def remove(self, subject: str) -> bool:
         """Forget a subject and all its EIDs; False if it was not there."""
-        state = self._by_subject.pop(subject, None)
-        if state is None:
+        slot = self._slot_of.pop(subject, None)
+        if slot is None:
             return False
-        self._commit([], self._drop(state))
+        removed: list[int] = []
+        self._drop(slot, removed)
+        self._records[slot] = None
+        self._free.append(slot)
+        self._commit([], removed)
         return True
 
     def advance(self, now: float) -> bool:
         """Recompute the subjects whose window changed by ``now``; True if the EID set changed."""
         heap = self._bucket_heap
-        by_subject = self._by_subject
+        records = self._records
+        bases = self._bases
         skew = self._skew
-        added: list[bytes] = []
-        removed: list[bytes] = []
+        added: list[int] = []
+        removed: list[int] = []
         while heap and heap[0] <= now:
             key = heapq.heappop(heap)
-            for state in self._buckets.pop(key, ()):
-                record = state.record
-                if by_subject.get(record.subject) is not state:
-                    continue  # removed or re-keyed since it was scheduled
-                if _due(state.base, skew, record) != key:
-                    continue  # already rescheduled under another key
-                self._place(state, now, removed, added)
+            for slot in self._buckets.pop(key, ()):
+                record = records[slot]
+                if record is None:
+                    continue  # removed since it was scheduled
+                if _due(bases[slot], skew, record) != key:
+                    continue  # re-keyed or already rescheduled under another key
+                self._place(slot, record, now, removed, added)
         return self._commit(added, removed)
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _commit(self, added: list[bytes], removed: list[bytes]) -> bool:
+    def _build(self, records: list[IdentityRecord], now: float) -> list[int]:
+        """Bulk path for subjects not yet held: new slots at the end, tables filled at once.
+
+        The per-subject work is the AES computation and appending to flat arrays; the table
+        inserts run in C (``dict.update`` over ``zip``). Returns the EIDs added.
+        """
+        skew = self._skew
+        span = self._span
+        first = len(self._records)
+        eids = self._eids
+        bases = self._bases
+        buckets = self._buckets
+        heap = self._bucket_heap
+        derived = _aes_derived
+        tk_pack = _TK_BLOCK.pack
+        eid_pack = _EID_BLOCK.pack
+        unpack = struct.Struct(">" + "Q8x" * span).unpack
+        floor = math.floor
+        ceil = math.ceil
+        slots = list(range(first, first + len(records)))
+        for slot, record in zip(slots, records, strict=True):
+            k = record.k
+            offset = record.clock_offset_s
+            base = (floor(now + offset) >> k) - skew
+            counters = [(window << k) & _COUNTER_MASK for window in range(base, base + span)]
+            tk_slot = counters[0] >> TEMPORARY_KEY_SHIFT
+            if tk_slot == counters[-1] >> TEMPORARY_KEY_SHIFT:
+                blocks = b"".join([eid_pack(k, c) for c in counters])
+                new = unpack(derived(record.identity_key, tk_pack(_TK_SALT, tk_slot), blocks))
+            else:
+                new = tuple(_compute(record, range(base, base + span)))
+            # Position r of the slot's EIDs holds the window with residue r.
+            cut = -base % span
+            eids.extend(new[cut:] + new[:cut])
+            bases.append(base)
+            due = ceil(((base + skew + 1) << k) - offset)
+            bucket = buckets.get(due)
+            if bucket is None:
+                buckets[due] = [slot]
+                heapq.heappush(heap, due)
+            else:
+                bucket.append(slot)
+        self._records.extend(records)
+        self._slot_of.update(zip([r.subject for r in records], slots, strict=True))
+        start = first * span
+        for residue, table in enumerate(self._tables):
+            table.update(zip(eids[start + residue :: span], slots, strict=True))
+            self._inserted[residue] += len(slots)
+        self.eid_computations += span * len(records)
+        return list(eids[start:])
+
+    def _new_slot(self, record: IdentityRecord) -> int:
+        if self._free:
+            slot = self._free.pop()
+            self._records[slot] = record
+            return slot
+        slot = len(self._records)
+        self._records.append(record)
+        self._bases.append(_NO_BASE)
+        self._eids.extend(bytes(8 * self._span))
+        return slot
+
+    def _commit(self, added: list[int], removed: list[int]) -> bool:
         if not added and not removed:
             return False
         self.version += 1
+        self._compact()
         if len(added) + len(removed) > MAX_DELTA_EIDS:
             # A bulk load or mass change: scanners behind it are better served by a full list.
             self._history.clear()
@@ -433,57 +550,74 @@ class EidResolver:
         )
         return True
 
-    def _drop(self, state: _SubjectState) -> list[bytes]:
-        by_eid = self._by_eid
-        dropped = []
-        for eid in state.eids:
-            if by_eid.get(eid) is state:
-                del by_eid[eid]
-                dropped.append(eid)
-        state.eids = ()
-        return dropped
+    def _compact(self) -> None:
+        for residue, table in enumerate(self._tables):
+            if self._inserted[residue] * _COMPACT_AFTER > max(len(table), MAX_DELTA_EIDS):
+                # dict(table) re-inserts into a table sized for the live entries only.
+                self._tables[residue] = dict(table)
+                self._inserted[residue] = 0
+
+    def _drop(self, slot: int, removed: list[int]) -> None:
+        """Remove the EIDs held for ``slot`` from the tables (the slot keeps its record)."""
+        base = self._bases[slot]
+        if base == _NO_BASE:
+            return
+        span = self._span
+        eids = self._eids
+        for residue, table in enumerate(self._tables):
+            eid = eids[slot * span + residue]
+            if table.get(eid) == slot:
+                del table[eid]
+                removed.append(eid)
+        self._bases[slot] = _NO_BASE
 
     def _place(
         self,
-        state: _SubjectState,
+        slot: int,
+        record: IdentityRecord,
         now: float,
-        removed: list[bytes],
-        added: list[bytes],
+        removed: list[int],
+        added: list[int],
     ) -> None:
-        """Bring ``state`` to the windows around ``now``, reusing EIDs still in range."""
-        record = state.record
+        """Bring ``slot`` to the windows around ``now``, reusing EIDs still in range."""
         skew = self._skew
         span = self._span
-        by_eid = self._by_eid
-        base = (math.floor(now + record.clock_offset_s) >> record.k) - skew
-        old_eids = state.eids
-        shift = base - state.base
-        if old_eids and 0 <= shift < span:
+        tables = self._tables
+        eids = self._eids
+        inserted = self._inserted
+        k = record.k
+        base = (math.floor(now + record.clock_offset_s) >> k) - skew
+        old = self._bases[slot]
+        shift = base - old
+        if old != _NO_BASE and 0 <= shift < span:
             # The usual advance: slide by `shift` windows, compute only the new ones.
-            gone = old_eids[:shift]
-            new = _compute(record, range(base + span - shift, base + span)) if shift else []
-            eids = old_eids[shift:] + tuple(new)
+            windows = range(old + span, base + span)
         else:
-            gone = old_eids
-            new = _compute(record, range(base, base + span))
-            eids = tuple(new)
-        self.eid_computations += len(new)
-        for eid in gone:
-            if by_eid.get(eid) is state:
-                del by_eid[eid]
-                removed.append(eid)
-        for eid in new:
-            by_eid[eid] = state
-        added.extend(new)
-        state.base = base
-        state.eids = eids
+            self._drop(slot, removed)
+            windows = range(base, base + span)
+        if windows:
+            new = _compute(record, windows)
+            self.eid_computations += len(new)
+            at = slot * span
+            for window, eid in zip(windows, new, strict=True):
+                residue = window % span
+                table = tables[residue]
+                gone = eids[at + residue]
+                if old != _NO_BASE and table.get(gone) == slot:
+                    del table[gone]
+                    removed.append(gone)
+                eids[at + residue] = eid
+                table[eid] = slot
+                inserted[residue] += 1
+            added.extend(new)
+        self._bases[slot] = base
         due = _due(base, skew, record)
         bucket = self._buckets.get(due)
         if bucket is None:
-            self._buckets[due] = [state]
+            self._buckets[due] = [slot]
             heapq.heappush(self._bucket_heap, due)
         else:
-            bucket.append(state)
+            bucket.append(slot)
 
 
 def _due(base: int, skew: int, record: IdentityRecord) -> int:
@@ -491,21 +625,29 @@ def _due(base: int, skew: int, record: IdentityRecord) -> int:
     return math.ceil(((base + skew + 1) << record.k) - record.clock_offset_s)
 
 
-def _compute(record: IdentityRecord, windows: range) -> list[bytes]:
-    """EIDs of unwrapped ``windows``: one AES context per temporary key, blocks batched."""
+def _compute(record: IdentityRecord, windows: range) -> list[int]:
+    """EIDs (as integers) of unwrapped ``windows``: one AES key setup per temporary key."""
     k = record.k
     counters = [(window << k) & _COUNTER_MASK for window in windows]
     first = counters[0] >> TEMPORARY_KEY_SHIFT
     if first == counters[-1] >> TEMPORARY_KEY_SHIFT:
         # Windows are consecutive and span far less than 2**32 s: one temporary key.
-        tk = _aes_ecb(record.identity_key, _TK_BLOCK.pack(_TK_SALT, first))
-        out = _aes_ecb(tk, b"".join([_EID_BLOCK.pack(k, c) for c in counters]))
-        return [out[i : i + EID_BYTES] for i in range(0, len(out), _AES_BLOCK_BYTES)]
+        out = _aes_derived(
+            record.identity_key,
+            _TK_BLOCK.pack(_TK_SALT, first),
+            b"".join([_EID_BLOCK.pack(k, c) for c in counters]),
+        )
+        return [
+            int.from_bytes(out[i : i + EID_BYTES], "big")
+            for i in range(0, len(out), _AES_BLOCK_BYTES)
+        ]
     # The windows straddle a temporary-key roll-over (every 65,536 s): group by slot.
     slots = sorted({c >> TEMPORARY_KEY_SHIFT for c in counters})
     tks = _aes_ecb(record.identity_key, b"".join(_TK_BLOCK.pack(_TK_SALT, s) for s in slots))
     tk_of = {s: tks[i * _AES_BLOCK_BYTES : (i + 1) * _AES_BLOCK_BYTES] for i, s in enumerate(slots)}
     return [
-        _aes_ecb(tk_of[c >> TEMPORARY_KEY_SHIFT], _EID_BLOCK.pack(k, c))[:EID_BYTES]
+        int.from_bytes(
+            _aes_ecb(tk_of[c >> TEMPORARY_KEY_SHIFT], _EID_BLOCK.pack(k, c))[:EID_BYTES], "big"
+        )
         for c in counters
     ]
