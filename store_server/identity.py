@@ -236,6 +236,10 @@ since the last rebuild: CPython dicts never shrink and grow to 4x their used siz
 churn, so a periodic copy keeps the 1M-subject table near its post-build size."""
 
 
+_COMPACT_MIN_ENTRIES = 64
+"""Tables this small are cheap to copy: compaction then follows the same 1/4 rule."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Change:
     """One version's change of the EID set, as 64-bit EID integers (no per-item objects)."""
@@ -552,7 +556,7 @@ class EidResolver:
 
     def _compact(self) -> None:
         for residue, table in enumerate(self._tables):
-            if self._inserted[residue] * _COMPACT_AFTER > max(len(table), MAX_DELTA_EIDS):
+            if self._inserted[residue] * _COMPACT_AFTER > max(len(table), _COMPACT_MIN_ENTRIES):
                 # dict(table) re-inserts into a table sized for the live entries only.
                 self._tables[residue] = dict(table)
                 self._inserted[residue] = 0
