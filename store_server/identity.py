@@ -418,27 +418,42 @@ class EidResolver:
         added: list[int] = []
         removed: list[int] = []
         slot_of = self._slot_of
-        fresh: dict[str, IdentityRecord] = {}
+        first = len(self._records)
+        fresh: list[IdentityRecord] = []
+        slots: list[int] = []
         again: list[IdentityRecord] = []
+        reused: list[int] = []
         for record in batch:
-            if record.subject in slot_of or record.subject in fresh:
-                again.append(record)
-            else:
-                fresh[record.subject] = record
-        if fresh:
-            added.extend(self._build(list(fresh.values()), now))
-        for record in again:
-            slot = slot_of.get(record.subject)
-            if slot is None:
-                slot = self._new_slot(record)
+            if record.subject in slot_of:
+                again.append(record)  # held already, or twice in this batch: re-key after
+            elif self._free:
+                slot = self._new_slot(record)  # reuse a removed subject's slot
                 slot_of[record.subject] = slot
+                reused.append(slot)
             else:
-                if self._records[slot] == record:
-                    continue
-                self._drop(slot, removed)
-                self._records[slot] = record
+                slot = first + len(fresh)
+                slot_of[record.subject] = slot
+                slots.append(slot)
+                fresh.append(record)
+        bulk = 0
+        if fresh:
+            self._build(fresh, slots, now)
+            if len(fresh) * self._span > MAX_DELTA_EIDS:
+                bulk = len(fresh) * self._span  # no delta will be kept: skip listing EIDs
+            else:
+                added.extend(self._eids[first * self._span :])
+        for slot in reused:
+            placed = self._records[slot]
+            if placed is not None:
+                self._place(slot, placed, now, removed, added)
+        for record in again:
+            slot = slot_of[record.subject]
+            if self._records[slot] == record:
+                continue
+            self._drop(slot, removed)
+            self._records[slot] = record
             self._place(slot, record, now, removed, added)
-        self._commit(added, removed)
+        self._commit(added, removed, bulk)
 
     def remove(self, subject: str) -> bool:
         """Forget a subject and all its EIDs; False if it was not there."""
@@ -473,15 +488,16 @@ class EidResolver:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _build(self, records: list[IdentityRecord], now: float) -> list[int]:
+    def _build(self, records: list[IdentityRecord], slots: list[int], now: float) -> None:
         """Bulk path for subjects not yet held: new slots at the end, tables filled at once.
 
-        The per-subject work is the AES computation and appending to flat arrays; the table
-        inserts run in C (``dict.update`` over ``zip``). Returns the EIDs added.
+        ``slots`` are the new slots (``len(self._records)`` onwards), already in
+        ``_slot_of``. The per-subject work is the AES computation and appending to flat
+        arrays; the table inserts run in C (``dict.update`` over ``zip``).
         """
         skew = self._skew
         span = self._span
-        first = len(self._records)
+        first = slots[0]
         eids = self._eids
         bases = self._bases
         buckets = self._buckets
@@ -492,7 +508,6 @@ class EidResolver:
         unpack = struct.Struct(">" + "Q8x" * span).unpack
         floor = math.floor
         ceil = math.ceil
-        slots = list(range(first, first + len(records)))
         for slot, record in zip(slots, records, strict=True):
             k = record.k
             offset = record.clock_offset_s
@@ -516,31 +531,25 @@ class EidResolver:
             else:
                 bucket.append(slot)
         self._records.extend(records)
-        self._slot_of.update(zip([r.subject for r in records], slots, strict=True))
         start = first * span
         for residue, table in enumerate(self._tables):
             table.update(zip(eids[start + residue :: span], slots, strict=True))
             self._inserted[residue] += len(slots)
         self.eid_computations += span * len(records)
-        return list(eids[start:])
 
     def _new_slot(self, record: IdentityRecord) -> int:
-        if self._free:
-            slot = self._free.pop()
-            self._records[slot] = record
-            return slot
-        slot = len(self._records)
-        self._records.append(record)
-        self._bases.append(_NO_BASE)
-        self._eids.extend(bytes(8 * self._span))
+        """Take a free slot (removed subjects leave theirs for reuse)."""
+        slot = self._free.pop()
+        self._records[slot] = record
         return slot
 
-    def _commit(self, added: list[int], removed: list[int]) -> bool:
-        if not added and not removed:
+    def _commit(self, added: list[int], removed: list[int], unlisted: int = 0) -> bool:
+        """Bump the version for a change; ``unlisted`` counts EIDs added but not listed."""
+        if not added and not removed and not unlisted:
             return False
         self.version += 1
         self._compact()
-        if len(added) + len(removed) > MAX_DELTA_EIDS:
+        if unlisted + len(added) + len(removed) > MAX_DELTA_EIDS:
             # A bulk load or mass change: scanners behind it are better served by a full list.
             self._history.clear()
             return True
