@@ -440,6 +440,9 @@ class EidResolver:
             self._build(fresh, slots, now)
             if len(fresh) * self._span > MAX_DELTA_EIDS:
                 bulk = len(fresh) * self._span  # no delta will be kept: skip listing EIDs
+                # Grown by insertion, the subject index sits in a table up to 4x its size:
+                # a copy is sized for its entries (about -40 MB at 1M subjects).
+                self._slot_of = slot_of = dict(slot_of)
             else:
                 added.extend(self._eids[first * self._span :])
         for slot in reused:

@@ -35,9 +35,7 @@ def test_libcrypto_matches_cryptography(key: bytes, key_block: bytes, data: byte
     fast = aes._LibcryptoEcb(ctypes.CDLL(LIBCRYPTO))
     assert fast(key, data) == aes.ecb_cryptography(key, data)
     if len(data) <= 256:
-        assert fast.derived(key, key_block, data) == aes.derived_cryptography(
-            key, key_block, data
-        )
+        assert fast.derived(key, key_block, data) == aes.derived_cryptography(key, key_block, data)
 
 
 @pytest.mark.skipif(LIBCRYPTO is None, reason="no system libcrypto")
