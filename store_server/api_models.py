@@ -57,6 +57,7 @@ class PreferencesRequest(
     quiet_start: Hhmm | None = None
     quiet_end: Hhmm | None = None
     not_today: IsoDate | None = None
+    legacy_ibeacon: bool | None = None
 
 
 class WishlistRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -183,6 +183,19 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_legacy_ibeacon(db: sqlite_utils.Database) -> None:
+    """Per-customer opt-in to a static iBeacon id (legacy apps; trackable, off by default)."""
+    db.executescript(
+        """
+        ALTER TABLE customers ADD COLUMN legacy_ibeacon INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE customers ADD COLUMN ibeacon_id TEXT;
+        CREATE UNIQUE INDEX customers_ibeacon_id ON customers(ibeacon_id)
+            WHERE ibeacon_id IS NOT NULL;
+        """
+    )
+
+
 def connect(path: Path) -> sqlite_utils.Database:
     """Open (creating if needed) the database with the settings of docs/operations.md."""
     path.parent.mkdir(parents=True, exist_ok=True)

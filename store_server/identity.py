@@ -470,6 +470,16 @@ class EidResolver:
         self._commit([], removed)
         return True
 
+    def touch(self) -> int:
+        """Bump the version with no EID change; returns it.
+
+        For something served alongside the EIDs under the same version (the legacy static
+        ids of the service): deltas stay continuous, this version just adds no EID.
+        """
+        self.version += 1
+        self._history.append(_Change(self.version, (), ()))
+        return self.version
+
     def advance(self, now: float) -> bool:
         """Recompute the subjects whose window changed by ``now``; True if the EID set changed."""
         heap = self._bucket_heap
