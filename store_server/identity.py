@@ -28,7 +28,7 @@ import secrets
 import struct
 from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from store_server.aes import derived as _aes_derived
@@ -75,6 +75,9 @@ _TK_SALT = 0xFF
 
 _EID_BLOCK = struct.Struct(">11xBI")
 """EID input block: 11 zero bytes, K, BE32 counter with its K low bits cleared."""
+
+_EID_BLOCKS_3 = struct.Struct(">" + "11xBI" * 3)
+"""Three consecutive EID input blocks (the default span: skew 1) packed in one call."""
 
 _COUNTER_MASK = COUNTER_MODULUS - 1
 """Reduces an unwrapped counter value to the app's 32-bit counter."""
@@ -407,10 +410,18 @@ class EidResolver:
         """Add a subject, or re-key it (its previous EIDs stop resolving at once)."""
         self.upsert_many((record,), now)
 
-    def upsert_many(self, records: Iterable[IdentityRecord], now: float) -> None:
+    def upsert_many(
+        self,
+        records: Iterable[IdentityRecord],
+        now: float,
+        *,
+        computed: WindowEids | None = None,
+    ) -> None:
         """Add or re-key many subjects as one change (one version bump): the bulk-load path.
 
-        Every record is validated before anything changes.
+        Every record is validated before anything changes. ``computed`` may carry
+        ``window_eids(records, now, skew)`` made beforehand (e.g. by worker processes); it is
+        used when every record is new to the resolver, and ignored otherwise.
         """
         batch = list(records)
         for record in batch:
@@ -437,7 +448,7 @@ class EidResolver:
                 fresh.append(record)
         bulk = 0
         if fresh:
-            self._build(fresh, slots, now)
+            self._build(fresh, slots, now, computed if len(fresh) == len(batch) else None)
             if len(fresh) * self._span > MAX_DELTA_EIDS:
                 bulk = len(fresh) * self._span  # no delta will be kept: skip listing EIDs
                 # Grown by insertion, the subject index sits in a table up to 4x its size:
@@ -501,42 +512,29 @@ class EidResolver:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _build(self, records: list[IdentityRecord], slots: list[int], now: float) -> None:
+    def _build(
+        self,
+        records: list[IdentityRecord],
+        slots: list[int],
+        now: float,
+        computed: WindowEids | None,
+    ) -> None:
         """Bulk path for subjects not yet held: new slots at the end, tables filled at once.
 
         ``slots`` are the new slots (``len(self._records)`` onwards), already in
-        ``_slot_of``. The per-subject work is the AES computation and appending to flat
-        arrays; the table inserts run in C (``dict.update`` over ``zip``).
+        ``_slot_of``. The AES work is :func:`window_eids` (or ``computed``, its result made
+        elsewhere, e.g. in worker processes); the rest appends to flat arrays, and the table
+        inserts run in C (``dict.update`` over ``zip``).
         """
-        skew = self._skew
         span = self._span
+        if computed is None or not computed.matches(len(records), now, self._skew):
+            computed = window_eids(records, now, self._skew)
         first = slots[0]
-        eids = self._eids
-        bases = self._bases
+        self._eids.frombytes(computed.eids)
+        self._bases.frombytes(computed.bases)
         buckets = self._buckets
         heap = self._bucket_heap
-        derived = _aes_derived
-        tk_pack = _TK_BLOCK.pack
-        eid_pack = _EID_BLOCK.pack
-        unpack = struct.Struct(">" + "Q8x" * span).unpack
-        floor = math.floor
-        ceil = math.ceil
-        for slot, record in zip(slots, records, strict=True):
-            k = record.k
-            offset = record.clock_offset_s
-            base = (floor(now + offset) >> k) - skew
-            counters = [(window << k) & _COUNTER_MASK for window in range(base, base + span)]
-            tk_slot = counters[0] >> TEMPORARY_KEY_SHIFT
-            if tk_slot == counters[-1] >> TEMPORARY_KEY_SHIFT:
-                blocks = b"".join([eid_pack(k, c) for c in counters])
-                new = unpack(derived(record.identity_key, tk_pack(_TK_SALT, tk_slot), blocks))
-            else:
-                new = tuple(_compute(record, range(base, base + span)))
-            # Position r of the slot's EIDs holds the window with residue r.
-            cut = -base % span
-            eids.extend(new[cut:] + new[:cut])
-            bases.append(base)
-            due = ceil(((base + skew + 1) << k) - offset)
+        for slot, due in zip(slots, array("q", computed.dues), strict=True):
             bucket = buckets.get(due)
             if bucket is None:
                 buckets[due] = [slot]
@@ -545,6 +543,7 @@ class EidResolver:
                 bucket.append(slot)
         self._records.extend(records)
         start = first * span
+        eids = self._eids
         for residue, table in enumerate(self._tables):
             table.update(zip(eids[start + residue :: span], slots, strict=True))
             self._inserted[residue] += len(slots)
@@ -677,3 +676,83 @@ def _compute(record: IdentityRecord, windows: range) -> list[int]:
         )
         for c in counters
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowEids:
+    """The AES part of a bulk build for ``count`` records, as flat machine arrays.
+
+    ``eids``: per record, ``2*skew + 1`` native-endian uint64 EIDs, position ``r`` holding the
+    window with residue ``r``; ``bases``: per record, the first held window (int64);
+    ``dues``: per record, the server second its window changes (int64). Plain bytes, so it
+    pickles cheaply from a worker process.
+    """
+
+    count: int
+    now: float
+    skew: int
+    eids: bytes
+    bases: bytes
+    dues: bytes
+
+    def matches(self, count: int, now: float, skew: int) -> bool:
+        return (self.count, self.now, self.skew) == (count, now, skew)
+
+    @classmethod
+    def concat(cls, parts: Iterable[WindowEids]) -> WindowEids:
+        """Join the results of consecutive chunks of one record list."""
+        chunks = list(parts)
+        if not chunks or any(not c.matches(c.count, chunks[0].now, chunks[0].skew) for c in chunks):
+            raise IdentityError("chunks of different builds")
+        return cls(
+            sum(c.count for c in chunks),
+            chunks[0].now,
+            chunks[0].skew,
+            b"".join(c.eids for c in chunks),
+            b"".join(c.bases for c in chunks),
+            b"".join(c.dues for c in chunks),
+        )
+
+
+def window_eids(records: Sequence[IdentityRecord], now: float, skew: int) -> WindowEids:
+    """EIDs of the windows ``current - skew .. current + skew`` of every record, at ``now``.
+
+    The AES-heavy half of a bulk build, independent of any resolver state: it can run in
+    worker processes on chunks of the records (see :meth:`EidResolver.upsert_many`).
+    """
+    span = 2 * skew + 1
+    eids = array("Q")
+    bases = array("q")
+    dues = array("q")
+    put_eids = eids.extend
+    put_base = bases.append
+    put_due = dues.append
+    derived = _aes_derived
+    tk_pack = _TK_BLOCK.pack
+    eid_pack = _EID_BLOCK.pack
+    unpack = struct.Struct(">" + "Q8x" * span).unpack
+    floor = math.floor
+    ceil = math.ceil
+    pack_three = _EID_BLOCKS_3.pack
+    for record in records:
+        k = record.k
+        offset = record.clock_offset_s
+        base = (floor(now + offset) >> k) - skew
+        first = (base << k) & _COUNTER_MASK
+        last = first + ((span - 1) << k)
+        tk_slot = first >> TEMPORARY_KEY_SHIFT
+        if last >> TEMPORARY_KEY_SHIFT != tk_slot:
+            # Straddles a temporary-key roll-over or the counter wrap: the general path.
+            new = tuple(_compute(record, range(base, base + span)))
+        else:
+            if span == 3:  # the default skew of 1, spelled out: one pack call
+                step = 1 << k
+                blocks = pack_three(k, first, k, first + step, k, last)
+            else:
+                blocks = b"".join([eid_pack(k, first + (i << k)) for i in range(span)])
+            new = unpack(derived(record.identity_key, tk_pack(_TK_SALT, tk_slot), blocks))
+        cut = -base % span
+        put_eids(new[cut:] + new[:cut])
+        put_base(base)
+        put_due(ceil(((base + skew + 1) << k) - offset))
+    return WindowEids(len(records), now, skew, eids.tobytes(), bases.tobytes(), dues.tobytes())

@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from store_server.identity import EidResolver, IdentityRecord, eid_at
+from store_server.identity import (
+    EidResolver,
+    IdentityError,
+    IdentityRecord,
+    WindowEids,
+    eid_at,
+    window_eids,
+)
 
 NOW = 1_763_800_000.0
 """Fixed server time: the test is deterministic."""
@@ -66,3 +73,26 @@ def test_resolver_matches_model(skew: int) -> None:
                 assert resolver.resolve(eid, now) is None
                 assert eid not in accepted
         assert len(accepted) == len(live) * (2 * skew + 1)
+
+
+def test_precomputed_chunks_build_the_same_resolver() -> None:
+    rng = random.Random(7)
+    records = [_record(rng, f"c-{i}") for i in range(50)]
+    plain = EidResolver()
+    plain.upsert_many(records, NOW)
+    parts = [window_eids(records[i : i + 16], NOW, 1) for i in range(0, 50, 16)]
+    computed = WindowEids.concat(parts)
+    assert computed == window_eids(records, NOW, 1)
+    built = EidResolver()
+    built.upsert_many(records, NOW, computed=computed)
+    assert sorted(i.eid for i in built.entries(NOW)) == sorted(i.eid for i in plain.entries(NOW))
+    for record in records:
+        assert built.resolve(eid_at(record, NOW), NOW) == record.subject
+    # A result made for another time is not trusted: the resolver recomputes.
+    stale = window_eids(records, NOW - 10_000, 1)
+    other = EidResolver()
+    other.upsert_many(records, NOW, computed=stale)
+    for record in records:
+        assert other.resolve(eid_at(record, NOW), NOW) == record.subject
+    with pytest.raises(IdentityError):
+        WindowEids.concat([parts[0], window_eids(records[:3], NOW, 2)])
