@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import logging
 import math
 import secrets
@@ -424,8 +425,21 @@ class EidResolver:
         used when every record is new to the resolver, and ignored otherwise.
         """
         batch = list(records)
+        isfinite = math.isfinite
         for record in batch:
-            _check_record(record)
+            key = record.identity_key
+            subject = record.subject
+            k = record.k
+            if not (
+                type(key) is bytes
+                and len(key) == IDENTITY_KEY_BYTES
+                and type(k) is int
+                and 0 <= k <= MAX_ROTATION_EXPONENT
+                and type(subject) is str
+                and subject
+                and isfinite(record.clock_offset_s)
+            ):
+                _check_record(record)  # the slow checks, which name the problem
         added: list[int] = []
         removed: list[int] = []
         slot_of = self._slot_of
@@ -434,7 +448,20 @@ class EidResolver:
         slots: list[int] = []
         again: list[IdentityRecord] = []
         reused: list[int] = []
-        for record in batch:
+        subjects = [record.subject for record in batch]
+        if (
+            not self._free
+            and slot_of.keys().isdisjoint(subjects)
+            and len(set(subjects)) == len(subjects)
+        ):
+            # All new and distinct (the bulk load): index them in C, no per-record loop.
+            slot_of.update(zip(subjects, range(first, first + len(batch)), strict=True))
+            fresh = batch
+            slots = list(itertools.islice(slot_of.values(), first, None))
+            batch_loop: list[IdentityRecord] = []
+        else:
+            batch_loop = batch
+        for record in batch_loop:
             if record.subject in slot_of:
                 again.append(record)  # held already, or twice in this batch: re-key after
             elif self._free:
