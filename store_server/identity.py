@@ -330,13 +330,20 @@ class EidResolver:
         """The subject broadcasting ``eid`` if it is accepted at ``now``, else None."""
         if len(eid) != EID_BYTES:
             return None
-        found = self._find(int.from_bytes(eid, "big"))
-        if found is None:
+        key = int.from_bytes(eid, "big")
+        residue = 0
+        for table in self._tables:  # the hot path: inlined _find
+            slot = table.get(key)
+            if slot is not None:
+                break
+            residue += 1
+        else:
             return None
-        slot, window = found
         record = self._records[slot]
         if record is None:  # pragma: no cover - tables never point at a free slot
             return None
+        base = self._bases[slot]
+        window = base + (residue - base) % self._span
         current = math.floor(now + record.clock_offset_s) >> record.k
         if abs(current - window) > self._skew:
             return None
