@@ -94,6 +94,35 @@ async def test_rotate_issues_a_new_key_and_drops_old_eids_everywhere(server: Har
     assert {e["id"] for e in full["entries"]} == new_ids
 
 
+async def test_withdrawal_reaches_every_scanner(server: Harness) -> None:
+    scanners = [await server.add_scanner(f"s-{i}") for i in range(3)]
+    enrolled = await _enroll(server)
+    token = enrolled["token"]
+    assert (await server.grant(token, "greeting")).status == 201
+    full = await _allowlist(server, scanners[0])
+    ids = {e["id"] for e in full["entries"]}
+    assert len(ids) == 3
+    condition = server.service._allowlist_changed
+    polls = [
+        asyncio.create_task(_allowlist(server, s, f"?since={full['version']}&wait=30"))
+        for s in scanners
+    ]
+    await wait_until(lambda: len(condition._waiters) == len(scanners))
+    started = time.monotonic()
+    resp = await server.client.post("/api/v1/consents/withdraw", headers=bearer(token))
+    assert resp.status == 200
+    deltas = await asyncio.wait_for(asyncio.gather(*polls), WAIT_TIMEOUT_S)
+    assert time.monotonic() - started < 1.0
+    for delta in deltas:
+        assert delta["full"] is False
+        assert set(delta["removed"]) == ids
+        assert delta["entries"] == []
+    now = time.time()
+    for eid in ids:
+        assert server.service.resolver.resolve(bytes.fromhex(eid), now) is None
+    assert enrolled["customer_id"] not in server.service.resolver
+
+
 async def test_rotate_without_consent_changes_no_allowlist(server: Harness) -> None:
     scanner = await server.add_scanner("s-entrance")
     enrolled = await _enroll(server)
