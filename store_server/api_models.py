@@ -18,6 +18,10 @@ class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     app_counter: Annotated[int, msgspec.Meta(ge=0, lt=2**32)] | None = None
 
 
+class RotateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    app_counter: Annotated[int, msgspec.Meta(ge=0, lt=2**32)] | None = None
+
+
 class EnrollResponse(msgspec.Struct, frozen=True):
     customer_id: str
     token: str
@@ -53,6 +57,7 @@ class PreferencesRequest(
     quiet_start: Hhmm | None = None
     quiet_end: Hhmm | None = None
     not_today: IsoDate | None = None
+    legacy_ibeacon: bool | None = None
 
 
 class WishlistRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

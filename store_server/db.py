@@ -268,3 +268,16 @@ def m003_scanner_calibration(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@migrations()
+def m004_legacy_ibeacon(db: sqlite_utils.Database) -> None:
+    """Per-customer opt-in to a static iBeacon id (legacy apps; trackable, off by default)."""
+    db.executescript(
+        """
+        ALTER TABLE customers ADD COLUMN legacy_ibeacon INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE customers ADD COLUMN ibeacon_id TEXT;
+        CREATE UNIQUE INDEX customers_ibeacon_id ON customers(ibeacon_id)
+            WHERE ibeacon_id IS NOT NULL;
+        """
+    )

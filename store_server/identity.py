@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import logging
 import math
 import secrets
 import struct
+from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from store_server.aes import derived as _aes_derived
+from store_server.aes import ecb as _aes_ecb
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,9 @@ _TK_SALT = 0xFF
 _EID_BLOCK = struct.Struct(">11xBI")
 """EID input block: 11 zero bytes, K, BE32 counter with its K low bits cleared."""
 
+_EID_BLOCKS_3 = struct.Struct(">" + "11xBI" * 3)
+"""Three consecutive EID input blocks (the default span: skew 1) packed in one call."""
+
 _COUNTER_MASK = COUNTER_MODULUS - 1
 """Reduces an unwrapped counter value to the app's 32-bit counter."""
 
@@ -83,9 +89,6 @@ _AES_BLOCK_BYTES = 16
 MAX_DELTA_EIDS = 100_000
 """A change touching more EIDs than this (bulk load, mass re-key) is not kept as a delta:
 a full list is cheaper for scanners than a huge delta, and history memory stays bounded."""
-
-_ECB = modes.ECB()  # noqa: S305  (single-block PRF use mandated by the EID spec)
-"""One shared, stateless mode object: saves an allocation per cipher context."""
 
 
 class IdentityError(ValueError):
@@ -121,11 +124,6 @@ class AllowlistDelta:
 
 # --------------------------------------------------------------------------------------------
 # EID computation
-
-
-def _aes_ecb(key: bytes, blocks: bytes) -> bytes:
-    """AES-128-ECB of whole blocks; ECB keeps no partial block, so no finalize is needed."""
-    return Cipher(algorithms.AES128(key), _ECB).encryptor().update(blocks)
 
 
 def _check_key(identity_key: bytes) -> None:
@@ -233,24 +231,30 @@ def _check_record(record: IdentityRecord) -> None:
 # Resolver
 
 
-class _SubjectState:
-    """Per-subject resolver state: the EIDs of windows ``base .. base + 2*skew``."""
+_NO_BASE = -(2**62)
+"""Sentinel base window of a free slot (no EIDs); far below any real window index."""
 
-    __slots__ = ("base", "eids", "record")
+_COMPACT_AFTER = 4
+"""A residue table is rebuilt (compacted) once it has absorbed ``len(table) / 4`` insertions
+since the last rebuild: CPython dicts never shrink and grow to 4x their used size under
+churn, so a periodic copy keeps the 1M-subject table near its post-build size."""
 
-    def __init__(self, record: IdentityRecord) -> None:
-        self.record = record
-        self.base = 0
-        self.eids: tuple[bytes, ...] = ()
+
+_COMPACT_MIN_ENTRIES = 64
+"""Tables this small are cheap to copy: compaction then follows the same 1/4 rule."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Change:
-    """One version's change of the EID set, as references to EIDs (no per-item objects)."""
+    """One version's change of the EID set, as 64-bit EID integers (no per-item objects)."""
 
     version: int
-    added: tuple[bytes, ...]
-    removed: tuple[bytes, ...]
+    added: tuple[int, ...]
+    removed: tuple[int, ...]
+
+
+def _eid_bytes(eid: int) -> bytes:
+    return eid.to_bytes(EID_BYTES, "big")
 
 
 class EidResolver:
@@ -259,11 +263,19 @@ class EidResolver:
     Holds, for each subject, the EIDs of its current rotation window and ``skew_windows``
     neighbours on each side. Callers add only customers with an active consent at this store,
     call :meth:`advance` regularly (every second is plenty) and resolve sightings with
-    :meth:`resolve`, which is one dict lookup plus integer arithmetic: no cryptography.
+    :meth:`resolve`, which is at most ``2 * skew + 1`` dict lookups plus integer arithmetic:
+    no cryptography.
     An EID is accepted at ``now`` only while its window is within ``skew_windows`` of the
     app's current window, i.e. in server time ``[not_before, not_after)`` with
     ``not_before = start of window (j - skew)`` and ``not_after = end of window (j + skew)``;
     that check is exact even if :meth:`advance` runs late.
+
+    Layout (sized for a million subjects): each subject has an integer slot; its record,
+    first held window (``base``) and EIDs live in parallel lists/arrays indexed by slot, so
+    there is no per-subject Python object besides the caller's record. EIDs are 64-bit
+    integers. The EID of window ``j`` is kept in table ``j % span`` (``span = 2*skew + 1``):
+    a subject has exactly one EID per table, so each table holds one entry per subject and
+    the table a hit came from gives the window without storing it.
     """
 
     def __init__(self, skew_windows: int = DEFAULT_SKEW_WINDOWS) -> None:
@@ -273,11 +285,16 @@ class EidResolver:
             raise IdentityError("skew_windows must be >= 0")
         self._skew = skew_windows
         self._span = 2 * skew_windows + 1
-        self._by_eid: dict[bytes, _SubjectState] = {}
-        self._by_subject: dict[str, _SubjectState] = {}
-        # Subjects due for recomputation, bucketed by the whole second (ceiling) at which their
+        self._tables: list[dict[int, int]] = [{} for _ in range(self._span)]
+        self._inserted = [0] * self._span
+        self._records: list[IdentityRecord | None] = []
+        self._bases = array("q")
+        self._eids = array("Q")
+        self._slot_of: dict[str, int] = {}
+        self._free: list[int] = []
+        # Slots due for recomputation, bucketed by the whole second (ceiling) at which their
         # window changes; the heap orders the bucket keys. Stale entries are skipped lazily.
-        self._buckets: dict[int, list[_SubjectState]] = {}
+        self._buckets: dict[int, list[int]] = {}
         self._bucket_heap: list[int] = []
         self._history: deque[_Change] = deque(maxlen=HISTORY_VERSIONS)
         self.version = 0
@@ -289,24 +306,44 @@ class EidResolver:
         return self._skew
 
     def __len__(self) -> int:
-        return len(self._by_subject)
+        return len(self._slot_of)
 
     def __contains__(self, subject: object) -> bool:
-        return subject in self._by_subject
+        return subject in self._slot_of
 
     def subjects(self) -> list[str]:
         """The subjects currently resolvable (a copy: safe to mutate the resolver after)."""
-        return list(self._by_subject)
+        return list(self._slot_of)
 
     # ---- queries ---------------------------------------------------------------------------
 
+    def _find(self, key: int) -> tuple[int, int] | None:
+        """(slot, window) of a held EID, or None."""
+        for residue, table in enumerate(self._tables):
+            slot = table.get(key)
+            if slot is not None:
+                base = self._bases[slot]
+                return slot, base + (residue - base) % self._span
+        return None
+
     def resolve(self, eid: bytes, now: float) -> str | None:
         """The subject broadcasting ``eid`` if it is accepted at ``now``, else None."""
-        state = self._by_eid.get(eid)
-        if state is None:
+        if len(eid) != EID_BYTES:
             return None
-        record = state.record
-        window = state.base + state.eids.index(eid)
+        key = int.from_bytes(eid, "big")
+        residue = 0
+        for table in self._tables:  # the hot path: inlined _find
+            slot = table.get(key)
+            if slot is not None:
+                break
+            residue += 1
+        else:
+            return None
+        record = self._records[slot]
+        if record is None:  # pragma: no cover - tables never point at a free slot
+            return None
+        base = self._bases[slot]
+        window = base + (residue - base) % self._span
         current = math.floor(now + record.clock_offset_s) >> record.k
         if abs(current - window) > self._skew:
             return None
@@ -315,17 +352,24 @@ class EidResolver:
     def entries(self, now: float) -> list[AllowlistItem]:
         """Every EID accepted at ``now`` with the server time at which it stops being accepted."""
         skew = self._skew
+        span = self._span
+        eids = self._eids
+        bases = self._bases
+        records = self._records
         items: list[AllowlistItem] = []
         append = items.append
-        for state in self._by_subject.values():
-            record = state.record
+        for slot in self._slot_of.values():
+            record = records[slot]
+            if record is None:  # pragma: no cover - slot_of never names a free slot
+                continue
             k = record.k
             offset = record.clock_offset_s
             current = math.floor(now + offset) >> k
-            for i, eid in enumerate(state.eids):
-                window = state.base + i
+            base = bases[slot]
+            for window in range(base, base + span):
                 if abs(current - window) <= skew:
-                    append(AllowlistItem(eid, ((window + skew + 1) << k) - offset))
+                    eid = eids[slot * span + window % span]
+                    append(AllowlistItem(_eid_bytes(eid), ((window + skew + 1) << k) - offset))
         return items
 
     def changes_since(self, version: int) -> AllowlistDelta | None:
@@ -340,8 +384,8 @@ class EidResolver:
             return None
         if not self._history or self._history[0].version > version + 1:
             return None
-        added: dict[bytes, None] = {}
-        removed: dict[bytes, None] = {}
+        added: dict[int, None] = {}
+        removed: dict[int, None] = {}
         for change in self._history:
             if change.version <= version:
                 continue
@@ -354,15 +398,19 @@ class EidResolver:
         items = []
         skew = self._skew
         for eid in added:
-            state = self._by_eid.get(eid)
-            if state is None:
+            found = self._find(eid)
+            if found is None:
                 continue
-            record = state.record
-            window = state.base + state.eids.index(eid)
+            slot, window = found
+            record = self._records[slot]
+            if record is None:  # pragma: no cover
+                continue
             items.append(
-                AllowlistItem(eid, ((window + skew + 1) << record.k) - record.clock_offset_s)
+                AllowlistItem(
+                    _eid_bytes(eid), ((window + skew + 1) << record.k) - record.clock_offset_s
+                )
             )
-        return AllowlistDelta(self.version, tuple(items), tuple(removed))
+        return AllowlistDelta(self.version, tuple(items), tuple(map(_eid_bytes, removed)))
 
     # ---- changes ---------------------------------------------------------------------------
 
@@ -370,56 +418,184 @@ class EidResolver:
         """Add a subject, or re-key it (its previous EIDs stop resolving at once)."""
         self.upsert_many((record,), now)
 
-    def upsert_many(self, records: Iterable[IdentityRecord], now: float) -> None:
-        """Add or re-key many subjects as one change (one version bump): the bulk-load path."""
-        added: list[bytes] = []
-        removed: list[bytes] = []
-        by_subject = self._by_subject
-        for record in records:
-            _check_record(record)
-            old = by_subject.get(record.subject)
-            if old is not None:
-                if old.record == record:
-                    continue
-                removed.extend(self._drop(old))
-            state = _SubjectState(record)
-            by_subject[record.subject] = state
-            self._place(state, now, removed, added)
-        self._commit(added, removed)
+    def upsert_many(
+        self,
+        records: Iterable[IdentityRecord],
+        now: float,
+        *,
+        computed: WindowEids | None = None,
+    ) -> None:
+        """Add or re-key many subjects as one change (one version bump): the bulk-load path.
+
+        Every record is validated before anything changes. ``computed`` may carry
+        ``window_eids(records, now, skew)`` made beforehand (e.g. by worker processes); it is
+        used when every record is new to the resolver, and ignored otherwise.
+        """
+        batch = list(records)
+        isfinite = math.isfinite
+        for record in batch:
+            key = record.identity_key
+            subject = record.subject
+            k = record.k
+            if not (
+                type(key) is bytes
+                and len(key) == IDENTITY_KEY_BYTES
+                and type(k) is int
+                and 0 <= k <= MAX_ROTATION_EXPONENT
+                and type(subject) is str
+                and subject
+                and isfinite(record.clock_offset_s)
+            ):
+                _check_record(record)  # the slow checks, which name the problem
+        added: list[int] = []
+        removed: list[int] = []
+        slot_of = self._slot_of
+        first = len(self._records)
+        fresh: list[IdentityRecord] = []
+        slots: list[int] = []
+        again: list[IdentityRecord] = []
+        reused: list[int] = []
+        subjects = [record.subject for record in batch]
+        if (
+            not self._free
+            and slot_of.keys().isdisjoint(subjects)
+            and len(set(subjects)) == len(subjects)
+        ):
+            # All new and distinct (the bulk load): index them in C, no per-record loop.
+            slot_of.update(zip(subjects, range(first, first + len(batch)), strict=True))
+            fresh = batch
+            slots = list(itertools.islice(slot_of.values(), first, None))
+            batch_loop: list[IdentityRecord] = []
+        else:
+            batch_loop = batch
+        for record in batch_loop:
+            if record.subject in slot_of:
+                again.append(record)  # held already, or twice in this batch: re-key after
+            elif self._free:
+                slot = self._new_slot(record)  # reuse a removed subject's slot
+                slot_of[record.subject] = slot
+                reused.append(slot)
+            else:
+                slot = first + len(fresh)
+                slot_of[record.subject] = slot
+                slots.append(slot)
+                fresh.append(record)
+        bulk = 0
+        if fresh:
+            self._build(fresh, slots, now, computed if len(fresh) == len(batch) else None)
+            if len(fresh) * self._span > MAX_DELTA_EIDS:
+                bulk = len(fresh) * self._span  # no delta will be kept: skip listing EIDs
+                # Grown by insertion, the subject index sits in a table up to 4x its size:
+                # a copy is sized for its entries (about -40 MB at 1M subjects).
+                self._slot_of = slot_of = dict(slot_of)
+            else:
+                added.extend(self._eids[first * self._span :])
+        for slot in reused:
+            placed = self._records[slot]
+            if placed is not None:
+                self._place(slot, placed, now, removed, added)
+        for record in again:
+            slot = slot_of[record.subject]
+            if self._records[slot] == record:
+                continue
+            self._drop(slot, removed)
+            self._records[slot] = record
+            self._place(slot, record, now, removed, added)
+        self._commit(added, removed, bulk)
 
     def remove(self, subject: str) -> bool:
         """Forget a subject and all its EIDs; False if it was not there."""
-        state = self._by_subject.pop(subject, None)
-        if state is None:
+        slot = self._slot_of.pop(subject, None)
+        if slot is None:
             return False
-        self._commit([], self._drop(state))
+        removed: list[int] = []
+        self._drop(slot, removed)
+        self._records[slot] = None
+        self._free.append(slot)
+        self._commit([], removed)
         return True
+
+    def touch(self) -> int:
+        """Bump the version with no EID change; returns it.
+
+        For something served alongside the EIDs under the same version (the legacy static
+        ids of the service): deltas stay continuous, this version just adds no EID.
+        """
+        self.version += 1
+        self._history.append(_Change(self.version, (), ()))
+        return self.version
 
     def advance(self, now: float) -> bool:
         """Recompute the subjects whose window changed by ``now``; True if the EID set changed."""
         heap = self._bucket_heap
-        by_subject = self._by_subject
+        records = self._records
+        bases = self._bases
         skew = self._skew
-        added: list[bytes] = []
-        removed: list[bytes] = []
+        added: list[int] = []
+        removed: list[int] = []
         while heap and heap[0] <= now:
             key = heapq.heappop(heap)
-            for state in self._buckets.pop(key, ()):
-                record = state.record
-                if by_subject.get(record.subject) is not state:
-                    continue  # removed or re-keyed since it was scheduled
-                if _due(state.base, skew, record) != key:
-                    continue  # already rescheduled under another key
-                self._place(state, now, removed, added)
+            for slot in self._buckets.pop(key, ()):
+                record = records[slot]
+                if record is None:
+                    continue  # removed since it was scheduled
+                if _due(bases[slot], skew, record) != key:
+                    continue  # re-keyed or already rescheduled under another key
+                self._place(slot, record, now, removed, added)
         return self._commit(added, removed)
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _commit(self, added: list[bytes], removed: list[bytes]) -> bool:
-        if not added and not removed:
+    def _build(
+        self,
+        records: list[IdentityRecord],
+        slots: list[int],
+        now: float,
+        computed: WindowEids | None,
+    ) -> None:
+        """Bulk path for subjects not yet held: new slots at the end, tables filled at once.
+
+        ``slots`` are the new slots (``len(self._records)`` onwards), already in
+        ``_slot_of``. The AES work is :func:`window_eids` (or ``computed``, its result made
+        elsewhere, e.g. in worker processes); the rest appends to flat arrays, and the table
+        inserts run in C (``dict.update`` over ``zip``).
+        """
+        span = self._span
+        if computed is None or not computed.matches(len(records), now, self._skew):
+            computed = window_eids(records, now, self._skew)
+        first = slots[0]
+        self._eids.frombytes(computed.eids)
+        self._bases.frombytes(computed.bases)
+        buckets = self._buckets
+        heap = self._bucket_heap
+        for slot, due in zip(slots, array("q", computed.dues), strict=True):
+            bucket = buckets.get(due)
+            if bucket is None:
+                buckets[due] = [slot]
+                heapq.heappush(heap, due)
+            else:
+                bucket.append(slot)
+        self._records.extend(records)
+        start = first * span
+        eids = self._eids
+        for residue, table in enumerate(self._tables):
+            table.update(zip(eids[start + residue :: span], slots, strict=True))
+            self._inserted[residue] += len(slots)
+        self.eid_computations += span * len(records)
+
+    def _new_slot(self, record: IdentityRecord) -> int:
+        """Take a free slot (removed subjects leave theirs for reuse)."""
+        slot = self._free.pop()
+        self._records[slot] = record
+        return slot
+
+    def _commit(self, added: list[int], removed: list[int], unlisted: int = 0) -> bool:
+        """Bump the version for a change; ``unlisted`` counts EIDs added but not listed."""
+        if not added and not removed and not unlisted:
             return False
         self.version += 1
-        if len(added) + len(removed) > MAX_DELTA_EIDS:
+        self._compact()
+        if unlisted + len(added) + len(removed) > MAX_DELTA_EIDS:
             # A bulk load or mass change: scanners behind it are better served by a full list.
             self._history.clear()
             return True
@@ -433,57 +609,74 @@ class EidResolver:
         )
         return True
 
-    def _drop(self, state: _SubjectState) -> list[bytes]:
-        by_eid = self._by_eid
-        dropped = []
-        for eid in state.eids:
-            if by_eid.get(eid) is state:
-                del by_eid[eid]
-                dropped.append(eid)
-        state.eids = ()
-        return dropped
+    def _compact(self) -> None:
+        for residue, table in enumerate(self._tables):
+            if self._inserted[residue] * _COMPACT_AFTER > max(len(table), _COMPACT_MIN_ENTRIES):
+                # dict(table) re-inserts into a table sized for the live entries only.
+                self._tables[residue] = dict(table)
+                self._inserted[residue] = 0
+
+    def _drop(self, slot: int, removed: list[int]) -> None:
+        """Remove the EIDs held for ``slot`` from the tables (the slot keeps its record)."""
+        base = self._bases[slot]
+        if base == _NO_BASE:
+            return
+        span = self._span
+        eids = self._eids
+        for residue, table in enumerate(self._tables):
+            eid = eids[slot * span + residue]
+            if table.get(eid) == slot:
+                del table[eid]
+                removed.append(eid)
+        self._bases[slot] = _NO_BASE
 
     def _place(
         self,
-        state: _SubjectState,
+        slot: int,
+        record: IdentityRecord,
         now: float,
-        removed: list[bytes],
-        added: list[bytes],
+        removed: list[int],
+        added: list[int],
     ) -> None:
-        """Bring ``state`` to the windows around ``now``, reusing EIDs still in range."""
-        record = state.record
+        """Bring ``slot`` to the windows around ``now``, reusing EIDs still in range."""
         skew = self._skew
         span = self._span
-        by_eid = self._by_eid
-        base = (math.floor(now + record.clock_offset_s) >> record.k) - skew
-        old_eids = state.eids
-        shift = base - state.base
-        if old_eids and 0 <= shift < span:
+        tables = self._tables
+        eids = self._eids
+        inserted = self._inserted
+        k = record.k
+        base = (math.floor(now + record.clock_offset_s) >> k) - skew
+        old = self._bases[slot]
+        shift = base - old
+        if old != _NO_BASE and 0 <= shift < span:
             # The usual advance: slide by `shift` windows, compute only the new ones.
-            gone = old_eids[:shift]
-            new = _compute(record, range(base + span - shift, base + span)) if shift else []
-            eids = old_eids[shift:] + tuple(new)
+            windows = range(old + span, base + span)
         else:
-            gone = old_eids
-            new = _compute(record, range(base, base + span))
-            eids = tuple(new)
-        self.eid_computations += len(new)
-        for eid in gone:
-            if by_eid.get(eid) is state:
-                del by_eid[eid]
-                removed.append(eid)
-        for eid in new:
-            by_eid[eid] = state
-        added.extend(new)
-        state.base = base
-        state.eids = eids
+            self._drop(slot, removed)
+            windows = range(base, base + span)
+        if windows:
+            new = _compute(record, windows)
+            self.eid_computations += len(new)
+            at = slot * span
+            for window, eid in zip(windows, new, strict=True):
+                residue = window % span
+                table = tables[residue]
+                gone = eids[at + residue]
+                if old != _NO_BASE and table.get(gone) == slot:
+                    del table[gone]
+                    removed.append(gone)
+                eids[at + residue] = eid
+                table[eid] = slot
+                inserted[residue] += 1
+            added.extend(new)
+        self._bases[slot] = base
         due = _due(base, skew, record)
         bucket = self._buckets.get(due)
         if bucket is None:
-            self._buckets[due] = [state]
+            self._buckets[due] = [slot]
             heapq.heappush(self._bucket_heap, due)
         else:
-            bucket.append(state)
+            bucket.append(slot)
 
 
 def _due(base: int, skew: int, record: IdentityRecord) -> int:
@@ -491,21 +684,109 @@ def _due(base: int, skew: int, record: IdentityRecord) -> int:
     return math.ceil(((base + skew + 1) << record.k) - record.clock_offset_s)
 
 
-def _compute(record: IdentityRecord, windows: range) -> list[bytes]:
-    """EIDs of unwrapped ``windows``: one AES context per temporary key, blocks batched."""
+def _compute(record: IdentityRecord, windows: range) -> list[int]:
+    """EIDs (as integers) of unwrapped ``windows``: one AES key setup per temporary key."""
     k = record.k
     counters = [(window << k) & _COUNTER_MASK for window in windows]
     first = counters[0] >> TEMPORARY_KEY_SHIFT
     if first == counters[-1] >> TEMPORARY_KEY_SHIFT:
         # Windows are consecutive and span far less than 2**32 s: one temporary key.
-        tk = _aes_ecb(record.identity_key, _TK_BLOCK.pack(_TK_SALT, first))
-        out = _aes_ecb(tk, b"".join([_EID_BLOCK.pack(k, c) for c in counters]))
-        return [out[i : i + EID_BYTES] for i in range(0, len(out), _AES_BLOCK_BYTES)]
+        out = _aes_derived(
+            record.identity_key,
+            _TK_BLOCK.pack(_TK_SALT, first),
+            b"".join([_EID_BLOCK.pack(k, c) for c in counters]),
+        )
+        return [
+            int.from_bytes(out[i : i + EID_BYTES], "big")
+            for i in range(0, len(out), _AES_BLOCK_BYTES)
+        ]
     # The windows straddle a temporary-key roll-over (every 65,536 s): group by slot.
     slots = sorted({c >> TEMPORARY_KEY_SHIFT for c in counters})
     tks = _aes_ecb(record.identity_key, b"".join(_TK_BLOCK.pack(_TK_SALT, s) for s in slots))
     tk_of = {s: tks[i * _AES_BLOCK_BYTES : (i + 1) * _AES_BLOCK_BYTES] for i, s in enumerate(slots)}
     return [
-        _aes_ecb(tk_of[c >> TEMPORARY_KEY_SHIFT], _EID_BLOCK.pack(k, c))[:EID_BYTES]
+        int.from_bytes(
+            _aes_ecb(tk_of[c >> TEMPORARY_KEY_SHIFT], _EID_BLOCK.pack(k, c))[:EID_BYTES], "big"
+        )
         for c in counters
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowEids:
+    """The AES part of a bulk build for ``count`` records, as flat machine arrays.
+
+    ``eids``: per record, ``2*skew + 1`` native-endian uint64 EIDs, position ``r`` holding the
+    window with residue ``r``; ``bases``: per record, the first held window (int64);
+    ``dues``: per record, the server second its window changes (int64). Plain bytes, so it
+    pickles cheaply from a worker process.
+    """
+
+    count: int
+    now: float
+    skew: int
+    eids: bytes
+    bases: bytes
+    dues: bytes
+
+    def matches(self, count: int, now: float, skew: int) -> bool:
+        return (self.count, self.now, self.skew) == (count, now, skew)
+
+    @classmethod
+    def concat(cls, parts: Iterable[WindowEids]) -> WindowEids:
+        """Join the results of consecutive chunks of one record list."""
+        chunks = list(parts)
+        if not chunks or any(not c.matches(c.count, chunks[0].now, chunks[0].skew) for c in chunks):
+            raise IdentityError("chunks of different builds")
+        return cls(
+            sum(c.count for c in chunks),
+            chunks[0].now,
+            chunks[0].skew,
+            b"".join(c.eids for c in chunks),
+            b"".join(c.bases for c in chunks),
+            b"".join(c.dues for c in chunks),
+        )
+
+
+def window_eids(records: Sequence[IdentityRecord], now: float, skew: int) -> WindowEids:
+    """EIDs of the windows ``current - skew .. current + skew`` of every record, at ``now``.
+
+    The AES-heavy half of a bulk build, independent of any resolver state: it can run in
+    worker processes on chunks of the records (see :meth:`EidResolver.upsert_many`).
+    """
+    span = 2 * skew + 1
+    eids = array("Q")
+    bases = array("q")
+    dues = array("q")
+    put_eids = eids.extend
+    put_base = bases.append
+    put_due = dues.append
+    derived = _aes_derived
+    tk_pack = _TK_BLOCK.pack
+    eid_pack = _EID_BLOCK.pack
+    unpack = struct.Struct(">" + "Q8x" * span).unpack
+    floor = math.floor
+    ceil = math.ceil
+    pack_three = _EID_BLOCKS_3.pack
+    for record in records:
+        k = record.k
+        offset = record.clock_offset_s
+        base = (floor(now + offset) >> k) - skew
+        first = (base << k) & _COUNTER_MASK
+        last = first + ((span - 1) << k)
+        tk_slot = first >> TEMPORARY_KEY_SHIFT
+        if last >> TEMPORARY_KEY_SHIFT != tk_slot:
+            # Straddles a temporary-key roll-over or the counter wrap: the general path.
+            new = tuple(_compute(record, range(base, base + span)))
+        else:
+            if span == 3:  # the default skew of 1, spelled out: one pack call
+                step = 1 << k
+                blocks = pack_three(k, first, k, first + step, k, last)
+            else:
+                blocks = b"".join([eid_pack(k, first + (i << k)) for i in range(span)])
+            new = unpack(derived(record.identity_key, tk_pack(_TK_SALT, tk_slot), blocks))
+        cut = -base % span
+        put_eids(new[cut:] + new[:cut])
+        put_base(base)
+        put_due(ceil(((base + skew + 1) << k) - offset))
+    return WindowEids(len(records), now, skew, eids.tobytes(), bases.tobytes(), dues.tobytes())

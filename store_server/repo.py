@@ -112,6 +112,48 @@ def create_customer(
     return NewCustomer(customer_id, token)
 
 
+def rotate_identity(
+    db: sqlite_utils.Database,
+    customer_id: str,
+    *,
+    key_wrapped: bytes,
+    k: int,
+    clock_offset_s: float,
+    now: float,
+) -> None:
+    """Replace a customer's app identity (re-enrollment): the previous key is overwritten."""
+    with immediate(db):
+        db.execute(
+            "UPDATE identities SET key_wrapped = ?, k = ?, clock_offset_s = ?, created_at = ?"
+            " WHERE customer_id = ?",
+            [key_wrapped, k, clock_offset_s, now, customer_id],
+        )
+
+
+def set_legacy_ibeacon(db: sqlite_utils.Database, customer_id: str, ibeacon_id: str | None) -> None:
+    """Enable (with the id assigned now) or disable (forgetting the id) the legacy iBeacon."""
+    with immediate(db):
+        db.execute(
+            "UPDATE customers SET legacy_ibeacon = ?, ibeacon_id = ? WHERE id = ?",
+            [int(ibeacon_id is not None), ibeacon_id, customer_id],
+        )
+
+
+def legacy_ibeacon_ids(db: sqlite_utils.Database, customer_ids: Iterable[str]) -> dict[str, str]:
+    """customer id -> static iBeacon id, for those of ``customer_ids`` who enabled one."""
+    ids = list(customer_ids)
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    found = rows(
+        db,
+        f"SELECT id, ibeacon_id FROM customers WHERE legacy_ibeacon = 1"  # noqa: S608
+        f" AND ibeacon_id IS NOT NULL AND id IN ({marks})",
+        ids,
+    )
+    return {str(r["id"]): str(r["ibeacon_id"]) for r in found}
+
+
 def customer_by_token(db: sqlite_utils.Database, token: str) -> str | None:
     row = one(db, "SELECT id FROM customers WHERE token_hash = ?", [token_hash(token)])
     return None if row is None else str(row["id"])

@@ -22,6 +22,8 @@ import json
 import logging
 import secrets
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -71,6 +73,11 @@ STALE_WINDOW_S = 30.0
 MAX_CALIBRATION_DB = 30.0
 # Longest allowed long poll for the allowlist (seconds).
 MAX_ALLOWLIST_WAIT_S = 30.0
+# Legacy static iBeacon entries are re-sent with every allowlist answer; a scanner that loses
+# the server keeps them this long (ten long polls), then drops them like an expired EID.
+STATIC_ID_TTL_S = 300.0
+# iBeacon major and minor are 16-bit fields.
+IBEACON_PART_LIMIT = 2**16
 
 
 @dataclass(slots=True)
@@ -121,6 +128,13 @@ class StoreService:
         # Last consent refresh and purge; -inf: the first `tick` does both.
         self._last_refresh = float("-inf")
         self._last_purge = float("-inf")
+        # Legacy static iBeacon ids served to scanners: id -> customer, customer -> id, and
+        # (allowlist version, added, removed) per change, for deltas.
+        self._static: dict[str, str] = {}
+        self._static_of: dict[str, str] = {}
+        self._static_history: deque[tuple[int, tuple[str, ...], tuple[str, ...]]] = deque(
+            maxlen=identity.HISTORY_VERSIONS
+        )
 
     @property
     def timezone_name(self) -> str | None:
@@ -190,11 +204,13 @@ class StoreService:
             self.engine.forget(subject)
             self._visits.pop(subject, None)
             await self._retract(subject, now, "expired")
+        gone = [c for c in self._static_of if c not in ids]
         missing = [i for i in ids if i not in self.resolver]
         if missing:
             records = await self.db.run(lambda db: repo.identity_rows(db, missing))
             self.resolver.upsert_many((self._identity_record(r) for r in records), now)
             changed = True
+        changed |= await self._sync_static([*gone, *missing])
         if changed:
             await self._notify_allowlist()
 
@@ -214,6 +230,51 @@ class StoreService:
 
         for card_id in await self.db.run(transaction):
             self.hub.publish({"type": "retract", "id": card_id, "reason": reason})
+
+    async def _sync_static(self, customer_ids: Iterable[str]) -> bool:
+        """Serve exactly the legacy iBeacon ids of these customers that are due; True if changed.
+
+        Due: the server setting ``legacy_ibeacon`` is on, the customer is in the resolver (an
+        active consent) and enabled a static id in their preferences.
+        """
+        ids = list(dict.fromkeys(customer_ids))
+        wanted: dict[str, str] = {}
+        eligible = [c for c in ids if c in self.resolver] if self.config.legacy_ibeacon else []
+        if eligible:
+            wanted = await self.db.run(lambda db: repo.legacy_ibeacon_ids(db, eligible))
+        added: list[str] = []
+        removed: list[str] = []
+        for customer_id in ids:
+            old = self._static_of.get(customer_id)
+            new = wanted.get(customer_id)
+            if old == new:
+                continue
+            if old is not None:
+                del self._static_of[customer_id]
+                self._static.pop(old, None)
+                removed.append(old)
+            if new is not None:
+                self._static_of[customer_id] = new
+                self._static[new] = customer_id
+                added.append(new)
+        if not added and not removed:
+            return False
+        version = self.resolver.touch()
+        self._static_history.append((version, tuple(added), tuple(removed)))
+        return True
+
+    def _static_entries(self, now: float) -> list[dict[str, Any]]:
+        return [
+            {"id_type": "ibeacon", "id": static_id, "not_after": now + STATIC_ID_TTL_S}
+            for static_id in self._static
+        ]
+
+    def _static_removed_since(self, version: int) -> list[str]:
+        removed: dict[str, None] = {}
+        for at, _added, gone in self._static_history:
+            if at > version:
+                removed.update(dict.fromkeys(gone))
+        return [static_id for static_id in removed if static_id not in self._static]
 
     async def _notify_allowlist(self) -> None:
         async with self._allowlist_changed:
@@ -263,10 +324,13 @@ class StoreService:
         now = self.clock()
         observations: list[Observation] = []
         for window in batch.windows:
-            if window.id_type != "eid":
-                continue  # legacy static ids are not resolved unless enabled (not yet offered)
             t = min(window.end, now)
-            subject = self.resolver.resolve(bytes.fromhex(window.id), t)
+            if window.id_type == "eid":
+                subject = self.resolver.resolve(bytes.fromhex(window.id), t)
+            elif self.config.legacy_ibeacon:
+                subject = self._static.get(window.id)
+            else:
+                subject = None  # legacy static ids are resolved only when the store offers them
             if subject is None:
                 self.frames_unresolved += 1
                 continue
@@ -310,19 +374,20 @@ class StoreService:
         now = self.clock()
         version = self.resolver.version
         delta = self.resolver.changes_since(since) if since is not None else None
+        static = self._static_entries(now)
         if since is not None and since == version:
-            return {"version": version, "full": False, "entries": [], "removed": []}
-        if delta is not None:
+            return {"version": version, "full": False, "entries": static, "removed": []}
+        if delta is not None and since is not None:
             return {
                 "version": delta.version,
                 "full": False,
-                "entries": [_wire_entry(item) for item in delta.added],
-                "removed": [eid.hex() for eid in delta.removed],
+                "entries": [_wire_entry(item) for item in delta.added] + static,
+                "removed": [eid.hex() for eid in delta.removed] + self._static_removed_since(since),
             }
         return {
             "version": version,
             "full": True,
-            "entries": [_wire_entry(item) for item in self.resolver.entries(now)],
+            "entries": [_wire_entry(item) for item in self.resolver.entries(now)] + static,
             "removed": [],
         }
 
@@ -600,6 +665,53 @@ class StoreService:
             "beacon_time": identity.beacon_time(now, offset),
         }
 
+    async def rotate_identity(self, customer_id: str, app_counter: int | None) -> dict[str, Any]:
+        """Re-enrollment: a new identity key; the old EIDs stop resolving at once.
+
+        The key is committed first, then the resolver is re-keyed (if the customer is in it)
+        and long-polling scanners are woken with a delta removing the old EIDs.
+        """
+        now = self.clock()
+        key = identity.new_identity_key()
+        k = self.config.rotation_exponent
+        counter = app_counter if app_counter is not None else int(now) % identity.COUNTER_MODULUS
+        offset = identity.clock_offset(counter, now)
+        wrapped = wrap_key(self._master_key, key, _aad("identity", customer_id))
+        await self.db.run(
+            lambda db: repo.rotate_identity(
+                db, customer_id, key_wrapped=wrapped, k=k, clock_offset_s=offset, now=now
+            )
+        )
+        if customer_id in self.resolver:
+            self.resolver.upsert(identity.IdentityRecord(customer_id, key, k, offset), self.clock())
+            await self._notify_allowlist()
+        return {
+            "identity_key": key.hex(),
+            "rotation_exponent": k,
+            "beacon_time": identity.beacon_time(now, offset),
+        }
+
+    async def set_legacy_ibeacon(self, customer_id: str, enabled: bool) -> None:
+        """Turn the customer's static iBeacon id on (assigning one now) or off (forgetting it).
+
+        Refused when the store does not offer legacy ids (setting ``legacy_ibeacon``).
+        """
+        if enabled and not self.config.legacy_ibeacon:
+            raise ForbiddenError(
+                "this store does not offer static iBeacon ids", code="legacy_ibeacon_disabled"
+            )
+        row = await self.db.run(
+            lambda db: repo.one(db, "SELECT ibeacon_id FROM customers WHERE id = ?", [customer_id])
+        )
+        if row is None:
+            raise NotFoundError("unknown customer")
+        if enabled and row["ibeacon_id"] is not None:
+            return  # already on: keep the id the app broadcasts
+        new_id = new_ibeacon_id() if enabled else None
+        await self.db.run(lambda db: repo.set_legacy_ibeacon(db, customer_id, new_id))
+        if await self._sync_static([customer_id]):
+            await self._notify_allowlist()
+
     async def customer_for_token(self, token: str) -> str:
         customer_id = await self.db.run(lambda db: repo.customer_by_token(db, token))
         if customer_id is None:
@@ -640,6 +752,7 @@ class StoreService:
             rows = await self.db.run(lambda db: repo.identity_rows(db, [customer_id]))
             for row in rows:
                 self.resolver.upsert(self._identity_record(row), now)
+            await self._sync_static([customer_id])
             await self._notify_allowlist()
         return {
             "purpose": consent.purpose,
@@ -669,7 +782,8 @@ class StoreService:
         if not result.remaining:
             self.engine.forget(customer_id)
             self._visits.pop(customer_id, None)
-            if self.resolver.remove(customer_id):
+            removed = self.resolver.remove(customer_id)
+            if await self._sync_static([customer_id]) or removed:
                 await self._notify_allowlist()
         for card_id in result.retracted_cards:
             self.hub.publish({"type": "retract", "id": card_id, "reason": "withdrawn"})
@@ -737,6 +851,14 @@ class StoreService:
             return int(count)
 
         return await self.db.run(transaction)
+
+
+def new_ibeacon_id() -> str:
+    """A random static iBeacon id, ``<uuid>:<major>:<minor>`` (the scanner's allowlist form)."""
+    return (
+        f"{uuid.uuid4()}:{secrets.randbelow(IBEACON_PART_LIMIT)}"
+        f":{secrets.randbelow(IBEACON_PART_LIMIT)}"
+    )
 
 
 def scanner_aad(scanner_id: str) -> bytes:

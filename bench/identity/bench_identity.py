@@ -1,6 +1,10 @@
 """Benchmark of the EID resolver: build time and memory, resolve cost, advance cost.
 
 Usage: .venv/bin/python bench/identity/bench_identity.py [--json] [--sizes 100000,1000000]
+       [--no-propagation]
+
+The withdrawal-to-scanner propagation latency (bench_propagation.py, a real server on
+loopback) runs last, in its own process; ``--json`` prints every figure of both.
 
 Each size runs in a fresh child process so that memory figures do not leak between sizes.
 Memory is the resident-set growth read from /proc/self/statm (Linux), split into the input
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import multiprocessing
 import os
 import random
 import subprocess
@@ -23,11 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from store_server import aes
 from store_server.identity import (
     DEFAULT_ROTATION_EXPONENT,
     EidResolver,
     IdentityRecord,
+    WindowEids,
     eid_at,
+    window_eids,
 )
 
 NOW = 1_763_800_000.0
@@ -57,7 +65,34 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * PAGE
 
 
-def run_size(n: int) -> dict[str, float]:
+_RECORDS: list[IdentityRecord] = []
+"""The records, set before the worker pool forks: workers read their chunk from memory
+instead of receiving pickled identity keys."""
+
+CHUNKS_PER_WORKER = 4
+"""Smaller chunks than workers keep both processes busy until the end."""
+
+
+def _window_eids_chunk(args: tuple[int, int, float, int]) -> WindowEids:
+    start, stop, now, skew = args
+    return window_eids(_RECORDS[start:stop], now, skew)
+
+
+def parallel_window_eids(
+    records: list[IdentityRecord], now: float, skew: int, workers: int
+) -> WindowEids:
+    """window_eids over fork()ed worker processes (Linux), chunk results joined in order."""
+    global _RECORDS
+    _RECORDS = records
+    chunks = workers * CHUNKS_PER_WORKER
+    step = -(-len(records) // chunks)
+    ranges = [(i, min(i + step, len(records)), now, skew) for i in range(0, len(records), step)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        parts = pool.map(_window_eids_chunk, ranges)
+    return WindowEids.concat(parts)
+
+
+def run_size(n: int, workers: int = 1) -> dict[str, float]:
     rng = random.Random(SEED)
     gc.collect()
     rss0 = rss_bytes()
@@ -76,7 +111,13 @@ def run_size(n: int) -> dict[str, float]:
     resolver = EidResolver()
     gc.disable()  # the build allocates millions of objects; keep GC pauses out of the figure
     t0 = time.perf_counter()
-    resolver.upsert_many(records, NOW)
+    c0 = time.process_time()
+    computed = None
+    if workers > 1:
+        computed = parallel_window_eids(records, NOW, resolver.skew_windows, workers)
+    resolver.upsert_many(records, NOW, computed=computed)
+    del computed
+    build_cpu_s = time.process_time() - c0
     build_s = time.perf_counter() - t0
     gc.enable()
     rss2 = rss_bytes()
@@ -94,11 +135,12 @@ def run_size(n: int) -> dict[str, float]:
             found += 1
     resolve_ns = (time.perf_counter_ns() - t0) / len(queries)
     assert found == len(hits), (found, len(hits))
-    # Reference: the bare dict lookup the resolve path is built on, same queries.
-    table = resolver._by_eid
+    # Reference: one bare dict lookup (of the 2*skew+1 a miss costs), same queries.
+    table = resolver._tables[0]
+    keys = [int.from_bytes(eid, "big") for eid in queries]
     t0 = time.perf_counter_ns()
-    for eid in queries:
-        table.get(eid)
+    for key in keys:
+        table.get(key)
     dict_get_ns = (time.perf_counter_ns() - t0) / len(queries)
 
     computed0 = resolver.eid_computations
@@ -110,6 +152,9 @@ def run_size(n: int) -> dict[str, float]:
         worst_step_s = max(worst_step_s, time.perf_counter() - t0)
     advance_total_s = time.perf_counter() - t_all
     recomputed = resolver.eid_computations - computed0
+    del sample, hits, misses, queries, keys
+    gc.collect()
+    rss3 = rss_bytes()
 
     # Floor of the build: creating one AES-128-ECB context per key through cryptography's
     # public API (a subject needs two at a cold build: identity key, then temporary key).
@@ -122,12 +167,16 @@ def run_size(n: int) -> dict[str, float]:
 
     return {
         "subjects": n,
+        "workers": workers,
         "aes_context_us": aes_context_us,
+        "aes_backend": aes.BACKEND,
         "build_s": build_s,
+        "build_cpu_s": build_cpu_s,
         "build_us_per_subject": build_s / n * 1e6,
         "records_mb": (rss1 - rss0) / 1e6,
         "resolver_mb": (rss2 - rss1) / 1e6,
         "total_mb": (rss2 - rss0) / 1e6,
+        "resolver_mb_after_advance": (rss3 - rss1) / 1e6,
         "resolve_ns": resolve_ns,
         "dict_get_ns": dict_get_ns,
         "advance_steps": ADVANCE_SECONDS,
@@ -141,35 +190,65 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print figures as JSON")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated subject counts")
+    parser.add_argument(
+        "--no-propagation", action="store_true", help="skip the propagation latency benchmark"
+    )
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="comma-separated worker process counts for the build's AES part (1 = in-process)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-workers", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(run_size(args.child)))
+        print(json.dumps(run_size(args.child, args.child_workers)))
         return
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
+        for workers in (int(w) for w in args.workers.split(",")):
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(size), "--child-workers", str(workers)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            results.append(json.loads(out.stdout))
+    propagation = None
+    if not args.no_propagation:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", str(size)],
+            [sys.executable, str(Path(__file__).with_name("bench_propagation.py")), "--json"],
             check=True,
             capture_output=True,
             text=True,
         )
-        results.append(json.loads(out.stdout))
+        propagation = json.loads(out.stdout)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"resolver": results, "propagation": propagation}, indent=2))
         return
     print(
-        "| subjects | build (s) | build µs/subject | resolver MB | records MB | resolve ns "
-        "| bare dict.get ns | AES context µs "
-        "| advance µs/recomputed subject | worst 1 s advance step (ms) |"
+        "| subjects | workers | build (s) | build CPU (s) | build µs/subject | resolver MB "
+        "| resolver MB after 60 s | records MB | resolve ns | bare dict.get ns "
+        "| AES context µs (cryptography) | advance µs/recomputed subject "
+        "| worst 1 s advance step (ms) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
-            f"| {r['subjects']:,} | {r['build_s']:.2f} | {r['build_us_per_subject']:.2f} "
-            f"| {r['resolver_mb']:.0f} | {r['records_mb']:.0f} | {r['resolve_ns']:.0f} "
-            f"| {r['dict_get_ns']:.0f} | {r['aes_context_us']:.2f} "
+            f"| {r['subjects']:,} | {r['workers']} | {r['build_s']:.2f} | {r['build_cpu_s']:.2f} "
+            f"| {r['build_us_per_subject']:.2f} | {r['resolver_mb']:.0f} "
+            f"| {r['resolver_mb_after_advance']:.0f} | {r['records_mb']:.0f} "
+            f"| {r['resolve_ns']:.0f} | {r['dict_get_ns']:.0f} | {r['aes_context_us']:.2f} "
             f"| {r['advance_us_per_subject']:.2f} | {r['advance_worst_step_ms']:.1f} |"
+        )
+    if propagation is not None:
+        print()
+        print("| withdrawals × scanners | p50 (ms) | p99 (ms) | max (ms) | mean (ms) |")
+        print("|---|---:|---:|---:|---:|")
+        print(
+            f"| {propagation['withdrawals']} × {propagation['scanners']} "
+            f"| {propagation['p50_ms']:.1f} | {propagation['p99_ms']:.1f} "
+            f"| {propagation['max_ms']:.1f} | {propagation['mean_ms']:.1f} |"
         )
 
 

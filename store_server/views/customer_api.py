@@ -15,6 +15,7 @@ from store_server.api_models import (
     EnrollResponse,
     EraseRequest,
     PreferencesRequest,
+    RotateRequest,
     WishlistRequest,
     WithdrawRequest,
 )
@@ -64,6 +65,19 @@ async def _customer(request: web.Request) -> str:
 async def enroll(request: web.Request) -> web.Response:
     body = decode(await request.read() or b"{}", EnrollRequest)
     return _json(await request.app[SERVICE].enroll(body.app_counter, body.language), 201)
+
+
+@api.operation(
+    "POST",
+    "/api/v1/enroll/rotate",
+    "Re-enroll: a new identity key for the app; the old identifiers stop resolving at once",
+    request=RotateRequest,
+    request_optional=True,
+)
+async def rotate(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read() or b"{}", RotateRequest)
+    return _json(await request.app[SERVICE].rotate_identity(customer_id, body.app_counter))
 
 
 @api.operation(
@@ -138,8 +152,27 @@ async def preferences(request: web.Request) -> web.Response:
     if "title" in values:
         values["title"] = validate_name(values["title"], "title")
     service = request.app[SERVICE]
-    await service.db.run(lambda db: repo.set_preferences(db, customer_id, values))
+    legacy = values.pop("legacy_ibeacon", None)
+    if legacy is not None:
+        await service.set_legacy_ibeacon(customer_id, legacy)
+    if values:
+        await service.db.run(lambda db: repo.set_preferences(db, customer_id, values))
     return _json(await _preferences_of(request, customer_id))
+
+
+@api.operation("GET", "/api/v1/preferences", "My greeting preferences")
+async def get_preferences(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    return _json(await _preferences_of(request, customer_id))
+
+
+# Shown to the customer next to a static iBeacon id: it is trackable, unlike rotating EIDs.
+LEGACY_IBEACON_NOTICE = {
+    "fr": "Identifiant fixe : tout appareil Bluetooth peut reconnaître et suivre ce téléphone,"
+    " ici et ailleurs. Désactivez-le si votre application sait émettre un identifiant tournant.",
+    "en": "Static identifier: any Bluetooth device can recognise and follow this phone, here"
+    " and elsewhere. Turn it off if your app can broadcast a rotating identifier.",
+}
 
 
 async def _preferences_of(request: web.Request, customer_id: str) -> dict[str, Any]:
@@ -147,11 +180,17 @@ async def _preferences_of(request: web.Request, customer_id: str) -> dict[str, A
         lambda db: repo.one(
             db,
             "SELECT display_name, title, name_form, language, greet_mode, quiet_start, quiet_end,"
-            " not_today, pickup_code FROM customers WHERE id = ?",
+            " not_today, pickup_code, legacy_ibeacon, ibeacon_id FROM customers WHERE id = ?",
             [customer_id],
         )
     )
-    return row or {}
+    if row is None:
+        return {}
+    legacy = bool(row["legacy_ibeacon"])
+    row["legacy_ibeacon"] = legacy
+    row["trackable"] = legacy
+    row["legacy_ibeacon_notice"] = LEGACY_IBEACON_NOTICE if legacy else None
+    return row
 
 
 @api.operation("PUT", "/api/v1/wishlist", "Replace the wishlist", request=WishlistRequest)

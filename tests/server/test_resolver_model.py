@@ -1,0 +1,98 @@
+"""The compact EID resolver against a brute-force model under random operations."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from store_server.identity import (
+    EidResolver,
+    IdentityError,
+    IdentityRecord,
+    WindowEids,
+    eid_at,
+    window_eids,
+)
+
+NOW = 1_763_800_000.0
+"""Fixed server time: the test is deterministic."""
+
+
+def _record(rng: random.Random, subject: str) -> IdentityRecord:
+    k = rng.choice([0, 3, 9])
+    return IdentityRecord(subject, rng.randbytes(16), k, float(rng.randrange(0, 2**32)) - NOW)
+
+
+def _expected(record: IdentityRecord, now: float, skew: int) -> set[bytes]:
+    """EIDs of windows current-skew .. current+skew, straight from eid_at."""
+    step = 2**record.k
+    return {eid_at(record, now + d * step) for d in range(-skew, skew + 1)}
+
+
+@pytest.mark.parametrize("skew", [0, 1, 2])
+def test_resolver_matches_model(skew: int) -> None:
+    rng = random.Random(skew)
+    resolver = EidResolver(skew_windows=skew)
+    live: dict[str, IdentityRecord] = {}
+    gone: list[IdentityRecord] = []
+    now = NOW
+    for step in range(300):
+        op = rng.random()
+        subject = f"c-{rng.randrange(40)}"
+        if op < 0.35:
+            record = _record(rng, subject)
+            if subject in live:
+                gone.append(live[subject])
+            live[subject] = record
+            resolver.upsert(record, now)
+        elif op < 0.45 and live:
+            batch = [_record(rng, f"c-{rng.randrange(40)}") for _ in range(rng.randrange(1, 6))]
+            for record in batch:
+                if record.subject in live:
+                    gone.append(live[record.subject])
+                live[record.subject] = record
+            resolver.upsert_many(batch, now)
+        elif op < 0.55 and subject in live:
+            gone.append(live.pop(subject))
+            assert resolver.remove(subject)
+        else:
+            now += rng.choice([1, 7, 60, 600])
+            resolver.advance(now)
+        assert sorted(resolver.subjects()) == sorted(live), step
+        accepted = {item.eid for item in resolver.entries(now)}
+        for record in live.values():
+            expected = _expected(record, now, skew)
+            assert expected <= accepted, step
+            for eid in expected:
+                assert resolver.resolve(eid, now) == record.subject
+        current_eids = {e for r in live.values() for e in _expected(r, now, skew)}
+        for old in gone[-5:]:
+            eid = eid_at(old, now)
+            if eid not in current_eids:
+                assert resolver.resolve(eid, now) is None
+                assert eid not in accepted
+        assert len(accepted) == len(live) * (2 * skew + 1)
+
+
+def test_precomputed_chunks_build_the_same_resolver() -> None:
+    rng = random.Random(7)
+    records = [_record(rng, f"c-{i}") for i in range(50)]
+    plain = EidResolver()
+    plain.upsert_many(records, NOW)
+    parts = [window_eids(records[i : i + 16], NOW, 1) for i in range(0, 50, 16)]
+    computed = WindowEids.concat(parts)
+    assert computed == window_eids(records, NOW, 1)
+    built = EidResolver()
+    built.upsert_many(records, NOW, computed=computed)
+    assert sorted(i.eid for i in built.entries(NOW)) == sorted(i.eid for i in plain.entries(NOW))
+    for record in records:
+        assert built.resolve(eid_at(record, NOW), NOW) == record.subject
+    # A result made for another time is not trusted: the resolver recomputes.
+    stale = window_eids(records, NOW - 10_000, 1)
+    other = EidResolver()
+    other.upsert_many(records, NOW, computed=stale)
+    for record in records:
+        assert other.resolve(eid_at(record, NOW), NOW) == record.subject
+    with pytest.raises(IdentityError):
+        WindowEids.concat([parts[0], window_eids(records[:3], NOW, 2)])
