@@ -69,6 +69,8 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     ("POST", "/api/v1/check-in"): (401, 401, 401, 401, 200),
     ("GET", "/api/v1/messages"): (401, 401, 401, 401, 200),
     ("GET", "/api/v1/consents"): (401, 401, 401, 401, 200),
+    ("GET", "/api/v1/preferences"): (401, 401, 401, 401, 200),
+    ("POST", "/api/v1/enroll/rotate"): (401, 401, 401, 401, 200),
     ("GET", "/api/v1/me"): (401, 401, 401, 401, 200),
     ("GET", "/api/v1/me/export"): (401, 401, 401, 401, 200),
     ("GET", "/api/openapi.json"): (200, 200, 200, 200, 200),
