@@ -193,6 +193,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
 
     async def on_shutdown(app: web.Application) -> None:
         if SERVICE in app:
+            await app[SERVICE].release_long_polls()
             await app[SERVICE].hub.close_all()
 
     app.on_shutdown.append(on_shutdown)

@@ -48,7 +48,7 @@ EDDYSTONE_UUID = "0000feaa-0000-1000-8000-00805f9b34fb"
 SCANNER_IDS = ("s-entrance", "s-machines", "s-parts", "s-checkout")
 
 STARTUP_TIMEOUT_S = 30.0
-"""A cold Python start with aiohttp on a loaded 2-core machine takes a few seconds; 30 s is a hang."""
+"""A cold start with aiohttp on a loaded 2-core machine takes a few seconds; 30 s is a hang."""
 
 DRAIN_TIMEOUT_S = 60.0
 """Scanners back off at most 30 s between retries (scanner.uploader.BACKOFF_CAP_S): two cycles."""

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (  # noqa: E402
+from harness import (
     SCANNER_IDS,
     CampaignError,
     Feeder,
@@ -87,9 +87,7 @@ async def campaign(runs: int, n_scanners: int, seed: int, workdir: Path) -> dict
         await feeder.stop()
         await wait_drained(scanners)
         batches = server.server_batches()
-        totals = [
-            check_accounting(s, s.snapshot(), batches, drained=True) for s in scanners
-        ]
+        totals = [check_accounting(s, s.snapshot(), batches, drained=True) for s in scanners]
     finally:
         await feeder.stop()
         for scanner in scanners:
