@@ -63,6 +63,11 @@ class CheckInRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     zone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
+class EraseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    channel: Literal["app", "web", "in_store"] = "app"
+    app_version: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+
+
 class ErrorBody(msgspec.Struct, frozen=True):
     code: str
     message: str

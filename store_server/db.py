@@ -239,3 +239,13 @@ class Database:
             self._executor.submit(_close, self._db).result()
         finally:
             self._executor.shutdown(wait=True)
+
+
+@migrations()
+def m002_consent_store(db: sqlite_utils.Database) -> None:
+    """Record which store a consent was given at, so `scope = 'store'` can be honoured.
+
+    Rows from before this migration were all given at this server's store: a NULL store id
+    counts as "this store".
+    """
+    db.execute("ALTER TABLE consents ADD COLUMN store_id TEXT")

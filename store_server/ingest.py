@@ -13,7 +13,7 @@ from store_server.errors import ValidationError
 MAX_WINDOWS_PER_BATCH = 5000
 _EID_RE = re.compile(r"^[0-9a-f]{16}$")
 _FIELD_RE = re.compile(r"at `\$\.?(?P<path>[^`]*)`")
-_UNKNOWN_RE = re.compile(r"unknown field `(?P<name>[^`]*)`")
+_UNKNOWN_RE = re.compile(r"(?:unknown|missing required) field `(?P<name>[^`]*)`")
 
 Rssi = Annotated[int, msgspec.Meta(ge=-127, le=20)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]

@@ -132,7 +132,20 @@ def identity_rows(
     )
 
 
-def consents_of(db: sqlite_utils.Database, customer_id: str) -> list[ActiveConsent]:
+# A consent counts at a store when it covers the whole chain, or was given at that store
+# (NULL: given before store ids were recorded, i.e. at this server's own store).
+_SCOPE_MATCH = "(scope = 'chain' OR store_id IS NULL OR store_id = ?)"
+
+
+def consents_of(
+    db: sqlite_utils.Database, customer_id: str, store_id: str | None = None
+) -> list[ActiveConsent]:
+    """The customer's consent rows; with `store_id`, only those that count at that store."""
+    sql = "SELECT * FROM consents WHERE customer_id = ?"
+    params: list[Any] = [customer_id]
+    if store_id is not None:
+        sql += " AND " + _SCOPE_MATCH
+        params.append(store_id)
     return [
         ActiveConsent(
             purpose=cast(Purpose, row["purpose"]),
@@ -141,19 +154,32 @@ def consents_of(db: sqlite_utils.Database, customer_id: str) -> list[ActiveConse
             granted_at=row["granted_at"],
             expires_at=row["expires_at"],
         )
-        for row in rows(db, "SELECT * FROM consents WHERE customer_id = ?", [customer_id])
+        for row in rows(db, sql, params)
     ]
 
 
-def consenting_customer_ids(db: sqlite_utils.Database, now: float) -> list[str]:
-    return [
-        str(row["customer_id"])
-        for row in rows(
-            db,
-            "SELECT DISTINCT customer_id FROM consents WHERE granted_at <= ? AND expires_at > ?",
-            [now, now],
-        )
-    ]
+def consenting_customer_ids(
+    db: sqlite_utils.Database, now: float, store_id: str | None = None
+) -> list[str]:
+    sql = "SELECT DISTINCT customer_id FROM consents WHERE granted_at <= ? AND expires_at > ?"
+    params: list[Any] = [now, now]
+    if store_id is not None:
+        sql += " AND " + _SCOPE_MATCH
+        params.append(store_id)
+    return [str(row["customer_id"]) for row in rows(db, sql, params)]
+
+
+def next_consent_expiry(
+    db: sqlite_utils.Database, now: float, store_id: str | None = None
+) -> float | None:
+    """The earliest instant after `now` at which an active consent lapses (None: none)."""
+    sql = "SELECT min(expires_at) AS t FROM consents WHERE granted_at <= ? AND expires_at > ?"
+    params: list[Any] = [now, now]
+    if store_id is not None:
+        sql += " AND " + _SCOPE_MATCH
+        params.append(store_id)
+    row = one(db, sql, params)
+    return None if row is None or row["t"] is None else float(row["t"])
 
 
 def append_consent_log(db: sqlite_utils.Database, entry: LogEntry) -> str:
@@ -218,6 +244,7 @@ def grant_consent(
     app_version: str | None,
     now: float,
     duration_s: float,
+    store_id: str | None = None,
 ) -> ActiveConsent:
     if purpose not in PURPOSES:
         raise ValidationError(f"unknown purpose {purpose!r}", field="purpose")
@@ -235,8 +262,8 @@ def grant_consent(
         action = "renew" if existing is not None and existing["expires_at"] > now else "grant"
         db.execute(
             "INSERT OR REPLACE INTO consents (customer_id, purpose, scope, text_hash, granted_at,"
-            " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-            [customer_id, purpose, scope, text_hash, now, now + duration_s],
+            " expires_at, store_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [customer_id, purpose, scope, text_hash, now, now + duration_s, store_id],
         )
         append_consent_log(
             db, LogEntry(subject_ref, purpose, action, text_hash, scope, channel, app_version, now)
@@ -259,6 +286,7 @@ def withdraw_consent(
     channel: str,
     app_version: str | None,
     now: float,
+    store_id: str | None = None,
 ) -> Withdrawal:
     """Withdraw, log, and retract the customer's open cards, in one transaction."""
     with immediate(db):
@@ -275,7 +303,9 @@ def withdraw_consent(
                     ),
                 )
         cards = retract_open_cards(db, customer_id, now)
-        remaining = frozenset(c.purpose for c in consents_of(db, customer_id) if is_active(c, now))
+        remaining = frozenset(
+            c.purpose for c in consents_of(db, customer_id, store_id) if is_active(c, now)
+        )
     return Withdrawal(remaining, cards)
 
 
@@ -292,6 +322,134 @@ def retract_open_cards(db: sqlite_utils.Database, customer_id: str, now: float) 
         [now, customer_id],
     )
     return ids
+
+
+# -- my data and erasure ---------------------------------------------------------------------
+
+# The customer's own columns shown in "my data" (token_hash is a credential, not data about them).
+_PROFILE_COLUMNS = (
+    "id, created_at, display_name, title, name_form, language, greet_mode, quiet_start,"
+    " quiet_end, not_today, pickup_code"
+)
+
+
+def customer_data(
+    db: sqlite_utils.Database, customer_id: str, subject: str, now: float
+) -> dict[str, Any] | None:
+    """Every record held about the customer (GDPR Art. 15), or None if there is no such customer."""
+    profile = one(db, f"SELECT {_PROFILE_COLUMNS} FROM customers WHERE id = ?", [customer_id])  # noqa: S608
+    if profile is None:
+        return None
+    consents = [
+        {
+            "purpose": c.purpose,
+            "scope": c.scope,
+            "text_hash": c.text_hash,
+            "granted_at": c.granted_at,
+            "expires_at": c.expires_at,
+            "active": is_active(c, now),
+        }
+        for c in consents_of(db, customer_id)
+    ]
+    history = [
+        {
+            "seq": e.seq,
+            "action": e.entry.action,
+            "purpose": e.entry.purpose,
+            "scope": e.entry.scope,
+            "text_hash": e.entry.text_hash,
+            "channel": e.entry.channel,
+            "app_version": e.entry.app_version,
+            "at": e.entry.at,
+            "entry_hash": e.entry_hash,
+        }
+        for e in consent_log_rows(db, subject)
+    ]
+    cards = [
+        {**{k: v for k, v in r.items() if k != "payload"}, "payload": json.loads(r["payload"])}
+        for r in rows(
+            db,
+            "SELECT id, kind, created_at, state, acked_by, acked_at, payload FROM cards"
+            " WHERE customer_id = ? ORDER BY created_at",
+            [customer_id],
+        )
+    ]
+    messages = [
+        {"id": r["id"], "at": r["at"], **json.loads(r["body"])}
+        for r in rows(
+            db, "SELECT id, at, body FROM messages WHERE customer_id = ? ORDER BY at", [customer_id]
+        )
+    ]
+    return {
+        "profile": profile,
+        "identity": one(
+            db,
+            "SELECT k AS rotation_exponent, created_at FROM identities WHERE customer_id = ?",
+            [customer_id],
+        ),
+        "consents": consents,
+        "consent_history": history,
+        "wishlist": rows(
+            db,
+            "SELECT w.sku, c.name_fr, c.name_en, w.added_at FROM wishlist w"
+            " JOIN catalog c ON c.sku = w.sku WHERE w.customer_id = ? ORDER BY w.added_at, w.sku",
+            [customer_id],
+        ),
+        "visits": rows(
+            db,
+            "SELECT id, arrived_at, left_at, zone, via FROM visits WHERE customer_id = ?"
+            " ORDER BY arrived_at",
+            [customer_id],
+        ),
+        "decisions": rows(
+            db,
+            "SELECT id, visit_id, at, outcome, reason FROM decisions WHERE customer_id = ?"
+            " ORDER BY at",
+            [customer_id],
+        ),
+        "cards": cards,
+        "messages": messages,
+        "access_log": rows(
+            db,
+            "SELECT staff_user, card_id, action, at FROM access_log WHERE customer_id = ?"
+            " ORDER BY at, id",
+            [customer_id],
+        ),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    erased: bool
+    retracted_cards: tuple[str, ...]
+
+
+def erase_customer(
+    db: sqlite_utils.Database,
+    *,
+    customer_id: str,
+    subject_ref: str,
+    channel: str,
+    app_version: str | None,
+    now: float,
+) -> Erasure:
+    """Delete the customer and everything that cascades from them; keep a pseudonymous proof.
+
+    The consent log keeps its entries (they name only the keyed pseudonym) and gains one
+    'erase' entry per purpose. After the commit the WAL is checkpointed and truncated, so the
+    deleted rows (zeroed by secure_delete in the main file) do not survive in the -wal file.
+    """
+    with immediate(db):
+        if one(db, "SELECT 1 AS x FROM customers WHERE id = ?", [customer_id]) is None:
+            return Erasure(False, ())
+        cards = retract_open_cards(db, customer_id, now)
+        for purpose in PURPOSES:
+            append_consent_log(
+                db, LogEntry(subject_ref, purpose, "erase", None, None, channel, app_version, now)
+            )
+        db.execute("DELETE FROM customers WHERE id = ?", [customer_id])
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return Erasure(True, cards)
 
 
 def _parse_time(value: str | None) -> time | None:
@@ -355,7 +513,9 @@ def snapshot(
     row = one(db, "SELECT * FROM customers WHERE id = ?", [customer_id])
     if row is None:
         return None
-    purposes = frozenset(c.purpose for c in consents_of(db, customer_id) if is_active(c, now))
+    purposes = frozenset(
+        c.purpose for c in consents_of(db, customer_id, store_id) if is_active(c, now)
+    )
     wishlist = tuple(
         WishItem(w["sku"], w["name_fr"], w["name_en"], w["count"], w["aisle"])
         for w in rows(

@@ -109,12 +109,21 @@ class StoreService:
         self._tz = ZoneInfo(timezone) if timezone else None
         self.frames_resolved = 0
         self.frames_unresolved = 0
+        # When the next active consent lapses: the tick refreshes the resolver at that instant.
+        self._next_expiry: float | None = None
+        # Last consent refresh and purge; -inf: the first `tick` does both.
+        self._last_refresh = float("-inf")
+        self._last_purge = float("-inf")
 
     # -- life cycle ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def prepare(self) -> None:
+        """Load the consent texts and the consenting customers (no background task)."""
         await self.db.run(lambda db: repo.ensure_consent_texts(db, self._consent_texts))
         await self._refresh_consenting(self.clock())
+
+    async def start(self) -> None:
+        await self.prepare()
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="bulle-tick"))
 
     async def stop(self) -> None:
@@ -127,30 +136,45 @@ class StoreService:
         await self.hub.close_all()
 
     async def _tick_loop(self) -> None:
-        last_refresh = last_purge = self.clock()
+        self._last_refresh = self._last_purge = self.clock()
         while True:
             await asyncio.sleep(TICK_S)
             try:
-                now = self.clock()
-                await self._handle_events(self.engine.tick(now))
-                if self.resolver.advance(now):
-                    await self._notify_allowlist()
-                if now - last_refresh >= CONSENT_REFRESH_S:
-                    last_refresh = now
-                    await self._refresh_consenting(now)
-                if now - last_purge >= PURGE_EVERY_S:
-                    last_purge = now
-                    await self.purge(now)
+                await self.tick(self.clock())
             except Exception:
                 logger.exception("periodic work failed; retrying at the next tick")
 
+    async def tick(self, now: float) -> None:
+        """One step of periodic work at `now` (the background task calls it every TICK_S)."""
+        await self._handle_events(self.engine.tick(now))
+        if self.resolver.advance(now):
+            await self._notify_allowlist()
+        expired = self._next_expiry is not None and now >= self._next_expiry
+        if expired or now - self._last_refresh >= CONSENT_REFRESH_S:
+            self._last_refresh = now
+            await self._refresh_consenting(now)
+        if now - self._last_purge >= PURGE_EVERY_S:
+            self._last_purge = now
+            await self.purge(now)
+
     async def _refresh_consenting(self, now: float) -> None:
         """Make the resolver hold exactly the customers with an active consent."""
-        ids = set(await self.db.run(lambda db: repo.consenting_customer_ids(db, now)))
+        store_id = self.store_id
+
+        def read(db: sqlite_utils.Database) -> tuple[list[str], float | None]:
+            return (
+                repo.consenting_customer_ids(db, now, store_id),
+                repo.next_consent_expiry(db, now, store_id),
+            )
+
+        found, self._next_expiry = await self.db.run(read)
+        ids = set(found)
         changed = False
         for subject in [s for s in self.resolver.subjects() if s not in ids]:
             changed |= self.resolver.remove(subject)
             self.engine.forget(subject)
+            self._visits.pop(subject, None)
+            await self._retract(subject, now, "expired")
         missing = [i for i in ids if i not in self.resolver]
         if missing:
             records = await self.db.run(lambda db: repo.identity_rows(db, missing))
@@ -172,6 +196,14 @@ class StoreService:
         """At shutdown: answer every held allowlist long poll now, so none is cut."""
         self._closing = True
         await self._notify_allowlist()
+
+    async def _retract(self, customer_id: str, now: float, reason: str) -> None:
+        def transaction(db: sqlite_utils.Database) -> tuple[str, ...]:
+            with immediate(db):
+                return repo.retract_open_cards(db, customer_id, now)
+
+        for card_id in await self.db.run(transaction):
+            self.hub.publish({"type": "retract", "id": card_id, "reason": reason})
 
     async def _notify_allowlist(self) -> None:
         async with self._allowlist_changed:
@@ -371,7 +403,7 @@ class StoreService:
             greeted=state.greeted or decision.greeting is not None,
             stock_shown=state.stock_shown or decision.stock is not None,
             last_greeted_at=now if decision.greeting is not None else state.last_greeted_at,
-            checked_in=state.checked_in or trigger.kind == "check_in",
+            checked_in=state.checked_in or trigger.kind == "check_in" or via == "check_in",
         )
         if decision.greeting is not None:
             self._last_greeted[customer_id] = now
@@ -575,8 +607,11 @@ class StoreService:
                 app_version=app_version,
                 now=now,
                 duration_s=DEFAULT_CONSENT_DURATION_S,
+                store_id=self.store_id,
             )
         )
+        if self._next_expiry is None or consent.expires_at < self._next_expiry:
+            self._next_expiry = consent.expires_at
         if customer_id not in self.resolver:
             rows = await self.db.run(lambda db: repo.identity_rows(db, [customer_id]))
             for row in rows:
@@ -604,6 +639,7 @@ class StoreService:
                 channel=channel,
                 app_version=app_version,
                 now=now,
+                store_id=self.store_id,
             )
         )
         if not result.remaining:
@@ -627,6 +663,39 @@ class StoreService:
             )
         return {"checked_in": True}
 
+    async def my_data(self, customer_id: str) -> dict[str, Any]:
+        """Every record held about the customer, with their consent history (pseudonymous log)."""
+        now = self.clock()
+        subject = self.subject_ref(customer_id)
+        data = await self.db.run(lambda db: repo.customer_data(db, customer_id, subject, now))
+        if data is None:
+            raise NotFoundError("no such customer")
+        return {"generated_at": now, "store_id": self.store_id, **data}
+
+    async def erase(
+        self, customer_id: str, channel: str = "app", app_version: str | None = None
+    ) -> dict[str, Any]:
+        """Erase the customer: their rows and keys go; the consent proof stays pseudonymous."""
+        now = self.clock()
+        result = await self.db.run(
+            lambda db: repo.erase_customer(
+                db,
+                customer_id=customer_id,
+                subject_ref=self.subject_ref(customer_id),
+                channel=channel,
+                app_version=app_version,
+                now=now,
+            )
+        )
+        self.engine.forget(customer_id)
+        self._visits.pop(customer_id, None)
+        self._last_greeted.pop(customer_id, None)
+        if self.resolver.remove(customer_id):
+            await self._notify_allowlist()
+        for card_id in result.retracted_cards:
+            self.hub.publish({"type": "retract", "id": card_id, "reason": "erased"})
+        return {"erased": result.erased}
+
     async def purge(self, now: float) -> int:
         cutoff = now - self.config.retention_s
 
@@ -638,7 +707,10 @@ class StoreService:
                 db.execute("DELETE FROM decisions WHERE at < ?", [cutoff])
                 db.execute("DELETE FROM cards WHERE created_at < ? AND state != 'open'", [cutoff])
                 db.execute("DELETE FROM messages WHERE at < ?", [cutoff])
-                return int(count)
+            # The purged rows are zeroed in the main file (secure_delete); their older copies
+            # in the WAL go with the truncation.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return int(count)
 
         return await self.db.run(transaction)
 

@@ -12,6 +12,8 @@ from store_server.api_models import (
     CheckInRequest,
     ConsentRequest,
     EnrollRequest,
+    EnrollResponse,
+    EraseRequest,
     PreferencesRequest,
     WishlistRequest,
     WithdrawRequest,
@@ -19,9 +21,16 @@ from store_server.api_models import (
 from store_server.errors import AuthenticationError, RateLimitedError
 from store_server.ingest import decode
 from store_server.keys import SERVICE
+from store_server.openapi import Registry, build_document
 from store_server.policy import validate_name
 
-routes = web.RouteTableDef()
+# Every /api/v1 route goes through the registry, which also feeds the OpenAPI document.
+api = Registry()
+routes = api.routes
+# Version of the customer API contract in the OpenAPI document (bump on breaking changes).
+API_VERSION = "1.0.0"
+# Name under which "my data" is saved by a browser.
+EXPORT_FILENAME = "bulle-my-data.json"
 
 # One check-in per customer every 10 s: a tap is a deliberate act, a burst is a bug or abuse.
 CHECK_IN_MIN_INTERVAL_S = 10.0
@@ -42,19 +51,33 @@ async def _customer(request: web.Request) -> str:
     return await request.app[SERVICE].customer_for_token(token.strip())
 
 
-@routes.post("/api/v1/enroll")
+@api.operation(
+    "POST",
+    "/api/v1/enroll",
+    "Enroll the app: returns the app token and the beacon identity key",
+    status=201,
+    request=EnrollRequest,
+    request_optional=True,
+    response=EnrollResponse,
+    auth=False,
+)
 async def enroll(request: web.Request) -> web.Response:
     body = decode(await request.read() or b"{}", EnrollRequest)
     return _json(await request.app[SERVICE].enroll(body.app_counter, body.language), 201)
 
 
-@routes.get("/api/v1/consent-texts")
+@api.operation(
+    "GET",
+    "/api/v1/consent-texts",
+    "Current consent texts (French and English) with their hash",
+    auth=False,
+)
 async def consent_texts(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     return _json({"texts": await service.db.run(repo.current_consent_texts)})
 
 
-@routes.get("/api/v1/catalog")
+@api.operation("GET", "/api/v1/catalog", "Catalog with stock and aisle at this store", auth=False)
 async def catalog(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     items = await service.db.run(
@@ -68,7 +91,13 @@ async def catalog(request: web.Request) -> web.Response:
     return _json({"items": items})
 
 
-@routes.post("/api/v1/consents")
+@api.operation(
+    "POST",
+    "/api/v1/consents",
+    "Grant (or renew before expiry) the consent for one purpose",
+    status=201,
+    request=ConsentRequest,
+)
 async def grant(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read(), ConsentRequest)
@@ -78,7 +107,13 @@ async def grant(request: web.Request) -> web.Response:
     return _json(result, 201)
 
 
-@routes.post("/api/v1/consents/withdraw")
+@api.operation(
+    "POST",
+    "/api/v1/consents/withdraw",
+    "Withdraw consents (all purposes by default); effective when the call returns",
+    request=WithdrawRequest,
+    request_optional=True,
+)
 async def withdraw(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", WithdrawRequest)
@@ -89,7 +124,9 @@ async def withdraw(request: web.Request) -> web.Response:
     )
 
 
-@routes.put("/api/v1/preferences")
+@api.operation(
+    "PUT", "/api/v1/preferences", "Update greeting preferences", request=PreferencesRequest
+)
 async def preferences(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read(), PreferencesRequest)
@@ -117,7 +154,7 @@ async def _preferences_of(request: web.Request, customer_id: str) -> dict[str, A
     return row or {}
 
 
-@routes.put("/api/v1/wishlist")
+@api.operation("PUT", "/api/v1/wishlist", "Replace the wishlist", request=WishlistRequest)
 async def wishlist(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read(), WishlistRequest)
@@ -127,7 +164,14 @@ async def wishlist(request: web.Request) -> web.Response:
     return _json({"skus": list(dict.fromkeys(body.skus))})
 
 
-@routes.post("/api/v1/check-in")
+@api.operation(
+    "POST",
+    "/api/v1/check-in",
+    'Check in ("I\'m here"): arrival without a beacon',
+    request=CheckInRequest,
+    request_optional=True,
+    errors=(429,),
+)
 async def check_in(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", CheckInRequest)
@@ -140,7 +184,7 @@ async def check_in(request: web.Request) -> web.Response:
     return _json(await service.check_in(customer_id, body.zone))
 
 
-@routes.get("/api/v1/messages")
+@api.operation("GET", "/api/v1/messages", "Messages to the app (stock answers), newest first")
 async def messages(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     rows = await request.app[SERVICE].db.run(
@@ -159,6 +203,54 @@ async def messages(request: web.Request) -> web.Response:
     )
 
 
+@api.operation("GET", "/api/v1/consents", "My consents at this store, with their expiry")
+async def my_consents(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    data = await request.app[SERVICE].my_data(customer_id)
+    return _json({"consents": data["consents"]})
+
+
+@api.operation(
+    "GET",
+    "/api/v1/me",
+    "My data: every record held about me, with the consent history and the staff access log",
+)
+async def my_data(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    response = _json(await request.app[SERVICE].my_data(customer_id))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@api.operation("GET", "/api/v1/me/export", "My data as a JSON file to download", download=True)
+async def export(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    response = _json(await request.app[SERVICE].my_data(customer_id))
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Disposition"] = f'attachment; filename="{EXPORT_FILENAME}"'
+    return response
+
+
+@api.operation(
+    "DELETE",
+    "/api/v1/me",
+    "Erase me: my data and keys are deleted; the consent proof stays pseudonymous",
+    request=EraseRequest,
+    request_optional=True,
+)
+async def erase(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read() or b"{}", EraseRequest)
+    result = await request.app[SERVICE].erase(customer_id, body.channel, body.app_version)
+    request.app[_last_check_in].pop(customer_id, None)
+    return _json(result)
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return _json(build_document(api.operations, title="Bulle customer API", version=API_VERSION))
+
+
 def setup(app: web.Application) -> None:
     app[_last_check_in] = {}
     app.add_routes(routes)
+    app.router.add_get("/api/openapi.json", openapi_document)
