@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import sqlite3
@@ -69,12 +70,15 @@ TX_POWER_AT_0M = -20
 """Calibrated power of a typical phone at 0 m (dBm)."""
 
 _AUDIT_SQL = """
-CREATE TABLE IF NOT EXISTS fault_produced (n INTEGER PRIMARY KEY AUTOINCREMENT, row_id INTEGER);
+CREATE TABLE IF NOT EXISTS fault_produced (
+    n INTEGER PRIMARY KEY AUTOINCREMENT, row_id INTEGER, at REAL, body TEXT
+);
 CREATE TABLE IF NOT EXISTS fault_deleted (
     n INTEGER PRIMARY KEY AUTOINCREMENT, row_id INTEGER, batch_id TEXT
 );
 CREATE TRIGGER IF NOT EXISTS fault_ins AFTER INSERT ON windows
-BEGIN INSERT INTO fault_produced (row_id) VALUES (new.id); END;
+BEGIN INSERT INTO fault_produced (row_id, at, body)
+VALUES (new.id, (julianday('now') - 2440587.5) * 86400.0, new.body); END;
 CREATE TRIGGER IF NOT EXISTS fault_del AFTER DELETE ON windows
 BEGIN INSERT INTO fault_deleted (row_id, batch_id) VALUES (old.id, old.batch_id); END;
 """
@@ -131,6 +135,7 @@ class ServerProcess:
     process: asyncio.subprocess.Process | None = None
     secrets: dict[str, str] = field(default_factory=dict)
     starts: int = 0
+    master_key: str = ""
 
     @property
     def config_path(self) -> Path:
@@ -144,31 +149,69 @@ class ServerProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def prepare(self, scanner_ids: tuple[str, ...]) -> None:
-        """Write the settings and register the scanners through the admin CLI."""
+    def prepare(
+        self,
+        scanner_ids: tuple[str, ...],
+        *,
+        store_file: Path = STORE_FILE,
+        via_cli: bool = True,
+        log_level: str = "WARNING",
+    ) -> None:
+        """Write the settings and register the scanners (through the admin CLI by default;
+        `via_cli=False` registers them in-process, which saves an interpreter start each)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         master_key = os.urandom(32).hex()
+        self.master_key = master_key
         self.config_path.write_text(
             "\n".join(
                 [
                     f'db_path = "{self.db_path}"',
-                    f'store_file = "{STORE_FILE}"',
+                    f'store_file = "{store_file}"',
                     f'master_key = "{master_key}"',
                     f"port = {self.port}",
                     "cookie_secure = false",
-                    'log_level = "WARNING"',
+                    f'log_level = "{log_level}"',
                     "",
                 ]
             ),
             encoding="utf-8",
         )
         self.config_path.chmod(0o600)
+        if not via_cli:
+            self._register_in_process(scanner_ids)
+            return
         for scanner_id in scanner_ids:
             out = run_cli(["scanner", "add", scanner_id, "--config", str(self.config_path)])
             match = re.search(r"secret \(shown once.*\): (\S+)", out)
             if match is None:
                 raise CampaignError("scanner add printed no secret")
             self.secrets[scanner_id] = match.group(1)
+
+    def _register_in_process(self, scanner_ids: tuple[str, ...]) -> None:
+        from store_server import repo
+        from store_server.db import Database
+        from store_server.keywrap import wrap_key
+        from store_server.service import scanner_aad
+
+        master = bytes.fromhex(self.master_key)
+        db = Database(self.db_path)
+        try:
+            for scanner_id in scanner_ids:
+                secret = secrets.token_urlsafe(32)
+                blob = wrap_key(master, secret.encode(), scanner_aad(scanner_id))
+                db.run_sync(
+                    lambda d, sid=scanner_id, b=blob: repo.add_scanner(
+                        d, sid, STORE_ID, b, time.time()
+                    )
+                )
+                self.secrets[scanner_id] = secret
+        finally:
+            db.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     async def start(self) -> None:
         log = (self.workdir / "server.log").open("ab")
@@ -279,6 +322,7 @@ class ScannerProcess:
     server_url: str
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
+    window_s: float = SCANNER_WINDOW_S
 
     @property
     def outbox_path(self) -> Path:
@@ -296,7 +340,7 @@ class ScannerProcess:
                     f'secret = "{self.secret}"',
                     'backend = "simulated"',
                     f'outbox_path = "{self.outbox_path}"',
-                    f"window_s = {SCANNER_WINDOW_S}",
+                    f"window_s = {self.window_s}",
                     "upload_interval_s = 0.2",
                     "heartbeat_interval_s = 5.0",
                     "allowlist_wait_s = 20.0",
@@ -480,6 +524,18 @@ def check_accounting(
         "queued_not_at_server": queued_only,
         "committed_not_acked": in_doubt,
     }
+
+
+async def wait_producing(
+    scanners: list[ScannerProcess], timeout_s: float = STARTUP_TIMEOUT_S
+) -> None:
+    """Wait until every scanner has written windows to its outbox (it has an allowlist)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(s.snapshot().produced > 0 for s in scanners):
+            return
+        await asyncio.sleep(POLL_S * 4)
+    raise CampaignError("scanners produced nothing in time")
 
 
 async def wait_drained(scanners: list[ScannerProcess], timeout_s: float = DRAIN_TIMEOUT_S) -> None:

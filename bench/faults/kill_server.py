@@ -38,6 +38,7 @@ from harness import (
     check_accounting,
     emit,
     wait_drained,
+    wait_producing,
 )
 
 CUSTOMERS = 8
@@ -65,6 +66,7 @@ async def campaign(runs: int, n_scanners: int, seed: int, workdir: Path) -> dict
         await scanner.start()
     feeder = Feeder(scanners, customers)
     feeder.start()
+    await wait_producing(scanners)
     started = time.monotonic()
     in_doubt_total = 0
     restart_s: list[float] = []
