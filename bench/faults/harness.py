@@ -60,6 +60,9 @@ FEED_INTERVAL_S = 0.05
 SCANNER_WINDOW_S = 0.25
 """Short windows (the default is 1 s) so that more batches are in flight when a fault hits."""
 
+AIM_TIMEOUT_S = 5.0
+"""An aimed kill waits at most this long for a commit (scanners upload every 0.25 s)."""
+
 POLL_S = 0.05
 """Condition polling period while waiting for a process or a drain."""
 
@@ -295,6 +298,21 @@ class ServerProcess:
                     "SELECT scanner_id, batch_id, accepted FROM scanner_batches"
                 )
             }
+        finally:
+            conn.close()
+
+    async def until_new_batch(self, scanner_id: str | None = None) -> None:
+        """Return right after a new row in scanner_batches (of `scanner_id` if given), or
+        after AIM_TIMEOUT_S."""
+        conn = sqlite3.connect(self.db_path, timeout=10)
+        try:
+            query = "SELECT count(*) FROM scanner_batches WHERE ? IS NULL OR scanner_id = ?"
+            before = conn.execute(query, (scanner_id, scanner_id)).fetchone()[0]
+            deadline = time.monotonic() + AIM_TIMEOUT_S
+            while time.monotonic() < deadline:
+                if conn.execute(query, (scanner_id, scanner_id)).fetchone()[0] != before:
+                    return
+                await asyncio.sleep(0)
         finally:
             conn.close()
 

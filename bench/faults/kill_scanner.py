@@ -4,7 +4,9 @@ Usage: .venv/bin/python bench/faults/kill_scanner.py [--runs 50] [--scanners 3] 
 
 A store server subprocess and `--scanners` `beacon-scanner run` processes (simulated backend)
 fed consenting customers' EIDs, as in kill_server.py. Each run picks a scanner at random,
-SIGKILLs it after a random time and, while it is dead, checks its outbox against the server:
+SIGKILLs it after a random time (every other run "aimed": right after the server committed
+one of its batches, before the scanner could delete it) and, while it is dead, checks its
+outbox against the server:
 rows at the server + rows still queued (not at the server) = rows produced, every batch it
 deleted as acknowledged is at the server whole, and no server batch is unknown to it (see
 harness.check_accounting). The scanner is then restarted on the same outbox. At the end the
@@ -67,9 +69,13 @@ async def campaign(runs: int, n_scanners: int, seed: int, workdir: Path) -> dict
     started = time.monotonic()
     in_doubt_total = 0
     try:
-        for _ in range(runs):
+        for run in range(runs):
             victim = rng.choice(scanners)
             await asyncio.sleep(rng.uniform(MIN_UP_S, MAX_UP_S))
+            if run % 2:
+                # Aimed: kill as soon as the server has committed a new batch of the victim,
+                # to land between the server's commit and the scanner's delete.
+                await server.until_new_batch(victim.scanner_id)
             await victim.kill()
             figures = check_accounting(victim, victim.snapshot(), server.server_batches())
             in_doubt_total += figures["committed_not_acked"]

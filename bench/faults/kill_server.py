@@ -5,7 +5,8 @@ Usage: .venv/bin/python bench/faults/kill_server.py [--runs 50] [--scanners 3] [
 Set-up: a store server subprocess on a prepared database (scanners registered with
 `store-server scanner add`), consenting customers enrolled through the customer API, and
 `--scanners` `beacon-scanner run` processes (simulated backend) fed those customers' EIDs.
-Each run lets ingestion go on for a random time, SIGKILLs the server, and while it is dead
+Each run lets ingestion go on for a random time, SIGKILLs the server (every other run
+"aimed": right after it committed a batch, while the answer is on its way), and while it is dead
 checks, for every scanner (see harness.check_accounting):
 
 - every batch the scanner deleted as acknowledged is in `scanner_batches`, whole;
@@ -71,8 +72,11 @@ async def campaign(runs: int, n_scanners: int, seed: int, workdir: Path) -> dict
     in_doubt_total = 0
     restart_s: list[float] = []
     try:
-        for _ in range(runs):
+        for run in range(runs):
             await asyncio.sleep(rng.uniform(MIN_UP_S, MAX_UP_S))
+            if run % 2:
+                # Aimed: right after a commit, while its answer is on its way to the scanner.
+                await server.until_new_batch()
             await server.kill()
             check = server.quick_check()
             if check != "ok":
