@@ -99,6 +99,19 @@ def origin_middleware_factory(config: ServerConfig) -> Callable[..., Awaitable[w
     return origin_middleware
 
 
+def body_limit_middleware_factory(max_bytes: int) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Refuse a declared oversized body up front (413), even on routes that never read it."""
+
+    @web.middleware
+    async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=length)
+        return await handler(request)
+
+    return body_limit_middleware
+
+
 @web.middleware
 async def security_headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -161,6 +174,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
         middlewares=[
             security_headers_middleware,
             error_middleware,
+            body_limit_middleware_factory(config.max_body_bytes),
             origin_middleware_factory(config),
         ],
     )
@@ -195,6 +209,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
 
     async def on_shutdown(app: web.Application) -> None:
         if SERVICE in app:
+            await app[SERVICE].release_long_polls()
             await app[SERVICE].hub.close_all()
 
     app.on_shutdown.append(on_shutdown)

@@ -117,6 +117,7 @@ class StoreService:
         self._visits: dict[str, _Visit] = {}
         self._last_greeted: dict[str, float] = {}
         self._allowlist_changed = asyncio.Condition()
+        self._closing = False  # set at shutdown: long polls answer at once
         self._nonces = NonceStore(2 * config.signature_tolerance_s)
         self._scanner_secrets: dict[str, tuple[bytes, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -222,6 +223,11 @@ class StoreService:
             k=row["k"],
             clock_offset_s=row["clock_offset_s"],
         )
+
+    async def release_long_polls(self) -> None:
+        """At shutdown: answer every held allowlist long poll now, so none is cut."""
+        self._closing = True
+        await self._notify_allowlist()
 
     async def _retract(self, customer_id: str, now: float, reason: str) -> None:
         def transaction(db: sqlite_utils.Database) -> tuple[str, ...]:
@@ -365,11 +371,12 @@ class StoreService:
     async def allowlist(self, since: int | None, wait_s: float) -> dict[str, Any]:
         wait_s = max(0.0, min(wait_s, MAX_ALLOWLIST_WAIT_S))
         if since is not None and since == self.resolver.version and wait_s > 0:
+            # asyncio.timeout cancels this task itself: wait_for around Condition.wait would
+            # cancel an inner task and, on shutdown, leave the lock released twice.
             with contextlib.suppress(TimeoutError):
-                async with self._allowlist_changed:
-                    await asyncio.wait_for(
-                        self._allowlist_changed.wait_for(lambda: self.resolver.version != since),
-                        wait_s,
+                async with asyncio.timeout(wait_s), self._allowlist_changed:
+                    await self._allowlist_changed.wait_for(
+                        lambda: self.resolver.version != since or self._closing
                     )
         now = self.clock()
         version = self.resolver.version

@@ -1,0 +1,220 @@
+"""Ingestion throughput: 20 concurrent scanners posting signed batches to the real server,
+against a bare aiohttp handler that only reads and acknowledges the same batches (the
+framework's ceiling), in the same run.
+
+Usage: .venv/bin/python bench/load/ingest_throughput.py [--scanners 20] [--windows 500]
+       [--seconds 10] [--customers 200] [--json]
+
+A "sighting" is one window of a batch (one phone heard by one scanner for one window). Each
+server is a `store-server serve` / bare_server.py subprocess on 127.0.0.1; the load generator
+is this process (one aiohttp session, one connection per scanner). Batches are built and
+signed the same way for both targets, with fresh batch ids (no duplicate short cut), windows
+of consenting customers' current EIDs seen by interior scanners (so every window resolves and
+feeds the presence engine, and each customer arrives once: greeting cards are written).
+Goals (issue 9): real / ceiling >= 0.5 and real >= 50,000 sightings/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
+
+from harness import (
+    REPO_ROOT,
+    STORE_FILE,
+    STORE_ID,
+    Customer,
+    ServerProcess,
+    emit,
+    free_port,
+)
+
+from scanner.uploader import sign_request
+
+PATH = "/api/scanner/v1/batches"
+WARMUP_S = 1.0
+"""Requests of the first second are not counted: connections open, caches fill."""
+
+GOAL_RATIO = 0.5
+"""Issue 9: the server must keep at least half of the framework's ceiling."""
+
+GOAL_SIGHTINGS_S = 50_000
+"""Issue 9: at least 50,000 sightings/s."""
+
+
+def store_file_with(n_scanners: int, folder: Path) -> tuple[Path, list[str]]:
+    """seeds/store.toml plus interior scanners up to `n_scanners`."""
+    base = STORE_FILE.read_text("utf-8")
+    ids = ["s-machines", "s-parts", "s-checkout"]
+    extra = []
+    for i in range(n_scanners - len(ids)):
+        sid = f"s-load-{i:02d}"
+        ids.append(sid)
+        extra.append(
+            f'[[scanners]]\nid = "{sid}"\nzone = "machines"\n'
+            f"position = [{1.0 + (i % 5)}, {4.0 + (i // 5) * 0.5}]\ninterior = true\n"
+            "rssi_offset_db = 0.0\n"
+        )
+    head, sep, walks = base.partition("# Walks:")
+    path = folder / "store.toml"
+    path.write_text(head + "\n".join(extra) + "\n" + sep + walks, "utf-8")
+    return path, ids[:n_scanners]
+
+
+def windows_json(customers: list[Customer], n: int, rng: random.Random) -> bytes:
+    now = time.time()
+    windows = []
+    for _ in range(n):
+        c = rng.choice(customers)
+        windows.append(
+            {
+                "id_type": "eid",
+                "id": c.frame_hex(now)[4:],
+                "start": now - 1.0,
+                "end": now,
+                "count": 4,
+                "rssi_max": -55,
+                "rssi_median": -57.0,
+                "tx_power": -20,
+            }
+        )
+    return json.dumps(windows, separators=(",", ":")).encode()
+
+
+async def drive(
+    base_url: str,
+    scanners: dict[str, str],
+    payloads: dict[str, bytes],
+    n_windows: int,
+    seconds: float,
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    counted = 0
+    errors = 0
+    start = time.monotonic()
+    warm_until = start + WARMUP_S
+    stop_at = warm_until + seconds
+
+    async def scanner(http: aiohttp.ClientSession, sid: str, secret: str) -> None:
+        nonlocal counted, errors
+        prefix = f'{{"store_id":"{STORE_ID}","scanner_id":"{sid}","batch_id":"'.encode()
+        while True:
+            t0 = time.monotonic()
+            if t0 >= stop_at:
+                return
+            body = prefix + secrets.token_hex(16).encode() + b'","windows":' + payloads[sid] + b"}"
+            headers = sign_request(
+                secret,
+                "POST",
+                PATH,
+                sid,
+                body,
+                timestamp=int(time.time()),
+                nonce=secrets.token_hex(16),
+            )
+            headers["Content-Type"] = "application/json"
+            async with http.post(base_url + PATH, data=body, headers=headers) as resp:
+                await resp.read()
+                ok = resp.status == 200
+            t1 = time.monotonic()
+            if not ok:
+                errors += 1
+            elif t0 >= warm_until:
+                counted += n_windows
+                latencies.append(t1 - t0)
+
+    connector = aiohttp.TCPConnector(limit=len(scanners))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        await asyncio.gather(*(scanner(http, sid, sec) for sid, sec in scanners.items()))
+    elapsed = time.monotonic() - warm_until
+    latencies.sort()
+    return {
+        "sightings_per_s": round(counted / elapsed),
+        "batches": len(latencies),
+        "errors": errors,
+        "batch_latency_ms_p50": round(statistics.median(latencies) * 1000, 1)
+        if latencies
+        else None,
+        "batch_latency_ms_p99": round(latencies[int(len(latencies) * 0.99)] * 1000, 1)
+        if latencies
+        else None,
+    }
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    store_file, scanner_ids = store_file_with(args.scanners, workdir)
+    server = ServerProcess(workdir / "server")
+    server.prepare(tuple(scanner_ids), store_file=store_file, via_cli=False)
+    await server.start()
+    customers = await server.enroll_consenting(args.customers)
+    # Bare ceiling first, on its own port, with the same bodies and signing work.
+    bare_port = free_port()
+    bare = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("bare_server.py")),
+        str(bare_port),
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        bare_server = ServerProcess(workdir / "bare", port=bare_port, process=bare)
+        await bare_server.wait_ready()
+        payloads = {sid: windows_json(customers, args.windows, rng) for sid in scanner_ids}
+        ceiling = await drive(
+            bare_server.base_url, server.secrets, payloads, args.windows, args.seconds
+        )
+    finally:
+        bare.terminate()
+        await bare.wait()
+    payloads = {sid: windows_json(customers, args.windows, rng) for sid in scanner_ids}
+    real = await drive(server.base_url, server.secrets, payloads, args.windows, args.seconds)
+    await server.terminate()
+    ratio = real["sightings_per_s"] / max(ceiling["sightings_per_s"], 1)
+    return {
+        "benchmark": "ingestion throughput",
+        "scanners": args.scanners,
+        "windows_per_batch": args.windows,
+        "seconds": args.seconds,
+        "customers": args.customers,
+        "ceiling": ceiling,
+        "server": real,
+        "ratio": round(ratio, 3),
+        "goal_ratio_met": ratio >= GOAL_RATIO,
+        "goal_rate_met": real["sightings_per_s"] >= GOAL_SIGHTINGS_S,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scanners", type=int, default=20)
+    parser.add_argument("--windows", type=int, default=500, help="windows per batch")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per target")
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.scanners < 3:
+        parser.error("--scanners: at least 3")
+    with tempfile.TemporaryDirectory(prefix="bulle-load-") as tmp:
+        figures = asyncio.run(run(args, Path(tmp)))
+    emit(figures, args.json, "ingestion throughput")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

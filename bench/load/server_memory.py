@@ -1,0 +1,225 @@
+"""Server memory (RSS) with 100k enrolled customers and 2,000 phones present in the shop.
+
+Usage: .venv/bin/python bench/load/server_memory.py [--customers 100000] [--present 2000]
+       [--consenting 1.0] [--json]
+
+The database is prepared in this process with the server's own repo functions (identity keys
+wrapped with the master key, greeting consent in the hash-chained log) for `--customers`
+customers, `--consenting` of them with an active consent (1.0, the worst case: every one of
+them is in the EID resolver). Then `store-server serve` starts on it and the resident set of
+that process is read from /proc/PID/status:
+
+- after start-up: the interpreter, the app and the resolver over every consenting customer;
+- after `--present` customers arrived: signed batches of the interior scanner s-machines
+  (two windows 1.1 s apart per phone, the interior confirmation), waiting until every visit is
+  recorded: the presence engine, visit state and greeting cards;
+- VmHWM, the peak.
+
+Goal (issue 9): under 150 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
+
+from harness import STORE_ID, Customer, ServerProcess, emit
+
+from scanner.uploader import sign_request
+from store_server import identity, repo
+from store_server.app import load_consent_texts
+from store_server.consent import subject_ref
+from store_server.db import Database
+from store_server.keywrap import wrap_key
+from store_server.service import _aad, derive_key
+
+SCANNER_ID = "s-machines"
+GOAL_MB = 150.0
+"""Issue 9: a store server fits a small box next to other services."""
+
+BATCH_WINDOWS = 500
+"""The scanner's default batch_max_windows."""
+
+ARRIVAL_TIMEOUT_S = 120.0
+"""2,000 arrivals are 2,000 committed transactions; two minutes means something is stuck."""
+
+CONSENT_DURATION_S = 365 * 24 * 3600.0
+"""A year: no consent expires during the run."""
+
+
+def prepare(db_path: Path, master_hex: str, n: int, consenting: float) -> list[Customer]:
+    master = bytes.fromhex(master_hex)
+    pseudonym_key = derive_key(master, "consent-pseudonym")
+    texts = load_consent_texts()
+    db = Database(db_path)
+    customers: list[Customer] = []
+    try:
+        db.run_sync(lambda d: d.execute("PRAGMA synchronous = OFF"))  # preparation only
+        db.run_sync(lambda d: repo.ensure_consent_texts(d, texts))
+        text_hash = next(
+            r["hash"] for r in db.run_sync(repo.current_consent_texts) if r["purpose"] == "greeting"
+        )
+        now = time.time()
+        n_consenting = int(n * consenting)
+
+        def fill(d: Any) -> None:
+            for i in range(n):
+                key = identity.new_identity_key()
+                offset = identity.clock_offset(int(now) % identity.COUNTER_MODULUS, now)
+                created = repo.create_customer(
+                    d,
+                    key_wrapped_for=lambda cid, key=key: wrap_key(
+                        master, key, _aad("identity", cid)
+                    ),
+                    k=9,
+                    clock_offset_s=offset,
+                    language="fr",
+                    now=now,
+                )
+                if i < n_consenting:
+                    repo.grant_consent(
+                        d,
+                        customer_id=created.customer_id,
+                        subject_ref=subject_ref(pseudonym_key, created.customer_id),
+                        purpose="greeting",
+                        text_hash=text_hash,
+                        scope="store",
+                        channel="app",
+                        app_version=None,
+                        now=now,
+                        duration_s=CONSENT_DURATION_S,
+                    )
+                    customers.append(Customer(key, 9, identity.beacon_time(now, offset) - now))
+
+        db.run_sync(fill)
+    finally:
+        db.close()
+    return customers
+
+
+def rss_mb(pid: int) -> dict[str, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = round(int(value.split()[0]) / 1024, 1)
+    return fields
+
+
+async def make_present(server: ServerProcess, customers: list[Customer]) -> float:
+    secret = server.secrets[SCANNER_ID]
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        for round_ in range(2):
+            now = time.time()
+            for i in range(0, len(customers), BATCH_WINDOWS):
+                windows = [
+                    {
+                        "id_type": "eid",
+                        "id": c.frame_hex(now)[4:],
+                        "start": now - 1.0,
+                        "end": now,
+                        "count": 4,
+                        "rssi_max": -55,
+                        "rssi_median": -56.0,
+                        "tx_power": -20,
+                    }
+                    for c in customers[i : i + BATCH_WINDOWS]
+                ]
+                body = json.dumps(
+                    {
+                        "batch_id": secrets.token_hex(16),
+                        "store_id": STORE_ID,
+                        "scanner_id": SCANNER_ID,
+                        "windows": windows,
+                    }
+                ).encode()
+                path = "/api/scanner/v1/batches"
+                headers = sign_request(
+                    secret,
+                    "POST",
+                    path,
+                    SCANNER_ID,
+                    body,
+                    timestamp=int(time.time()),
+                    nonce=secrets.token_hex(16),
+                )
+                headers["Content-Type"] = "application/json"
+                async with http.post(server.base_url + path, data=body, headers=headers) as resp:
+                    if resp.status != 200:
+                        raise RuntimeError(f"batch refused: {resp.status} {await resp.text()}")
+            if round_ == 0:
+                await asyncio.sleep(1.1)  # the interior confirmation needs two windows 1 s apart
+    deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
+    while time.monotonic() < deadline:
+        conn = sqlite3.connect(server.db_path, timeout=10)
+        try:
+            visits = conn.execute("SELECT count(*) FROM visits").fetchone()[0]
+        finally:
+            conn.close()
+        if visits >= len(customers):
+            return time.monotonic() - started
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"only {visits} of {len(customers)} arrived")
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    server = ServerProcess(workdir / "server")
+    server.prepare((SCANNER_ID,), via_cli=False)
+    t0 = time.monotonic()
+    customers = prepare(server.db_path, server.master_key, args.customers, args.consenting)
+    prepare_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    await server.start()
+    start_s = time.monotonic() - t0
+    await asyncio.sleep(2.0)  # the first ticks: resolver advanced, allowlist built
+    after_start = rss_mb(server.pid)
+    arrival_s = await make_present(server, customers[: args.present])
+    await asyncio.sleep(2.0)  # a few ticks of the engine with everybody present
+    after_present = rss_mb(server.pid)
+    await server.terminate()
+    peak = max(after_start["VmHWM"], after_present["VmHWM"])
+    return {
+        "benchmark": "server memory",
+        "customers": args.customers,
+        "consenting": int(args.customers * args.consenting),
+        "present": args.present,
+        "prepare_s": round(prepare_s, 1),
+        "server_start_s": round(start_s, 1),
+        "arrivals_s": round(arrival_s, 1),
+        "rss_mb_after_start": after_start["VmRSS"],
+        "rss_mb_with_present": after_present["VmRSS"],
+        "peak_rss_mb": peak,
+        "goal_met": peak < GOAL_MB,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--present", type=int, default=2000)
+    parser.add_argument("--consenting", type=float, default=1.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.present > args.customers * args.consenting:
+        parser.error("--present: at most the consenting customers")
+    with tempfile.TemporaryDirectory(prefix="bulle-load-") as tmp:
+        figures = asyncio.run(run(args, Path(tmp)))
+    emit(figures, args.json, "server memory")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Fast CI subsets of the fault campaigns of bench/faults/ (real processes on 127.0.0.1).
+
+Each campaign script checks its own invariants (acknowledged rows never lost, rows at the
+server + rows queued = rows produced, quick_check ok, boards closed with 1001, bounded exit)
+and exits non-zero with "ok": false on a violation; these tests run a few runs of each and
+re-check the figures it prints. The full campaigns (50 runs) and their baseline are in
+bench/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import WAIT_TIMEOUT_S, Harness, server, wait_until
+
+__all__ = ["server"]  # the fixture, imported so that this top-level module can use it
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FAULTS = REPO_ROOT / "bench" / "faults"
+# A campaign subset takes 10-25 s on a loaded 2-core machine; four times that means a hang.
+CAMPAIGN_TIMEOUT_S = 120
+ALLOWLIST = "/api/scanner/v1/allowlist"
+
+
+def run_campaign(script: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(FAULTS / script), "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=CAMPAIGN_TIMEOUT_S,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"no output; stderr: {done.stderr[-2000:]}"
+    figures: dict[str, Any] = json.loads(lines[-1])
+    assert figures["ok"] is True, figures
+    assert done.returncode == 0
+    return figures
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S + 10)
+def test_kill_server_during_ingestion_loses_nothing() -> None:
+    figures = run_campaign("kill_server.py", "--runs", "3", "--scanners", "3")
+    assert figures["kills"] == 3
+    assert figures["quick_checks_ok"] == 4
+    assert figures["rows_produced"] > 0
+    assert figures["rows_at_server"] == figures["rows_produced"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S + 10)
+def test_kill_scanner_mid_upload_conserves_rows() -> None:
+    figures = run_campaign("kill_scanner.py", "--runs", "3", "--scanners", "2")
+    assert figures["kills"] == 3
+    assert figures["rows_produced"] > 0
+    assert figures["rows_at_server"] == figures["rows_produced"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S + 10)
+def test_sigterm_closes_boards_and_exits_in_bound() -> None:
+    figures = run_campaign("sigterm_boards.py", "--runs", "1", "--boards", "20")
+    assert figures["boards_closed_1001"] == 20
+    assert figures["exit_s_max"] < 10
+    assert figures["failures"] == []
+    assert figures["long_polls"] == {"200": 5}  # held long polls are answered, not cut
+
+
+async def test_shutdown_answers_held_long_polls(server: Harness) -> None:
+    scanner = await server.add_scanner("s-entrance")
+    version = (await (await server.signed(scanner, "GET", ALLOWLIST)).json())["version"]
+    task = asyncio.create_task(
+        server.signed(scanner, "GET", f"{ALLOWLIST}?since={version}&wait=30")
+    )
+    condition = server.service._allowlist_changed
+    await wait_until(lambda: len(condition._waiters) > 0)
+    await server.service.release_long_polls()
+    resp = await asyncio.wait_for(task, WAIT_TIMEOUT_S)
+    assert resp.status == 200
+    assert (await resp.json())["version"] == version
+
+
+async def test_cancelled_long_poll_leaves_the_condition_usable(server: Harness) -> None:
+    service = server.service
+    version = service.resolver.version
+    cancelled = asyncio.create_task(service.allowlist(version, 30.0))
+    condition = service._allowlist_changed
+    await wait_until(lambda: len(condition._waiters) > 0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert not condition.locked()
+    held = asyncio.create_task(service.allowlist(version, 30.0))
+    await wait_until(lambda: len(condition._waiters) > 0)
+    await service.release_long_polls()
+    answer = await asyncio.wait_for(held, WAIT_TIMEOUT_S)
+    assert answer["version"] == version
