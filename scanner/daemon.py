@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
 import time
@@ -50,6 +51,22 @@ WATCHDOG_CHECKS_PER_TIMEOUT = 4
 RETRYABLE_CLIENT_STATUSES = (408, 425, 429)
 # Long-poll wait asked of the server: under its 30 s maximum, so proxies keep the request open.
 ALLOWLIST_LONG_POLL_S = 25.0
+# The flush wakes this long after each window boundary: a callback for an advertisement received
+# just before the boundary may still be queued behind the event loop's other work (BlueZ
+# D-Bus signals arrive a few ms late), and 20 ms is negligible against a 1 s window.
+FLUSH_GRACE_S = 0.020
+
+
+def next_flush_delay(now: float, window_s: float, grace_s: float = FLUSH_GRACE_S) -> float:
+    """Seconds from ``now`` until the next window boundary plus ``grace_s`` (pure).
+
+    Windows are aligned on multiples of ``window_s`` (see ``scanner.aggregate``). When ``now`` is
+    still within the grace of the boundary just passed, that boundary's flush is still due.
+    """
+    boundary = math.floor(now / window_s) * window_s
+    if now < boundary + grace_s:
+        return boundary + grace_s - now
+    return boundary + window_s + grace_s - now
 
 
 def resolve_secret(config: ScannerConfig) -> str:
@@ -123,8 +140,12 @@ class Daemon:
             await asyncio.wait_for(stop.wait(), timeout=seconds)
 
     async def _flush_loop(self, stop: asyncio.Event) -> None:
+        # Wake just after each window boundary, so a finished window is queued (and the
+        # uploader kicked) at once rather than up to a window later.
         while not stop.is_set():
-            await self._sleep(stop, self.config.window_s)
+            await self._sleep(stop, next_flush_delay(self._clock(), self.config.window_s))
+            if stop.is_set():
+                return
             now = self._clock()
             self.allowlist.expire(now)
             windows = self.aggregator.flush(now)

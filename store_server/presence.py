@@ -21,6 +21,10 @@ Rules, each driven by a :class:`PresenceSettings` field:
   scanner at ``interior_min_rssi_dbm`` or more for ``interior_confirm_s``, or the latest window of
   a non-interior (entrance) scanner at ``entrance_dwell_rssi_dbm`` or more for
   ``entrance_dwell_s``. A passer-by on the pavement reaches neither. A check-in arrives at once.
+* **When.** Decisions are taken on :meth:`PresenceEngine.tick`, once per window round; the
+  arrival of a subject not yet present can also be decided as soon as its windows are given,
+  with :meth:`PresenceEngine.decide_arrivals` (the server does, so a greeting does not wait for
+  the next tick).
 * **Leaving.** ``left`` after ``left_timeout_s`` without any observation from any scanner
   (``check_in_present_s`` after a check-in).
 * **Order.** A window not newer than the last one from the same scanner for the same subject
@@ -37,6 +41,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -342,6 +347,26 @@ class PresenceEngine:
                 events.extend(self._evaluate(subject, state, now))
         for subject in gone:
             del self._subjects[subject]
+        return events
+
+    def decide_arrivals(self, subjects: Iterable[str], now: float) -> list[PresenceEvent]:
+        """Decide at once whether ``subjects`` with new windows have arrived, as of ``now``.
+
+        ``now`` is the time of the windows just given to :meth:`observe` (so a dwell counts
+        window times, exactly as when :meth:`tick` runs at that time). Only subjects that are
+        not present yet and have a new window are evaluated: the cost is proportional to them,
+        and the only event is ``arrived``. Zone changes of present subjects, pending
+        hysteresis and left timeouts stay with :meth:`tick`, once per window round.
+        """
+        self._now = max(self._now, now)
+        events: list[PresenceEvent] = []
+        for subject in subjects:
+            state = self._subjects.get(subject)
+            if state is None or state.arrived or not state.dirty:
+                continue
+            if now >= self._left_deadline(state):
+                continue  # gone already: tick drops it
+            events.extend(self._evaluate(subject, state, now))
         return events
 
     def forget(self, subject: str) -> None:

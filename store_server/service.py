@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import secrets
@@ -353,8 +354,16 @@ class StoreService:
         )
         if inserted:
             events: list[PresenceEvent] = []
-            for obs in sorted(observations, key=lambda o: o.t):
-                events.extend(self.engine.observe(obs))
+            # Window by window in time order: observe, then decide the arrivals these windows
+            # make at once (at the windows' time), rather than at the next tick up to 1 s later.
+            for t, group in itertools.groupby(
+                sorted(observations, key=lambda o: o.t), key=lambda o: o.t
+            ):
+                subjects: set[str] = set()
+                for obs in group:
+                    events.extend(self.engine.observe(obs))
+                    subjects.add(obs.subject)
+                events.extend(self.engine.decide_arrivals(subjects, t))
             await self._handle_events(events)
         return {"batch_id": batch.batch_id, "accepted": accepted, "duplicate": not inserted}
 
