@@ -9,16 +9,18 @@ enrolls a new consenting customer beforehand; its phone then advertises 4 times 
 -55 dBm until its greeting card arrives on the board.
 
 "Beyond the dwell" subtracts the wait the configuration imposes: a customer only arrives after
-interior confirmation over `interior_confirm_s` (1 s) counted from the first window, so the card
-cannot exist before `dwell_done` = end of the customer's first window (stamped by the scanner)
-+ 1 s. The figure is card received - dwell_done. When the confirmation came with a window (not
-with the engine's own 1 s tick), it is split at the moment the scanner wrote that window to
-its outbox (a trigger stamps it):
+interior confirmation over `interior_confirm_s` (read from `PresenceSettings`, 0 s by default:
+one window at an interior scanner is enough) counted from the end of the first window, so the
+card cannot exist before `dwell_done` = end of the customer's first window (stamped by the
+scanner) + `interior_confirm_s`. The figure is card received - dwell_done. When the
+confirmation came with a window (not with the engine's own 1 s tick), it is split at the moment
+the scanner wrote that window to its outbox (a trigger stamps it):
 
-- flush lag = outbox insert - dwell_done: the scanner flushes on its own timer, not on the
-  window grid, so this is anywhere in [0, window_s) depending on the daemon's start phase;
+- flush lag = outbox insert - dwell_done: the scanner flushes at each window boundary plus a
+  20 ms grace (`scanner.daemon.FLUSH_GRACE_S`) for callbacks still queued at the boundary;
 - server path = card received - outbox insert: upload, signature, validation, resolve,
-  presence, policy, one committed transaction, WebSocket push.
+  presence (the arrival is decided as the batch is ingested), policy, one committed
+  transaction, WebSocket push.
 
 The raw latency from the first advertisement is reported too. Goal (issue 9): p99 beyond the
 dwell < 150 ms on loopback.
