@@ -73,6 +73,9 @@ STALE_WINDOW_S = 30.0
 MAX_CALIBRATION_DB = 30.0
 # Longest allowed long poll for the allowlist (seconds).
 MAX_ALLOWLIST_WAIT_S = 30.0
+# Identity rows read per database call when loading consenting customers: a few thousand
+# keep each round trip cheap and the transient row dicts to about a megabyte.
+IDENTITY_CHUNK = 2000
 # Legacy static iBeacon entries are re-sent with every allowlist answer; a scanner that loses
 # the server keeps them this long (ten long polls), then drops them like an expired EID.
 STATIC_ID_TTL_S = 300.0
@@ -208,12 +211,26 @@ class StoreService:
         gone = [c for c in self._static_of if c not in ids]
         missing = [i for i in ids if i not in self.resolver]
         if missing:
-            records = await self.db.run(lambda db: repo.identity_rows(db, missing))
-            self.resolver.upsert_many((self._identity_record(r) for r in records), now)
+            self.resolver.upsert_many(await self._identity_records(missing), now)
             changed = True
+        del found, ids
         changed |= await self._sync_static([*gone, *missing])
         if changed:
             await self._notify_allowlist()
+
+    async def _identity_records(self, customer_ids: list[str]) -> list[identity.IdentityRecord]:
+        """The identity records of these customers, read IDENTITY_CHUNK rows at a time.
+
+        Only one chunk of row dicts is alive at once: reading 100k rows in one go leaves
+        tens of MB of freed but fragmented heap that the allocator never returns.
+        """
+        records: list[identity.IdentityRecord] = []
+        for start in range(0, len(customer_ids), IDENTITY_CHUNK):
+            chunk = customer_ids[start : start + IDENTITY_CHUNK]
+            rows = await self.db.run(lambda db, chunk=chunk: repo.identity_rows(db, chunk))
+            records.extend([self._identity_record(row) for row in rows])
+            del rows
+        return records
 
     def _identity_record(self, row: dict[str, Any]) -> identity.IdentityRecord:
         key = unwrap_key(self._master_key, row["key_wrapped"], _aad("identity", row["customer_id"]))
