@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import hashlib
 import hmac
 import json
@@ -154,6 +156,8 @@ class StoreService:
             if scanner_id in self.engine.calibration():
                 self.engine.set_calibration(scanner_id, offset)
         await self._refresh_consenting(self.clock())
+        if len(self.resolver) >= IDENTITY_CHUNK:
+            release_startup_garbage()
 
     async def start(self) -> None:
         await self.prepare()
@@ -875,6 +879,22 @@ class StoreService:
             return int(count)
 
         return await self.db.run(transaction)
+
+
+def release_startup_garbage() -> None:
+    """After a bulk load: collect, freeze the survivors and hand free heap back to the OS.
+
+    The loaded identities live as long as the process: frozen, later full collections skip
+    them. glibc keeps the heap freed by the load (row dicts, list growth, dict resizes);
+    ``malloc_trim`` returns it (about 13 MB with 100k identities). No-op without glibc.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim(0)
 
 
 def new_ibeacon_id() -> str:
