@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import gc
 import hashlib
 import hmac
@@ -231,7 +232,7 @@ class StoreService:
         records: list[identity.IdentityRecord] = []
         for start in range(0, len(customer_ids), IDENTITY_CHUNK):
             chunk = customer_ids[start : start + IDENTITY_CHUNK]
-            rows = await self.db.run(lambda db, chunk=chunk: repo.identity_rows(db, chunk))
+            rows = await self.db.run(functools.partial(repo.identity_rows, customer_ids=chunk))
             records.extend([self._identity_record(row) for row in rows])
             del rows
         return records
