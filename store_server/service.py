@@ -351,24 +351,32 @@ class StoreService:
             return {"batch_id": batch.batch_id, "accepted": previous, "duplicate": True}
         now = self.clock()
         observations: list[Observation] = []
+        # The hot loop (one pass per window): bound methods hoisted, counters kept local.
+        append = observations.append
+        resolve = self.resolver.resolve_int
+        # Legacy static ids are resolved only when the store offers them.
+        static = self._static if self.config.legacy_ibeacon else None
+        unresolved = 0
         for window in batch.windows:
-            t = min(window.end, now)
+            end = window.end
+            t = end if end < now else now
             if window.id_type == "eid":
-                subject = self.resolver.resolve(bytes.fromhex(window.id), t)
-            elif self.config.legacy_ibeacon:
-                subject = self._static.get(window.id)
+                # check_batch made it 16 lower-case hex characters.
+                subject = resolve(int(window.id, 16), t)
+            elif static is not None:
+                subject = static.get(window.id)
             else:
-                subject = None  # legacy static ids are resolved only when the store offers them
+                subject = None
             if subject is None:
-                self.frames_unresolved += 1
-                continue
-            self.frames_resolved += 1
-            if now - t <= STALE_WINDOW_S:
-                observations.append(
+                unresolved += 1
+            elif now - t <= STALE_WINDOW_S:
+                append(
                     Observation(
                         subject, scanner_id, t, window.rssi_median, window.rssi_max, window.count
                     )
                 )
+        self.frames_unresolved += unresolved
+        self.frames_resolved += len(batch.windows) - unresolved
         accepted = len(batch.windows)
         inserted = await self.db.run(
             lambda db: repo.record_batch(db, scanner_id, batch.batch_id, accepted, now)
