@@ -330,7 +330,13 @@ class EidResolver:
         """The subject broadcasting ``eid`` if it is accepted at ``now``, else None."""
         if len(eid) != EID_BYTES:
             return None
-        key = int.from_bytes(eid, "big")
+        return self.resolve_int(int.from_bytes(eid, "big"), now)
+
+    def resolve_int(self, key: int, now: float) -> str | None:
+        """:meth:`resolve` of an EID given as its big-endian integer (no bytes object).
+
+        Any other integer (negative, 2**64 or more) is simply not found.
+        """
         residue = 0
         for table in self._tables:  # the hot path: inlined _find
             slot = table.get(key)

@@ -208,7 +208,8 @@ def consenting_customer_ids(
     if store_id is not None:
         sql += " AND " + _SCOPE_MATCH
         params.append(store_id)
-    return [str(row["customer_id"]) for row in rows(db, sql, params)]
+    # Straight from the cursor: no row dict per customer (100k of them at start-up).
+    return [str(row[0]) for row in db.execute(sql, params)]
 
 
 def next_consent_expiry(

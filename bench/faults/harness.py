@@ -19,6 +19,7 @@ A consistent snapshot of an outbox (one read transaction, WAL) plus the server's
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -29,8 +30,10 @@ import signal
 import socket
 import sqlite3
 import sys
+import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -573,3 +576,64 @@ def emit(figures: dict[str, Any], as_json: bool, title: str) -> None:
     print(title)
     for key, value in figures.items():
         print(f"  {key}: {value}")
+
+
+@dataclass(slots=True)
+class Fleet:
+    """A running server, its scanners and the feeder of consenting phones' advertisements."""
+
+    server: ServerProcess
+    scanners: list[ScannerProcess]
+    feeder: Feeder
+
+
+@contextlib.asynccontextmanager
+async def fleet(workdir: Path, n_scanners: int, customers: int) -> AsyncIterator[Fleet]:
+    """Start a server, `n_scanners` scanners and the feeder; wait until rows are produced.
+
+    On exit the feeder and the scanners are stopped; the server is left to the campaign
+    (one campaign kills it, another terminates it and measures the exit).
+    """
+    server = ServerProcess(workdir / "server")
+    server.prepare(SCANNER_IDS[:n_scanners])
+    await server.start()
+    enrolled = await server.enroll_consenting(customers)
+    scanners = [
+        ScannerProcess(sid, server.secrets[sid], workdir / "scanners", server.base_url)
+        for sid in SCANNER_IDS[:n_scanners]
+    ]
+    for scanner in scanners:
+        scanner.prepare()
+        await scanner.start()
+    feeder = Feeder(scanners, enrolled)
+    feeder.start()
+    try:
+        await wait_producing(scanners)
+        yield Fleet(server, scanners, feeder)
+    finally:
+        await feeder.stop()
+        for scanner in scanners:
+            await scanner.terminate()
+
+
+def campaign_main(
+    doc: str,
+    title: str,
+    campaign: Callable[[int, int, int, Path], Awaitable[dict[str, object]]],
+    default_seed: int,
+) -> int:
+    """The command line shared by the scanner/server kill campaigns."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50, help="kills (default 50)")
+    parser.add_argument("--scanners", type=int, default=3, choices=range(1, 5))
+    parser.add_argument("--seed", type=int, default=default_seed)
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bulle-fault-") as tmp:
+        try:
+            figures = asyncio.run(campaign(args.runs, args.scanners, args.seed, Path(tmp)))
+        except CampaignError as exc:
+            emit({"ok": False, "error": str(exc)}, args.json, "FAILED")
+            return 1
+    emit(figures, args.json, title)
+    return 0

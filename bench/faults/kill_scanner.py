@@ -18,27 +18,15 @@ written to the outbox): they are lost by design, at most one window per phone.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (
-    SCANNER_IDS,
-    CampaignError,
-    Feeder,
-    ScannerProcess,
-    ServerProcess,
-    check_accounting,
-    emit,
-    wait_drained,
-    wait_producing,
-)
+from harness import CampaignError, campaign_main, check_accounting, fleet, wait_drained
 
 CUSTOMERS = 8
 """Consenting phones in the shop: 8 windows per scanner window, batches of a few dozen rows."""
@@ -52,43 +40,28 @@ MAX_UP_S = 2.5
 
 async def campaign(runs: int, n_scanners: int, seed: int, workdir: Path) -> dict[str, object]:
     rng = random.Random(seed)
-    server = ServerProcess(workdir / "server")
-    server.prepare(SCANNER_IDS[:n_scanners])
-    await server.start()
-    customers = await server.enroll_consenting(CUSTOMERS)
-    scanners = [
-        ScannerProcess(sid, server.secrets[sid], workdir / "scanners", server.base_url)
-        for sid in SCANNER_IDS[:n_scanners]
-    ]
-    for scanner in scanners:
-        scanner.prepare()
-        await scanner.start()
-    feeder = Feeder(scanners, customers)
-    feeder.start()
-    await wait_producing(scanners)
-    started = time.monotonic()
     in_doubt_total = 0
-    try:
-        for run in range(runs):
-            victim = rng.choice(scanners)
-            await asyncio.sleep(rng.uniform(MIN_UP_S, MAX_UP_S))
-            if run % 2:
-                # Aimed: kill as soon as the server has committed a new batch of the victim,
-                # to land between the server's commit and the scanner's delete.
-                await server.until_new_batch(victim.scanner_id)
-            await victim.kill()
-            figures = check_accounting(victim, victim.snapshot(), server.server_batches())
-            in_doubt_total += figures["committed_not_acked"]
-            await victim.start()
-        await feeder.stop()
-        await wait_drained(scanners)
-        batches = server.server_batches()
-        totals = [check_accounting(s, s.snapshot(), batches, drained=True) for s in scanners]
-    finally:
-        await feeder.stop()
-        for scanner in scanners:
-            await scanner.terminate()
-        exit_s = await server.terminate()
+    async with fleet(workdir, n_scanners, CUSTOMERS) as running:
+        server, scanners = running.server, running.scanners
+        started = time.monotonic()
+        try:
+            for run in range(runs):
+                victim = rng.choice(scanners)
+                await asyncio.sleep(rng.uniform(MIN_UP_S, MAX_UP_S))
+                if run % 2:
+                    # Aimed: kill as soon as the server has committed a new batch of the victim,
+                    # to land between the server's commit and the scanner's delete.
+                    await server.until_new_batch(victim.scanner_id)
+                await victim.kill()
+                figures = check_accounting(victim, victim.snapshot(), server.server_batches())
+                in_doubt_total += figures["committed_not_acked"]
+                await victim.start()
+            await running.feeder.stop()
+            await wait_drained(scanners)
+            batches = server.server_batches()
+            totals = [check_accounting(s, s.snapshot(), batches, drained=True) for s in scanners]
+        finally:
+            exit_s = await server.terminate()
     check = server.quick_check()
     if check != "ok":
         raise CampaignError(f"final quick_check: {check}")
@@ -108,20 +81,7 @@ async def campaign(runs: int, n_scanners: int, seed: int, workdir: Path) -> dict
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=50, help="kills (default 50)")
-    parser.add_argument("--scanners", type=int, default=3, choices=range(1, 5))
-    parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bulle-fault-") as tmp:
-        try:
-            figures = asyncio.run(campaign(args.runs, args.scanners, args.seed, Path(tmp)))
-        except CampaignError as exc:
-            emit({"ok": False, "error": str(exc)}, args.json, "FAILED")
-            return 1
-    emit(figures, args.json, "kill -9 a scanner mid-upload")
-    return 0
+    return campaign_main(__doc__ or "", "kill -9 a scanner mid-upload", campaign, 11)
 
 
 if __name__ == "__main__":

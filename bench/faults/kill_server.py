@@ -20,27 +20,15 @@ equal rows produced exactly. Exit status 1 (and "ok": false) on any violation.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (
-    SCANNER_IDS,
-    CampaignError,
-    Feeder,
-    ScannerProcess,
-    ServerProcess,
-    check_accounting,
-    emit,
-    wait_drained,
-    wait_producing,
-)
+from harness import CampaignError, campaign_main, check_accounting, fleet, wait_drained
 
 CUSTOMERS = 8
 """Consenting phones in the shop: 8 windows per scanner window, batches of a few dozen rows."""
@@ -54,51 +42,36 @@ MAX_UP_S = 2.0
 
 async def campaign(runs: int, n_scanners: int, seed: int, workdir: Path) -> dict[str, object]:
     rng = random.Random(seed)
-    server = ServerProcess(workdir / "server")
-    server.prepare(SCANNER_IDS[:n_scanners])
-    await server.start()
-    customers = await server.enroll_consenting(CUSTOMERS)
-    scanners = [
-        ScannerProcess(sid, server.secrets[sid], workdir / "scanners", server.base_url)
-        for sid in SCANNER_IDS[:n_scanners]
-    ]
-    for scanner in scanners:
-        scanner.prepare()
-        await scanner.start()
-    feeder = Feeder(scanners, customers)
-    feeder.start()
-    await wait_producing(scanners)
-    started = time.monotonic()
     in_doubt_total = 0
     restart_s: list[float] = []
-    try:
-        for run in range(runs):
-            await asyncio.sleep(rng.uniform(MIN_UP_S, MAX_UP_S))
-            if run % 2:
-                # Aimed: right after a commit, while its answer is on its way to the scanner.
-                await server.until_new_batch()
-            await server.kill()
-            check = server.quick_check()
-            if check != "ok":
-                raise CampaignError(f"quick_check after kill -9: {check}")
+    async with fleet(workdir, n_scanners, CUSTOMERS) as running:
+        server, scanners = running.server, running.scanners
+        started = time.monotonic()
+        try:
+            for run in range(runs):
+                await asyncio.sleep(rng.uniform(MIN_UP_S, MAX_UP_S))
+                if run % 2:
+                    # Aimed: right after a commit, while its answer is on its way to the scanner.
+                    await server.until_new_batch()
+                await server.kill()
+                check = server.quick_check()
+                if check != "ok":
+                    raise CampaignError(f"quick_check after kill -9: {check}")
+                batches = server.server_batches()
+                for scanner in scanners:
+                    if not scanner.alive:
+                        raise CampaignError(f"scanner {scanner.scanner_id} died")
+                    figures = check_accounting(scanner, scanner.snapshot(), batches)
+                    in_doubt_total += figures["committed_not_acked"]
+                t0 = time.monotonic()
+                await server.start()
+                restart_s.append(time.monotonic() - t0)
+            await running.feeder.stop()
+            await wait_drained(scanners)
             batches = server.server_batches()
-            for scanner in scanners:
-                if not scanner.alive:
-                    raise CampaignError(f"scanner {scanner.scanner_id} died")
-                figures = check_accounting(scanner, scanner.snapshot(), batches)
-                in_doubt_total += figures["committed_not_acked"]
-            t0 = time.monotonic()
-            await server.start()
-            restart_s.append(time.monotonic() - t0)
-        await feeder.stop()
-        await wait_drained(scanners)
-        batches = server.server_batches()
-        totals = [check_accounting(s, s.snapshot(), batches, drained=True) for s in scanners]
-    finally:
-        await feeder.stop()
-        for scanner in scanners:
-            await scanner.terminate()
-        await server.kill()
+            totals = [check_accounting(s, s.snapshot(), batches, drained=True) for s in scanners]
+        finally:
+            await server.kill()
     check = server.quick_check()
     if check != "ok":
         raise CampaignError(f"final quick_check: {check}")
@@ -119,20 +92,7 @@ async def campaign(runs: int, n_scanners: int, seed: int, workdir: Path) -> dict
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=50, help="kills (default 50)")
-    parser.add_argument("--scanners", type=int, default=3, choices=range(1, 5))
-    parser.add_argument("--seed", type=int, default=9)
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bulle-fault-") as tmp:
-        try:
-            figures = asyncio.run(campaign(args.runs, args.scanners, args.seed, Path(tmp)))
-        except CampaignError as exc:
-            emit({"ok": False, "error": str(exc)}, args.json, "FAILED")
-            return 1
-    emit(figures, args.json, "kill -9 the server during ingestion")
-    return 0
+    return campaign_main(__doc__ or "", "kill -9 the server during ingestion", campaign, 9)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ async def _zones_page(
 ) -> web.Response:
     service = _service(request)
     registered = {str(r["id"]) for r in await service.db.run(repo.scanner_rows)}
-    response = _manager_page(
+    return _manager_page(
         request,
         user,
         "manager_zones.html",
@@ -182,9 +182,8 @@ async def _zones_page(
         offsets=service.engine.calibration(),
         registered=registered,
         error=error,
+        status=status,
     )
-    response.set_status(status)
-    return response
 
 
 @routes.get("/manager/zones")
