@@ -7,6 +7,7 @@ does not let anyone log in. Logout deletes the row: a replayed cookie is then wo
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from typing import Literal
@@ -27,7 +28,11 @@ MIN_PASSWORD_LENGTH = 12
 _hasher = PasswordHasher()
 # A hash of a random password, verified when the user does not exist so that the answer
 # takes as long as for a real user (no user enumeration by timing).
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    # Made on first use, not at import: one argon2id hash costs 64 MiB of memory for a moment,
+    # which a server that never sees an unknown user name need not pay at start-up.
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +74,7 @@ def authenticate(db: sqlite_utils.Database, username: str, password: str) -> Sta
         [username],
     )
     try:
-        _hasher.verify(_DUMMY_HASH if row is None else row["password_hash"], password)
+        _hasher.verify(_dummy_hash() if row is None else row["password_hash"], password)
     except (VerificationError, InvalidHashError):
         raise AuthenticationError("wrong user name or password", code="bad_login") from None
     if row is None:
