@@ -26,12 +26,16 @@ ROLES: tuple[Role, ...] = ("staff", "manager")
 # composition rules, long enough against offline guessing with argon2id.
 MIN_PASSWORD_LENGTH = 12
 _hasher = PasswordHasher()
-# A hash of a random password, verified when the user does not exist so that the answer
-# takes as long as for a real user (no user enumeration by timing).
+
+
 @functools.cache
 def _dummy_hash() -> str:
-    # Made on first use, not at import: one argon2id hash costs 64 MiB of memory for a moment,
-    # which a server that never sees an unknown user name need not pay at start-up.
+    """A hash of a random password, verified when the user does not exist, so that the answer
+    takes as long as for a real user (no user enumeration by timing).
+
+    Made on first use, not at import: one argon2id hash takes 64 MiB for a moment, which a
+    command that never checks a password need not pay.
+    """
     return _hasher.hash(secrets.token_urlsafe(16))
 
 

@@ -23,6 +23,8 @@ LOGIN_MAX_FAILURES = 5
 LOGIN_WINDOW_S = 15 * 60
 # The WebSocket's largest accepted message (board actions are tiny).
 WS_MAX_MESSAGE_BYTES = 4096
+# What staff can do with a card: greet the customer, bring the item, or dismiss it.
+CARD_ACTIONS = ("greeted", "brought", "dismissed")
 _failures = web.AppKey("login_failures", dict)
 USER_KEY = "bulle_user"
 
@@ -163,8 +165,10 @@ async def board_ws(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
 
     async def on_message(data: dict[str, Any]) -> None:
-        if data.get("action") == "close" and isinstance(data.get("id"), str):
-            await service.close_card(str(data["id"]), user.username, str(data.get("as", "")))
+        # A malformed action from a board is ignored: it must not end that board's connection.
+        card_id, action = data.get("id"), data.get("as")
+        if data.get("action") == "close" and isinstance(card_id, str) and action in CARD_ACTIONS:
+            await service.close_card(card_id, user.username, str(action))
 
     await service.hub.serve(
         ws,

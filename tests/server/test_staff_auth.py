@@ -221,3 +221,22 @@ async def test_failures_below_limit_do_not_throttle(server: Harness) -> None:
     for _ in range(LOGIN_MAX_FAILURES - 1):
         assert (await login(server, password="wrong password!")).status == 401
     assert (await login(server)).status == 303
+
+
+async def test_malformed_board_messages_do_not_end_the_connection(server: Harness) -> None:
+    await server.add_staff(USER, PASSWORD)
+    session_id = session_of(await login(server))
+    token = await server.enroll()
+    assert (await server.grant(token, "greeting")).status == 201
+    async with server.client.ws_connect("/ws/board", headers=with_session(session_id)) as ws:
+        assert (await ws.receive_json(timeout=10))["type"] == "snapshot"
+        await ws.send_str("not json")
+        await ws.send_json({"action": "close", "id": "k_unknown", "as": "bogus"})
+        await ws.send_json({"action": "close", "id": 42, "as": "greeted"})
+        await ws.send_json(["not", "an", "object"])
+        resp = await server.client.post("/api/v1/check-in", json={}, headers=bearer(token))
+        assert resp.status == 200
+        message = await ws.receive_json(timeout=10)
+        assert message["type"] == "card"
+        assert message["card"]["kind"] == "greeting"
+        assert not ws.closed
