@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -354,7 +355,15 @@ async def run_demo(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await demo.start()
+        try:
+            await demo.start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise StoreServerError(
+                f"port {port} on 127.0.0.1 is already in use: stop the other program or pass"
+                " --port (0 picks a free port)"
+            ) from None
         out.write(
             f"Bulle demo store is running.\n"
             f"  Staff board:  {demo.base_url}/board\n"
