@@ -246,7 +246,11 @@ class StoreService:
             with immediate(db):
                 return repo.retract_open_cards(db, customer_id, now)
 
-        for card_id in await self.db.run(transaction):
+        self._publish_retractions(await self.db.run(transaction), reason)
+
+    def _publish_retractions(self, card_ids: Iterable[str], reason: str) -> None:
+        """Tell the boards these cards are gone, and why."""
+        for card_id in card_ids:
             self.hub.publish({"type": "retract", "id": card_id, "reason": reason})
 
     async def _sync_static(self, customer_ids: Iterable[str]) -> bool:
@@ -564,8 +568,7 @@ class StoreService:
                     db.execute("UPDATE visits SET left_at = ? WHERE id = ?", [t, visit.visit_id])
                 return repo.retract_open_cards(db, customer_id, now)
 
-        for card_id in await self.db.run(transaction):
-            self.hub.publish({"type": "retract", "id": card_id, "reason": "left"})
+        self._publish_retractions(await self.db.run(transaction), "left")
 
     async def _log_access(
         self, shown: list[tuple[str, str]], users: Iterable[str] | None = None
@@ -788,8 +791,7 @@ class StoreService:
             removed = self.resolver.remove(customer_id)
             if await self._sync_static([customer_id]) or removed:
                 await self._notify_allowlist()
-        for card_id in result.retracted_cards:
-            self.hub.publish({"type": "retract", "id": card_id, "reason": "withdrawn"})
+        self._publish_retractions(result.retracted_cards, "withdrawn")
         return {"withdrawn": list(wanted), "remaining": sorted(result.remaining)}
 
     async def check_in(self, customer_id: str, zone: str | None) -> dict[str, Any]:
@@ -833,8 +835,7 @@ class StoreService:
         self._last_greeted.pop(customer_id, None)
         if self.resolver.remove(customer_id):
             await self._notify_allowlist()
-        for card_id in result.retracted_cards:
-            self.hub.publish({"type": "retract", "id": card_id, "reason": "erased"})
+        self._publish_retractions(result.retracted_cards, "erased")
         return {"erased": result.erased}
 
     async def purge(self, now: float) -> int:
