@@ -26,8 +26,6 @@ import json
 import logging
 import secrets
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,6 +58,7 @@ from store_server.keywrap import unwrap_key, wrap_key
 from store_server.policy import Decision, Trigger, VisitState, decide
 from store_server.presence import Observation, PresenceEngine, PresenceEvent
 from store_server.signing import NonceStore, SignedHeaders, verify
+from store_server.static_ids import StaticIds, new_ibeacon_id
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +79,6 @@ MAX_ALLOWLIST_WAIT_S = 30.0
 # Identity rows read per database call when loading consenting customers: a few thousand
 # keep each round trip cheap and the transient row dicts to about a megabyte.
 IDENTITY_CHUNK = 2000
-# Legacy static iBeacon entries are re-sent with every allowlist answer; a scanner that loses
-# the server keeps them this long (ten long polls), then drops them like an expired EID.
-STATIC_ID_TTL_S = 300.0
-# iBeacon major and minor are 16-bit fields.
-IBEACON_PART_LIMIT = 2**16
 
 
 @dataclass(slots=True)
@@ -136,13 +130,8 @@ class StoreService:
         # Last consent refresh and purge; -inf: the first `tick` does both.
         self._last_refresh = float("-inf")
         self._last_purge = float("-inf")
-        # Legacy static iBeacon ids served to scanners: id -> customer, customer -> id, and
-        # (allowlist version, added, removed) per change, for deltas.
-        self._static: dict[str, str] = {}
-        self._static_of: dict[str, str] = {}
-        self._static_history: deque[tuple[int, tuple[str, ...], tuple[str, ...]]] = deque(
-            maxlen=identity.HISTORY_VERSIONS
-        )
+        # Legacy static iBeacon ids served to scanners, versioned with the resolver.
+        self._static = StaticIds()
 
     @property
     def timezone_name(self) -> str | None:
@@ -214,7 +203,7 @@ class StoreService:
             self.engine.forget(subject)
             self._visits.pop(subject, None)
             await self._retract(subject, now, "expired")
-        gone = [c for c in self._static_of if c not in ids]
+        gone = [c for c in self._static.customers() if c not in ids]
         missing = [i for i in ids if i not in self.resolver]
         if missing:
             self.resolver.upsert_many(await self._identity_records(missing), now)
@@ -257,7 +246,11 @@ class StoreService:
             with immediate(db):
                 return repo.retract_open_cards(db, customer_id, now)
 
-        for card_id in await self.db.run(transaction):
+        self._publish_retractions(await self.db.run(transaction), reason)
+
+    def _publish_retractions(self, card_ids: Iterable[str], reason: str) -> None:
+        """Tell the boards these cards are gone, and why."""
+        for card_id in card_ids:
             self.hub.publish({"type": "retract", "id": card_id, "reason": reason})
 
     async def _sync_static(self, customer_ids: Iterable[str]) -> bool:
@@ -271,39 +264,7 @@ class StoreService:
         eligible = [c for c in ids if c in self.resolver] if self.config.legacy_ibeacon else []
         if eligible:
             wanted = await self.db.run(lambda db: repo.legacy_ibeacon_ids(db, eligible))
-        added: list[str] = []
-        removed: list[str] = []
-        for customer_id in ids:
-            old = self._static_of.get(customer_id)
-            new = wanted.get(customer_id)
-            if old == new:
-                continue
-            if old is not None:
-                del self._static_of[customer_id]
-                self._static.pop(old, None)
-                removed.append(old)
-            if new is not None:
-                self._static_of[customer_id] = new
-                self._static[new] = customer_id
-                added.append(new)
-        if not added and not removed:
-            return False
-        version = self.resolver.touch()
-        self._static_history.append((version, tuple(added), tuple(removed)))
-        return True
-
-    def _static_entries(self, now: float) -> list[dict[str, Any]]:
-        return [
-            {"id_type": "ibeacon", "id": static_id, "not_after": now + STATIC_ID_TTL_S}
-            for static_id in self._static
-        ]
-
-    def _static_removed_since(self, version: int) -> list[str]:
-        removed: dict[str, None] = {}
-        for at, _added, gone in self._static_history:
-            if at > version:
-                removed.update(dict.fromkeys(gone))
-        return [static_id for static_id in removed if static_id not in self._static]
+        return self._static.update(ids, wanted, self.resolver.touch)
 
     async def _notify_allowlist(self) -> None:
         async with self._allowlist_changed:
@@ -356,7 +317,7 @@ class StoreService:
         append = observations.append
         resolve = self.resolver.resolve_int
         # Legacy static ids are resolved only when the store offers them.
-        static = self._static if self.config.legacy_ibeacon else None
+        static = self._static.customer_of if self.config.legacy_ibeacon else None
         unresolved = 0
         for window in batch.windows:
             end = window.end
@@ -420,7 +381,7 @@ class StoreService:
         now = self.clock()
         version = self.resolver.version
         delta = self.resolver.changes_since(since) if since is not None else None
-        static = self._static_entries(now)
+        static = self._static.entries(now)
         if since is not None and since == version:
             return {"version": version, "full": False, "entries": static, "removed": []}
         if delta is not None and since is not None:
@@ -428,7 +389,7 @@ class StoreService:
                 "version": delta.version,
                 "full": False,
                 "entries": [_wire_entry(item) for item in delta.added] + static,
-                "removed": [eid.hex() for eid in delta.removed] + self._static_removed_since(since),
+                "removed": [eid.hex() for eid in delta.removed] + self._static.removed_since(since),
             }
         return {
             "version": version,
@@ -607,8 +568,7 @@ class StoreService:
                     db.execute("UPDATE visits SET left_at = ? WHERE id = ?", [t, visit.visit_id])
                 return repo.retract_open_cards(db, customer_id, now)
 
-        for card_id in await self.db.run(transaction):
-            self.hub.publish({"type": "retract", "id": card_id, "reason": "left"})
+        self._publish_retractions(await self.db.run(transaction), "left")
 
     async def _log_access(
         self, shown: list[tuple[str, str]], users: Iterable[str] | None = None
@@ -831,8 +791,7 @@ class StoreService:
             removed = self.resolver.remove(customer_id)
             if await self._sync_static([customer_id]) or removed:
                 await self._notify_allowlist()
-        for card_id in result.retracted_cards:
-            self.hub.publish({"type": "retract", "id": card_id, "reason": "withdrawn"})
+        self._publish_retractions(result.retracted_cards, "withdrawn")
         return {"withdrawn": list(wanted), "remaining": sorted(result.remaining)}
 
     async def check_in(self, customer_id: str, zone: str | None) -> dict[str, Any]:
@@ -876,8 +835,7 @@ class StoreService:
         self._last_greeted.pop(customer_id, None)
         if self.resolver.remove(customer_id):
             await self._notify_allowlist()
-        for card_id in result.retracted_cards:
-            self.hub.publish({"type": "retract", "id": card_id, "reason": "erased"})
+        self._publish_retractions(result.retracted_cards, "erased")
         return {"erased": result.erased}
 
     async def purge(self, now: float) -> int:
@@ -913,14 +871,6 @@ def release_startup_garbage() -> None:
     except (AttributeError, OSError):
         return
     trim(0)
-
-
-def new_ibeacon_id() -> str:
-    """A random static iBeacon id, ``<uuid>:<major>:<minor>`` (the scanner's allowlist form)."""
-    return (
-        f"{uuid.uuid4()}:{secrets.randbelow(IBEACON_PART_LIMIT)}"
-        f":{secrets.randbelow(IBEACON_PART_LIMIT)}"
-    )
 
 
 def scanner_aad(scanner_id: str) -> bytes:
