@@ -833,7 +833,9 @@ class StoreService:
         self.engine.forget(customer_id)
         self._visits.pop(customer_id, None)
         self._last_greeted.pop(customer_id, None)
-        if self.resolver.remove(customer_id):
+        removed = self.resolver.remove(customer_id)
+        # After the resolver: the customer is no longer due a static id, so it leaves too.
+        if await self._sync_static([customer_id]) or removed:
             await self._notify_allowlist()
         self._publish_retractions(result.retracted_cards, "erased")
         return {"erased": result.erased}

@@ -204,3 +204,27 @@ async def test_disabling_forgets_the_id(legacy_server: Harness) -> None:
         await server.client.put(PREFERENCES, json={"legacy_ibeacon": True}, headers=bearer(token))
     ).json()
     assert back["ibeacon_id"] != ident
+
+
+async def test_erasure_removes_the_static_id_at_once(legacy_server: Harness) -> None:
+    server = legacy_server
+    scanner = await server.add_scanner("s-entrance")
+    token = await server.enroll()
+    assert (await server.grant(token, "greeting")).status == 201
+    on = await (
+        await server.client.put(PREFERENCES, json={"legacy_ibeacon": True}, headers=bearer(token))
+    ).json()
+    ident = on["ibeacon_id"]
+    version = (await _allowlist(server, scanner))["version"]
+    assert ident in {e["id"] for e in (await _allowlist(server, scanner))["entries"]}
+
+    resp = await server.client.delete("/api/v1/me", headers=bearer(token))
+    assert resp.status == 200
+    delta = await _allowlist(server, scanner, f"?since={version}")
+    assert ident in delta["removed"]
+    assert ident not in {e["id"] for e in (await _allowlist(server, scanner))["entries"]}
+    # A sighting of the old static id resolves to nobody.
+    await _post_window(server, scanner, ident)
+    assert server.service.frames_resolved == 0
+    assert server.service.frames_unresolved == 1
+    assert len(server.service.engine) == 0
