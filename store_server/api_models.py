@@ -49,15 +49,19 @@ class WithdrawRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class PreferencesRequest(
     msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True
 ):
-    display_name: Annotated[str, msgspec.Meta(max_length=80)] | None = None
-    title: Annotated[str, msgspec.Meta(max_length=40)] | None = None
-    name_form: NameForm | None = None
-    language: Language | None = None
-    greet_mode: GreetMode | None = None
-    quiet_start: Hhmm | None = None
-    quiet_end: Hhmm | None = None
-    not_today: IsoDate | None = None
-    legacy_ibeacon: bool | None = None
+    """A partial update: an absent field is left as it is; `null` clears a clearable one."""
+
+    display_name: Annotated[str, msgspec.Meta(max_length=80)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+    title: Annotated[str, msgspec.Meta(max_length=40)] | msgspec.UnsetType | None = msgspec.UNSET
+    name_form: NameForm | msgspec.UnsetType = msgspec.UNSET
+    language: Language | msgspec.UnsetType = msgspec.UNSET
+    greet_mode: GreetMode | msgspec.UnsetType = msgspec.UNSET
+    quiet_start: Hhmm | msgspec.UnsetType | None = msgspec.UNSET
+    quiet_end: Hhmm | msgspec.UnsetType | None = msgspec.UNSET
+    not_today: IsoDate | msgspec.UnsetType | None = msgspec.UNSET
+    legacy_ibeacon: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class WishlistRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -145,12 +145,11 @@ async def preferences(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read(), PreferencesRequest)
     values: dict[str, Any] = {
-        f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not None
+        f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not msgspec.UNSET
     }
-    if "display_name" in values:
-        values["display_name"] = validate_name(values["display_name"])
-    if "title" in values:
-        values["title"] = validate_name(values["title"], "title")
+    for name_field in ("display_name", "title"):
+        if values.get(name_field) is not None:
+            values[name_field] = validate_name(values[name_field], name_field)
     service = request.app[SERVICE]
     legacy = values.pop("legacy_ibeacon", None)
     if legacy is not None:

@@ -503,3 +503,33 @@ async def test_heartbeat(server: Harness) -> None:
     row = await server.rows("SELECT last_heartbeat FROM scanners WHERE id = 's-entrance'")
     assert '"adapter": "powered"' in row[0]["last_heartbeat"]
     assert STORE_ID in row[0]["last_heartbeat"]
+
+
+async def test_preferences_are_a_partial_update_and_null_clears(server: Harness) -> None:
+    token = await server.enroll()
+    first = {
+        "display_name": "Sylvie",
+        "name_form": "first_name",
+        "quiet_start": "12:00",
+        "quiet_end": "13:30",
+    }
+    resp = await server.client.put("/api/v1/preferences", json=first, headers=bearer(token))
+    assert resp.status == 200
+    # Absent fields stay; null clears the quiet hours.
+    resp = await server.client.put(
+        "/api/v1/preferences",
+        json={"quiet_start": None, "quiet_end": None},
+        headers=bearer(token),
+    )
+    assert resp.status == 200
+    prefs = await resp.json()
+    assert (prefs["display_name"], prefs["name_form"]) == ("Sylvie", "first_name")
+    assert (prefs["quiet_start"], prefs["quiet_end"]) == (None, None)
+    stored = await (await server.client.get("/api/v1/preferences", headers=bearer(token))).json()
+    assert stored == prefs
+    # A field that cannot be cleared refuses null, naming it.
+    resp = await server.client.put(
+        "/api/v1/preferences", json={"language": None}, headers=bearer(token)
+    )
+    assert resp.status == 422
+    assert (await resp.json())["error"]["field"] == "language"

@@ -51,8 +51,8 @@
     event.preventDefault();
     const prefs = current();
     const body = { name_form: prefs.name_form, language: prefs.language, greet_mode: prefs.greet_mode };
-    // Empty fields are left unchanged: the API refuses an empty name.
-    FIELDS.forEach(function (f) { if (prefs[f]) body[f] = prefs[f]; });
+    // An emptied field is cleared (null); the API refuses an empty string.
+    FIELDS.forEach(function (f) { body[f] = prefs[f] ? prefs[f] : null; });
     const result = await A.api("PUT", "/api/v1/preferences", body);
     if (!result.ok) { A.fail(result); return; }
     fill(result.data);
@@ -64,8 +64,7 @@
     fill({});
     preview();
     if (!A.requireToken()) return;
-    // An empty update changes nothing and answers the stored preferences.
-    const result = await A.api("PUT", "/api/v1/preferences", {});
+    const result = await A.api("GET", "/api/v1/preferences");
     if (!result.ok) { A.fail(result); return; }
     fill(result.data);
     preview();
