@@ -179,12 +179,9 @@ class Daemon:
         while not stop.is_set():
             try:
                 sent = await self.upload_once(uploader)
-            except BadCredentialsError as exc:
-                self._refused(exc)
-                attempt += 1
-                await self._sleep(stop, backoff_delay(attempt))
-                continue
-            except UploadError:
+            except UploadError as exc:
+                if isinstance(exc, BadCredentialsError):
+                    self._refused(exc)
                 attempt += 1
                 await self._sleep(stop, backoff_delay(attempt))
                 continue
@@ -206,15 +203,11 @@ class Daemon:
             try:
                 data = await uploader.fetch_allowlist(since, ALLOWLIST_LONG_POLL_S)
                 update = AllowlistUpdate.from_wire(data)
-            except BadCredentialsError as exc:
-                # Without an accepted allowlist nothing passes, so no batch would ever report
-                # this: the allowlist loop must say it too.
-                self._refused(exc)
-                attempt += 1
-                self.allowlist.expire(self._clock())
-                await self._sleep(stop, backoff_delay(attempt))
-                continue
-            except UploadError:
+            except UploadError as exc:
+                if isinstance(exc, BadCredentialsError):
+                    # Without an accepted allowlist nothing passes, so no batch would ever
+                    # report this: the allowlist loop must say it too.
+                    self._refused(exc)
                 attempt += 1
                 self.allowlist.expire(self._clock())
                 await self._sleep(stop, backoff_delay(attempt))
