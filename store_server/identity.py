@@ -234,14 +234,129 @@ def _check_record(record: IdentityRecord) -> None:
 _NO_BASE = -(2**62)
 """Sentinel base window of a free slot (no EIDs); far below any real window index."""
 
-_COMPACT_AFTER = 4
-"""A residue table is rebuilt (compacted) once it has absorbed ``len(table) / 4`` insertions
-since the last rebuild: CPython dicts never shrink and grow to 4x their used size under
-churn, so a periodic copy keeps the 1M-subject table near its post-build size."""
+_EMPTY = 0
+"""A free cell of the EID table (cells hold EID positions plus one)."""
+
+_MAX_LOAD = 0.5
+"""Highest fill of the EID table before it doubles: linear probing then needs about 1.5
+probes for a hit and 2.5 for a miss, at 4 bytes per cell (8 bytes per EID held)."""
+
+_MIN_CELLS = 64
+"""Smallest EID table: a few hundred bytes."""
 
 
-_COMPACT_MIN_ENTRIES = 64
-"""Tables this small are cheap to copy: compaction then follows the same 1/4 rule."""
+class _EidTable:
+    """Open-addressing hash table (linear probing) from EID to its position in ``eids``.
+
+    A cell holds ``position + 1`` of an EID in the resolver's flat ``eids`` array (0: free)
+    and the key is read back from that array: 4 bytes per cell and no Python object per EID,
+    where a dict would hold a 64-bit ``int`` key (40 bytes) plus a 24-byte entry. EIDs are
+    AES outputs, uniformly distributed, so their low bits are the hash. Deletion shifts the
+    rest of the cluster back (no tombstones, so the table never needs a clean-up pass).
+    Invariant: while a position is in the table, ``eids[position]`` is not modified.
+    """
+
+    __slots__ = ("_cells", "_eids", "_mask", "_used")
+
+    def __init__(self, eids: array[int]) -> None:
+        self._eids = eids
+        self._cells = array("I", bytes(4 * _MIN_CELLS))
+        self._mask = _MIN_CELLS - 1
+        self._used = 0
+
+    def __len__(self) -> int:
+        return self._used
+
+    def find(self, eid: int) -> int:
+        """Position of ``eid`` in ``eids``, or -1."""
+        cells = self._cells
+        eids = self._eids
+        mask = self._mask
+        i = eid & mask
+        while True:
+            cell = cells[i]
+            if cell == _EMPTY:
+                return -1
+            if eids[cell - 1] == eid:
+                return cell - 1
+            i = (i + 1) & mask
+
+    def reserve(self, count: int) -> None:
+        """Make room for ``count`` more positions without growing while they are added."""
+        need = self._used + count
+        size = len(self._cells)
+        if need <= size * _MAX_LOAD:
+            return
+        while need > size * _MAX_LOAD:
+            size *= 2
+        self._rehash(size)
+
+    def add(self, position: int) -> None:
+        """Insert ``position`` (its EID is ``eids[position]``, which must not be held yet)."""
+        if self._used + 1 > len(self._cells) * _MAX_LOAD:
+            self._rehash(len(self._cells) * 2)
+        cells = self._cells
+        mask = self._mask
+        i = self._eids[position] & mask
+        while cells[i] != _EMPTY:
+            i = (i + 1) & mask
+        cells[i] = position + 1
+        self._used += 1
+
+    def add_range(self, start: int, stop: int) -> None:
+        """Insert positions ``start..stop-1`` (the bulk load)."""
+        self.reserve(stop - start)
+        cells = self._cells
+        mask = self._mask
+        eids = self._eids
+        for position in range(start, stop):
+            i = eids[position] & mask
+            while cells[i]:
+                i = (i + 1) & mask
+            cells[i] = position + 1
+        self._used += stop - start
+
+    def remove(self, position: int) -> bool:
+        """Delete ``position`` (looked up by ``eids[position]``); False if it is not held."""
+        cells = self._cells
+        eids = self._eids
+        mask = self._mask
+        wanted = position + 1
+        i = eids[position] & mask
+        while True:
+            cell = cells[i]
+            if cell == _EMPTY:
+                return False
+            if cell == wanted:
+                break
+            i = (i + 1) & mask
+        # Backward-shift deletion: move later members of the cluster whose home is not in
+        # (hole, their cell] into the hole, until a free cell ends the cluster.
+        j = i
+        while True:
+            j = (j + 1) & mask
+            cell = cells[j]
+            if cell == _EMPTY:
+                break
+            home = eids[cell - 1] & mask
+            if (j - home) & mask >= (j - i) & mask:
+                cells[i] = cell
+                i = j
+        cells[i] = _EMPTY
+        self._used -= 1
+        return True
+
+    def _rehash(self, size: int) -> None:
+        old = self._cells
+        self._cells = cells = array("I", bytes(4 * size))
+        self._mask = mask = size - 1
+        eids = self._eids
+        for cell in old:
+            if cell:
+                i = eids[cell - 1] & mask
+                while cells[i]:
+                    i = (i + 1) & mask
+                cells[i] = cell
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,8 +378,8 @@ class EidResolver:
     Holds, for each subject, the EIDs of its current rotation window and ``skew_windows``
     neighbours on each side. Callers add only customers with an active consent at this store,
     call :meth:`advance` regularly (every second is plenty) and resolve sightings with
-    :meth:`resolve`, which is at most ``2 * skew + 1`` dict lookups plus integer arithmetic:
-    no cryptography.
+    :meth:`resolve`, which is one probe sequence in a flat hash table plus integer
+    arithmetic: no cryptography.
     An EID is accepted at ``now`` only while its window is within ``skew_windows`` of the
     app's current window, i.e. in server time ``[not_before, not_after)`` with
     ``not_before = start of window (j - skew)`` and ``not_after = end of window (j + skew)``;
@@ -275,9 +390,10 @@ class EidResolver:
     clock offset (``array('d')``), first held window (``base``) and EIDs live in parallel
     lists/arrays indexed by slot, so there is no per-subject Python object besides the
     subject string: the :class:`IdentityRecord` given to :meth:`upsert_many` is not kept.
-    EIDs are 64-bit integers. The EID of window ``j`` is kept in table ``j % span``
-    (``span = 2*skew + 1``): a subject has exactly one EID per table, so each table holds one
-    entry per subject and the table a hit came from gives the window without storing it.
+    EIDs are 64-bit integers in one ``array('Q')``: the EID of window ``j`` of slot ``s`` sits
+    at position ``s * span + j % span`` (``span = 2*skew + 1``), so a position gives both the
+    subject and the window without storing them. The EID -> position index is an
+    :class:`_EidTable` (4-byte cells, no Python object per EID).
     """
 
     def __init__(self, skew_windows: int = DEFAULT_SKEW_WINDOWS) -> None:
@@ -287,14 +403,13 @@ class EidResolver:
             raise IdentityError("skew_windows must be >= 0")
         self._skew = skew_windows
         self._span = 2 * skew_windows + 1
-        self._tables: list[dict[int, int]] = [{} for _ in range(self._span)]
-        self._inserted = [0] * self._span
         self._subjects: list[str | None] = []  # None: a free slot
         self._keys = bytearray()  # IDENTITY_KEY_BYTES per slot
         self._ks = array("B")
         self._offsets = array("d")
         self._bases = array("q")
         self._eids = array("Q")
+        self._table = _EidTable(self._eids)  # reads the EIDs from self._eids
         self._slot_of: dict[str, int] = {}
         self._free: list[int] = []
         # Slots due for recomputation, bucketed by the whole second (ceiling) at which their
@@ -324,12 +439,12 @@ class EidResolver:
 
     def _find(self, key: int) -> tuple[int, int] | None:
         """(slot, window) of a held EID, or None."""
-        for residue, table in enumerate(self._tables):
-            slot = table.get(key)
-            if slot is not None:
-                base = self._bases[slot]
-                return slot, base + (residue - base) % self._span
-        return None
+        position = self._table.find(key)
+        if position < 0:
+            return None
+        slot, residue = divmod(position, self._span)
+        base = self._bases[slot]
+        return slot, base + (residue - base) % self._span
 
     def resolve(self, eid: bytes, now: float) -> str | None:
         """The subject broadcasting ``eid`` if it is accepted at ``now``, else None."""
@@ -342,14 +457,20 @@ class EidResolver:
 
         Any other integer (negative, 2**64 or more) is simply not found.
         """
-        residue = 0
-        for table in self._tables:  # the hot path: inlined _find
-            slot = table.get(key)
-            if slot is not None:
+        # The hot path: _EidTable.find inlined.
+        table = self._table
+        cells = table._cells
+        eids = self._eids
+        mask = table._mask
+        i = key & mask
+        while True:
+            cell = cells[i]
+            if cell == _EMPTY:
+                return None
+            if eids[cell - 1] == key:
                 break
-            residue += 1
-        else:
-            return None
+            i = (i + 1) & mask
+        slot, residue = divmod(cell - 1, self._span)
         base = self._bases[slot]
         window = base + (residue - base) % self._span
         current = math.floor(now + self._offsets[slot]) >> self._ks[slot]
@@ -592,8 +713,7 @@ class EidResolver:
         ``slots`` are the new slots (``len(self._subjects)`` onwards), already in
         ``_slot_of``; the other arguments are the subjects' columns. The AES work is
         :func:`window_eids` (or ``computed``, its result made elsewhere, e.g. in worker
-        processes); the rest appends to flat arrays, and the table inserts run in C
-        (``dict.update`` over ``zip``).
+        processes); the rest appends to flat arrays and indexes the new positions.
         """
         span = self._span
         if computed is None or not computed.matches(len(subjects), now, self._skew):
@@ -614,15 +734,7 @@ class EidResolver:
         self._keys += keys
         self._ks.extend(ks)
         self._offsets.extend(offsets)
-        start = first * span
-        eids = self._eids
-        tables = self._tables
-        for residue, table in enumerate(tables):
-            table.update(zip(eids[start + residue :: span], slots, strict=True))
-            self._inserted[residue] += len(slots)
-            # Compacted now rather than at the commit: one table's copy at a time, made
-            # before the next table is filled (lowers the start-up peak, issue 9).
-            self._compact_table(residue)
+        self._table.add_range(first * span, len(self._eids))
         self.eid_computations += span * len(subjects)
 
     def _store(
@@ -648,7 +760,6 @@ class EidResolver:
         if not added and not removed and not unlisted:
             return False
         self.version += 1
-        self._compact()
         if unlisted + len(added) + len(removed) > MAX_DELTA_EIDS:
             # A bulk load or mass change: scanners behind it are better served by a full list.
             self._history.clear()
@@ -663,17 +774,6 @@ class EidResolver:
         )
         return True
 
-    def _compact(self) -> None:
-        for residue in range(self._span):
-            self._compact_table(residue)
-
-    def _compact_table(self, residue: int) -> None:
-        table = self._tables[residue]
-        if self._inserted[residue] * _COMPACT_AFTER > max(len(table), _COMPACT_MIN_ENTRIES):
-            # dict(table) re-inserts into a table sized for the live entries only.
-            self._tables[residue] = dict(table)
-            self._inserted[residue] = 0
-
     def _drop(self, slot: int, removed: list[int]) -> None:
         """Remove the EIDs held for ``slot`` from the tables (the slot keeps its record)."""
         base = self._bases[slot]
@@ -681,20 +781,18 @@ class EidResolver:
             return
         span = self._span
         eids = self._eids
-        for residue, table in enumerate(self._tables):
-            eid = eids[slot * span + residue]
-            if table.get(eid) == slot:
-                del table[eid]
-                removed.append(eid)
+        table = self._table
+        for position in range(slot * span, (slot + 1) * span):
+            if table.remove(position):
+                removed.append(eids[position])
         self._bases[slot] = _NO_BASE
 
     def _place(self, slot: int, now: float, removed: list[int], added: list[int]) -> None:
         """Bring ``slot`` to the windows around ``now``, reusing EIDs still in range."""
         skew = self._skew
         span = self._span
-        tables = self._tables
+        table = self._table
         eids = self._eids
-        inserted = self._inserted
         k = self._ks[slot]
         offset = self._offsets[slot]
         base = (math.floor(now + offset) >> k) - skew
@@ -712,15 +810,11 @@ class EidResolver:
             self.eid_computations += len(new)
             at = slot * span
             for window, eid in zip(windows, new, strict=True):
-                residue = window % span
-                table = tables[residue]
-                gone = eids[at + residue]
-                if old != _NO_BASE and table.get(gone) == slot:
-                    del table[gone]
-                    removed.append(gone)
-                eids[at + residue] = eid
-                table[eid] = slot
-                inserted[residue] += 1
+                position = at + window % span
+                if old != _NO_BASE and table.remove(position):
+                    removed.append(eids[position])
+                eids[position] = eid
+                table.add(position)
             added.extend(new)
         self._bases[slot] = base
         due = _due(base, skew, k, offset)
