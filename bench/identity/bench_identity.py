@@ -119,7 +119,8 @@ def make_records(
 
 
 def drain(records: list[IdentityRecord]) -> Iterator[IdentityRecord]:
-    """Yield and drop each record (last first), as the server's start-up load does."""
+    """Yield and drop each record, in order (``computed`` EIDs follow the list's order)."""
+    records.reverse()
     while records:
         yield records.pop()
 
