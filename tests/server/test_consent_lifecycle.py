@@ -58,6 +58,12 @@ STRONG_RSSI = -55
 CHAIN_STORE = "other-store"
 
 
+# A consent change happens a millisecond after whatever came before it: the records made at
+# the previous instant (an arrival decided at ingest) were made while the consent held, and
+# equal timestamps would make the model's half-open intervals call them "after".
+CONSENT_STEP_S = 0.001
+
+
 class Clock:
     def __init__(self, t: float) -> None:
         self.t = t
@@ -419,6 +425,7 @@ class ConsentLifecycle(RuleBasedStateMachine):
     def grant(self, customer: Customer, purpose: Purpose) -> None:
         if customer in self.erased:
             return
+        self.advance(CONSENT_STEP_S, tick=False)
         run(self.loop, self.store.grant(customer, purpose))
         customer.grant(purpose, self.now)
 
@@ -437,6 +444,7 @@ class ConsentLifecycle(RuleBasedStateMachine):
     def withdraw(self, customer: Customer, which: set[Purpose]) -> None:
         if customer in self.erased:
             return
+        self.advance(CONSENT_STEP_S, tick=False)
         run(self.loop, self.store.service.withdraw(customer.customer_id, which, "app", None))
         for purpose in which:
             customer.end(purpose, self.now)
