@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -201,8 +202,10 @@ async def error_of(resp: aiohttp.ClientResponse) -> dict[str, Any]:
     return error
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def running_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Harness]:
+    """The real app on 127.0.0.1 with a fresh database and the demo catalog; `settings`
+    override ServerConfig fields (e.g. legacy_ibeacon=True)."""
     master_key = secrets.token_hex(32)
     db_path = tmp_path / "s.sqlite"
     config = ServerConfig(
@@ -210,6 +213,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Harness]:
         store_file=str(STORE_FILE),
         master_key=master_key,
         cookie_secure=False,
+        **settings,
     )
     app = create_app(config, base_dir=REPO_ROOT)
     client: TestClient[web.Request, web.Application] = TestClient(
@@ -223,3 +227,9 @@ async def server(tmp_path: Path) -> AsyncIterator[Harness]:
         yield harness
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_server(tmp_path) as harness:
+        yield harness

@@ -4,34 +4,23 @@ them, the customer enabled one and has an active consent."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from scanner.allowlist import Allowlist, AllowlistUpdate
 from scanner.frames import IBeaconFrame
-from store_server import repo
-from store_server.app import create_app
-from store_server.config import ServerConfig
-from store_server.stock import parse_stock_csv
 from tests.server.conftest import (
-    CATALOG_FILE,
-    REPO_ROOT,
-    STORE_FILE,
-    STORE_ID,
     WAIT_TIMEOUT_S,
     Harness,
     Scanner,
     batch_body,
     bearer,
     error_of,
+    running_server,
     wait_until,
 )
 
@@ -42,27 +31,8 @@ PREFERENCES = "/api/v1/preferences"
 @pytest.fixture
 async def legacy_server(tmp_path: Path) -> AsyncIterator[Harness]:
     """The `server` fixture of conftest.py with the store setting legacy_ibeacon = true."""
-    master_key = secrets.token_hex(32)
-    db_path = tmp_path / "s.sqlite"
-    config = ServerConfig(
-        db_path=str(db_path),
-        store_file=str(STORE_FILE),
-        master_key=master_key,
-        cookie_secure=False,
-        legacy_ibeacon=True,
-    )
-    app = create_app(config, base_dir=REPO_ROOT)
-    client: TestClient[web.Request, web.Application] = TestClient(
-        TestServer(app, host="127.0.0.1"), cookie_jar=aiohttp.DummyCookieJar()
-    )
-    await client.start_server()
-    harness = Harness(app, client, config, db_path, master_key)
-    items = parse_stock_csv(CATALOG_FILE.read_text("utf-8"))
-    await harness.service.db.run(lambda db: repo.upsert_stock(db, STORE_ID, items))
-    try:
+    async with running_server(tmp_path, legacy_ibeacon=True) as harness:
         yield harness
-    finally:
-        await client.close()
 
 
 async def _allowlist(server: Harness, scanner: Scanner, query: str = "") -> dict[str, Any]:
