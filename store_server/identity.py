@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import itertools
 import logging
 import math
 import secrets
@@ -32,6 +31,10 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
+from store_server import aes_lanes
 from store_server.aes import derived as _aes_derived
 from store_server.aes import ecb as _aes_ecb
 
@@ -86,6 +89,22 @@ _COUNTER_MASK = COUNTER_MODULUS - 1
 _AES_BLOCK_BYTES = 16
 """AES block size: each EID input block yields one 16-byte output block."""
 
+MAX_CLOCK_OFFSET_S = 2.0**34
+"""Largest accepted |app counter - server time|: the counter is 32-bit and server time stays
+below 2**34 s until the year 2514, so any larger offset is corrupt input."""
+
+LANES_MIN_RECORDS = 256
+"""From this many records a bulk build computes EIDs column-wise (numpy): below it, numpy's
+per-call overhead costs more than one OpenSSL key setup per record."""
+
+LANES_CHUNK = 32_768
+"""Records per column-wise chunk: keeps the ~60 intermediate columns (round keys, state) in
+a few MB, near the CPU caches, and the peak memory of a million-record build small."""
+
+_EXACT_CLOCK = 2.0**52
+"""Beyond this many seconds, ``now + offset`` is no longer exact to the second in float64 on
+the column-wise path (apps' counters are 32-bit, so this is only ever hostile input)."""
+
 MAX_DELTA_EIDS = 100_000
 """A change touching more EIDs than this (bulk load, mass re-key) is not kept as a delta:
 a full list is cheaper for scanners than a huge delta, and history memory stays bounded."""
@@ -103,6 +122,81 @@ class IdentityRecord:
     identity_key: bytes = field(repr=False)
     k: int
     clock_offset_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityColumns:
+    """Many identities as columns: the bulk-load form (no object per identity).
+
+    ``keys`` holds the 16-byte identity keys back to back, in the order of ``subjects``;
+    ``ks`` the rotation exponents and ``offsets`` the clock offsets, one per subject.
+    """
+
+    subjects: list[str]
+    keys: bytes | bytearray = field(repr=False)
+    ks: array[int]
+    offsets: array[float]
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    @classmethod
+    def of(cls, records: Iterable[IdentityRecord]) -> IdentityColumns:
+        """The columns of ``records`` (validated one by one, as the resolver would)."""
+        subjects: list[str] = []
+        keys = bytearray()
+        ks = array("B")
+        offsets = array("d")
+        for record in records:
+            _check_record(record)
+            subjects.append(record.subject)
+            keys += record.identity_key
+            ks.append(record.k)
+            offsets.append(record.clock_offset_s)
+        return cls(subjects, keys, ks, offsets)
+
+    def slice(self, start: int, stop: int) -> IdentityColumns:
+        """Rows ``start..stop-1`` (e.g. a worker process's chunk of a bulk build)."""
+        return IdentityColumns(
+            self.subjects[start:stop],
+            self.keys[start * IDENTITY_KEY_BYTES : stop * IDENTITY_KEY_BYTES],
+            self.ks[start:stop],
+            self.offsets[start:stop],
+        )
+
+    def window_eids(self, now: float, skew: int) -> WindowEids:
+        """:func:`window_eids` of these rows (checked first)."""
+        self.check()
+        return _window_eids_columns(self.keys, self.ks, self.offsets, now, skew)
+
+    def check(self) -> None:
+        """IdentityError naming the first bad row, if any (column-wise: C speed)."""
+        count = len(self.subjects)
+        if not isinstance(self.ks, array) or self.ks.typecode != "B" or len(self.ks) != count:
+            raise IdentityError("ks must be an array('B') with one exponent per subject")
+        if (
+            not isinstance(self.offsets, array)
+            or self.offsets.typecode != "d"
+            or len(self.offsets) != count
+        ):
+            raise IdentityError("offsets must be an array('d') with one offset per subject")
+        if not isinstance(self.keys, bytes | bytearray) or len(self.keys) != (
+            count * IDENTITY_KEY_BYTES
+        ):
+            raise IdentityError("keys must be 16 bytes per subject")
+        if count == 0:
+            return
+        if set(map(type, self.subjects)) != {str} or not all(self.subjects):
+            bad = next(i for i, s in enumerate(self.subjects) if type(s) is not str or not s)
+            raise IdentityError(f"row {bad}: subject must be a non-empty string")
+        if max(self.ks) > MAX_ROTATION_EXPONENT:
+            bad = next(i for i, k in enumerate(self.ks) if k > MAX_ROTATION_EXPONENT)
+            raise IdentityError(f"row {bad}: rotation exponent must be an integer in 0..15")
+        offsets = np.frombuffer(self.offsets, dtype=np.float64)
+        ok = np.abs(offsets) <= MAX_CLOCK_OFFSET_S  # False for NaN too
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
+            raise IdentityError(f"row {bad}: clock offset must be finite and within ±2**34 s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +317,11 @@ def _check_record(record: IdentityRecord) -> None:
     _check_k(record.k)
     if not isinstance(record.subject, str) or not record.subject:
         raise IdentityError("subject must be a non-empty string")
-    if not math.isfinite(record.clock_offset_s):
-        raise IdentityError("clock offset must be finite")
+    offset = record.clock_offset_s
+    if isinstance(offset, bool) or not isinstance(offset, int | float):
+        raise IdentityError("clock offset must be a number")
+    if not abs(offset) <= MAX_CLOCK_OFFSET_S:  # NaN fails too
+        raise IdentityError("clock offset must be finite and within ±2**34 s")
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,6 +403,10 @@ class _EidTable:
     def add_range(self, start: int, stop: int) -> None:
         """Insert positions ``start..stop-1`` (the bulk load)."""
         self.reserve(stop - start)
+        if stop - start >= LANES_MIN_RECORDS:
+            self._place_many(np.arange(start + 1, stop + 1, dtype=np.uint32))
+            self._used += stop - start
+            return
         cells = self._cells
         mask = self._mask
         eids = self._eids
@@ -346,10 +447,40 @@ class _EidTable:
         self._used -= 1
         return True
 
+    def _place_many(self, held: npt.NDArray[np.uint32]) -> None:
+        """Put cell values ``held`` (positions + 1, not in the table) into free cells, column-wise.
+
+        Linear probing in rounds: every pending value looks at its current cell; among those
+        that find it free, one per cell takes it (a scatter, then a read-back tells which);
+        all the others step to the next cell. A value only ever steps past occupied cells, so
+        the table ends exactly as if the values had been inserted one by one in some order,
+        and :meth:`find` and :meth:`remove` hold. Rounds: the longest probe sequence (a few
+        dozen at half load); work: the total probe length.
+        """
+        cells = np.frombuffer(self._cells, dtype=np.uint32)  # a writable view, not a copy
+        keys = np.frombuffer(self._eids, dtype=np.uint64)
+        mask = np.uint64(self._mask)
+        cell = (keys[held.astype(np.int64) - 1] & mask).astype(np.int64)
+        pending = held
+        while pending.size:
+            free = cells[cell] == _EMPTY
+            trying = cell[free]
+            values = pending[free]
+            cells[trying] = values
+            won = cells[trying] == values
+            keep = np.ones(pending.size, dtype=bool)
+            keep[np.flatnonzero(free)[won]] = False
+            pending = pending[keep]
+            cell = (cell[keep] + 1) & self._mask
+
     def _rehash(self, size: int) -> None:
         old = self._cells
         self._cells = cells = array("I", bytes(4 * size))
         self._mask = mask = size - 1
+        if self._used >= LANES_MIN_RECORDS:
+            held = np.frombuffer(old, dtype=np.uint32)
+            self._place_many(held[held != _EMPTY])
+            return
         eids = self._eids
         for cell in old:
             if cell:
@@ -414,7 +545,8 @@ class EidResolver:
         self._free: list[int] = []
         # Slots due for recomputation, bucketed by the whole second (ceiling) at which their
         # window changes; the heap orders the bucket keys. Stale entries are skipped lazily.
-        self._buckets: dict[int, list[int]] = {}
+        # Buckets are array('q'): 8 bytes a slot, no int object per entry (~30 MB at 1M).
+        self._buckets: dict[int, array[int]] = {}
         self._bucket_heap: list[int] = []
         self._history: deque[_Change] = deque(maxlen=HISTORY_VERSIONS)
         self.version = 0
@@ -562,7 +694,6 @@ class EidResolver:
         put_subject = subjects.append
         put_k = ks.append
         put_offset = offsets.append
-        isfinite = math.isfinite
         for record in records:  # columns, not records: an iterator is never materialised
             key = record.identity_key
             subject = record.subject
@@ -575,13 +706,37 @@ class EidResolver:
                 and 0 <= k <= MAX_ROTATION_EXPONENT
                 and type(subject) is str
                 and subject
-                and isfinite(offset)
+                and (type(offset) is float or type(offset) is int)
+                and -MAX_CLOCK_OFFSET_S <= offset <= MAX_CLOCK_OFFSET_S
             ):
                 _check_record(record)  # the slow checks, which name the problem
             put_subject(subject)
             keys += key
             put_k(k)
             put_offset(offset)
+        self._upsert_columns(subjects, keys, ks, offsets, now, computed)
+
+    def upsert_columns(
+        self, columns: IdentityColumns, now: float, *, computed: WindowEids | None = None
+    ) -> None:
+        """:meth:`upsert_many` for identities given as columns (validated column-wise).
+
+        The fast bulk load: no Python object per identity is made or read.
+        """
+        columns.check()
+        self._upsert_columns(
+            columns.subjects, columns.keys, columns.ks, columns.offsets, now, computed
+        )
+
+    def _upsert_columns(
+        self,
+        subjects: list[str],
+        keys: bytes | bytearray,
+        ks: array[int],
+        offsets: array[float],
+        now: float,
+        computed: WindowEids | None,
+    ) -> None:
         count = len(subjects)
         added: list[int] = []
         removed: list[int] = []
@@ -591,10 +746,17 @@ class EidResolver:
         slots: list[int] = []
         again: list[int] = []  # batch positions of subjects held already
         reused: list[int] = []
-        if not self._free and slot_of.keys().isdisjoint(subjects) and len(set(subjects)) == count:
+        index = (
+            None if self._free else dict(zip(subjects, range(first, first + count), strict=True))
+        )
+        if index is not None and len(index) == count and slot_of.keys().isdisjoint(index):
             # All new and distinct (the bulk load): index them in C, no per-record loop.
-            slot_of.update(zip(subjects, range(first, first + count), strict=True))
-            slots = list(itertools.islice(slot_of.values(), first, None))
+            if slot_of:
+                slot_of.update(index)
+            else:
+                self._slot_of = slot_of = index
+            del index
+            slots = list(range(first, first + count))
             if count * self._span > MAX_DELTA_EIDS:
                 # Grown by insertion, the subject index sits in a table up to 4x its size:
                 # a copy is sized for its entries (about -40 MB at 1M subjects). Made before
@@ -602,6 +764,7 @@ class EidResolver:
                 self._slot_of = slot_of = dict(slot_of)
             self._build(subjects, keys, ks, offsets, slots, now, computed)
         else:
+            del index
             for i, subject in enumerate(subjects):
                 if subject in slot_of:
                     again.append(i)  # held already, or twice in this batch: re-key after
@@ -701,7 +864,7 @@ class EidResolver:
     def _build(
         self,
         subjects: list[str],
-        keys: bytearray,
+        keys: bytes | bytearray,
         ks: array[int],
         offsets: array[float],
         slots: list[int],
@@ -721,15 +884,7 @@ class EidResolver:
         first = slots[0]
         self._eids.frombytes(computed.eids)
         self._bases.frombytes(computed.bases)
-        buckets = self._buckets
-        heap = self._bucket_heap
-        for slot, due in zip(slots, array("q", computed.dues), strict=True):
-            bucket = buckets.get(due)
-            if bucket is None:
-                buckets[due] = [slot]
-                heapq.heappush(heap, due)
-            else:
-                bucket.append(slot)
+        self._schedule(first, computed.dues)
         self._subjects.extend(subjects)
         self._keys += keys
         self._ks.extend(ks)
@@ -737,11 +892,32 @@ class EidResolver:
         self._table.add_range(first * span, len(self._eids))
         self.eid_computations += span * len(subjects)
 
+    def _schedule(self, first: int, dues: bytes) -> None:
+        """Bucket slots ``first, first + 1, ...`` by their due seconds (int64 ``dues``)."""
+        buckets = self._buckets
+        heap = self._bucket_heap
+        column = np.frombuffer(dues, dtype=np.int64)
+        if not column.size:
+            return
+        # Group equal seconds column-wise: a sort, then one array per distinct second.
+        order = np.argsort(column, kind="stable")
+        ordered = column[order]
+        cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+        starts = np.concatenate(([0], cuts)).tolist()
+        ends = [*starts[1:], len(ordered)]
+        slots = (order + first).astype(np.int64)
+        for due, start, end in zip(ordered[starts].tolist(), starts, ends, strict=True):
+            bucket = buckets.get(due)
+            if bucket is None:
+                buckets[due] = bucket = array("q")
+                heapq.heappush(heap, due)
+            bucket.frombytes(slots[start:end].tobytes())
+
     def _store(
         self,
         slot: int,
         subject: str,
-        keys: bytearray,
+        keys: bytes | bytearray,
         ks: array[int],
         offsets: array[float],
         i: int,
@@ -820,7 +996,7 @@ class EidResolver:
         due = _due(base, skew, k, offset)
         bucket = self._buckets.get(due)
         if bucket is None:
-            self._buckets[due] = [slot]
+            self._buckets[due] = array("q", (slot,))
             heapq.heappush(self._bucket_heap, due)
         else:
             bucket.append(slot)
@@ -912,7 +1088,21 @@ def window_eids(records: Sequence[IdentityRecord], now: float, skew: int) -> Win
 def _window_eids_columns(
     keys: bytes | bytearray, ks: array[int], offsets: array[float], now: float, skew: int
 ) -> WindowEids:
-    """:func:`window_eids` over the columns of the records (keys joined, 16 bytes each)."""
+    """:func:`window_eids` over the columns of the records (keys joined, 16 bytes each).
+
+    Large batches go column-wise through numpy (:func:`_window_eids_lanes`); a handful of
+    records is cheaper one by one through OpenSSL (:func:`_window_eids_scalar`). Both give
+    identical results (tested).
+    """
+    if len(ks) >= LANES_MIN_RECORDS:
+        return _window_eids_lanes(keys, ks, offsets, now, skew)
+    return _window_eids_scalar(keys, ks, offsets, now, skew)
+
+
+def _window_eids_scalar(
+    keys: bytes | bytearray, ks: array[int], offsets: array[float], now: float, skew: int
+) -> WindowEids:
+    """:func:`_window_eids_columns` one record at a time (two AES key setups each)."""
     span = 2 * skew + 1
     eids = array("Q")
     bases = array("q")
@@ -950,3 +1140,95 @@ def _window_eids_columns(
         put_base(base)
         put_due(ceil(((base + skew + 1) << k) - offset))
     return WindowEids(len(ks), now, skew, eids.tobytes(), bases.tobytes(), dues.tobytes())
+
+
+def _window_eids_lanes(
+    keys: bytes | bytearray, ks: array[int], offsets: array[float], now: float, skew: int
+) -> WindowEids:
+    """:func:`_window_eids_columns` column-wise: one numpy lane per record, in chunks.
+
+    The same arithmetic as the scalar path, on int64/float64 columns: window indices from
+    ``floor(now + offset) >> k``, counters reduced mod 2**32, one temporary key per record
+    (one per window for the records whose windows straddle a temporary-key roll-over), EIDs
+    as the first 8 bytes of the AES output, big-endian. Records whose clock is too far out
+    for exact float64/int64 arithmetic (never a real app) take the scalar path.
+    """
+    count = len(ks)
+    span = 2 * skew + 1
+    k = np.frombuffer(ks, dtype=np.uint8).astype(np.int64)
+    offset = np.frombuffer(offsets, dtype=np.float64)
+    clock = now + offset
+    exact = np.abs(clock) < _EXACT_CLOCK
+    current = np.floor(np.where(exact, clock, 0.0)).astype(np.int64) >> k
+    base = current - skew
+    dues = np.ceil(((base + (skew + 1)) << k).astype(np.float64) - offset).astype(np.int64)
+    eids = np.empty((count, span), dtype=np.uint64)
+    key_rows = np.frombuffer(bytes(keys), dtype=np.uint8).reshape(count, IDENTITY_KEY_BYTES)
+    for start in range(0, count, LANES_CHUNK):
+        stop = min(start + LANES_CHUNK, count)
+        eids[start:stop] = _lanes_chunk(key_rows[start:stop], k[start:stop], base[start:stop], span)
+    slow = np.flatnonzero(~exact)
+    if slow.size:
+        picked = slow.tolist()
+        part = _window_eids_scalar(
+            b"".join(
+                bytes(keys[i * IDENTITY_KEY_BYTES : (i + 1) * IDENTITY_KEY_BYTES]) for i in picked
+            ),
+            array("B", [ks[i] for i in picked]),
+            array("d", [offsets[i] for i in picked]),
+            now,
+            skew,
+        )
+        eids[slow] = np.frombuffer(part.eids, dtype=np.uint64).reshape(-1, span)
+        base[slow] = np.frombuffer(part.bases, dtype=np.int64)
+        dues[slow] = np.frombuffer(part.dues, dtype=np.int64)
+    return WindowEids(count, now, skew, eids.tobytes(), base.tobytes(), dues.tobytes())
+
+
+def _lanes_chunk(
+    key_rows: npt.NDArray[np.uint8],
+    k: npt.NDArray[np.int64],
+    base: npt.NDArray[np.int64],
+    span: int,
+) -> npt.NDArray[np.uint64]:
+    """EIDs of windows ``base .. base + span - 1`` of each lane, laid out by window residue."""
+    lanes = len(k)
+    windows = base[np.newaxis, :] + np.arange(span, dtype=np.int64)[:, np.newaxis]
+    counters = ((windows << k) & _COUNTER_MASK).astype(np.uint32)  # (span, lanes)
+    tk_slots = counters >> np.uint32(TEMPORARY_KEY_SHIFT)
+    ik_round_keys = aes_lanes.expand_keys(aes_lanes.words_of(key_rows))
+    zero = np.zeros(lanes, dtype=np.uint32)
+    salt = np.full(lanes, _TK_SALT, dtype=np.uint32)
+    k_words = k.astype(np.uint32)
+    # Every lane as if all its windows used one temporary key (that of the first window):
+    # true of all but the few lanes whose span straddles a roll-over, redone below.
+    tk = aes_lanes.encrypt(ik_round_keys, (zero, zero, salt, tk_slots[0]))
+    tk_round_keys = aes_lanes.expand_keys((tk[0], tk[1], tk[2], tk[3]))
+    out = _eid_words(tk_round_keys, k_words, counters)
+    many = np.flatnonzero(np.any(tk_slots != tk_slots[0], axis=0))
+    if many.size:
+        # A roll-over inside the span: one temporary key per (window, lane), same formula.
+        ik_many = [w[many] for w in ik_round_keys]
+        zeros = np.zeros((span, many.size), dtype=np.uint32)
+        salts = np.full((span, many.size), _TK_SALT, dtype=np.uint32)
+        tk = aes_lanes.encrypt(ik_many, (zeros, zeros, salts, tk_slots[:, many]))
+        tk_round_keys = aes_lanes.expand_keys((tk[0], tk[1], tk[2], tk[3]))
+        out[:, many] = _eid_words(tk_round_keys, k_words[many], counters[:, many])
+    # Position r of a lane holds window w with w % span == r (as the scalar path lays out).
+    residue = (np.arange(span, dtype=np.int64)[:, np.newaxis] - base[np.newaxis, :]) % span
+    return np.take_along_axis(out, residue, axis=0).T
+
+
+def _eid_words(
+    tk_round_keys: list[aes_lanes.Words],
+    k_words: aes_lanes.Words,
+    counters: aes_lanes.Words,
+) -> npt.NDArray[np.uint64]:
+    """First 8 bytes (big-endian) of ``AES(TK, 0*11 | K | counter)`` for each window row."""
+    shape = counters.shape
+    zeros = np.zeros(shape, dtype=np.uint32)
+    k_rows = np.broadcast_to(k_words, shape)
+    high, low = aes_lanes.encrypt(
+        tk_round_keys, (zeros, zeros, np.ascontiguousarray(k_rows), counters), out_words=2
+    )
+    return (high.astype(np.uint64) << np.uint64(32)) | low.astype(np.uint64)

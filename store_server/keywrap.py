@@ -56,15 +56,27 @@ def wrap_key(master_key: bytes, key: bytes, aad: bytes) -> bytes:
 
 def unwrap_key(master_key: bytes, blob: bytes, aad: bytes) -> bytes:
     """Decrypt a blob made by :func:`wrap_key`; KeyWrapError on tamper, wrong key or aad."""
-    aead = _check_master(master_key)
-    if not isinstance(blob, bytes) or len(blob) <= NONCE_BYTES + TAG_BYTES:
-        raise KeyWrapError("wrapped key is too short")
-    try:
-        return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
-    except InvalidTag:
-        raise KeyWrapError(
-            "wrapped key does not authenticate (tampered, wrong master key or wrong subject)"
-        ) from None
+    return KeyUnwrapper(master_key)(blob, aad)
+
+
+class KeyUnwrapper:
+    """:func:`unwrap_key` for many blobs under one master key: the cipher is set up once
+    (the bulk load at start-up unwraps one key per opted-in customer)."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, master_key: bytes) -> None:
+        self._aead = _check_master(master_key)
+
+    def __call__(self, blob: bytes, aad: bytes) -> bytes:
+        if not isinstance(blob, bytes) or len(blob) <= NONCE_BYTES + TAG_BYTES:
+            raise KeyWrapError("wrapped key is too short")
+        try:
+            return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+        except InvalidTag:
+            raise KeyWrapError(
+                "wrapped key does not authenticate (tampered, wrong master key or wrong subject)"
+            ) from None
 
 
 def parse_master_key(text: str) -> bytes:

@@ -26,10 +26,11 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlite_utils
@@ -54,7 +55,7 @@ from store_server.errors import (
 from store_server.floor import Floor
 from store_server.hub import BoardHub
 from store_server.ingest import Batch, Heartbeat
-from store_server.keywrap import unwrap_key, wrap_key
+from store_server.keywrap import KeyUnwrapper, unwrap_key, wrap_key
 from store_server.policy import Decision, Trigger, VisitState, decide
 from store_server.presence import Observation, PresenceEngine, PresenceEvent
 from store_server.signing import NonceStore, SignedHeaders, verify
@@ -62,7 +63,6 @@ from store_server.static_ids import StaticIds, new_ibeacon_id
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 
 # The presence engine and the resolver advance once a second: the aggregation window.
 TICK_S = 1.0
@@ -208,23 +208,27 @@ class StoreService:
         gone = [c for c in self._static.customers() if c not in ids]
         missing = [i for i in ids if i not in self.resolver]
         if missing:
-            records = await self._identity_records(missing)
-            # Drained as the resolver copies them into its columns: at no point are all the
-            # records and all the columns alive at once (the start-up peak, issue 9).
-            self.resolver.upsert_many(_drain(records), now)
+            columns = await self._identity_columns(missing)
+            self.resolver.upsert_columns(columns, now)
+            del columns
             changed = True
         del found, ids
         changed |= await self._sync_static([*gone, *missing])
         if changed:
             await self._notify_allowlist()
 
-    async def _identity_records(self, customer_ids: list[str]) -> list[identity.IdentityRecord]:
-        """The identity records of these customers, read IDENTITY_CHUNK rows at a time.
+    async def _identity_columns(self, customer_ids: list[str]) -> identity.IdentityColumns:
+        """The identities of these customers as columns, read IDENTITY_CHUNK rows at a time.
 
-        Only one chunk of row dicts is alive at once: reading 100k rows in one go leaves
-        tens of MB of freed but fragmented heap that the allocator never returns.
+        Only one chunk of row dicts is alive at once (reading 100k rows in one go leaves tens
+        of MB of freed but fragmented heap that the allocator never returns), and no object is
+        kept per identity: keys, exponents and offsets go straight into flat columns.
         """
-        records: list[identity.IdentityRecord] = []
+        subjects: list[str] = []
+        keys = bytearray()
+        ks = array("B")
+        offsets = array("d")
+        unwrap = KeyUnwrapper(self._master_key)
         for start in range(0, len(customer_ids), IDENTITY_CHUNK):
             chunk = customer_ids[start : start + IDENTITY_CHUNK]
             rows = await self.db.run(functools.partial(repo.identity_rows, customer_ids=chunk))
@@ -232,10 +236,16 @@ class StoreService:
             # string per subject, not two (about 7 MB with 100k identities).
             same = {customer_id: customer_id for customer_id in chunk}
             for row in rows:
-                row["customer_id"] = same.get(row["customer_id"], row["customer_id"])
-            records.extend([self._identity_record(row) for row in rows])
+                subject = same.get(row["customer_id"], row["customer_id"])
+                keys += unwrap(row["key_wrapped"], _aad("identity", subject))
+                subjects.append(subject)
+                try:
+                    ks.append(row["k"])
+                    offsets.append(row["clock_offset_s"])
+                except (OverflowError, TypeError):
+                    raise identity.IdentityError("a stored identity is corrupt") from None
             del rows, same
-        return records
+        return identity.IdentityColumns(subjects, keys, ks, offsets)
 
     def _identity_record(self, row: dict[str, Any]) -> identity.IdentityRecord:
         key = unwrap_key(self._master_key, row["key_wrapped"], _aad("identity", row["customer_id"]))
@@ -867,12 +877,6 @@ class StoreService:
             return int(count)
 
         return await self.db.run(transaction)
-
-
-def _drain(items: list[_T]) -> Iterator[_T]:
-    """Yield the items of ``items`` (last first) and remove each from the list as it goes."""
-    while items:
-        yield items.pop()
 
 
 def release_startup_garbage() -> None:

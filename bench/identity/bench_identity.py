@@ -1,16 +1,17 @@
 """Benchmark of the EID resolver: build time and memory, resolve cost, advance cost.
 
 Usage: .venv/bin/python bench/identity/bench_identity.py [--json] [--sizes 100000,1000000]
-       [--no-propagation]
+       [--workers 1,2] [--records] [--no-propagation]
 
 The withdrawal-to-scanner propagation latency (bench_propagation.py, a real server on
 loopback) runs last, in its own process; ``--json`` prints every figure of both.
 
 Each size runs in a fresh child process so that memory figures do not leak between sizes.
 Memory is the resident-set growth read from /proc/self/statm (Linux), split into the inputs
-(subject ids, which the server holds anyway, and the raw keys and offsets) and the resolver
-itself, which copies what it needs out of the records it is given (made on the fly from the
-inputs, as the server makes them row by row, and not kept).
+(subject ids, which the server holds anyway, and the raw keys, exponents and offsets) and the
+resolver itself, which copies what it needs out of the columns it is given (the server's
+start-up load hands it columns too). ``--records`` adds a build through the per-record API,
+one ``IdentityRecord`` made on the fly and validated per subject.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import time
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -36,10 +37,10 @@ from store_server import aes
 from store_server.identity import (
     DEFAULT_ROTATION_EXPONENT,
     EidResolver,
+    IdentityColumns,
     IdentityRecord,
     WindowEids,
     eid_at,
-    window_eids,
 )
 
 NOW = 1_763_800_000.0
@@ -69,8 +70,8 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * PAGE
 
 
-_RECORDS: list[IdentityRecord] = []
-"""The records, set before the worker pool forks: workers read their chunk from memory
+_COLUMNS = IdentityColumns([], b"", array("B"), array("d"))
+"""The identities, set before the worker pool forks: workers read their chunk from memory
 instead of receiving pickled identity keys."""
 
 CHUNKS_PER_WORKER = 4
@@ -79,18 +80,18 @@ CHUNKS_PER_WORKER = 4
 
 def _window_eids_chunk(args: tuple[int, int, float, int]) -> WindowEids:
     start, stop, now, skew = args
-    return window_eids(_RECORDS[start:stop], now, skew)
+    return _COLUMNS.slice(start, stop).window_eids(now, skew)
 
 
 def parallel_window_eids(
-    records: list[IdentityRecord], now: float, skew: int, workers: int
+    columns: IdentityColumns, now: float, skew: int, workers: int
 ) -> WindowEids:
-    """window_eids over fork()ed worker processes (Linux), chunk results joined in order."""
-    global _RECORDS
-    _RECORDS = records
+    """Window EIDs over fork()ed worker processes (Linux), chunk results joined in order."""
+    global _COLUMNS
+    _COLUMNS = columns
     chunks = workers * CHUNKS_PER_WORKER
-    step = -(-len(records) // chunks)
-    ranges = [(i, min(i + step, len(records)), now, skew) for i in range(0, len(records), step)]
+    step = -(-len(columns) // chunks)
+    ranges = [(i, min(i + step, len(columns)), now, skew) for i in range(0, len(columns), step)]
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         parts = pool.map(_window_eids_chunk, ranges)
     return WindowEids.concat(parts)
@@ -118,14 +119,7 @@ def make_records(
         )
 
 
-def drain(records: list[IdentityRecord]) -> Iterator[IdentityRecord]:
-    """Yield and drop each record, in order (``computed`` EIDs follow the list's order)."""
-    records.reverse()
-    while records:
-        yield records.pop()
-
-
-def run_size(n: int, workers: int = 1) -> dict[str, float]:
+def run_size(n: int, workers: int = 1, from_records: bool = False) -> dict[str, float]:
     rng = random.Random(SEED + 1)
     gc.collect()
     rss0 = rss_bytes()
@@ -138,17 +132,17 @@ def run_size(n: int, workers: int = 1) -> dict[str, float]:
 
     resolver = EidResolver()
     computed = None
-    batch: Iterable[IdentityRecord] = make_records(subjects, keys, offsets)
-    if workers > 1:  # the workers need the records in a list, which empties into the resolver
-        records = list(batch)
-        batch = drain(records)
+    columns = IdentityColumns(subjects, keys, array("B", [DEFAULT_ROTATION_EXPONENT]) * n, offsets)
     gc.disable()  # the build allocates millions of objects; keep GC pauses out of the figure
     t0 = time.perf_counter()
     c0 = time.process_time()
-    if workers > 1:
-        computed = parallel_window_eids(records, NOW, resolver.skew_windows, workers)
-    resolver.upsert_many(batch, NOW, computed=computed)
-    del computed, batch
+    if from_records:  # the per-record API: an IdentityRecord made and validated per subject
+        resolver.upsert_many(make_records(subjects, keys, offsets), NOW)
+    else:  # the server's start-up path: columns
+        if workers > 1:
+            computed = parallel_window_eids(columns, NOW, resolver.skew_windows, workers)
+        resolver.upsert_columns(columns, NOW, computed=computed)
+    del computed, columns
     build_cpu_s = time.process_time() - c0
     build_s = time.perf_counter() - t0
     gc.enable()
@@ -210,6 +204,7 @@ def run_size(n: int, workers: int = 1) -> dict[str, float]:
     return {
         "subjects": n,
         "workers": workers,
+        "input": "records" if from_records else "columns",
         "aes_context_us": aes_context_us,
         "aes_backend": aes.BACKEND,
         "build_s": build_s,
@@ -240,22 +235,35 @@ def main() -> None:
         default="1,2",
         help="comma-separated worker process counts for the build's AES part (1 = in-process)",
     )
+    parser.add_argument(
+        "--records",
+        action="store_true",
+        help="also build from one IdentityRecord per subject (upsert_many), in-process",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--child-records", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(run_size(args.child, args.child_workers)))
+        print(json.dumps(run_size(args.child, args.child_workers, args.child_records)))
         return
+    runs = [
+        (int(size), int(workers), False)
+        for size in args.sizes.split(",")
+        for workers in args.workers.split(",")
+    ]
+    if args.records:
+        runs += [(int(size), 1, True) for size in args.sizes.split(",")]
     results = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        for workers in (int(w) for w in args.workers.split(",")):
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", str(size), "--child-workers", str(workers)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            results.append(json.loads(out.stdout))
+    for size, workers, from_records in runs:
+        command = [sys.executable, __file__, "--child", str(size), "--child-workers", str(workers)]
+        out = subprocess.run(
+            command + (["--child-records"] if from_records else []),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        results.append(json.loads(out.stdout))
     propagation = None
     if not args.no_propagation:
         out = subprocess.run(
@@ -269,15 +277,16 @@ def main() -> None:
         print(json.dumps({"resolver": results, "propagation": propagation}, indent=2))
         return
     print(
-        "| subjects | workers | build (s) | build CPU (s) | build µs/subject | resolver MB "
+        "| subjects | input | workers | build (s) | build CPU (s) | build µs/subject | resolver MB "
         "| resolver MB after 60 s | inputs MB | resolve ns | bare dict.get ns "
         "| AES context µs (cryptography) | advance µs/recomputed subject "
         "| worst 1 s advance step (ms) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
-            f"| {r['subjects']:,} | {r['workers']} | {r['build_s']:.2f} | {r['build_cpu_s']:.2f} "
+            f"| {r['subjects']:,} | {r['input']} | {r['workers']} | {r['build_s']:.2f} "
+            f"| {r['build_cpu_s']:.2f} "
             f"| {r['build_us_per_subject']:.2f} | {r['resolver_mb']:.0f} "
             f"| {r['resolver_mb_after_advance']:.0f} | {r['inputs_mb']:.0f} "
             f"| {r['resolve_ns']:.0f} | {r['dict_get_ns']:.0f} | {r['aes_context_us']:.2f} "
