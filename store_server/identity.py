@@ -404,7 +404,7 @@ class _EidTable:
         """Insert positions ``start..stop-1`` (the bulk load)."""
         self.reserve(stop - start)
         if stop - start >= LANES_MIN_RECORDS:
-            self._place_many(np.arange(start + 1, stop + 1, dtype=np.uint32))
+            self._place_many(np.arange(start + 1, stop + 1, dtype=np.uint32), self._used == 0)
             self._used += stop - start
             return
         cells = self._cells
@@ -447,7 +447,7 @@ class _EidTable:
         self._used -= 1
         return True
 
-    def _place_many(self, held: npt.NDArray[np.uint32]) -> None:
+    def _place_many(self, held: npt.NDArray[np.uint32], empty: bool) -> None:
         """Put cell values ``held`` (positions + 1, not in the table) into free cells, column-wise.
 
         Linear probing in rounds: every pending value looks at its current cell; among those
@@ -463,7 +463,9 @@ class _EidTable:
         cell = (keys[held.astype(np.int64) - 1] & mask).astype(np.int64)
         pending = held
         while pending.size:
-            free = cells[cell] == _EMPTY
+            # In an empty table (``empty``), the first round need not look: all cells are free.
+            free = np.ones(pending.size, dtype=bool) if empty else cells[cell] == _EMPTY
+            empty = False
             trying = cell[free]
             values = pending[free]
             cells[trying] = values
@@ -479,7 +481,7 @@ class _EidTable:
         self._mask = mask = size - 1
         if self._used >= LANES_MIN_RECORDS:
             held = np.frombuffer(old, dtype=np.uint32)
-            self._place_many(held[held != _EMPTY])
+            self._place_many(held[held != _EMPTY], True)
             return
         eids = self._eids
         for cell in old:
