@@ -2,16 +2,15 @@
 
 The EID resolver sets up two AES keys per subject (identity key, then temporary key) and
 encrypts one to three blocks with each, so the cost that matters is the key setup, not the
-throughput. This module serves the per-subject work (re-keying, window advance, the
-standalone EID tool); bulk builds of many subjects go column-wise through
-:mod:`store_server.aes_lanes` instead. Through ``cryptography``'s object API one ``Cipher(...).encryptor().update()``
-costs about 3.8 µs, mostly Python object construction around OpenSSL; calling OpenSSL's
-``EVP_EncryptInit_ex`` / ``EVP_EncryptUpdate`` directly on one reused context costs about
-1.3 µs (bench/identity). ``cryptography`` is the default; with ``BULLE_AES_BACKEND=libcrypto``
-this module uses the system's libcrypto through ``ctypes`` instead, once it passes a
-known-answer self-test at import (it falls back to ``cryptography`` otherwise).
-Both give identical output; the tests run the vectors through whichever is active and
-compare the two backends directly.
+throughput. This module serves the per-subject work (re-keying, window advance, the standalone
+EID tool); bulk builds of many subjects go column-wise through :mod:`store_server.aes_lanes`
+instead. Through ``cryptography``'s object API one ``Cipher(...).encryptor().update()`` costs
+about 3.8 µs, mostly Python object construction around OpenSSL; calling OpenSSL's
+``EVP_EncryptInit_ex`` / ``EVP_EncryptUpdate`` directly on one reused context costs about 1.3
+µs (bench/identity). ``cryptography`` is the default; with ``BULLE_AES_BACKEND=libcrypto`` this
+module uses the system's libcrypto through ``ctypes`` instead, once it passes a known-answer
+self-test at import (it falls back to ``cryptography`` otherwise). Both give identical output;
+the tests run the vectors through whichever is active and compare the two backends directly.
 
 No key material is kept after a call returns except inside OpenSSL's reusable context (the
 last key schedule, overwritten by the next call).

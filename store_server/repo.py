@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import time
 from typing import Any, cast
@@ -172,6 +172,20 @@ def identity_rows(
         f" WHERE customer_id IN ({marks})",
         ids,
     )
+
+
+IDENTITY_BATCH_ROWS = 5000
+"""Rows fetched at a time when scanning every identity: a few hundred KB of tuples at once."""
+
+
+def identity_batches(
+    db: sqlite_utils.Database,
+) -> Iterator[list[tuple[str, bytes, int, float]]]:
+    """Every stored identity as ``(customer_id, key_wrapped, k, clock_offset_s)`` tuples, in
+    batches (a cursor, no row dicts). Consume it in the database thread."""
+    cursor = db.execute("SELECT customer_id, key_wrapped, k, clock_offset_s FROM identities")
+    while batch := cursor.fetchmany(IDENTITY_BATCH_ROWS):
+        yield batch
 
 
 # A consent counts at a store when it covers the whole chain, or was given at that store
