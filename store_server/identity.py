@@ -31,6 +31,7 @@ from array import array
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -881,10 +882,20 @@ class EidResolver:
         found[hits] = np.where(accepted, slots, -1)
         return found
 
-    def subjects_of(self, slots: Iterable[int]) -> list[str | None]:
-        """The subject of each slot given by :meth:`resolve_many` (None for -1)."""
+    def subjects_of(self, slots: Iterable[int]) -> list[str]:
+        """The subject of each slot accepted by :meth:`resolve_many` (IdentityError for -1)."""
         subjects = self._subjects
-        return [subjects[slot] if slot >= 0 else None for slot in slots]
+        try:
+            found = [subjects[slot] if slot >= 0 else None for slot in slots]
+        except IndexError:
+            raise IdentityError("not a slot of this resolver") from None
+        if None in found:
+            raise IdentityError("not a held slot")
+        return cast("list[str]", found)
+
+    def slot_of(self, subject: str) -> int | None:
+        """The slot of a held subject (as :meth:`resolve_many` returns it), or None."""
+        return self._slot_of.get(subject)
 
 
 def _due(base: int, skew: int, k: int, clock_offset_s: float) -> int:

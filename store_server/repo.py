@@ -648,14 +648,39 @@ def record_batch(
     db: sqlite_utils.Database, scanner_id: str, batch_id: str, accepted: int, now: float
 ) -> bool:
     """Record a batch as committed; False when it was already recorded (a retry)."""
+    return record_batches(db, [(scanner_id, batch_id, accepted, now)])[0][0]
+
+
+def record_batches(
+    db: sqlite_utils.Database, items: list[tuple[str, str, int, float]]
+) -> list[tuple[bool, int]]:
+    """Record (scanner, batch id, accepted, now) items in one transaction, in order.
+
+    For each: (True, accepted) when recorded now, (False, accepted recorded before) when the
+    batch id was already there (a retry, possibly earlier in the same group).
+    """
+    results: list[tuple[bool, int]] = []
+    seen: dict[str, float] = {}
+    conn = db.conn
     with immediate(db):
-        inserted = db.execute(
-            "INSERT OR IGNORE INTO scanner_batches (scanner_id, batch_id, accepted, received_at)"
-            " VALUES (?, ?, ?, ?)",
-            [scanner_id, batch_id, accepted, now],
-        ).rowcount
-        db.execute("UPDATE scanners SET last_seen_at = ? WHERE id = ?", [now, scanner_id])
-    return bool(inserted)
+        for scanner_id, batch_id, accepted, now in items:
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO scanner_batches"
+                " (scanner_id, batch_id, accepted, received_at) VALUES (?, ?, ?, ?)",
+                (scanner_id, batch_id, accepted, now),
+            ).rowcount
+            if inserted:
+                results.append((True, accepted))
+            else:
+                row = conn.execute(
+                    "SELECT accepted FROM scanner_batches WHERE scanner_id = ? AND batch_id = ?",
+                    (scanner_id, batch_id),
+                ).fetchone()
+                results.append((False, int(row[0])))
+            seen[scanner_id] = now
+        for scanner_id, now in seen.items():
+            conn.execute("UPDATE scanners SET last_seen_at = ? WHERE id = ?", (now, scanner_id))
+    return results
 
 
 # -- manager pages ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import msgspec
 from aiohttp import web
 
 from store_server.errors import ValidationError
-from store_server.ingest import Batch, Heartbeat, check_batch, decode
+from store_server.ingest import Batch, Heartbeat, batch_columns, decode
 from store_server.keys import SERVICE
 from store_server.signing import read_headers
 
@@ -29,8 +29,8 @@ def _json(data: object) -> web.Response:
 async def post_batch(request: web.Request) -> web.Response:
     scanner_id, store_id, body = await _authenticated(request)
     batch = decode(body, Batch)
-    check_batch(batch)
-    return _json(await request.app[SERVICE].ingest(scanner_id, store_id, batch))
+    columns = batch_columns(batch)
+    return _json(await request.app[SERVICE].ingest(scanner_id, store_id, batch, columns))
 
 
 @routes.post("/api/scanner/v1/heartbeat")

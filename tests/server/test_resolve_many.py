@@ -42,7 +42,7 @@ def many(resolver: identity.EidResolver, keys: list[int], times: list[float]) ->
         np.array(keys, dtype=np.uint64), np.array(times, dtype=np.float64)
     )
     assert slots.dtype == np.int64
-    return resolver.subjects_of(slots.tolist())
+    return [resolver.subjects_of([slot])[0] if slot >= 0 else None for slot in slots.tolist()]
 
 
 def test_hits_misses_expired_and_skewed_windows() -> None:
@@ -98,6 +98,17 @@ def test_empty_inputs_and_empty_resolver() -> None:
     assert many(resolver, [1, 2], [NOW, NOW]) == [None, None]
     resolver, _ = make_resolver(3, seed=4)
     assert many(resolver, [], []) == []
+
+
+def test_subjects_of_refuses_slots_it_does_not_hold() -> None:
+    resolver, records = make_resolver(3, seed=8)
+    assert resolver.subjects_of([resolver.slot_of(r.subject) or 0 for r in records]) == [
+        r.subject for r in records
+    ]
+    resolver.remove(records[1].subject)
+    for bad in (-1, 1, 3):
+        with pytest.raises(identity.IdentityError):
+            resolver.subjects_of([bad])
 
 
 def test_shapes_must_match() -> None:
