@@ -124,7 +124,8 @@ class StoreService:
         self._allowlist_changed = asyncio.Condition()
         self._closing = False  # set at shutdown: long polls answer at once
         self._nonces = NonceStore(2 * config.signature_tolerance_s)
-        self._scanner_secrets: dict[str, tuple[bytes, str]] = {}
+        # Scanner registrations last read (secret unwrapped), by scanner id.
+        self._registrations: dict[str, ScannerRegistration] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._tz = ZoneInfo(timezone) if timezone else None
         self.frames_resolved = 0
@@ -295,18 +296,61 @@ class StoreService:
         # Read the registration on every request: a revocation made by another process
         # (`store-server scanner revoke`) takes effect at the scanner's next request.
         row = await self.db.run(lambda db: repo.scanner_row(db, signed.scanner_id))
+        return self._verify_with(
+            self._registration(signed.scanner_id, row), signed, method, path_qs, body
+        )
+
+    async def authenticate_batch(
+        self, signed: SignedHeaders, method: str, path_qs: str, body: bytes
+    ) -> ScannerRegistration:
+        """:meth:`authenticate_scanner` for a batch, whose registration is re-read later.
+
+        The signature is checked with the secret of the registration last read for this
+        scanner (reading it first if there is none, or if that secret does not verify: it may
+        have been replaced). The registration itself is checked again by :meth:`ingest`, in
+        the transaction that records the batch: a scanner revoked or re-registered by another
+        process meanwhile has its batch refused there, before anything of it is kept. So a
+        revocation still takes effect at the scanner's next request, without a database round
+        trip per batch before that transaction.
+        """
+        known = self._registrations.get(signed.scanner_id)
+        if known is not None:
+            try:
+                self._verify_with(known, signed, method, path_qs, body)
+            except AuthenticationError as exc:
+                if exc.code != "bad_signature":
+                    raise
+            else:
+                return known
+        row = await self.db.run(lambda db: repo.scanner_row(db, signed.scanner_id))
+        known = self._registration(signed.scanner_id, row)
+        self._verify_with(known, signed, method, path_qs, body)
+        return known
+
+    def _registration(self, scanner_id: str, row: dict[str, Any] | None) -> ScannerRegistration:
+        """The usable registration of a scanner row (cached); AuthenticationError if none."""
         if row is None or row["revoked_at"] is not None:
+            self._registrations.pop(scanner_id, None)
             raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
         wrapped = bytes(row["secret_wrapped"])
-        cached = self._scanner_secrets.get(signed.scanner_id)
-        if cached is None or cached[0] != wrapped:
-            plain = unwrap_key(self._master_key, wrapped, _aad("scanner", signed.scanner_id))
-            cached = (wrapped, plain.decode())
-            self._scanner_secrets[signed.scanner_id] = cached
-        store_id, secret = str(row["store_id"]), cached[1]
+        known = self._registrations.get(scanner_id)
+        if known is None or known.secret_wrapped != wrapped:
+            plain = unwrap_key(self._master_key, wrapped, _aad("scanner", scanner_id))
+            known = ScannerRegistration(scanner_id, str(row["store_id"]), wrapped, plain.decode())
+            self._registrations[scanner_id] = known
+        return known
+
+    def _verify_with(
+        self,
+        registration: ScannerRegistration,
+        signed: SignedHeaders,
+        method: str,
+        path_qs: str,
+        body: bytes,
+    ) -> str:
         verify(
             signed,
-            secret=secret,
+            secret=registration.secret,
             method=method,
             path_qs=path_qs,
             body=body,
@@ -314,7 +358,7 @@ class StoreService:
             tolerance_s=self.config.signature_tolerance_s,
             nonces=self._nonces,
         )
-        return store_id
+        return registration.store_id
 
     async def ingest(
         self,
@@ -322,6 +366,8 @@ class StoreService:
         store_id: str,
         batch: Batch,
         columns: WindowColumns | None = None,
+        *,
+        registration: ScannerRegistration | None = None,
     ) -> dict[str, Any]:
         """Resolve, record and observe one batch; answer once its id is durably recorded.
 
@@ -330,6 +376,8 @@ class StoreService:
         the distinct subjects of that time. The batch id is committed (with other batches
         arriving meanwhile: one transaction, one fsync) before anything reaches the engine;
         a batch id already committed is answered as a duplicate and not observed again.
+        With ``registration`` (from :meth:`authenticate_batch`), that transaction also checks
+        that it is still the scanner's registration, and the batch is refused if not.
         """
         if batch.store_id != store_id or batch.scanner_id != scanner_id:
             raise ForbiddenError(
@@ -355,7 +403,13 @@ class StoreService:
                     slots[row] = slot
         resolved = np.flatnonzero(slots >= 0)
         groups = self._window_groups(scanner_id, columns, times, slots, resolved, now)
-        inserted, previous = await self._batches.record(scanner_id, batch.batch_id, accepted, now)
+        expected = registration.secret_wrapped if registration is not None else None
+        inserted, previous = await self._batches.record(
+            scanner_id, batch.batch_id, accepted, now, expected
+        )
+        if previous < 0:
+            self._registrations.pop(scanner_id, None)
+            raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
         if not inserted:
             return {"batch_id": batch.batch_id, "accepted": previous, "duplicate": True}
         self.frames_unresolved += accepted - len(resolved)
@@ -911,12 +965,23 @@ class StoreService:
         return await self.db.run(transaction)
 
 
+@dataclass(frozen=True, slots=True)
+class ScannerRegistration:
+    """A scanner's registration as last read: its store and its secret (wrapped and plain)."""
+
+    scanner_id: str
+    store_id: str
+    secret_wrapped: bytes = field(repr=False)
+    secret: str = field(repr=False)
+
+
 @dataclass(slots=True)
 class _PendingBatch:
     scanner_id: str
     batch_id: str
     accepted: int
     now: float
+    registration: bytes | None
     done: asyncio.Future[tuple[bool, int]]
 
 
@@ -935,11 +1000,17 @@ class _BatchLog:
         self._flushing: asyncio.Task[None] | None = None
 
     async def record(
-        self, scanner_id: str, batch_id: str, accepted: int, now: float
+        self,
+        scanner_id: str,
+        batch_id: str,
+        accepted: int,
+        now: float,
+        registration: bytes | None = None,
     ) -> tuple[bool, int]:
-        """(True, accepted) once recorded; (False, accepted recorded before) for a retry."""
+        """(True, accepted) once recorded; (False, accepted recorded before) for a retry;
+        (False, -1) when ``registration`` (a wrapped secret) is no longer the scanner's."""
         done: asyncio.Future[tuple[bool, int]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_PendingBatch(scanner_id, batch_id, accepted, now, done))
+        self._pending.append(_PendingBatch(scanner_id, batch_id, accepted, now, registration, done))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush(), name="bulle-batch-log")
         return await done
@@ -948,7 +1019,9 @@ class _BatchLog:
         try:
             while self._pending:
                 group, self._pending = self._pending, []
-                items = [(p.scanner_id, p.batch_id, p.accepted, p.now) for p in group]
+                items = [
+                    (p.scanner_id, p.batch_id, p.accepted, p.now, p.registration) for p in group
+                ]
                 try:
                     results = await self._db.run(
                         functools.partial(repo.record_batches, items=items)

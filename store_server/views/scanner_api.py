@@ -27,10 +27,17 @@ def _json(data: object) -> web.Response:
 
 @routes.post("/api/scanner/v1/batches")
 async def post_batch(request: web.Request) -> web.Response:
-    scanner_id, store_id, body = await _authenticated(request)
+    service = request.app[SERVICE]
+    body = await request.read()
+    signed = read_headers(request.headers)
+    # The registration is checked again in the transaction that records the batch.
+    registration = await service.authenticate_batch(signed, request.method, request.path_qs, body)
     batch = decode(body, Batch)
     columns = batch_columns(batch)
-    return _json(await request.app[SERVICE].ingest(scanner_id, store_id, batch, columns))
+    result = await service.ingest(
+        signed.scanner_id, registration.store_id, batch, columns, registration=registration
+    )
+    return _json(result)
 
 
 @routes.post("/api/scanner/v1/heartbeat")
