@@ -36,6 +36,10 @@ REQUEST_TIMEOUT_S = 15.0
 LONG_POLL_SLACK_S = 10.0
 # Path prefix of the scanner API.
 API_PREFIX = "/api/scanner/v1"
+# The fields of a window (docs/api.md), in the order of the columnar batch body.
+WINDOW_FIELDS = ("id_type", "id", "start", "end", "count", "rssi_max", "rssi_median", "tx_power")
+# HTTP status of a body the server could not validate (its error names the field).
+UNPROCESSABLE = 422
 
 
 class UploadError(ScannerError):
@@ -53,9 +57,10 @@ class ServerUnreachableError(UploadError):
 class ServerRejectedError(UploadError):
     """The server answered with an error status other than 401/403."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.field = field
 
 
 def content_digest(body: bytes) -> str:
@@ -121,6 +126,7 @@ class Uploader:
         self._secret = secret
         self._clock = clock
         self._unreachable = False
+        self._columnar = True  # until a server refuses the columnar body
 
     @property
     def server_url(self) -> str:
@@ -170,7 +176,9 @@ class Uploader:
             )
         if status >= 400:
             raise ServerRejectedError(
-                f"server answered {status} ({_error_code(text)}) to {method} {path_qs}", status
+                f"server answered {status} ({_error_code(text)}) to {method} {path_qs}",
+                status,
+                _error_field(text),
             )
         try:
             data = json.loads(text)
@@ -183,14 +191,34 @@ class Uploader:
         return data
 
     async def post_batch(self, batch: PendingBatch) -> dict[str, Any]:
-        """POST one batch; returns the server's answer once it has committed it."""
-        payload = {
+        """POST one batch; returns the server's answer once it has committed it.
+
+        The windows go column-wise (``columns``, docs/api.md), which the server ingests
+        without one object per window. A server that predates the columnar body refuses it
+        (422 naming ``columns``): the batch is sent again row-wise, and so are the later ones.
+        """
+        head = {
             "batch_id": batch.batch_id,
             "store_id": self._store_id,
             "scanner_id": self._scanner_id,
-            "windows": batch.windows,
         }
-        return await self._request("POST", f"{API_PREFIX}/batches", payload, REQUEST_TIMEOUT_S)
+        path = f"{API_PREFIX}/batches"
+        if self._columnar:
+            try:
+                return await self._request(
+                    "POST",
+                    path,
+                    {**head, "columns": batch_columns(batch.windows)},
+                    REQUEST_TIMEOUT_S,
+                )
+            except ServerRejectedError as exc:
+                if exc.status != UNPROCESSABLE or exc.field != "columns":
+                    raise
+                logger.warning("the server does not take columnar batches; sending rows")
+                self._columnar = False
+        return await self._request(
+            "POST", path, {**head, "windows": batch.windows}, REQUEST_TIMEOUT_S
+        )
 
     async def fetch_allowlist(self, since: int | None, wait: float) -> dict[str, Any]:
         """GET the allowlist; with ``since`` and ``wait`` > 0 this is a long poll."""
@@ -205,6 +233,19 @@ class Uploader:
     async def post_heartbeat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST a heartbeat body built by scanner.health."""
         return await self._request("POST", f"{API_PREFIX}/heartbeat", body, REQUEST_TIMEOUT_S)
+
+
+def batch_columns(windows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The ``columns`` of a batch body: one array per window field, in window order."""
+    return {name: [window.get(name) for window in windows] for name in WINDOW_FIELDS}
+
+
+def _error_field(text: str) -> str | None:
+    try:
+        field = json.loads(text)["error"].get("field")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return field if isinstance(field, str) else None
 
 
 def _error_code(text: str) -> str:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -303,6 +303,60 @@ class PresenceEngine:
         state.last_seen = max(state.last_seen, obs.t)
         state.dirty = True
         return []
+
+    def observe_many(
+        self,
+        scanner_id: str,
+        subjects: Sequence[str],
+        t: Sequence[float],
+        rssi_median: Sequence[float],
+        count: Sequence[int],
+    ) -> list[str]:
+        """:meth:`observe` of many windows of one scanner, in the order given.
+
+        Exactly the same state as one :meth:`observe` per window (no event is emitted by
+        observing), without an :class:`Observation` per window. Returns the subjects whose
+        window was taken into account (not ignored as old, out of order or unusable), in
+        order: only they can have become due for :meth:`decide_arrivals`.
+        """
+        spec = self._scanners.get(scanner_id)
+        if spec is None:
+            logger.debug("windows from unknown scanner %s ignored", scanner_id)
+            return []
+        offset = spec.rssi_offset_db
+        max_age = self._settings.max_observation_age_s
+        smoothing = self._settings.smoothing_windows
+        states = self._subjects
+        now = self._now
+        scanner_last = self._scanner_last.get(scanner_id, NO_SIGNAL)
+        isfinite = math.isfinite
+        taken: list[str] = []
+        for subject, at, median, n in zip(subjects, t, rssi_median, count, strict=True):
+            if at < now - max_age or not isfinite(median) or n < 1:
+                continue
+            state = states.get(subject)
+            if state is None:
+                state = states[subject] = _Subject()
+            track = state.tracks.get(scanner_id)
+            if track is None:
+                track = state.tracks[scanner_id] = _Track(windows=deque(maxlen=smoothing))
+            elif at <= track.last_t:
+                continue
+            track.windows.append((at, median + offset))
+            track.last_t = at
+            track.smoothed = NO_SIGNAL
+            if at > now:
+                now = at
+            if at > scanner_last:
+                scanner_last = at
+            if at > state.last_seen:
+                state.last_seen = at
+            state.dirty = True
+            taken.append(subject)
+        self._now = now
+        if taken:
+            self._scanner_last[scanner_id] = scanner_last
+        return taken
 
     def check_in(self, subject: str, t: float, zone: str | None = None) -> list[PresenceEvent]:
         """An explicit "I'm here" from the app: arrives at once (in ``zone`` if given)."""

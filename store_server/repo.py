@@ -662,14 +662,49 @@ def record_batch(
     db: sqlite_utils.Database, scanner_id: str, batch_id: str, accepted: int, now: float
 ) -> bool:
     """Record a batch as committed; False when it was already recorded (a retry)."""
+    return record_batches(db, [(scanner_id, batch_id, accepted, now, None)])[0][0]
+
+
+def record_batches(
+    db: sqlite_utils.Database, items: list[tuple[str, str, int, float, bytes | None]]
+) -> list[tuple[bool, int]]:
+    """Record (scanner, batch id, accepted, now, registration) items in one transaction.
+
+    For each, in order: (True, accepted) when recorded now, (False, accepted recorded before)
+    when the batch id was already there (a retry, possibly earlier in the same group), and
+    (False, -1), recording nothing, when ``registration`` is given (the wrapped secret the
+    request was verified with) and is no longer that of an unrevoked scanner.
+    """
+    results: list[tuple[bool, int]] = []
+    seen: dict[str, float] = {}
+    conn = db.conn
     with immediate(db):
-        inserted = db.execute(
-            "INSERT OR IGNORE INTO scanner_batches (scanner_id, batch_id, accepted, received_at)"
-            " VALUES (?, ?, ?, ?)",
-            [scanner_id, batch_id, accepted, now],
-        ).rowcount
-        db.execute("UPDATE scanners SET last_seen_at = ? WHERE id = ?", [now, scanner_id])
-    return bool(inserted)
+        for scanner_id, batch_id, accepted, now, registration in items:
+            if registration is not None:
+                row = conn.execute(
+                    "SELECT secret_wrapped FROM scanners WHERE id = ? AND revoked_at IS NULL",
+                    (scanner_id,),
+                ).fetchone()
+                if row is None or bytes(row[0]) != registration:
+                    results.append((False, -1))
+                    continue
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO scanner_batches"
+                " (scanner_id, batch_id, accepted, received_at) VALUES (?, ?, ?, ?)",
+                (scanner_id, batch_id, accepted, now),
+            ).rowcount
+            if inserted:
+                results.append((True, accepted))
+            else:
+                row = conn.execute(
+                    "SELECT accepted FROM scanner_batches WHERE scanner_id = ? AND batch_id = ?",
+                    (scanner_id, batch_id),
+                ).fetchone()
+                results.append((False, int(row[0])))
+            seen[scanner_id] = now
+        for scanner_id, now in seen.items():
+            conn.execute("UPDATE scanners SET last_seen_at = ? WHERE id = ?", (now, scanner_id))
+    return results
 
 
 # -- manager pages ---------------------------------------------------------------------------

@@ -33,6 +33,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
+import numpy.typing as npt
 import sqlite_utils
 
 from store_server import identity, repo
@@ -55,10 +57,10 @@ from store_server.errors import (
 )
 from store_server.floor import Floor
 from store_server.hub import BoardHub
-from store_server.ingest import Batch, Heartbeat
+from store_server.ingest import Batch, Heartbeat, WindowColumns, batch_columns
 from store_server.keywrap import KeyUnwrapper, KeyWrapError, unwrap_key, wrap_key
 from store_server.policy import Decision, Trigger, VisitState, decide
-from store_server.presence import Observation, PresenceEngine, PresenceEvent
+from store_server.presence import PresenceEngine, PresenceEvent
 from store_server.signing import NonceStore, SignedHeaders, verify
 from store_server.static_ids import StaticIds, new_ibeacon_id
 
@@ -123,7 +125,8 @@ class StoreService:
         self._allowlist_changed = asyncio.Condition()
         self._closing = False  # set at shutdown: long polls answer at once
         self._nonces = NonceStore(2 * config.signature_tolerance_s)
-        self._scanner_secrets: dict[str, tuple[bytes, str]] = {}
+        # Scanner registrations last read (secret unwrapped), by scanner id.
+        self._registrations: dict[str, ScannerRegistration] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._tz = ZoneInfo(timezone) if timezone else None
         self.frames_resolved = 0
@@ -135,6 +138,7 @@ class StoreService:
         self._last_purge = float("-inf")
         # Legacy static iBeacon ids served to scanners, versioned with the resolver.
         self._static = StaticIds()
+        self._batches = _BatchLog(db)
 
     @property
     def timezone_name(self) -> str | None:
@@ -317,18 +321,61 @@ class StoreService:
         # Read the registration on every request: a revocation made by another process
         # (`store-server scanner revoke`) takes effect at the scanner's next request.
         row = await self.db.run(lambda db: repo.scanner_row(db, signed.scanner_id))
+        return self._verify_with(
+            self._registration(signed.scanner_id, row), signed, method, path_qs, body
+        )
+
+    async def authenticate_batch(
+        self, signed: SignedHeaders, method: str, path_qs: str, body: bytes
+    ) -> ScannerRegistration:
+        """:meth:`authenticate_scanner` for a batch, whose registration is re-read later.
+
+        The signature is checked with the secret of the registration last read for this
+        scanner (reading it first if there is none, or if that secret does not verify: it may
+        have been replaced). The registration itself is checked again by :meth:`ingest`, in
+        the transaction that records the batch: a scanner revoked or re-registered by another
+        process meanwhile has its batch refused there, before anything of it is kept. So a
+        revocation still takes effect at the scanner's next request, without a database round
+        trip per batch before that transaction.
+        """
+        known = self._registrations.get(signed.scanner_id)
+        if known is not None:
+            try:
+                self._verify_with(known, signed, method, path_qs, body)
+            except AuthenticationError as exc:
+                if exc.code != "bad_signature":
+                    raise
+            else:
+                return known
+        row = await self.db.run(lambda db: repo.scanner_row(db, signed.scanner_id))
+        known = self._registration(signed.scanner_id, row)
+        self._verify_with(known, signed, method, path_qs, body)
+        return known
+
+    def _registration(self, scanner_id: str, row: dict[str, Any] | None) -> ScannerRegistration:
+        """The usable registration of a scanner row (cached); AuthenticationError if none."""
         if row is None or row["revoked_at"] is not None:
+            self._registrations.pop(scanner_id, None)
             raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
         wrapped = bytes(row["secret_wrapped"])
-        cached = self._scanner_secrets.get(signed.scanner_id)
-        if cached is None or cached[0] != wrapped:
-            plain = unwrap_key(self._master_key, wrapped, _aad("scanner", signed.scanner_id))
-            cached = (wrapped, plain.decode())
-            self._scanner_secrets[signed.scanner_id] = cached
-        store_id, secret = str(row["store_id"]), cached[1]
+        known = self._registrations.get(scanner_id)
+        if known is None or known.secret_wrapped != wrapped:
+            plain = unwrap_key(self._master_key, wrapped, _aad("scanner", scanner_id))
+            known = ScannerRegistration(scanner_id, str(row["store_id"]), wrapped, plain.decode())
+            self._registrations[scanner_id] = known
+        return known
+
+    def _verify_with(
+        self,
+        registration: ScannerRegistration,
+        signed: SignedHeaders,
+        method: str,
+        path_qs: str,
+        body: bytes,
+    ) -> str:
         verify(
             signed,
-            secret=secret,
+            secret=registration.secret,
             method=method,
             path_qs=path_qs,
             body=body,
@@ -336,62 +383,111 @@ class StoreService:
             tolerance_s=self.config.signature_tolerance_s,
             nonces=self._nonces,
         )
-        return store_id
+        return registration.store_id
 
-    async def ingest(self, scanner_id: str, store_id: str, batch: Batch) -> dict[str, Any]:
+    async def ingest(
+        self,
+        scanner_id: str,
+        store_id: str,
+        batch: Batch,
+        columns: WindowColumns | None = None,
+        *,
+        registration: ScannerRegistration | None = None,
+    ) -> dict[str, Any]:
+        """Resolve, record and observe one batch; answer once its id is durably recorded.
+
+        The windows are handled column-wise (``columns``, made by ``batch_columns`` if not
+        given): one vectorised resolver pass, then one presence call per window time with
+        the distinct subjects of that time. The batch id is committed (with other batches
+        arriving meanwhile: one transaction, one fsync) before anything reaches the engine;
+        a batch id already committed is answered as a duplicate and not observed again.
+        With ``registration`` (from :meth:`authenticate_batch`), that transaction also checks
+        that it is still the scanner's registration, and the batch is refused if not.
+        """
         if batch.store_id != store_id or batch.scanner_id != scanner_id:
             raise ForbiddenError(
                 "this scanner is not registered for that store", code="wrong_store"
             )
-        previous = await self.db.run(lambda db: repo.batch_result(db, scanner_id, batch.batch_id))
-        if previous is not None:
-            return {"batch_id": batch.batch_id, "accepted": previous, "duplicate": True}
+        if columns is None:
+            columns = batch_columns(batch)
         now = self.clock()
-        observations: list[Observation] = []
-        # The hot loop (one pass per window): bound methods hoisted, counters kept local.
-        append = observations.append
-        resolve = self.resolver.resolve_int
-        # Legacy static ids are resolved only when the store offers them.
-        static = self._static.customer_of if self.config.legacy_ibeacon else None
-        unresolved = 0
-        for window in batch.windows:
-            end = window.end
-            t = end if end < now else now
-            if window.id_type == "eid":
-                # check_batch made it 16 lower-case hex characters.
-                subject = resolve(int(window.id, 16), t)
-            elif static is not None:
-                subject = static.get(window.id)
-            else:
-                subject = None
-            if subject is None:
-                unresolved += 1
-            elif now - t <= STALE_WINDOW_S:
-                append(
-                    Observation(
-                        subject, scanner_id, t, window.rssi_median, window.rssi_max, window.count
-                    )
-                )
-        self.frames_unresolved += unresolved
-        self.frames_resolved += len(batch.windows) - unresolved
-        accepted = len(batch.windows)
-        inserted = await self.db.run(
-            lambda db: repo.record_batch(db, scanner_id, batch.batch_id, accepted, now)
+        accepted = len(columns)
+        times = np.minimum(columns.end, now)
+        slots = np.full(accepted, -1, dtype=np.int64)
+        if columns.eids.size:
+            slots[columns.eid_rows] = self.resolver.resolve_many(
+                columns.eids, times[columns.eid_rows]
+            )
+        if columns.other and self.config.legacy_ibeacon:
+            # Legacy static ids (when the store offers them): their holders are in the resolver.
+            static = self._static.customer_of
+            for row, ident in columns.other:
+                subject = static.get(ident)
+                slot = self.resolver.slot_of(subject) if subject is not None else None
+                if slot is not None:
+                    slots[row] = slot
+        resolved = np.flatnonzero(slots >= 0)
+        groups = self._window_groups(scanner_id, columns, times, slots, resolved, now)
+        expected = registration.secret_wrapped if registration is not None else None
+        inserted, previous = await self._batches.record(
+            scanner_id, batch.batch_id, accepted, now, expected
         )
-        if inserted:
+        if previous < 0:
+            self._registrations.pop(scanner_id, None)
+            raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
+        if not inserted:
+            return {"batch_id": batch.batch_id, "accepted": previous, "duplicate": True}
+        self.frames_unresolved += accepted - len(resolved)
+        self.frames_resolved += len(resolved)
+        if groups:
             events: list[PresenceEvent] = []
-            # Window by window in time order: observe, then decide the arrivals these windows
-            # make at once (at the windows' time), rather than at the next tick up to 1 s later.
-            for t, group in itertools.groupby(
-                sorted(observations, key=lambda o: o.t), key=lambda o: o.t
-            ):
-                subjects: set[str] = set()
-                for obs in group:
-                    events.extend(self.engine.observe(obs))
-                    subjects.add(obs.subject)
-                events.extend(self.engine.decide_arrivals(subjects, t))
+            engine = self.engine
+            # Window time by window time: observe, then decide the arrivals these windows make
+            # at once (at the windows' time), rather than at the next tick up to 1 s later.
+            for t, subjects, medians, counts in groups:
+                taken = engine.observe_many(
+                    scanner_id, subjects, [t] * len(subjects), medians, counts
+                )
+                if taken:
+                    events.extend(engine.decide_arrivals(taken, t))
             await self._handle_events(events)
-        return {"batch_id": batch.batch_id, "accepted": accepted, "duplicate": not inserted}
+        return {"batch_id": batch.batch_id, "accepted": accepted, "duplicate": False}
+
+    def _window_groups(
+        self,
+        scanner_id: str,
+        columns: WindowColumns,
+        times: npt.NDArray[np.float64],
+        slots: npt.NDArray[np.int64],
+        resolved: npt.NDArray[np.intp],
+        now: float,
+    ) -> list[tuple[float, list[str], list[float], list[int]]]:
+        """The fresh resolved windows by time: (t, subjects, rssi medians, counts), t ascending.
+
+        Within one time only a subject's first window is kept: the engine ignores a second
+        window of the same subject, scanner and time (not newer than the last). Subjects are
+        named here, before any await, while the slots still mean what the resolver said.
+        """
+        fresh = resolved[now - times[resolved] <= STALE_WINDOW_S]
+        if not fresh.size:
+            return []
+        t = times[fresh]
+        held = slots[fresh]
+        order = np.lexsort((fresh, held, t))  # by time, then subject, then arrival order
+        t = t[order]
+        held = held[order]
+        rows = fresh[order]
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = (t[1:] != t[:-1]) | (held[1:] != held[:-1])
+        t, held, rows = t[first], held[first], rows[first]
+        subjects = self.resolver.subjects_of(held.tolist())
+        medians = columns.rssi_median[rows].tolist()
+        counts = columns.count[rows].tolist()
+        cuts = [0, *(np.flatnonzero(t[1:] != t[:-1]) + 1).tolist(), len(rows)]
+        return [
+            (float(t[i]), subjects[i:j], medians[i:j], counts[i:j])
+            for i, j in itertools.pairwise(cuts)
+        ]
 
     async def heartbeat(self, scanner_id: str, store_id: str, body: Heartbeat) -> dict[str, Any]:
         if body.store_id != store_id or body.scanner_id != scanner_id:
@@ -892,6 +988,79 @@ class StoreService:
             return int(count)
 
         return await self.db.run(transaction)
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerRegistration:
+    """A scanner's registration as last read: its store and its secret (wrapped and plain)."""
+
+    scanner_id: str
+    store_id: str
+    secret_wrapped: bytes = field(repr=False)
+    secret: str = field(repr=False)
+
+
+@dataclass(slots=True)
+class _PendingBatch:
+    scanner_id: str
+    batch_id: str
+    accepted: int
+    now: float
+    registration: bytes | None
+    done: asyncio.Future[tuple[bool, int]]
+
+
+class _BatchLog:
+    """Commits batch ids for the scanners, many in one transaction (group commit).
+
+    A batch is recorded by the first flush that starts after it was handed over; while one
+    flush is at the database, the batches arriving meanwhile wait for the next one, which
+    takes them all: one fsync'd commit (``synchronous=FULL``) per group instead of one per
+    batch. Each caller is answered only once its own group has committed.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: list[_PendingBatch] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def record(
+        self,
+        scanner_id: str,
+        batch_id: str,
+        accepted: int,
+        now: float,
+        registration: bytes | None = None,
+    ) -> tuple[bool, int]:
+        """(True, accepted) once recorded; (False, accepted recorded before) for a retry;
+        (False, -1) when ``registration`` (a wrapped secret) is no longer the scanner's."""
+        done: asyncio.Future[tuple[bool, int]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_PendingBatch(scanner_id, batch_id, accepted, now, registration, done))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush(), name="bulle-batch-log")
+        return await done
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                items = [
+                    (p.scanner_id, p.batch_id, p.accepted, p.now, p.registration) for p in group
+                ]
+                try:
+                    results = await self._db.run(
+                        functools.partial(repo.record_batches, items=items)
+                    )
+                except Exception as exc:  # every caller of the group sees the failure
+                    for pending in group:
+                        if not pending.done.done():
+                            pending.done.set_exception(exc)
+                    continue
+                for pending, result in zip(group, results, strict=True):
+                    if not pending.done.done():  # its request may have been cancelled
+                        pending.done.set_result(result)
+        finally:
+            self._flushing = None
 
 
 def release_startup_garbage() -> None:

@@ -43,7 +43,7 @@ from harness import (
     free_port,
 )
 
-from scanner.uploader import sign_request
+from scanner.uploader import batch_columns, sign_request
 
 PATH = "/api/scanner/v1/batches"
 WARMUP_S = 1.0
@@ -76,6 +76,7 @@ def store_file_with(n_scanners: int, folder: Path) -> tuple[Path, list[str]]:
 
 
 def windows_json(customers: list[Customer], n: int, rng: random.Random) -> bytes:
+    """The `columns` of a batch body (docs/api.md), as the scanner's uploader sends them."""
     now = time.time()
     windows = []
     for _ in range(n):
@@ -92,7 +93,7 @@ def windows_json(customers: list[Customer], n: int, rng: random.Random) -> bytes
                 "tx_power": -20,
             }
         )
-    return json.dumps(windows, separators=(",", ":")).encode()
+    return json.dumps(batch_columns(windows), separators=(",", ":")).encode()
 
 
 async def drive(
@@ -116,7 +117,7 @@ async def drive(
             t0 = time.monotonic()
             if t0 >= stop_at:
                 return
-            body = prefix + secrets.token_hex(16).encode() + b'","windows":' + payloads[sid] + b"}"
+            body = prefix + secrets.token_hex(16).encode() + b'","columns":' + payloads[sid] + b"}"
             headers = sign_request(
                 secret,
                 "POST",

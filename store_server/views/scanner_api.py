@@ -6,7 +6,7 @@ import msgspec
 from aiohttp import web
 
 from store_server.errors import ValidationError
-from store_server.ingest import Batch, Heartbeat, check_batch, decode
+from store_server.ingest import Batch, Heartbeat, batch_columns, decode
 from store_server.keys import SERVICE
 from store_server.signing import read_headers
 
@@ -27,10 +27,17 @@ def _json(data: object) -> web.Response:
 
 @routes.post("/api/scanner/v1/batches")
 async def post_batch(request: web.Request) -> web.Response:
-    scanner_id, store_id, body = await _authenticated(request)
+    service = request.app[SERVICE]
+    body = await request.read()
+    signed = read_headers(request.headers)
+    # The registration is checked again in the transaction that records the batch.
+    registration = await service.authenticate_batch(signed, request.method, request.path_qs, body)
     batch = decode(body, Batch)
-    check_batch(batch)
-    return _json(await request.app[SERVICE].ingest(scanner_id, store_id, batch))
+    columns = batch_columns(batch)
+    result = await service.ingest(
+        signed.scanner_id, registration.store_id, batch, columns, registration=registration
+    )
+    return _json(result)
 
 
 @routes.post("/api/scanner/v1/heartbeat")

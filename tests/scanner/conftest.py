@@ -57,13 +57,20 @@ class ApiState:
     allowlist_gets: int = 0
     # When set, every batch is refused with this status (after signature checks).
     refuse_status: int | None = None
+    # When set, columnar batch bodies are refused as by a server that predates them.
+    rows_only: bool = False
+    # The form of each batch body received: "columns" or "windows".
+    forms: list[str] = field(default_factory=list)
 
     def windows(self) -> list[dict[str, Any]]:
         return [w for ws in self.batches.values() for w in ws]
 
 
-def _err(status: int, code: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": code}}, status=status)
+def _err(status: int, code: str, field: str | None = None) -> web.Response:
+    error = {"code": code, "message": code}
+    if field is not None:
+        error["field"] = field
+    return web.json_response({"error": error}, status=status)
 
 
 def _verify(request: web.Request, body: bytes, state: ApiState) -> str | None:
@@ -128,6 +135,14 @@ def make_api(state: ApiState) -> web.Application:
         data = json.loads(body)
         if data["store_id"] != STORE_ID:
             return _err(403, "wrong_store")
+        state.forms.append("columns" if "columns" in data else "windows")
+        if "columns" in data:
+            if state.rows_only:  # like a server that predates the columnar body
+                return _err(422, "invalid_request", field="columns")
+            columns = data["columns"]
+            data["windows"] = [
+                dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)
+            ]
         dup = data["batch_id"] in state.batches
         if not dup:
             state.batches[data["batch_id"]] = data["windows"]

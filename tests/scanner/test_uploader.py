@@ -108,6 +108,35 @@ BATCH = PendingBatch(
 )
 
 
+async def test_post_batch_sends_columns(api: Api) -> None:
+    async with aiohttp.ClientSession() as session:
+        await make(session, api).post_batch(BATCH)
+    assert api.state.forms == ["columns"]
+    assert api.state.batches[BATCH.batch_id] == BATCH.windows
+
+
+async def test_post_batch_falls_back_to_rows_for_an_older_server(api: Api) -> None:
+    api.state.rows_only = True
+    second = PendingBatch(batch_id="5b0d0c3e-6f6e-4a51-9d55-2f7d3d7f1a10", windows=BATCH.windows)
+    async with aiohttp.ClientSession() as session:
+        up = make(session, api)
+        first = await up.post_batch(BATCH)
+        await up.post_batch(second)
+    assert first["accepted"] == 1
+    # Refused once as columns, then rows for that batch and every later one.
+    assert api.state.forms == ["columns", "windows", "windows"]
+    assert api.state.batches[BATCH.batch_id] == BATCH.windows
+
+
+async def test_other_422_is_not_taken_for_an_older_server(api: Api) -> None:
+    api.state.refuse_status = 422
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ServerRejectedError) as info:
+            await make(session, api).post_batch(BATCH)
+    assert info.value.status == 422
+    assert api.state.batch_posts == 1
+
+
 async def test_post_batch_signed_and_idempotent(api: Api) -> None:
     async with aiohttp.ClientSession() as session:
         up = make(session, api)

@@ -354,6 +354,49 @@ async def test_revoked_scanner_is_refused_at_next_request(
     assert (await error_of(resp))["code"] == "unknown_scanner"
 
 
+async def test_revoked_scanner_batch_is_refused_at_next_batch(
+    server: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Batches are verified with the registration read before; the recording transaction
+    re-reads it, so a revocation by another process still refuses the very next batch."""
+    config = _cli_config(server, tmp_path)
+    add = ["scanner", "add", "s-parts", "--config", str(config)]
+    assert await asyncio.to_thread(cli.main, add) == 0
+    scanner = Scanner("s-parts", capsys.readouterr().out.rsplit(": ", 1)[1].strip())
+    assert (await server.signed(scanner, "POST", BATCHES, batch_body("s-parts"))).status == 200
+    revoke = ["scanner", "revoke", "s-parts", "--config", str(config)]
+    assert await asyncio.to_thread(cli.main, revoke) == 0
+    resp = await server.signed(scanner, "POST", BATCHES, batch_body("s-parts"))
+    assert resp.status == 401
+    assert (await error_of(resp))["code"] == "unknown_scanner"
+    assert await batch_count(server) == 1
+    # Registered again (a new secret, by another process): the old secret no longer works,
+    # the new one does, at once.
+    assert await asyncio.to_thread(cli.main, add) == 0
+    renewed = Scanner("s-parts", capsys.readouterr().out.rsplit(": ", 1)[1].strip())
+    resp = await server.signed(scanner, "POST", BATCHES, batch_body("s-parts"))
+    assert resp.status == 401
+    assert (await server.signed(renewed, "POST", BATCHES, batch_body("s-parts"))).status == 200
+    resp = await server.signed(scanner, "POST", BATCHES, batch_body("s-parts"))
+    assert resp.status == 401
+    assert (await error_of(resp))["code"] == "bad_signature"
+    assert await batch_count(server) == 2
+
+
+async def test_batch_of_a_scanner_re_registered_after_its_last_batch(
+    server: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The old secret still verifies against the registration read before, but the
+    recording transaction sees the new registration: refused, nothing recorded."""
+    scanner = await server.add_scanner("s-parts")
+    assert (await server.signed(scanner, "POST", BATCHES, batch_body("s-parts"))).status == 200
+    await server.add_scanner("s-parts")  # new secret, written without the service knowing
+    resp = await server.signed(scanner, "POST", BATCHES, batch_body("s-parts"))
+    assert resp.status == 401
+    assert (await error_of(resp))["code"] == "unknown_scanner"
+    assert await batch_count(server) == 1
+
+
 async def test_batch_for_another_store(server: Harness) -> None:
     scanner = await server.add_scanner("s-entrance")
     body = batch_body(scanner.scanner_id, store_id="other-store")
