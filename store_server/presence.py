@@ -414,7 +414,7 @@ class PresenceEngine:
         """
         self._now = max(self._now, now)
         events: list[PresenceEvent] = []
-        for subject in subjects:
+        for subject in sorted(subjects):  # events in a reproducible order, whatever the input
             state = self._subjects.get(subject)
             if state is None or state.arrived or not state.dirty:
                 continue
