@@ -20,12 +20,10 @@ counter's wrap-around after 2**32 s needs no special case.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import heapq
 import logging
 import math
-import os
 import secrets
 import struct
 from array import array
@@ -103,10 +101,6 @@ per-call overhead costs more than one OpenSSL key setup per record."""
 LANES_CHUNK = 32_768
 """Records per column-wise chunk: keeps the ~60 intermediate columns (round keys, state) in
 a few MB, near the CPU caches, and the peak memory of a million-record build small."""
-
-LANES_THREADS = min(4, os.cpu_count() or 1)
-"""Threads for the column-wise chunks: numpy works outside the GIL, so a start-up build uses
-the cores an idle server has (up to 4; beyond, memory bandwidth is the limit)."""
 
 _EXACT_CLOCK = 2.0**52
 """Beyond this many seconds, ``now + offset`` is no longer exact to the second in float64 on
@@ -1256,21 +1250,9 @@ def _window_eids_lanes(
     dues = np.ceil(((base + (skew + 1)) << k).astype(np.float64) - offset).astype(np.int64)
     eids = np.empty((count, span), dtype=np.uint64)
     key_rows = np.frombuffer(bytes(keys), dtype=np.uint8).reshape(count, IDENTITY_KEY_BYTES)
-
-    def chunk(start: int) -> None:
+    for start in range(0, count, LANES_CHUNK):
         stop = min(start + LANES_CHUNK, count)
         eids[start:stop] = _lanes_chunk(key_rows[start:stop], k[start:stop], base[start:stop], span)
-
-    starts = range(0, count, LANES_CHUNK)
-    threads = min(LANES_THREADS, len(starts))
-    if threads > 1:
-        # numpy releases the GIL inside its array operations: chunks overlap on other cores.
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            for _ in pool.map(chunk, starts):
-                pass
-    else:
-        for start in starts:
-            chunk(start)
     slow = np.flatnonzero(~exact)
     if slow.size:
         picked = slow.tolist()

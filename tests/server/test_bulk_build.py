@@ -199,9 +199,8 @@ def test_growth_rehashes_column_wise_without_losing_entries() -> None:
         assert table.find(eid) == position
 
 
-def test_lanes_in_many_chunks_over_threads_equal_scalar(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lanes_in_many_chunks_equal_scalar(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(identity, "LANES_CHUNK", 64)
-    monkeypatch.setattr(identity, "LANES_THREADS", 3)
     columns = _columns(random.Random(17), 1000, (0, 9, 15))
     args = (columns.keys, columns.ks, columns.offsets, NOW, 1)
     assert identity._window_eids_lanes(*args) == identity._window_eids_scalar(*args)
