@@ -8,9 +8,11 @@ Usage: .venv/bin/python bench/load/ingest_throughput.py [--scanners 20] [--windo
 A "sighting" is one window of a batch (one phone heard by one scanner for one window). Each
 server is a `store-server serve` / bare_server.py subprocess on 127.0.0.1; the load generator
 is this process (one aiohttp session, one connection per scanner). Batches are built and
-signed the same way for both targets, with fresh batch ids (no duplicate short cut), windows
-of consenting customers' current EIDs seen by interior scanners (so every window resolves and
-feeds the presence engine, and each customer arrives once: greeting cards are written).
+signed the same way for both targets, with fresh batch ids (no duplicate short cut) and fresh
+window times (each batch's windows end at the time it is sent, so the engine takes every
+batch's windows as new), windows of consenting customers' current EIDs seen by interior
+scanners (so every window resolves and feeds the presence engine, and each customer arrives
+once: greeting cards are written).
 Goals (issue 9): real / ceiling >= 0.5 and real >= 50,000 sightings/s.
 """
 
@@ -75,8 +77,9 @@ def store_file_with(n_scanners: int, folder: Path) -> tuple[Path, list[str]]:
     return path, ids[:n_scanners]
 
 
-def windows_json(customers: list[Customer], n: int, rng: random.Random) -> bytes:
-    """The `columns` of a batch body (docs/api.md), as the scanner's uploader sends them."""
+def windows_json(customers: list[Customer], n: int, rng: random.Random) -> tuple[bytes, bytes]:
+    """The `columns` of a batch body (docs/api.md), as the scanner's uploader sends them, cut
+    where the window times go: ``head + times + tail``, the times written per request."""
     now = time.time()
     windows = []
     for _ in range(n):
@@ -85,21 +88,34 @@ def windows_json(customers: list[Customer], n: int, rng: random.Random) -> bytes
             {
                 "id_type": "eid",
                 "id": c.frame_hex(now)[4:],
-                "start": now - 1.0,
-                "end": now,
                 "count": 4,
                 "rssi_max": -55,
                 "rssi_median": -57.0,
                 "tx_power": -20,
             }
         )
-    return json.dumps(batch_columns(windows), separators=(",", ":")).encode()
+    columns = batch_columns(windows)
+    del columns["start"], columns["end"]
+    text = json.dumps(columns, separators=(",", ":")).encode()
+    return text[:-1] + b",", b"}"
+
+
+def window_times(n: int, end: float) -> bytes:
+    """``"start":[...],"end":[...]`` for ``n`` windows of one second ending at ``end``: fresh
+    times in every batch, so each window is newer than the last and the engine takes it."""
+    return (
+        b'"start":['
+        + b",".join([b"%.3f" % (end - 1.0)] * n)
+        + b'],"end":['
+        + b",".join([b"%.3f" % end] * n)
+        + b"]"
+    )
 
 
 async def drive(
     base_url: str,
     scanners: dict[str, str],
-    payloads: dict[str, bytes],
+    payloads: dict[str, tuple[bytes, bytes]],
     n_windows: int,
     seconds: float,
 ) -> dict[str, Any]:
@@ -117,7 +133,10 @@ async def drive(
             t0 = time.monotonic()
             if t0 >= stop_at:
                 return
-            body = prefix + secrets.token_hex(16).encode() + b'","columns":' + payloads[sid] + b"}"
+            head, tail = payloads[sid]
+            times = window_times(n_windows, time.time())
+            batch_id = secrets.token_hex(16).encode()
+            body = prefix + batch_id + b'","columns":' + head + times + tail + b"}"
             headers = sign_request(
                 secret,
                 "POST",
