@@ -138,6 +138,8 @@ class StoreService:
         self._last_purge = float("-inf")
         # Legacy static iBeacon ids served to scanners, versioned with the resolver.
         self._static = StaticIds()
+        # Consenting customers whose stored identity did not load (see _note_unreadable).
+        self._unreadable: set[str] = set()
         self._batches = _BatchLog(db)
 
     @property
@@ -211,13 +213,15 @@ class StoreService:
             self._visits.pop(subject, None)
             await self._retract(subject, now, "expired")
         gone = [c for c in self._static.customers() if c not in ids]
-        missing = [i for i in ids if i not in self.resolver]
+        self._unreadable &= ids  # no longer consenting: nothing to recognise either way
+        missing = [i for i in ids if i not in self.resolver and i not in self._unreadable]
         if missing:
             started = time.perf_counter()
-            columns = await self._identity_columns(missing)
+            loaded = await self._identity_columns(missing)
             unwrapped = time.perf_counter()
-            self.resolver.upsert_columns(columns, now)
-            del columns
+            self._note_unreadable(loaded, first_load=len(self.resolver) == 0)
+            self.resolver.upsert_columns(loaded.build(), now)
+            del loaded
             if len(missing) >= IDENTITY_CHUNK:
                 logger.info(
                     "loaded %d identities: read and unwrapped in %.2f s, EIDs built in %.2f s",
@@ -231,7 +235,29 @@ class StoreService:
         if changed:
             await self._notify_allowlist()
 
-    async def _identity_columns(self, customer_ids: list[str]) -> identity.IdentityColumns:
+    def _note_unreadable(self, loaded: _ColumnsBuilder, *, first_load: bool) -> None:
+        """Remember (and log once, without identifiers) the identities that did not load.
+
+        They are not read again until their row changes (re-enrollment) or their consent
+        ends. If nothing at all unwraps on the first load, the master key is the likely
+        culprit: a configuration error, rather than a server that recognises nobody.
+        """
+        if not loaded.unreadable:
+            return
+        if first_load and len(loaded.build()) == 0:
+            raise ConfigError(
+                f"none of the {len(loaded.unreadable)} stored identities could be unwrapped: "
+                "is master_key the one this database was created with?",
+                key="master_key",
+            )
+        self._unreadable.update(loaded.unreadable)
+        logger.error(
+            "%d stored identities could not be loaded (tampered or corrupt rows); those "
+            "customers will not be recognised until they re-enroll",
+            len(loaded.unreadable),
+        )
+
+    async def _identity_columns(self, customer_ids: list[str]) -> _ColumnsBuilder:
         """The identities of these customers as columns, unwrapped.
 
         No object is kept per identity: keys, exponents and offsets go straight into flat
@@ -252,7 +278,7 @@ class StoreService:
                             columns.add(subject, blob, k, offset)
 
             await self.db.run(scan)
-            return columns.build()
+            return columns
         for start in range(0, len(customer_ids), IDENTITY_CHUNK):
             chunk = customer_ids[start : start + IDENTITY_CHUNK]
             rows = await self.db.run(functools.partial(repo.identity_rows, customer_ids=chunk))
@@ -264,7 +290,7 @@ class StoreService:
                     row["clock_offset_s"],
                 )
             del rows
-        return columns.build()
+        return columns
 
     def _identity_record(self, row: dict[str, Any]) -> identity.IdentityRecord:
         key = unwrap_key(self._master_key, row["key_wrapped"], _aad("identity", row["customer_id"]))
@@ -442,9 +468,19 @@ class StoreService:
         if groups:
             events: list[PresenceEvent] = []
             engine = self.engine
+            held = self.resolver.__contains__
             # Window time by window time: observe, then decide the arrivals these windows make
             # at once (at the windows' time), rather than at the next tick up to 1 s later.
             for t, subjects, medians, counts in groups:
+                keep = list(map(held, subjects))
+                if not all(keep):
+                    # Withdrawn or erased while the batch id was being committed: the engine
+                    # must not hold anything about them again (forget() ran already).
+                    subjects = list(itertools.compress(subjects, keep))
+                    medians = list(itertools.compress(medians, keep))
+                    counts = list(itertools.compress(counts, keep))
+                    if not subjects:
+                        continue
                 taken = engine.observe_many(
                     scanner_id, subjects, [t] * len(subjects), medians, counts
                 )
@@ -819,7 +855,9 @@ class StoreService:
                 db, customer_id, key_wrapped=wrapped, k=k, clock_offset_s=offset, now=now
             )
         )
-        if customer_id in self.resolver:
+        if customer_id in self.resolver or customer_id in self._unreadable:
+            # A customer whose stored identity did not load is recognised again from now on.
+            self._unreadable.discard(customer_id)
             self.resolver.upsert(identity.IdentityRecord(customer_id, key, k, offset), self.clock())
             await self._notify_allowlist()
         return {
@@ -1084,50 +1122,44 @@ def scanner_aad(scanner_id: str) -> bytes:
 
 
 class _ColumnsBuilder:
-    """Unwraps stored identities into :class:`identity.IdentityColumns`, one row at a time."""
+    """Unwraps stored identities into :class:`identity.IdentityColumns`, one row at a time.
+
+    A row that does not unwrap (tampered, or another master key) or holds an impossible
+    exponent or clock offset is left out and its customer listed in ``unreadable``: that
+    customer is simply not recognised, and everyone else still is.
+    """
 
     __slots__ = ("_keys", "_ks", "_offsets", "_subjects", "_unwrap", "unreadable")
 
     def __init__(self, unwrap: KeyUnwrapper) -> None:
         self._unwrap = unwrap
-        self.unreadable = 0
+        self.unreadable: list[str] = []
         self._subjects: list[str] = []
         self._keys = bytearray()
         self._ks = array("B")
         self._offsets = array("d")
 
     def add(self, subject: str, blob: bytes, k: int, offset: float) -> None:
-        """Add one stored identity; an unreadable one is counted in ``unreadable`` and left out."""
+        """Add one stored identity, or list it in ``unreadable``."""
         try:
             key = self._unwrap(blob, _aad("identity", subject))
-            self._ks.append(k)
-            self._offsets.append(offset)
-        except (KeyWrapError, OverflowError, TypeError):
-            del self._ks[len(self._subjects) :]
-            del self._offsets[len(self._subjects) :]
-            self.unreadable += 1
+        except KeyWrapError:
+            self.unreadable.append(subject)
             return
+        if (
+            type(k) is not int
+            or not 0 <= k <= identity.MAX_ROTATION_EXPONENT
+            or not isinstance(offset, int | float)
+            or not abs(offset) <= identity.MAX_CLOCK_OFFSET_S  # NaN fails too
+        ):
+            self.unreadable.append(subject)
+            return
+        self._ks.append(k)
+        self._offsets.append(offset)
         self._keys += key
         self._subjects.append(subject)
 
     def build(self) -> identity.IdentityColumns:
-        """The columns; ServiceError if every identity was unreadable (a wrong master key).
-
-        A few unreadable rows (tampered or corrupt) are logged and left out: those customers
-        are simply not recognised, and everyone else still is.
-        """
-        if self.unreadable and not self._subjects:
-            raise ConfigError(
-                f"none of the {self.unreadable} stored identities could be unwrapped: "
-                "is master_key the one this database was created with?",
-                key="master_key",
-            )
-        if self.unreadable:
-            logger.error(
-                "%d stored identities could not be unwrapped (tampered or corrupt rows); "
-                "those customers will not be recognised",
-                self.unreadable,
-            )
         return identity.IdentityColumns(self._subjects, self._keys, self._ks, self._offsets)
 
 

@@ -36,6 +36,11 @@ def _columns(rng: random.Random, count: int, k_choices: tuple[int, ...]) -> Iden
             # Around a temporary-key roll-over (every 65,536 s) or the 32-bit counter wrap.
             edge = rng.choice((65_536 * rng.randrange(1, 65_536), 2**32))
             offsets.append(edge + rng.uniform(-40_000, 40_000) - NOW)
+        elif i % 11 == 0:
+            # Clocks before 0 (now + offset < 0) and offsets at the accepted bound.
+            offsets.append(
+                rng.choice((-NOW - rng.uniform(0, 2**33), MAX_CLOCK_OFFSET_S, -MAX_CLOCK_OFFSET_S))
+            )
         else:
             offsets.append(rng.uniform(0, 2**32) - NOW)
     return IdentityColumns(
@@ -80,8 +85,13 @@ def _records(columns: IdentityColumns) -> list[IdentityRecord]:
     ]
 
 
-def _state(resolver: EidResolver, now: float) -> set[tuple[bytes, float]]:
-    return {(item.eid, item.not_after) for item in resolver.entries(now)}
+def _state(resolver: EidResolver, now: float) -> set[tuple[bytes, float, str | None]]:
+    """Every accepted EID, when it stops being accepted, and whom it resolves to: through the
+    hash table, not only the EID array that ``entries`` reads."""
+    return {
+        (item.eid, item.not_after, resolver.resolve(item.eid, now))
+        for item in resolver.entries(now)
+    }
 
 
 def test_bulk_build_equals_record_by_record_and_keeps_working() -> None:
@@ -129,7 +139,10 @@ def test_bulk_build_over_existing_subjects_and_duplicates_falls_back() -> None:
     )
     resolver.upsert_columns(twice, NOW)  # 100 held already, one subject twice: last one wins
     reference = EidResolver()
-    reference.upsert_many(_records(twice), NOW)
+    for record in _records(columns.slice(0, 100)):
+        reference.upsert(record, NOW)
+    for record in _records(twice):
+        reference.upsert(record, NOW)
     assert _state(resolver, NOW) == _state(reference, NOW)
     assert len(resolver) == COUNT
 

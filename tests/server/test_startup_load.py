@@ -1,12 +1,14 @@
 """The server's start-up load of consenting customers' identities, on a real SQLite file.
 
 Both read paths (one scan of the identities table for many customers, look-ups by id for a
-few) give a resolver that recognises every consenting customer's current EID; a tampered row
-is left out and logged; a wrong master key is a clear configuration error.
+few) give a resolver that recognises every consenting customer's current EID; a tampered or
+corrupt row is left out and logged once; a wrong master key is a clear configuration error.
+Also: a consent withdrawn while a batch's id is being committed leaves no engine state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from pathlib import Path
@@ -54,30 +56,74 @@ async def test_restart_recognises_exactly_the_consenting(
         await store.close()
 
 
-async def test_a_tampered_identity_is_left_out_and_logged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(service, "IDENTITY_CHUNK", 3)
-    store, customers = await _store_with(tmp_path, consenting=5, others=0)
-    victim = customers[2].customer_id
-
-    def tamper(db: Any) -> None:
+def _tamper(victim: str) -> Any:
+    def change(db: Any) -> None:
         blob = db.execute(
             "SELECT key_wrapped FROM identities WHERE customer_id = ?", [victim]
         ).fetchone()[0]
-        flipped = bytes([blob[-1] ^ 1])
         db.execute(
             "UPDATE identities SET key_wrapped = ? WHERE customer_id = ?",
-            [blob[:-1] + flipped, victim],
+            [blob[:-1] + bytes([blob[-1] ^ 1]), victim],
+        )
+
+    return change
+
+
+@pytest.mark.parametrize("chunk", [3, 1000], ids=["table-scan", "look-ups"])
+async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enrollment(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    chunk: int,
+) -> None:
+    monkeypatch.setattr(service, "IDENTITY_CHUNK", chunk)
+    store, customers = await _store_with(tmp_path, consenting=5, others=0)
+    victim = customers[2].customer_id
+    try:
+        await store.service.db.run(_tamper(victim))
+        with caplog.at_level(logging.ERROR, logger="store_server.service"):
+            await store.restart()
+            assert _recognised(store, customers) == [True, True, False, True, True]
+            # Later consent refreshes neither fail nor read (and log) the bad row again.
+            for _ in range(3):
+                store.clock.t += service.CONSENT_REFRESH_S + 1
+                await store.service.tick(store.clock())
+            assert _recognised(store, customers) == [True, True, False, True, True]
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1
+        assert "1 stored identities could not be loaded" in errors[0].getMessage()
+        assert victim not in caplog.text  # no customer identifier in the logs
+        # Re-enrollment writes a new wrapped key: recognised again at once.
+        answer = await store.service.rotate_identity(victim, None)
+        fresh = identity.IdentityRecord(
+            victim,
+            bytes.fromhex(answer["identity_key"]),
+            answer["rotation_exponent"],
+            identity.clock_offset(answer["beacon_time"], store.clock()),
+        )
+        now = store.clock()
+        assert store.service.resolver.resolve(identity.eid_at(fresh, now), now) == victim
+    finally:
+        await store.close()
+
+
+async def test_an_impossible_exponent_or_offset_leaves_only_that_row_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "IDENTITY_CHUNK", 3)
+    store, customers = await _store_with(tmp_path, consenting=5, others=0)
+
+    def corrupt(db: Any) -> None:
+        db.execute("UPDATE identities SET k = 16 WHERE customer_id = ?", [customers[1].customer_id])
+        db.execute(
+            "UPDATE identities SET clock_offset_s = 1e12 WHERE customer_id = ?",
+            [customers[3].customer_id],
         )
 
     try:
-        await store.service.db.run(tamper)
-        with caplog.at_level(logging.ERROR, logger="store_server.service"):
-            await store.restart()
-        assert _recognised(store, customers) == [True, True, False, True, True]
-        assert "1 stored identities could not be unwrapped" in caplog.text
-        assert victim not in caplog.text  # no customer identifier in the logs
+        await store.service.db.run(corrupt)
+        await store.restart()
+        assert _recognised(store, customers) == [True, False, True, False, True]
     finally:
         await store.close()
 
@@ -102,3 +148,36 @@ async def test_a_wrong_master_key_is_a_configuration_error(tmp_path: Path) -> No
     finally:
         await store.service.stop()
         store.service.db.close()
+
+
+async def test_a_withdrawal_during_the_batch_commit_leaves_no_engine_state(
+    tmp_path: Path,
+) -> None:
+    """Subjects are resolved before the batch id's commit and observed after it: a consent
+    withdrawn in between must not bring the customer back into the presence engine."""
+    store, customers = await _store_with(tmp_path, consenting=1, others=0)
+    customer = customers[0]
+    log = store.service._batches
+    original = log.record
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held_record(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await release.wait()
+        return await original(*args, **kwargs)
+
+    log.record = held_record  # type: ignore[method-assign]
+    try:
+        sighting = asyncio.create_task(store.sighting(customer))
+        await asyncio.wait_for(entered.wait(), timeout=5)
+        await store.service.withdraw(customer.customer_id, ["greeting"], "app", "1.0")
+        assert customer.customer_id not in store.service.resolver
+        release.set()
+        await asyncio.wait_for(sighting, timeout=5)
+        assert customer.customer_id not in store.service.engine._subjects
+        cards = await store.rows("SELECT * FROM cards")
+        assert cards == []
+    finally:
+        release.set()
+        await store.close()

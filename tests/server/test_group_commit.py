@@ -1,0 +1,130 @@
+"""Group commit of batch ids (StoreService's _BatchLog over repo.record_batches), on a real
+SQLite file: duplicates inside one group, a failed transaction reaching each of its callers,
+and no answer (nor any engine state) before the batch id is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store_server import repo
+from store_server.ingest import Batch, Window
+from tests.server.test_consent_lifecycle import INTERIOR_SCANNER, STORE_ID, T0, Clock, Store
+from tests.support import wait_until
+
+pytestmark = pytest.mark.asyncio
+
+
+def _batch(batch_id: str, t: float) -> Batch:
+    window = Window(
+        id_type="eid",
+        id="0123456789abcdef",  # resolves to nobody: only the batch bookkeeping is exercised
+        start=t - 1,
+        end=t,
+        count=1,
+        rssi_max=-50,
+        rssi_median=-50,
+    )
+    return Batch(batch_id, STORE_ID, INTERIOR_SCANNER, [window])
+
+
+async def _recorded(store: Store, batch_ids: list[str]) -> set[str]:
+    marks = ",".join("?" * len(batch_ids))
+    rows = await store.rows(
+        f"SELECT batch_id FROM scanner_batches WHERE batch_id IN ({marks})",
+        batch_ids,
+    )
+    return {row["batch_id"] for row in rows}
+
+
+async def test_the_same_batch_twice_in_one_group_is_recorded_once(tmp_path: Path) -> None:
+    store = Store(tmp_path, Clock(T0))
+    await store.setup()
+    try:
+        a, b, c = (secrets.token_hex(8) for _ in range(3))
+        answers = await asyncio.gather(
+            *(
+                store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(batch_id, T0))
+                for batch_id in (a, a, b, c, b)
+            )
+        )
+        assert [answer["duplicate"] for answer in answers] == [False, True, False, False, True]
+        assert await _recorded(store, [a, b, c]) == {a, b, c}
+    finally:
+        await store.close()
+
+
+async def test_a_failed_commit_fails_its_callers_and_acknowledges_nothing_it_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path, Clock(T0))
+    await store.setup()
+    real = repo.record_batches
+    calls = {"n": 0}
+
+    def failing_once(db: Any, items: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("disk full")
+        return real(db, items)
+
+    monkeypatch.setattr(repo, "record_batches", failing_once)
+    try:
+        ids = [secrets.token_hex(8) for _ in range(4)]
+        outcomes = await asyncio.gather(
+            *(store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(i, T0)) for i in ids),
+            return_exceptions=True,
+        )
+        failed = [i for i, o in zip(ids, outcomes, strict=True) if isinstance(o, BaseException)]
+        acknowledged = [i for i, o in zip(ids, outcomes, strict=True) if isinstance(o, dict)]
+        assert failed  # the first group's transaction failed: its callers got the error
+        assert all(isinstance(o, RuntimeError) for o in outcomes if isinstance(o, BaseException))
+        # Acknowledged exactly when recorded: nothing answered 200 was lost.
+        assert await _recorded(store, ids) == set(acknowledged)
+        # The log keeps working; a retry of a failed batch is recorded, not a duplicate.
+        retry = await store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(failed[0], T0))
+        assert retry["duplicate"] is False
+        assert failed[0] in await _recorded(store, [failed[0]])
+    finally:
+        await store.close()
+
+
+async def test_no_answer_and_no_engine_state_before_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path, Clock(T0))
+    await store.setup()
+    customer = await store.enroll("held")
+    await store.grant(customer, "greeting")
+    real = repo.record_batches
+    entered = threading.Event()
+    release = threading.Event()
+
+    def held_commit(db: Any, items: Any) -> Any:  # runs in the database thread
+        entered.set()
+        if not release.wait(timeout=10):
+            raise RuntimeError("test never released the commit")
+        return real(db, items)
+
+    monkeypatch.setattr(repo, "record_batches", held_commit)
+    try:
+        sighting = asyncio.create_task(store.sighting(customer))
+
+        async def committing() -> bool:
+            return entered.is_set()
+
+        await wait_until(committing, 5, "the batch id's commit to start")
+        await asyncio.sleep(0.05)  # let the event loop run anything that would not wait
+        assert not sighting.done()
+        assert customer.customer_id not in store.service.engine._subjects
+        release.set()
+        await asyncio.wait_for(sighting, timeout=5)
+        assert customer.customer_id in store.service.engine._subjects
+    finally:
+        release.set()
+        await store.close()
