@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import random
 import secrets
 import time
@@ -40,6 +41,9 @@ API_PREFIX = "/api/scanner/v1"
 WINDOW_FIELDS = ("id_type", "id", "start", "end", "count", "rssi_max", "rssi_median", "tx_power")
 # HTTP status of a body the server could not validate (its error names the field).
 UNPROCESSABLE = 422
+# After a server refused the columnar body, rows for an hour, then columns again: an upgraded
+# server is picked up without restarting the scanner, at one refused batch an hour.
+COLUMNS_RETRY_S = 3600.0
 
 
 class UploadError(ScannerError):
@@ -126,7 +130,8 @@ class Uploader:
         self._secret = secret
         self._clock = clock
         self._unreachable = False
-        self._columnar = True  # until a server refuses the columnar body
+        # Rows instead of columns until this monotonic time (after a server refused columns).
+        self._rows_until = -math.inf
 
     @property
     def server_url(self) -> str:
@@ -195,7 +200,9 @@ class Uploader:
 
         The windows go column-wise (``columns``, docs/api.md), which the server ingests
         without one object per window. A server that predates the columnar body refuses it
-        (422 naming ``columns``): the batch is sent again row-wise, and so are the later ones.
+        (422 naming ``columns``): the batch is sent again row-wise, and so are the later ones
+        for COLUMNS_RETRY_S, after which columns are tried again (the server may have been
+        upgraded meanwhile).
         """
         head = {
             "batch_id": batch.batch_id,
@@ -203,7 +210,7 @@ class Uploader:
             "scanner_id": self._scanner_id,
         }
         path = f"{API_PREFIX}/batches"
-        if self._columnar:
+        if time.monotonic() >= self._rows_until:
             try:
                 return await self._request(
                     "POST",
@@ -214,8 +221,11 @@ class Uploader:
             except ServerRejectedError as exc:
                 if exc.status != UNPROCESSABLE or exc.field != "columns":
                     raise
-                logger.warning("the server does not take columnar batches; sending rows")
-                self._columnar = False
+                logger.warning(
+                    "the server does not take columnar batches; sending rows for %.0f s",
+                    COLUMNS_RETRY_S,
+                )
+                self._rows_until = time.monotonic() + COLUMNS_RETRY_S
         return await self._request(
             "POST", path, {**head, "windows": batch.windows}, REQUEST_TIMEOUT_S
         )

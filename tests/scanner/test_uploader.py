@@ -13,6 +13,7 @@ import random
 import aiohttp
 import pytest
 
+from scanner import uploader
 from scanner.outbox import PendingBatch
 from scanner.uploader import (
     BACKOFF_BASE_S,
@@ -211,3 +212,25 @@ async def test_retries_until_server_recovers(api: Api, monkeypatch: pytest.Monke
     assert len(delays) == 4
     for attempt, delay in enumerate(delays, start=1):
         assert 0 <= delay <= min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+
+
+async def test_columns_are_tried_again_after_the_retry_delay(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.state.rows_only = True
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(uploader.time, "monotonic", lambda: clock["t"])
+    batches = [
+        PendingBatch(batch_id=f"5b0d0c3e-6f6e-4a51-9d55-2f7d3d7f1a1{i}", windows=BATCH.windows)
+        for i in range(4)
+    ]
+    async with aiohttp.ClientSession() as session:
+        up = make(session, api)
+        await up.post_batch(batches[0])  # refused as columns, sent as rows
+        clock["t"] += uploader.COLUMNS_RETRY_S - 1
+        await up.post_batch(batches[1])  # still rows
+        api.state.rows_only = False  # the server was upgraded meanwhile
+        clock["t"] += 2
+        await up.post_batch(batches[2])  # columns again
+        await up.post_batch(batches[3])
+    assert api.state.forms == ["columns", "windows", "windows", "columns", "columns"]
