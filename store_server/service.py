@@ -164,6 +164,7 @@ class StoreService:
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="bulle-tick"))
 
     async def stop(self) -> None:
+        await self._batches.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -1078,6 +1079,13 @@ class _BatchLog:
             self._flushing = asyncio.create_task(self._flush(), name="bulle-batch-log")
         return await done
 
+    async def close(self) -> None:
+        """Let the flush in progress finish, so the batches it holds are answered."""
+        task = self._flushing
+        if task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(task)
+
     async def _flush(self) -> None:
         try:
             while self._pending:
@@ -1089,6 +1097,13 @@ class _BatchLog:
                     results = await self._db.run(
                         functools.partial(repo.record_batches, items=items)
                     )
+                except asyncio.CancelledError:
+                    # Shutdown: no caller waits forever. A batch whose commit went through
+                    # anyway is answered as a duplicate when its scanner sends it again.
+                    for pending in [*group, *self._pending]:
+                        pending.done.cancel()
+                    self._pending = []
+                    raise
                 except Exception as exc:  # every caller of the group sees the failure
                     for pending in group:
                         if not pending.done.done():

@@ -128,3 +128,42 @@ async def test_no_answer_and_no_engine_state_before_the_commit(
     finally:
         release.set()
         await store.close()
+
+
+async def test_a_cancelled_flush_leaves_no_caller_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path, Clock(T0))
+    await store.setup()
+    real = repo.record_batches
+    entered = threading.Event()
+    release = threading.Event()
+
+    def held_commit(db: Any, items: Any) -> Any:
+        entered.set()
+        release.wait(timeout=10)
+        return real(db, items)
+
+    monkeypatch.setattr(repo, "record_batches", held_commit)
+    try:
+        first = asyncio.create_task(
+            store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(secrets.token_hex(8), T0))
+        )
+
+        async def committing() -> bool:
+            return entered.is_set()
+
+        await wait_until(committing, 5, "the first commit to start")
+        second = asyncio.create_task(
+            store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(secrets.token_hex(8), T0))
+        )
+        await asyncio.sleep(0)  # the second batch is handed over, waiting for the next group
+        flushing = store.service._batches._flushing
+        assert flushing is not None
+        flushing.cancel()
+        for task in (first, second):
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=5)
+    finally:
+        release.set()
+        await store.close()
