@@ -263,7 +263,9 @@ class OutboxWorker:
     async def _run(self, fn: Callable[[], T]) -> T:
         if self._closed:
             raise OutboxError("the outbox is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        # Shielded: cancelling the caller must not cancel a call still queued for the thread
+        # (a concurrent future not yet started is cancellable), or a write would be lost.
+        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, fn))
 
     async def put(self, windows: Sequence[WindowAggregate], now: float) -> None:
         """Queue aggregates (see ``Outbox.put``)."""
