@@ -886,7 +886,10 @@ class EidResolver:
         processes); the rest appends to flat arrays and indexes the new positions.
         """
         span = self._span
-        if computed is None or not computed.matches(len(subjects), now, self._skew):
+        if computed is None or not (
+            computed.matches(len(subjects), now, self._skew)
+            and _spot_check(computed, keys, ks, offsets)
+        ):
             computed = _window_eids_columns(keys, ks, offsets, now, self._skew)
         first = slots[0]
         self._eids.frombytes(computed.eids)
@@ -1154,6 +1157,35 @@ class WindowEids:
             b"".join(c.bases for c in chunks),
             b"".join(c.dues for c in chunks),
         )
+
+
+SPOT_CHECKS = 16
+"""Records of a precomputed ``WindowEids`` recomputed before it is trusted: results made for
+other records (of the same count, time and skew) are caught unless nearly all rows agree."""
+
+
+def _spot_check(
+    computed: WindowEids, keys: bytes | bytearray, ks: array[int], offsets: array[float]
+) -> bool:
+    """True if ``computed`` agrees with the records at up to SPOT_CHECKS spread positions."""
+    count = computed.count
+    if not count:
+        return True
+    span = 2 * computed.skew + 1
+    picks = sorted({i * (count - 1) // max(SPOT_CHECKS - 1, 1) for i in range(SPOT_CHECKS)})
+    sample = _window_eids_scalar(
+        b"".join(bytes(keys[i * IDENTITY_KEY_BYTES : (i + 1) * IDENTITY_KEY_BYTES]) for i in picks),
+        array("B", [ks[i] for i in picks]),
+        array("d", [offsets[i] for i in picks]),
+        computed.now,
+        computed.skew,
+    )
+    width = 8 * span
+    return all(
+        computed.eids[i * width : (i + 1) * width] == sample.eids[j * width : (j + 1) * width]
+        and computed.bases[i * 8 : (i + 1) * 8] == sample.bases[j * 8 : (j + 1) * 8]
+        for j, i in enumerate(picks)
+    )
 
 
 def window_eids(records: Sequence[IdentityRecord], now: float, skew: int) -> WindowEids:

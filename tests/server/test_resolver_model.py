@@ -94,5 +94,11 @@ def test_precomputed_chunks_build_the_same_resolver() -> None:
     other.upsert_many(records, NOW, computed=stale)
     for record in records:
         assert other.resolve(eid_at(record, NOW), NOW) == record.subject
+    # Nor one made for other records of the same count, time and skew.
+    strangers = window_eids([_record(rng, f"x-{i}") for i in range(50)], NOW, 1)
+    third = EidResolver()
+    third.upsert_many(records, NOW, computed=strangers)
+    for record in records:
+        assert third.resolve(eid_at(record, NOW), NOW) == record.subject
     with pytest.raises(IdentityError):
         WindowEids.concat([parts[0], window_eids(records[:3], NOW, 2)])
