@@ -856,6 +856,7 @@ class EidResolver:
         skew = self._skew
         added: list[int] = []
         removed: list[int] = []
+        due: list[int] = []
         while heap and heap[0] <= now:
             key = heapq.heappop(heap)
             for slot in self._buckets.pop(key, ()):
@@ -863,6 +864,11 @@ class EidResolver:
                     continue  # removed since it was scheduled
                 if _due(bases[slot], skew, ks[slot], offsets[slot]) != key:
                     continue  # re-keyed or already rescheduled under another key
+                due.append(slot)
+        if len(due) >= LANES_MIN_RECORDS:
+            self._place_slots(due, now, removed, added)
+        else:
+            for slot in due:
                 self._place(slot, now, removed, added)
         return self._commit(added, removed)
 
@@ -973,26 +979,54 @@ class EidResolver:
                 removed.append(eids[position])
         self._bases[slot] = _NO_BASE
 
+    def _plan(self, slot: int, now: float, removed: list[int]) -> tuple[int, int, range]:
+        """(new base, old base, windows to compute) to bring ``slot`` to the windows around
+        ``now``, reusing the EIDs still in range (the slot is dropped if none is)."""
+        base = (math.floor(now + self._offsets[slot]) >> self._ks[slot]) - self._skew
+        old = self._bases[slot]
+        if old != _NO_BASE and 0 <= base - old < self._span:
+            # The usual advance: slide by `shift` windows, compute only the new ones.
+            return base, old, range(old + self._span, base + self._span)
+        self._drop(slot, removed)
+        return base, old, range(base, base + self._span)
+
     def _place(self, slot: int, now: float, removed: list[int], added: list[int]) -> None:
         """Bring ``slot`` to the windows around ``now``, reusing EIDs still in range."""
-        skew = self._skew
+        base, old, windows = self._plan(slot, now, removed)
+        new: list[int] = []
+        if windows:
+            at = slot * IDENTITY_KEY_BYTES
+            new = _compute(bytes(self._keys[at : at + IDENTITY_KEY_BYTES]), self._ks[slot], windows)
+        self._apply(slot, base, old, windows, new, removed, added)
+
+    def _place_slots(
+        self, slots: list[int], now: float, removed: list[int], added: list[int]
+    ) -> None:
+        """:meth:`_place` for many slots, their new EIDs computed column-wise in one pass."""
+        plans = [self._plan(slot, now, removed) for slot in slots]
+        owners = [slot for slot, (_, _, windows) in zip(slots, plans, strict=True) for _ in windows]
+        wanted = [window for _, _, windows in plans for window in windows]
+        new = _window_eids_of(self._keys, self._ks, owners, wanted)
+        at = 0
+        for slot, (base, old, windows) in zip(slots, plans, strict=True):
+            self._apply(slot, base, old, windows, new[at : at + len(windows)], removed, added)
+            at += len(windows)
+
+    def _apply(
+        self,
+        slot: int,
+        base: int,
+        old: int,
+        windows: range,
+        new: list[int],
+        removed: list[int],
+        added: list[int],
+    ) -> None:
+        """Store ``new`` (the EIDs of ``windows``) for ``slot`` and schedule its next change."""
         span = self._span
         table = self._table
         eids = self._eids
-        k = self._ks[slot]
-        offset = self._offsets[slot]
-        base = (math.floor(now + offset) >> k) - skew
-        old = self._bases[slot]
-        shift = base - old
-        if old != _NO_BASE and 0 <= shift < span:
-            # The usual advance: slide by `shift` windows, compute only the new ones.
-            windows = range(old + span, base + span)
-        else:
-            self._drop(slot, removed)
-            windows = range(base, base + span)
         if windows:
-            at = slot * IDENTITY_KEY_BYTES
-            new = _compute(bytes(self._keys[at : at + IDENTITY_KEY_BYTES]), k, windows)
             self.eid_computations += len(new)
             at = slot * span
             for window, eid in zip(windows, new, strict=True):
@@ -1003,7 +1037,7 @@ class EidResolver:
                 table.add(position)
             added.extend(new)
         self._bases[slot] = base
-        due = _due(base, skew, k, offset)
+        due = _due(base, self._skew, self._ks[slot], self._offsets[slot])
         bucket = self._buckets.get(due)
         if bucket is None:
             self._buckets[due] = array("q", (slot,))
@@ -1089,6 +1123,29 @@ class EidResolver:
     def slot_of(self, subject: str) -> int | None:
         """The slot of a held subject (as :meth:`resolve_many` returns it), or None."""
         return self._slot_of.get(subject)
+
+
+def _window_eids_of(
+    keys: bytearray, ks: array[int], slots: list[int], windows: list[int]
+) -> list[int]:
+    """EID of (unwrapped) window ``windows[i]`` of slot ``slots[i]``, column-wise."""
+    if not slots:
+        return []
+    picked = np.array(slots, dtype=np.intp)
+    # A view of the resolver's key column, dropped before returning: the bytearray cannot
+    # grow while a view of it is alive.
+    key_view = np.frombuffer(keys, dtype=np.uint8).reshape(-1, IDENTITY_KEY_BYTES)
+    key_rows = key_view[picked]
+    del key_view
+    k = np.frombuffer(ks, dtype=np.uint8)[picked].astype(np.int64)
+    base = np.array(windows, dtype=np.int64)
+    out = np.empty(len(slots), dtype=np.uint64)
+    for start in range(0, len(slots), LANES_CHUNK):
+        stop = start + LANES_CHUNK
+        out[start:stop] = _lanes_chunk(key_rows[start:stop], k[start:stop], base[start:stop], 1)[
+            :, 0
+        ]
+    return out.tolist()
 
 
 def _due(base: int, skew: int, k: int, clock_offset_s: float) -> int:
