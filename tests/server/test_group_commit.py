@@ -42,6 +42,29 @@ async def _recorded(store: Store, batch_ids: list[str]) -> set[str]:
     return {row["batch_id"] for row in rows}
 
 
+class HeldCommits:
+    """Makes repo.record_batches wait (in the database thread) until released."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        real = repo.record_batches
+
+        def held(db: Any, items: Any) -> Any:  # runs in the database thread
+            self.entered.set()
+            if not self.release.wait(timeout=10):
+                raise RuntimeError("the test never released the commit")
+            return real(db, items)
+
+        monkeypatch.setattr(repo, "record_batches", held)
+
+    async def started(self) -> None:
+        async def committing() -> bool:
+            return self.entered.is_set()
+
+        await wait_until(committing, 5, "a batch commit to start")
+
+
 async def test_the_same_batch_twice_in_one_group_is_recorded_once(tmp_path: Path) -> None:
     store = Store(tmp_path, Clock(T0))
     await store.setup()
@@ -101,32 +124,18 @@ async def test_no_answer_and_no_engine_state_before_the_commit(
     await store.setup()
     customer = await store.enroll("held")
     await store.grant(customer, "greeting")
-    real = repo.record_batches
-    entered = threading.Event()
-    release = threading.Event()
-
-    def held_commit(db: Any, items: Any) -> Any:  # runs in the database thread
-        entered.set()
-        if not release.wait(timeout=10):
-            raise RuntimeError("test never released the commit")
-        return real(db, items)
-
-    monkeypatch.setattr(repo, "record_batches", held_commit)
+    held = HeldCommits(monkeypatch)
     try:
         sighting = asyncio.create_task(store.sighting(customer))
-
-        async def committing() -> bool:
-            return entered.is_set()
-
-        await wait_until(committing, 5, "the batch id's commit to start")
+        await held.started()
         await asyncio.sleep(0.05)  # let the event loop run anything that would not wait
         assert not sighting.done()
         assert customer.customer_id not in store.service.engine._subjects
-        release.set()
+        held.release.set()
         await asyncio.wait_for(sighting, timeout=5)
         assert customer.customer_id in store.service.engine._subjects
     finally:
-        release.set()
+        held.release.set()
         await store.close()
 
 
@@ -135,25 +144,12 @@ async def test_a_cancelled_flush_leaves_no_caller_waiting(
 ) -> None:
     store = Store(tmp_path, Clock(T0))
     await store.setup()
-    real = repo.record_batches
-    entered = threading.Event()
-    release = threading.Event()
-
-    def held_commit(db: Any, items: Any) -> Any:
-        entered.set()
-        release.wait(timeout=10)
-        return real(db, items)
-
-    monkeypatch.setattr(repo, "record_batches", held_commit)
+    held = HeldCommits(monkeypatch)
     try:
         first = asyncio.create_task(
             store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(secrets.token_hex(8), T0))
         )
-
-        async def committing() -> bool:
-            return entered.is_set()
-
-        await wait_until(committing, 5, "the first commit to start")
+        await held.started()
         second = asyncio.create_task(
             store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(secrets.token_hex(8), T0))
         )
@@ -165,5 +161,5 @@ async def test_a_cancelled_flush_leaves_no_caller_waiting(
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=5)
     finally:
-        release.set()
+        held.release.set()
         await store.close()
