@@ -17,26 +17,23 @@
     return String(value);
   }
 
-  function table(rows) {
-    const columns = [];
+  // One card per record, its fields as label/value pairs: readable on a phone, where a
+  // table of eight columns squeezes every value into a sliver.
+  function cards(rows) {
+    const list = A.el("ol", "records-list");
     rows.forEach(function (r) {
-      Object.keys(r).forEach(function (k) { if (columns.indexOf(k) < 0) columns.push(k); });
+      const item = A.el("li", "record");
+      const fields = A.el("dl", "fields");
+      Object.keys(r).forEach(function (k) {
+        fields.appendChild(A.el("dt", "", k));
+        const dd = A.el("dd", "", cell(r[k], k));
+        if (/hash|^id$|_id$|ref$/.test(k)) dd.className = "code";
+        fields.appendChild(dd);
+      });
+      item.appendChild(fields);
+      list.appendChild(item);
     });
-    const tbl = A.el("table", "records-table");
-    const head = A.el("tr");
-    columns.forEach(function (c) {
-      const th = A.el("th", "", c);
-      th.scope = "col";
-      head.appendChild(th);
-    });
-    tbl.appendChild(A.el("thead")).appendChild(head);
-    const body = tbl.appendChild(A.el("tbody"));
-    rows.forEach(function (r) {
-      const tr = A.el("tr");
-      columns.forEach(function (c) { tr.appendChild(A.el("td", "", cell(r[c], c))); });
-      body.appendChild(tr);
-    });
-    return tbl;
+    return list;
   }
 
   // Renders any JSON document as sections: lists of records as tables, objects as lists.
@@ -47,7 +44,7 @@
     if (Array.isArray(value)) {
       if (value.length === 0) part.appendChild(A.el("p", "help", t.app_empty));
       else if (value.every(function (v) { return v && typeof v === "object" && !Array.isArray(v); })) {
-        part.appendChild(table(value));
+        part.appendChild(cards(value));
       } else {
         const ul = A.el("ul");
         value.forEach(function (v) { ul.appendChild(A.el("li", "", cell(v))); });
