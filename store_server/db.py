@@ -281,3 +281,18 @@ def m004_legacy_ibeacon(db: sqlite_utils.Database) -> None:
             WHERE ibeacon_id IS NOT NULL;
         """
     )
+
+
+@migrations()
+def m005_consents_active_index(db: sqlite_utils.Database) -> None:
+    """A covering index for the active-consent queries run at start-up and every minute.
+
+    ``SELECT DISTINCT customer_id ... WHERE granted_at <= ? AND expires_at > ? AND <scope>``
+    walked the primary-key index in customer order and read the table row of every entry
+    (one random page read per consent: about 2.5 s with a million). With every column it
+    reads in the index, the query is one sequential scan of the index.
+    """
+    db.execute(
+        "CREATE INDEX consents_active ON consents"
+        " (customer_id, granted_at, expires_at, scope, store_id)"
+    )

@@ -98,6 +98,10 @@ LANES_MIN_RECORDS = 256
 """From this many records a bulk build computes EIDs column-wise (numpy): below it, numpy's
 per-call overhead costs more than one OpenSSL key setup per record."""
 
+BUILD_CHUNK = 1 << 17
+"""Records whose EIDs a bulk build computes and appends per pass: the whole-column
+temporaries of a pass (about 100 bytes a record, plus the result's copy) stay ~15 MB."""
+
 LANES_CHUNK = 32_768
 """Records per column-wise chunk: keeps the ~60 intermediate columns (round keys, state) in
 a few MB, near the CPU caches, and the peak memory of a million-record build small."""
@@ -339,6 +343,11 @@ _MAX_LOAD = 0.5
 """Highest fill of the EID table before it doubles: linear probing then needs about 1.5
 probes for a hit and 2.5 for a miss, at 4 bytes per cell (8 bytes per EID held)."""
 
+PLACE_CHUNK = 1 << 18
+"""EID positions placed in the table per column-wise pass: the pass's index and probe
+columns (about 40 bytes a position) stay ~10 MB, where a million-subject load placing its
+3 million EIDs at once held ~120 MB of them."""
+
 _MIN_CELLS = 64
 """Smallest EID table: a few hundred bytes."""
 
@@ -409,8 +418,10 @@ class _EidTable:
         """Insert positions ``start..stop-1`` (the bulk load)."""
         self.reserve(stop - start)
         if stop - start >= LANES_MIN_RECORDS:
-            self._place_many(np.arange(start + 1, stop + 1, dtype=np.uint32), self._used == 0)
-            self._used += stop - start
+            for chunk in range(start, stop, PLACE_CHUNK):
+                end = min(chunk + PLACE_CHUNK, stop)
+                self._place_many(np.arange(chunk + 1, end + 1, dtype=np.uint32), self._used == 0)
+                self._used += end - chunk
             return
         cells = self._cells
         mask = self._mask
@@ -486,7 +497,11 @@ class _EidTable:
         self._mask = mask = size - 1
         if self._used >= LANES_MIN_RECORDS:
             held = np.frombuffer(old, dtype=np.uint32)
-            self._place_many(held[held != _EMPTY], True)
+            empty = True
+            for chunk in range(0, len(held), PLACE_CHUNK):
+                part = held[chunk : chunk + PLACE_CHUNK]
+                self._place_many(part[part != _EMPTY], empty)
+                empty = False
             return
         eids = self._eids
         for cell in old:
@@ -750,7 +765,8 @@ class EidResolver:
         slot_of = self._slot_of
         first = len(self._subjects)
         fresh: list[int] = []  # batch positions of the new subjects
-        slots: list[int] = []
+        fresh_slots: list[int] = []
+        slots: Sequence[int] = []
         again: list[int] = []  # batch positions of subjects held already
         reused: list[int] = []
         index = (
@@ -763,7 +779,7 @@ class EidResolver:
             else:
                 self._slot_of = slot_of = index
             del index
-            slots = list(range(first, first + count))
+            slots = range(first, first + count)  # no int object per slot
             if count * self._span > MAX_DELTA_EIDS:
                 # Grown by insertion, the subject index sits in a table up to 4x its size:
                 # a copy is sized for its entries (about -40 MB at 1M subjects). Made before
@@ -783,8 +799,9 @@ class EidResolver:
                 else:
                     slot = first + len(fresh)
                     slot_of[subject] = slot
-                    slots.append(slot)
+                    fresh_slots.append(slot)
                     fresh.append(i)
+            slots = fresh_slots
             if fresh:
                 self._build(
                     [subjects[i] for i in fresh],
@@ -880,7 +897,7 @@ class EidResolver:
         keys: bytes | bytearray,
         ks: array[int],
         offsets: array[float],
-        slots: list[int],
+        slots: Sequence[int],
         now: float,
         computed: WindowEids | None,
     ) -> None:
@@ -892,15 +909,32 @@ class EidResolver:
         processes); the rest appends to flat arrays and indexes the new positions.
         """
         span = self._span
-        if computed is None or not (
+        first = slots[0]
+        if computed is not None and not (
             computed.matches(len(subjects), now, self._skew)
             and _spot_check(computed, keys, ks, offsets)
         ):
-            computed = _window_eids_columns(keys, ks, offsets, now, self._skew)
-        first = slots[0]
-        self._eids.frombytes(computed.eids)
-        self._bases.frombytes(computed.bases)
-        self._schedule(first, computed.dues)
+            computed = None
+        if computed is not None:
+            self._eids.frombytes(computed.eids)
+            self._bases.frombytes(computed.bases)
+            self._schedule(first, computed.dues)
+        else:
+            # Computed and appended BUILD_CHUNK records at a time: the column temporaries of
+            # the AES work (about 100 bytes a record) stay a few MB whatever the batch size.
+            for start in range(0, len(subjects), BUILD_CHUNK):
+                stop = min(start + BUILD_CHUNK, len(subjects))
+                part = _window_eids_columns(
+                    keys[start * IDENTITY_KEY_BYTES : stop * IDENTITY_KEY_BYTES],
+                    ks[start:stop],
+                    offsets[start:stop],
+                    now,
+                    self._skew,
+                )
+                self._eids.frombytes(part.eids)
+                self._bases.frombytes(part.bases)
+                self._schedule(first + start, part.dues)
+                del part
         self._subjects.extend(subjects)
         self._keys += keys
         self._ks.extend(ks)

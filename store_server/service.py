@@ -206,16 +206,24 @@ class StoreService:
             )
 
         found, self._next_expiry = await self.db.run(read)
-        ids = set(found)
         changed = False
-        for subject in [s for s in self.resolver.subjects() if s not in ids]:
-            changed |= self.resolver.remove(subject)
-            self.engine.forget(subject)
-            self._visits.pop(subject, None)
-            await self._retract(subject, now, "expired")
-        gone = [c for c in self._static.customers() if c not in ids]
-        self._unreadable &= ids  # no longer consenting: nothing to recognise either way
-        missing = [i for i in ids if i not in self.resolver and i not in self._unreadable]
+        if len(self.resolver) or self._static or self._unreadable:
+            ids = set(found)
+            for subject in [s for s in self.resolver.subjects() if s not in ids]:
+                changed |= self.resolver.remove(subject)
+                self.engine.forget(subject)
+                self._visits.pop(subject, None)
+                await self._retract(subject, now, "expired")
+            gone = [c for c in self._static.customers() if c not in ids]
+            self._unreadable &= ids  # no longer consenting: nothing to recognise either way
+            del ids  # freed before the identities load, not held through it
+            resolver = self.resolver
+            unreadable = self._unreadable
+            missing = [i for i in found if i not in resolver and i not in unreadable]
+        else:
+            # The first load: nothing to remove or compare, and the query's ids are distinct.
+            gone, missing = [], found
+        del found
         if missing:
             started = time.perf_counter()
             loaded = await self._identity_columns(missing)
@@ -231,7 +239,6 @@ class StoreService:
                     time.perf_counter() - unwrapped,
                 )
             changed = True
-        del found, ids
         changed |= await self._sync_static([*gone, *missing])
         if changed:
             await self._notify_allowlist()
@@ -325,6 +332,8 @@ class StoreService:
         Due: the server setting ``legacy_ibeacon`` is on, the customer is in the resolver (an
         active consent) and enabled a static id in their preferences.
         """
+        if not self.config.legacy_ibeacon and not self._static:
+            return False  # nothing served and nothing to serve: no change whatever the ids
         ids = list(dict.fromkeys(customer_ids))
         wanted: dict[str, str] = {}
         eligible = [c for c in ids if c in self.resolver] if self.config.legacy_ibeacon else []

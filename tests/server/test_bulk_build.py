@@ -219,6 +219,42 @@ def test_lanes_in_many_chunks_equal_scalar(monkeypatch: pytest.MonkeyPatch) -> N
     assert identity._window_eids_lanes(*args) == identity._window_eids_scalar(*args)
 
 
+def test_bulk_build_in_chunks_equals_record_by_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build computes and places EIDs in bounded chunks (the last one scalar-sized): the
+    result must be the one-by-one resolver's, before and after the windows move on."""
+    monkeypatch.setattr(identity, "BUILD_CHUNK", 300)
+    monkeypatch.setattr(identity, "PLACE_CHUNK", 700)
+    rng = random.Random(18)
+    columns = _columns(rng, 1000, (0, 9, 15))  # chunks of 300, 300, 300, 100 records
+    bulk = EidResolver()
+    bulk.upsert_columns(columns, NOW)
+    one_by_one = EidResolver()
+    records = _records(columns)
+    for record in records:
+        one_by_one.upsert(record, NOW)
+    assert len(bulk._table) == 3 * len(records)
+    assert _state(bulk, NOW) == _state(one_by_one, NOW)
+    for record in records:
+        assert bulk.resolve(eid_at(record, NOW), NOW) == record.subject
+    now = NOW
+    for _ in range(10):
+        now += rng.choice((1, 600, 5000))
+        assert bulk.advance(now) == one_by_one.advance(now)
+        assert _state(bulk, now) == _state(one_by_one, now)
+
+
+def test_growth_rehashes_in_chunks_without_losing_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(identity, "PLACE_CHUNK", 1000)
+    rng = random.Random(19)
+    eids = array("Q", [rng.getrandbits(64) for _ in range(5000)])
+    table = _EidTable(eids)
+    for position in range(len(eids)):  # the later rehashes place the held cells in chunks
+        table.add(position)
+    assert len(table) == len(eids)
+    for position, eid in enumerate(eids):
+        assert table.find(eid) == position
+
+
 def _delta(resolver: EidResolver) -> tuple[set[tuple[bytes, float]], set[bytes]] | None:
     """The last version's delta, as sets (the order of its items carries no meaning)."""
     delta = resolver.changes_since(resolver.version - 1)
