@@ -139,19 +139,25 @@ def set_legacy_ibeacon(db: sqlite_utils.Database, customer_id: str, ibeacon_id: 
         )
 
 
+IN_LIST_CHUNK = 500
+"""Ids bound per ``IN (...)`` query: well under SQLite's limit on bound variables (999 in
+older builds), whatever the number of customers asked about."""
+
+
 def legacy_ibeacon_ids(db: sqlite_utils.Database, customer_ids: Iterable[str]) -> dict[str, str]:
     """customer id -> static iBeacon id, for those of ``customer_ids`` who enabled one."""
     ids = list(customer_ids)
-    if not ids:
-        return {}
-    marks = ",".join("?" * len(ids))
-    found = rows(
-        db,
-        f"SELECT id, ibeacon_id FROM customers WHERE legacy_ibeacon = 1"  # noqa: S608
-        f" AND ibeacon_id IS NOT NULL AND id IN ({marks})",
-        ids,
-    )
-    return {str(r["id"]): str(r["ibeacon_id"]) for r in found}
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), IN_LIST_CHUNK):
+        chunk = ids[start : start + IN_LIST_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for row in db.execute(
+            f"SELECT id, ibeacon_id FROM customers WHERE legacy_ibeacon = 1"  # noqa: S608
+            f" AND ibeacon_id IS NOT NULL AND id IN ({marks})",
+            chunk,
+        ):
+            found[str(row[0])] = str(row[1])
+    return found
 
 
 def customer_by_token(db: sqlite_utils.Database, token: str) -> str | None:
@@ -165,13 +171,17 @@ def identity_rows(
     if customer_ids is None:
         return rows(db, "SELECT customer_id, key_wrapped, k, clock_offset_s FROM identities")
     ids = list(customer_ids)
-    marks = ",".join("?" * len(ids))
-    return rows(
-        db,
-        f"SELECT customer_id, key_wrapped, k, clock_offset_s FROM identities"  # noqa: S608
-        f" WHERE customer_id IN ({marks})",
-        ids,
-    )
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(ids), IN_LIST_CHUNK):
+        chunk = ids[start : start + IN_LIST_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        found += rows(
+            db,
+            f"SELECT customer_id, key_wrapped, k, clock_offset_s FROM identities"  # noqa: S608
+            f" WHERE customer_id IN ({marks})",
+            chunk,
+        )
+    return found
 
 
 IDENTITY_BATCH_ROWS = 5000
