@@ -157,3 +157,47 @@ def test_columns_and_rows_name_the_same_fault(cases: list[tuple[str, float, str]
     else:
         index, name = row_field.removeprefix("windows[").split("].")
         assert col_field == f"columns.{name}[{index}]"
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=12,
+)
+"""Any JSON value, nested (NaN and infinities are not JSON)."""
+
+_PLAUSIBLE = st.one_of(
+    st.lists(
+        st.sampled_from(["eid", "ibeacon", "EID", ""])
+        | st.text(alphabet="0123456789abcdefABCDEF:-", max_size=20)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.integers(-200, 2**40)
+        | st.none(),
+        max_size=6,
+    ),
+    _JSON,
+)
+"""Column values near the real ones (lists of ids, times, counts...) or anything at all."""
+
+
+@given(st.dictionaries(st.sampled_from([*FIELDS, "junk"]), _PLAUSIBLE, max_size=9))
+def test_any_columns_body_is_accepted_or_refused_with_a_named_error(
+    columns: dict[str, Any],
+) -> None:
+    body = json.loads(columnar())
+    body["columns"] = columns
+    refused: ValidationError | None = None
+    try:
+        parsed = batch_columns(decode(json.dumps(body).encode(), Batch))
+    except ValidationError as exc:  # anything else (a crash, a 500) fails the test
+        refused = exc
+    if refused is not None:
+        assert refused.field is None or refused.field.startswith("columns")
+        return
+    # Accepted: every column has one value per window, and the EIDs parsed.
+    assert len(parsed.end) == len(columns["end"])
+    assert len(parsed.eids) <= len(parsed.end)
