@@ -38,6 +38,7 @@ import numpy.typing as npt
 import sqlite_utils
 
 from store_server import identity, repo
+from store_server.batch_log import BatchLog
 from store_server.config import ServerConfig
 from store_server.consent import (
     DEFAULT_CONSENT_DURATION_S,
@@ -140,7 +141,7 @@ class StoreService:
         self._static = StaticIds()
         # Consenting customers whose stored identity did not load (see _note_unreadable).
         self._unreadable: set[str] = set()
-        self._batches = _BatchLog(db)
+        self._batches = BatchLog(db)
 
     @property
     def timezone_name(self) -> str | None:
@@ -1046,83 +1047,6 @@ class ScannerRegistration:
     store_id: str
     secret_wrapped: bytes = field(repr=False)
     secret: str = field(repr=False)
-
-
-@dataclass(slots=True)
-class _PendingBatch:
-    scanner_id: str
-    batch_id: str
-    accepted: int
-    now: float
-    registration: bytes | None
-    done: asyncio.Future[tuple[bool, int]]
-
-
-class _BatchLog:
-    """Commits batch ids for the scanners, many in one transaction (group commit).
-
-    A batch is recorded by the first flush that starts after it was handed over; while one
-    flush is at the database, the batches arriving meanwhile wait for the next one, which
-    takes them all: one fsync'd commit (``synchronous=FULL``) per group instead of one per
-    batch. Each caller is answered only once its own group has committed.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._pending: list[_PendingBatch] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    async def record(
-        self,
-        scanner_id: str,
-        batch_id: str,
-        accepted: int,
-        now: float,
-        registration: bytes | None = None,
-    ) -> tuple[bool, int]:
-        """(True, accepted) once recorded; (False, accepted recorded before) for a retry;
-        (False, -1) when ``registration`` (a wrapped secret) is no longer the scanner's."""
-        done: asyncio.Future[tuple[bool, int]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_PendingBatch(scanner_id, batch_id, accepted, now, registration, done))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush(), name="bulle-batch-log")
-        return await done
-
-    async def close(self) -> None:
-        """Let the flush in progress finish, so the batches it holds are answered."""
-        task = self._flushing
-        if task is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(task)
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                group, self._pending = self._pending, []
-                items = [
-                    (p.scanner_id, p.batch_id, p.accepted, p.now, p.registration) for p in group
-                ]
-                try:
-                    results = await self._db.run(
-                        functools.partial(repo.record_batches, items=items)
-                    )
-                except asyncio.CancelledError:
-                    # Shutdown: no caller waits forever. A batch whose commit went through
-                    # anyway is answered as a duplicate when its scanner sends it again.
-                    for pending in [*group, *self._pending]:
-                        pending.done.cancel()
-                    self._pending = []
-                    raise
-                except Exception as exc:  # every caller of the group sees the failure
-                    for pending in group:
-                        if not pending.done.done():
-                            pending.done.set_exception(exc)
-                    continue
-                for pending, result in zip(group, results, strict=True):
-                    if not pending.done.done():  # its request may have been cancelled
-                        pending.done.set_result(result)
-        finally:
-            self._flushing = None
 
 
 def release_startup_garbage() -> None:

@@ -1,4 +1,4 @@
-"""Group commit of batch ids (StoreService's _BatchLog over repo.record_batches), on a real
+"""Group commit of batch ids (``batch_log.BatchLog`` over ``repo.record_batches``), on a real
 SQLite file: duplicates inside one group, a failed transaction reaching each of its callers,
 and no answer (nor any engine state) before the batch id is committed."""
 
