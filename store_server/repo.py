@@ -139,6 +139,11 @@ def set_legacy_ibeacon(db: sqlite_utils.Database, customer_id: str, ibeacon_id: 
         )
 
 
+def data_version(db: sqlite_utils.Database) -> int:
+    """SQLite's ``PRAGMA data_version``: it changes when another connection commits."""
+    return int(db.execute("PRAGMA data_version").fetchone()[0])
+
+
 IN_LIST_CHUNK = 500
 """Ids bound per ``IN (...)`` query: well under SQLite's limit on bound variables (999 in
 older builds), whatever the number of customers asked about."""

@@ -70,8 +70,13 @@ logger = logging.getLogger(__name__)
 
 # The presence engine and the resolver advance once a second: the aggregation window.
 TICK_S = 1.0
-# Re-read which consents are still active (expiry) once a minute.
+# Once a minute, re-read which consents are active if another connection (another process on
+# the same database, e.g. a second store's server) has written since the last read: this
+# server's own grants, withdrawals and erasures update the resolver at once, and expiries are
+# scheduled. A million consenting customers make the full read cost about a second.
 CONSENT_REFRESH_S = 60.0
+# Re-read them every quarter of an hour anyway: a safety net that costs little.
+CONSENT_FULL_REFRESH_S = 900.0
 # Run the retention purge every ten minutes.
 PURGE_EVERY_S = 600.0
 # A window older than this when it reaches the server (outbox backlog) is counted but does
@@ -136,6 +141,8 @@ class StoreService:
         self._next_expiry: float | None = None
         # Last consent refresh and purge; -inf: the first `tick` does both.
         self._last_refresh = float("-inf")
+        self._last_full_refresh = float("-inf")
+        self._data_version: int | None = None  # PRAGMA data_version at the last full read
         self._last_purge = float("-inf")
         # Legacy static iBeacon ids served to scanners, versioned with the resolver.
         self._static = StaticIds()
@@ -191,7 +198,12 @@ class StoreService:
         expired = self._next_expiry is not None and now >= self._next_expiry
         if expired or now - self._last_refresh >= CONSENT_REFRESH_S:
             self._last_refresh = now
-            await self._refresh_consenting(now)
+            if (
+                expired
+                or now - self._last_full_refresh >= CONSENT_FULL_REFRESH_S
+                or await self.db.run(repo.data_version) != self._data_version
+            ):
+                await self._refresh_consenting(now)
         if now - self._last_purge >= PURGE_EVERY_S:
             self._last_purge = now
             await self.purge(now)
@@ -200,13 +212,16 @@ class StoreService:
         """Make the resolver hold exactly the customers with an active consent."""
         store_id = self.store_id
 
-        def read(db: sqlite_utils.Database) -> tuple[list[str], float | None]:
+        def read(db: sqlite_utils.Database) -> tuple[int, list[str], float | None]:
+            # The version first: a commit by another connection after it shows at the next check.
             return (
+                repo.data_version(db),
                 repo.consenting_customer_ids(db, now, store_id),
                 repo.next_consent_expiry(db, now, store_id),
             )
 
-        found, self._next_expiry = await self.db.run(read)
+        self._data_version, found, self._next_expiry = await self.db.run(read)
+        self._last_full_refresh = now
         changed = False
         if len(self.resolver) or self._static or self._unreadable:
             ids = set(found)

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from store_server import identity, service
+from store_server import identity, repo, service
+from store_server.app import load_consent_texts
 from store_server.config import ServerConfig
 from store_server.errors import ConfigError
 from store_server.keywrap import parse_master_key
@@ -85,8 +86,8 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
             await store.restart()
             assert _recognised(store, customers) == [True, True, False, True, True]
             # Later consent refreshes neither fail nor read (and log) the bad row again.
-            for _ in range(3):
-                store.clock.t += service.CONSENT_REFRESH_S + 1
+            for _ in range(3):  # full re-reads (the safety net), not only minute checks
+                store.clock.t += service.CONSENT_FULL_REFRESH_S + 1
                 await store.service.tick(store.clock())
             assert _recognised(store, customers) == [True, True, False, True, True]
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -180,4 +181,38 @@ async def test_a_withdrawal_during_the_batch_commit_leaves_no_engine_state(
         assert cards == []
     finally:
         release.set()
+        await store.close()
+
+
+async def test_minute_checks_read_consents_only_after_another_connection_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, customers = await _store_with(tmp_path, consenting=1, others=1)
+    reads = {"n": 0}
+    real = repo.consenting_customer_ids
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(repo, "consenting_customer_ids", counted)
+    other = store._new_service()  # a second connection to the same database file
+    try:
+        for _ in range(3):  # nobody else wrote: the minute checks do not re-read
+            store.clock.t += service.CONSENT_REFRESH_S + 1
+            await store.service.tick(store.clock())
+        assert reads["n"] == 0
+        # Another process grants a consent: picked up at the next minute check.
+        text = next(t for t in load_consent_texts() if t.purpose == "greeting")
+        await other.grant(customers[1].customer_id, "greeting", text.hash, "store", "app", "1.0")
+        store.clock.t += service.CONSENT_REFRESH_S + 1
+        await store.service.tick(store.clock())
+        assert reads["n"] == 1
+        assert _recognised(store, customers) == [True, True]
+        # And the quarter-hour safety net re-reads even when nothing changed.
+        store.clock.t += service.CONSENT_FULL_REFRESH_S + 1
+        await store.service.tick(store.clock())
+        assert reads["n"] == 2
+    finally:
+        other.db.close()
         await store.close()
