@@ -147,17 +147,37 @@ class IdentityColumns:
 
     @classmethod
     def of(cls, records: Iterable[IdentityRecord]) -> IdentityColumns:
-        """The columns of ``records`` (validated one by one, as the resolver would)."""
+        """The columns of ``records``, each validated (IdentityError names the problem).
+
+        An iterator is never materialised: each record is read once and may be dropped.
+        """
         subjects: list[str] = []
         keys = bytearray()
         ks = array("B")
         offsets = array("d")
+        put_subject = subjects.append
+        put_k = ks.append
+        put_offset = offsets.append
         for record in records:
-            _check_record(record)
-            subjects.append(record.subject)
-            keys += record.identity_key
-            ks.append(record.k)
-            offsets.append(record.clock_offset_s)
+            key = record.identity_key
+            subject = record.subject
+            k = record.k
+            offset = record.clock_offset_s
+            if not (
+                type(key) is bytes
+                and len(key) == IDENTITY_KEY_BYTES
+                and type(k) is int
+                and 0 <= k <= MAX_ROTATION_EXPONENT
+                and type(subject) is str
+                and subject
+                and (type(offset) is float or type(offset) is int)
+                and -MAX_CLOCK_OFFSET_S <= offset <= MAX_CLOCK_OFFSET_S
+            ):
+                _check_record(record)  # the slow checks, which name the problem
+            put_subject(subject)
+            keys += key
+            put_k(k)
+            put_offset(offset)
         return cls(subjects, keys, ks, offsets)
 
     def slice(self, start: int, stop: int) -> IdentityColumns:
@@ -709,34 +729,10 @@ class EidResolver:
         ``window_eids(records, now, skew)`` made beforehand (e.g. by worker processes); it is
         used when every record is new to the resolver, and ignored otherwise.
         """
-        subjects: list[str] = []
-        keys = bytearray()
-        ks = array("B")
-        offsets = array("d")
-        put_subject = subjects.append
-        put_k = ks.append
-        put_offset = offsets.append
-        for record in records:  # columns, not records: an iterator is never materialised
-            key = record.identity_key
-            subject = record.subject
-            k = record.k
-            offset = record.clock_offset_s
-            if not (
-                type(key) is bytes
-                and len(key) == IDENTITY_KEY_BYTES
-                and type(k) is int
-                and 0 <= k <= MAX_ROTATION_EXPONENT
-                and type(subject) is str
-                and subject
-                and (type(offset) is float or type(offset) is int)
-                and -MAX_CLOCK_OFFSET_S <= offset <= MAX_CLOCK_OFFSET_S
-            ):
-                _check_record(record)  # the slow checks, which name the problem
-            put_subject(subject)
-            keys += key
-            put_k(k)
-            put_offset(offset)
-        self._upsert_columns(subjects, keys, ks, offsets, now, computed)
+        columns = IdentityColumns.of(records)  # validated: no need for check()
+        self._upsert_columns(
+            columns.subjects, columns.keys, columns.ks, columns.offsets, now, computed
+        )
 
     def upsert_columns(
         self, columns: IdentityColumns, now: float, *, computed: WindowEids | None = None

@@ -268,7 +268,7 @@ class StoreService:
         """
         if not loaded.unreadable:
             return
-        if first_load and len(loaded.build()) == 0:
+        if first_load and not loaded.count:
             raise ConfigError(
                 f"none of the {len(loaded.unreadable)} stored identities could be unwrapped: "
                 "is master_key the one this database was created with?",
@@ -1121,6 +1121,11 @@ class _ColumnsBuilder:
         self._offsets.append(offset)
         self._keys += key
         self._subjects.append(subject)
+
+    @property
+    def count(self) -> int:
+        """Identities loaded so far (the unreadable ones not counted)."""
+        return len(self._subjects)
 
     def build(self) -> identity.IdentityColumns:
         return identity.IdentityColumns(self._subjects, self._keys, self._ks, self._offsets)
