@@ -11,6 +11,7 @@ import logging
 import math
 import random
 import secrets
+import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -39,6 +40,12 @@ LONG_POLL_SLACK_S = 10.0
 API_PREFIX = "/api/scanner/v1"
 # The fields of a window (docs/api.md), in the order of the columnar batch body.
 WINDOW_FIELDS = ("id_type", "id", "start", "end", "count", "rssi_max", "rssi_median", "tx_power")
+# How each column is packed (docs/api.md): struct formats, little-endian.
+PACKED_FORMATS = {"start": "d", "end": "d", "count": "I", "rssi_max": "b", "rssi_median": "d"}
+# Codes of the id types in a packed `id_type` column.
+ID_TYPE_CODES = {"eid": 0, "ibeacon": 1}
+# A packed `tx_power` of -128 (below any real power) stands for null.
+TX_POWER_NULL = -128
 # HTTP status of a body the server could not validate (its error names the field).
 UNPROCESSABLE = 422
 # After a server refused the columnar body, rows for an hour, then columns again: an upgraded
@@ -198,11 +205,11 @@ class Uploader:
     async def post_batch(self, batch: PendingBatch) -> dict[str, Any]:
         """POST one batch; returns the server's answer once it has committed it.
 
-        The windows go column-wise (``columns``, docs/api.md), which the server ingests
-        without one object per window. A server that predates the columnar body refuses it
-        (422 naming ``columns``): the batch is sent again row-wise, and so are the later ones
-        for COLUMNS_RETRY_S, after which columns are tried again (the server may have been
-        upgraded meanwhile).
+        The windows go column-wise and packed (``columns``, docs/api.md), which the server
+        ingests without one object per window. A server that predates the columnar body, or
+        this form of a column, refuses it (422 naming ``columns`` or a whole column): the
+        batch is sent again row-wise, and so are the later ones for COLUMNS_RETRY_S, after
+        which columns are tried again (the server may have been upgraded meanwhile).
         """
         head = {
             "batch_id": batch.batch_id,
@@ -219,7 +226,7 @@ class Uploader:
                     REQUEST_TIMEOUT_S,
                 )
             except ServerRejectedError as exc:
-                if exc.status != UNPROCESSABLE or exc.field != "columns":
+                if exc.status != UNPROCESSABLE or not _names_a_whole_column(exc.field):
                     raise
                 logger.warning(
                     "the server does not take columnar batches; sending rows for %.0f s",
@@ -245,9 +252,46 @@ class Uploader:
         return await self._request("POST", f"{API_PREFIX}/heartbeat", body, REQUEST_TIMEOUT_S)
 
 
-def batch_columns(windows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The ``columns`` of a batch body: one array per window field, in window order."""
-    return {name: [window.get(name) for window in windows] for name in WINDOW_FIELDS}
+def batch_columns(windows: list[dict[str, Any]]) -> dict[str, list[Any] | str]:
+    """The ``columns`` of a batch body, packed (docs/api.md): one base64 string per field.
+
+    Each column is its values packed little-endian with the field's fixed type, which the
+    server turns into an array without one object per value. A column whose values do not
+    all fit that type (an iBeacon id, a value out of range) goes as a plain JSON array: the
+    server takes either form, column by column, and names an out-of-range value itself.
+    """
+    columns: dict[str, list[Any] | str] = {}
+    for name in WINDOW_FIELDS:
+        values = [window.get(name) for window in windows]
+        columns[name] = _packed(name, values)
+    return columns
+
+
+def _packed(name: str, values: list[Any]) -> list[Any] | str:
+    try:
+        if name == "id_type":
+            raw = bytes(ID_TYPE_CODES[value] for value in values)
+        elif name == "id":
+            raw = bytes.fromhex("".join(values))
+            if len(raw) != 8 * len(values) or any(len(value) != 16 for value in values):
+                return values
+        elif name == "tx_power":
+            raw = struct.pack(
+                f"<{len(values)}b", *(TX_POWER_NULL if v is None else v for v in values)
+            )
+        else:
+            raw = struct.pack(f"<{len(values)}{PACKED_FORMATS[name]}", *values)
+    except (KeyError, ValueError, TypeError, struct.error):
+        return values
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _names_a_whole_column(field: str | None) -> bool:
+    """A 422 naming ``columns`` or a whole column (not one value): the server does not take
+    the columnar body, or not this form of a column; rows are understood by every server."""
+    if field is None:
+        return False
+    return field == "columns" or (field.startswith("columns.") and "[" not in field)
 
 
 def _error_field(text: str) -> str | None:

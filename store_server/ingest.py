@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Sequence
@@ -34,15 +35,53 @@ _COLUMN_NAMES = ("id", "start", "end", "count", "rssi_max", "rssi_median", "tx_p
 _FIELD_RE = re.compile(r"at `\$\.?(?P<path>[^`]*)`")
 _UNKNOWN_RE = re.compile(r"(?:unknown|missing required) field `(?P<name>[^`]*)`")
 
-Rssi = Annotated[int, msgspec.Meta(ge=-127, le=20)]
+RSSI_MIN = -127
+"""Lowest dBm a window may carry (the Bluetooth RSSI floor)."""
+RSSI_MAX = 20
+"""Highest dBm a window may carry (no phone transmits louder)."""
+COUNT_MAX = 100_000
+"""Most frames in one window: far beyond any phone's advertising rate."""
+TX_POWER_NULL = -128
+"""A packed `tx_power` of -128 (below RSSI_MIN) stands for null."""
+_ID_TYPE_NAMES = ("eid", "ibeacon")
+"""The id types by their code in a packed `id_type` column (docs/api.md)."""
+_EID_CODE = 0
+"""The code of an ``eid`` window in a packed `id_type` column."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PackedType:
+    """How one column is packed: the type of its values and the field's range."""
+
+    dtype: np.dtype[np.generic]
+    low: float | None = None
+    high: float = math.inf
+    null: int | None = None
+
+
+_PACKED = {
+    "id_type": _PackedType(np.dtype("u1"), 0, len(_ID_TYPE_NAMES) - 1),
+    "id": _PackedType(np.dtype(">u8")),  # an EID's 8 bytes, as in the frame
+    "start": _PackedType(np.dtype("<f8"), 0),
+    "end": _PackedType(np.dtype("<f8"), 0),
+    "count": _PackedType(np.dtype("<u4"), 1, COUNT_MAX),
+    "rssi_max": _PackedType(np.dtype("i1"), RSSI_MIN, RSSI_MAX),
+    "rssi_median": _PackedType(np.dtype("<f8"), RSSI_MIN, RSSI_MAX),
+    "tx_power": _PackedType(np.dtype("i1"), RSSI_MIN, RSSI_MAX, null=TX_POWER_NULL),
+}
+"""The packed form of each column (docs/api.md): little-endian values of a fixed type."""
+_PACKED_MAX_BYTES = MAX_WINDOWS_PER_BATCH * 8
+"""Size of the widest packed column (8 bytes a window) at the most windows."""
+
+Rssi = Annotated[int, msgspec.Meta(ge=RSSI_MIN, le=RSSI_MAX)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
 
 IdType = Literal["eid", "ibeacon"]
 WindowId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Count = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
-RssiMedian = Annotated[float, msgspec.Meta(ge=-127, le=20)]
-TxPower = Annotated[int, msgspec.Meta(ge=-127, le=20)]
+Count = Annotated[int, msgspec.Meta(ge=1, le=COUNT_MAX)]
+RssiMedian = Annotated[float, msgspec.Meta(ge=RSSI_MIN, le=RSSI_MAX)]
+TxPower = Annotated[int, msgspec.Meta(ge=RSSI_MIN, le=RSSI_MAX)]
 
 
 class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -56,22 +95,38 @@ class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tx_power: TxPower | None = None
 
 
+Packed = Annotated[
+    bytes,
+    msgspec.Meta(
+        max_length=_PACKED_MAX_BYTES,
+        description="The column's values packed little-endian, in base64 (docs/api.md).",
+    ),
+]
+"""A packed column: its values packed with the column's fixed type (_PACKED), sent in base64
+(decoded by msgspec, in C)."""
+
+
 class Columns(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The windows of a batch as parallel arrays (one per field of a window, same rules).
 
-    Decoded into plain lists in C, then turned into numpy arrays by :func:`batch_columns`:
-    the server never builds one object per window. ``tx_power`` may be left out (all null).
+    Each column is a JSON array or a :data:`Packed` string. Lists are decoded in C and
+    packed columns become numpy arrays without a Python object per value: the server never
+    builds one object per window. ``tx_power`` may be left out (all null).
     """
 
-    id_type: Annotated[list[IdType], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)]
-    id: Annotated[list[WindowId], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)]
-    start: Annotated[list[Seconds], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)]
-    end: Annotated[list[Seconds], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)]
-    count: Annotated[list[Count], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)]
-    rssi_max: Annotated[list[Rssi], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)]
-    rssi_median: Annotated[list[RssiMedian], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)]
+    id_type: Annotated[list[IdType], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)] | Packed
+    id: Annotated[list[WindowId], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)] | Packed
+    start: Annotated[list[Seconds], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)] | Packed
+    end: Annotated[list[Seconds], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)] | Packed
+    count: Annotated[list[Count], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)] | Packed
+    rssi_max: Annotated[list[Rssi], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)] | Packed
+    rssi_median: (
+        Annotated[list[RssiMedian], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)] | Packed
+    )
     tx_power: (
-        Annotated[list[TxPower | None], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)] | None
+        Annotated[list[TxPower | None], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)]
+        | Packed
+        | None
     ) = None
 
 
@@ -151,9 +206,9 @@ def batch_columns(batch: Batch) -> WindowColumns:
 
     Rules (either form): exactly one of ``windows`` and ``columns``; the columns all have the
     same length; an ``eid`` id is 16 lower-case hex characters; ``end`` is not before
-    ``start``. The checks run over whole columns in C; only a batch that fails one goes
-    through the per-window loop, which names the first faulty field (``windows[3].id`` or
-    ``columns.id[3]``), exactly as the row-wise rules always did.
+    ``start``; a packed column holds whole values of its type, within the field's range. The
+    checks run over whole columns in C; only a batch that fails one is searched for its
+    first faulty window, named as ``windows[3].id`` or ``columns.id[3]``.
     """
     windows, columns = batch.windows, batch.columns
     if isinstance(windows, msgspec.UnsetType) == isinstance(columns, msgspec.UnsetType):
@@ -163,29 +218,37 @@ def batch_columns(batch: Batch) -> WindowColumns:
         return _validated(
             list(map(_get_type, windows)),
             list(map(_get_id, windows)),
-            list(map(_get_start, windows)),
-            list(map(_get_end, windows)),
-            list(map(_get_count, windows)),
-            list(map(_get_rssi_max, windows)),
-            list(map(_get_rssi_median, windows)),
+            np.array(list(map(_get_start, windows)), dtype=np.float64),
+            np.array(list(map(_get_end, windows)), dtype=np.float64),
+            np.array(list(map(_get_count, windows)), dtype=np.int64),
+            np.array(list(map(_get_rssi_max, windows)), dtype=np.float64),
+            np.array(list(map(_get_rssi_median, windows)), dtype=np.float64),
             _row_field,
         )
     assert not isinstance(columns, msgspec.UnsetType)
-    size = len(columns.id_type)
+    if isinstance(columns.id_type, bytes):
+        codes = np.asarray(_unpacked(columns.id_type, "id_type", None), dtype=np.uint8)
+        id_types: Sequence[str] | npt.NDArray[np.uint8] = codes
+        size = len(codes)
+    else:
+        id_types = columns.id_type
+        size = len(id_types)
     for name in _COLUMN_NAMES:
         values = getattr(columns, name)
-        if values is not None and len(values) != size:
+        if isinstance(values, list) and len(values) != size:
             raise ValidationError(
                 f"every column has the length of `id_type` ({size})", field=f"columns.{name}"
             )
+    if isinstance(columns.tx_power, bytes):
+        _unpacked(columns.tx_power, "tx_power", size)
     return _validated(
-        columns.id_type,
+        id_types,
         columns.id,
-        columns.start,
-        columns.end,
-        columns.count,
-        columns.rssi_max,
-        columns.rssi_median,
+        _column(columns.start, "start", size, np.float64),
+        _column(columns.end, "end", size, np.float64),
+        _column(columns.count, "count", size, np.int64),
+        _column(columns.rssi_max, "rssi_max", size, np.float64),
+        _column(columns.rssi_median, "rssi_median", size, np.float64),
         _column_field,
     )
 
@@ -198,48 +261,108 @@ def _column_field(index: int, name: str) -> str:
     return f"columns.{name}[{index}]"
 
 
+_A = TypeVar("_A", bound=np.generic)
+
+
+def _column(
+    values: list[int] | list[float] | bytes, name: str, size: int, dtype: type[_A]
+) -> npt.NDArray[_A]:
+    """One numeric column as an array of ``dtype``: a list (already checked by the schema)
+    or a packed string (unpacked and checked here)."""
+    if isinstance(values, bytes):
+        return _unpacked(values, name, size).astype(dtype)
+    return np.array(values, dtype=dtype)
+
+
+def _unpacked(raw: bytes, name: str, size: int | None) -> npt.NDArray[np.generic]:
+    """The values of a packed column (docs/api.md), each within its field's range.
+
+    ValidationError names the column when it does not hold ``size`` whole values, and
+    ``columns.<name>[i]`` for the first value out of range.
+    """
+    kind = _PACKED[name]
+    width = kind.dtype.itemsize
+    if len(raw) % width or (size is not None and len(raw) != size * width):
+        expected = "whole values" if size is None else f"{size} values"
+        raise ValidationError(
+            f"a packed `{name}` holds {expected} of {width} bytes", field=f"columns.{name}"
+        )
+    values = np.frombuffer(raw, dtype=kind.dtype)
+    if kind.low is None:
+        return values
+    ok = (values >= kind.low) & (values <= kind.high)
+    if kind.dtype.kind == "f":
+        ok &= np.isfinite(values)
+    if kind.null is not None:
+        ok |= values == kind.null
+    if not ok.all():
+        index = int(np.flatnonzero(~ok)[0])
+        raise ValidationError(
+            f"out of range ({kind.low} to {kind.high})", field=_column_field(index, name)
+        )
+    return values
+
+
 def _validated(
-    id_types: Sequence[str],
-    ids: Sequence[str],
-    starts: list[float],
-    ends: list[float],
-    counts: list[int],
-    rssi_max: list[int],
-    rssi_median: list[float],
+    id_types: Sequence[str] | npt.NDArray[np.uint8],
+    ids: Sequence[str] | bytes,
+    start: npt.NDArray[np.float64],
+    end: npt.NDArray[np.float64],
+    count: npt.NDArray[np.int64],
+    rssi_max: npt.NDArray[np.float64],
+    rssi_median: npt.NDArray[np.float64],
     field: Callable[[int, str], str],
 ) -> WindowColumns:
-    end = np.array(ends, dtype=np.float64)
-    late = np.flatnonzero(end < np.array(starts, dtype=np.float64))
-    if _EID_TYPE not in id_types:
-        eid_rows = np.zeros(0, dtype=np.intp)
-        eid_ids: Sequence[str] = ()
-    elif id_types.count(_EID_TYPE) == len(id_types):
-        eid_rows = np.arange(len(id_types), dtype=np.intp)
-        eid_ids = ids
+    size = len(id_types)
+    if isinstance(id_types, np.ndarray):
+        eid_rows = np.flatnonzero(id_types == _EID_CODE)
+        all_eid = len(eid_rows) == size
+    elif _EID_TYPE not in id_types:
+        eid_rows, all_eid = np.zeros(0, dtype=np.intp), size == 0
+    elif id_types.count(_EID_TYPE) == size:
+        eid_rows, all_eid = np.arange(size, dtype=np.intp), True
     else:
         eid_rows = np.flatnonzero(np.array(id_types, dtype=object) == _EID_TYPE)
-        eid_ids = [ids[i] for i in eid_rows.tolist()]
-    joined = "".join(eid_ids)
-    if (
-        not set(map(len, eid_ids)) <= _EID_LENGTHS
-        or _HEX_RUN.fullmatch(joined) is None
-        or late.size
-    ):
-        _name_first_fault(id_types, ids, starts, ends, field)
+        all_eid = False
+    late = np.flatnonzero(end < start)
     other: list[tuple[int, str]] = []
-    if len(eid_rows) != len(id_types):
-        is_eid = np.zeros(len(id_types), dtype=bool)
-        is_eid[eid_rows] = True
-        other = [(i, ids[i]) for i in np.flatnonzero(~is_eid).tolist()]
+    if isinstance(ids, bytes):
+        if not all_eid:
+            raise ValidationError(
+                "a packed `id` column is for batches of eid windows only", field="columns.id"
+            )
+        eids = _unpacked(ids, "id", size).astype(np.uint64)
+        if late.size:
+            raise ValidationError("end is before start", field=field(int(late[0]), "end"))
+    else:
+        eid_ids = ids if all_eid else [ids[i] for i in eid_rows.tolist()]
+        joined = "".join(eid_ids)
+        if (
+            not set(map(len, eid_ids)) <= _EID_LENGTHS
+            or _HEX_RUN.fullmatch(joined) is None
+            or late.size
+        ):
+            _name_first_fault(_type_names(id_types), ids, start.tolist(), end.tolist(), field)
+        if not all_eid:
+            is_eid = np.zeros(size, dtype=bool)
+            is_eid[eid_rows] = True
+            other = [(i, ids[i]) for i in np.flatnonzero(~is_eid).tolist()]
+        eids = np.frombuffer(bytes.fromhex(joined), dtype=">u8").astype(np.uint64)
     return WindowColumns(
         eid_rows=eid_rows,
-        eids=np.frombuffer(bytes.fromhex(joined), dtype=">u8").astype(np.uint64),
+        eids=eids,
         other=other,
         end=end,
-        rssi_median=np.array(rssi_median, dtype=np.float64),
-        rssi_max=np.array(rssi_max, dtype=np.float64),
-        count=np.array(counts, dtype=np.int64),
+        rssi_median=rssi_median,
+        rssi_max=rssi_max,
+        count=count,
     )
+
+
+def _type_names(codes: npt.NDArray[np.uint8] | Sequence[str]) -> list[str]:
+    if isinstance(codes, np.ndarray):
+        return [_ID_TYPE_NAMES[code] for code in codes.tolist()]
+    return list(codes)
 
 
 def _name_first_fault(

@@ -14,16 +14,19 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scanner.aggregate import Aggregator
 from scanner.allowlist import Allowlist, AllowlistUpdate, SightingKey
 from scanner.frames import EDDYSTONE_SERVICE_UUID, EddystoneEIDFrame, parse_advertisement
 from scanner.health import HealthCounters, heartbeat_body, snapshot
 from scanner.outbox import Outbox
-from scanner.uploader import Uploader, sign_request
+from scanner.uploader import Uploader, batch_columns, sign_request
 from store_server import identity
 from store_server.errors import AuthenticationError
 from store_server.ingest import Batch, Heartbeat, check_batch, decode
+from store_server.ingest import batch_columns as server_columns
 from store_server.signing import NonceStore, read_headers, verify
 from tests.server.conftest import STORE_ID, Harness, bearer, server
 
@@ -123,6 +126,51 @@ def test_window_aggregates_decode_as_server_batch(tmp_path: Path) -> None:
         ("fedcba9876543210", 1, -80, -80.0, -20),
     ]
     assert all(w.end - w.start == 1.0 for w in batch.windows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["eid", "ibeacon"]),
+            st.binary(min_size=8, max_size=8),
+            st.floats(0, 2e9),
+            st.integers(1, 100_000),
+            st.integers(-127, 20),
+            st.floats(-127, 20),
+            st.none() | st.integers(-127, 20),
+        ),
+        max_size=40,
+    )
+)
+def test_packed_columns_decode_as_the_same_windows_at_server(
+    rows: list[tuple[str, bytes, float, int, int, float, int | None]],
+) -> None:
+    """The scanner's packed columns and its row-wise windows give the server the same batch."""
+    windows = [
+        {
+            "id_type": kind,
+            "id": raw.hex() if kind == "eid" else f"f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:{i}",
+            "start": start,
+            "end": start + 1.0,
+            "count": count,
+            "rssi_max": rssi_max,
+            "rssi_median": median,
+            "tx_power": tx,
+        }
+        for i, (kind, raw, start, count, rssi_max, median, tx) in enumerate(rows)
+    ]
+    columns = batch_columns(windows)
+    # Every column packed, but the ids when one is an iBeacon's.
+    assert [n for n, v in columns.items() if not isinstance(v, str)] == (
+        ["id"] if any(w["id_type"] == "ibeacon" for w in windows) else []
+    )
+    head = {"batch_id": "a" * 32, "store_id": STORE_ID, "scanner_id": SCANNER_ID}
+    packed = server_columns(decode(json.dumps({**head, "columns": columns}).encode(), Batch))
+    plain = server_columns(decode(json.dumps({**head, "windows": windows}).encode(), Batch))
+    for name in ("eid_rows", "eids", "end", "rssi_median", "rssi_max", "count"):
+        assert getattr(packed, name).tolist() == getattr(plain, name).tolist(), name
+    assert packed.other == plain.other
 
 
 def test_window_without_tx_power_decodes() -> None:

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
 import secrets
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -101,15 +103,12 @@ def windows_json(customers: list[Customer], n: int, rng: random.Random) -> tuple
 
 
 def window_times(n: int, end: float) -> bytes:
-    """``"start":[...],"end":[...]`` for ``n`` windows of one second ending at ``end``: fresh
-    times in every batch, so each window is newer than the last and the engine takes it."""
-    return (
-        b'"start":['
-        + b",".join([b"%.3f" % (end - 1.0)] * n)
-        + b'],"end":['
-        + b",".join([b"%.3f" % end] * n)
-        + b"]"
-    )
+    """``"start":...,"end":...`` for ``n`` windows of one second ending at ``end``, packed as
+    the scanner sends them: fresh times in every batch, so each window is newer than the
+    last and the engine takes it."""
+    starts = base64.b64encode(struct.pack(f"<{n}d", *[end - 1.0] * n))
+    ends = base64.b64encode(struct.pack(f"<{n}d", *[end] * n))
+    return b'"start":"' + starts + b'","end":"' + ends + b'"'
 
 
 async def drive(

@@ -129,6 +129,31 @@ async def test_post_batch_falls_back_to_rows_for_an_older_server(api: Api) -> No
     assert api.state.batches[BATCH.batch_id] == BATCH.windows
 
 
+async def test_a_refused_column_form_falls_back_to_rows(api: Api) -> None:
+    """A server that does not take one column's form names that whole column."""
+    api.state.rows_only = True
+    api.state.refused_field = "columns.start"
+    async with aiohttp.ClientSession() as session:
+        await make(session, api).post_batch(BATCH)
+    assert api.state.forms == ["columns", "windows"]
+    assert api.state.batches[BATCH.batch_id] == BATCH.windows
+
+
+def test_columns_are_packed_unless_a_value_does_not_fit() -> None:
+    window = BATCH.windows[0]
+    ibeacon = {**window, "id_type": "ibeacon", "id": "f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:2"}
+    loud = {**window, "rssi_max": 300, "count": -1, "tx_power": None}
+    columns = uploader.batch_columns([window, ibeacon, loud])
+    listed = {name for name, value in columns.items() if isinstance(value, list)}
+    # The id of an iBeacon, an rssi beyond a byte and a negative count go as arrays, and the
+    # server names them; every other column is packed.
+    assert listed == {"id", "rssi_max", "count"}
+    assert columns["id"] == [window["id"], ibeacon["id"], window["id"]]
+    assert columns["rssi_max"] == [window["rssi_max"], window["rssi_max"], 300]
+    assert base64.b64decode(columns["tx_power"]) == bytes([-20 & 0xFF, -20 & 0xFF, 0x80])
+    assert base64.b64decode(columns["id_type"]) == bytes([0, 1, 0])
+
+
 async def test_other_422_is_not_taken_for_an_older_server(api: Api) -> None:
     api.state.refuse_status = 422
     async with aiohttp.ClientSession() as session:
