@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Callable, Sequence
@@ -49,13 +48,17 @@ _EID_CODE = 0
 """The code of an ``eid`` window in a packed `id_type` column."""
 
 
+_FLOAT_MAX = float(np.finfo(np.float64).max)
+"""Upper bound of a time: any finite float64 (an infinity or a NaN is refused)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _PackedType:
     """How one column is packed: the type of its values and the field's range."""
 
     dtype: np.dtype[np.generic]
     low: float | None = None
-    high: float = math.inf
+    high: float = _FLOAT_MAX
     null: int | None = None
 
 
@@ -270,7 +273,7 @@ def _column(
     """One numeric column as an array of ``dtype``: a list (already checked by the schema)
     or a packed string (unpacked and checked here)."""
     if isinstance(values, bytes):
-        return _unpacked(values, name, size).astype(dtype)
+        return _unpacked(values, name, size).astype(dtype, copy=False)
     return np.array(values, dtype=dtype)
 
 
@@ -288,17 +291,18 @@ def _unpacked(raw: bytes, name: str, size: int | None) -> npt.NDArray[np.generic
             f"a packed `{name}` holds {expected} of {width} bytes", field=f"columns.{name}"
         )
     values = np.frombuffer(raw, dtype=kind.dtype)
-    if kind.low is None:
+    if kind.low is None or not len(values):
+        return values
+    # Two reductions in the common case (a NaN fails both comparisons, an infinity the bound).
+    if kind.low <= values.min() and values.max() <= kind.high:
         return values
     ok = (values >= kind.low) & (values <= kind.high)
-    if kind.dtype.kind == "f":
-        ok &= np.isfinite(values)
     if kind.null is not None:
         ok |= values == kind.null
     if not ok.all():
         index = int(np.flatnonzero(~ok)[0])
         raise ValidationError(
-            f"out of range ({kind.low} to {kind.high})", field=_column_field(index, name)
+            f"out of range ({kind.low:g} to {kind.high:g})", field=_column_field(index, name)
         )
     return values
 
