@@ -592,6 +592,9 @@ class EidResolver:
         self._bucket_heap: list[int] = []
         self._history: deque[_Change] = deque(maxlen=HISTORY_VERSIONS)
         self.version = 0
+        self.removals = 0
+        """Number of subjects removed so far: names taken from the resolver before an await are
+        all still held if it has not moved since (callers skip re-checking them one by one)."""
         self.eid_computations = 0
         """Number of EIDs computed so far (observability; lets tests check incrementality)."""
 
@@ -840,6 +843,7 @@ class EidResolver:
         slot = self._slot_of.pop(subject, None)
         if slot is None:
             return False
+        self.removals += 1
         removed: list[int] = []
         self._drop(slot, removed)
         self._subjects[slot] = None
@@ -1093,50 +1097,64 @@ class EidResolver:
         times = np.asarray(times, dtype=np.float64)
         if keys.shape != times.shape or keys.ndim != 1:
             raise IdentityError("keys and times must be two 1-D arrays of the same length")
-        found = np.full(keys.shape, -1, dtype=np.int64)
         if not len(self._eids) or not keys.size:
-            return found
+            return np.full(keys.shape, -1, dtype=np.int64)
         table = self._table
         # Views, not copies, and local: they must be gone before the arrays next grow. The
         # cells are read as int32 (they hold EID positions + 1, far below 2**31).
         cells = np.frombuffer(table._cells, dtype=np.int32)
         eids = np.frombuffer(self._eids, dtype=np.uint64)
         mask = table._mask
-        probing = np.arange(keys.size)
-        wanted = keys
+        # First round on every key: positions of the hits, -1 elsewhere (a free cell, 0, reads
+        # eids[-1]: any value, the `free` test decides).
         at = (keys & np.uint64(mask)).astype(np.intp)
-        while True:
-            cell = cells[at]
-            # A free cell (0) reads eids[-1]: any value, the `free` test below decides.
-            free = cell == _EMPTY
-            hit = (eids[cell - 1] == wanted) & ~free
-            found[probing[hit]] = cell[hit] - 1
-            going = np.flatnonzero(~(hit | free))
-            if not going.size:
-                break
-            probing = probing[going]
+        cell = cells[at].astype(np.int64)
+        cell -= 1  # position + 1 -> position; a free cell becomes -1
+        free = cell < 0
+        hit = eids[cell] == keys
+        hit &= ~free
+        found = np.where(hit, cell, -1)
+        going = np.flatnonzero(~(hit | free))
+        # Later rounds only carry the keys still probing (colliding in a cluster).
+        probing = going
+        wanted = keys[going]
+        while going.size:
             if probing.size < _SCALAR_PROBES_BELOW:
                 # The last few keys of long clusters: one Python probe each is cheaper than
                 # several more rounds of array calls.
                 find = table.find
-                for index, key in zip(probing.tolist(), wanted[going].tolist(), strict=True):
+                for index, key in zip(probing.tolist(), wanted.tolist(), strict=True):
                     found[index] = find(key)
                 break
-            wanted = wanted[going]
             at = (at[going] + 1) & mask
-        del cells, eids
-        hits = np.flatnonzero(found >= 0)
-        if not hits.size:
+            cell = cells[at].astype(np.int64) - 1
+            free = cell < 0
+            hit = (eids[cell] == wanted) & ~free
+            found[probing[hit]] = cell[hit]
+            going = np.flatnonzero(~(hit | free))
+            probing = probing[going]
+            wanted = wanted[going]
+        del cells, eids, cell
+        # Window check: each position names (slot, window); the window must be within skew of
+        # the app's current window at the key's time. All keys hit: no indexing by hits.
+        hits = None if found.min() >= 0 else np.flatnonzero(found >= 0)
+        if hits is not None and not hits.size:
             return found
+        positions = found if hits is None else found[hits]
         span = self._span
-        slots, residues = np.divmod(found[hits], span)
+        slots, residues = np.divmod(positions, span)
         bases = np.frombuffer(self._bases, dtype=np.int64)[slots]
         window = bases + (residues - bases) % span
         offsets = np.frombuffer(self._offsets, dtype=np.float64)[slots]
         ks = np.frombuffer(self._ks, dtype=np.uint8)[slots].astype(np.int64)
-        current = np.right_shift(np.floor(times[hits] + offsets).astype(np.int64), ks)
-        accepted = np.abs(current - window) <= self._skew
-        found[hits] = np.where(accepted, slots, -1)
+        at_times = times if hits is None else times[hits]
+        current = np.right_shift(np.floor(at_times + offsets).astype(np.int64), ks)
+        current -= window
+        refused = np.abs(current, out=current) > self._skew
+        slots[refused] = -1
+        if hits is None:
+            return slots
+        found[hits] = slots
         return found
 
     def subjects_of(self, slots: Iterable[int]) -> list[str]:
