@@ -541,26 +541,31 @@ class StoreService:
         closes): then one stable sort by subject does it, otherwise a sort by time, subject
         and arrival order.
         """
-        fresh = np.flatnonzero(found & (now - times <= STALE_WINDOW_S))
-        if not fresh.size:
-            return []
-        t = times[fresh]
-        held = slots[fresh]
-        if t[0] == t[-1] and (t == t[0]).all():  # one window time
+        first_t = times[0]
+        if (times == first_t).all():  # one window time
+            if not now - first_t <= STALE_WINDOW_S:
+                return []
+            held = slots if found.all() else slots[found]
             order = np.argsort(held, kind="stable")  # by subject, then arrival order
             held = held[order]
             first = np.empty(len(held), dtype=bool)
             first[0] = True
             np.not_equal(held[1:], held[:-1], out=first[1:])
-            rows = fresh[order[first]]
+            picked = order[first]
+            rows = picked if len(held) == len(slots) else np.flatnonzero(found)[picked]
             return [
                 (
-                    float(t[0]),
+                    float(first_t),
                     self.resolver.subjects_of(held[first].tolist()),
                     columns.rssi_median[rows].tolist(),
                     columns.count[rows].tolist(),
                 )
             ]
+        fresh = np.flatnonzero(found & (now - times <= STALE_WINDOW_S))
+        if not fresh.size:
+            return []
+        t = times[fresh]
+        held = slots[fresh]
         order = np.lexsort((fresh, held, t))  # by time, then subject, then arrival order
         t = t[order]
         held = held[order]
