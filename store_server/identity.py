@@ -371,9 +371,10 @@ columns (about 40 bytes a position) stay ~10 MB, where a million-subject load pl
 _MIN_CELLS = 64
 """Smallest EID table: a few hundred bytes."""
 
-_SCALAR_PROBES_BELOW = 32
-"""resolve_many finishes in Python once fewer keys than this still probe: a round of array
-calls costs about as much as a few dozen scalar probes (measured, 500-key batches)."""
+_PROBE_WINDOW = 8
+"""resolve_many reads this many cells after the home cell at once for the keys whose home
+cell holds another EID; only keys in longer clusters are probed further, in Python."""
+_PROBE_STEPS = np.arange(1, _PROBE_WINDOW + 1, dtype=np.intp)
 
 
 class _EidTable:
@@ -1089,9 +1090,10 @@ class EidResolver:
         ``keys[i]`` is an EID as its big-endian integer, accepted at server time ``times[i]``
         under the same rule as :meth:`resolve_int` (its window within ``skew_windows`` of the
         app's current window). The table is probed column-wise on zero-copy views of its
-        cells and EIDs; each round of the probe loop only carries the keys still probing
-        (about 1.5 rounds for a hit, 2.5 for a miss at the table's load). A slot number names
-        the subject through :meth:`subjects_of` until the resolver next changes.
+        cells and EIDs: the home cell of every key, then the next _PROBE_WINDOW cells of the
+        keys whose home holds another EID, in one 2-D read (a fixed number of array calls per
+        batch, whatever the clusters). A slot number names the subject through
+        :meth:`subjects_of` until the resolver next changes.
         """
         keys = np.asarray(keys, dtype=np.uint64)
         times = np.asarray(times, dtype=np.float64)
@@ -1115,29 +1117,28 @@ class EidResolver:
         hit &= ~free
         found = np.where(hit, cell, -1)
         going = np.flatnonzero(~(hit | free))
-        # Later rounds only carry the keys still probing (colliding in a cluster).
-        probing = going
-        wanted = keys[going]
-        while going.size:
-            if probing.size < _SCALAR_PROBES_BELOW:
-                # The last few keys of long clusters: one Python probe each is cheaper than
-                # several more rounds of array calls.
+        if going.size:
+            # The keys still probing (their home cell holds another EID) read the next
+            # _PROBE_WINDOW cells at once: a held EID sits before the first free cell after
+            # its home (backward-shift deletion leaves no hole in a cluster) and is held once.
+            later = (at[going, None] + _PROBE_STEPS) & mask
+            cell = cells[later].astype(np.int64)
+            cell -= 1
+            held = cell >= 0
+            match = eids[cell] == keys[going, None]
+            match &= held
+            position = np.where(match, cell, -1).max(axis=1)
+            found[going] = position
+            # Clusters longer than the window (rare): the rest of the probe in Python.
+            rest = going[(position < 0) & held.all(axis=1)]
+            if rest.size:
                 find = table.find
-                for index, key in zip(probing.tolist(), wanted.tolist(), strict=True):
+                for index, key in zip(rest.tolist(), keys[rest].tolist(), strict=True):
                     found[index] = find(key)
-                break
-            at = (at[going] + 1) & mask
-            cell = cells[at].astype(np.int64) - 1
-            free = cell < 0
-            hit = (eids[cell] == wanted) & ~free
-            found[probing[hit]] = cell[hit]
-            going = np.flatnonzero(~(hit | free))
-            probing = probing[going]
-            wanted = wanted[going]
         del cells, eids, cell
         # Window check: each position names (slot, window); the window must be within skew of
         # the app's current window at the key's time. All keys hit: no indexing by hits.
-        hits = None if found.min() >= 0 else np.flatnonzero(found >= 0)
+        hits = None if np.minimum.reduce(found) >= 0 else np.flatnonzero(found >= 0)
         if hits is not None and not hits.size:
             return found
         positions = found if hits is None else found[hits]
