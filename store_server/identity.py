@@ -371,9 +371,10 @@ columns (about 40 bytes a position) stay ~10 MB, where a million-subject load pl
 _MIN_CELLS = 64
 """Smallest EID table: a few hundred bytes."""
 
-_SCALAR_PROBES_BELOW = 32
-"""resolve_many finishes in Python once fewer keys than this still probe: a round of array
-calls costs about as much as a few dozen scalar probes (measured, 500-key batches)."""
+_PROBE_WINDOW = 8
+"""resolve_many reads this many cells after the home cell at once for the keys whose home
+cell holds another EID; only keys in longer clusters are probed further, in Python."""
+_PROBE_STEPS = np.arange(1, _PROBE_WINDOW + 1, dtype=np.intp)
 
 
 class _EidTable:
@@ -592,6 +593,9 @@ class EidResolver:
         self._bucket_heap: list[int] = []
         self._history: deque[_Change] = deque(maxlen=HISTORY_VERSIONS)
         self.version = 0
+        self.removals = 0
+        """Number of subjects removed so far: names taken from the resolver before an await are
+        all still held if it has not moved since (callers skip re-checking them one by one)."""
         self.eid_computations = 0
         """Number of EIDs computed so far (observability; lets tests check incrementality)."""
 
@@ -840,6 +844,7 @@ class EidResolver:
         slot = self._slot_of.pop(subject, None)
         if slot is None:
             return False
+        self.removals += 1
         removed: list[int] = []
         self._drop(slot, removed)
         self._subjects[slot] = None
@@ -1085,58 +1090,72 @@ class EidResolver:
         ``keys[i]`` is an EID as its big-endian integer, accepted at server time ``times[i]``
         under the same rule as :meth:`resolve_int` (its window within ``skew_windows`` of the
         app's current window). The table is probed column-wise on zero-copy views of its
-        cells and EIDs; each round of the probe loop only carries the keys still probing
-        (about 1.5 rounds for a hit, 2.5 for a miss at the table's load). A slot number names
-        the subject through :meth:`subjects_of` until the resolver next changes.
+        cells and EIDs: the home cell of every key, then the next _PROBE_WINDOW cells of the
+        keys whose home holds another EID, in one 2-D read (a fixed number of array calls per
+        batch, whatever the clusters). A slot number names the subject through
+        :meth:`subjects_of` until the resolver next changes.
         """
         keys = np.asarray(keys, dtype=np.uint64)
         times = np.asarray(times, dtype=np.float64)
         if keys.shape != times.shape or keys.ndim != 1:
             raise IdentityError("keys and times must be two 1-D arrays of the same length")
-        found = np.full(keys.shape, -1, dtype=np.int64)
         if not len(self._eids) or not keys.size:
-            return found
+            return np.full(keys.shape, -1, dtype=np.int64)
         table = self._table
         # Views, not copies, and local: they must be gone before the arrays next grow. The
         # cells are read as int32 (they hold EID positions + 1, far below 2**31).
         cells = np.frombuffer(table._cells, dtype=np.int32)
         eids = np.frombuffer(self._eids, dtype=np.uint64)
         mask = table._mask
-        probing = np.arange(keys.size)
-        wanted = keys
+        # First round on every key: positions of the hits, -1 elsewhere (a free cell, 0, reads
+        # eids[-1]: any value, the `free` test decides).
         at = (keys & np.uint64(mask)).astype(np.intp)
-        while True:
-            cell = cells[at]
-            # A free cell (0) reads eids[-1]: any value, the `free` test below decides.
-            free = cell == _EMPTY
-            hit = (eids[cell - 1] == wanted) & ~free
-            found[probing[hit]] = cell[hit] - 1
-            going = np.flatnonzero(~(hit | free))
-            if not going.size:
-                break
-            probing = probing[going]
-            if probing.size < _SCALAR_PROBES_BELOW:
-                # The last few keys of long clusters: one Python probe each is cheaper than
-                # several more rounds of array calls.
+        cell = cells[at].astype(np.int64)
+        cell -= 1  # position + 1 -> position; a free cell becomes -1
+        free = cell < 0
+        hit = eids[cell] == keys
+        hit &= ~free
+        found = np.where(hit, cell, -1)
+        going = np.flatnonzero(~(hit | free))
+        if going.size:
+            # The keys still probing (their home cell holds another EID) read the next
+            # _PROBE_WINDOW cells at once: a held EID sits before the first free cell after
+            # its home (backward-shift deletion leaves no hole in a cluster) and is held once.
+            later = (at[going, None] + _PROBE_STEPS) & mask
+            cell = cells[later].astype(np.int64)
+            cell -= 1
+            held = cell >= 0
+            match = eids[cell] == keys[going, None]
+            match &= held
+            position = np.where(match, cell, -1).max(axis=1)
+            found[going] = position
+            # Clusters longer than the window (rare): the rest of the probe in Python.
+            rest = going[(position < 0) & held.all(axis=1)]
+            if rest.size:
                 find = table.find
-                for index, key in zip(probing.tolist(), wanted[going].tolist(), strict=True):
+                for index, key in zip(rest.tolist(), keys[rest].tolist(), strict=True):
                     found[index] = find(key)
-                break
-            wanted = wanted[going]
-            at = (at[going] + 1) & mask
-        del cells, eids
-        hits = np.flatnonzero(found >= 0)
-        if not hits.size:
+        del cells, eids, cell
+        # Window check: each position names (slot, window); the window must be within skew of
+        # the app's current window at the key's time. All keys hit: no indexing by hits.
+        hits = None if np.minimum.reduce(found) >= 0 else np.flatnonzero(found >= 0)
+        if hits is not None and not hits.size:
             return found
+        positions = found if hits is None else found[hits]
         span = self._span
-        slots, residues = np.divmod(found[hits], span)
+        slots, residues = np.divmod(positions, span)
         bases = np.frombuffer(self._bases, dtype=np.int64)[slots]
         window = bases + (residues - bases) % span
         offsets = np.frombuffer(self._offsets, dtype=np.float64)[slots]
         ks = np.frombuffer(self._ks, dtype=np.uint8)[slots].astype(np.int64)
-        current = np.right_shift(np.floor(times[hits] + offsets).astype(np.int64), ks)
-        accepted = np.abs(current - window) <= self._skew
-        found[hits] = np.where(accepted, slots, -1)
+        at_times = times if hits is None else times[hits]
+        current = np.right_shift(np.floor(at_times + offsets).astype(np.int64), ks)
+        current -= window
+        refused = np.abs(current, out=current) > self._skew
+        slots[refused] = -1
+        if hits is None:
+            return slots
+        found[hits] = slots
         return found
 
     def subjects_of(self, slots: Iterable[int]) -> list[str]:

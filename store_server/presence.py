@@ -414,8 +414,11 @@ class PresenceEngine:
         """
         self._now = max(self._now, now)
         events: list[PresenceEvent] = []
-        for subject in sorted(subjects):  # events in a reproducible order, whatever the input
-            state = self._subjects.get(subject)
+        states = self._subjects
+        # Most subjects with new windows are present already: leave them out before sorting.
+        due = [s for s in subjects if (state := states.get(s)) is not None and not state.arrived]
+        for subject in sorted(due):  # events in a reproducible order, whatever the input
+            state = states.get(subject)
             if state is None or state.arrived or not state.dirty:
                 continue
             if now >= self._left_deadline(state):

@@ -7,8 +7,10 @@ that write use `immediate()` so that they are atomic and durable before they ret
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import secrets
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import time
@@ -690,35 +692,68 @@ def record_batches(
     (False, -1), recording nothing, when ``registration`` is given (the wrapped secret the
     request was verified with) and is no longer that of an unrevoked scanner.
     """
-    results: list[tuple[bool, int]] = []
-    seen: dict[str, float] = {}
     conn = db.conn
     with immediate(db):
-        for scanner_id, batch_id, accepted, now, registration in items:
-            if registration is not None:
+        # The registration of each scanner of the group, read once (nothing else writes in
+        # this transaction): the wrapped secret of an unrevoked scanner, or None.
+        current: dict[str, bytes | None] = {}
+        for scanner_id, _, _, _, registration in items:
+            if registration is not None and scanner_id not in current:
                 row = conn.execute(
                     "SELECT secret_wrapped FROM scanners WHERE id = ? AND revoked_at IS NULL",
                     (scanner_id,),
                 ).fetchone()
-                if row is None or bytes(row[0]) != registration:
-                    results.append((False, -1))
-                    continue
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO scanner_batches"
-                " (scanner_id, batch_id, accepted, received_at) VALUES (?, ?, ?, ?)",
-                (scanner_id, batch_id, accepted, now),
-            ).rowcount
-            if inserted:
-                results.append((True, accepted))
-            else:
-                row = conn.execute(
-                    "SELECT accepted FROM scanner_batches WHERE scanner_id = ? AND batch_id = ?",
-                    (scanner_id, batch_id),
-                ).fetchone()
-                results.append((False, int(row[0])))
-            seen[scanner_id] = now
-        for scanner_id, now in seen.items():
-            conn.execute("UPDATE scanners SET last_seen_at = ? WHERE id = ?", (now, scanner_id))
+                current[scanner_id] = None if row is None else bytes(row[0])
+        ok = [item[4] is None or current[item[0]] == item[4] for item in items]
+        valid = list(itertools.compress(items, ok))
+        # Usually every batch id is new: one statement for the group. If any was there
+        # already (a retry), the group is recorded again one batch at a time to tell which.
+        conn.execute("SAVEPOINT batch_ids")
+        inserted = conn.executemany(
+            "INSERT OR IGNORE INTO scanner_batches"
+            " (scanner_id, batch_id, accepted, received_at) VALUES (?, ?, ?, ?)",
+            [item[:4] for item in valid],
+        ).rowcount
+        if inserted == len(valid):
+            results = [
+                (True, item[2]) if good else (False, -1)
+                for item, good in zip(items, ok, strict=True)
+            ]
+        else:
+            conn.execute("ROLLBACK TO batch_ids")
+            results = _record_one_by_one(conn, items, current)
+        conn.execute("RELEASE batch_ids")
+        seen = {item[0]: item[3] for item in valid}
+        conn.executemany(
+            "UPDATE scanners SET last_seen_at = ? WHERE id = ?",
+            [(now, scanner_id) for scanner_id, now in seen.items()],
+        )
+    return results
+
+
+def _record_one_by_one(
+    conn: sqlite3.Connection,
+    items: list[tuple[str, str, int, float, bytes | None]],
+    current: dict[str, bytes | None],
+) -> list[tuple[bool, int]]:
+    """:func:`record_batches`'s results, one INSERT per batch (some batch id is a retry)."""
+    results: list[tuple[bool, int]] = []
+    for scanner_id, batch_id, accepted, now, registration in items:
+        if registration is not None and current[scanner_id] != registration:
+            results.append((False, -1))
+            continue
+        if conn.execute(
+            "INSERT OR IGNORE INTO scanner_batches"
+            " (scanner_id, batch_id, accepted, received_at) VALUES (?, ?, ?, ?)",
+            (scanner_id, batch_id, accepted, now),
+        ).rowcount:
+            results.append((True, accepted))
+        else:
+            row = conn.execute(
+                "SELECT accepted FROM scanner_batches WHERE scanner_id = ? AND batch_id = ?",
+                (scanner_id, batch_id),
+            ).fetchone()
+            results.append((False, int(row[0])))
     return results
 
 

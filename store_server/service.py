@@ -464,22 +464,28 @@ class StoreService:
             columns = batch_columns(batch)
         now = self.clock()
         accepted = len(columns)
+        resolver = self.resolver
         times = np.minimum(columns.end, now)
-        slots = np.full(accepted, -1, dtype=np.int64)
-        if columns.eids.size:
-            slots[columns.eid_rows] = self.resolver.resolve_many(
-                columns.eids, times[columns.eid_rows]
-            )
+        if len(columns.eid_rows) == accepted:  # every window an EID (the usual batch)
+            slots = resolver.resolve_many(columns.eids, times)
+        else:
+            slots = np.full(accepted, -1, dtype=np.int64)
+            if columns.eids.size:
+                slots[columns.eid_rows] = resolver.resolve_many(
+                    columns.eids, times[columns.eid_rows]
+                )
         if columns.other and self.config.legacy_ibeacon:
             # Legacy static ids (when the store offers them): their holders are in the resolver.
             static = self._static.customer_of
             for row, ident in columns.other:
                 subject = static.get(ident)
-                slot = self.resolver.slot_of(subject) if subject is not None else None
+                slot = resolver.slot_of(subject) if subject is not None else None
                 if slot is not None:
                     slots[row] = slot
-        resolved = np.flatnonzero(slots >= 0)
-        groups = self._window_groups(scanner_id, columns, times, slots, resolved, now)
+        found = slots >= 0
+        resolved = int(np.count_nonzero(found))
+        groups = self._window_groups(columns, times, slots, found, now) if resolved else []
+        removals = resolver.removals  # subjects named in `groups` are all held now
         expected = registration.secret_wrapped if registration is not None else None
         inserted, previous = await self._batches.record(
             scanner_id, batch.batch_id, accepted, now, expected
@@ -489,39 +495,41 @@ class StoreService:
             raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
         if not inserted:
             return {"batch_id": batch.batch_id, "accepted": previous, "duplicate": True}
-        self.frames_unresolved += accepted - len(resolved)
-        self.frames_resolved += len(resolved)
+        self.frames_unresolved += accepted - resolved
+        self.frames_resolved += resolved
         if groups:
             events: list[PresenceEvent] = []
             engine = self.engine
-            held = self.resolver.__contains__
+            # Only if the resolver lost a subject during the commit: check each name again.
+            held = resolver.__contains__ if resolver.removals != removals else None
             # Window time by window time: observe, then decide the arrivals these windows make
             # at once (at the windows' time), rather than at the next tick up to 1 s later.
             for t, subjects, medians, counts in groups:
-                keep = list(map(held, subjects))
-                if not all(keep):
-                    # Withdrawn or erased while the batch id was being committed: the engine
-                    # must not hold anything about them again (forget() ran already).
-                    subjects = list(itertools.compress(subjects, keep))
-                    medians = list(itertools.compress(medians, keep))
-                    counts = list(itertools.compress(counts, keep))
-                    if not subjects:
-                        continue
+                if held is not None:
+                    keep = list(map(held, subjects))
+                    if not all(keep):
+                        # Withdrawn or erased while the batch id was being committed: the
+                        # engine must not hold anything about them again (forget() ran already).
+                        subjects = list(itertools.compress(subjects, keep))
+                        medians = list(itertools.compress(medians, keep))
+                        counts = list(itertools.compress(counts, keep))
+                        if not subjects:
+                            continue
                 taken = engine.observe_many(
                     scanner_id, subjects, [t] * len(subjects), medians, counts
                 )
                 if taken:
                     events.extend(engine.decide_arrivals(taken, t))
-            await self._handle_events(events)
+            if events:
+                await self._handle_events(events)
         return {"batch_id": batch.batch_id, "accepted": accepted, "duplicate": False}
 
     def _window_groups(
         self,
-        scanner_id: str,
         columns: WindowColumns,
         times: npt.NDArray[np.float64],
         slots: npt.NDArray[np.int64],
-        resolved: npt.NDArray[np.intp],
+        found: npt.NDArray[np.bool_],
         now: float,
     ) -> list[tuple[float, list[str], list[float], list[int]]]:
         """The fresh resolved windows by time: (t, subjects, rssi medians, counts), t ascending.
@@ -529,8 +537,31 @@ class StoreService:
         Within one time only a subject's first window is kept: the engine ignores a second
         window of the same subject, scanner and time (not newer than the last). Subjects are
         named here, before any await, while the slots still mean what the resolver said.
+        A batch's windows usually share one time (a scanner flushes each window as it
+        closes): then one stable sort by subject does it, otherwise a sort by time, subject
+        and arrival order.
         """
-        fresh = resolved[now - times[resolved] <= STALE_WINDOW_S]
+        first_t = times[0]
+        if (times == first_t).all():  # one window time
+            if not now - first_t <= STALE_WINDOW_S:
+                return []
+            held = slots if found.all() else slots[found]
+            order = np.argsort(held, kind="stable")  # by subject, then arrival order
+            held = held[order]
+            first = np.empty(len(held), dtype=bool)
+            first[0] = True
+            np.not_equal(held[1:], held[:-1], out=first[1:])
+            picked = order[first]
+            rows = picked if len(held) == len(slots) else np.flatnonzero(found)[picked]
+            return [
+                (
+                    float(first_t),
+                    self.resolver.subjects_of(held[first].tolist()),
+                    columns.rssi_median[rows].tolist(),
+                    columns.count[rows].tolist(),
+                )
+            ]
+        fresh = np.flatnonzero(found & (now - times <= STALE_WINDOW_S))
         if not fresh.size:
             return []
         t = times[fresh]

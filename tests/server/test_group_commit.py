@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from store_server import repo
+from store_server.db import connect
 from store_server.ingest import Batch, Window
 from tests.server.test_consent_lifecycle import INTERIOR_SCANNER, STORE_ID, T0, Clock, Store
 from tests.support import wait_until
@@ -163,3 +164,51 @@ async def test_a_cancelled_flush_leaves_no_caller_waiting(
     finally:
         held.release.set()
         await store.close()
+
+
+async def test_record_batches_answers_each_item_of_a_mixed_group(tmp_path: Path) -> None:
+    """New ids in one statement; a retry, a repeat inside the group, a revoked scanner and a
+    replaced secret each get their own answer, and nothing of a refused item is kept."""
+    db = connect(tmp_path / "group.sqlite")
+    try:
+        repo.add_scanner(db, "s-a", STORE_ID, b"secret-a", T0)
+        repo.add_scanner(db, "s-b", STORE_ID, b"secret-b", T0)
+        repo.add_scanner(db, "s-gone", STORE_ID, b"secret-g", T0)
+        repo.revoke_scanner(db, "s-gone", T0)
+        # All new: one statement, every item recorded.
+        assert repo.record_batches(
+            db, [("s-a", "old-1", 7, T0, b"secret-a"), ("s-b", "new-0", 3, T0, None)]
+        ) == [(True, 7), (True, 3)]
+        items: list[tuple[str, str, int, float, bytes | None]] = [
+            ("s-a", "new-1", 5, T0 + 1, b"secret-a"),
+            ("s-a", "old-1", 9, T0 + 1, b"secret-a"),  # a retry: the first answer stands
+            ("s-b", "new-2", 4, T0 + 2, b"replaced"),  # not the scanner's secret any more
+            ("s-gone", "new-3", 2, T0 + 2, b"secret-g"),  # revoked
+            ("s-a", "new-1", 5, T0 + 3, b"secret-a"),  # twice in one group
+            ("s-b", "new-4", 1, T0 + 4, None),  # no registration to check
+        ]
+        assert repo.record_batches(db, items) == [
+            (True, 5),
+            (False, 7),
+            (False, -1),
+            (False, -1),
+            (False, 5),
+            (True, 1),
+        ]
+        kept = {
+            (row["scanner_id"], row["batch_id"]): row["accepted"]
+            for row in repo.rows(db, "SELECT scanner_id, batch_id, accepted FROM scanner_batches")
+        }
+        assert kept == {
+            ("s-a", "old-1"): 7,
+            ("s-b", "new-0"): 3,
+            ("s-a", "new-1"): 5,
+            ("s-b", "new-4"): 1,
+        }
+        seen = {
+            row["id"]: row["last_seen_at"]
+            for row in repo.rows(db, "SELECT id, last_seen_at FROM scanners")
+        }
+        assert seen == {"s-a": T0 + 3, "s-b": T0 + 4, "s-gone": None}
+    finally:
+        db.conn.close()

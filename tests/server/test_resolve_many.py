@@ -148,3 +148,36 @@ def test_agrees_with_resolve_int(
     ] + noise
     times = [NOW + dt for _, _, dt in picks] + [NOW] * len(noise)
     assert many(resolver, keys, times) == reference(resolver, keys, times)
+
+
+def test_clusters_longer_than_the_probe_window() -> None:
+    """Held EIDs far from their home cell and misses starting in long clusters: the 2-D read
+    of the next cells and the Python probe after it agree with resolve_int."""
+    resolver, _ = make_resolver(4000, seed=7)
+    table = resolver._table
+    cells, eids, mask = table._cells, resolver._eids, table._mask
+    far: list[int] = []
+    run_starts: list[int] = []  # home cells followed by more than the window of held cells
+    run = 0
+    for index in range(2 * len(cells)):  # twice round: runs that wrap
+        cell = cells[index & mask]
+        run = run + 1 if cell else 0
+        if index < len(cells) and cell:
+            eid = eids[cell - 1]
+            if (index - eid) & mask > identity._PROBE_WINDOW:
+                far.append(eid)
+        if run == identity._PROBE_WINDOW + 2:
+            run_starts.append((index - run + 1) & mask)
+    assert far, "no EID beyond the probe window: the test needs a fuller table"
+    assert run_starts
+    held = set(eids)
+    rng = random.Random(8)
+    misses = []
+    for start in run_starts:
+        key = (rng.getrandbits(40) << mask.bit_length()) | start
+        if key not in held:
+            misses.append(key)
+    keys = [*far, *rng.sample(sorted(held), 200), *misses]
+    times = [NOW] * len(keys)
+    assert many(resolver, keys, times) == reference(resolver, keys, times)
+    assert sum(1 for s in many(resolver, far, [NOW] * len(far)) if s is not None) > 0
