@@ -1,16 +1,17 @@
 """The store server's batch path in-process: microseconds per batch of each stage.
 
 Usage: .venv/bin/python bench/load/ingest_path.py [--batches 1000] [--windows 500]
-       [--customers 200] [--scanners 20] [--json]
+       [--customers 200] [--scanners 20] [--rounds 5] [--json]
 
 The real application (create_app, a real SQLite file in a temporary folder, the demo store)
 with `--customers` identities in its EID resolver and `--scanners` registered interior
 scanners (the demo store plus those of bench/load/ingest_throughput.py). Each
 batch is built as the scanner's uploader builds it (columnar body, signed headers), with
 fresh batch ids and fresh window times (every window resolves and is taken by the engine).
-No socket and no HTTP parsing: what the server does with a request once aiohttp has parsed
-it, split into the stages of `post_batch`, each timed on its own over the same kind of
-batches (median and mean, microseconds per batch):
+No socket, no HTTP parsing and no once-a-second tick: what the server does with a request
+once aiohttp has parsed it, split into the stages of `post_batch`, each timed on its own
+over the same kind of batches (median and mean wall time, main-thread and process CPU time,
+microseconds per batch):
 
 - ``headers``: `read_headers`;
 - ``verify``: `StoreService.authenticate_batch` (content digest, HMAC, nonce; cached
@@ -21,8 +22,10 @@ batches (median and mean, microseconds per batch):
 - ``app``: the whole request through the application's middlewares and `post_batch`
   (`Application._handle` on a request made by aiohttp's `make_mocked_request`), one at a time;
 - ``app_concurrent``: the same with `--scanners` requests in flight (one per scanner, as in
-  bench/load/ingest_throughput.py, so batch ids are committed in groups): process CPU time
-  (main and database threads) per batch, and wall time per batch.
+  bench/load/ingest_throughput.py, so batch ids are committed in groups), `--rounds` rounds
+  of `--batches` fresh batches: wall time, main-thread CPU time and process CPU time (main
+  and database threads) per batch of the round with the least main-thread CPU (the least
+  disturbed on a shared machine), and the median main-thread CPU of the rounds.
 """
 
 from __future__ import annotations
@@ -195,6 +198,11 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     await runner.setup()  # the service starts (cleanup_ctx): database, consent texts, tick
     try:
         service = app[SERVICE]
+        # The once-a-second tick (presence timeouts and fits, consent refresh) is stopped: its
+        # cost depends on time and customers, not on batches, and would land in some rounds
+        # and not others.
+        for task in service._tasks:
+            task.cancel()
         load = Load(service, args)
         await load.register(scanner_ids)
         one = [INTERIOR_SCANNER]
@@ -230,22 +238,26 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         # than the server spends on it.
         stages["app"] = await timed([mocked(app, *r) for r in load.requests(n, one)], through_app)
 
-        queues: dict[str, list[web.Request]] = {s: [] for s in scanner_ids}
-        for r in load.requests(n, scanner_ids):
-            queues[r[1]["X-Bulle-Scanner"]].append(mocked(app, *r))
-
         async def scanner(queue: list[web.Request]) -> None:
-            for r in queue:
-                await through_app(r)
+            for request in queue:
+                await through_app(request)
 
-        cpu0, main0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
-        await asyncio.gather(*(scanner(q) for q in queues.values()))
-        cpu, main = time.process_time() - cpu0, time.thread_time() - main0
-        wall = time.perf_counter() - wall0
+        rounds: list[tuple[float, float, float]] = []
+        for _ in range(args.rounds):
+            queues: dict[str, list[web.Request]] = {s: [] for s in scanner_ids}
+            for r in load.requests(n, scanner_ids):
+                queues[r[1]["X-Bulle-Scanner"]].append(mocked(app, *r))
+            cpu0, main0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
+            await asyncio.gather(*(scanner(q) for q in queues.values()))
+            cpu, main = time.process_time() - cpu0, time.thread_time() - main0
+            rounds.append((time.perf_counter() - wall0, main, cpu))
+        # The best round: the least disturbed by other work on a shared machine.
+        wall, main, cpu = min(rounds, key=lambda r: r[1])
         stages["app_concurrent"] = {
             "wall_us": round(wall / n * 1e6, 1),
             "main_cpu_us": round(main / n * 1e6, 1),
             "cpu_us": round(cpu / n * 1e6, 1),
+            "main_cpu_us_median": round(statistics.median(r[1] for r in rounds) / n * 1e6, 1),
         }
     finally:
         await runner.cleanup()
@@ -272,6 +284,9 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=500, help="windows per batch")
     parser.add_argument("--customers", type=int, default=200)
     parser.add_argument("--scanners", type=int, default=20)
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds of app_concurrent (the best is shown)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bulle-path-") as tmp:
