@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 import msgspec
-from aiohttp import web
+from aiohttp import web, web_log
 
 from store_server.config import ServerConfig
 from store_server.consent import ConsentText
@@ -134,6 +134,25 @@ def _check_origin(request: web.Request, allowed: set[str]) -> None:
     site = request.headers.get("Sec-Fetch-Site")
     if origin is None and site not in (None, "same-origin", "none"):
         raise ForbiddenError("cross-site request refused", code="bad_origin")
+
+
+_QUIET_PREFIX = "/api/scanner/"
+"""Routes the scanners call every second or so: their successful requests are not logged."""
+
+
+class AccessLogger(web_log.AccessLogger):
+    """aiohttp's access log (INFO, logger ``aiohttp.access``) without the scanners' routine.
+
+    Twenty scanners posting a batch a second, with their heartbeats and long polls, would
+    write about two million lines a day; their successful requests are left out (each
+    scanner's last contact is on the manager's scanner page). Their refused requests (4xx,
+    5xx) are logged like every request to the other routes.
+    """
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if response.status < 400 and request.path.startswith(_QUIET_PREFIX):
+            return
+        super().log(request, response, time)
 
 
 def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:

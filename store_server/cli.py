@@ -50,7 +50,7 @@ def _add_config_arg(parser: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from aiohttp import web
 
-    from store_server.app import create_app
+    from store_server.app import AccessLogger, create_app
 
     config = _load(args)
     logging.basicConfig(
@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         host=config.host,
         port=config.port,
         shutdown_timeout=5.0,
+        access_log_class=AccessLogger,
         print=lambda line: _echo(out, line),
     )
     return 0

@@ -40,7 +40,7 @@ import sqlite_utils
 from aiohttp import web
 
 from store_server import repo, staff
-from store_server.app import create_app, load_floor
+from store_server.app import AccessLogger, create_app, load_floor
 from store_server.config import ServerConfig
 from store_server.db import Database
 from store_server.errors import StoreServerError
@@ -140,7 +140,7 @@ class DemoStore:
             master_key, floor.store_id, [s.id for s in floor.scanners]
         )
         self.app = create_app(self.config)
-        self._runner = web.AppRunner(self.app, shutdown_timeout=3.0)
+        self._runner = web.AppRunner(self.app, shutdown_timeout=3.0, access_log_class=AccessLogger)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()

@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from store_server import repo, staff
-from store_server.app import create_app
+from store_server.app import AccessLogger, create_app
 from store_server.config import ServerConfig
 from store_server.keys import SERVICE
 from store_server.service import StoreService
@@ -219,6 +219,8 @@ async def running_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Harne
     client: TestClient[web.Request, web.Application] = TestClient(
         TestServer(app, host="127.0.0.1"), cookie_jar=aiohttp.DummyCookieJar()
     )
+    # The server's own access log, as `store-server serve` and the demo run it.
+    await client.server.start_server(access_log_class=AccessLogger)
     await client.start_server()
     harness = Harness(app, client, config, db_path, master_key)
     items = parse_stock_csv(CATALOG_FILE.read_text("utf-8"))

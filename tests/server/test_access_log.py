@@ -1,0 +1,36 @@
+"""The access log leaves out the scanners' successful routine, and only that."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.server.conftest import Harness, batch_body
+
+
+def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+
+
+async def test_successful_scanner_requests_are_not_access_logged(
+    server: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    scanner = await server.add_scanner("s-entrance")
+    resp = await server.signed(
+        scanner, "POST", "/api/scanner/v1/batches", batch_body(scanner.scanner_id)
+    )
+    assert resp.status == 200
+    resp = await server.signed(scanner, "GET", "/api/scanner/v1/allowlist")
+    assert resp.status == 200
+    unsigned = await server.client.post("/api/scanner/v1/batches", data=b"{}")
+    assert unsigned.status == 401
+    texts = await server.client.get("/api/v1/consent-texts")
+    assert texts.status == 200
+    lines = _logged(caplog)
+    # The refused scanner request and the customer API request are logged; the two
+    # successful scanner requests are not.
+    assert len(lines) == 2
+    assert '"POST /api/scanner/v1/batches HTTP/1.1" 401' in lines[0]
+    assert '"GET /api/v1/consent-texts HTTP/1.1" 200' in lines[1]
