@@ -1,0 +1,59 @@
+"""Fast CI subset of bench/load/ingest_throughput.py: the benchmark still runs end to end.
+
+No speed is asserted here (targets live in bench/README.md, measured on purpose); this checks
+that every batch of both targets was answered 200 with packed columns, that the server really
+ingested them (its CPU per batch is well above the bare handler's, which does not parse), and
+that the figures the baseline is written from are all there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_TIMEOUT_S = 120
+"""The subset takes about 10 s on a loaded 2-core machine; twelve times that means a hang."""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 10)
+def test_ingest_throughput_bench_runs() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "load" / "ingest_throughput.py"),
+            "--json",
+            "--scanners",
+            "4",
+            "--windows",
+            "50",
+            "--seconds",
+            "1",
+            "--rounds",
+            "1",
+            "--customers",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_S,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    (round_,) = figures["rounds"]
+    for target in ("ceiling", "server"):
+        measure = round_[target]
+        assert measure["errors"] == 0, figures
+        assert measure["batches"] > 0, figures
+        assert measure["sightings_per_s"] == figures[f"{target}_sightings_per_s"]
+    assert (
+        round_["server"]["server_cpu_ms_per_batch"] > round_["ceiling"]["server_cpu_ms_per_batch"]
+    )
+    assert figures["ratio"] == round_["ratio"]
