@@ -25,6 +25,11 @@ MAX_SAMPLES_PER_WINDOW: Final = 64
 # Open windows at once: far above allowlist size x windows between flushes in a real shop, yet a
 # hard ceiling on memory if flushing stalls.
 MAX_OPEN_WINDOWS: Final = 50_000
+# The dBm range of a window's readings on the wire (docs/api.md): the server refuses a batch
+# holding a value outside it, so such a reading never enters a window. HCI reports 127 for
+# "RSSI not available"; a beacon may advertise any byte as its power.
+RSSI_MIN: Final = -127
+RSSI_MAX: Final = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,7 @@ class _OpenWindow:
 class Aggregator:
     """Collects sightings into aligned windows of ``window_s`` seconds."""
 
-    __slots__ = ("_open", "overflow", "window_s")
+    __slots__ = ("_open", "overflow", "unusable", "window_s")
 
     def __init__(self, window_s: float) -> None:
         if not (math.isfinite(window_s) and window_s > 0):
@@ -75,13 +80,25 @@ class Aggregator:
         self.window_s = window_s
         # Sightings refused because MAX_OPEN_WINDOWS windows were already open.
         self.overflow = 0
+        # Sightings left out because their RSSI is not a reading (outside RSSI_MIN..RSSI_MAX).
+        self.unusable = 0
         self._open: dict[tuple[SightingKey, float], _OpenWindow] = {}
 
     def __len__(self) -> int:
         return len(self._open)
 
     def add(self, key: SightingKey, rssi: int, tx_power: int | None, now: float) -> None:
-        """Count one sighting of ``key`` at time ``now``."""
+        """Count one sighting of ``key`` at time ``now``.
+
+        A sighting whose RSSI is not a reading is left out (counted in ``unusable``), and a
+        power outside the same range is taken as unknown (None): one phone's odd value must
+        not make the server refuse the batch of every phone around it.
+        """
+        if not RSSI_MIN <= rssi <= RSSI_MAX:
+            self.unusable += 1
+            return
+        if tx_power is not None and not RSSI_MIN <= tx_power <= RSSI_MAX:
+            tx_power = None
         start = math.floor(now / self.window_s) * self.window_s
         window = self._open.get((key, start))
         if window is None:

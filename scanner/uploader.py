@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import random
+import re
 import secrets
 import struct
 import time
@@ -44,6 +45,8 @@ WINDOW_FIELDS = ("id_type", "id", "start", "end", "count", "rssi_max", "rssi_med
 PACKED_FORMATS = {"start": "d", "end": "d", "count": "I", "rssi_max": "b", "rssi_median": "d"}
 # Codes of the id types in a packed `id_type` column.
 ID_TYPE_CODES = {"eid": 0, "ibeacon": 1}
+# EIDs joined: lower-case hex only, as the server requires of an `eid` id.
+_LOWER_HEX = re.compile(r"[0-9a-f]*")
 # A packed `tx_power` of -128 (below any real power) stands for null.
 TX_POWER_NULL = -128
 # HTTP status of a body the server could not validate (its error names the field).
@@ -206,10 +209,10 @@ class Uploader:
         """POST one batch; returns the server's answer once it has committed it.
 
         The windows go column-wise and packed (``columns``, docs/api.md), which the server
-        ingests without one object per window. A server that predates the columnar body, or
-        this form of a column, refuses it (422 naming ``columns`` or a whole column): the
-        batch is sent again row-wise, and so are the later ones for COLUMNS_RETRY_S, after
-        which columns are tried again (the server may have been upgraded meanwhile).
+        ingests without one object per window. A server that predates the columnar body
+        refuses it (422 naming ``columns``): the batch is sent again row-wise, and so are the
+        later ones for COLUMNS_RETRY_S, after which columns are tried again (the server may
+        have been upgraded meanwhile).
         """
         head = {
             "batch_id": batch.batch_id,
@@ -226,7 +229,7 @@ class Uploader:
                     REQUEST_TIMEOUT_S,
                 )
             except ServerRejectedError as exc:
-                if exc.status != UNPROCESSABLE or not _names_a_whole_column(exc.field):
+                if exc.status != UNPROCESSABLE or exc.field != "columns":
                     raise
                 logger.warning(
                     "the server does not take columnar batches; sending rows for %.0f s",
@@ -272,26 +275,19 @@ def _packed(name: str, values: list[Any]) -> list[Any] | str:
         if name == "id_type":
             raw = bytes(ID_TYPE_CODES[value] for value in values)
         elif name == "id":
-            raw = bytes.fromhex("".join(values))
-            if len(raw) != 8 * len(values) or any(len(value) != 16 for value in values):
-                return values
+            joined = "".join(values)
+            if len(joined) != 16 * len(values) or not _LOWER_HEX.fullmatch(joined):
+                return values  # as an array: the server names a malformed id
+            raw = bytes.fromhex(joined)
         elif name == "tx_power":
             raw = struct.pack(
                 f"<{len(values)}b", *(TX_POWER_NULL if v is None else v for v in values)
             )
         else:
             raw = struct.pack(f"<{len(values)}{PACKED_FORMATS[name]}", *values)
-    except (KeyError, ValueError, TypeError, struct.error):
+    except (KeyError, ValueError, TypeError, OverflowError, struct.error):
         return values
     return base64.b64encode(raw).decode("ascii")
-
-
-def _names_a_whole_column(field: str | None) -> bool:
-    """A 422 naming ``columns`` or a whole column (not one value): the server does not take
-    the columnar body, or not this form of a column; rows are understood by every server."""
-    if field is None:
-        return False
-    return field == "columns" or (field.startswith("columns.") and "[" not in field)
 
 
 def _error_field(text: str) -> str | None:

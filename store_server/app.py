@@ -138,19 +138,36 @@ def _check_origin(request: web.Request, allowed: set[str]) -> None:
 
 _QUIET_PREFIX = "/api/scanner/"
 """Routes the scanners call every second or so: their successful requests are not logged."""
+_CUSTOMER_PREFIXES = ("/api/v1/", "/app/")
+"""Routes of the customers' phones: logged without the phone's address or user agent."""
+_CUSTOMER_FORMAT = '%t "%r" %s %b'
+"""Time, request line (no identifier in these paths), status and size: nothing that points to
+a phone, so that an erased customer's requests leave no trace of them in the log."""
 
 
 class AccessLogger(web_log.AccessLogger):
-    """aiohttp's access log (INFO, logger ``aiohttp.access``) without the scanners' routine.
+    """aiohttp's access log (INFO, logger ``aiohttp.access``), minding whose requests they are.
 
-    Twenty scanners posting a batch a second, with their heartbeats and long polls, would
-    write about two million lines a day; their successful requests are left out (each
-    scanner's last contact is on the manager's scanner page). Their refused requests (4xx,
-    5xx) are logged like every request to the other routes.
+    - Scanners: twenty scanners posting a batch a second, with their heartbeats and long
+      polls, would write about two million lines a day; their successful requests are left
+      out (each scanner's last contact is on the manager's scanner page), their refused
+      requests (4xx, 5xx) are logged.
+    - Customers' phones (``/api/v1/``, ``/app/``): logged without the client address, the
+      referer or the user agent (_CUSTOMER_FORMAT).
+    - Staff, manager and every other route: aiohttp's default line.
     """
 
+    def __init__(self, logger: logging.Logger, log_format: str = web_log.AccessLogger.LOG_FORMAT):
+        super().__init__(logger, log_format)
+        self._customers = web_log.AccessLogger(logger, _CUSTOMER_FORMAT)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if response.status < 400 and request.path.startswith(_QUIET_PREFIX):
+        path = request.path
+        if path.startswith(_QUIET_PREFIX):
+            if response.status < 400:
+                return
+        elif path.startswith(_CUSTOMER_PREFIXES):
+            self._customers.log(request, response, time)
             return
         super().log(request, response, time)
 

@@ -233,6 +233,10 @@ def batch_columns(batch: Batch) -> WindowColumns:
         codes = np.asarray(_unpacked(columns.id_type, "id_type", None), dtype=np.uint8)
         id_types: Sequence[str] | npt.NDArray[np.uint8] = codes
         size = len(codes)
+        if size > MAX_WINDOWS_PER_BATCH:
+            raise ValidationError(
+                f"at most {MAX_WINDOWS_PER_BATCH} windows a batch", field="columns.id_type"
+            )
     else:
         id_types = columns.id_type
         size = len(id_types)

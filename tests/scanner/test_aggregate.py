@@ -65,6 +65,22 @@ def test_tx_power_keeps_the_latest_known_value() -> None:
     assert agg.flush_all()[0].tx_power == -21
 
 
+def test_readings_outside_the_wire_range_never_enter_a_window() -> None:
+    """HCI's 127 ("RSSI not available") is not a reading; a power outside -127..20 is unknown:
+    neither may make the server refuse the batch (docs/api.md ranges)."""
+    agg = Aggregator(1.0)
+    agg.add(A, 127, -20, T0)
+    agg.add(A, -128, -20, T0 + 0.1)
+    agg.add(A, 21, -20, T0 + 0.2)
+    agg.add(A, -60, 21, T0 + 0.3)
+    agg.add(A, -127, -128, T0 + 0.4)
+    agg.add(B, 20, 127, T0 + 0.5)
+    assert agg.unusable == 3
+    windows = {w.id: w for w in agg.flush_all()}
+    assert (windows[A.id].count, windows[A.id].rssi_max, windows[A.id].tx_power) == (2, -60, None)
+    assert (windows[B.id].count, windows[B.id].rssi_max, windows[B.id].tx_power) == (1, 20, None)
+
+
 def test_samples_are_bounded_but_count_and_max_see_everything() -> None:
     agg = Aggregator(1.0)
     # The first MAX_SAMPLES_PER_WINDOW samples are -80; the flood after them is stronger.

@@ -129,14 +129,16 @@ async def test_post_batch_falls_back_to_rows_for_an_older_server(api: Api) -> No
     assert api.state.batches[BATCH.batch_id] == BATCH.windows
 
 
-async def test_a_refused_column_form_falls_back_to_rows(api: Api) -> None:
-    """A server that does not take one column's form names that whole column."""
+async def test_a_refused_column_is_not_taken_for_an_older_server(api: Api) -> None:
+    """Only a server that predates columns names ``columns``; a refused column is an error of
+    this batch (raised: the daemon counts it), not a reason to send rows for an hour."""
     api.state.rows_only = True
     api.state.refused_field = "columns.start"
     async with aiohttp.ClientSession() as session:
-        await make(session, api).post_batch(BATCH)
-    assert api.state.forms == ["columns", "windows"]
-    assert api.state.batches[BATCH.batch_id] == BATCH.windows
+        with pytest.raises(ServerRejectedError) as info:
+            await make(session, api).post_batch(BATCH)
+    assert info.value.field == "columns.start"
+    assert api.state.forms == ["columns"]
 
 
 def test_columns_are_packed_unless_a_value_does_not_fit() -> None:
@@ -144,6 +146,8 @@ def test_columns_are_packed_unless_a_value_does_not_fit() -> None:
     ibeacon = {**window, "id_type": "ibeacon", "id": "f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:2"}
     loud = {**window, "rssi_max": 300, "count": -1, "tx_power": None}
     columns = uploader.batch_columns([window, ibeacon, loud])
+    upper = uploader.batch_columns([{**window, "id": window["id"].upper()}])
+    assert upper["id"] == [window["id"].upper()]  # refused by the server, as an array
     listed = {name for name, value in columns.items() if isinstance(value, list)}
     # The id of an iBeacon, an rssi beyond a byte and a negative count go as arrays, and the
     # server names them; every other column is packed.

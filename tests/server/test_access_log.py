@@ -1,4 +1,4 @@
-"""The access log leaves out the scanners' successful routine, and only that."""
+"""The access log: without the scanners' successful routine, without the phones' addresses."""
 
 from __future__ import annotations
 
@@ -28,9 +28,22 @@ async def test_successful_scanner_requests_are_not_access_logged(
     assert unsigned.status == 401
     texts = await server.client.get("/api/v1/consent-texts")
     assert texts.status == 200
+    page = await server.client.get("/app/consents?lang=en")
+    assert page.status == 200
+    login = await server.client.get("/login")
+    assert login.status == 200
     lines = _logged(caplog)
-    # The refused scanner request and the customer API request are logged; the two
-    # successful scanner requests are not.
-    assert len(lines) == 2
+    # The refused scanner request and the others are logged; the two successful scanner
+    # requests are not.
+    assert len(lines) == 4
     assert '"POST /api/scanner/v1/batches HTTP/1.1" 401' in lines[0]
     assert '"GET /api/v1/consent-texts HTTP/1.1" 200' in lines[1]
+    assert '"GET /app/consents?lang=en HTTP/1.1" 200' in lines[2]
+    assert '"GET /login HTTP/1.1" 200' in lines[3]
+    # A phone's requests carry neither its address nor its user agent; staff pages do.
+    for line in lines[1:3]:
+        assert "127.0.0.1" not in line
+        assert "aiohttp/" not in line
+    for line in (lines[0], lines[3]):
+        assert line.startswith("127.0.0.1 ")
+        assert "aiohttp/" in line

@@ -117,6 +117,7 @@ def test_empty_packed_columns() -> None:
         ("end", pack("end", [1763800001.0, 1763799999.0, 1763800001.0]), "columns.end[1]"),
         ("tx_power", pack("tx_power", [-20, 21, None]), "columns.tx_power[1]"),
         ("tx_power", "A" * (4 * MAX_WINDOWS_PER_BATCH * 3), "columns.tx_power"),  # too long
+        ("id_type", pack("id_type", ["eid"] * (MAX_WINDOWS_PER_BATCH + 1)), "columns.id_type"),
     ],
 )
 def test_packed_errors_name_the_column_and_index(name: str, value: str, field: str) -> None:
@@ -131,10 +132,12 @@ def test_packed_length_follows_a_listed_id_type() -> None:
     assert field_of_body(body) == "columns.end"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(["id_type", "id", "start", "end", "count", "rssi_max", "tx_power"]),
+        st.sampled_from(
+            ["id_type", "id", "start", "end", "count", "rssi_max", "rssi_median", "tx_power"]
+        ),
         st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode())
         | st.text(alphabet="AZaz09+/=", max_size=20),
         max_size=7,
@@ -157,6 +160,8 @@ def test_any_packed_bytes_are_accepted_or_refused_with_a_named_error(
     assert len(got) == len(got.count) == len(got.rssi_max) == len(got.rssi_median)
     assert (got.count >= 1).all()
     assert ((got.rssi_max >= -127) & (got.rssi_max <= 20)).all()
+    assert ((got.rssi_median >= -127) & (got.rssi_median <= 20)).all()
+    assert (got.end >= 0).all()
     assert len(got.eid_rows) == len(got.eids)
 
 
