@@ -170,7 +170,7 @@ class Daemon:
                 )
                 return False
             raise
-        await self.outbox.ack(batch.batch_id)
+        await self.outbox.ack(batch.batch_id, sent=len(batch.windows))
         self.counters.last_upload_at = self._clock()
         return True
 

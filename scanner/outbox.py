@@ -97,7 +97,7 @@ class Outbox:
         return self._dropped
 
     def _count_dropped(self, n: int) -> None:
-        """Add ``n`` to the persistent dropped counter (inside the caller's transaction)."""
+        """Add ``n`` (negative: rows delivered after all) to the persistent dropped counter."""
         self._dropped += n
         self._conn.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
@@ -203,16 +203,26 @@ class Outbox:
             return None
         return PendingBatch(batch_id=batch_id, windows=bodies)
 
-    def ack(self, batch_id: str) -> int:
-        """Delete the rows of an acknowledged batch; returns how many were deleted."""
+    def ack(self, batch_id: str, sent: int | None = None) -> int:
+        """Delete the rows of an acknowledged batch; returns how many were deleted.
+
+        ``sent`` is how many windows the acknowledged request carried. Rows of the batch that
+        the bounds dropped while it was in flight (a put at the row bound drops the oldest
+        rows, the batch's own) were counted as dropped, yet the server has them: they are
+        taken off the dropped counter again.
+        """
         self._begin()
         try:
-            n = self._conn.execute("DELETE FROM windows WHERE batch_id = ?", (batch_id,)).rowcount
+            n = int(
+                self._conn.execute("DELETE FROM windows WHERE batch_id = ?", (batch_id,)).rowcount
+            )
+            if sent is not None and 0 < sent - n <= self._dropped:
+                self._count_dropped(n - sent)
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-        return int(n)
+        return n
 
     def discard(self, batch_id: str) -> int:
         """Delete the rows of a batch the server refused for good, counting them as dropped."""
@@ -277,9 +287,9 @@ class OutboxWorker:
         """The oldest pending batch (see ``Outbox.next_batch``)."""
         return await self._run(lambda: self._box.next_batch(max_windows, now))
 
-    async def ack(self, batch_id: str) -> int:
-        """Delete an acknowledged batch."""
-        return await self._run(lambda: self._box.ack(batch_id))
+    async def ack(self, batch_id: str, sent: int | None = None) -> int:
+        """Delete an acknowledged batch (see ``Outbox.ack``)."""
+        return await self._run(lambda: self._box.ack(batch_id, sent))
 
     async def discard(self, batch_id: str) -> int:
         """Delete a refused batch and count it as dropped."""

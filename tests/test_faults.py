@@ -75,6 +75,26 @@ def test_sigterm_closes_boards_and_exits_in_bound() -> None:
     assert figures["long_polls"] == {"200": 5}  # held long polls are answered, not cut
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S + 10)
+def test_server_outage_bounded_outbox_drains_fully() -> None:
+    figures = run_campaign(
+        "server_outage.py",
+        *("--phones", "5", "--outage-s", "300", "--max-rows", "400", "--max-bytes", "40000"),
+        *("--min-failures", "2"),
+    )
+    scanners = figures["scanners"]
+    assert {s["bound"] for s in scanners.values()} == {"rows", "age", "bytes"}
+    for s in scanners.values():
+        assert s["produced"] == s["at_server"] + s["dropped"]
+        assert s["dropped"] > 0  # the simulated outage exceeded every bound
+        assert s["at_server"] > 0
+    assert scanners["s-entrance"]["peak_rows"] <= 400
+    assert scanners["s-parts"]["peak_bytes"] <= 40000
+    assert figures["quick_checks_ok"] == 4
+    assert figures["first_upload_s_max"] <= figures["backoff_cap_s"] + 5
+
+
 async def test_shutdown_answers_held_long_polls(server: Harness) -> None:
     scanner = await server.add_scanner("s-entrance")
     version = (await (await server.signed(scanner, "GET", ALLOWLIST)).json())["version"]

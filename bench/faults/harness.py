@@ -90,6 +90,18 @@ BEGIN INSERT INTO fault_deleted (row_id, batch_id) VALUES (old.id, old.batch_id)
 """
 
 
+def create_audited_outbox(path: Path, extra_sql: str = "") -> None:
+    """Create an outbox with the scanner's own code, then add the audit tables and triggers
+    (and ``extra_sql``, more audit of the same kind)."""
+    outbox = Outbox(path, max_rows=1, max_bytes=1, max_age_s=1.0)
+    outbox.close()
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(_AUDIT_SQL + extra_sql)
+    finally:
+        conn.close()
+
+
 class CampaignError(AssertionError):
     """An invariant of a fault campaign does not hold."""
 
@@ -376,13 +388,7 @@ class ScannerProcess:
             encoding="utf-8",
         )
         config.chmod(0o600)
-        outbox = Outbox(self.outbox_path, max_rows=1, max_bytes=1, max_age_s=1.0)
-        outbox.close()
-        conn = sqlite3.connect(self.outbox_path)
-        try:
-            conn.executescript(_AUDIT_SQL)
-        finally:
-            conn.close()
+        create_audited_outbox(self.outbox_path)
 
     async def start(self) -> None:
         log = (self.workdir / f"{self.scanner_id}.log").open("ab")

@@ -7,15 +7,18 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from scanner.aggregate import WindowAggregate
 from scanner.allowlist import AllowlistUpdate
 from scanner.config import ScannerConfig
 from scanner.daemon import Daemon
 from scanner.frames import EDDYSTONE_SERVICE_UUID
 from scanner.health import HealthCounters, heartbeat_body, should_restart, snapshot
+from scanner.outbox import PendingBatch
 from scanner.records import AdvertRecord, record_to_json
 from scanner.uploader import ServerRejectedError, Uploader
 
@@ -314,3 +317,38 @@ async def test_bad_credentials_logged_once_even_with_nothing_to_upload(
     assert len(refused) == 1, lines
     assert "check scanner_id, secret and store_id" in refused[0]
     assert "\n" not in refused[0]
+
+
+async def test_rows_dropped_by_a_put_during_their_upload_are_not_counted_dropped(
+    api: Api, tmp_path: Path
+) -> None:
+    """A full outbox drains while windows keep coming: a put during an upload drops the
+    oldest rows, those of the batch in flight, which the server then acknowledges."""
+    now = time.time()
+    cfg = config(tmp_path, api.url, window_s=1.0, outbox_max_rows=10, batch_max_windows=4)
+    daemon = Daemon(cfg, SECRET, stdin=asyncio.StreamReader())
+    first = [eid_window(i, now - 100 + i) for i in range(10)]
+    later = [eid_window(i, now - 50 + i) for i in range(3)]
+    await daemon.outbox.put(first, now - 90)
+
+    class PutDuringUpload(Uploader):
+        async def post_batch(self, batch: PendingBatch) -> dict[str, Any]:
+            if later:  # the flush loop, while the first request is out
+                await daemon.outbox.put([later.pop() for _ in range(len(later))][::-1], now)
+            return await super().post_batch(batch)
+
+    async with aiohttp.ClientSession() as session:
+        up = PutDuringUpload(
+            session, server_url=api.url, store_id=STORE_ID, scanner_id=SCANNER_ID, secret=SECRET
+        )
+        assert await daemon.upload_once(up)
+        while await daemon.upload_once(up):
+            pass
+    delivered = api.state.windows()
+    assert len(delivered) == 13  # the three rows dropped in flight reached the server
+    assert await daemon.outbox.stats() == (0, 0)
+    await daemon.outbox.aclose()
+
+
+def eid_window(i: int, start: float) -> WindowAggregate:
+    return WindowAggregate("eid", f"{i:016x}", start, start + 1, 1, -60, -60.0, -20)

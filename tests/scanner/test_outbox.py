@@ -174,3 +174,35 @@ def test_worker_reports_an_unusable_path(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(OutboxError, match="cannot open outbox"):
         OutboxWorker(blocker / "o.sqlite", max_rows=10, max_bytes=10**6, max_age_s=60)
+
+
+def test_rows_dropped_while_their_batch_was_in_flight_are_not_counted_dropped(
+    tmp_path: Path,
+) -> None:
+    """At the row bound, a put during an upload drops the oldest rows: the in-flight batch's.
+
+    The server acknowledges the batch with them, so they were delivered, not dropped.
+    """
+    path = tmp_path / "o.sqlite"
+    box = open_box(path, max_rows=10)
+    box.put([win(i) for i in range(10)], T0)
+    batch = box.next_batch(4, T0)
+    assert batch is not None
+    assert len(batch.windows) == 4
+    box.put([win(i) for i in range(10, 13)], T0 + 1)  # in flight: drops rows 0-2, the batch's
+    assert box.dropped == 3
+    assert box.ack(batch.batch_id, sent=len(batch.windows)) == 1
+    assert box.dropped == 0
+    assert box.depth() == 9
+    box.close()
+    box = open_box(path, max_rows=10)
+    assert box.dropped == 0  # persisted
+    box.put([win(13)], T0 + 2)
+    assert box.dropped == 0
+    box.put([win(14)], T0 + 2)  # the bound again, nothing in flight: counted
+    assert box.dropped == 1
+    # Without the sent count (or with nothing dropped in flight) the counter is left alone.
+    other = box.next_batch(2, T0 + 2)
+    assert other is not None
+    assert box.ack(other.batch_id) == 2
+    assert box.dropped == 1
