@@ -249,6 +249,7 @@ class Daemon:
                 outbox_depth=depth,
                 outbox_dropped=dropped,
                 allowlist_version=self.allowlist.version if self._have_allowlist else None,
+                readings_unusable=self.aggregator.unusable,
                 adapter=self.adapter_state,
                 version=version,
             )

@@ -56,6 +56,7 @@ def heartbeat_body(
     outbox_depth: int,
     outbox_dropped: int,
     allowlist_version: int | None,
+    readings_unusable: int = 0,
     adapter: str,
     version: str,
 ) -> dict[str, Any]:
@@ -76,6 +77,7 @@ def heartbeat_body(
         "watchdog_restarts": counters.watchdog_restarts,
         "allowlist_version": allowlist_version,
         "sent_at": now,
+        "readings_unusable": readings_unusable,
     }
 
 

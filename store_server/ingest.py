@@ -178,6 +178,8 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     watchdog_restarts: Annotated[int, msgspec.Meta(ge=0)]
     allowlist_version: Annotated[int, msgspec.Meta(ge=0)] | None  # None: no list received yet
     sent_at: float
+    # Sightings left out since the daemon started: their RSSI was not a reading (HCI's 127).
+    readings_unusable: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 S = TypeVar("S")

@@ -193,6 +193,7 @@ def _heartbeat(allowlist_version: int | None) -> dict[str, object]:
         outbox_depth=3,
         outbox_dropped=0,
         allowlist_version=allowlist_version,
+        readings_unusable=5,
         adapter="powered",
         version="0.1.0",
     )
@@ -205,6 +206,7 @@ def test_heartbeat_decodes_at_server() -> None:
     assert hb.allowlist_version == 42
     assert hb.outbox_depth == 3
     assert hb.sent_at == NOW
+    assert hb.readings_unusable == 5
 
 
 def test_heartbeat_before_first_allowlist_decodes_at_server() -> None:

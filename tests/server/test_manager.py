@@ -103,13 +103,14 @@ async def test_scanner_health_from_heartbeat(server: Harness, manager: dict[str,
         "outbox_depth": 37,
         "outbox_dropped": 4,
         "version": "9.8.7",
+        "readings_unusable": 3,
     }
     await server.service.db.run(
         lambda db: repo.record_heartbeat(db, "s-till", heartbeat, server.service.clock())
     )
     page = await text(await server.client.get("/manager/scanners?lang=en", headers=manager))
     row = page.split('data-scanner="s-till"')[1].split("</tr>")[0]
-    for expected in ("powered", "12.5 / 0.5", ">37<", ">4<", "9.8.7", "active"):
+    for expected in ("powered", "12.5 / 0.5 (3 without RSSI)", ">37<", ">4<", "9.8.7", "active"):
         assert expected in row
 
 
