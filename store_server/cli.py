@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import sqlite_utils
 
@@ -71,11 +71,32 @@ def _echo(out: TextIO, line: object) -> None:
     out.write(f"{line}\n")
 
 
-def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server.demo import run_demo
+LAB_MISSING = (
+    "the demo and the accuracy lab run from a source checkout of Bulle "
+    "(the lab/ folder is not part of the store server's wheel)"
+)
 
-    return asyncio.run(
-        run_demo(Path(args.dir), port=args.port, seed=args.seed, out=out, duration_s=args.duration)
+
+def _lab_import(module: str) -> Any:
+    """Import a module of the checkout's lab package, or say where it is to be found."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"lab.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("lab", f"lab.{module}"):
+            raise
+        raise StoreServerError(LAB_MISSING) from None
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    run_demo = _lab_import("demo").run_demo
+    return int(
+        asyncio.run(
+            run_demo(
+                Path(args.dir), port=args.port, seed=args.seed, out=out, duration_s=args.duration
+            )
+        )
     )
 
 
@@ -156,9 +177,7 @@ def cmd_stock_import(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_lab(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server.lab import run_lab_command
-
-    return run_lab_command(args, out)
+    return int(_lab_import("accuracy").run_lab_command(args, out))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,9 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the presence accuracy lab: a deterministic simulation of the "
         "store floor measured against ground truth.",
     )
-    from store_server.lab import add_lab_arguments
-
-    add_lab_arguments(p)
+    try:
+        _lab_import("accuracy").add_lab_arguments(p)
+    except StoreServerError:
+        p.description = f"{p.description} Not available here: {LAB_MISSING}."
     p.set_defaults(func=cmd_lab)
     return parser
 

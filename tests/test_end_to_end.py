@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from store_server.demo import DEMO_USER, DemoStore
+from lab.demo import DEMO_USER, DemoStore
 from tests.support import require_system_component, screenshot_dir, wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from store_server.lab import (
+from lab.accuracy import (
     add_lab_arguments,
     format_table,
     lab_floor,

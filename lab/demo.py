@@ -39,6 +39,8 @@ import aiohttp
 import sqlite_utils
 from aiohttp import web
 
+from lab.radio import RadioModel
+from lab.sim import SimPhone, StoreSimulation
 from store_server import repo, staff
 from store_server.app import AccessLogger, create_app, load_floor
 from store_server.config import ServerConfig
@@ -46,9 +48,7 @@ from store_server.db import Database
 from store_server.errors import StoreServerError
 from store_server.identity import beacon_time, compute_eid, new_identity_key
 from store_server.keywrap import wrap_key
-from store_server.radio import RadioModel
 from store_server.service import scanner_aad
-from store_server.sim import SimPhone, StoreSimulation
 from store_server.stock import parse_stock_csv
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from lab.radio import RadioModel
 from store_server.floor import Floor, FloorError, Walk
-from store_server.radio import RadioModel
 
 __all__ = [
     "DEFAULT_ADDRESS_ROTATION_S",

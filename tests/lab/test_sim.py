@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.radio import RadioModel
+from lab.sim import SimPhone, StoreSimulation
 from store_server.floor import Floor, floor_from_dict
-from store_server.radio import RadioModel
-from store_server.sim import SimPhone, StoreSimulation
 
 STORE = Path(__file__).resolve().parents[2] / "seeds" / "store.toml"
 

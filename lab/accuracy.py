@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from lab.radio import RadioModel
 from store_server.floor import Floor, ScannerSpec, Walk, floor_from_dict, walk_position
 from store_server.presence import Observation, PresenceEngine, PresenceSettings
-from store_server.radio import RadioModel
 
 __all__ = [
     "GoalCheck",
@@ -717,8 +717,8 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m store_server.lab``."""
-    parser = argparse.ArgumentParser(prog="store_server.lab", description=__doc__)
+    """``python -m lab.accuracy``."""
+    parser = argparse.ArgumentParser(prog="lab.accuracy", description=__doc__)
     add_lab_arguments(parser)
     return run_lab_command(parser.parse_args(argv), sys.stdout)
 
