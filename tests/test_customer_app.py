@@ -27,7 +27,7 @@ from scanner.uploader import Uploader
 from store_server import identity, repo
 from store_server.policy import Preferences, greeting_text, shown_name
 from tests.server.conftest import STORE_ID, Harness, server
-from tests.support import require_system_component, screenshot_dir, wait_until
+from tests.support import require_component, screenshot_dir, wait_until
 
 __all__ = ["server"]  # the fixture, imported so that this top-level module can use it
 
@@ -153,8 +153,7 @@ class Phone:
 
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[Any]:
-    present = await asyncio.to_thread(CHROMIUM.exists)
-    require_system_component("Chromium (/usr/bin/chromium)", present)
+    require_component("browser")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
