@@ -30,7 +30,15 @@ STEP_TIMEOUT_S = 300
 # The server's start-up in the clean environment, loaded machine included.
 SERVE_TIMEOUT_S = 60.0
 # The server's dependencies a scanner (a Raspberry Pi) must not install.
-SERVER_ONLY = ("numpy", "jinja2", "argon2", "aiohttp_jinja2", "msgspec", "cryptography")
+SERVER_ONLY = (
+    "numpy",
+    "jinja2",
+    "argon2",
+    "aiohttp_jinja2",
+    "msgspec",
+    "cryptography",
+    "prometheus_client",
+)
 # Files the programs read at run time, by path inside the wheel.
 RUNTIME_DATA = (
     "store_server/consent_texts.toml",
