@@ -15,12 +15,12 @@ from aiohttp import web, web_log
 
 from store_server.config import ServerConfig
 from store_server.consent import ConsentText
-from store_server.db import Database
 from store_server.errors import ForbiddenError, StoreServerError
 from store_server.floor import Floor, floor_from_dict
 from store_server.keys import CONFIG, SERVICE
 from store_server.keywrap import parse_master_key
 from store_server.service import StoreService
+from store_server.storage.database import Database
 from store_server.views import customer_api, customer_pages, manager, scanner_api, staff
 
 logger = logging.getLogger(__name__)
