@@ -52,6 +52,7 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     legacy_ibeacon: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"
     extra_origins: tuple[str, ...] = field(default=())
 
     def with_overrides(self, **changes: Any) -> ServerConfig:
@@ -59,6 +60,7 @@ class ServerConfig:
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMATS = ("text", "json")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -107,6 +109,8 @@ def _check(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"log_level: must be one of {', '.join(_LOG_LEVELS)}", key="log_level")
     if not config.db_path:
         raise ConfigError("db_path: must not be empty", key="db_path")
+    if config.log_format not in _LOG_FORMATS:
+        raise ConfigError(f"log_format: must be one of {', '.join(_LOG_FORMATS)}", key="log_format")
     return replace(config, log_level=config.log_level.upper())
 
 
@@ -133,6 +137,16 @@ def load_config(toml_text: str, env: Mapping[str, str]) -> ServerConfig:
 def config_keys() -> list[str]:
     """Every setting name, for documentation checks."""
     return [f.name for f in fields(ServerConfig)]
+
+
+def resolve_paths(config: ServerConfig, base: Path) -> ServerConfig:
+    """``db_path`` and ``store_file`` made absolute, a relative one read from ``base`` (the
+    settings file's folder), so that a command works from any working directory."""
+    return replace(
+        config,
+        db_path=str(resolve_path(base, config.db_path)),
+        store_file=str(resolve_path(base, config.store_file)),
+    )
 
 
 def resolve_path(base: Path, value: str) -> Path:
