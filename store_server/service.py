@@ -776,6 +776,10 @@ class StoreService:
 
     # -- manager pages -------------------------------------------------------------------
 
+    async def ping_writer(self) -> None:
+        """Return once the writer thread has run a trivial statement (readiness probe)."""
+        await self.db.write(data_version)
+
     async def scanner_rows(self) -> list[dict[str, Any]]:
         """Registered scanners with their last heartbeat (never their secrets)."""
         return await self.db.read(scanners.scanner_rows)
