@@ -243,8 +243,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_scanner_add(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server.keywrap import wrap_key
-    from store_server.service import scanner_aad
+    from store_server.keywrap import scanner_aad, wrap_key
     from store_server.storage import scanners
 
     config = _load(args)

@@ -42,7 +42,7 @@ from store_server.identity import (
     WindowEids,
     eid_at,
 )
-from store_server.service import release_startup_garbage
+from store_server.services.coordinator import release_startup_garbage
 
 NOW = 1_763_800_000.0
 """Fixed server time so runs are comparable."""

@@ -14,11 +14,11 @@ over the same kind of batches (median and mean wall time, main-thread and proces
 microseconds per batch):
 
 - ``headers``: `read_headers`;
-- ``verify``: `StoreService.authenticate_batch` (content digest, HMAC, nonce; cached
+- ``verify``: `StoreServices.authenticate_batch` (content digest, HMAC, nonce; cached
   registration);
 - ``decode``: `decode` + `batch_columns` (for reference);
 - ``resolve``: `EidResolver.resolve_many` of the batch's EIDs;
-- ``ingest``: `StoreService.ingest`, one batch at a time (each waits for its own commit);
+- ``ingest``: `StoreServices.ingest`, one batch at a time (each waits for its own commit);
 - ``app``: the whole request through the application's middlewares and `post_batch`
   (`Application._handle` on a request made by aiohttp's `make_mocked_request`), one at a time;
 - ``app_concurrent``: the same with `--scanners` requests in flight (one per scanner, as in
@@ -61,7 +61,7 @@ from store_server.identity import IdentityRecord, beacon_time, compute_eid  # no
 from store_server.ingest import Batch, decode  # noqa: E402
 from store_server.ingest import batch_columns as server_columns  # noqa: E402
 from store_server.keys import SERVICE  # noqa: E402
-from store_server.service import StoreService  # noqa: E402
+from store_server.services.store import StoreServices  # noqa: E402
 from store_server.signing import read_headers  # noqa: E402
 from store_server.storage import scanners as scanner_store  # noqa: E402
 
@@ -77,7 +77,7 @@ K = 9
 class Load:
     """Customers, scanners and signed batch bodies for one run."""
 
-    def __init__(self, service: StoreService, args: argparse.Namespace) -> None:
+    def __init__(self, service: StoreServices, args: argparse.Namespace) -> None:
         self.service = service
         self.windows = args.windows
         self.keys = [os.urandom(16) for _ in range(args.customers)]
@@ -88,7 +88,7 @@ class Load:
         service = self.service
         for scanner_id in scanner_ids:
             secret = secrets.token_urlsafe(32)
-            wrapped = service.wrap_scanner_secret(scanner_id, secret)
+            wrapped = service.scanners.wrap_scanner_secret(scanner_id, secret)
             now = time.time()
             await service.db.run(
                 lambda db, s=scanner_id, w=wrapped, t=now: scanner_store.add_scanner(
@@ -97,7 +97,7 @@ class Load:
             )
             self.scanners[scanner_id] = secret
         records = [IdentityRecord(f"c-{i:05d}", key, K, 0.0) for i, key in enumerate(self.keys)]
-        service.resolver.upsert_many(records, time.time())
+        service.coordinator.resolver.upsert_many(records, time.time())
 
     def request(self, scanner_id: str, end: float) -> tuple[bytes, dict[str, str]]:
         """One signed batch of fresh windows ending at ``end``."""
@@ -215,7 +215,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         stages["headers"] = await timed(reqs, _async(lambda r: read_headers(r[1])))
 
         async def verify(r: tuple[bytes, dict[str, str]]) -> None:
-            await service.authenticate_batch(read_headers(r[1]), "POST", PATH, r[0])
+            await service.scanners.authenticate_batch(read_headers(r[1]), "POST", PATH, r[0])
 
         stages["verify"] = await timed(reqs, verify)
         stages["decode"] = await timed(reqs, _async(lambda r: server_columns(decode(r[0], Batch))))
@@ -223,11 +223,14 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         columns = [server_columns(b) for b in decoded]
         now = time.time()
         stages["resolve"] = await timed(
-            columns, _async(lambda c: service.resolver.resolve_many(c.eids, c.end.clip(max=now)))
+            columns,
+            _async(
+                lambda c: service.coordinator.resolver.resolve_many(c.eids, c.end.clip(max=now))
+            ),
         )
 
         async def ingest(i: int) -> None:
-            await service.ingest(INTERIOR_SCANNER, STORE_ID, decoded[i], columns[i])
+            await service.scanners.ingest(INTERIOR_SCANNER, STORE_ID, decoded[i], columns[i])
 
         stages["ingest"] = await timed(list(range(n)), ingest)
 

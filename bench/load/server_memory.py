@@ -43,8 +43,8 @@ from scanner.uploader import sign_request
 from store_server import identity
 from store_server.app import load_consent_texts
 from store_server.consent import GENESIS_HASH, LogEntry, entry_hash, subject_ref
-from store_server.keywrap import wrap_key
-from store_server.service import _aad, derive_key
+from store_server.keywrap import aad as _aad
+from store_server.keywrap import derive_key, wrap_key
 from store_server.storage import consents as consent_store
 from store_server.storage import customers as customer_store
 from store_server.storage.database import Database, immediate

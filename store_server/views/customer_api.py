@@ -18,7 +18,7 @@ from store_server.api_models import (
     WishlistRequest,
     WithdrawRequest,
 )
-from store_server.errors import AuthenticationError, RateLimitedError
+from store_server.errors import AuthenticationError
 from store_server.ingest import decode
 from store_server.keys import SERVICE
 from store_server.openapi import Registry, build_document
@@ -32,10 +32,6 @@ API_VERSION = "1.0.0"
 # Name under which "my data" is saved by a browser.
 EXPORT_FILENAME = "bulle-my-data.json"
 
-# One check-in per customer every 10 s: a tap is a deliberate act, a burst is a bug or abuse.
-CHECK_IN_MIN_INTERVAL_S = 10.0
-_last_check_in = web.AppKey("last_check_in", dict)
-
 
 def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(
@@ -48,7 +44,7 @@ async def _customer(request: web.Request) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationError("send the app token as 'Authorization: Bearer <token>'")
-    return await request.app[SERVICE].customer_for_token(token.strip())
+    return await request.app[SERVICE].customers.customer_for_token(token.strip())
 
 
 @api.operation(
@@ -63,7 +59,7 @@ async def _customer(request: web.Request) -> str:
 )
 async def enroll(request: web.Request) -> web.Response:
     body = decode(await request.read() or b"{}", EnrollRequest)
-    return _json(await request.app[SERVICE].enroll(body.app_counter, body.language), 201)
+    return _json(await request.app[SERVICE].customers.enroll(body.app_counter, body.language), 201)
 
 
 @api.operation(
@@ -76,7 +72,9 @@ async def enroll(request: web.Request) -> web.Response:
 async def rotate(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", RotateRequest)
-    return _json(await request.app[SERVICE].rotate_identity(customer_id, body.app_counter))
+    return _json(
+        await request.app[SERVICE].customers.rotate_identity(customer_id, body.app_counter)
+    )
 
 
 @api.operation(
@@ -86,12 +84,12 @@ async def rotate(request: web.Request) -> web.Response:
     auth=False,
 )
 async def consent_texts(request: web.Request) -> web.Response:
-    return _json({"texts": await request.app[SERVICE].consent_texts()})
+    return _json({"texts": await request.app[SERVICE].customers.consent_texts()})
 
 
 @api.operation("GET", "/api/v1/catalog", "Catalog with stock and aisle at this store", auth=False)
 async def catalog(request: web.Request) -> web.Response:
-    return _json({"items": await request.app[SERVICE].catalog()})
+    return _json({"items": await request.app[SERVICE].catalog.items()})
 
 
 @api.operation(
@@ -104,7 +102,7 @@ async def catalog(request: web.Request) -> web.Response:
 async def grant(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read(), ConsentRequest)
-    result = await request.app[SERVICE].grant(
+    result = await request.app[SERVICE].customers.grant(
         customer_id, body.purpose, body.text_hash, body.scope, body.channel, body.app_version
     )
     return _json(result, 201)
@@ -121,7 +119,7 @@ async def withdraw(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", WithdrawRequest)
     return _json(
-        await request.app[SERVICE].withdraw(
+        await request.app[SERVICE].customers.withdraw(
             customer_id, body.purposes, body.channel, body.app_version
         )
     )
@@ -139,7 +137,7 @@ async def preferences(request: web.Request) -> web.Response:
     for name_field in ("display_name", "title"):
         if values.get(name_field) is not None:
             values[name_field] = validate_name(values[name_field], name_field)
-    service = request.app[SERVICE]
+    service = request.app[SERVICE].customers
     legacy = values.pop("legacy_ibeacon", None)
     if legacy is not None:
         await service.set_legacy_ibeacon(customer_id, legacy)
@@ -164,7 +162,7 @@ LEGACY_IBEACON_NOTICE = {
 
 
 async def _preferences_of(request: web.Request, customer_id: str) -> dict[str, Any]:
-    row = await request.app[SERVICE].preferences(customer_id)
+    row = await request.app[SERVICE].customers.preferences(customer_id)
     if row is None:
         return {}
     legacy = bool(row["legacy_ibeacon"])
@@ -178,7 +176,7 @@ async def _preferences_of(request: web.Request, customer_id: str) -> dict[str, A
 async def wishlist(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read(), WishlistRequest)
-    await request.app[SERVICE].set_wishlist(customer_id, body.skus)
+    await request.app[SERVICE].customers.set_wishlist(customer_id, body.skus)
     return _json({"skus": list(dict.fromkeys(body.skus))})
 
 
@@ -193,25 +191,19 @@ async def wishlist(request: web.Request) -> web.Response:
 async def check_in(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", CheckInRequest)
-    service = request.app[SERVICE]
-    now = service.clock()
-    last: dict[str, float] = request.app[_last_check_in]
-    if now - last.get(customer_id, float("-inf")) < CHECK_IN_MIN_INTERVAL_S:
-        raise RateLimitedError("one check-in every 10 seconds")
-    last[customer_id] = now
-    return _json(await service.check_in(customer_id, body.zone))
+    return _json(await request.app[SERVICE].customers.check_in(customer_id, body.zone))
 
 
 @api.operation("GET", "/api/v1/messages", "Messages to the app (stock answers), newest first")
 async def messages(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    return _json({"messages": await request.app[SERVICE].messages(customer_id)})
+    return _json({"messages": await request.app[SERVICE].customers.messages(customer_id)})
 
 
 @api.operation("GET", "/api/v1/consents", "My consents at this store, with their expiry")
 async def my_consents(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    data = await request.app[SERVICE].my_data(customer_id)
+    data = await request.app[SERVICE].customers.my_data(customer_id)
     return _json({"consents": data["consents"]})
 
 
@@ -222,7 +214,7 @@ async def my_consents(request: web.Request) -> web.Response:
 )
 async def my_data(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    response = _json(await request.app[SERVICE].my_data(customer_id))
+    response = _json(await request.app[SERVICE].customers.my_data(customer_id))
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -230,7 +222,7 @@ async def my_data(request: web.Request) -> web.Response:
 @api.operation("GET", "/api/v1/me/export", "My data as a JSON file to download", download=True)
 async def export(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    response = _json(await request.app[SERVICE].my_data(customer_id))
+    response = _json(await request.app[SERVICE].customers.my_data(customer_id))
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Disposition"] = f'attachment; filename="{EXPORT_FILENAME}"'
     return response
@@ -246,8 +238,7 @@ async def export(request: web.Request) -> web.Response:
 async def erase(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", EraseRequest)
-    result = await request.app[SERVICE].erase(customer_id, body.channel, body.app_version)
-    request.app[_last_check_in].pop(customer_id, None)
+    result = await request.app[SERVICE].customers.erase(customer_id, body.channel, body.app_version)
     return _json(result)
 
 
@@ -256,6 +247,5 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app[_last_check_in] = {}
     app.add_routes(routes)
     app.router.add_get("/api/openapi.json", openapi_document)

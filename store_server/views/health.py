@@ -43,15 +43,15 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
             await service.ping_writer()
-            scanners = await service.scanner_rows()
+            scanners = await service.scanners.scanner_rows()
         checks["database"] = {"ok": True}
     except Exception as exc:  # any failure of the probe is the answer, not a crash
         checks["database"] = {"ok": False, "error": type(exc).__name__}
         scanners = []
     checks["resolver"] = {
         "ok": True,
-        "identities": len(service.resolver),
-        "version": service.resolver.version,
+        "identities": len(service.coordinator.resolver),
+        "version": service.coordinator.resolver.version,
     }
     now = time.time()
     active = [row for row in scanners if row.get("revoked_at") is None]

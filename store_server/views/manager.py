@@ -24,7 +24,7 @@ from store_server.errors import (
     ValidationError,
 )
 from store_server.keys import SERVICE
-from store_server.service import StoreService
+from store_server.services.store import StoreServices
 from store_server.staff import StaffUser
 from store_server.stock import parse_stock_csv
 from store_server.views.staff import current_user, page
@@ -66,7 +66,7 @@ def manager_only(handler: ManagerHandler) -> Handler:
     return wrapper
 
 
-def _service(request: web.Request) -> StoreService:
+def _service(request: web.Request) -> StoreServices:
     return request.app[SERVICE]
 
 
@@ -101,7 +101,7 @@ async def _scanners_page(
 ) -> web.Response:
     service = _service(request)
     now = service.clock()
-    found = await service.scanner_rows()
+    found = await service.scanners.scanner_rows()
     for row in found:
         seen = row["last_seen_at"]
         if row["revoked_at"] is not None:
@@ -141,7 +141,7 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
         return await _scanners_page(
             request, user, error="scanner_id: letters, digits, '-', '_' (1-64)", status=422
         )
-    secret = await _service(request).register_scanner(scanner_id)
+    secret = await _service(request).scanners.register_scanner(scanner_id)
     logger.info("scanner %s registered by %s", scanner_id, user.username)
     # The secret is rendered in this one response (no-store) and never again.
     return await _scanners_page(request, user, secret=(scanner_id, secret))
@@ -151,7 +151,7 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
 @manager_only
 async def revoke_scanner(request: web.Request, user: StaffUser) -> web.StreamResponse:
     scanner_id = request.match_info["scanner_id"]
-    await _service(request).revoke_scanner(scanner_id)
+    await _service(request).scanners.revoke_scanner(scanner_id)
     logger.info("scanner %s revoked by %s", scanner_id, user.username)
     raise web.HTTPSeeOther("/manager/scanners")
 
@@ -163,14 +163,14 @@ async def _zones_page(
     request: web.Request, user: StaffUser, *, error: str | None = None, status: int = 200
 ) -> web.Response:
     service = _service(request)
-    registered = {str(r["id"]) for r in await service.scanner_rows()}
+    registered = {str(r["id"]) for r in await service.scanners.scanner_rows()}
     return _manager_page(
         request,
         user,
         "manager_zones.html",
         zones=service.floor.zones,
         scanners=service.floor.scanners,
-        offsets=service.engine.calibration(),
+        offsets=service.scanners.calibration(),
         registered=registered,
         error=error,
         status=status,
@@ -194,7 +194,7 @@ async def calibrate(request: web.Request, user: StaffUser) -> web.StreamResponse
             offset = float(str(form.get("rssi_offset_db", "")).replace(",", "."))
         except ValueError:
             raise ValidationError("not a number", field="rssi_offset_db") from None
-        await service.set_calibration(scanner_id, offset, user.username)
+        await service.scanners.set_calibration(scanner_id, offset, user.username)
     except StoreServerError as exc:
         if exc.status == 404:
             raise
@@ -215,7 +215,7 @@ async def _stock_page(
     status: int = 200,
 ) -> web.Response:
     service = _service(request)
-    items = await service.catalog()
+    items = await service.catalog.items()
     return _manager_page(
         request,
         user,
@@ -247,7 +247,7 @@ async def stock_import(request: web.Request, user: StaffUser) -> web.StreamRespo
         except UnicodeDecodeError:
             raise ValidationError("the file is not UTF-8 text", field="file") from None
         items = parse_stock_csv(text)
-        count = await service.import_stock(items)
+        count = await service.catalog.import_stock(items)
     except StoreServerError as exc:
         return await _stock_page(request, user, error=_error_text(exc), status=422)
     logger.info("%s stock items imported by %s", count, user.username)
@@ -266,7 +266,7 @@ async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamRespons
         except ValueError:
             raise ValidationError("not a whole number", field="count") from None
         aisle = str(form.get("aisle", ""))
-        await service.set_stock(sku, count, aisle)
+        await service.catalog.set_stock(sku, count, aisle)
     except StoreServerError as exc:
         if exc.status == 404:
             raise
@@ -334,7 +334,7 @@ async def staff_enable(request: web.Request, user: StaffUser) -> web.StreamRespo
 @manager_only
 async def consent_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """The consent proof: pseudonymous subject references only (no customer is named)."""
-    entries = await _service(request).consent_log()
+    entries = await _service(request).customers.consent_log()
     try:
         verified: int | None = verify_chain(entries)
         broken = None
@@ -357,7 +357,7 @@ async def consent_log(request: web.Request, user: StaffUser) -> web.StreamRespon
 async def access_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """Who saw which card when; viewing this page is itself logged for every customer shown."""
     service = _service(request)
-    entries = await service.access_log(user.username, ACCESS_LOG_PAGE_ROWS)
+    entries = await service.board.access_log(user.username, ACCESS_LOG_PAGE_ROWS)
     for entry in entries:
         entry["subject"] = entry["subject"][:SUBJECT_REF_CHARS]
     return _manager_page(request, user, "manager_access.html", entries=entries)

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from store_server import identity, service
+from store_server import identity
 from store_server.app import load_consent_texts
 from store_server.config import ServerConfig
 from store_server.errors import ConfigError
 from store_server.keywrap import parse_master_key
+from store_server.services import coordinator
 from store_server.storage import consents as consent_store
 from tests.server.test_consent_lifecycle import T0, Clock, Customer, Store
 
@@ -39,7 +40,8 @@ async def _store_with(tmp_path: Path, consenting: int, others: int) -> tuple[Sto
 def _recognised(store: Store, customers: list[Customer]) -> list[bool]:
     now = store.clock()
     return [
-        store.service.resolver.resolve(identity.eid_at(c.record, now), now) == c.customer_id
+        store.service.coordinator.resolver.resolve(identity.eid_at(c.record, now), now)
+        == c.customer_id
         for c in customers
     ]
 
@@ -48,12 +50,12 @@ def _recognised(store: Store, customers: list[Customer]) -> list[bool]:
 async def test_restart_recognises_exactly_the_consenting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
-    monkeypatch.setattr(service, "IDENTITY_CHUNK", chunk)
+    monkeypatch.setattr(coordinator, "IDENTITY_CHUNK", chunk)
     store, customers = await _store_with(tmp_path, consenting=7, others=3)
     try:
         await store.restart()
         assert _recognised(store, customers) == [True] * 7 + [False] * 3
-        assert len(store.service.resolver) == 7
+        assert len(store.service.coordinator.resolver) == 7
     finally:
         await store.close()
 
@@ -78,7 +80,7 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
     caplog: pytest.LogCaptureFixture,
     chunk: int,
 ) -> None:
-    monkeypatch.setattr(service, "IDENTITY_CHUNK", chunk)
+    monkeypatch.setattr(coordinator, "IDENTITY_CHUNK", chunk)
     store, customers = await _store_with(tmp_path, consenting=5, others=0)
     victim = customers[2].customer_id
     try:
@@ -88,7 +90,7 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
             assert _recognised(store, customers) == [True, True, False, True, True]
             # Later consent refreshes neither fail nor read (and log) the bad row again.
             for _ in range(3):  # full re-reads (the safety net), not only minute checks
-                store.clock.t += service.CONSENT_FULL_REFRESH_S + 1
+                store.clock.t += coordinator.CONSENT_FULL_REFRESH_S + 1
                 await store.service.tick(store.clock())
             assert _recognised(store, customers) == [True, True, False, True, True]
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -96,7 +98,7 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
         assert "1 stored identities could not be loaded" in errors[0].getMessage()
         assert victim not in caplog.text  # no customer identifier in the logs
         # Re-enrollment writes a new wrapped key: recognised again at once.
-        answer = await store.service.rotate_identity(victim, None)
+        answer = await store.service.customers.rotate_identity(victim, None)
         fresh = identity.IdentityRecord(
             victim,
             bytes.fromhex(answer["identity_key"]),
@@ -104,7 +106,9 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
             identity.clock_offset(answer["beacon_time"], store.clock()),
         )
         now = store.clock()
-        assert store.service.resolver.resolve(identity.eid_at(fresh, now), now) == victim
+        assert (
+            store.service.coordinator.resolver.resolve(identity.eid_at(fresh, now), now) == victim
+        )
     finally:
         await store.close()
 
@@ -112,7 +116,7 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
 async def test_an_impossible_exponent_or_offset_leaves_only_that_row_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "IDENTITY_CHUNK", 3)
+    monkeypatch.setattr(coordinator, "IDENTITY_CHUNK", 3)
     store, customers = await _store_with(tmp_path, consenting=5, others=0)
 
     def corrupt(db: Any) -> None:
@@ -142,7 +146,7 @@ async def test_a_wrong_master_key_is_a_configuration_error(tmp_path: Path) -> No
         cookie_secure=False,
     )
     store.service = store._new_service()
-    assert store.service._master_key == parse_master_key(store.master_key)
+    assert store.service.coordinator.master_key == parse_master_key(store.master_key)
     try:
         with pytest.raises(ConfigError, match="none of the 3 stored identities") as raised:
             await store.service.prepare()
@@ -159,7 +163,7 @@ async def test_a_withdrawal_during_the_batch_commit_leaves_no_engine_state(
     withdrawn in between must not bring the customer back into the presence engine."""
     store, customers = await _store_with(tmp_path, consenting=1, others=0)
     customer = customers[0]
-    log = store.service._batches
+    log = store.service.scanners._batches
     original = log.record
     entered = asyncio.Event()
     release = asyncio.Event()
@@ -173,11 +177,11 @@ async def test_a_withdrawal_during_the_batch_commit_leaves_no_engine_state(
     try:
         sighting = asyncio.create_task(store.sighting(customer))
         await asyncio.wait_for(entered.wait(), timeout=5)
-        await store.service.withdraw(customer.customer_id, ["greeting"], "app", "1.0")
-        assert customer.customer_id not in store.service.resolver
+        await store.service.customers.withdraw(customer.customer_id, ["greeting"], "app", "1.0")
+        assert customer.customer_id not in store.service.coordinator.resolver
         release.set()
         await asyncio.wait_for(sighting, timeout=5)
-        assert customer.customer_id not in store.service.engine._subjects
+        assert customer.customer_id not in store.service.coordinator.engine._subjects
         cards = await store.rows("SELECT * FROM cards")
         assert cards == []
     finally:
@@ -200,18 +204,20 @@ async def test_minute_checks_read_consents_only_after_another_connection_wrote(
     other = store._new_service()  # a second connection to the same database file
     try:
         for _ in range(3):  # nobody else wrote: the minute checks do not re-read
-            store.clock.t += service.CONSENT_REFRESH_S + 1
+            store.clock.t += coordinator.CONSENT_REFRESH_S + 1
             await store.service.tick(store.clock())
         assert reads["n"] == 0
         # Another process grants a consent: picked up at the next minute check.
         text = next(t for t in load_consent_texts() if t.purpose == "greeting")
-        await other.grant(customers[1].customer_id, "greeting", text.hash, "store", "app", "1.0")
-        store.clock.t += service.CONSENT_REFRESH_S + 1
+        await other.customers.grant(
+            customers[1].customer_id, "greeting", text.hash, "store", "app", "1.0"
+        )
+        store.clock.t += coordinator.CONSENT_REFRESH_S + 1
         await store.service.tick(store.clock())
         assert reads["n"] == 1
         assert _recognised(store, customers) == [True, True]
         # And the quarter-hour safety net re-reads even when nothing changed.
-        store.clock.t += service.CONSENT_FULL_REFRESH_S + 1
+        store.clock.t += coordinator.CONSENT_FULL_REFRESH_S + 1
         await store.service.tick(store.clock())
         assert reads["n"] == 2
     finally:

@@ -1,4 +1,4 @@
-"""StoreService._window_groups against a plain reference: the fresh resolved windows of a
+"""StoreServices._window_groups against a plain reference: the fresh resolved windows of a
 batch grouped by time, each subject's first window of a time, subjects in slot order (both
 the one-time path, the usual batch, and the general one)."""
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from store_server.identity import EidResolver, IdentityRecord
 from store_server.ingest import WindowColumns
-from store_server.service import STALE_WINDOW_S, StoreService
+from store_server.services.scanners import STALE_WINDOW_S, ScannerGateway
 
 NOW = 1_763_800_000.0
 SUBJECTS = 6
@@ -76,7 +76,7 @@ def test_groups_match_the_reference(rows: list[tuple[int, float]], one_time: boo
     if not found.any():
         assert expected == []
         return
-    got = StoreService._window_groups(
+    got = ScannerGateway._window_groups(
         _Holder(RESOLVER),  # type: ignore[arg-type]
         columns,
         columns.end,

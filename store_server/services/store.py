@@ -1,0 +1,127 @@
+"""The store's services, wired: what the app factory builds and the views reach.
+
+`StoreServices` makes the coordinator (shared state) and the services around it, runs the
+once-a-second tick (presence timeouts, EID rotation, consent expiry, retention purge) and
+starts and stops them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from store_server.config import ServerConfig
+from store_server.consent import ConsentText
+from store_server.floor import Floor
+from store_server.services.board import Board
+from store_server.services.catalog import Catalog
+from store_server.services.coordinator import (
+    IDENTITY_CHUNK,
+    Coordinator,
+    release_startup_garbage,
+)
+from store_server.services.customers import Customers
+from store_server.services.scanners import ScannerGateway
+from store_server.services.staff import StaffService
+from store_server.storage import scanners
+from store_server.storage.database import Database, data_version
+
+logger = logging.getLogger(__name__)
+
+# The presence engine and the resolver advance once a second: the aggregation window.
+TICK_S = 1.0
+# Run the retention purge every ten minutes.
+PURGE_EVERY_S = 600.0
+
+
+class StoreServices:
+    """The coordinator and the services of one store, and their life cycle."""
+
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        floor: Floor,
+        db: Database,
+        master_key: bytes,
+        consent_texts: Iterable[ConsentText],
+        clock: Callable[[], float] = time.time,
+        timezone: str | None = None,
+    ) -> None:
+        self.config = config
+        self.floor = floor
+        self.store_id = floor.store_id
+        self.db = db
+        self.clock = clock
+        self.coordinator = Coordinator(
+            config=config, floor=floor, db=db, master_key=master_key, clock=clock
+        )
+        self.hub = self.coordinator.hub
+        self.board = Board(self.coordinator, timezone)
+        self.scanners = ScannerGateway(self.coordinator, self.board)
+        self.customers = Customers(self.coordinator, self.board, consent_texts)
+        self.catalog = Catalog(db, self.store_id)
+        self.staff = StaffService(db, clock)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_purge = float("-inf")  # -inf: the first `tick` purges
+
+    @property
+    def timezone_name(self) -> str | None:
+        """The store's IANA time zone name, if the store file sets one."""
+        return self.board.timezone_name
+
+    async def prepare(self) -> None:
+        """Load the consent texts, calibrations and consenting customers (no background task)."""
+        await self.customers.prepare()
+        engine = self.coordinator.engine
+        for scanner_id, offset in (await self.db.read(scanners.calibration_overrides)).items():
+            if scanner_id in engine.calibration():
+                engine.set_calibration(scanner_id, offset)
+        await self.coordinator.refresh_consenting(self.clock())
+        if len(self.coordinator.resolver) >= IDENTITY_CHUNK:
+            release_startup_garbage()
+
+    async def start(self) -> None:
+        await self.prepare()
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="bulle-tick"))
+
+    async def release_long_polls(self) -> None:
+        """At shutdown: answer every held allowlist long poll now, so none is cut."""
+        await self.coordinator.release_long_polls()
+
+    async def stop(self) -> None:
+        await self.scanners.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.hub.close_all()
+
+    async def ping_writer(self) -> None:
+        """Return once the writer thread has run a trivial statement (readiness probe)."""
+        await self.db.write(data_version)
+
+    async def _tick_loop(self) -> None:
+        self.coordinator.last_refresh = self._last_purge = self.clock()
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self.tick(self.clock())
+            except Exception:
+                logger.exception("periodic work failed; retrying at the next tick")
+
+    async def tick(self, now: float) -> None:
+        """One step of periodic work at `now` (the background task calls it every TICK_S)."""
+        coordinator = self.coordinator
+        await self.board.handle_events(coordinator.engine.tick(now))
+        if coordinator.resolver.advance(now):
+            await coordinator.notify_allowlist()
+        await coordinator.refresh_if_due(now)
+        if now - self._last_purge >= PURGE_EVERY_S:
+            self._last_purge = now
+            await self.board.purge(now)
