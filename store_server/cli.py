@@ -65,7 +65,29 @@ def _load(args: argparse.Namespace) -> ServerConfig:
         base = path.resolve().parent
     else:
         text, base = "", Path.cwd()
-    return resolve_paths(load_config(text, os.environ), base)
+    config = resolve_paths(load_config(text, os.environ), base)
+    if config.master_key_file:
+        config = config.with_overrides(master_key=_read_master_key_file(config.master_key_file))
+    return config
+
+
+def _read_master_key_file(name: str) -> str:
+    """The master key held in ``master_key_file`` (systemd's LoadCredential copy, or a file
+    readable by the server's user only)."""
+    try:
+        return Path(name).read_text("utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"master_key_file: {name} does not exist: write the master key there"
+            f" (mode 0600); {MASTER_KEY_HOWTO}",
+            key="master_key_file",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"master_key_file: cannot read {name} ({exc.strerror}): run as the server's user"
+            " or through its systemd unit (LoadCredential)",
+            key="master_key_file",
+        ) from None
 
 
 def _master_key(config: ServerConfig) -> bytes:
@@ -75,7 +97,12 @@ def _master_key(config: ServerConfig) -> bytes:
     try:
         return parse_master_key(config.master_key)
     except KeyWrapError as exc:
-        where = "BULLE_MASTER_KEY" if "BULLE_MASTER_KEY" in os.environ else "master_key"
+        if config.master_key_file:
+            where = f"master_key_file {config.master_key_file}"
+        elif "BULLE_MASTER_KEY" in os.environ:
+            where = "BULLE_MASTER_KEY"
+        else:
+            where = "master_key"
         problem = "is empty" if not config.master_key.strip() else f"is malformed ({exc})"
         raise ConfigError(
             f"{where} {problem}: set master_key in the settings file (or BULLE_MASTER_KEY) to"
@@ -115,8 +142,17 @@ def _with_db(config: ServerConfig, fn: Callable[[sqlite_utils.Database], T]) -> 
     """Run one database function for an admin command, then close the database."""
     from store_server.db import Database
 
+    path = Path(config.db_path)
+    owner = path.stat().st_uid if path.exists() else None
+    if os.geteuid() == 0 and owner not in (None, 0):
+        # Files root would create beside it (the write-ahead log) would lock the server out.
+        raise ConfigError(
+            f"db_path: {path} belongs to another user: run the command as that user"
+            " (e.g. sudo -u bulle store-server ...)",
+            key="db_path",
+        )
     try:
-        db = Database(Path(config.db_path))
+        db = Database(path)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(
             f"db_path: cannot open {config.db_path} ({exc}): check that the folder exists and"
