@@ -14,16 +14,15 @@ import jinja2
 import msgspec
 from aiohttp import web, web_log
 
-from store_server import repo
 from store_server.config import ServerConfig, metrics_address
 from store_server.consent import ConsentText
-from store_server.db import Database
 from store_server.errors import ForbiddenError, StoreServerError
 from store_server.floor import Floor, floor_from_dict
 from store_server.keys import CONFIG, METRICS, METRICS_PORT, SERVICE
 from store_server.keywrap import parse_master_key
 from store_server.metrics import Metrics, metrics_app
 from store_server.service import StoreService
+from store_server.storage.database import Database
 from store_server.views import customer_api, customer_pages, health, manager, scanner_api, staff
 
 logger = logging.getLogger(__name__)
@@ -285,7 +284,7 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
 
     async def render() -> bytes:
         service = app[SERVICE]
-        rows = await service.db.run(repo.scanner_rows)
+        rows = await service.scanner_rows()
         metrics.board_connections.set(len(service.hub))
         metrics.board_queue_max.set(service.hub.max_queue_depth())
         metrics.identities.set(len(service.resolver))

@@ -113,7 +113,7 @@ def _floor(config: ServerConfig) -> Floor:
 
 def _with_db(config: ServerConfig, fn: Callable[[sqlite_utils.Database], T]) -> T:
     """Run one database function for an admin command, then close the database."""
-    from store_server.db import Database
+    from store_server.storage.database import Database
 
     try:
         db = Database(Path(config.db_path))
@@ -243,26 +243,28 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_scanner_add(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server import repo
     from store_server.keywrap import wrap_key
     from store_server.service import scanner_aad
+    from store_server.storage import scanners
 
     config = _load(args)
     master = _master_key(config)
     store_id = args.store or _floor(config).store_id
     secret = secrets.token_urlsafe(32)
     wrapped = wrap_key(master, secret.encode(), scanner_aad(args.scanner_id))
-    _with_db(config, lambda d: repo.add_scanner(d, args.scanner_id, store_id, wrapped, time.time()))
+    _with_db(
+        config, lambda d: scanners.add_scanner(d, args.scanner_id, store_id, wrapped, time.time())
+    )
     out.write(f"scanner {args.scanner_id} registered for store {store_id}\n")
     out.write(f"secret (shown once, put it in the scanner's config): {secret}\n")
     return 0
 
 
 def cmd_scanner_revoke(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server import repo
+    from store_server.storage import scanners
 
     config = _load(args)
-    _with_db(config, lambda d: repo.revoke_scanner(d, args.scanner_id, time.time()))
+    _with_db(config, lambda d: scanners.revoke_scanner(d, args.scanner_id, time.time()))
     out.write(f"scanner {args.scanner_id} revoked\n")
     return 0
 
@@ -305,18 +307,18 @@ def cmd_eid(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_consent_verify(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server import repo
     from store_server.consent import verify_chain
+    from store_server.storage import consents
 
     config = _load(args)
-    count = verify_chain(_with_db(config, repo.consent_log_rows))
+    count = verify_chain(_with_db(config, consents.consent_log_rows))
     out.write(f"consent log OK: {count} entries, hash chain intact\n")
     return 0
 
 
 def cmd_stock_import(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server import repo
     from store_server.stock import parse_stock_csv
+    from store_server.storage import catalog
 
     config = _load(args)
     store_id = _floor(config).store_id
@@ -333,7 +335,7 @@ def cmd_stock_import(args: argparse.Namespace, out: TextIO) -> int:
         items = parse_stock_csv(text)
     except ValidationError as exc:
         raise StoreServerError(f"{path} {exc.field}: {exc.message}") from None
-    count = _with_db(config, lambda d: repo.upsert_stock(d, store_id, items))
+    count = _with_db(config, lambda d: catalog.upsert_stock(d, store_id, items))
     out.write(f"imported {count} stock lines for store {store_id}\n")
     return 0
 

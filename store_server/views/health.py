@@ -13,7 +13,6 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from store_server import repo
 from store_server.keys import SERVICE
 from store_server.metrics import SCANNER_UP_S
 
@@ -43,7 +42,8 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, dict[str, Any]] = {}
     try:
         async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
-            scanners = await service.db.run(repo.scanner_rows)
+            await service.ping_writer()
+            scanners = await service.scanner_rows()
         checks["database"] = {"ok": True}
     except Exception as exc:  # any failure of the probe is the answer, not a crash
         checks["database"] = {"ok": False, "error": type(exc).__name__}
