@@ -312,7 +312,7 @@ async def test_scanner_page_shows_an_esphome_node_link(
         },
     }
     await server.service.db.run(
-        lambda db: repo.record_heartbeat(db, "s-node", heartbeat, server.service.clock())
+        lambda db: scanner_store.record_heartbeat(db, "s-node", heartbeat, server.service.clock())
     )
     page = await text(await server.client.get(f"/manager/scanners?lang={lang}", headers=manager))
     row = page.split('data-scanner="s-node"')[1].split("</tr>")[0]
