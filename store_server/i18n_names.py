@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 # Code kind -> code -> name, per language. Kinds: purpose, consent_action, channel,
-# access_action, scope, via.
+# access_action, scope, via, adapter (a scanner's Bluetooth adapter state).
 NAMES: Mapping[str, Mapping[str, Mapping[str, str]]] = {
     "fr": {
         "purpose": {"greeting": "Accueil par le personnel", "stock_check": "Vérification de stock"},
@@ -32,6 +32,13 @@ NAMES: Mapping[str, Mapping[str, Mapping[str, str]]] = {
         },
         "scope": {"store": "cette boutique", "chain": "toutes les boutiques de l'enseigne"},
         "via": {"beacon": "détectée par les capteurs", "check_in": "« Je suis là »"},
+        "adapter": {
+            "powered": "allumé",
+            "off": "éteint",
+            "missing": "absent",
+            "simulated": "simulé",
+            "replay": "relecture",
+        },
     },
     "en": {
         "purpose": {"greeting": "Greeting by staff", "stock_check": "Stock check"},
@@ -51,6 +58,13 @@ NAMES: Mapping[str, Mapping[str, Mapping[str, str]]] = {
         },
         "scope": {"store": "this shop", "chain": "every shop of the chain"},
         "via": {"beacon": "detected by the scanners", "check_in": "“I'm here”"},
+        "adapter": {
+            "powered": "powered on",
+            "off": "off",
+            "missing": "missing",
+            "simulated": "simulated",
+            "replay": "replay",
+        },
     },
 }
 
@@ -198,14 +212,16 @@ RECORDS: Mapping[str, Mapping[str, str]] = {
         "not_today": "Pas aujourd'hui",
         "pickup_code": "Code de retrait",
         "identity": "Clé remise le {date} ; l'identifiant diffusé change toutes les {minutes} min.",
-        "consent": "{purpose} : accord donné le {granted}, valable jusqu'au {expires} ({scope}).",
+        "consent": (
+            "{purpose} : accord donné le {granted}, valable jusqu'au {expires} ({scope}) ; {state}."
+        ),
         "consent_active": "en vigueur",
         "consent_inactive": "plus en vigueur",
         "history": "{date} : {action}, {purpose}, par {channel}.",
         "wish": "{name}, ajouté le {date}",
         "visit": "Visite du {date}, de {from} à {to} : {zone}, {via}.",
         "visit_open": "en cours",
-        "decision": "{date} : {outcome}. {reasons}.",
+        "decision": "{date} : {outcome} ; motifs : {reasons}.",
         "card_greeting": "{date} : carte d'accueil « {text} » montrée au personnel ; {state}.",
         "card_stock": (
             "{date} : carte de vérification de stock (code de retrait {code}) montrée au "
@@ -250,14 +266,16 @@ RECORDS: Mapping[str, Mapping[str, str]] = {
         "not_today": "Not today",
         "pickup_code": "Pickup code",
         "identity": "Key issued on {date}; the broadcast identifier changes every {minutes} min.",
-        "consent": "{purpose}: consent given on {granted}, valid until {expires} ({scope}).",
+        "consent": (
+            "{purpose}: consent given on {granted}, valid until {expires} ({scope}); {state}."
+        ),
         "consent_active": "in force",
         "consent_inactive": "no longer in force",
         "history": "{date}: {action}, {purpose}, through the {channel}.",
         "wish": "{name}, added on {date}",
         "visit": "Visit on {date}, from {from} to {to}: {zone}, {via}.",
         "visit_open": "ongoing",
-        "decision": "{date}: {outcome}. {reasons}.",
+        "decision": "{date}: {outcome}; reasons: {reasons}.",
         "card_greeting": "{date}: greeting card “{text}” shown to staff; {state}.",
         "card_stock": (
             "{date}: stock check card (pickup code {code}) shown to staff: {items}; {state}."

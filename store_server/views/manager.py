@@ -240,6 +240,7 @@ async def _stock_page(
     error: FieldError | None = None,
     error_row: str | None = None,
     status: int = 200,
+    typed: dict[str, str] | None = None,
 ) -> web.Response:
     service = _service(request)
     items = await service.db.run(lambda db: repo.stock_rows(db, service.store_id))
@@ -252,6 +253,7 @@ async def _stock_page(
         error=error,
         error_row=error_row,
         status=status,
+        typed=typed or {},
     )
 
 
@@ -299,7 +301,8 @@ async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamRespons
         if exc.status == 404:
             raise
         error = _error(request, exc, "count")
-        return await _stock_page(request, user, error=error, error_row=sku, status=422)
+        typed = {"count": str(form.get("count", "")), "aisle": str(form.get("aisle", ""))}
+        return await _stock_page(request, user, error=error, error_row=sku, status=422, typed=typed)
     raise web.HTTPSeeOther("/manager/stock")
 
 

@@ -19,9 +19,10 @@
   function zoneName(zone) { return zone ? (t.zones[zone] || zone) : "—"; }
 
   // A sentence, with an optional identifier below it in small monospace (kept untranslated).
+  // `text` is a string or a ready paragraph.
   function record(text, code) {
     const item = A.el("li", "record");
-    item.appendChild(A.el("p", "", text));
+    item.appendChild(typeof text === "string" ? A.el("p", "", text) : text);
     if (code) {
       const small = A.el("code", "", code);
       small.translate = false;
@@ -83,7 +84,8 @@
       const text = A.fill(r.consent, {
         purpose: nameOf("purpose", c.purpose), granted: when(c.granted_at),
         expires: when(c.expires_at), scope: nameOf("scope", c.scope),
-      }) + " " + (c.active ? r.consent_active : r.consent_inactive) + ".";
+        state: c.active ? r.consent_active : r.consent_inactive,
+      });
       return record(text, c.text_hash);
     }));
   }
@@ -135,7 +137,14 @@
       const p = c.payload || {};
       let text;
       if (c.kind === "greeting") {
-        text = A.fill(r.card_greeting, { date: when(c.created_at), text: p.text, state: cardState(c) });
+        // The greeting is quoted in the customer's language, marked as such.
+        const parts = r.card_greeting.split("{text}");
+        const values = { date: when(c.created_at), state: cardState(c) };
+        text = A.el("p", "", A.fill(parts[0], values));
+        const quote = A.el("span", "", p.text);
+        if (p.language) quote.lang = p.language;
+        text.appendChild(quote);
+        text.appendChild(document.createTextNode(A.fill(parts[1] || "", values)));
       } else {
         const items = (p.items || []).map(function (i) {
           return A.fill(r.item, { name: (i.name && (i.name[A.lang] || i.name.fr)) || i.sku, count: i.count, aisle: i.aisle });
