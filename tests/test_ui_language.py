@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from store_server import repo
+from store_server.storage import scanners as scanner_store
 from tests.server.conftest import Harness, bearer, server
 from tests.support import require_system_component, screenshot_dir, wait_until
 from tests.ui_language import COLLECT_JS, ENGLISH_ONLY, FRENCH_ONLY, problems
@@ -137,7 +137,9 @@ async def _store_with_data(server: Harness) -> str:
         "version": "0.1.0",
     }
     now = server.service.clock()
-    await server.service.db.run(lambda db: repo.record_heartbeat(db, "s-entrance", heartbeat, now))
+    await server.service.db.run(
+        lambda db: scanner_store.record_heartbeat(db, "s-entrance", heartbeat, now)
+    )
     gone = await _customer(server, "Karim", ["greeting"], [])
     resp = await server.client.post("/api/v1/consents/withdraw", json={}, headers=bearer(gone))
     assert resp.status == 200

@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
 
-from store_server import repo, staff
+from store_server import staff
 from store_server.consent import verify_chain
 from store_server.errors import (
     AuthenticationError,
@@ -111,7 +110,7 @@ async def _scanners_page(
 ) -> web.Response:
     service = _service(request)
     now = service.clock()
-    found = await service.db.run(repo.scanner_rows)
+    found = await service.scanner_rows()
     for row in found:
         seen = row["last_seen_at"]
         if row["revoked_at"] is not None:
@@ -151,13 +150,7 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
     if not _valid_scanner_id(scanner_id):
         error = field_error(language(request), "scanner_id", "letters, digits", "scanner_id")
         return await _scanners_page(request, user, error=error, status=422, value=scanner_id)
-    service = _service(request)
-    secret = secrets.token_urlsafe(32)
-    wrapped = service.wrap_scanner_secret(scanner_id, secret)
-    now = service.clock()
-    await service.db.run(
-        lambda db: repo.add_scanner(db, scanner_id, service.store_id, wrapped, now)
-    )
+    secret = await _service(request).register_scanner(scanner_id)
     logger.info("scanner %s registered by %s", scanner_id, user.username)
     # The secret is rendered in this one response (no-store) and never again.
     return await _scanners_page(request, user, secret=(scanner_id, secret))
@@ -167,9 +160,7 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
 @manager_only
 async def revoke_scanner(request: web.Request, user: StaffUser) -> web.StreamResponse:
     scanner_id = request.match_info["scanner_id"]
-    service = _service(request)
-    now = service.clock()
-    await service.db.run(lambda db: repo.revoke_scanner(db, scanner_id, now))
+    await _service(request).revoke_scanner(scanner_id)
     logger.info("scanner %s revoked by %s", scanner_id, user.username)
     raise web.HTTPSeeOther("/manager/scanners")
 
@@ -186,7 +177,7 @@ async def _zones_page(
     status: int = 200,
 ) -> web.Response:
     service = _service(request)
-    registered = {str(r["id"]) for r in await service.db.run(repo.scanner_rows)}
+    registered = {str(r["id"]) for r in await service.scanner_rows()}
     return _manager_page(
         request,
         user,
@@ -243,7 +234,7 @@ async def _stock_page(
     typed: dict[str, str] | None = None,
 ) -> web.Response:
     service = _service(request)
-    items = await service.db.run(lambda db: repo.stock_rows(db, service.store_id))
+    items = await service.catalog()
     return _manager_page(
         request,
         user,
@@ -277,7 +268,7 @@ async def stock_import(request: web.Request, user: StaffUser) -> web.StreamRespo
         except UnicodeDecodeError:
             raise ValidationError("the file is not UTF-8 text", field="file") from None
         items = parse_stock_csv(text)
-        count = await service.db.run(lambda db: repo.upsert_stock(db, service.store_id, items))
+        count = await service.import_stock(items)
     except StoreServerError as exc:
         return await _stock_page(request, user, error=_error(request, exc, "file"), status=422)
     logger.info("%s stock items imported by %s", count, user.username)
@@ -296,7 +287,7 @@ async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamRespons
         except ValueError:
             raise ValidationError("not a whole number", field="count") from None
         aisle = str(form.get("aisle", ""))
-        await service.db.run(lambda db: repo.set_stock(db, service.store_id, sku, count, aisle))
+        await service.set_stock(sku, count, aisle)
     except StoreServerError as exc:
         if exc.status == 404:
             raise
@@ -318,7 +309,7 @@ async def _staff_page(
     status: int = 200,
     form: dict[str, str] | None = None,
 ) -> web.Response:
-    accounts = await _service(request).db.run(repo.staff_rows)
+    accounts = await _service(request).staff.accounts()
     return _manager_page(
         request,
         user,
@@ -344,10 +335,8 @@ async def staff_add(request: web.Request, user: StaffUser) -> web.StreamResponse
     username = str(form.get("username", "")).strip()[:64]
     password = str(form.get("password", ""))[:1024]
     role = cast(staff.Role, str(form.get("role", "staff")))
-    service = _service(request)
-    now = service.clock()
     try:
-        await service.db.run(lambda db: staff.add_user(db, username, password, role, now))
+        await _service(request).staff.add(username, password, role)
     except StoreServerError as exc:
         return await _staff_page(
             request,
@@ -367,7 +356,7 @@ async def staff_disable(request: web.Request, user: StaffUser) -> web.StreamResp
     if username == user.username:
         error = field_error(language(request), None, "you cannot disable yourself", "disable")
         return await _staff_page(request, user, error=error, error_row=username, status=422)
-    await _service(request).db.run(lambda db: repo.set_staff_disabled(db, username, True))
+    await _service(request).staff.set_disabled(username, True)
     logger.info("account %s disabled by %s", username, user.username)
     raise web.HTTPSeeOther("/manager/staff")
 
@@ -376,7 +365,7 @@ async def staff_disable(request: web.Request, user: StaffUser) -> web.StreamResp
 @manager_only
 async def staff_enable(request: web.Request, user: StaffUser) -> web.StreamResponse:
     username = request.match_info["username"]
-    await _service(request).db.run(lambda db: repo.set_staff_disabled(db, username, False))
+    await _service(request).staff.set_disabled(username, False)
     logger.info("account %s enabled by %s", username, user.username)
     raise web.HTTPSeeOther("/manager/staff")
 
@@ -388,7 +377,7 @@ async def staff_enable(request: web.Request, user: StaffUser) -> web.StreamRespo
 @manager_only
 async def consent_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """The consent proof: pseudonymous subject references only (no customer is named)."""
-    entries = await _service(request).db.run(repo.consent_log_rows)
+    entries = await _service(request).consent_log()
     try:
         verified: int | None = verify_chain(entries)
         broken = None
@@ -413,12 +402,9 @@ async def consent_log(request: web.Request, user: StaffUser) -> web.StreamRespon
 async def access_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """Who saw which card when; viewing this page is itself logged for every customer shown."""
     service = _service(request)
-    entries = await service.db.run(lambda db: repo.access_log_rows(db, ACCESS_LOG_PAGE_ROWS))
-    now = service.clock()
-    customers = [str(e["customer_id"]) for e in entries]
-    await service.db.run(lambda db: repo.log_views(db, user.username, customers, "audit_view", now))
+    entries = await service.access_log(user.username, ACCESS_LOG_PAGE_ROWS)
     for entry in entries:
-        entry["subject"] = service.subject_ref(str(entry.pop("customer_id")))[:SUBJECT_REF_CHARS]
+        entry["subject"] = entry["subject"][:SUBJECT_REF_CHARS]
     return _manager_page(request, user, "manager_access.html", entries=entries)
 
 
