@@ -109,7 +109,8 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
             "Ces données ne sont pas disponibles sur ce serveur pour le moment."
         ),
         "app_empty": "(rien)",
-        "app_error": "Quelque chose n'a pas fonctionné :",
+        "app_error": "Quelque chose n'a pas fonctionné. Réessayez dans un moment.",
+        "app_error_rate": "Un instant : réessayez dans quelques secondes.",
         "app_yes": "oui",
         "app_no": "non",
         "app_rec_generated_at": "Extrait le",
@@ -174,15 +175,15 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "yes": "oui",
         "no": "non",
         "calibration_readonly": (
-            "La correction s'ajoute au RSSI de chaque lecteur; elle prend effet tout de suite"
-            " et remplace la valeur du fichier du magasin (store_file)."
+            "La correction s'ajoute au RSSI de chaque capteur ; elle prend effet tout de suite"
+            " et remplace la valeur du fichier de description du magasin."
         ),
         "sku": "Référence",
         "item": "Article",
         "count": "Quantité",
         "save": "Enregistrer",
         "import_csv": "Importer un fichier CSV",
-        "csv_file": "Fichier CSV (sku,name_fr,name_en,count,aisle)",
+        "csv_file": "Fichier CSV, dont la première ligne est",
         "import": "Importer",
         "imported": "Articles importés :",
         "saved": "Enregistré.",
@@ -204,11 +205,29 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "channel": "Canal",
         "time": "Heure",
         "chain_ok": "Chaîne vérifiée : {count} entrées intactes.",
-        "chain_broken": "Chaîne rompue :",
+        "chain_broken": "Chaîne rompue à l'entrée N° {seq} : le journal a été modifié.",
         "staff_user": "Membre du personnel",
         "card": "Carte",
         "access_note": "Chaque consultation de cette page est elle-même inscrite au journal.",
         "error": "Erreur :",
+        "error_403_title": "Accès refusé",
+        "error_403_text": "Vous n'avez pas accès à cette page.",
+        "error_404_title": "Page introuvable",
+        "error_404_text": "Cette adresse ne mène à aucune page. Vérifiez le lien ou choisissez :",
+        "error_405_title": "Action impossible",
+        "error_405_text": "Cette adresse ne s'ouvre pas de cette façon. Choisissez plutôt :",
+        "customer_link": "Mon compte (clientèle)",
+        "revoke_warning": (
+            "Le capteur ne pourra plus rien envoyer ; il faudra l'enregistrer de nouveau."
+        ),
+        "revoke_confirm": "Oui, révoquer {id}",
+        "disable_warning": "Ce compte ne pourra plus se connecter.",
+        "disable_confirm": "Oui, désactiver {id}",
+        "app_pickup_title": "Mon code de retrait",
+        "app_pickup_help": "Donnez ce code à l'accueil pour retirer les articles de votre liste.",
+        "app_consent_given_for": "Accord donné : {purpose}",
+        "app_aisle": "allée",
+        "app_pickup_line": "Code de retrait à donner à l'accueil : ",
     },
     "en": {
         "app_name": "Bulle",
@@ -303,7 +322,8 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_my_data_intro": "Everything the shop holds about you.",
         "app_my_data_unavailable": "This data is not available on this server yet.",
         "app_empty": "(nothing)",
-        "app_error": "Something went wrong:",
+        "app_error": "Something went wrong. Try again in a moment.",
+        "app_error_rate": "One moment: try again in a few seconds.",
         "app_yes": "yes",
         "app_no": "no",
         "app_rec_generated_at": "Extracted on",
@@ -367,14 +387,14 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "no": "no",
         "calibration_readonly": (
             "The offset is added to each scanner's RSSI; it takes effect at once and overrides"
-            " the store file's value (store_file)."
+            " the store description file's value."
         ),
         "sku": "SKU",
         "item": "Item",
         "count": "Count",
         "save": "Save",
         "import_csv": "Import a CSV file",
-        "csv_file": "CSV file (sku,name_fr,name_en,count,aisle)",
+        "csv_file": "CSV file whose first line is",
         "import": "Import",
         "imported": "Items imported:",
         "saved": "Saved.",
@@ -396,11 +416,29 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "channel": "Channel",
         "time": "Time",
         "chain_ok": "Chain verified: {count} entries intact.",
-        "chain_broken": "Chain broken:",
+        "chain_broken": "Chain broken at entry No. {seq}: the log was altered.",
         "staff_user": "Staff member",
         "card": "Card",
         "access_note": "Every view of this page is itself recorded in the log.",
         "error": "Error:",
+        "error_403_title": "Access denied",
+        "error_403_text": "You do not have access to this page.",
+        "error_404_title": "Page not found",
+        "error_404_text": "This address leads to no page. Check the link or choose:",
+        "error_405_title": "Not possible here",
+        "error_405_text": "This address does not open this way. Choose instead:",
+        "customer_link": "My account (customers)",
+        "revoke_warning": (
+            "The scanner will not be able to send anything; it must be registered again."
+        ),
+        "revoke_confirm": "Yes, revoke {id}",
+        "disable_warning": "This account will no longer be able to sign in.",
+        "disable_confirm": "Yes, disable {id}",
+        "app_pickup_title": "My pickup code",
+        "app_pickup_help": "Give this code at the front desk to collect the items of your list.",
+        "app_consent_given_for": "Consent given: {purpose}",
+        "app_aisle": "aisle",
+        "app_pickup_line": "Pickup code to give at the front desk: ",
     },
 }
 

@@ -281,7 +281,7 @@ async def test_manager_sets_a_calibration_that_applies_at_once_and_survives_rest
 @pytest.mark.parametrize(
     ("lang", "connected", "error", "expected"),
     [
-        ("en", True, None, "ESPHome node 192.168.1.41:6053 — connected"),
+        ("en", True, None, '<span translate="no">192.168.1.41:6053</span> — connected'),
         ("en", False, "wrong_key", "disconnected (wrong API encryption key)"),
         ("fr", False, "unreachable", "déconnecté (injoignable : vérifiez son alimentation"),
     ],
