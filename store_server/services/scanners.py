@@ -57,6 +57,12 @@ class ScannerGateway:
         self._batches = BatchLog(self.db)
         self.frames_resolved = 0
         self.frames_unresolved = 0
+        self.long_polls_waiting = 0  # allowlist long polls held open (for the metrics)
+
+    @property
+    def pending_batches(self) -> int:
+        """Batch ids waiting for the next group commit."""
+        return self._batches.pending
 
     async def close(self) -> None:
         """Let the batch ids being committed be answered."""
@@ -296,11 +302,15 @@ class ScannerGateway:
         if since is not None and since == self.resolver.version and wait_s > 0:
             # asyncio.timeout cancels this task itself: wait_for around Condition.wait would
             # cancel an inner task and, on shutdown, leave the lock released twice.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s), self._c.allowlist_changed:
-                    await self._c.allowlist_changed.wait_for(
-                        lambda: self.resolver.version != since or self._c.closing
-                    )
+            self.long_polls_waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s), self._c.allowlist_changed:
+                        await self._c.allowlist_changed.wait_for(
+                            lambda: self.resolver.version != since or self._c.closing
+                        )
+            finally:
+                self.long_polls_waiting -= 1
         now = self.clock()
         version = self.resolver.version
         delta = self.resolver.changes_since(since) if since is not None else None

@@ -66,7 +66,16 @@ class StoreServices:
         self.catalog = Catalog(db, self.store_id)
         self.staff = StaffService(db, clock)
         self._tasks: list[asyncio.Task[None]] = []
+        # Observability (metrics): the periodic tick's duration is handed to this callback.
+        self.tick_observer: Callable[[float], None] | None = None
         self._last_purge = float("-inf")  # -inf: the first `tick` purges
+
+    def queue_depths(self) -> dict[str, int]:
+        """Work waiting inside the server, by queue (for the metrics)."""
+        return {
+            "batch_commits": self.scanners.pending_batches,
+            "allowlist_long_polls": self.scanners.long_polls_waiting,
+        }
 
     @property
     def timezone_name(self) -> str | None:
@@ -110,10 +119,13 @@ class StoreServices:
         self.coordinator.last_refresh = self._last_purge = self.clock()
         while True:
             await asyncio.sleep(TICK_S)
+            started = time.perf_counter()
             try:
                 await self.tick(self.clock())
             except Exception:
                 logger.exception("periodic work failed; retrying at the next tick")
+            if self.tick_observer is not None:
+                self.tick_observer(time.perf_counter() - started)
 
     async def tick(self, now: float) -> None:
         """One step of periodic work at `now` (the background task calls it every TICK_S)."""
