@@ -203,7 +203,7 @@ class Customers:
     # -- presence, preferences, data ---------------------------------------------------
 
     async def check_in(self, customer_id: str, zone: str | None) -> dict[str, Any]:
-        """ "I'm here" from the app: an arrival without a beacon (customers with consent only).
+        """A check-in ("I'm here") from the app: an arrival without a beacon (consenting only).
 
         RateLimitedError for a second check-in within CHECK_IN_MIN_INTERVAL_S.
         """
@@ -214,9 +214,10 @@ class Customers:
         if len(last) >= CHECK_IN_PRUNE_AT:
             for stale in [c for c, t in last.items() if now - t >= CHECK_IN_MIN_INTERVAL_S]:
                 del last[stale]
-        last[customer_id] = now
         if customer_id not in self._c.resolver:
+            # Nothing is decided nor kept about a customer without an active consent.
             return {"checked_in": False, "reason": "no_consent"}
+        last[customer_id] = now
         await self._board.check_in(customer_id, zone, now)
         return {"checked_in": True}
 

@@ -37,6 +37,7 @@ from store_server import identity
 from store_server.app import load_consent_texts, load_floor
 from store_server.config import ServerConfig
 from store_server.consent import DEFAULT_CONSENT_DURATION_S, PURPOSES, Purpose
+from store_server.errors import RateLimitedError
 from store_server.ingest import Batch, Window
 from store_server.keywrap import parse_master_key
 from store_server.services.store import StoreServices
@@ -502,7 +503,12 @@ class ConsentLifecycle(RuleBasedStateMachine):
     def check_in(self, customer: Customer, zone: str | None) -> None:
         if customer in self.erased:
             return
-        answer = run(self.loop, self.store.service.customers.check_in(customer.customer_id, zone))
+        try:
+            answer = run(
+                self.loop, self.store.service.customers.check_in(customer.customer_id, zone)
+            )
+        except RateLimitedError:
+            return  # a second check-in within CHECK_IN_MIN_INTERVAL_S: refused, nothing read
         if not customer.any_active(self.now) and self.ticked:
             assert answer == {"checked_in": False, "reason": "no_consent"}
 
