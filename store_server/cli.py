@@ -141,7 +141,7 @@ def cmd_scanner_revoke(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_eid(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server.identity import compute_eid
+    from store_server.eid import compute_eid
 
     try:
         key = bytes.fromhex(args.key)
