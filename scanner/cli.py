@@ -60,6 +60,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from scanner.daemon import run_daemon
 
+    if not Path(args.file).is_file():
+        raise ScannerError(f"{args.file}: no such file: give the path of a recorded capture")
     base = read_config(args.config)
     speed = base.replay_speed if args.speed is None else args.speed
     if speed < 0:
@@ -197,7 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("file", metavar="FILE", help="recorded advertisements (JSON lines)")
     replay.add_argument("--config", required=True, help="scanner TOML config file")
     replay.add_argument(
-        "--speed", type=float, default=None, help="time scale (0 = as fast as possible)"
+        "--speed",
+        type=float,
+        default=None,
+        help="time scale, 0 = as fast as possible (default: replay_speed of the config, 1.0)",
     )
     return parser
 
@@ -214,7 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_decode(args, sys.stdin, sys.stdout, sys.stderr)
         return _cmd_check(args, sys.stdout)
     except ScannerError as exc:
+        # run and replay stop before starting on a mistake of the command or its config:
+        # a usage error (2); check and decode report failures they found (1).
         sys.stderr.write(f"beacon-scanner: error: {exc}\n")
-        return EXIT_FAILURE
+        return EXIT_USAGE if args.command in ("run", "replay") else EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE

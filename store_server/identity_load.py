@@ -13,7 +13,6 @@ import logging
 import math
 import multiprocessing
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,12 +20,11 @@ from multiprocessing.pool import Pool
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
-from store_server import repo
 from store_server.eid import MAX_CLOCK_OFFSET_S, MAX_ROTATION_EXPONENT, IdentityRecord
 from store_server.keywrap import KeyUnwrapper, KeyWrapError
 from store_server.resolver import BuiltWindows, EidResolver, build_windows
+from store_server.storage import customers
+from store_server.storage.database import Handle, connect_reader
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +74,9 @@ class LoadedIdentities:
 
 
 def read_identities(
-    db: sqlite_utils.Database, master_key: bytes, customer_ids: Iterable[str], *, scan: bool
+    db: Handle, master_key: bytes, customer_ids: Iterable[str], *, scan: bool
 ) -> LoadedIdentities:
-    """The stored identities of these customers, unwrapped (run in a database thread).
+    """The stored identities of these customers, unwrapped (run in a database reader thread).
 
     ``scan``: read the whole identities table once and keep the wanted rows (many
     customers: about ten times faster than looking each up); otherwise look them up by id.
@@ -86,13 +84,13 @@ def read_identities(
     loaded = LoadedIdentities(KeyUnwrapper(master_key))
     wanted = {customer_id: customer_id for customer_id in customer_ids}  # the callers' strings
     if scan:
-        for batch in repo.identity_batches(db):
+        for batch in customers.identity_batches(db):
             for customer_id, blob, k, offset in batch:
                 subject = wanted.get(customer_id)
                 if subject is not None:
                     loaded.add(subject, blob, k, offset)
     else:
-        for row in repo.identity_rows(db, list(wanted)):
+        for row in customers.identity_rows(db, list(wanted)):
             customer_id = row["customer_id"]
             loaded.add(
                 wanted.get(customer_id, customer_id),
@@ -111,11 +109,11 @@ def build_in_worker(
     Opens its own read-only connection; returns the built windows and the customers whose
     stored identity did not load.
     """
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    db = connect_reader(Path(db_path))
     try:
-        loaded = read_identities(sqlite_utils.Database(conn), master_key, customer_ids, scan=True)
+        loaded = read_identities(db, master_key, customer_ids, scan=True)
     finally:
-        conn.close()
+        db.conn.close()
     return build_windows(loaded.records, now, skew), loaded.unreadable
 
 

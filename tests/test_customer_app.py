@@ -24,9 +24,9 @@ from scanner.allowlist import Allowlist, AllowlistUpdate
 from scanner.frames import EDDYSTONE_SERVICE_UUID, parse_advertisement
 from scanner.outbox import Outbox
 from scanner.uploader import Uploader
-from store_server import repo
 from store_server.eid import beacon_time, clock_offset, compute_eid
 from store_server.policy import Preferences, greeting_text, shown_name
+from store_server.storage import customers as customer_store
 from tests.server.conftest import STORE_ID, Harness, server
 from tests.support import require_system_component, screenshot_dir, wait_until
 
@@ -481,7 +481,7 @@ async def test_my_data_export_and_erase(server: Harness) -> None:
             assert await page.evaluate("localStorage.getItem('bulle_app_token')") is None
             assert page.bulle_errors == []
 
-        token_hash = repo.token_hash(enrolled["token"])
+        token_hash = customer_store.token_hash(enrolled["token"])
         needles = [customer_id, token_hash, pickup, "Éloïse"]
         files = [server.db_path, server.db_path.with_name(server.db_path.name + "-wal")]
         assert files[1].exists()

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
 
-from store_server import repo, staff
+from store_server import staff
 from store_server.consent import verify_chain
 from store_server.errors import (
     AuthenticationError,
@@ -102,7 +101,7 @@ async def _scanners_page(
 ) -> web.Response:
     service = _service(request)
     now = service.clock()
-    found = await service.db.run(repo.scanner_rows)
+    found = await service.scanner_rows()
     for row in found:
         seen = row["last_seen_at"]
         if row["revoked_at"] is not None:
@@ -142,13 +141,7 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
         return await _scanners_page(
             request, user, error="scanner_id: letters, digits, '-', '_' (1-64)", status=422
         )
-    service = _service(request)
-    secret = secrets.token_urlsafe(32)
-    wrapped = service.wrap_scanner_secret(scanner_id, secret)
-    now = service.clock()
-    await service.db.run(
-        lambda db: repo.add_scanner(db, scanner_id, service.store_id, wrapped, now)
-    )
+    secret = await _service(request).register_scanner(scanner_id)
     logger.info("scanner %s registered by %s", scanner_id, user.username)
     # The secret is rendered in this one response (no-store) and never again.
     return await _scanners_page(request, user, secret=(scanner_id, secret))
@@ -158,9 +151,7 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
 @manager_only
 async def revoke_scanner(request: web.Request, user: StaffUser) -> web.StreamResponse:
     scanner_id = request.match_info["scanner_id"]
-    service = _service(request)
-    now = service.clock()
-    await service.db.run(lambda db: repo.revoke_scanner(db, scanner_id, now))
+    await _service(request).revoke_scanner(scanner_id)
     logger.info("scanner %s revoked by %s", scanner_id, user.username)
     raise web.HTTPSeeOther("/manager/scanners")
 
@@ -172,7 +163,7 @@ async def _zones_page(
     request: web.Request, user: StaffUser, *, error: str | None = None, status: int = 200
 ) -> web.Response:
     service = _service(request)
-    registered = {str(r["id"]) for r in await service.db.run(repo.scanner_rows)}
+    registered = {str(r["id"]) for r in await service.scanner_rows()}
     return _manager_page(
         request,
         user,
@@ -224,7 +215,7 @@ async def _stock_page(
     status: int = 200,
 ) -> web.Response:
     service = _service(request)
-    items = await service.db.run(lambda db: repo.stock_rows(db, service.store_id))
+    items = await service.catalog()
     return _manager_page(
         request,
         user,
@@ -256,7 +247,7 @@ async def stock_import(request: web.Request, user: StaffUser) -> web.StreamRespo
         except UnicodeDecodeError:
             raise ValidationError("the file is not UTF-8 text", field="file") from None
         items = parse_stock_csv(text)
-        count = await service.db.run(lambda db: repo.upsert_stock(db, service.store_id, items))
+        count = await service.import_stock(items)
     except StoreServerError as exc:
         return await _stock_page(request, user, error=_error_text(exc), status=422)
     logger.info("%s stock items imported by %s", count, user.username)
@@ -275,7 +266,7 @@ async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamRespons
         except ValueError:
             raise ValidationError("not a whole number", field="count") from None
         aisle = str(form.get("aisle", ""))
-        await service.db.run(lambda db: repo.set_stock(db, service.store_id, sku, count, aisle))
+        await service.set_stock(sku, count, aisle)
     except StoreServerError as exc:
         if exc.status == 404:
             raise
@@ -289,7 +280,7 @@ async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamRespons
 async def _staff_page(
     request: web.Request, user: StaffUser, *, error: str | None = None, status: int = 200
 ) -> web.Response:
-    accounts = await _service(request).db.run(repo.staff_rows)
+    accounts = await _service(request).staff.accounts()
     return _manager_page(
         request, user, "manager_staff.html", accounts=accounts, error=error, status=status
     )
@@ -308,10 +299,8 @@ async def staff_add(request: web.Request, user: StaffUser) -> web.StreamResponse
     username = str(form.get("username", "")).strip()[:64]
     password = str(form.get("password", ""))[:1024]
     role = cast(staff.Role, str(form.get("role", "staff")))
-    service = _service(request)
-    now = service.clock()
     try:
-        await service.db.run(lambda db: staff.add_user(db, username, password, role, now))
+        await _service(request).staff.add(username, password, role)
     except StoreServerError as exc:
         return await _staff_page(request, user, error=_error_text(exc), status=422)
     logger.info("account %s (%s) created by %s", username, role, user.username)
@@ -324,7 +313,7 @@ async def staff_disable(request: web.Request, user: StaffUser) -> web.StreamResp
     username = request.match_info["username"]
     if username == user.username:
         return await _staff_page(request, user, error="you cannot disable yourself", status=422)
-    await _service(request).db.run(lambda db: repo.set_staff_disabled(db, username, True))
+    await _service(request).staff.set_disabled(username, True)
     logger.info("account %s disabled by %s", username, user.username)
     raise web.HTTPSeeOther("/manager/staff")
 
@@ -333,7 +322,7 @@ async def staff_disable(request: web.Request, user: StaffUser) -> web.StreamResp
 @manager_only
 async def staff_enable(request: web.Request, user: StaffUser) -> web.StreamResponse:
     username = request.match_info["username"]
-    await _service(request).db.run(lambda db: repo.set_staff_disabled(db, username, False))
+    await _service(request).staff.set_disabled(username, False)
     logger.info("account %s enabled by %s", username, user.username)
     raise web.HTTPSeeOther("/manager/staff")
 
@@ -345,7 +334,7 @@ async def staff_enable(request: web.Request, user: StaffUser) -> web.StreamRespo
 @manager_only
 async def consent_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """The consent proof: pseudonymous subject references only (no customer is named)."""
-    entries = await _service(request).db.run(repo.consent_log_rows)
+    entries = await _service(request).consent_log()
     try:
         verified: int | None = verify_chain(entries)
         broken = None
@@ -368,12 +357,9 @@ async def consent_log(request: web.Request, user: StaffUser) -> web.StreamRespon
 async def access_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """Who saw which card when; viewing this page is itself logged for every customer shown."""
     service = _service(request)
-    entries = await service.db.run(lambda db: repo.access_log_rows(db, ACCESS_LOG_PAGE_ROWS))
-    now = service.clock()
-    customers = [str(e["customer_id"]) for e in entries]
-    await service.db.run(lambda db: repo.log_views(db, user.username, customers, "audit_view", now))
+    entries = await service.access_log(user.username, ACCESS_LOG_PAGE_ROWS)
     for entry in entries:
-        entry["subject"] = service.subject_ref(str(entry.pop("customer_id")))[:SUBJECT_REF_CHARS]
+        entry["subject"] = entry["subject"][:SUBJECT_REF_CHARS]
     return _manager_page(request, user, "manager_access.html", entries=entries)
 
 

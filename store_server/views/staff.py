@@ -9,7 +9,6 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from store_server import staff
 from store_server.errors import AuthenticationError, ForbiddenError
 from store_server.i18n import STRINGS, pick_language
 from store_server.keys import CONFIG, SERVICE
@@ -47,9 +46,7 @@ async def current_user(request: web.Request) -> StaffUser | None:
     session_id = request.cookies.get(cookie_name(config.cookie_secure))
     if not session_id:
         return None
-    service = request.app[SERVICE]
-    now = service.clock()
-    return await service.db.run(lambda db: staff.session_user(db, session_id, now))
+    return await request.app[SERVICE].staff.session_user(session_id)
 
 
 async def require_user(request: web.Request, role: str | None = None) -> StaffUser:
@@ -112,7 +109,7 @@ async def login(request: web.Request) -> web.Response:
         response.set_status(429)
         return response
     try:
-        user = await service.db.run(lambda db: staff.authenticate(db, username, password))
+        user = await service.staff.authenticate(username, password)
     except AuthenticationError:
         failures: dict[str, deque[float]] = request.app[_failures]
         failures[f"user:{username}"].append(now)
@@ -120,10 +117,7 @@ async def login(request: web.Request) -> web.Response:
         response = page(request, "login.html", error="bad_login")
         response.set_status(401)
         return response
-    wall = service.clock()
-    session_id = await service.db.run(
-        lambda db: staff.open_session(db, user, wall, config.session_ttl_s)
-    )
+    session_id = await service.staff.open_session(user, config.session_ttl_s)
     response = web.HTTPSeeOther("/board")
     response.set_cookie(
         cookie_name(config.cookie_secure),
@@ -143,7 +137,7 @@ async def logout(request: web.Request) -> web.Response:
     name = cookie_name(config.cookie_secure)
     session_id = request.cookies.get(name)
     if session_id:
-        await request.app[SERVICE].db.run(lambda db: staff.close_session(db, session_id))
+        await request.app[SERVICE].staff.close_session(session_id)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(name, path="/")
     raise response

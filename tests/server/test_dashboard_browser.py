@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from store_server import repo
+from store_server.storage import scanners as scanner_store
 from tests.server.conftest import Harness, bearer
 from tests.support import require_system_component, screenshot_dir
 
@@ -162,7 +162,9 @@ async def test_manager_pages_and_staff_is_refused(server: Harness, browser: Any)
         "outbox_dropped": 0,
         "version": "0.1.0",
     }
-    await server.service.db.run(lambda db: repo.record_heartbeat(db, "s-entrance", heartbeat, now))
+    await server.service.db.run(
+        lambda db: scanner_store.record_heartbeat(db, "s-entrance", heartbeat, now)
+    )
     token = await _customer(server, "Sylvie")
     await _check_in(server, token)
     base = f"http://127.0.0.1:{server.client.port}"

@@ -7,9 +7,9 @@ import re
 import aiohttp
 import pytest
 
-from store_server import repo
 from store_server.i18n import STRINGS
 from store_server.service import StoreService
+from store_server.storage import scanners as scanner_store
 from store_server.views.staff import cookie_name
 from tests.server.conftest import Harness, Scanner, bearer
 
@@ -106,7 +106,7 @@ async def test_scanner_health_from_heartbeat(server: Harness, manager: dict[str,
         "readings_unusable": 3,
     }
     await server.service.db.run(
-        lambda db: repo.record_heartbeat(db, "s-till", heartbeat, server.service.clock())
+        lambda db: scanner_store.record_heartbeat(db, "s-till", heartbeat, server.service.clock())
     )
     page = await text(await server.client.get("/manager/scanners?lang=en", headers=manager))
     row = page.split('data-scanner="s-till"')[1].split("</tr>")[0]
