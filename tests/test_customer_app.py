@@ -28,7 +28,7 @@ from store_server.eid import beacon_time, clock_offset, compute_eid
 from store_server.policy import Preferences, greeting_text, shown_name
 from store_server.storage import customers as customer_store
 from tests.server.conftest import STORE_ID, Harness, server
-from tests.support import require_system_component, screenshot_dir, wait_until
+from tests.support import require_component, screenshot_dir, wait_until
 
 __all__ = ["server"]  # the fixture, imported so that this top-level module can use it
 
@@ -154,8 +154,7 @@ class Phone:
 
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[Any]:
-    present = await asyncio.to_thread(CHROMIUM.exists)
-    require_system_component("Chromium (/usr/bin/chromium)", present)
+    require_component("browser")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
