@@ -66,19 +66,24 @@ def _error_of(request: web.Request, exc: Exception) -> web.Response:
     """The JSON error envelope of an exception a handler raised; re-raise what stays as is.
 
     A StoreServerError becomes its envelope (a page's 401 on GET/HEAD a redirect to the login
-    page); an HTTPException of 400 or more on /api/ (or any 413) a generic envelope, other
-    HTTPExceptions (redirects, page errors) stay; anything else is logged and becomes a 500.
+    page, a page's 404 the styled error page); an HTTPException of 400 or more on
+    /api/ (or any 413) a generic envelope, a page's 403/404/405 the styled error page, other
+    HTTPExceptions (redirects) stay; anything else is logged and becomes a 500.
     """
+    page = not request.path.startswith(("/api/", "/ws/"))
     if isinstance(exc, StoreServerError):
-        page = not request.path.startswith(("/api/", "/ws/"))
         if exc.status == 401 and page and request.method in ("GET", "HEAD"):
             raise web.HTTPSeeOther("/login") from None
+        if page and exc.status == 404:
+            return staff.error_page(request, exc.status)
         return _error_response(exc.status, exc.code, exc.message, exc.field)
     if isinstance(exc, web.HTTPException):
         if exc.status >= 400 and (request.path.startswith("/api/") or exc.status == 413):
             return _error_response(
                 exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, None
             )
+        if page and exc.status in staff.ERROR_PAGES:
+            return staff.error_page(request, exc.status)
         raise exc
     logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return _error_response(500, "internal_error", "internal error", None)

@@ -8,7 +8,7 @@ Every error names the offending field (``windows[3].id``).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -59,6 +59,31 @@ class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     windows: Annotated[list[Window], msgspec.Meta(max_length=MAX_WINDOWS_PER_BATCH)]
 
 
+class NodeLink(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A box that is an ESPHome node: its link to the daemon fronting it (docs/api.md)."""
+
+    kind: Literal["esphome"]
+    host: Annotated[str, msgspec.Meta(max_length=300)]
+    connected: bool
+    connects: Annotated[int, msgspec.Meta(ge=0)]
+    # What is wrong, as a code the manager's page names in its language; None when all is well.
+    error: (
+        Literal[
+            "unreachable",
+            "wrong_key",
+            "needs_key",
+            "not_encrypted",
+            "wrong_device",
+            "no_proxy",
+            "lost",
+            "other",
+        ]
+        | None
+    )
+    # The scanner's own line (English) about the same error, for the API and support.
+    last_error: Annotated[str, msgspec.Meta(max_length=200)] | None
+
+
 class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     store_id: str
     scanner_id: str
@@ -74,6 +99,16 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sent_at: float
     # Sightings left out since the daemon started: their RSSI was not a reading (HCI's 127).
     readings_unusable: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Only from a box that is an ESPHome node; kept as plain data (it is stored as JSON) and
+    # checked against NodeLink. Optional, so older scanners still pass.
+    node: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.node is not None:
+            try:
+                msgspec.convert(self.node, NodeLink)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"node: {exc}") from None
 
 
 S = TypeVar("S")

@@ -146,14 +146,21 @@ def test_scanner_alone_runs_without_the_server_dependencies(scanner_only: Instal
         "import importlib.util, pkgutil, scanner\n"
         f"print([m for m in {SERVER_ONLY!r} if importlib.util.find_spec(m)])\n"
         "for m in pkgutil.walk_packages(scanner.__path__, 'scanner.'):\n"
-        "    if m.name != 'scanner.__main__':\n"
+        "    if m.name not in ('scanner.__main__', 'scanner.esphome'):\n"
         "        importlib.import_module(m.name)\n"
+        "from scanner.nodes import require_library\n"
+        "try:\n"
+        "    require_library()\n"
+        "except Exception as exc:\n"
+        "    print(exc)\n"
         "print(scanner.__file__)\n"
     )
-    present, origin = ok(
+    present, esphome, origin = ok(
         run([scanner_only.bin("python"), "-c", probe], cwd=scanner_only.outside)
     ).splitlines()
     assert present == "[]", f"server dependencies in a scanner's environment: {present}"
+    # ESP32 nodes need the esphome extra; without it the backend says so in one line.
+    assert esphome == "backend esphome needs aioesphomeapi: pip install 'bulle[esphome]'"
     assert Path(origin).is_relative_to(scanner_only.venv)  # the installed copy, not the checkout
 
     assert "run the scanner daemon" in ok(

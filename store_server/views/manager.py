@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -19,15 +20,17 @@ from store_server import staff
 from store_server.consent import verify_chain
 from store_server.errors import (
     AuthenticationError,
+    ConflictError,
     ConsentLogError,
     StoreServerError,
     ValidationError,
 )
+from store_server.i18n_names import FieldError, field_error
 from store_server.keys import SERVICE
 from store_server.service import StoreService
 from store_server.staff import StaffUser
 from store_server.stock import parse_stock_csv
-from store_server.views.staff import current_user, page
+from store_server.views.staff import current_user, language, page
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ CONSENT_LOG_PAGE_ROWS = 500
 SUBJECT_REF_CHARS = 16
 # Scanner ids are short names written in configuration files and logs.
 SCANNER_ID_MAX = 64
+# The entry where consent.verify_chain found the chain broken ("... at seq 12: ...").
+_BROKEN_AT = re.compile(r"seq (\d+)")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ManagerHandler = Callable[[web.Request, StaffUser], Awaitable[web.StreamResponse]]
@@ -78,8 +83,11 @@ def _manager_page(
     return response
 
 
-def _error_text(exc: StoreServerError) -> str:
-    return f"{exc.field}: {exc.message}" if exc.field else exc.message
+def _error(request: web.Request, exc: StoreServerError, field: str) -> FieldError:
+    """The error shown beside the form field it concerns, in the page's language."""
+    if isinstance(exc, ConflictError):
+        return field_error(language(request), field, exc.message, field)
+    return field_error(language(request), exc.field or field, exc.message, field)
 
 
 @routes.get("/manager")
@@ -96,8 +104,9 @@ async def _scanners_page(
     user: StaffUser,
     *,
     secret: tuple[str, str] | None = None,
-    error: str | None = None,
+    error: FieldError | None = None,
     status: int = 200,
+    value: str = "",
 ) -> web.Response:
     service = _service(request)
     now = service.clock()
@@ -119,6 +128,7 @@ async def _scanners_page(
         secret=secret,
         error=error,
         status=status,
+        value=value,
     )
 
 
@@ -138,9 +148,8 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
     form = await request.post()
     scanner_id = str(form.get("scanner_id", "")).strip()
     if not _valid_scanner_id(scanner_id):
-        return await _scanners_page(
-            request, user, error="scanner_id: letters, digits, '-', '_' (1-64)", status=422
-        )
+        error = field_error(language(request), "scanner_id", "letters, digits", "scanner_id")
+        return await _scanners_page(request, user, error=error, status=422, value=scanner_id)
     secret = await _service(request).register_scanner(scanner_id)
     logger.info("scanner %s registered by %s", scanner_id, user.username)
     # The secret is rendered in this one response (no-store) and never again.
@@ -160,7 +169,12 @@ async def revoke_scanner(request: web.Request, user: StaffUser) -> web.StreamRes
 
 
 async def _zones_page(
-    request: web.Request, user: StaffUser, *, error: str | None = None, status: int = 200
+    request: web.Request,
+    user: StaffUser,
+    *,
+    error: FieldError | None = None,
+    error_row: str | None = None,
+    status: int = 200,
 ) -> web.Response:
     service = _service(request)
     registered = {str(r["id"]) for r in await service.scanner_rows()}
@@ -172,7 +186,9 @@ async def _zones_page(
         scanners=service.floor.scanners,
         offsets=service.engine.calibration(),
         registered=registered,
+        zone_names={z.id: (z.name_fr, z.name_en) for z in service.floor.zones},
         error=error,
+        error_row=error_row,
         status=status,
     )
 
@@ -198,7 +214,8 @@ async def calibrate(request: web.Request, user: StaffUser) -> web.StreamResponse
     except StoreServerError as exc:
         if exc.status == 404:
             raise
-        return await _zones_page(request, user, error=_error_text(exc), status=422)
+        error = _error(request, exc, "rssi_offset_db")
+        return await _zones_page(request, user, error=error, error_row=scanner_id, status=422)
     logger.info("calibration of %s set to %+.1f dB by %s", scanner_id, offset, user.username)
     raise web.HTTPSeeOther("/manager/zones")
 
@@ -211,8 +228,10 @@ async def _stock_page(
     user: StaffUser,
     *,
     notice: str | None = None,
-    error: str | None = None,
+    error: FieldError | None = None,
+    error_row: str | None = None,
     status: int = 200,
+    typed: dict[str, str] | None = None,
 ) -> web.Response:
     service = _service(request)
     items = await service.catalog()
@@ -223,7 +242,9 @@ async def _stock_page(
         items=items,
         notice=notice,
         error=error,
+        error_row=error_row,
         status=status,
+        typed=typed or {},
     )
 
 
@@ -249,7 +270,7 @@ async def stock_import(request: web.Request, user: StaffUser) -> web.StreamRespo
         items = parse_stock_csv(text)
         count = await service.import_stock(items)
     except StoreServerError as exc:
-        return await _stock_page(request, user, error=_error_text(exc), status=422)
+        return await _stock_page(request, user, error=_error(request, exc, "file"), status=422)
     logger.info("%s stock items imported by %s", count, user.username)
     return await _stock_page(request, user, notice=f"imported:{count}")
 
@@ -270,7 +291,9 @@ async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamRespons
     except StoreServerError as exc:
         if exc.status == 404:
             raise
-        return await _stock_page(request, user, error=_error_text(exc), status=422)
+        error = _error(request, exc, "count")
+        typed = {"count": str(form.get("count", "")), "aisle": str(form.get("aisle", ""))}
+        return await _stock_page(request, user, error=error, error_row=sku, status=422, typed=typed)
     raise web.HTTPSeeOther("/manager/stock")
 
 
@@ -278,11 +301,24 @@ async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamRespons
 
 
 async def _staff_page(
-    request: web.Request, user: StaffUser, *, error: str | None = None, status: int = 200
+    request: web.Request,
+    user: StaffUser,
+    *,
+    error: FieldError | None = None,
+    error_row: str | None = None,
+    status: int = 200,
+    form: dict[str, str] | None = None,
 ) -> web.Response:
     accounts = await _service(request).staff.accounts()
     return _manager_page(
-        request, user, "manager_staff.html", accounts=accounts, error=error, status=status
+        request,
+        user,
+        "manager_staff.html",
+        accounts=accounts,
+        error=error,
+        error_row=error_row,
+        status=status,
+        form=form or {},
     )
 
 
@@ -302,7 +338,13 @@ async def staff_add(request: web.Request, user: StaffUser) -> web.StreamResponse
     try:
         await _service(request).staff.add(username, password, role)
     except StoreServerError as exc:
-        return await _staff_page(request, user, error=_error_text(exc), status=422)
+        return await _staff_page(
+            request,
+            user,
+            error=_error(request, exc, "username"),
+            status=422,
+            form={"username": username, "role": role},
+        )
     logger.info("account %s (%s) created by %s", username, role, user.username)
     raise web.HTTPSeeOther("/manager/staff")
 
@@ -312,7 +354,8 @@ async def staff_add(request: web.Request, user: StaffUser) -> web.StreamResponse
 async def staff_disable(request: web.Request, user: StaffUser) -> web.StreamResponse:
     username = request.match_info["username"]
     if username == user.username:
-        return await _staff_page(request, user, error="you cannot disable yourself", status=422)
+        error = field_error(language(request), None, "you cannot disable yourself", "disable")
+        return await _staff_page(request, user, error=error, error_row=username, status=422)
     await _service(request).staff.set_disabled(username, True)
     logger.info("account %s disabled by %s", username, user.username)
     raise web.HTTPSeeOther("/manager/staff")
@@ -339,7 +382,9 @@ async def consent_log(request: web.Request, user: StaffUser) -> web.StreamRespon
         verified: int | None = verify_chain(entries)
         broken = None
     except ConsentLogError as exc:
-        verified, broken = None, exc.message
+        # The page names the entry; the English sentence stays in the server's log.
+        logger.warning("%s", exc.message)
+        verified, broken = None, _BROKEN_AT.search(exc.message)
     shown = entries[-CONSENT_LOG_PAGE_ROWS:][::-1]
     return _manager_page(
         request,
@@ -347,7 +392,7 @@ async def consent_log(request: web.Request, user: StaffUser) -> web.StreamRespon
         "manager_consent.html",
         entries=shown,
         verified=verified,
-        broken=broken,
+        broken=broken.group(1) if broken else None,
         ref_chars=SUBJECT_REF_CHARS,
     )
 

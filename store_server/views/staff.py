@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict, deque
 from typing import Any
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from store_server.errors import AuthenticationError, ForbiddenError
 from store_server.i18n import STRINGS, pick_language
+from store_server.i18n_names import name_of
 from store_server.keys import CONFIG, SERVICE
 from store_server.staff import StaffUser
 
@@ -33,7 +35,8 @@ def cookie_name(secure: bool) -> str:
     return "__Host-bulle_session" if secure else "bulle_session"
 
 
-def _lang(request: web.Request) -> str:
+def language(request: web.Request) -> str:
+    """The page's language: ?lang=, then the cookie, then the browser's preference."""
     return pick_language(
         request.query.get("lang"),
         request.cookies.get("bulle_lang"),
@@ -59,9 +62,11 @@ async def require_user(request: web.Request, role: str | None = None) -> StaffUs
 
 
 def page(request: web.Request, template: str, **context: Any) -> web.Response:
-    lang = _lang(request)
+    lang = language(request)
     response = aiohttp_jinja2.render_template(
-        template, request, {"t": STRINGS[lang], "lang": lang, **context}
+        template,
+        request,
+        {"t": STRINGS[lang], "lang": lang, "name": functools.partial(name_of, lang), **context},
     )
     if request.query.get("lang") in STRINGS:
         response.set_cookie(
@@ -75,6 +80,17 @@ def page(request: web.Request, template: str, **context: Any) -> web.Response:
     return response
 
 
+# HTTP errors a person can meet on a page; each has a title and a sentence in i18n.STRINGS.
+ERROR_PAGES = (403, 404, 405)
+
+
+def error_page(request: web.Request, status: int) -> web.Response:
+    """A styled error page in the page's language, with links back into Bulle."""
+    response = page(request, "error.html", status=status)
+    response.set_status(status)
+    return response
+
+
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     raise web.HTTPFound("/board")
@@ -82,7 +98,7 @@ async def index(request: web.Request) -> web.Response:
 
 @routes.get("/login")
 async def login_page(request: web.Request) -> web.Response:
-    return page(request, "login.html", error=None)
+    return page(request, "login.html", error=None, username="")
 
 
 def _throttled(request: web.Request, username: str, now: float) -> bool:
@@ -105,7 +121,7 @@ async def login(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     now = time.monotonic()
     if _throttled(request, username, now):
-        response = page(request, "login.html", error="throttled")
+        response = page(request, "login.html", error="throttled", username=username)
         response.set_status(429)
         return response
     try:
@@ -114,7 +130,8 @@ async def login(request: web.Request) -> web.Response:
         failures: dict[str, deque[float]] = request.app[_failures]
         failures[f"user:{username}"].append(now)
         failures[f"addr:{request.remote}"].append(now)
-        response = page(request, "login.html", error="bad_login")
+        # The user name stays in the form: a typo in the password should not cost both.
+        response = page(request, "login.html", error="bad_login", username=username)
         response.set_status(401)
         return response
     session_id = await service.staff.open_session(user, config.session_ttl_s)
