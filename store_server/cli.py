@@ -5,136 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import getpass
 import logging
-import os
-import secrets
 import socket
-import sqlite3
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-import sqlite_utils
-
-from store_server.config import ServerConfig, load_config, resolve_paths
-from store_server.errors import ConfigError, StoreServerError, ValidationError
-from store_server.floor import Floor
+from store_server.cli_admin import add_admin_commands
+from store_server.cli_settings import (
+    HelpFormatter,
+    add_config_arg,
+    floor,
+    load_settings,
+    master_key,
+)
+from store_server.errors import ConfigError, StoreServerError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-MASTER_KEY_HOWTO = "make one with: python3 -c 'import secrets; print(secrets.token_hex(32))'"
-"""The fix named by every master key error."""
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's help with each option's default shown, when it has a meaningful one."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        default = action.default
-        if (
-            "%(default)" in text
-            or default in (None, False, argparse.SUPPRESS)
-            or not (action.option_strings or action.nargs in ("?", "*"))
-        ):
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-def _load(args: argparse.Namespace) -> ServerConfig:
-    """The settings of ``--config`` (or none) with ``BULLE_*`` overrides and relative paths
-    resolved against the settings file's folder (the working directory without a file)."""
-    if args.config:
-        path = Path(args.config)
-        try:
-            text = path.read_text("utf-8")
-        except FileNotFoundError:
-            raise ConfigError(
-                f"--config {path}: no such file: give the path of the server's settings file"
-                " (e.g. /etc/bulle/server.toml, docs/operations.md)"
-            ) from None
-        except OSError as exc:
-            raise ConfigError(
-                f"--config {path}: cannot read it ({exc.strerror}): run the command as the"
-                " server's user (e.g. sudo -u bulle) or fix the file's permissions"
-            ) from None
-        base = path.resolve().parent
-    else:
-        text, base = "", Path.cwd()
-    return resolve_paths(load_config(text, os.environ), base)
-
-
-def _master_key(config: ServerConfig) -> bytes:
-    """The master key, or a one-line error naming the setting (or variable) and the fix."""
-    from store_server.keywrap import KeyWrapError, parse_master_key
-
-    try:
-        return parse_master_key(config.master_key)
-    except KeyWrapError as exc:
-        where = "BULLE_MASTER_KEY" if "BULLE_MASTER_KEY" in os.environ else "master_key"
-        problem = "is empty" if not config.master_key.strip() else f"is malformed ({exc})"
-        raise ConfigError(
-            f"{where} {problem}: set master_key in the settings file (or BULLE_MASTER_KEY) to"
-            f" 64 hex characters; {MASTER_KEY_HOWTO}",
-            key="master_key",
-        ) from None
-
-
-def _floor(config: ServerConfig) -> Floor:
-    """The store file's floor, or a one-line error naming ``store_file``."""
-    import tomllib
-
-    from store_server.app import load_floor
-    from store_server.floor import FloorError
-
-    path = Path(config.store_file)
-    try:
-        return load_floor(path)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"store_file: {path} does not exist: set store_file to the store's floor file"
-            " (format of seeds/store.toml; a relative path is read from the settings file's"
-            " folder)",
-            key="store_file",
-        ) from None
-    except OSError as exc:
-        raise ConfigError(
-            f"store_file: cannot read {path} ({exc.strerror})", key="store_file"
-        ) from None
-    except (tomllib.TOMLDecodeError, FloorError) as exc:
-        raise ConfigError(
-            f"store_file: {path}: {exc} (format of seeds/store.toml)", key="store_file"
-        ) from None
-
-
-def _with_db(config: ServerConfig, fn: Callable[[sqlite_utils.Database], T]) -> T:
-    """Run one database function for an admin command, then close the database."""
-    from store_server.storage.database import Database
-
-    try:
-        db = Database(Path(config.db_path))
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(
-            f"db_path: cannot open {config.db_path} ({exc}): check that the folder exists and"
-            " that this user may write it (run as the server's user, e.g. sudo -u bulle)",
-            key="db_path",
-        ) from None
-    try:
-        return db.run_sync(fn)
-    finally:
-        db.close()
-
-
-def _add_config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="TOML settings file (docs/operations.md); BULLE_* variables override it",
-    )
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
@@ -143,13 +32,13 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from store_server.app import AccessLogger, create_app
     from store_server.logs import setup_logging
 
-    config = _load(args)
+    config = load_settings(args)
     if args.host is not None:
         config = config.with_overrides(host=args.host)
     if args.port is not None:
         config = config.with_overrides(port=args.port)
-    _master_key(config)
-    _floor(config)
+    master_key(config)
+    floor(config)
     setup_logging(config.log_level, config.log_format)
     try:
         web.run_app(
@@ -223,52 +112,6 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     )
 
 
-def cmd_user_add(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server import staff
-
-    config = _load(args)
-    password = _read_password(args)
-    user = _with_db(
-        config, lambda d: staff.add_user(d, args.username, password, args.role, time.time())
-    )
-    out.write(f"created {user.role} account {user.username}\n")
-    return 0
-
-
-def _read_password(args: argparse.Namespace) -> str:
-    password = args.password_stdin and sys.stdin.readline().rstrip("\n")
-    if not password:
-        password = getpass.getpass("Password (12 characters or more): ")
-    return str(password)
-
-
-def cmd_scanner_add(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server.keywrap import wrap_key
-    from store_server.service import scanner_aad
-    from store_server.storage import scanners
-
-    config = _load(args)
-    master = _master_key(config)
-    store_id = args.store or _floor(config).store_id
-    secret = secrets.token_urlsafe(32)
-    wrapped = wrap_key(master, secret.encode(), scanner_aad(args.scanner_id))
-    _with_db(
-        config, lambda d: scanners.add_scanner(d, args.scanner_id, store_id, wrapped, time.time())
-    )
-    out.write(f"scanner {args.scanner_id} registered for store {store_id}\n")
-    out.write(f"secret (shown once, put it in the scanner's config): {secret}\n")
-    return 0
-
-
-def cmd_scanner_revoke(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server.storage import scanners
-
-    config = _load(args)
-    _with_db(config, lambda d: scanners.revoke_scanner(d, args.scanner_id, time.time()))
-    out.write(f"scanner {args.scanner_id} revoked\n")
-    return 0
-
-
 def _rotation_exponent(text: str) -> int:
     """argparse type of ``--k``: an Eddystone-EID rotation exponent, 0 to 15."""
     try:
@@ -306,40 +149,6 @@ def cmd_eid(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_consent_verify(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server.consent import verify_chain
-    from store_server.storage import consents
-
-    config = _load(args)
-    count = verify_chain(_with_db(config, consents.consent_log_rows))
-    out.write(f"consent log OK: {count} entries, hash chain intact\n")
-    return 0
-
-
-def cmd_stock_import(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server.stock import parse_stock_csv
-    from store_server.storage import catalog
-
-    config = _load(args)
-    store_id = _floor(config).store_id
-    path = Path(args.csv)
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        raise StoreServerError(f"{path}: no such file: give the path of the stock CSV") from None
-    except OSError as exc:
-        raise StoreServerError(f"{path}: cannot read it ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise StoreServerError(f"{path}: not UTF-8 text: save the CSV as UTF-8") from None
-    try:
-        items = parse_stock_csv(text)
-    except ValidationError as exc:
-        raise StoreServerError(f"{path} {exc.field}: {exc.message}") from None
-    count = _with_db(config, lambda d: catalog.upsert_stock(d, store_id, items))
-    out.write(f"imported {count} stock lines for store {store_id}\n")
-    return 0
-
-
 def cmd_lab(args: argparse.Namespace, out: TextIO) -> int:
     return int(_lab_import("accuracy").run_lab_command(args, out))
 
@@ -352,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the store server", description="Run the store server.")
-    _add_config_arg(p)
+    add_config_arg(p)
     p.add_argument("--host", help="listen address (overrides the host setting, 127.0.0.1)")
     p.add_argument(
         "--port", type=int, help="listen port (overrides the port setting, 8080)", default=None
@@ -383,47 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("user", help="staff accounts", description="Manage staff accounts.")
-    user_sub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    q = user_sub.add_parser(
-        "add",
-        help="create a staff or manager account",
-        description="Create a staff or manager account (no default accounts exist).",
-    )
-    _add_config_arg(q)
-    q.add_argument("username")
-    q.add_argument(
-        "--role",
-        choices=("staff", "manager"),
-        default="staff",
-        help="staff: the board; manager: also the manager pages",
-    )
-    q.add_argument(
-        "--password-stdin", action="store_true", help="read the password from standard input"
-    )
-    q.set_defaults(func=cmd_user_add)
-
-    p = sub.add_parser(
-        "scanner", help="scanner registrations", description="Register or revoke scanners."
-    )
-    scanner_sub = p.add_subparsers(dest="scanner_command", required=True, metavar="ACTION")
-    q = scanner_sub.add_parser(
-        "add",
-        help="register a scanner and print its secret once",
-        description="Register a scanner (or give it a new secret) and print the secret once.",
-    )
-    _add_config_arg(q)
-    q.add_argument("scanner_id")
-    q.add_argument("--store", help="store id (default: the store of store_file)")
-    q.set_defaults(func=cmd_scanner_add)
-    q = scanner_sub.add_parser(
-        "revoke",
-        help="revoke a scanner",
-        description="Revoke a scanner: its next request gets 401.",
-    )
-    _add_config_arg(q)
-    q.add_argument("scanner_id")
-    q.set_defaults(func=cmd_scanner_revoke)
+    add_admin_commands(sub)
 
     p = sub.add_parser(
         "eid",
@@ -438,27 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--time", type=_beacon_time, required=True, help="the beacon's 32-bit seconds counter"
     )
     p.set_defaults(func=cmd_eid)
-
-    p = sub.add_parser("consent-log", help="consent proof", description="Consent proof log tools.")
-    log_sub = p.add_subparsers(dest="log_command", required=True, metavar="ACTION")
-    q = log_sub.add_parser(
-        "verify",
-        help="verify the hash chain of the consent log",
-        description="Verify every link of the consent log's hash chain.",
-    )
-    _add_config_arg(q)
-    q.set_defaults(func=cmd_consent_verify)
-
-    p = sub.add_parser("stock", help="catalog and stock", description="Catalog and stock tools.")
-    stock_sub = p.add_subparsers(dest="stock_command", required=True, metavar="ACTION")
-    q = stock_sub.add_parser(
-        "import",
-        help="import stock from CSV (sku,name_fr,name_en,count,aisle)",
-        description="Import or update catalog items and stock from a CSV file.",
-    )
-    _add_config_arg(q)
-    q.add_argument("csv", help="CSV file with header sku,name_fr,name_en,count,aisle")
-    q.set_defaults(func=cmd_stock_import)
 
     p = sub.add_parser(
         "lab",

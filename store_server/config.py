@@ -42,6 +42,7 @@ class ServerConfig:
     db_path: str = "var/store.sqlite"
     store_file: str = "seeds/store.toml"
     master_key: str = ""
+    master_key_file: str = ""
     public_origin: str = ""
     cookie_secure: bool = True
     session_ttl_s: int = DEFAULT_SESSION_TTL_S
@@ -113,6 +114,10 @@ def _check(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"log_level: must be one of {', '.join(_LOG_LEVELS)}", key="log_level")
     if not config.db_path:
         raise ConfigError("db_path: must not be empty", key="db_path")
+    if config.master_key.strip() and config.master_key_file:
+        raise ConfigError(
+            "master_key_file: set master_key or master_key_file, not both", key="master_key_file"
+        )
     if config.log_format not in _LOG_FORMATS:
         raise ConfigError(f"log_format: must be one of {', '.join(_LOG_FORMATS)}", key="log_format")
     if config.metrics_listen:
@@ -174,6 +179,9 @@ def resolve_paths(config: ServerConfig, base: Path) -> ServerConfig:
         config,
         db_path=str(resolve_path(base, config.db_path)),
         store_file=str(resolve_path(base, config.store_file)),
+        master_key_file=str(resolve_path(base, config.master_key_file))
+        if config.master_key_file
+        else "",
     )
 
 

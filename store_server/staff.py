@@ -63,6 +63,19 @@ def add_user(db: Handle, username: str, password: str, role: Role, now: float) -
     return StaffUser(username, role)
 
 
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(
+            f"password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
+        )
+
+
+def reset_password(db: Handle, username: str, password: str) -> None:
+    """Set a new password for an account and end its sessions."""
+    _check_password(password)
+    store.set_password_hash(db, username, _hasher.hash(password))
+
+
 def authenticate(db: Handle, username: str, password: str) -> StaffUser:
     row = store.active_user(db, username)
     try:

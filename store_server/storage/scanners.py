@@ -7,20 +7,42 @@ import json
 import sqlite3
 from typing import Any
 
-from store_server.errors import NotFoundError
+from store_server.errors import ConflictError, NotFoundError
 from store_server.storage.database import Handle, immediate, one, rows
 
 
 def add_scanner(
-    db: Handle, scanner_id: str, store_id: str, secret_wrapped: bytes, now: float
+    db: Handle,
+    scanner_id: str,
+    store_id: str,
+    secret_wrapped: bytes,
+    now: float,
+    *,
+    replace: bool = True,
 ) -> None:
+    """Register a scanner; an active registration of that id is replaced only with
+    ``replace`` (ConflictError otherwise: its secret would change under a running scanner)."""
     with immediate(db):
+        if not replace and one(
+            db, "SELECT 1 AS x FROM scanners WHERE id = ? AND revoked_at IS NULL", [scanner_id]
+        ):
+            raise ConflictError(f"scanner {scanner_id!r} is already registered")
         db.execute(
             "INSERT INTO scanners (id, store_id, secret_wrapped, created_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET secret_wrapped = excluded.secret_wrapped,"
             " store_id = excluded.store_id, revoked_at = NULL",
             [scanner_id, store_id, secret_wrapped, now],
         )
+
+
+def set_scanner_secret(db: Handle, scanner_id: str, secret_wrapped: bytes) -> None:
+    """Give an active scanner a new secret; its old one stops working at once."""
+    with immediate(db):
+        if not db.execute(
+            "UPDATE scanners SET secret_wrapped = ? WHERE id = ? AND revoked_at IS NULL",
+            [secret_wrapped, scanner_id],
+        ).rowcount:
+            raise NotFoundError(f"no active scanner {scanner_id!r}")
 
 
 def scanner_row(db: Handle, scanner_id: str) -> dict[str, Any] | None:

@@ -73,3 +73,13 @@ def set_staff_disabled(db: Handle, username: str, disabled: bool) -> None:
             raise NotFoundError(f"no account {username!r}")
         if disabled:
             db.execute("DELETE FROM sessions WHERE username = ?", [username])
+
+
+def set_password_hash(db: Handle, username: str, password_hash: str) -> None:
+    """Set an account's password and sign it out everywhere (its sessions are deleted)."""
+    with immediate(db):
+        if not db.execute(
+            "UPDATE staff_users SET password_hash = ? WHERE username = ?", [password_hash, username]
+        ).rowcount:
+            raise NotFoundError(f"no account {username!r}")
+        db.execute("DELETE FROM sessions WHERE username = ?", [username])

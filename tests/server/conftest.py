@@ -209,15 +209,14 @@ async def error_of(resp: aiohttp.ClientResponse) -> dict[str, Any]:
 async def running_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Harness]:
     """The real app on 127.0.0.1 with a fresh database and the demo catalog; `settings`
     override ServerConfig fields (e.g. legacy_ibeacon=True)."""
-    master_key = secrets.token_hex(32)
-    db_path = tmp_path / "s.sqlite"
-    config = ServerConfig(
-        db_path=str(db_path),
-        store_file=str(STORE_FILE),
-        master_key=master_key,
-        cookie_secure=False,
-        **settings,
-    )
+    values: dict[str, Any] = {
+        "db_path": str(tmp_path / "s.sqlite"),
+        "store_file": str(STORE_FILE),
+        "master_key": secrets.token_hex(32),
+        "cookie_secure": False,
+    }
+    config = ServerConfig(**{**values, **settings})
+    db_path, master_key = Path(config.db_path), config.master_key
     app = create_app(config, base_dir=REPO_ROOT)
     client: TestClient[web.Request, web.Application] = TestClient(
         TestServer(app, host="127.0.0.1"), cookie_jar=aiohttp.DummyCookieJar()

@@ -186,3 +186,21 @@ def test_scanner_replay_of_a_missing_file_fails_at_once(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("beacon-scanner: error: ")
     assert "nope.jsonl: no such file" in result.stderr
+
+
+def test_master_key_file(shop: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = shop.read_text().replace(f'master_key = "{MASTER_KEY}"', 'master_key_file = "key"')
+    shop.write_text(text)
+    assert main(["scanner", "add", "s-x", "--config", str(shop)]) == 2
+    line = _one_error_line(capsys)
+    assert f"master_key_file: {shop.parent / 'key'} does not exist" in line
+    (shop.parent / "key").write_text(MASTER_KEY + "\n")
+    assert main(["scanner", "add", "s-x", "--config", str(shop)]) == 0
+
+
+def test_master_key_and_master_key_file_are_exclusive(
+    shop: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shop.write_text(shop.read_text() + 'master_key_file = "key"\n')
+    assert main(["user", "add", "bob", "--config", str(shop)]) == 2
+    assert "set master_key or master_key_file, not both" in _one_error_line(capsys)
