@@ -257,6 +257,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
             consent_texts=load_consent_texts(),
             timezone=timezone,
         )
+        service.tick_observer = metrics.tick_seconds.observe
         app[SERVICE] = service
         await service.start()
         yield
@@ -293,6 +294,8 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
         metrics.board_connections.set(len(service.hub))
         metrics.board_queue_max.set(service.hub.max_queue_depth())
         metrics.identities.set(len(service.resolver))
+        for queue, depth in service.queue_depths().items():
+            metrics.pending.labels(queue).set(depth)
         metrics.set_scanners(rows, time.time())
         return metrics.exposition()
 

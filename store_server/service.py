@@ -151,6 +151,17 @@ class StoreService:
         self._unreadable: set[str] = set()
         self._batches = BatchLog(db)
         self.staff = StaffService(db, clock)
+        # Observability (metrics): the periodic tick's duration is handed to this callback,
+        # and the allowlist long polls held open are counted.
+        self.tick_observer: Callable[[float], None] | None = None
+        self.long_polls_waiting = 0
+
+    def queue_depths(self) -> dict[str, int]:
+        """Work waiting inside the server, by queue (for the metrics)."""
+        return {
+            "batch_commits": self._batches.pending,
+            "allowlist_long_polls": self.long_polls_waiting,
+        }
 
     @property
     def timezone_name(self) -> str | None:
@@ -187,10 +198,13 @@ class StoreService:
         self._last_refresh = self._last_purge = self.clock()
         while True:
             await asyncio.sleep(TICK_S)
+            started = time.perf_counter()
             try:
                 await self.tick(self.clock())
             except Exception:
                 logger.exception("periodic work failed; retrying at the next tick")
+            if self.tick_observer is not None:
+                self.tick_observer(time.perf_counter() - started)
 
     async def tick(self, now: float) -> None:
         """One step of periodic work at `now` (the background task calls it every TICK_S)."""
@@ -598,11 +612,15 @@ class StoreService:
         if since is not None and since == self.resolver.version and wait_s > 0:
             # asyncio.timeout cancels this task itself: wait_for around Condition.wait would
             # cancel an inner task and, on shutdown, leave the lock released twice.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s), self._allowlist_changed:
-                    await self._allowlist_changed.wait_for(
-                        lambda: self.resolver.version != since or self._closing
-                    )
+            self.long_polls_waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s), self._allowlist_changed:
+                        await self._allowlist_changed.wait_for(
+                            lambda: self.resolver.version != since or self._closing
+                        )
+            finally:
+                self.long_polls_waiting -= 1
         now = self.clock()
         version = self.resolver.version
         delta = self.resolver.changes_since(since) if since is not None else None

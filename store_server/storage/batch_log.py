@@ -42,6 +42,11 @@ class BatchLog:
         self._pending: list[PendingBatch] = []
         self._flushing: asyncio.Task[None] | None = None
 
+    @property
+    def pending(self) -> int:
+        """Batch ids waiting for the next group commit."""
+        return len(self._pending)
+
     async def record(
         self,
         scanner_id: str,

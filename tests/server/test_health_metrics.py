@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -111,6 +112,36 @@ async def test_metrics_on_their_own_listener(tmp_path: Path) -> None:
     assert samples[("bulle_scanners_registered", ())] == 1
     assert samples[("bulle_scanner_up", (("scanner", "s-entrance"),))] == 1
     assert samples[("bulle_board_connections", ())] == 0
+    assert samples[("bulle_queue_depth", (("queue", "batch_commits"),))] == 0
+    assert samples[("bulle_queue_depth", (("queue", "allowlist_long_polls"),))] == 0
+
+
+async def test_tick_time_and_long_polls_are_measured(tmp_path: Path) -> None:
+    async with running_server(tmp_path, metrics_listen="127.0.0.1:0") as server:
+        url = f"http://127.0.0.1:{server.app[METRICS_PORT]}/metrics"
+        scanner = await server.add_scanner("s-entrance")
+        version = server.service.resolver.version
+        poll = asyncio.create_task(
+            server.signed(scanner, "GET", f"/api/scanner/v1/allowlist?since={version}&wait=20")
+        )
+        async with aiohttp.ClientSession() as session:
+
+            async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+                async with session.get(url) as resp:
+                    return _samples(await resp.text())
+
+            # The periodic tick runs every second; the long poll is held until it times out.
+            deadline = time.monotonic() + 15
+            while True:
+                samples = await scrape()
+                polls = samples[("bulle_queue_depth", (("queue", "allowlist_long_polls"),))]
+                if samples[("bulle_tick_seconds_count", ())] >= 1 and polls == 1:
+                    break
+                assert time.monotonic() < deadline, samples
+                await asyncio.sleep(0.1)
+        poll.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poll
 
 
 async def test_metrics_token_is_required_when_set(tmp_path: Path) -> None:
