@@ -110,6 +110,11 @@ def derive_key(master_key: bytes, label: str) -> bytes:
     return hmac.new(master_key, b"bulle/" + label.encode(), hashlib.sha256).digest()
 
 
+def pseudonym_key(master_key: bytes) -> bytes:
+    """The key of the consent log's subject references (see consent.subject_ref)."""
+    return derive_key(master_key, "consent-pseudonym")
+
+
 class StoreService:
     def __init__(
         self,
@@ -129,7 +134,7 @@ class StoreService:
         self.hub = BoardHub()
         self.clock = clock
         self._master_key = master_key
-        self._pseudonym_key = derive_key(master_key, "consent-pseudonym")
+        self._pseudonym_key = pseudonym_key(master_key)
         self._consent_texts = tuple(consent_texts)
         self.resolver = EidResolver(skew_windows=config.skew_windows)
         self._build: BackgroundBuild | None = None
