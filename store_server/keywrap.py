@@ -120,10 +120,11 @@ def scanner_aad(scanner_id: str) -> bytes:
     return aad("scanner", scanner_id)
 
 
-def identity_aad(customer_id: str) -> bytes:
-    return aad("identity", customer_id)
-
-
 def derive_key(master_key: bytes, label: str) -> bytes:
     """A key for one use (``label``) derived from the master key (HMAC-SHA-256)."""
     return hmac.new(master_key, b"bulle/" + label.encode(), hashlib.sha256).digest()
+
+
+def pseudonym_key(master_key: bytes) -> bytes:
+    """The key of the consent log's subject references (see consent.subject_ref)."""
+    return derive_key(master_key, "consent-pseudonym")

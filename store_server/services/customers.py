@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from store_server import identity
+from store_server import eid
 from store_server.consent import (
     DEFAULT_CONSENT_DURATION_S,
     PURPOSES,
@@ -26,7 +26,8 @@ from store_server.errors import (
     NotFoundError,
     RateLimitedError,
 )
-from store_server.keywrap import identity_aad, wrap_key
+from store_server.identity_load import identity_aad
+from store_server.keywrap import wrap_key
 from store_server.services.board import Board
 from store_server.services.coordinator import Coordinator
 from store_server.static_ids import new_ibeacon_id
@@ -61,10 +62,10 @@ class Customers:
 
     async def enroll(self, app_counter: int | None, language: str) -> dict[str, Any]:
         now = self.clock()
-        key = identity.new_identity_key()
+        key = eid.new_identity_key()
         k = self.config.rotation_exponent
-        counter = app_counter if app_counter is not None else int(now) % identity.COUNTER_MODULUS
-        offset = identity.clock_offset(counter, now)
+        counter = app_counter if app_counter is not None else int(now) % eid.COUNTER_MODULUS
+        offset = eid.clock_offset(counter, now)
         created = await self.db.write(
             lambda db: customers.create_customer(
                 db,
@@ -80,7 +81,7 @@ class Customers:
             "token": created.token,
             "identity_key": key.hex(),
             "rotation_exponent": k,
-            "beacon_time": identity.beacon_time(now, offset),
+            "beacon_time": eid.beacon_time(now, offset),
         }
 
     async def rotate_identity(self, customer_id: str, app_counter: int | None) -> dict[str, Any]:
@@ -90,21 +91,21 @@ class Customers:
         and long-polling scanners are woken with a delta removing the old EIDs.
         """
         now = self.clock()
-        key = identity.new_identity_key()
+        key = eid.new_identity_key()
         k = self.config.rotation_exponent
-        counter = app_counter if app_counter is not None else int(now) % identity.COUNTER_MODULUS
-        offset = identity.clock_offset(counter, now)
+        counter = app_counter if app_counter is not None else int(now) % eid.COUNTER_MODULUS
+        offset = eid.clock_offset(counter, now)
         wrapped = wrap_key(self._c.master_key, key, identity_aad(customer_id))
         await self.db.write(
             lambda db: customers.rotate_identity(
                 db, customer_id, key_wrapped=wrapped, k=k, clock_offset_s=offset, now=now
             )
         )
-        await self._c.rekey(identity.IdentityRecord(customer_id, key, k, offset))
+        await self._c.rekey(eid.IdentityRecord(customer_id, key, k, offset))
         return {
             "identity_key": key.hex(),
             "rotation_exponent": k,
-            "beacon_time": identity.beacon_time(now, offset),
+            "beacon_time": eid.beacon_time(now, offset),
         }
 
     async def set_legacy_ibeacon(self, customer_id: str, enabled: bool) -> None:

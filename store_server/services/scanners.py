@@ -1,7 +1,7 @@
 """The scanner gateway: signed requests, registrations, heartbeats, the allowlist long poll,
 calibration, and the batch ingest entry point.
 
-A batch is resolved column-wise, its id committed with the batches arriving meanwhile (one
+A batch's windows are resolved, its id committed with the batches arriving meanwhile (one
 transaction, one fsync: ``storage.batch_log``), and only then observed by the presence
 engine; the events it makes go to the board.
 """
@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from store_server import identity
 from store_server.errors import AuthenticationError, ForbiddenError, NotFoundError, ValidationError
-from store_server.ingest import Batch, Heartbeat, WindowColumns, batch_columns
+from store_server.ingest import Batch, Heartbeat
 from store_server.keywrap import scanner_aad, unwrap_key, wrap_key
 from store_server.presence import PresenceEvent
+from store_server.resolver import AllowlistItem
 from store_server.services.board import Board
 from store_server.services.coordinator import Coordinator
 from store_server.signing import NonceStore, SignedHeaders, verify
@@ -147,50 +143,38 @@ class ScannerGateway:
         scanner_id: str,
         store_id: str,
         batch: Batch,
-        columns: WindowColumns | None = None,
         *,
         registration: ScannerRegistration | None = None,
     ) -> dict[str, Any]:
         """Resolve, record and observe one batch; answer once its id is durably recorded.
 
-        The windows are handled column-wise (``columns``, made by ``batch_columns`` if not
-        given): one vectorised resolver pass, then one presence call per window time with
-        the distinct subjects of that time. The batch id is committed (with other batches
-        arriving meanwhile: one transaction, one fsync) before anything reaches the engine;
-        a batch id already committed is answered as a duplicate and not observed again.
-        With ``registration`` (from :meth:`authenticate_batch`), that transaction also checks
-        that it is still the scanner's registration, and the batch is refused if not.
+        Each window's identifier is resolved (at the window's end, or now if later); a
+        window that resolves to nobody is counted and dropped. The fresh resolved windows
+        are grouped by time, each subject's first window of a time kept. The batch id is
+        committed (with other batches arriving meanwhile: one transaction, one fsync) before
+        anything reaches the engine; a batch id already committed is answered as a duplicate
+        and not observed again. With ``registration`` (from :meth:`authenticate_batch`), that
+        transaction also checks that it is still the scanner's registration, and the batch
+        is refused if not.
         """
         if batch.store_id != store_id or batch.scanner_id != scanner_id:
             raise ForbiddenError(
                 "this scanner is not registered for that store", code="wrong_store"
             )
-        if columns is None:
-            columns = batch_columns(batch)
         now = self.clock()
-        accepted = len(columns)
-        resolver = self.resolver
-        times = np.minimum(columns.end, now)
-        if len(columns.eid_rows) == accepted:  # every window an EID (the usual batch)
-            slots = resolver.resolve_many(columns.eids, times)
-        else:
-            slots = np.full(accepted, -1, dtype=np.int64)
-            if columns.eids.size:
-                slots[columns.eid_rows] = resolver.resolve_many(
-                    columns.eids, times[columns.eid_rows]
-                )
-        if columns.other and self.config.legacy_ibeacon:
-            # Legacy static ids (when the store offers them): their holders are in the resolver.
-            static = self._c.static.customer_of
-            for row, ident in columns.other:
-                subject = static.get(ident)
-                slot = resolver.slot_of(subject) if subject is not None else None
-                if slot is not None:
-                    slots[row] = slot
-        found = slots >= 0
-        resolved = int(np.count_nonzero(found))
-        groups = self._window_groups(columns, times, slots, found, now) if resolved else []
-        removals = resolver.removals  # subjects named in `groups` are all held now
+        accepted = len(batch.windows)
+        resolved = 0
+        # Window time -> subject -> (rssi median, count): the fresh windows to observe.
+        by_time: dict[float, dict[str, tuple[float, int]]] = {}
+        for window in batch.windows:
+            t = min(window.end, now)
+            subject = self._resolve(window.id_type, window.id, t)
+            if subject is None:
+                continue
+            resolved += 1
+            if now - t <= STALE_WINDOW_S:
+                by_time.setdefault(t, {}).setdefault(subject, (window.rssi_median, window.count))
+        removals = self.resolver.removals  # subjects named in `by_time` are all held now
         expected = registration.secret_wrapped if registration is not None else None
         inserted, previous = await self._batches.record(
             scanner_id, batch.batch_id, accepted, now, expected
@@ -202,90 +186,40 @@ class ScannerGateway:
             return {"batch_id": batch.batch_id, "accepted": previous, "duplicate": True}
         self.frames_unresolved += accepted - resolved
         self.frames_resolved += resolved
-        if groups:
-            events: list[PresenceEvent] = []
-            engine = self.engine
-            # Only if the resolver lost a subject during the commit: check each name again.
-            held = resolver.__contains__ if resolver.removals != removals else None
-            # Window time by window time: observe, then decide the arrivals these windows make
-            # at once (at the windows' time), rather than at the next tick up to 1 s later.
-            for t, subjects, medians, counts in groups:
-                if held is not None:
-                    keep = list(map(held, subjects))
-                    if not all(keep):
-                        # Withdrawn or erased while the batch id was being committed: the
-                        # engine must not hold anything about them again (forget() ran already).
-                        subjects = list(itertools.compress(subjects, keep))
-                        medians = list(itertools.compress(medians, keep))
-                        counts = list(itertools.compress(counts, keep))
-                        if not subjects:
-                            continue
-                taken = engine.observe_many(
-                    scanner_id, subjects, [t] * len(subjects), medians, counts
-                )
-                if taken:
-                    events.extend(engine.decide_arrivals(taken, t))
-            if events:
-                await self._board.handle_events(events)
+        # Withdrawn or erased while the batch id was being committed: the engine must not hold
+        # anything about them again (forget() ran already). Checked only if anyone left.
+        recheck = self.resolver.removals != removals
+        events: list[PresenceEvent] = []
+        for t in sorted(by_time):
+            windows = by_time[t]
+            subjects = [s for s in windows if not recheck or s in self.resolver]
+            if not subjects:
+                continue
+            # Observe, then decide the arrivals these windows make at once (at the windows'
+            # time), rather than at the next tick up to 1 s later.
+            taken = self.engine.observe_many(
+                scanner_id,
+                subjects,
+                [t] * len(subjects),
+                [windows[s][0] for s in subjects],
+                [windows[s][1] for s in subjects],
+            )
+            if taken:
+                events.extend(self.engine.decide_arrivals(taken, t))
+        if events:
+            await self._board.handle_events(events)
         return {"batch_id": batch.batch_id, "accepted": accepted, "duplicate": False}
 
-    def _window_groups(
-        self,
-        columns: WindowColumns,
-        times: npt.NDArray[np.float64],
-        slots: npt.NDArray[np.int64],
-        found: npt.NDArray[np.bool_],
-        now: float,
-    ) -> list[tuple[float, list[str], list[float], list[int]]]:
-        """The fresh resolved windows by time: (t, subjects, rssi medians, counts), t ascending.
-
-        Within one time only a subject's first window is kept: the engine ignores a second
-        window of the same subject, scanner and time (not newer than the last). Subjects are
-        named here, before any await, while the slots still mean what the resolver said.
-        A batch's windows usually share one time (a scanner flushes each window as it
-        closes): then one stable sort by subject does it, otherwise a sort by time, subject
-        and arrival order.
-        """
-        first_t = times[0]
-        if (times == first_t).all():  # one window time
-            if not now - first_t <= STALE_WINDOW_S:
-                return []
-            held = slots if found.all() else slots[found]
-            order = np.argsort(held, kind="stable")  # by subject, then arrival order
-            held = held[order]
-            first = np.empty(len(held), dtype=bool)
-            first[0] = True
-            np.not_equal(held[1:], held[:-1], out=first[1:])
-            picked = order[first]
-            rows = picked if len(held) == len(slots) else np.flatnonzero(found)[picked]
-            return [
-                (
-                    float(first_t),
-                    self.resolver.subjects_of(held[first].tolist()),
-                    columns.rssi_median[rows].tolist(),
-                    columns.count[rows].tolist(),
-                )
-            ]
-        fresh = np.flatnonzero(found & (now - times <= STALE_WINDOW_S))
-        if not fresh.size:
-            return []
-        t = times[fresh]
-        held = slots[fresh]
-        order = np.lexsort((fresh, held, t))  # by time, then subject, then arrival order
-        t = t[order]
-        held = held[order]
-        rows = fresh[order]
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = (t[1:] != t[:-1]) | (held[1:] != held[:-1])
-        t, held, rows = t[first], held[first], rows[first]
-        subjects = self.resolver.subjects_of(held.tolist())
-        medians = columns.rssi_median[rows].tolist()
-        counts = columns.count[rows].tolist()
-        cuts = [0, *(np.flatnonzero(t[1:] != t[:-1]) + 1).tolist(), len(rows)]
-        return [
-            (float(t[i]), subjects[i:j], medians[i:j], counts[i:j])
-            for i, j in itertools.pairwise(cuts)
-        ]
+    def _resolve(self, id_type: str, ident: str, t: float) -> str | None:
+        """The consenting customer behind a window's identifier at ``t``, or None."""
+        if id_type == "eid":
+            return self.resolver.resolve(bytes.fromhex(ident), t)
+        if self.config.legacy_ibeacon:
+            # Legacy static ids (when the store offers them): their holders are in the resolver.
+            subject = self._c.static.customer_of.get(ident)
+            if subject is not None and subject in self.resolver:
+                return subject
+        return None
 
     async def heartbeat(self, scanner_id: str, store_id: str, body: Heartbeat) -> dict[str, Any]:
         if body.store_id != store_id or body.scanner_id != scanner_id:
@@ -380,5 +314,5 @@ class ScannerRegistration:
     secret: str = field(repr=False)
 
 
-def _wire_entry(item: identity.AllowlistItem) -> dict[str, Any]:
+def _wire_entry(item: AllowlistItem) -> dict[str, Any]:
     return {"id_type": "eid", "id": item.eid.hex(), "not_after": item.not_after}

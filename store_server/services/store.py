@@ -68,6 +68,9 @@ class StoreServices:
         self._tasks: list[asyncio.Task[None]] = []
         # Observability (metrics): the periodic tick's duration is handed to this callback.
         self.tick_observer: Callable[[float], None] | None = None
+        # When the periodic tick last completed (time.monotonic()): the resolver advances to
+        # the next EID window and presence decides departures there; /readyz checks it runs.
+        self.last_tick_at = time.monotonic()
         self._last_purge = float("-inf")  # -inf: the first `tick` purges
 
     def queue_depths(self) -> dict[str, int]:
@@ -90,7 +93,7 @@ class StoreServices:
             if scanner_id in engine.calibration():
                 engine.set_calibration(scanner_id, offset)
         await self.coordinator.refresh_consenting(self.clock())
-        if len(self.coordinator.resolver) >= IDENTITY_CHUNK:
+        if len(self.coordinator.resolver) >= IDENTITY_CHUNK and not self.coordinator.building:
             release_startup_garbage()
 
     async def start(self) -> None:
@@ -103,6 +106,7 @@ class StoreServices:
 
     async def stop(self) -> None:
         await self.scanners.close()
+        await self.coordinator.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -124,6 +128,7 @@ class StoreServices:
                 await self.tick(self.clock())
             except Exception:
                 logger.exception("periodic work failed; retrying at the next tick")
+            self.last_tick_at = time.monotonic()
             if self.tick_observer is not None:
                 self.tick_observer(time.perf_counter() - started)
 
