@@ -35,8 +35,6 @@ from store_server.storage import consents, customers, visits
 
 # One check-in per customer every 10 s: a tap is a deliberate act, a burst is a bug or abuse.
 CHECK_IN_MIN_INTERVAL_S = 10.0
-# Check-in times kept before the stale ones are dropped (each one a customer id in memory).
-CHECK_IN_PRUNE_AT = 1024
 
 
 class Customers:
@@ -203,6 +201,12 @@ class Customers:
 
     # -- presence, preferences, data ---------------------------------------------------
 
+    def expire_check_ins(self, now: float) -> None:
+        """Drop the check-in times that no longer limit anything (each names a customer)."""
+        last = self._c.check_ins
+        for stale in [c for c, t in last.items() if now - t >= CHECK_IN_MIN_INTERVAL_S]:
+            del last[stale]
+
     async def check_in(self, customer_id: str, zone: str | None) -> dict[str, Any]:
         """A check-in ("I'm here") from the app: an arrival without a beacon (consenting only).
 
@@ -212,13 +216,9 @@ class Customers:
         last = self._c.check_ins
         if now - last.get(customer_id, float("-inf")) < CHECK_IN_MIN_INTERVAL_S:
             raise RateLimitedError("one check-in every 10 seconds")
-        if len(last) >= CHECK_IN_PRUNE_AT:
-            for stale in [c for c, t in last.items() if now - t >= CHECK_IN_MIN_INTERVAL_S]:
-                del last[stale]
-        if customer_id not in self._c.resolver:
-            # Nothing is decided nor kept about a customer without an active consent.
-            return {"checked_in": False, "reason": "no_consent"}
         last[customer_id] = now
+        if customer_id not in self._c.resolver:
+            return {"checked_in": False, "reason": "no_consent"}
         await self._board.check_in(customer_id, zone, now)
         return {"checked_in": True}
 

@@ -139,6 +139,7 @@ class StoreServices:
         if coordinator.resolver.advance(now):
             await coordinator.notify_allowlist()
         await coordinator.refresh_if_due(now)
+        self.customers.expire_check_ins(now)
         if now - self._last_purge >= PURGE_EVERY_S:
             self._last_purge = now
             await self.board.purge(now)
