@@ -19,7 +19,7 @@ def test_presence_api_example(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(block.group(1), "docs/presence.md", "exec"), {})  # noqa: S102
+        exec(compile(block.group(1), "docs/presence.md", "exec"), {})
     kinds = [line.split()[:3] for line in out.getvalue().splitlines()]
     assert kinds[0] == ["arrived", "phone-1", "entrance"]
     assert ["zone_changed", "phone-1", "machines"] in kinds
