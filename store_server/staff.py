@@ -1,4 +1,5 @@
-"""Staff accounts and server-side sessions (database side; run on the database thread).
+"""Staff accounts and server-side sessions: password hashing and session ids (functions run
+on a database thread, over ``storage.staff``).
 
 Passwords are hashed with argon2id (argon2-cffi's defaults). A session id is 256 random bits
 handed to the browser once; the database keeps only its SHA-256, so a copy of the database
@@ -12,13 +13,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-import sqlite_utils
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from store_server.db import immediate
-from store_server.errors import AuthenticationError, ConflictError, ValidationError
-from store_server.repo import one, token_hash
+from store_server.errors import AuthenticationError, ValidationError
+from store_server.storage import staff as store
+from store_server.storage.customers import token_hash
+from store_server.storage.database import Handle
 
 Role = Literal["staff", "manager"]
 ROLES: tuple[Role, ...] = ("staff", "manager")
@@ -45,9 +46,7 @@ class StaffUser:
     role: Role
 
 
-def add_user(
-    db: sqlite_utils.Database, username: str, password: str, role: Role, now: float
-) -> StaffUser:
+def add_user(db: Handle, username: str, password: str, role: Role, now: float) -> StaffUser:
     if (
         not username
         or len(username) > 64
@@ -60,23 +59,25 @@ def add_user(
         )
     if role not in ROLES:
         raise ValidationError("role must be staff or manager", field="role")
-    with immediate(db):
-        if one(db, "SELECT 1 AS x FROM staff_users WHERE username = ?", [username]):
-            raise ConflictError(f"user {username!r} already exists")
-        db.execute(
-            "INSERT INTO staff_users (username, password_hash, role, created_at)"
-            " VALUES (?, ?, ?, ?)",
-            [username, _hasher.hash(password), role, now],
-        )
+    store.insert_user(db, username, _hasher.hash(password), role, now)
     return StaffUser(username, role)
 
 
-def authenticate(db: sqlite_utils.Database, username: str, password: str) -> StaffUser:
-    row = one(
-        db,
-        "SELECT username, password_hash, role FROM staff_users WHERE username = ? AND disabled = 0",
-        [username],
-    )
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(
+            f"password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
+        )
+
+
+def reset_password(db: Handle, username: str, password: str) -> None:
+    """Set a new password for an account and end its sessions."""
+    _check_password(password)
+    store.set_password_hash(db, username, _hasher.hash(password))
+
+
+def authenticate(db: Handle, username: str, password: str) -> StaffUser:
+    row = store.active_user(db, username)
     try:
         _hasher.verify(_dummy_hash() if row is None else row["password_hash"], password)
     except (VerificationError, InvalidHashError):
@@ -86,28 +87,17 @@ def authenticate(db: sqlite_utils.Database, username: str, password: str) -> Sta
     return StaffUser(row["username"], row["role"])
 
 
-def open_session(db: sqlite_utils.Database, user: StaffUser, now: float, ttl_s: float) -> str:
+def open_session(db: Handle, user: StaffUser, now: float, ttl_s: float) -> str:
     """A new session id (never reused: the id changes at every login)."""
     session_id = secrets.token_urlsafe(32)
-    with immediate(db):
-        db.execute("DELETE FROM sessions WHERE expires_at <= ?", [now])
-        db.execute(
-            "INSERT INTO sessions (id_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)",
-            [token_hash(session_id), user.username, now, now + ttl_s],
-        )
+    store.insert_session(db, token_hash(session_id), user.username, now, now + ttl_s)
     return session_id
 
 
-def session_user(db: sqlite_utils.Database, session_id: str, now: float) -> StaffUser | None:
-    row = one(
-        db,
-        "SELECT u.username, u.role FROM sessions s JOIN staff_users u ON u.username = s.username"
-        " WHERE s.id_hash = ? AND s.expires_at > ? AND u.disabled = 0",
-        [token_hash(session_id), now],
-    )
+def session_user(db: Handle, session_id: str, now: float) -> StaffUser | None:
+    row = store.session_user(db, token_hash(session_id), now)
     return None if row is None else StaffUser(row["username"], row["role"])
 
 
-def close_session(db: sqlite_utils.Database, session_id: str) -> None:
-    with immediate(db):
-        db.execute("DELETE FROM sessions WHERE id_hash = ?", [token_hash(session_id)])
+def close_session(db: Handle, session_id: str) -> None:
+    store.delete_session(db, token_hash(session_id))

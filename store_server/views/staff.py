@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict, deque
 from typing import Any
@@ -9,9 +10,9 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from store_server import staff
 from store_server.errors import AuthenticationError, ForbiddenError
 from store_server.i18n import STRINGS, pick_language
+from store_server.i18n_names import name_of
 from store_server.keys import CONFIG, SERVICE
 from store_server.staff import StaffUser
 
@@ -34,7 +35,8 @@ def cookie_name(secure: bool) -> str:
     return "__Host-bulle_session" if secure else "bulle_session"
 
 
-def _lang(request: web.Request) -> str:
+def language(request: web.Request) -> str:
+    """The page's language: ?lang=, then the cookie, then the browser's preference."""
     return pick_language(
         request.query.get("lang"),
         request.cookies.get("bulle_lang"),
@@ -47,9 +49,7 @@ async def current_user(request: web.Request) -> StaffUser | None:
     session_id = request.cookies.get(cookie_name(config.cookie_secure))
     if not session_id:
         return None
-    service = request.app[SERVICE]
-    now = service.clock()
-    return await service.db.run(lambda db: staff.session_user(db, session_id, now))
+    return await request.app[SERVICE].staff.session_user(session_id)
 
 
 async def require_user(request: web.Request, role: str | None = None) -> StaffUser:
@@ -62,9 +62,11 @@ async def require_user(request: web.Request, role: str | None = None) -> StaffUs
 
 
 def page(request: web.Request, template: str, **context: Any) -> web.Response:
-    lang = _lang(request)
+    lang = language(request)
     response = aiohttp_jinja2.render_template(
-        template, request, {"t": STRINGS[lang], "lang": lang, **context}
+        template,
+        request,
+        {"t": STRINGS[lang], "lang": lang, "name": functools.partial(name_of, lang), **context},
     )
     if request.query.get("lang") in STRINGS:
         response.set_cookie(
@@ -78,6 +80,17 @@ def page(request: web.Request, template: str, **context: Any) -> web.Response:
     return response
 
 
+# HTTP errors a person can meet on a page; each has a title and a sentence in i18n.STRINGS.
+ERROR_PAGES = (403, 404, 405)
+
+
+def error_page(request: web.Request, status: int) -> web.Response:
+    """A styled error page in the page's language, with links back into Bulle."""
+    response = page(request, "error.html", status=status)
+    response.set_status(status)
+    return response
+
+
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     raise web.HTTPFound("/board")
@@ -85,7 +98,7 @@ async def index(request: web.Request) -> web.Response:
 
 @routes.get("/login")
 async def login_page(request: web.Request) -> web.Response:
-    return page(request, "login.html", error=None)
+    return page(request, "login.html", error=None, username="")
 
 
 def _throttled(request: web.Request, username: str, now: float) -> bool:
@@ -108,22 +121,20 @@ async def login(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     now = time.monotonic()
     if _throttled(request, username, now):
-        response = page(request, "login.html", error="throttled")
+        response = page(request, "login.html", error="throttled", username=username)
         response.set_status(429)
         return response
     try:
-        user = await service.db.run(lambda db: staff.authenticate(db, username, password))
+        user = await service.staff.authenticate(username, password)
     except AuthenticationError:
         failures: dict[str, deque[float]] = request.app[_failures]
         failures[f"user:{username}"].append(now)
         failures[f"addr:{request.remote}"].append(now)
-        response = page(request, "login.html", error="bad_login")
+        # The user name stays in the form: a typo in the password should not cost both.
+        response = page(request, "login.html", error="bad_login", username=username)
         response.set_status(401)
         return response
-    wall = service.clock()
-    session_id = await service.db.run(
-        lambda db: staff.open_session(db, user, wall, config.session_ttl_s)
-    )
+    session_id = await service.staff.open_session(user, config.session_ttl_s)
     response = web.HTTPSeeOther("/board")
     response.set_cookie(
         cookie_name(config.cookie_secure),
@@ -143,7 +154,7 @@ async def logout(request: web.Request) -> web.Response:
     name = cookie_name(config.cookie_secure)
     session_id = request.cookies.get(name)
     if session_id:
-        await request.app[SERVICE].db.run(lambda db: staff.close_session(db, session_id))
+        await request.app[SERVICE].staff.close_session(session_id)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(name, path="/")
     raise response
