@@ -7,36 +7,19 @@ does not let anyone log in. Logout deletes the row: a replayed cookie is then wo
 
 from __future__ import annotations
 
-import functools
 import secrets
 from dataclasses import dataclass
 from typing import Literal
 
 import sqlite_utils
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from store_server.db import immediate
 from store_server.errors import AuthenticationError, ConflictError, ValidationError
+from store_server.passwords import check_new_password, hash_password, verify_password
 from store_server.repo import one, token_hash
 
 Role = Literal["staff", "manager"]
 ROLES: tuple[Role, ...] = ("staff", "manager")
-# 12 characters: the shortest password NIST SP 800-63B lets an operator require without
-# composition rules, long enough against offline guessing with argon2id.
-MIN_PASSWORD_LENGTH = 12
-_hasher = PasswordHasher()
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """A hash of a random password, verified when the user does not exist, so that the answer
-    takes as long as for a real user (no user enumeration by timing).
-
-    Made on first use, not at import: one argon2id hash takes 64 MiB for a moment, which a
-    command that never checks a password need not pay.
-    """
-    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +37,7 @@ def add_user(
         or not username.replace("-", "").replace("_", "").replace(".", "").isalnum()
     ):
         raise ValidationError("letters, digits, '.', '-', '_' (1-64)", field="username")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(
-            f"password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
-        )
+    check_new_password(password, username)
     if role not in ROLES:
         raise ValidationError("role must be staff or manager", field="role")
     with immediate(db):
@@ -66,24 +46,27 @@ def add_user(
         db.execute(
             "INSERT INTO staff_users (username, password_hash, role, created_at)"
             " VALUES (?, ?, ?, ?)",
-            [username, _hasher.hash(password), role, now],
+            [username, hash_password(password), role, now],
         )
     return StaffUser(username, role)
 
 
-def authenticate(db: sqlite_utils.Database, username: str, password: str) -> StaffUser:
+def password_record(db: sqlite_utils.Database, username: str) -> tuple[StaffUser, str] | None:
+    """The enabled account `username` with its password hash (checked off this thread)."""
     row = one(
         db,
         "SELECT username, password_hash, role FROM staff_users WHERE username = ? AND disabled = 0",
         [username],
     )
-    try:
-        _hasher.verify(_dummy_hash() if row is None else row["password_hash"], password)
-    except (VerificationError, InvalidHashError):
-        raise AuthenticationError("wrong user name or password", code="bad_login") from None
-    if row is None:
+    return None if row is None else (StaffUser(row["username"], row["role"]), row["password_hash"])
+
+
+def authenticate(db: sqlite_utils.Database, username: str, password: str) -> StaffUser:
+    """Check a password on the calling thread (commands; the server uses PasswordVerifier)."""
+    record = password_record(db, username)
+    if not verify_password(None if record is None else record[1], password) or record is None:
         raise AuthenticationError("wrong user name or password", code="bad_login")
-    return StaffUser(row["username"], row["role"])
+    return record[0]
 
 
 def open_session(db: sqlite_utils.Database, user: StaffUser, now: float, ttl_s: float) -> str:
@@ -111,3 +94,17 @@ def session_user(db: sqlite_utils.Database, session_id: str, now: float) -> Staf
 def close_session(db: sqlite_utils.Database, session_id: str) -> None:
     with immediate(db):
         db.execute("DELETE FROM sessions WHERE id_hash = ?", [token_hash(session_id)])
+
+
+def live_sessions(db: sqlite_utils.Database, id_hashes: set[str], now: float) -> set[str]:
+    """Which of these stored session hashes are still valid (not signed out, expired or
+    belonging to a disabled account)."""
+    hashes = sorted(id_hashes)
+    marks = ", ".join("?" for _ in hashes)
+    # Only placeholders are interpolated.
+    sql = (
+        "SELECT s.id_hash FROM sessions s JOIN staff_users u ON u.username = s.username"  # noqa: S608
+        f" WHERE s.id_hash IN ({marks}) AND s.expires_at > ? AND u.disabled = 0"
+    )
+    found = db.execute(sql, [*hashes, now]).fetchall()
+    return {str(row[0]) for row in found}

@@ -212,8 +212,7 @@ async def running_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Harne
         db_path=str(db_path),
         store_file=str(STORE_FILE),
         master_key=master_key,
-        cookie_secure=False,
-        **settings,
+        **{"cookie_secure": False, **settings},
     )
     app = create_app(config, base_dir=REPO_ROOT)
     client: TestClient[web.Request, web.Application] = TestClient(
