@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from zxcvbn import zxcvbn
 
 from store_server.errors import RateLimitedError, ValidationError
 
@@ -65,6 +64,10 @@ def check_new_password(password: str, username: str) -> None:
         raise ValidationError(
             f"password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
         )
+    # Imported here: its word lists take about a second to load, which the server's start-up
+    # and the commands that never add an account need not pay.
+    from zxcvbn import zxcvbn
+
     result = zxcvbn(password[:ZXCVBN_MAX_CHARS], user_inputs=[username, *CONTEXT_WORDS])
     if int(result["score"]) < MIN_PASSWORD_SCORE:
         raise ValidationError(
