@@ -36,10 +36,12 @@ CONTEXT_WORDS = ("bulle", "store", "magasin", "staff", "manager")
 # One hash at a time: argon2id already uses several threads (lanes) and 64 MiB; one more at
 # once would take the cores the event loop and the database thread need for ingestion.
 HASH_WORKERS = 1
-# The hashing thread runs at this nice value (Linux: per thread; argon2's lane threads inherit
-# it), so that the event loop and the database thread get the CPU first: a burst of sign-ins
-# then delays a scanner batch by milliseconds, not by the hashes' CPU time.
-HASH_NICE = 10
+# The hashing thread runs this much nicer than the server (Linux: per thread; argon2's lane
+# threads inherit it), so that the event loop and the database thread get the CPU first: a
+# burst of sign-ins then delays a scanner batch by milliseconds, not by the hashes' CPU time.
+HASH_NICE_INCREMENT = 10
+# The nicest value there is.
+MAX_NICE = 19
 # Sign-ins waiting for the hasher beyond this are answered 429 at once instead of queueing
 # (each waiting one holds a connection; the per-address limit keeps honest users far below).
 HASH_QUEUE_MAX = 32
@@ -94,7 +96,9 @@ def _lower_priority() -> None:
     """Lower the calling thread's CPU priority (best effort: not every OS has per-thread
     nice values; where it is refused the pool still bounds the hashes' concurrency)."""
     with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(current + HASH_NICE_INCREMENT, MAX_NICE))
 
 
 class PasswordVerifier:

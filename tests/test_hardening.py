@@ -55,10 +55,9 @@ BOARD_CLOSE_LIMIT_S = 1.0
 INGEST_DELAY_LIMIT_S = 0.1
 # Anonymous sign-ins in the burst of item 3 (the review's figure).
 SIGN_IN_BURST = 20
-# Item 3's sampling: rounds of a burst, batches sent during each, and their spacing (a
-# scanner sends about one batch a second; 20 ms spreads the samples over the burst).
-BURST_ROUNDS = 2
-BATCHES_PER_ROUND = 8
+# Item 3's sampling: batches sent before the burst, and the spacing of every batch (a
+# scanner sends about one batch a second; 20 ms spreads many samples over the burst).
+BASELINE_BATCHES = 40
 BATCH_PACING_S = 0.02
 # Parallel wrong passwords of item 2 (the review's figure).
 PARALLEL_GUESSES = 30
@@ -224,44 +223,52 @@ async def _batch_latency(server: Harness, scanner: Scanner) -> float:
     return time.perf_counter() - started
 
 
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
 async def test_03_sign_in_burst_delays_a_batch_by_at_most_100ms(proxied: Harness) -> None:
-    """Batches sent while SIGN_IN_BURST anonymous sign-ins (distinct addresses behind the
-    proxy, so that every one is really checked) are being hashed, against batches sent the
-    same way without sign-ins."""
+    """Batches started every BATCH_PACING_S for as long as SIGN_IN_BURST anonymous sign-ins
+    (distinct addresses behind the proxy, so that every one is really checked) are being
+    hashed, against as many batches sent the same way before the burst.
+
+    Compared at the median and at the 95th percentile: on a shared, loaded machine the very
+    worst batch of either series is another process's doing (both are printed). Before the
+    fix, the hashes queued on the database thread in front of the batches: seconds.
+    """
     server = proxied
     scanner = await server.add_scanner("s-entrance")
 
-    async def batches() -> list[float]:
-        found = []
-        for _ in range(BATCHES_PER_ROUND):
-            found.append(await _batch_latency(server, scanner))
+    async def sample(until: list[asyncio.Task[Any]]) -> list[float]:
+        """Start a batch every BATCH_PACING_S, each timed on its own (a stall delays every
+        batch started during it, not only one), until `until` is done."""
+        started: list[asyncio.Task[float]] = []
+        while len(started) < BASELINE_BATCHES or not all(task.done() for task in until):
+            started.append(asyncio.create_task(_batch_latency(server, scanner)))
             await asyncio.sleep(BATCH_PACING_S)
-        return found
+        return list(await asyncio.gather(*started))
 
-    baseline: list[float] = []
-    during: list[float] = []
-    for round_ in range(BURST_ROUNDS):
-        baseline += await batches()
-        burst = [
-            asyncio.create_task(
-                login(
-                    server,
-                    f"nobody{i}",
-                    "wrong password!",
-                    **{"X-Forwarded-For": f"10.{round_}.0.{i}"},
-                )
-            )
-            for i in range(SIGN_IN_BURST)
-        ]
-        await asyncio.sleep(0)  # the sign-ins are sent first
-        during += await batches()
-        answers = await asyncio.gather(*burst)
-        assert [resp.status for resp in answers] == [401] * SIGN_IN_BURST  # all checked
-    ms = sorted(round(x * 1000, 1) for x in during)
-    print(f"batch latency (ms) without sign-ins: {sorted(round(x * 1000, 1) for x in baseline)}")
-    print(f"batch latency (ms) during the bursts: {ms}")
+    baseline = await sample([])
+    burst = [
+        asyncio.create_task(
+            login(server, f"x{i}", "wrong password!", **{"X-Forwarded-For": f"10.0.0.{i}"})
+        )
+        for i in range(SIGN_IN_BURST)
+    ]
+    during = await sample(burst)
+    answers = await asyncio.gather(*burst)
+    assert [resp.status for resp in answers] == [401] * SIGN_IN_BURST  # all really checked
+
+    def summary(values: list[float]) -> str:
+        return (
+            f"{len(values)} batches, median {statistics.median(values) * 1000:.1f} ms,"
+            f" p95 {_percentile(values, 0.95) * 1000:.1f} ms, worst {max(values) * 1000:.1f} ms"
+        )
+
+    print(f"without sign-ins: {summary(baseline)}; during the burst: {summary(during)}")
     assert statistics.median(during) - statistics.median(baseline) <= INGEST_DELAY_LIMIT_S
-    assert max(during) - max(baseline) <= INGEST_DELAY_LIMIT_S
+    assert _percentile(during, 0.95) - _percentile(baseline, 0.95) <= INGEST_DELAY_LIMIT_S
 
 
 # -- 4. hostile inputs: 4xx with the error envelope, no traceback --------------------------
