@@ -41,15 +41,16 @@ from aiohttp import web
 
 from lab.radio import RadioModel
 from lab.sim import SimPhone, StoreSimulation
-from store_server import repo, staff
+from store_server import staff
 from store_server.app import AccessLogger, create_app, load_floor
 from store_server.config import ServerConfig
-from store_server.db import Database
 from store_server.errors import StoreServerError
 from store_server.identity import beacon_time, compute_eid, new_identity_key
 from store_server.keywrap import wrap_key
 from store_server.service import scanner_aad
 from store_server.stock import parse_stock_csv
+from store_server.storage import catalog, scanners
+from store_server.storage.database import Database
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class DemoStore:
         items = parse_stock_csv((self.seeds / "catalog.csv").read_text("utf-8"))
         db = Database(self.db_path)
         try:
-            db.run_sync(lambda d: repo.upsert_stock(d, store_id, items))
+            db.run_sync(lambda d: catalog.upsert_stock(d, store_id, items))
             db.run_sync(lambda d: staff.add_user(d, DEMO_USER, self.staff_password, "manager", now))
             wrapped = {
                 sid: wrap_key(master_key, secret.encode(), scanner_aad(sid))
@@ -180,7 +181,7 @@ class DemoStore:
 
             def register(d: sqlite_utils.Database) -> None:
                 for sid, blob in wrapped.items():
-                    repo.add_scanner(d, sid, store_id, blob, now)
+                    scanners.add_scanner(d, sid, store_id, blob, now)
 
             db.run_sync(register)
         finally:

@@ -273,6 +273,9 @@ class BleSource:
             return "replay"
         return "powered" if self._scanner is not None else "off"
 
+    def heartbeat_node(self) -> None:
+        """No ``node`` object in the heartbeat: this box is its own radio."""
+
     @property
     def finished(self) -> asyncio.Event | None:
         """Set when a replay or simulated input has ended (None for BlueZ)."""

@@ -60,6 +60,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from scanner.daemon import run_daemon
 
+    if not Path(args.file).is_file():
+        raise ScannerError(f"{args.file}: no such file: give the path of a recorded capture")
     base = read_config(args.config)
     speed = base.replay_speed if args.speed is None else args.speed
     if speed < 0:
@@ -119,33 +121,86 @@ async def _check_bluetooth(config: ScannerConfig, report: _Report) -> None:
             report.skip(name, "needs the check above")
 
 
-async def _check_server(config: ScannerConfig, secret: str, report: _Report) -> None:
+async def _check_server(
+    config: ScannerConfig, credentials: list[tuple[str, str]], report: _Report
+) -> None:
+    """Reach the server once, then check each box's credentials (one box, or each node)."""
     import aiohttp
 
+    reached = False
     async with aiohttp.ClientSession() as session:
-        uploader = Uploader(
-            session,
-            server_url=config.server_url,
-            store_id=config.store_id,
-            scanner_id=config.scanner_id,
-            secret=secret,
-        )
+        for scanner_id, secret in credentials:
+            uploader = Uploader(
+                session,
+                server_url=config.server_url,
+                store_id=config.store_id,
+                scanner_id=scanner_id,
+                secret=secret,
+            )
+            try:
+                await uploader.fetch_allowlist(None, 0)
+            except ServerUnreachableError as exc:
+                report.fail("server reachable", f"{exc}: check server_url and the network")
+                report.skip("credentials accepted", "needs the check above")
+                return
+            except UploadError as exc:
+                if not reached:
+                    report.ok("server reachable", config.server_url)
+                reached = True
+                if isinstance(exc, BadCredentialsError):
+                    report.fail("credentials accepted", str(exc))
+                else:
+                    report.fail(
+                        "credentials accepted", f"{exc}: is server_url a Bulle store server?"
+                    )
+                continue
+            if not reached:
+                report.ok("server reachable", config.server_url)
+            reached = True
+            report.ok("credentials accepted", f"scanner {scanner_id}")
+
+
+async def _check_nodes(config: ScannerConfig, report: _Report) -> None:
+    """One line per ESPHome node: connected and a raw-advertisement proxy, or what is wrong."""
+    from scanner.nodes import node_key, require_library
+
+    try:
+        require_library()
+    except ScannerError as exc:
+        report.fail("ESPHome nodes", str(exc))
+        return
+    from scanner.esphome import probe_node
+
+    async def probe(index: int) -> tuple[bool, str]:
+        node = config.nodes[index]
         try:
-            await uploader.fetch_allowlist(None, 0)
-        except ServerUnreachableError as exc:
-            report.fail("server reachable", f"{exc}: check server_url and the network")
-            report.skip("credentials accepted", "needs the check above")
-            return
-        except BadCredentialsError as exc:
-            report.ok("server reachable", config.server_url)
-            report.fail("credentials accepted", str(exc))
-            return
-        except UploadError as exc:
-            report.ok("server reachable", config.server_url)
-            report.fail("credentials accepted", f"{exc}: is server_url a Bulle store server?")
-            return
-    report.ok("server reachable", config.server_url)
-    report.ok("credentials accepted", f"scanner {config.scanner_id}")
+            return True, await probe_node(node, node_key(node, index))
+        except ScannerError as exc:
+            return False, str(exc)
+
+    results = await asyncio.gather(*(probe(i) for i in range(len(config.nodes))))
+    for node, (ok, detail) in zip(config.nodes, results, strict=True):
+        if ok:
+            report.ok(f"node {node.scanner_id}", detail)
+        else:
+            report.fail(f"node {node.scanner_id}", detail)
+
+
+def _credentials(config: ScannerConfig, report: _Report) -> list[tuple[str, str]]:
+    """(scanner id, secret) of the box, or of each node; a node's unreadable secret is named."""
+    from scanner.daemon import resolve_secret
+
+    if config.backend != "esphome":
+        return [(config.scanner_id, resolve_secret(config))]
+    from scanner.nodes import node_config
+
+    found = []
+    for node in config.nodes:
+        try:
+            found.append((node.scanner_id, resolve_secret(node_config(config, node))))
+        except ScannerError as exc:
+            report.fail("credentials accepted", f"scanner {node.scanner_id}: {exc}")
+    return found
 
 
 def _cmd_check(args: argparse.Namespace, stdout: TextIO) -> int:
@@ -154,15 +209,21 @@ def _cmd_check(args: argparse.Namespace, stdout: TextIO) -> int:
     report = _Report(stdout)
     try:
         config = read_config(args.config)
-        secret = resolve_secret(config)
+        if config.backend != "esphome":
+            resolve_secret(config)
     except ScannerError as exc:
         report.fail("config", f"{exc}: fix {args.config} (see docs/operations.md)")
         return EXIT_FAILURE
     report.ok("config", args.config)
 
     async def checks() -> None:
-        await _check_bluetooth(config, report)
-        await _check_server(config, secret, report)
+        if config.backend == "esphome":
+            await _check_nodes(config, report)
+        else:
+            await _check_bluetooth(config, report)
+        credentials = _credentials(config, report)
+        if credentials:
+            await _check_server(config, credentials, report)
 
     asyncio.run(checks())
     return EXIT_FAILURE if report.failed else 0
@@ -179,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check",
         help="diagnose config, Bluetooth and server access",
-        description="Check config, D-Bus, BlueZ, adapter, server and credentials; "
+        description="Check config, D-Bus, BlueZ and adapter (or each ESPHome node), server and "
+        "credentials; "
         "exit non-zero if the scanner cannot work.",
     )
     check.add_argument("--config", required=True, help="scanner TOML config file")
@@ -197,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("file", metavar="FILE", help="recorded advertisements (JSON lines)")
     replay.add_argument("--config", required=True, help="scanner TOML config file")
     replay.add_argument(
-        "--speed", type=float, default=None, help="time scale (0 = as fast as possible)"
+        "--speed",
+        type=float,
+        default=None,
+        help="time scale, 0 = as fast as possible (default: replay_speed of the config, 1.0)",
     )
     return parser
 
@@ -214,7 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_decode(args, sys.stdin, sys.stdout, sys.stderr)
         return _cmd_check(args, sys.stdout)
     except ScannerError as exc:
+        # run and replay stop before starting on a mistake of the command or its config:
+        # a usage error (2); check and decode report failures they found (1).
         sys.stderr.write(f"beacon-scanner: error: {exc}\n")
-        return EXIT_FAILURE
+        return EXIT_USAGE if args.command in ("run", "replay") else EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE

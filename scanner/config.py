@@ -10,13 +10,13 @@ from typing import Any, Literal
 
 from scanner.errors import ConfigError
 
-Backend = Literal["bluez", "simulated", "replay"]
+Backend = Literal["bluez", "simulated", "replay", "esphome"]
 ScanningMode = Literal["active", "passive"]
 
 # Prefix of the environment variables that override file keys (systemd Environment= lines).
 ENV_PREFIX = "BULLE_SCANNER_"
-# Backends the daemon knows: real radio, stdin-fed simulation, recorded file.
-BACKENDS: tuple[str, ...] = ("bluez", "simulated", "replay")
+# Backends the daemon knows: real radio, stdin-fed simulation, recorded file, ESPHome nodes.
+BACKENDS: tuple[str, ...] = ("bluez", "simulated", "replay", "esphome")
 # BlueZ scanning modes bleak supports.
 SCANNING_MODES: tuple[str, ...] = ("active", "passive")
 # Python logging level names accepted for log_level.
@@ -25,6 +25,33 @@ LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_ALLOWLIST_WAIT_S = 60.0
 # The server accepts at most 5,000 windows per batch (docs/api.md).
 MAX_BATCH_WINDOWS = 5000
+# ESPHome's native API port (the `api:` component's default).
+ESPHOME_API_PORT = 6053
+# Keys of a [[nodes]] table; scanner_id and host are required.
+NODE_KEYS: tuple[str, ...] = (
+    "scanner_id",
+    "host",
+    "port",
+    "name",
+    "encryption_key_file",
+    "secret",
+    "secret_file",
+)
+# Keys that belong to each node, not to the file's top level, with the esphome backend.
+PER_NODE_KEYS: tuple[str, ...] = ("scanner_id", "secret", "secret_file")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """One ESPHome node: a box of its own at the server (its scanner id and secret)."""
+
+    scanner_id: str
+    host: str
+    port: int = ESPHOME_API_PORT
+    name: str | None = None
+    encryption_key_file: str | None = None
+    secret: str | None = None
+    secret_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +80,7 @@ class ScannerConfig:
     replay_file: str | None = None
     replay_speed: float = 1.0
     log_level: str = "INFO"
+    nodes: tuple[NodeConfig, ...] = ()
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ScannerConfig)}
@@ -117,6 +145,49 @@ def _positive(values: Mapping[str, Any], key: str) -> None:
         raise ConfigError(f"must be greater than 0, got {values[key]!r}", key=key)
 
 
+def _node(index: int, raw: object) -> NodeConfig:
+    where = f"nodes[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError("each [[nodes]] entry must be a table", key=where)
+    for key in raw:
+        if key not in NODE_KEYS:
+            raise ConfigError("unknown node key", key=f"{where}.{key}")
+    for key in ("scanner_id", "host"):
+        if not raw.get(key):
+            raise ConfigError("required, not set", key=f"{where}.{key}")
+    port = raw.get("port", ESPHOME_API_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 0xFFFF:
+        raise ConfigError("must be a port number (1..65535)", key=f"{where}.port")
+    for key in ("scanner_id", "host", "name", "encryption_key_file", "secret", "secret_file"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(
+                f"expected a string, got {type(raw[key]).__name__}", key=f"{where}.{key}"
+            )
+    if ("secret" in raw) == ("secret_file" in raw):
+        raise ConfigError("set exactly one of secret and secret_file", key=f"{where}.secret")
+    return NodeConfig(
+        scanner_id=raw["scanner_id"],
+        host=raw["host"],
+        port=port,
+        name=raw.get("name"),
+        encryption_key_file=raw.get("encryption_key_file"),
+        secret=raw.get("secret"),
+        secret_file=raw.get("secret_file"),
+    )
+
+
+def _nodes(raw: object) -> tuple[NodeConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("must be an array of tables ([[nodes]])", key="nodes")
+    nodes = tuple(_node(i, entry) for i, entry in enumerate(raw))
+    seen: set[str] = set()
+    for node in nodes:
+        if node.scanner_id in seen:
+            raise ConfigError(f"scanner_id {node.scanner_id!r} is used twice", key="nodes")
+        seen.add(node.scanner_id)
+    return nodes
+
+
 def load_config(toml_text: str, env: Mapping[str, str]) -> ScannerConfig:
     """Parse and validate a scanner configuration.
 
@@ -130,21 +201,40 @@ def load_config(toml_text: str, env: Mapping[str, str]) -> ScannerConfig:
     for key, value in data.items():
         if key not in _FIELDS:
             raise ConfigError("unknown configuration key", key=key)
-        values[key] = _check_type(key, value)
+        values[key] = _nodes(value) if key == "nodes" else _check_type(key, value)
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        if key not in _FIELDS:
+        if key not in _FIELDS or key == "nodes":
             raise ConfigError(f"unknown configuration key (from {name})", key=key)
         values[key] = _check_type(key, _coerce_env(key, raw))
+    esphome = values.get("backend") == "esphome"
+    if esphome:
+        _check_esphome(values)
+    elif "nodes" in values:
+        raise ConfigError("only read with backend esphome", key="nodes")
     for key in _REQUIRED:
-        if not values.get(key):
+        if not values.get(key) and not (esphome and key == "scanner_id"):
             raise ConfigError("required, not set", key=key)
     _validate(values | {k: f.default for k, f in _FIELDS.items() if k not in values})
     if "log_level" in values:
         values["log_level"] = values["log_level"].upper()
     return ScannerConfig(**values)
+
+
+def _check_esphome(values: dict[str, Any]) -> None:
+    """With ESPHome nodes, each node is a box with its own scanner id and secret."""
+    for key in PER_NODE_KEYS:
+        if key in values:
+            raise ConfigError(
+                "set it in each [[nodes]] entry with backend esphome (each node is a box)",
+                key=key,
+            )
+    if not values.get("nodes"):
+        raise ConfigError("backend esphome needs at least one [[nodes]] entry", key="nodes")
+    # The daemon fronting the nodes is no box itself: each node's own config carries its id.
+    values["scanner_id"] = ""
 
 
 def _validate(v: Mapping[str, Any]) -> None:
@@ -160,7 +250,7 @@ def _validate(v: Mapping[str, Any]) -> None:
         raise ConfigError(f"must be one of {', '.join(SCANNING_MODES)}", key="scanning_mode")
     if str(v["log_level"]).upper() not in LOG_LEVELS:
         raise ConfigError(f"must be one of {', '.join(LOG_LEVELS)}", key="log_level")
-    if v["secret"] is None and v["secret_file"] is None:
+    if v["secret"] is None and v["secret_file"] is None and v["backend"] != "esphome":
         raise ConfigError("set secret or secret_file", key="secret")
     if v["secret"] is not None and v["secret_file"] is not None:
         raise ConfigError("set only one of secret and secret_file", key="secret")

@@ -14,13 +14,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from scanner.aggregate import Aggregator
 from scanner.allowlist import Allowlist, AllowlistUpdate
-from scanner.ble import AdapterMissingError, AdapterOffError, BleError, BleSource
+from scanner.ble import AdapterMissingError, AdapterOffError, AdvertCallback, BleError, BleSource
 from scanner.config import ScannerConfig
 from scanner.errors import ConfigError, ScannerError
 from scanner.frames import parse_advertisement
@@ -87,8 +87,30 @@ def resolve_secret(config: ScannerConfig) -> str:
     return secret
 
 
+class AdvertSource(Protocol):
+    """Where advertisements come from: a BlueZ adapter (or its stand-ins), or an ESPHome node."""
+
+    @property
+    def adapter_state(self) -> str: ...
+
+    @property
+    def finished(self) -> asyncio.Event | None: ...
+
+    def heartbeat_node(self) -> dict[str, object] | None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def restart(self) -> None: ...
+
+
 class Daemon:
-    """Owns the pipeline state; ``run`` drives it until ``stop`` is set."""
+    """Owns the pipeline state; ``run`` drives it until ``stop`` is set.
+
+    ``source_factory`` builds the advertisement source from the daemon's ``on_advert``; by
+    default the BlueZ / simulated / replay source of ``scanner.ble``.
+    """
 
     def __init__(
         self,
@@ -97,6 +119,7 @@ class Daemon:
         *,
         stdin: asyncio.StreamReader | None = None,
         clock: Callable[[], float] = time.time,
+        source_factory: Callable[[AdvertCallback], AdvertSource] | None = None,
     ) -> None:
         self.config = config
         self._secret = secret
@@ -110,7 +133,11 @@ class Daemon:
             max_bytes=config.outbox_max_bytes,
             max_age_s=config.outbox_max_age_s,
         )
-        self.source = BleSource(config, self.on_advert, stream=stdin)
+        self.source: AdvertSource
+        if source_factory is not None:
+            self.source = source_factory(self.on_advert)
+        else:
+            self.source = BleSource(config, self.on_advert, stream=stdin)
         self._have_allowlist = False
         self._adapter_state = "off"
         self._upload_kick = asyncio.Event()
@@ -252,6 +279,7 @@ class Daemon:
                 readings_unusable=self.aggregator.unusable,
                 adapter=self.adapter_state,
                 version=version,
+                node=self.source.heartbeat_node(),
             )
             previous = snapshot(self.counters, now)
             with contextlib.suppress(UploadError):
@@ -376,7 +404,26 @@ async def run_daemon(
     stdin: asyncio.StreamReader | None = None,
 ) -> None:
     """Run the scanner until ``stop`` is set, or until SIGTERM/SIGINT when ``stop`` is None."""
+    if config.backend == "esphome":
+        from scanner.nodes import run_nodes  # aioesphomeapi is an optional dependency
+
+        await _run_with_signals(stop, lambda s: run_nodes(config, s))
+        return
     secret = resolve_secret(config)
+
+    async def one_box(s: asyncio.Event) -> None:
+        reader = stdin
+        if reader is None and config.backend == "simulated":
+            reader = await _stdin_reader()
+        await Daemon(config, secret, stdin=reader).run(s)
+
+    await _run_with_signals(stop, one_box)
+
+
+async def _run_with_signals(
+    stop: asyncio.Event | None, body: Callable[[asyncio.Event], Awaitable[None]]
+) -> None:
+    """Run ``body(stop)``; without ``stop``, one set by SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     if stop is None:
@@ -384,11 +431,8 @@ async def run_daemon(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
-    if stdin is None and config.backend == "simulated":
-        stdin = await _stdin_reader()
     try:
-        daemon = Daemon(config, secret, stdin=stdin)
-        await daemon.run(stop)
+        await body(stop)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

@@ -59,12 +59,13 @@ def heartbeat_body(
     readings_unusable: int = 0,
     adapter: str,
     version: str,
+    node: dict[str, object] | None = None,
 ) -> dict[str, Any]:
-    """The heartbeat object of docs/api.md."""
+    """The heartbeat object of docs/api.md; ``node`` only for a box that is an ESPHome node."""
     elapsed = now - previous.at
     seen = counters.frames_seen - previous.frames_seen
     passed = counters.frames_passed - previous.frames_passed
-    return {
+    body: dict[str, Any] = {
         "store_id": store_id,
         "scanner_id": scanner_id,
         "version": version,
@@ -79,6 +80,9 @@ def heartbeat_body(
         "sent_at": now,
         "readings_unusable": readings_unusable,
     }
+    if node is not None:
+        body["node"] = node
+    return body
 
 
 def should_restart(last_advert_at: float | None, now: float, timeout: float) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -13,15 +14,16 @@ import jinja2
 import msgspec
 from aiohttp import web, web_log
 
-from store_server.config import ServerConfig
+from store_server.config import ServerConfig, metrics_address
 from store_server.consent import ConsentText
-from store_server.db import Database
 from store_server.errors import ForbiddenError, StoreServerError
 from store_server.floor import Floor, floor_from_dict
-from store_server.keys import CONFIG, SERVICE
+from store_server.keys import CONFIG, METRICS, METRICS_PORT, SERVICE
 from store_server.keywrap import parse_master_key
+from store_server.metrics import Metrics, metrics_app
 from store_server.service import StoreService
-from store_server.views import customer_api, customer_pages, manager, scanner_api, staff
+from store_server.storage.database import Database
+from store_server.views import customer_api, customer_pages, health, manager, scanner_api, staff
 
 logger = logging.getLogger(__name__)
 
@@ -64,19 +66,24 @@ def _error_of(request: web.Request, exc: Exception) -> web.Response:
     """The JSON error envelope of an exception a handler raised; re-raise what stays as is.
 
     A StoreServerError becomes its envelope (a page's 401 on GET/HEAD a redirect to the login
-    page); an HTTPException of 400 or more on /api/ (or any 413) a generic envelope, other
-    HTTPExceptions (redirects, page errors) stay; anything else is logged and becomes a 500.
+    page, a page's 404 the styled error page); an HTTPException of 400 or more on
+    /api/ (or any 413) a generic envelope, a page's 403/404/405 the styled error page, other
+    HTTPExceptions (redirects) stay; anything else is logged and becomes a 500.
     """
+    page = not request.path.startswith(("/api/", "/ws/"))
     if isinstance(exc, StoreServerError):
-        page = not request.path.startswith(("/api/", "/ws/"))
         if exc.status == 401 and page and request.method in ("GET", "HEAD"):
             raise web.HTTPSeeOther("/login") from None
+        if page and exc.status == 404:
+            return staff.error_page(request, exc.status)
         return _error_response(exc.status, exc.code, exc.message, exc.field)
     if isinstance(exc, web.HTTPException):
         if exc.status >= 400 and (request.path.startswith("/api/") or exc.status == 413):
             return _error_response(
                 exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, None
             )
+        if page and exc.status in staff.ERROR_PAGES:
+            return staff.error_page(request, exc.status)
         raise exc
     if isinstance(exc, ConnectionResetError):
         # The client went away mid-request (e.g. mid-upload): nothing to answer, nothing wrong
@@ -87,15 +94,22 @@ def _error_of(request: web.Request, exc: Exception) -> web.Response:
     return _error_response(500, "internal_error", "internal error", None)
 
 
+def _code_of(exc: Exception, status: int) -> str:
+    """The error code of a refused request, for the refusal counter (a bounded set)."""
+    if isinstance(exc, StoreServerError):
+        return exc.code
+    return _HTTP_CODES.get(status, "internal_error" if status >= 500 else "http_error")
+
+
 def request_middleware_factory(
-    config: ServerConfig,
+    config: ServerConfig, metrics: Metrics | None = None
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """The one middleware of every route, in this order:
 
     1. a declared oversized body is refused up front (413), even on routes that never read it;
     2. on cookie-authenticated paths, an unsafe method or a WebSocket from another origin is
        refused (``bad_origin``); paths under _NON_COOKIE_PREFIXES are exempt;
-    3. errors become the JSON envelope (:func:`_error_of`);
+    3. errors become the JSON envelope (:func:`_error_of`), counted in ``metrics``;
     4. every answer, error or redirect included, gets the security headers.
 
     One coroutine per request instead of four chained ones (the scanner batch route is the
@@ -120,7 +134,11 @@ def request_middleware_factory(
                 response = await handler(request)
             except Exception as exc:  # envelope, redirect or re-raised (HTTPException)
                 response = _error_of(request, exc)
+                if metrics is not None and response.status >= 400:
+                    metrics.refused(request.path, _code_of(exc, response.status))
         except web.HTTPException as exc:
+            if metrics is not None and exc.status >= 400:
+                metrics.refused(request.path, _code_of(exc, exc.status))
             _add_security_headers(request, exc)
             raise
         if not response.prepared:
@@ -141,8 +159,9 @@ def _check_origin(request: web.Request, allowed: set[str]) -> None:
         raise ForbiddenError("cross-site request refused", code="bad_origin")
 
 
-_QUIET_PREFIX = "/api/scanner/"
-"""Routes the scanners call every second or so: their successful requests are not logged."""
+_QUIET_PREFIXES = ("/api/scanner/", "/healthz", "/readyz")
+"""Routes the scanners call every second or so, and the health probes a monitor calls every
+few seconds: their successful requests are not logged."""
 _CUSTOMER_PREFIXES = ("/api/v1/", "/app/")
 """Routes of the customers' phones: logged without the phone's address or user agent."""
 _CUSTOMER_FORMAT = '%t "%r" %s %b'
@@ -168,7 +187,7 @@ class AccessLogger(web_log.AccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         path = request.path
-        if path.startswith(_QUIET_PREFIX):
+        if path.startswith(_QUIET_PREFIXES):
             if response.status < 400:
                 return
         elif path.startswith(_CUSTOMER_PREFIXES):
@@ -222,11 +241,13 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     store_file = _resolve(base, config.store_file)
     floor = load_floor(store_file)
     timezone = store_timezone(store_file)
+    metrics = Metrics()
     app = web.Application(
         client_max_size=config.max_body_bytes,
-        middlewares=[request_middleware_factory(config)],
+        middlewares=[request_middleware_factory(config, metrics)],
     )
     app[CONFIG] = config
+    app[METRICS] = metrics
     aiohttp_jinja2.setup(
         app, loader=jinja2.PackageLoader("store_server", "templates"), autoescape=True
     )
@@ -241,6 +262,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
             consent_texts=load_consent_texts(),
             timezone=timezone,
         )
+        service.tick_observer = metrics.tick_seconds.observe
         app[SERVICE] = service
         await service.start()
         yield
@@ -248,8 +270,11 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
         db.close()
 
     app.cleanup_ctx.append(service_ctx)
+    if config.metrics_listen:
+        app.cleanup_ctx.append(_metrics_listener)
     app.router.add_static("/static", Path(str(resources.files("store_server") / "static")))
     app.add_routes(scanner_api.routes)
+    app.add_routes(health.routes)
     customer_api.setup(app)
     staff.setup(app)
     customer_pages.setup(app)
@@ -262,6 +287,33 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
 
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """Serve ``GET /metrics`` on ``metrics_listen``, apart from the proxied listener."""
+    config, metrics = app[CONFIG], app[METRICS]
+
+    async def render() -> bytes:
+        service = app[SERVICE]
+        rows = await service.scanner_rows()
+        metrics.board_connections.set(len(service.hub))
+        metrics.board_queue_max.set(service.hub.max_queue_depth())
+        metrics.identities.set(len(service.resolver))
+        for queue, depth in service.queue_depths().items():
+            metrics.pending.labels(queue).set(depth)
+        metrics.set_scanners(rows, time.time())
+        return metrics.exposition()
+
+    host, port = metrics_address(config.metrics_listen)
+    runner = web.AppRunner(metrics_app(render, config.metrics_token), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    app[METRICS_PORT] = int(bound)
+    logger.info("metrics on http://%s:%s/metrics", host, bound)
+    yield
+    await runner.cleanup()
 
 
 def _resolve(base: Path, value: str) -> Path:

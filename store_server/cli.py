@@ -4,67 +4,79 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
+import errno
 import logging
-import os
-import secrets
+import socket
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-import sqlite_utils
-
-from store_server.config import ServerConfig, load_config
-from store_server.errors import StoreServerError
+from store_server.cli_admin import add_admin_commands
+from store_server.cli_settings import (
+    HelpFormatter,
+    add_config_arg,
+    floor,
+    load_settings,
+    master_key,
+)
+from store_server.errors import ConfigError, StoreServerError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def _load(args: argparse.Namespace) -> ServerConfig:
-    text = Path(args.config).read_text("utf-8") if args.config else ""
-    return load_config(text, os.environ)
-
-
-def _with_db(config: ServerConfig, fn: Callable[[sqlite_utils.Database], T]) -> T:
-    """Run one database function for an admin command, then close the database."""
-    from store_server.db import Database
-
-    db = Database(Path(config.db_path))
-    try:
-        return db.run_sync(fn)
-    finally:
-        db.close()
-
-
-def _add_config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="TOML settings file (docs/operations.md); BULLE_* variables override it",
-    )
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from aiohttp import web
 
     from store_server.app import AccessLogger, create_app
+    from store_server.logs import setup_logging
 
-    config = _load(args)
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    web.run_app(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        shutdown_timeout=5.0,
-        access_log_class=AccessLogger,
-        print=lambda line: _echo(out, line),
-    )
+    config = load_settings(args)
+    if args.host is not None:
+        config = config.with_overrides(host=args.host)
+    if args.port is not None:
+        config = config.with_overrides(port=args.port)
+    master_key(config)
+    floor(config)
+    setup_logging(config.log_level, config.log_format)
+    try:
+        web.run_app(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            shutdown_timeout=5.0,
+            access_log_class=AccessLogger,
+            print=lambda line: _echo(out, line),
+        )
+    except OSError as exc:
+        raise _listen_error(exc, config.host, config.port) from None
     return 0
+
+
+def _listen_error(exc: OSError, host: str, port: int) -> StoreServerError:
+    """A one-line error for a listening socket that could not be opened."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"port: {where} is already in use: stop the program using it"
+            f" (ss -ltnp 'sport = :{port}') or choose another port (--port, or port in the"
+            " settings file)",
+            key="port",
+        )
+    if exc.errno == errno.EACCES:
+        return ConfigError(
+            f"port: not allowed to listen on {where}: use a port above 1023 behind the"
+            " reverse proxy",
+            key="port",
+        )
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
+        return ConfigError(
+            f"host: cannot listen on {where} ({exc.strerror or exc}): use an address of this"
+            " machine (127.0.0.1 behind the reverse proxy)",
+            key="host",
+        )
+    return ConfigError(f"host/port: cannot listen on {where}: {exc.strerror or exc}")
 
 
 def _echo(out: TextIO, line: object) -> None:
@@ -100,44 +112,28 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     )
 
 
-def cmd_user_add(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server import staff
-
-    config = _load(args)
-    password = args.password_stdin and sys.stdin.readline().rstrip("\n")
-    if not password:
-        password = getpass.getpass("Password (12 characters or more): ")
-    user = _with_db(
-        config, lambda d: staff.add_user(d, args.username, password, args.role, time.time())
-    )
-    out.write(f"created {user.role} account {user.username}\n")
-    return 0
-
-
-def cmd_scanner_add(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server import repo
-    from store_server.app import load_floor
-    from store_server.keywrap import parse_master_key, wrap_key
-    from store_server.service import scanner_aad
-
-    config = _load(args)
-    master = parse_master_key(config.master_key)
-    store_id = args.store or load_floor(Path(config.store_file)).store_id
-    secret = secrets.token_urlsafe(32)
-    wrapped = wrap_key(master, secret.encode(), scanner_aad(args.scanner_id))
-    _with_db(config, lambda d: repo.add_scanner(d, args.scanner_id, store_id, wrapped, time.time()))
-    out.write(f"scanner {args.scanner_id} registered for store {store_id}\n")
-    out.write(f"secret (shown once, put it in the scanner's config): {secret}\n")
-    return 0
+def _rotation_exponent(text: str) -> int:
+    """argparse type of ``--k``: an Eddystone-EID rotation exponent, 0 to 15."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 15:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a rotation exponent: use 0 to 15 (9 = a new EID every 512 s)"
+        )
+    return value
 
 
-def cmd_scanner_revoke(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server import repo
-
-    config = _load(args)
-    _with_db(config, lambda d: repo.revoke_scanner(d, args.scanner_id, time.time()))
-    out.write(f"scanner {args.scanner_id} revoked\n")
-    return 0
+def _beacon_time(text: str) -> int:
+    """argparse type of ``--time``: the beacon's 32-bit seconds counter."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a 32-bit counter: use 0 to 4294967295")
+    return value
 
 
 def cmd_eid(args: argparse.Namespace, out: TextIO) -> int:
@@ -146,33 +142,10 @@ def cmd_eid(args: argparse.Namespace, out: TextIO) -> int:
     try:
         key = bytes.fromhex(args.key)
     except ValueError:
-        raise StoreServerError(
-            "--key: expected 32 hex characters (a 128-bit identity key)"
-        ) from None
+        key = b""
+    if len(key) != 16:
+        raise StoreServerError("--key: expected 32 hex characters (a 128-bit identity key)")
     out.write(compute_eid(key, args.k, args.time).hex() + "\n")
-    return 0
-
-
-def cmd_consent_verify(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server import repo
-    from store_server.consent import verify_chain
-
-    config = _load(args)
-    count = verify_chain(_with_db(config, repo.consent_log_rows))
-    out.write(f"consent log OK: {count} entries, hash chain intact\n")
-    return 0
-
-
-def cmd_stock_import(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server import repo
-    from store_server.app import load_floor
-    from store_server.stock import parse_stock_csv
-
-    config = _load(args)
-    store_id = load_floor(Path(config.store_file)).store_id
-    items = parse_stock_csv(Path(args.csv).read_text("utf-8"))
-    count = _with_db(config, lambda d: repo.upsert_stock(d, store_id, items))
-    out.write(f"imported {count} stock lines for store {store_id}\n")
     return 0
 
 
@@ -188,7 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the store server", description="Run the store server.")
-    _add_config_arg(p)
+    add_config_arg(p)
+    p.add_argument("--host", help="listen address (overrides the host setting, 127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, help="listen port (overrides the port setting, 8080)", default=None
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -207,42 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("user", help="staff accounts", description="Manage staff accounts.")
-    user_sub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    q = user_sub.add_parser(
-        "add",
-        help="create a staff or manager account",
-        description="Create a staff or manager account (no default accounts exist).",
-    )
-    _add_config_arg(q)
-    q.add_argument("username")
-    q.add_argument("--role", choices=("staff", "manager"), default="staff")
-    q.add_argument(
-        "--password-stdin", action="store_true", help="read the password from standard input"
-    )
-    q.set_defaults(func=cmd_user_add)
-
-    p = sub.add_parser(
-        "scanner", help="scanner registrations", description="Register or revoke scanners."
-    )
-    scanner_sub = p.add_subparsers(dest="scanner_command", required=True, metavar="ACTION")
-    q = scanner_sub.add_parser(
-        "add",
-        help="register a scanner and print its secret once",
-        description="Register a scanner (or give it a new secret) and print the secret once.",
-    )
-    _add_config_arg(q)
-    q.add_argument("scanner_id")
-    q.add_argument("--store", help="store id (default: the store of store_file)")
-    q.set_defaults(func=cmd_scanner_add)
-    q = scanner_sub.add_parser(
-        "revoke",
-        help="revoke a scanner",
-        description="Revoke a scanner: its next request gets 401.",
-    )
-    _add_config_arg(q)
-    q.add_argument("scanner_id")
-    q.set_defaults(func=cmd_scanner_revoke)
+    add_admin_commands(sub)
 
     p = sub.add_parser(
         "eid",
@@ -250,30 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the Eddystone-EID (hex) of an identity key at a beacon time.",
     )
     p.add_argument("--key", required=True, help="identity key, 32 hex characters")
-    p.add_argument("--k", type=int, default=9, help="rotation exponent (0-15; default 9 = 512 s)")
-    p.add_argument("--time", type=int, required=True, help="the beacon's 32-bit seconds counter")
+    p.add_argument(
+        "--k", type=_rotation_exponent, default=9, help="rotation exponent (0-15; 9 = 512 s)"
+    )
+    p.add_argument(
+        "--time", type=_beacon_time, required=True, help="the beacon's 32-bit seconds counter"
+    )
     p.set_defaults(func=cmd_eid)
-
-    p = sub.add_parser("consent-log", help="consent proof", description="Consent proof log tools.")
-    log_sub = p.add_subparsers(dest="log_command", required=True, metavar="ACTION")
-    q = log_sub.add_parser(
-        "verify",
-        help="verify the hash chain of the consent log",
-        description="Verify every link of the consent log's hash chain.",
-    )
-    _add_config_arg(q)
-    q.set_defaults(func=cmd_consent_verify)
-
-    p = sub.add_parser("stock", help="catalog and stock", description="Catalog and stock tools.")
-    stock_sub = p.add_subparsers(dest="stock_command", required=True, metavar="ACTION")
-    q = stock_sub.add_parser(
-        "import",
-        help="import stock from CSV (sku,name_fr,name_en,count,aisle)",
-        description="Import or update catalog items and stock from a CSV file.",
-    )
-    _add_config_arg(q)
-    q.add_argument("csv", help="CSV file with header sku,name_fr,name_en,count,aisle")
-    q.set_defaults(func=cmd_stock_import)
 
     p = sub.add_parser(
         "lab",
@@ -286,7 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     except StoreServerError:
         p.description = f"{p.description} Not available here: {LAB_MISSING}."
     p.set_defaults(func=cmd_lab)
+    _use_formatter(parser)
     return parser
+
+
+def _use_formatter(parser: argparse.ArgumentParser) -> None:
+    """Show defaults in every command's --help."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _use_formatter(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -295,7 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args, sys.stdout))
     except StoreServerError as exc:
-        sys.stderr.write(f"store-server: error: {exc.message}\n")
+        message = exc.message
+        if exc.field and not isinstance(exc, ConfigError):
+            message = f"{exc.field}: {message}"
+        sys.stderr.write(f"store-server: error: {message}\n")
         return 2
     except KeyboardInterrupt:
         return 130

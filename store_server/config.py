@@ -43,6 +43,7 @@ class ServerConfig:
     db_path: str = "var/store.sqlite"
     store_file: str = "seeds/store.toml"
     master_key: str = ""
+    master_key_file: str = ""
     public_origin: str = ""
     cookie_secure: bool = True
     session_ttl_s: int = DEFAULT_SESSION_TTL_S
@@ -53,6 +54,9 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     legacy_ibeacon: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_listen: str = ""
+    metrics_token: str = ""
     extra_origins: tuple[str, ...] = field(default=())
     trusted_proxies: tuple[str, ...] = field(default=())
 
@@ -61,6 +65,9 @@ class ServerConfig:
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMATS = ("text", "json")
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+"""Hosts where the metrics listener may run without a token (only this machine reaches it)."""
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -113,7 +120,37 @@ def _check(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"trusted_proxies: {exc}", key="trusted_proxies") from None
     if not config.db_path:
         raise ConfigError("db_path: must not be empty", key="db_path")
+    if config.master_key.strip() and config.master_key_file:
+        raise ConfigError(
+            "master_key_file: set master_key or master_key_file, not both", key="master_key_file"
+        )
+    if config.log_format not in _LOG_FORMATS:
+        raise ConfigError(f"log_format: must be one of {', '.join(_LOG_FORMATS)}", key="log_format")
+    if config.metrics_listen:
+        host, _ = metrics_address(config.metrics_listen)
+        if host not in _LOOPBACK_HOSTS and not config.metrics_token:
+            raise ConfigError(
+                f"metrics_listen: {host} is reachable from other machines: listen on"
+                " 127.0.0.1 or set metrics_token",
+                key="metrics_listen",
+            )
     return replace(config, log_level=config.log_level.upper())
+
+
+def metrics_address(value: str) -> tuple[str, int]:
+    """Split ``metrics_listen`` (``HOST:PORT``, ``[::1]:PORT``) into host and port."""
+    host, sep, port_text = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not sep or not host or not 0 <= port < 65536:
+        raise ConfigError(
+            f"metrics_listen: expected HOST:PORT (e.g. 127.0.0.1:9464), got {value!r}",
+            key="metrics_listen",
+        )
+    return host, port
 
 
 def load_config(toml_text: str, env: Mapping[str, str]) -> ServerConfig:
@@ -139,6 +176,19 @@ def load_config(toml_text: str, env: Mapping[str, str]) -> ServerConfig:
 def config_keys() -> list[str]:
     """Every setting name, for documentation checks."""
     return [f.name for f in fields(ServerConfig)]
+
+
+def resolve_paths(config: ServerConfig, base: Path) -> ServerConfig:
+    """``db_path`` and ``store_file`` made absolute, a relative one read from ``base`` (the
+    settings file's folder), so that a command works from any working directory."""
+    return replace(
+        config,
+        db_path=str(resolve_path(base, config.db_path)),
+        store_file=str(resolve_path(base, config.store_file)),
+        master_key_file=str(resolve_path(base, config.master_key_file))
+        if config.master_key_file
+        else "",
+    )
 
 
 def resolve_path(base: Path, value: str) -> Path:

@@ -50,6 +50,10 @@ class BoardHub:
     def __len__(self) -> int:
         return len(self._boards)
 
+    def max_queue_depth(self) -> int:
+        """Messages waiting for the slowest board (for the metrics)."""
+        return max((board.queue.qsize() for board in self._boards), default=0)
+
     def usernames(self) -> set[str]:
         """Who is looking at a board right now (for the access log)."""
         return {board.username for board in self._boards}

@@ -6,7 +6,7 @@ import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
@@ -165,6 +165,31 @@ class WindowColumns:
         return len(self.end)
 
 
+class NodeLink(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A box that is an ESPHome node: its link to the daemon fronting it (docs/api.md)."""
+
+    kind: Literal["esphome"]
+    host: Annotated[str, msgspec.Meta(max_length=300)]
+    connected: bool
+    connects: Annotated[int, msgspec.Meta(ge=0)]
+    # What is wrong, as a code the manager's page names in its language; None when all is well.
+    error: (
+        Literal[
+            "unreachable",
+            "wrong_key",
+            "needs_key",
+            "not_encrypted",
+            "wrong_device",
+            "no_proxy",
+            "lost",
+            "other",
+        ]
+        | None
+    )
+    # The scanner's own line (English) about the same error, for the API and support.
+    last_error: Annotated[str, msgspec.Meta(max_length=200)] | None
+
+
 class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     store_id: str
     scanner_id: str
@@ -180,6 +205,16 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sent_at: float
     # Sightings left out since the daemon started: their RSSI was not a reading (HCI's 127).
     readings_unusable: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Only from a box that is an ESPHome node; kept as plain data (it is stored as JSON) and
+    # checked against NodeLink. Optional, so older scanners still pass.
+    node: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.node is not None:
+            try:
+                msgspec.convert(self.node, NodeLink)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"node: {exc}") from None
 
 
 S = TypeVar("S")

@@ -22,7 +22,6 @@ import gc
 import hashlib
 import hmac
 import itertools
-import json
 import logging
 import secrets
 import time
@@ -35,20 +34,18 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
-import sqlite_utils
 
-from store_server import identity, repo
-from store_server.batch_log import BatchLog
+from store_server import identity
 from store_server.config import ServerConfig
 from store_server.consent import (
     DEFAULT_CONSENT_DURATION_S,
     PURPOSES,
+    ChainedEntry,
     ConsentText,
     Purpose,
     Scope,
     subject_ref,
 )
-from store_server.db import Database, immediate
 from store_server.errors import (
     AuthenticationError,
     ConfigError,
@@ -62,8 +59,12 @@ from store_server.ingest import Batch, Heartbeat, WindowColumns, batch_columns
 from store_server.keywrap import KeyUnwrapper, KeyWrapError, unwrap_key, wrap_key
 from store_server.policy import Decision, Trigger, VisitState, decide
 from store_server.presence import PresenceEngine, PresenceEvent
+from store_server.services.staff import StaffService
 from store_server.signing import NonceStore, SignedHeaders, verify
 from store_server.static_ids import StaticIds, new_ibeacon_id
+from store_server.storage import catalog, consents, customers, scanners, visits
+from store_server.storage.batch_log import BatchLog
+from store_server.storage.database import Database, Handle, data_version
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,18 @@ class StoreService:
         # Consenting customers whose stored identity did not load (see _note_unreadable).
         self._unreadable: set[str] = set()
         self._batches = BatchLog(db)
+        self.staff = StaffService(db, clock)
+        # Observability (metrics): the periodic tick's duration is handed to this callback,
+        # and the allowlist long polls held open are counted.
+        self.tick_observer: Callable[[float], None] | None = None
+        self.long_polls_waiting = 0
+
+    def queue_depths(self) -> dict[str, int]:
+        """Work waiting inside the server, by queue (for the metrics)."""
+        return {
+            "batch_commits": self._batches.pending,
+            "allowlist_long_polls": self.long_polls_waiting,
+        }
 
     @property
     def timezone_name(self) -> str | None:
@@ -159,8 +172,8 @@ class StoreService:
 
     async def prepare(self) -> None:
         """Load the consent texts and the consenting customers (no background task)."""
-        await self.db.run(lambda db: repo.ensure_consent_texts(db, self._consent_texts))
-        for scanner_id, offset in (await self.db.run(repo.calibration_overrides)).items():
+        await self.db.write(lambda db: consents.ensure_consent_texts(db, self._consent_texts))
+        for scanner_id, offset in (await self.db.read(scanners.calibration_overrides)).items():
             if scanner_id in self.engine.calibration():
                 self.engine.set_calibration(scanner_id, offset)
         await self._refresh_consenting(self.clock())
@@ -180,15 +193,19 @@ class StoreService:
                 await task
         self._tasks.clear()
         await self.hub.close_all()
+        self.staff.close()
 
     async def _tick_loop(self) -> None:
         self._last_refresh = self._last_purge = self.clock()
         while True:
             await asyncio.sleep(TICK_S)
+            started = time.perf_counter()
             try:
                 await self.tick(self.clock())
             except Exception:
                 logger.exception("periodic work failed; retrying at the next tick")
+            if self.tick_observer is not None:
+                self.tick_observer(time.perf_counter() - started)
 
     async def tick(self, now: float) -> None:
         """One step of periodic work at `now` (the background task calls it every TICK_S)."""
@@ -201,7 +218,7 @@ class StoreService:
             if (
                 expired
                 or now - self._last_full_refresh >= CONSENT_FULL_REFRESH_S
-                or await self.db.run(repo.data_version) != self._data_version
+                or await self.db.run(data_version) != self._data_version
             ):
                 await self._refresh_consenting(now)
         if now - self._last_purge >= PURGE_EVERY_S:
@@ -212,12 +229,12 @@ class StoreService:
         """Make the resolver hold exactly the customers with an active consent."""
         store_id = self.store_id
 
-        def read(db: sqlite_utils.Database) -> tuple[int, list[str], float | None]:
+        def read(db: Handle) -> tuple[int, list[str], float | None]:
             # The version first: a commit by another connection after it shows at the next check.
             return (
-                repo.data_version(db),
-                repo.consenting_customer_ids(db, now, store_id),
-                repo.next_consent_expiry(db, now, store_id),
+                data_version(db),
+                consents.consenting_customer_ids(db, now, store_id),
+                consents.next_consent_expiry(db, now, store_id),
             )
 
         self._data_version, found, self._next_expiry = await self.db.run(read)
@@ -294,18 +311,20 @@ class StoreService:
         wanted = {customer_id: customer_id for customer_id in customer_ids}
         if len(customer_ids) >= IDENTITY_CHUNK:
 
-            def scan(db: sqlite_utils.Database) -> None:
-                for batch in repo.identity_batches(db):
+            def scan(db: Handle) -> None:
+                for batch in customers.identity_batches(db):
                     for customer_id, blob, k, offset in batch:
                         subject = wanted.get(customer_id)
                         if subject is not None:
                             columns.add(subject, blob, k, offset)
 
-            await self.db.run(scan)
+            await self.db.read(scan)
             return columns
         for start in range(0, len(customer_ids), IDENTITY_CHUNK):
             chunk = customer_ids[start : start + IDENTITY_CHUNK]
-            rows = await self.db.run(functools.partial(repo.identity_rows, customer_ids=chunk))
+            rows = await self.db.read(
+                functools.partial(customers.identity_rows, customer_ids=chunk)
+            )
             for row in rows:
                 columns.add(
                     wanted.get(row["customer_id"], row["customer_id"]),
@@ -331,11 +350,8 @@ class StoreService:
         await self._notify_allowlist()
 
     async def _retract(self, customer_id: str, now: float, reason: str) -> None:
-        def transaction(db: sqlite_utils.Database) -> tuple[str, ...]:
-            with immediate(db):
-                return repo.retract_open_cards(db, customer_id, now)
-
-        self._publish_retractions(await self.db.run(transaction), reason)
+        retracted = await self.db.write(lambda db: visits.retract_cards_of(db, customer_id, now))
+        self._publish_retractions(retracted, reason)
 
     def _publish_retractions(self, card_ids: Iterable[str], reason: str) -> None:
         """Tell the boards these cards are gone, and why."""
@@ -354,7 +370,7 @@ class StoreService:
         wanted: dict[str, str] = {}
         eligible = [c for c in ids if c in self.resolver] if self.config.legacy_ibeacon else []
         if eligible:
-            wanted = await self.db.run(lambda db: repo.legacy_ibeacon_ids(db, eligible))
+            wanted = await self.db.read(lambda db: customers.legacy_ibeacon_ids(db, eligible))
         return self._static.update(ids, wanted, self.resolver.touch)
 
     async def _notify_allowlist(self) -> None:
@@ -372,7 +388,7 @@ class StoreService:
         """Verify a signed request; return the scanner's store id."""
         # Read the registration on every request: a revocation made by another process
         # (`store-server scanner revoke`) takes effect at the scanner's next request.
-        row = await self.db.run(lambda db: repo.scanner_row(db, signed.scanner_id))
+        row = await self.db.read(lambda db: scanners.scanner_row(db, signed.scanner_id))
         return self._verify_with(
             self._registration(signed.scanner_id, row), signed, method, path_qs, body
         )
@@ -399,7 +415,7 @@ class StoreService:
                     raise
             else:
                 return known
-        row = await self.db.run(lambda db: repo.scanner_row(db, signed.scanner_id))
+        row = await self.db.read(lambda db: scanners.scanner_row(db, signed.scanner_id))
         known = self._registration(signed.scanner_id, row)
         self._verify_with(known, signed, method, path_qs, body)
         return known
@@ -589,7 +605,7 @@ class StoreService:
             )
         now = self.clock()
         payload = {f: getattr(body, f) for f in body.__struct_fields__}
-        await self.db.run(lambda db: repo.record_heartbeat(db, scanner_id, payload, now))
+        await self.db.write(lambda db: scanners.record_heartbeat(db, scanner_id, payload, now))
         return {"ok": True, "server_time": now}
 
     async def allowlist(self, since: int | None, wait_s: float) -> dict[str, Any]:
@@ -597,11 +613,15 @@ class StoreService:
         if since is not None and since == self.resolver.version and wait_s > 0:
             # asyncio.timeout cancels this task itself: wait_for around Condition.wait would
             # cancel an inner task and, on shutdown, leave the lock released twice.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s), self._allowlist_changed:
-                    await self._allowlist_changed.wait_for(
-                        lambda: self.resolver.version != since or self._closing
-                    )
+            self.long_polls_waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s), self._allowlist_changed:
+                        await self._allowlist_changed.wait_for(
+                            lambda: self.resolver.version != since or self._closing
+                        )
+            finally:
+                self.long_polls_waiting -= 1
         now = self.clock()
         version = self.resolver.version
         delta = self.resolver.changes_since(since) if since is not None else None
@@ -652,58 +672,23 @@ class StoreService:
         )
         zone = trigger.zone
 
-        def transaction(
-            db: sqlite_utils.Database,
-        ) -> tuple[int | None, Decision | None, list[dict[str, Any]]]:
-            with immediate(db):
-                snap = repo.snapshot(db, customer_id, self.store_id, now)
-                if snap is None:
-                    return None, None, []
-                decision = decide(trigger, snap, state, local=local, now=now)
-                if decision is None:
-                    return None, None, []  # no consent: record nothing at all
-                visit_id = visit.visit_id if visit is not None else None
-                if visit_id is None:
-                    visit_id = int(
-                        db.execute(
-                            "INSERT INTO visits (customer_id, arrived_at, zone, via)"
-                            " VALUES (?, ?, ?, ?)",
-                            [customer_id, now, zone, via],
-                        ).lastrowid
-                        or 0
-                    )
-                db.execute(
-                    "INSERT INTO decisions (customer_id, visit_id, at, outcome, reason)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [customer_id, visit_id, now, decision.outcome, ",".join(decision.reasons)],
-                )
-                cards = self._cards_for(decision, zone, now)
-                for card in cards:
-                    db.execute(
-                        "INSERT INTO cards (id, customer_id, kind, created_at, payload)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        [card["id"], customer_id, card["kind"], now, json.dumps(card)],
-                    )
-                if decision.message is not None:
-                    db.execute(
-                        "INSERT INTO messages (customer_id, at, body) VALUES (?, ?, ?)",
-                        [
-                            customer_id,
-                            now,
-                            json.dumps(
-                                {
-                                    "kind": "stock",
-                                    "lines_fr": list(decision.message.lines_fr),
-                                    "lines_en": list(decision.message.lines_en),
-                                }
-                            ),
-                        ],
-                    )
-                return visit_id, decision, cards
-
-        visit_id, decision, cards = await self.db.run(transaction)
-        if decision is None:
-            return
+        store_id = self.store_id
+        recorded = await self.db.write(
+            lambda db: visits.record_trigger(
+                db,
+                customer_id=customer_id,
+                read_snapshot=lambda db: customers.snapshot(db, customer_id, store_id, now),
+                decide=lambda snap: decide(trigger, snap, state, local=local, now=now),
+                make_cards=lambda decision: self._cards_for(decision, zone, now),
+                visit_id=visit.visit_id if visit is not None else None,
+                zone=zone,
+                via=via,
+                now=now,
+            )
+        )
+        if recorded is None:
+            return  # gone, or no consent: nothing was recorded
+        decision, cards = recorded.decision, recorded.cards
         new_state = VisitState(
             greeted=state.greeted or decision.greeting is not None,
             stock_shown=state.stock_shown or decision.stock is not None,
@@ -712,7 +697,7 @@ class StoreService:
         )
         if decision.greeting is not None:
             self._last_greeted[customer_id] = now
-        self._visits[customer_id] = _Visit(visit_id, zone, new_state)
+        self._visits[customer_id] = _Visit(recorded.visit_id, zone, new_state)
         for card in cards:
             self.hub.publish({"type": "card", "card": card})
         await self._log_access([(customer_id, card["id"]) for card in cards])
@@ -767,16 +752,7 @@ class StoreService:
         return {"fr": z.name_fr, "en": z.name_en}
 
     async def _publish_zone(self, customer_id: str, zone: str | None) -> None:
-        ids = await self.db.run(
-            lambda db: [
-                str(r["id"])
-                for r in repo.rows(
-                    db,
-                    "SELECT id FROM cards WHERE customer_id = ? AND state = 'open'",
-                    [customer_id],
-                )
-            ]
-        )
+        ids = await self.db.read(lambda db: visits.open_card_ids(db, customer_id))
         for card_id in ids:
             self.hub.publish(
                 {"type": "zone", "id": card_id, "zone": zone, "zone_name": self._zone_names(zone)}
@@ -786,13 +762,11 @@ class StoreService:
         visit = self._visits.pop(customer_id, None)
         now = self.clock()
 
-        def transaction(db: sqlite_utils.Database) -> tuple[str, ...]:
-            with immediate(db):
-                if visit is not None and visit.visit_id is not None:
-                    db.execute("UPDATE visits SET left_at = ? WHERE id = ?", [t, visit.visit_id])
-                return repo.retract_open_cards(db, customer_id, now)
-
-        self._publish_retractions(await self.db.run(transaction), "left")
+        visit_id = visit.visit_id if visit is not None else None
+        retracted = await self.db.write(
+            lambda db: visits.end_visit(db, visit_id, customer_id, t, now)
+        )
+        self._publish_retractions(retracted, "left")
 
     async def _log_access(
         self, shown: list[tuple[str, str]], users: Iterable[str] | None = None
@@ -802,18 +776,7 @@ class StoreService:
             return
         now = self.clock()
 
-        def transaction(db: sqlite_utils.Database) -> None:
-            with immediate(db):
-                for customer_id, card_id in shown:
-                    for user in usernames:
-                        db.execute(
-                            "INSERT INTO access_log (customer_id, staff_user, card_id, action, at)"
-                            " SELECT ?, ?, ?, 'shown', ? WHERE EXISTS"
-                            " (SELECT 1 FROM customers WHERE id = ?)",
-                            [customer_id, user, card_id, now, customer_id],
-                        )
-
-        await self.db.run(transaction)
+        await self.db.write(lambda db: visits.log_cards_shown(db, shown, usernames, now))
 
     async def set_calibration(self, scanner_id: str, rssi_offset_db: float, username: str) -> None:
         """Store a manager's calibration offset and apply it to the engine at once."""
@@ -825,48 +788,72 @@ class StoreService:
                 field="rssi_offset_db",
             )
         now = self.clock()
-        await self.db.run(
-            lambda db: repo.set_calibration(db, scanner_id, rssi_offset_db, username, now)
+        await self.db.write(
+            lambda db: scanners.set_calibration(db, scanner_id, rssi_offset_db, username, now)
         )
         self.engine.set_calibration(scanner_id, rssi_offset_db)
+
+    # -- manager pages -------------------------------------------------------------------
+
+    async def ping_writer(self) -> None:
+        """Return once the writer thread has run a trivial statement (readiness probe)."""
+        await self.db.write(data_version)
+
+    async def scanner_rows(self) -> list[dict[str, Any]]:
+        """Registered scanners with their last heartbeat (never their secrets)."""
+        return await self.db.read(scanners.scanner_rows)
+
+    async def register_scanner(self, scanner_id: str) -> str:
+        """Register (or re-register) a scanner for this store; its new secret, shown once."""
+        secret = secrets.token_urlsafe(32)
+        wrapped = self.wrap_scanner_secret(scanner_id, secret)
+        now, store_id = self.clock(), self.store_id
+        await self.db.write(lambda db: scanners.add_scanner(db, scanner_id, store_id, wrapped, now))
+        return secret
+
+    async def revoke_scanner(self, scanner_id: str) -> None:
+        now = self.clock()
+        await self.db.write(lambda db: scanners.revoke_scanner(db, scanner_id, now))
+
+    async def import_stock(self, items: list[dict[str, Any]]) -> int:
+        store_id = self.store_id
+        return await self.db.write(lambda db: catalog.upsert_stock(db, store_id, items))
+
+    async def set_stock(self, sku: str, count: int, aisle: str) -> None:
+        store_id = self.store_id
+        await self.db.write(lambda db: catalog.set_stock(db, store_id, sku, count, aisle))
+
+    async def consent_log(self) -> list[ChainedEntry]:
+        """The whole consent log (pseudonymous), oldest first."""
+        return await self.db.read(consents.consent_log_rows)
+
+    async def access_log(self, viewer: str, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` access log entries, each with the customer's pseudonymous
+        reference instead of their id; the view itself is logged for every customer shown."""
+        entries = await self.db.read(lambda db: visits.access_log_rows(db, limit))
+        now = self.clock()
+        shown = [str(e["customer_id"]) for e in entries]
+        await self.db.write(lambda db: visits.log_views(db, viewer, shown, "audit_view", now))
+        for entry in entries:
+            entry["subject"] = self.subject_ref(str(entry.pop("customer_id")))
+        return entries
 
     # -- staff board ---------------------------------------------------------------------
 
     async def board_snapshot(self, username: str) -> dict[str, Any]:
-        rows = await self.db.run(
-            lambda db: repo.rows(
-                db,
-                "SELECT id, customer_id, payload FROM cards WHERE state = 'open'"
-                " ORDER BY created_at",
-            )
-        )
-        await self._log_access([(r["customer_id"], r["id"]) for r in rows], users=[username])
-        return {"type": "snapshot", "cards": [json.loads(r["payload"]) for r in rows]}
+        cards = await self.db.read(visits.open_cards)
+        await self._log_access([(customer, card) for card, customer, _ in cards], users=[username])
+        return {"type": "snapshot", "cards": [payload for _, _, payload in cards]}
 
     async def close_card(self, card_id: str, username: str, action: str) -> None:
         if action not in ("greeted", "brought", "dismissed"):
             raise NotFoundError(f"unknown action {action!r}")
         now = self.clock()
 
-        def transaction(db: sqlite_utils.Database) -> str | None:
-            with immediate(db):
-                row = repo.one(
-                    db, "SELECT customer_id FROM cards WHERE id = ? AND state = 'open'", [card_id]
-                )
-                if row is None:
-                    return None
-                db.execute(
-                    "UPDATE cards SET state = ?, acked_by = ?, acked_at = ? WHERE id = ?",
-                    [action, username, now, card_id],
-                )
-                db.execute(
-                    "INSERT INTO access_log (customer_id, staff_user, card_id, action, at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [row["customer_id"], username, card_id, action, now],
-                )
-                return str(row["customer_id"])
-
-        if await self.db.run(transaction) is not None:
+        closed = await self.db.write(
+            lambda db: visits.close_card(db, card_id, username, action, now)
+        )
+        if closed is not None:
             self.hub.publish({"type": "closed", "id": card_id, "action": action, "by": username})
 
     # -- customers -----------------------------------------------------------------------
@@ -877,8 +864,8 @@ class StoreService:
         k = self.config.rotation_exponent
         counter = app_counter if app_counter is not None else int(now) % identity.COUNTER_MODULUS
         offset = identity.clock_offset(counter, now)
-        created = await self.db.run(
-            lambda db: repo.create_customer(
+        created = await self.db.write(
+            lambda db: customers.create_customer(
                 db,
                 key_wrapped_for=lambda cid: wrap_key(self._master_key, key, _aad("identity", cid)),
                 k=k,
@@ -907,8 +894,8 @@ class StoreService:
         counter = app_counter if app_counter is not None else int(now) % identity.COUNTER_MODULUS
         offset = identity.clock_offset(counter, now)
         wrapped = wrap_key(self._master_key, key, _aad("identity", customer_id))
-        await self.db.run(
-            lambda db: repo.rotate_identity(
+        await self.db.write(
+            lambda db: customers.rotate_identity(
                 db, customer_id, key_wrapped=wrapped, k=k, clock_offset_s=offset, now=now
             )
         )
@@ -932,20 +919,42 @@ class StoreService:
             raise ForbiddenError(
                 "this store does not offer static iBeacon ids", code="legacy_ibeacon_disabled"
             )
-        row = await self.db.run(
-            lambda db: repo.one(db, "SELECT ibeacon_id FROM customers WHERE id = ?", [customer_id])
-        )
-        if row is None:
+        exists, current = await self.db.read(lambda db: customers.ibeacon_id_of(db, customer_id))
+        if not exists:
             raise NotFoundError("unknown customer")
-        if enabled and row["ibeacon_id"] is not None:
+        if enabled and current is not None:
             return  # already on: keep the id the app broadcasts
         new_id = new_ibeacon_id() if enabled else None
-        await self.db.run(lambda db: repo.set_legacy_ibeacon(db, customer_id, new_id))
+        await self.db.write(lambda db: customers.set_legacy_ibeacon(db, customer_id, new_id))
         if await self._sync_static([customer_id]):
             await self._notify_allowlist()
 
+    async def consent_texts(self) -> list[dict[str, Any]]:
+        """The current consent texts, French and English, with their hash."""
+        return await self.db.read(consents.current_consent_texts)
+
+    async def catalog(self) -> list[dict[str, Any]]:
+        """The catalog with this store's stock and aisles."""
+        store_id = self.store_id
+        return await self.db.read(lambda db: catalog.stock_rows(db, store_id))
+
+    async def preferences(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's preferences, pickup code and legacy iBeacon setting."""
+        return await self.db.read(lambda db: customers.preferences_row(db, customer_id))
+
+    async def set_preferences(self, customer_id: str, values: dict[str, Any]) -> None:
+        await self.db.write(lambda db: customers.set_preferences(db, customer_id, values))
+
+    async def set_wishlist(self, customer_id: str, skus: list[str]) -> None:
+        now = self.clock()
+        await self.db.write(lambda db: customers.set_wishlist(db, customer_id, skus, now))
+
+    async def messages(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's app messages, newest first."""
+        return await self.db.read(lambda db: visits.messages_of(db, customer_id))
+
     async def customer_for_token(self, token: str) -> str:
-        customer_id = await self.db.run(lambda db: repo.customer_by_token(db, token))
+        customer_id = await self.db.read(lambda db: customers.customer_by_token(db, token))
         if customer_id is None:
             raise AuthenticationError("unknown or revoked app token")
         return customer_id
@@ -963,8 +972,8 @@ class StoreService:
         app_version: str | None,
     ) -> dict[str, Any]:
         now = self.clock()
-        consent = await self.db.run(
-            lambda db: repo.grant_consent(
+        consent = await self.db.write(
+            lambda db: consents.grant_consent(
                 db,
                 customer_id=customer_id,
                 subject_ref=self.subject_ref(customer_id),
@@ -981,7 +990,7 @@ class StoreService:
         if self._next_expiry is None or consent.expires_at < self._next_expiry:
             self._next_expiry = consent.expires_at
         if customer_id not in self.resolver:
-            rows = await self.db.run(lambda db: repo.identity_rows(db, [customer_id]))
+            rows = await self.db.read(lambda db: customers.identity_rows(db, [customer_id]))
             for row in rows:
                 self.resolver.upsert(self._identity_record(row), now)
             await self._sync_static([customer_id])
@@ -999,8 +1008,8 @@ class StoreService:
     ) -> dict[str, Any]:
         now = self.clock()
         wanted = tuple(p for p in PURPOSES if p in set(purposes))
-        result = await self.db.run(
-            lambda db: repo.withdraw_consent(
+        result = await self.db.write(
+            lambda db: consents.withdraw_consent(
                 db,
                 customer_id=customer_id,
                 subject_ref=self.subject_ref(customer_id),
@@ -1036,7 +1045,7 @@ class StoreService:
         """Every record held about the customer, with their consent history (pseudonymous log)."""
         now = self.clock()
         subject = self.subject_ref(customer_id)
-        data = await self.db.run(lambda db: repo.customer_data(db, customer_id, subject, now))
+        data = await self.db.read(lambda db: customers.customer_data(db, customer_id, subject, now))
         if data is None:
             raise NotFoundError("no such customer")
         return {"generated_at": now, "store_id": self.store_id, **data}
@@ -1046,8 +1055,8 @@ class StoreService:
     ) -> dict[str, Any]:
         """Erase the customer: their rows and keys go; the consent proof stays pseudonymous."""
         now = self.clock()
-        result = await self.db.run(
-            lambda db: repo.erase_customer(
+        result = await self.db.write(
+            lambda db: customers.erase_customer(
                 db,
                 customer_id=customer_id,
                 subject_ref=self.subject_ref(customer_id),
@@ -1069,20 +1078,7 @@ class StoreService:
     async def purge(self, now: float) -> int:
         cutoff = now - self.config.retention_s
 
-        def transaction(db: sqlite_utils.Database) -> int:
-            with immediate(db):
-                count = db.execute(
-                    "DELETE FROM visits WHERE coalesce(left_at, arrived_at) < ?", [cutoff]
-                ).rowcount
-                db.execute("DELETE FROM decisions WHERE at < ?", [cutoff])
-                db.execute("DELETE FROM cards WHERE created_at < ? AND state != 'open'", [cutoff])
-                db.execute("DELETE FROM messages WHERE at < ?", [cutoff])
-            # The purged rows are zeroed in the main file (secure_delete); their older copies
-            # in the WAL go with the truncation.
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            return int(count)
-
-        return await self.db.run(transaction)
+        return await self.db.write(lambda db: visits.purge(db, cutoff))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
-"""Staff accounts and server-side sessions (database side; run on the database thread).
+"""Staff accounts and server-side sessions: password rules and session ids (functions run
+on a database thread, over ``storage.staff``).
 
-Passwords are hashed with argon2id (argon2-cffi's defaults). A session id is 256 random bits
-handed to the browser once; the database keeps only its SHA-256, so a copy of the database
-does not let anyone log in. Logout deletes the row: a replayed cookie is then worthless.
+Passwords are hashed with argon2id (argon2-cffi's defaults, `passwords`). A session id is 256
+random bits handed to the browser once; the database keeps only its SHA-256, so a copy of
+the database does not let anyone log in. Logout deletes the row: a replayed cookie is then
+worthless.
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-import sqlite_utils
-
-from store_server.db import immediate
-from store_server.errors import AuthenticationError, ConflictError, ValidationError
+from store_server.errors import AuthenticationError, ValidationError
 from store_server.passwords import check_new_password, hash_password, verify_password
-from store_server.repo import one, token_hash
+from store_server.storage import staff as store
+from store_server.storage.customers import token_hash
+from store_server.storage.database import Handle
 
 Role = Literal["staff", "manager"]
 ROLES: tuple[Role, ...] = ("staff", "manager")
@@ -28,9 +29,7 @@ class StaffUser:
     role: Role
 
 
-def add_user(
-    db: sqlite_utils.Database, username: str, password: str, role: Role, now: float
-) -> StaffUser:
+def add_user(db: Handle, username: str, password: str, role: Role, now: float) -> StaffUser:
     if (
         not username
         or len(username) > 64
@@ -40,28 +39,23 @@ def add_user(
     check_new_password(password, username)
     if role not in ROLES:
         raise ValidationError("role must be staff or manager", field="role")
-    with immediate(db):
-        if one(db, "SELECT 1 AS x FROM staff_users WHERE username = ?", [username]):
-            raise ConflictError(f"user {username!r} already exists")
-        db.execute(
-            "INSERT INTO staff_users (username, password_hash, role, created_at)"
-            " VALUES (?, ?, ?, ?)",
-            [username, hash_password(password), role, now],
-        )
+    store.insert_user(db, username, hash_password(password), role, now)
     return StaffUser(username, role)
 
 
-def password_record(db: sqlite_utils.Database, username: str) -> tuple[StaffUser, str] | None:
+def reset_password(db: Handle, username: str, password: str) -> None:
+    """Set a new password for an account and end its sessions."""
+    check_new_password(password, username)
+    store.set_password_hash(db, username, hash_password(password))
+
+
+def password_record(db: Handle, username: str) -> tuple[StaffUser, str] | None:
     """The enabled account `username` with its password hash (checked off this thread)."""
-    row = one(
-        db,
-        "SELECT username, password_hash, role FROM staff_users WHERE username = ? AND disabled = 0",
-        [username],
-    )
+    row = store.active_user(db, username)
     return None if row is None else (StaffUser(row["username"], row["role"]), row["password_hash"])
 
 
-def authenticate(db: sqlite_utils.Database, username: str, password: str) -> StaffUser:
+def authenticate(db: Handle, username: str, password: str) -> StaffUser:
     """Check a password on the calling thread (commands; the server uses PasswordVerifier)."""
     record = password_record(db, username)
     if not verify_password(None if record is None else record[1], password) or record is None:
@@ -69,42 +63,28 @@ def authenticate(db: sqlite_utils.Database, username: str, password: str) -> Sta
     return record[0]
 
 
-def open_session(db: sqlite_utils.Database, user: StaffUser, now: float, ttl_s: float) -> str:
+def open_session(db: Handle, user: StaffUser, now: float, ttl_s: float) -> str:
     """A new session id (never reused: the id changes at every login)."""
     session_id = secrets.token_urlsafe(32)
-    with immediate(db):
-        db.execute("DELETE FROM sessions WHERE expires_at <= ?", [now])
-        db.execute(
-            "INSERT INTO sessions (id_hash, username, created_at, expires_at) VALUES (?, ?, ?, ?)",
-            [token_hash(session_id), user.username, now, now + ttl_s],
-        )
+    store.insert_session(db, token_hash(session_id), user.username, now, now + ttl_s)
     return session_id
 
 
-def session_user(db: sqlite_utils.Database, session_id: str, now: float) -> StaffUser | None:
-    row = one(
-        db,
-        "SELECT u.username, u.role FROM sessions s JOIN staff_users u ON u.username = s.username"
-        " WHERE s.id_hash = ? AND s.expires_at > ? AND u.disabled = 0",
-        [token_hash(session_id), now],
-    )
+def session_user(db: Handle, session_id: str, now: float) -> StaffUser | None:
+    row = store.session_user(db, token_hash(session_id), now)
     return None if row is None else StaffUser(row["username"], row["role"])
 
 
-def close_session(db: sqlite_utils.Database, session_id: str) -> None:
-    with immediate(db):
-        db.execute("DELETE FROM sessions WHERE id_hash = ?", [token_hash(session_id)])
+def session_key(session_id: str) -> str:
+    """How a session is stored and known to the board hub: the hash of its id."""
+    return token_hash(session_id)
 
 
-def live_sessions(db: sqlite_utils.Database, id_hashes: set[str], now: float) -> set[str]:
+def live_sessions(db: Handle, id_hashes: set[str], now: float) -> set[str]:
     """Which of these stored session hashes are still valid (not signed out, expired or
     belonging to a disabled account)."""
-    hashes = sorted(id_hashes)
-    marks = ", ".join("?" for _ in hashes)
-    # Only placeholders are interpolated.
-    sql = (
-        "SELECT s.id_hash FROM sessions s JOIN staff_users u ON u.username = s.username"  # noqa: S608
-        f" WHERE s.id_hash IN ({marks}) AND s.expires_at > ? AND u.disabled = 0"
-    )
-    found = db.execute(sql, [*hashes, now]).fetchall()
-    return {str(row[0]) for row in found}
+    return store.live_session_hashes(db, sorted(id_hashes), now)
+
+
+def close_session(db: Handle, session_id: str) -> None:
+    store.delete_session(db, token_hash(session_id))

@@ -1,10 +1,13 @@
-"""Suite-wide check: no request, however hostile, leaves a traceback in the server's log.
+"""Suite-wide hooks.
 
-Every server the tests start in this process logs through `store_server.app` (requests that
-ended in a 500) and `aiohttp.server` / `aiohttp.web_protocol` (exceptions that escaped the
-middleware). Any ERROR or traceback there during the whole run fails the session, listed at
-the end. Tests that break the server on purpose (not through client input) run it in a
-subprocess, outside this check.
+- The component markers (bluez, browser, postgres, esphome): a test marked with one of them is
+  skipped when its component is missing on this machine, and fails when CI=true, where every
+  component must be installed (`bash .ci/run` installs them).
+- No request, however hostile, leaves a traceback in the server's log. Every server the tests
+  start in this process logs through `store_server.app` (requests that ended in a 500) and
+  `aiohttp.server` / `aiohttp.web_protocol` (exceptions that escaped the middleware). Any
+  ERROR or traceback there during the whole run fails the session, listed at the end. Tests
+  that break the server on purpose (not through client input) run it in a subprocess.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import logging
 
 import pytest
 
+from tests.support import COMPONENTS, require_component
+
 # The loggers through which a request's failure reaches the server's log.
 REQUEST_LOGGERS = ("store_server.app", "aiohttp.server", "aiohttp.web_protocol")
 
 
 class _RequestFailures(logging.Handler):
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.DEBUG)
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -30,7 +35,6 @@ class _RequestFailures(logging.Handler):
 
 
 _FAILURES = _RequestFailures()
-_TEST_KEY = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,8 +42,14 @@ def pytest_configure(config: pytest.Config) -> None:
         logging.getLogger(name).addHandler(_FAILURES)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in COMPONENTS:
+        if item.get_closest_marker(marker) is not None:
+            require_component(marker)
+
+
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> object:
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
     before = len(_FAILURES.lines)
     try:
         return (yield)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.util
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -15,12 +19,73 @@ import pytest
 T = TypeVar("T")
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's Chromium, driven by Playwright (its bundled browsers are not downloaded)."""
+
+
+def _modules(*names: str) -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in names)
+
+
+def _postgres_binaries() -> bool:
+    if shutil.which("initdb") and shutil.which("pg_ctl"):
+        return True
+    # Debian keeps them out of PATH, one folder per major version.
+    return any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """A system component that the tests of one marker need."""
+
+    what: str
+    """What is missing, and the packages that bring it (README, Testing)."""
+    available: Callable[[], bool]
+
+
+COMPONENTS: dict[str, Component] = {
+    "bluez": Component(
+        "dbus-daemon, python-dbusmock and dbus-python (Debian: dbus-daemon libdbus-1-dev "
+        "libglib2.0-dev pkg-config)",
+        lambda: shutil.which("dbus-daemon") is not None and _modules("dbusmock", "dbus"),
+    ),
+    "browser": Component(
+        "Chromium at /usr/bin/chromium (Debian: chromium fonts-dejavu-core)",
+        lambda: CHROMIUM.exists() and _modules("playwright"),
+    ),
+    "postgres": Component(
+        "the PostgreSQL server binaries initdb and pg_ctl (Debian: postgresql)",
+        _postgres_binaries,
+    ),
+    "esphome": Component(
+        "aioesphomeapi, the ESPHome native API client",
+        lambda: _modules("aioesphomeapi"),
+    ),
+}
+"""Marker name -> the component its tests need. Each marker is declared in pyproject.toml."""
+
+
+def in_ci() -> bool:
+    """CI sets CI=true: there every component must be present."""
+    return os.environ.get("CI") == "true"
+
+
+@functools.cache
+def component_available(marker: str) -> bool:
+    return COMPONENTS[marker].available()
+
+
+def require_component(marker: str) -> None:
+    """Skip when the component of ``marker`` is missing, except in CI where it must be there."""
+    require_system_component(COMPONENTS[marker].what, component_available(marker))
+
+
 def require_system_component(name: str, available: bool) -> None:
     """Skip when a system component is missing, except in CI where it must be there."""
     if available:
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{name} is required in CI but is not available")
+    if in_ci():
+        pytest.fail(f"{name} is required in CI (CI=true) but is not available")
     pytest.skip(f"{name} not available")
 
 

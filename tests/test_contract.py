@@ -7,6 +7,7 @@ scanner's real Uploader (with its real Outbox) against the server's real applica
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import secrets
 import time
@@ -24,11 +25,12 @@ from scanner.health import HealthCounters, heartbeat_body, snapshot
 from scanner.outbox import Outbox
 from scanner.uploader import Uploader, batch_columns, sign_request
 from store_server import identity
-from store_server.errors import AuthenticationError
+from store_server.errors import AuthenticationError, ValidationError
 from store_server.ingest import Batch, Heartbeat, check_batch, decode
 from store_server.ingest import batch_columns as server_columns
 from store_server.signing import NonceStore, read_headers, verify
 from tests.server.conftest import STORE_ID, Harness, bearer, server
+from tests.support import require_system_component
 
 __all__ = ["server"]  # the fixture, imported so that this top-level module can use it
 
@@ -284,3 +286,63 @@ async def test_uploader_against_real_server(server: Harness, tmp_path: Path) -> 
         allowlist.apply(delta, time.time())
         assert len(allowlist) == 0
         assert allowlist.match(frame, time.time()) is None
+
+
+def _node_heartbeat(error: BaseException | None) -> dict[str, object]:
+    """The heartbeat of a box that is an ESPHome node, as the scanner builds it."""
+    from scanner.config import NodeConfig
+    from scanner.esphome import NodeSource, classify
+
+    node = NodeConfig(scanner_id=SCANNER_ID, host="192.168.1.41", encryption_key_file="/k")
+    source = NodeSource(node, lambda rec: None, psk=None)
+    if error is not None:
+        source._fail(classify(error, node))
+    counters = HealthCounters(frames_seen=3000, frames_passed=8)
+    return heartbeat_body(
+        store_id=STORE_ID,
+        scanner_id=SCANNER_ID,
+        counters=counters,
+        previous=snapshot(HealthCounters(), NOW - 10.0),
+        now=float(NOW),
+        outbox_depth=0,
+        outbox_dropped=0,
+        allowlist_version=1,
+        adapter=source.adapter_state,
+        version="0.1.0",
+        node=source.heartbeat_node(),
+    )
+
+
+@pytest.mark.esphome
+def test_esphome_node_heartbeat_decodes_at_server() -> None:
+    require_system_component("aioesphomeapi", importlib.util.find_spec("aioesphomeapi") is not None)
+    from aioesphomeapi.core import InvalidEncryptionKeyAPIError
+
+    for error in (None, InvalidEncryptionKeyAPIError("x", None, None), OSError("refused")):
+        body = _node_heartbeat(error)
+        hb = decode(json.dumps(body).encode(), Heartbeat)
+        assert hb.node == body["node"]
+        assert hb.adapter == "off"
+    assert hb.node is not None
+    assert hb.node["error"] == "unreachable"
+    assert "192.168.1.41:6053" in hb.node["last_error"]
+    # A BlueZ box sends no node object: the field stays absent.
+    assert "node" not in _heartbeat(42)
+
+
+def test_node_object_is_checked_at_server() -> None:
+    body = _heartbeat(42) | {
+        "node": {
+            "kind": "esphome",
+            "host": "h:6053",
+            "connected": True,
+            "connects": 1,
+            "error": "gremlins",
+            "last_error": None,
+        }
+    }
+    with pytest.raises(ValidationError):
+        decode(json.dumps(body).encode(), Heartbeat)
+    body["node"] = {"kind": "esphome", "host": "h:6053", "connected": True}
+    with pytest.raises(ValidationError):
+        decode(json.dumps(body).encode(), Heartbeat)

@@ -24,10 +24,11 @@ from scanner.allowlist import Allowlist, AllowlistUpdate
 from scanner.frames import EDDYSTONE_SERVICE_UUID, parse_advertisement
 from scanner.outbox import Outbox
 from scanner.uploader import Uploader
-from store_server import identity, repo
+from store_server import identity
 from store_server.policy import Preferences, greeting_text, shown_name
+from store_server.storage import customers as customer_store
 from tests.server.conftest import STORE_ID, Harness, server
-from tests.support import require_system_component, screenshot_dir, wait_until
+from tests.support import require_component, screenshot_dir, wait_until
 
 __all__ = ["server"]  # the fixture, imported so that this top-level module can use it
 
@@ -153,8 +154,7 @@ class Phone:
 
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[Any]:
-    present = await asyncio.to_thread(CHROMIUM.exists)
-    require_system_component("Chromium (/usr/bin/chromium)", present)
+    require_component("browser")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -480,7 +480,7 @@ async def test_my_data_export_and_erase(server: Harness) -> None:
             assert await page.evaluate("localStorage.getItem('bulle_app_token')") is None
             assert page.bulle_errors == []
 
-        token_hash = repo.token_hash(enrolled["token"])
+        token_hash = customer_store.token_hash(enrolled["token"])
         needles = [customer_id, token_hash, pickup, "Éloïse"]
         files = [server.db_path, server.db_path.with_name(server.db_path.name + "-wal")]
         assert files[1].exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,41 @@ def test_every_server_command_has_help(
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: store-server " + " ".join(command))
+
+
+def _guide_commands() -> list[tuple[str, list[str]]]:
+    """Every `store-server ...` / `beacon-scanner ...` line of docs/operations.md's code blocks
+    (at the start of a line or after `/bin/`: `sudo -u bulle /opt/bulle/bin/store-server`)."""
+    found: list[tuple[str, list[str]]] = []
+    block: str | None = None  # the language of the open code block, "" for a shell block
+    for line in OPERATIONS.splitlines():
+        if line.startswith("```"):
+            block = line[3:].strip() if block is None else None
+            continue
+        if block != "":
+            continue
+        match = re.search(r"(?:^|/bin/)(store-server|beacon-scanner) (.*)$", line)
+        if match is None:
+            continue
+        args = match.group(2).split("#", 1)[0].split(" <", 1)[0]
+        found.append((match.group(1), shlex.split(args)))
+    return found
+
+
+GUIDE_COMMANDS = _guide_commands()
+
+
+def test_the_guide_has_commands() -> None:
+    programs = {program for program, _ in GUIDE_COMMANDS}
+    assert programs == {"store-server", "beacon-scanner"}
+    assert len(GUIDE_COMMANDS) >= 8
+
+
+@pytest.mark.parametrize(
+    ("program", "args"), GUIDE_COMMANDS, ids=[" ".join(a[:2]) for _, a in GUIDE_COMMANDS]
+)
+def test_every_command_of_the_guide_parses(program: str, args: list[str]) -> None:
+    """The guide's command lines are valid for the programs' own parsers."""
+    parser = server_parser() if program == "store-server" else scanner_parser()
+    parsed = parser.parse_args(args)
+    assert parsed is not None

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from lab.demo import DEMO_USER, DemoStore
-from tests.support import require_system_component, screenshot_dir, wait_until
+from tests.support import require_component, screenshot_dir, wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
@@ -183,7 +183,6 @@ async def test_no_trace_of_non_consenting_people(demo: DemoStore, board: Board) 
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_PRESENT = CHROMIUM.exists()
 CHROMIUM_ARGS = [
     "--disable-gpu",
     "--disable-background-networking",
@@ -196,7 +195,7 @@ SCREENSHOT = screenshot_dir() / "board.png"
 
 @pytest.mark.browser
 async def test_board_in_chromium_updates_live(demo: DemoStore) -> None:
-    require_system_component("Chromium (/usr/bin/chromium)", CHROMIUM_PRESENT)
+    require_component("browser")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:

@@ -113,7 +113,9 @@ async def test_every_route_carries_security_headers(server: Harness) -> None:
         headers = creds.for_request(method, path, b"")
         resp = await server.client.request(method, path, headers=headers, allow_redirects=False)
         await resp.read()
-        assert resp.status < 500, (method, path, resp.status)
+        # /readyz answers 503 by design while the store is not ready (no scanner seen yet).
+        not_ready = path == "/readyz" and resp.status == 503
+        assert resp.status < 500 or not_ready, (method, path, resp.status)
         assert_headers(resp, personal=not path.startswith("/static/"))
         checked.append(path)
     assert "/board" in checked

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from store_server import staff
-from store_server.db import Database
+from store_server.storage.database import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 # The load: every tablet of a big store plus headroom.

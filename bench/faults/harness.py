@@ -206,10 +206,10 @@ class ServerProcess:
             self.secrets[scanner_id] = match.group(1)
 
     def _register_in_process(self, scanner_ids: tuple[str, ...]) -> None:
-        from store_server import repo
-        from store_server.db import Database
         from store_server.keywrap import wrap_key
         from store_server.service import scanner_aad
+        from store_server.storage import scanners as scanner_store
+        from store_server.storage.database import Database
 
         master = bytes.fromhex(self.master_key)
         db = Database(self.db_path)
@@ -218,7 +218,7 @@ class ServerProcess:
                 secret = secrets.token_urlsafe(32)
                 blob = wrap_key(master, secret.encode(), scanner_aad(scanner_id))
                 db.run_sync(
-                    lambda d, sid=scanner_id, b=blob: repo.add_scanner(
+                    lambda d, sid=scanner_id, b=blob: scanner_store.add_scanner(
                         d, sid, STORE_ID, b, time.time()
                     )
                 )

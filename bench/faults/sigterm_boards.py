@@ -36,7 +36,7 @@ from harness import STORE_ID, CampaignError, ServerProcess, emit
 
 from scanner.uploader import sign_request
 from store_server import staff
-from store_server.db import Database
+from store_server.storage.database import Database
 
 EXIT_LIMIT_S = 10.0
 """The bound of the issue: a store server restarts (systemd, an update) within 10 s."""

@@ -31,10 +31,10 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scanner.uploader import Uploader
-from store_server import repo
 from store_server.app import create_app
 from store_server.config import ServerConfig
 from store_server.keys import SERVICE
+from store_server.storage import scanners as scanner_store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The checkout: the demo store file is read from seeds/."""
@@ -133,7 +133,9 @@ async def _measure(
         wrapped = service.wrap_scanner_secret(scanner_id, secret)
         now = time.time()
         await service.db.run(
-            lambda db, s=scanner_id, w=wrapped, t=now: repo.add_scanner(db, s, STORE_ID, w, t)
+            lambda db, s=scanner_id, w=wrapped, t=now: scanner_store.add_scanner(
+                db, s, STORE_ID, w, t
+            )
         )
         uploader = Uploader(
             session, server_url=base, store_id=STORE_ID, scanner_id=scanner_id, secret=secret

@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 from harness import EDDYSTONE_UUID, Customer, ScannerProcess, ServerProcess, emit
 
 from store_server import staff
-from store_server.db import Database
 from store_server.presence import PresenceSettings
+from store_server.storage.database import Database
 
 SCANNER_ID = "s-machines"
 ADVERT_INTERVAL_S = 0.25

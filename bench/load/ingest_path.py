@@ -55,7 +55,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_throughput import store_file_with  # noqa: E402
 
 from scanner.uploader import batch_columns, sign_request  # noqa: E402
-from store_server import repo  # noqa: E402
 from store_server.app import create_app  # noqa: E402
 from store_server.config import ServerConfig  # noqa: E402
 from store_server.identity import IdentityRecord, beacon_time, compute_eid  # noqa: E402
@@ -64,6 +63,7 @@ from store_server.ingest import batch_columns as server_columns  # noqa: E402
 from store_server.keys import SERVICE  # noqa: E402
 from store_server.service import StoreService  # noqa: E402
 from store_server.signing import read_headers  # noqa: E402
+from store_server.storage import scanners as scanner_store  # noqa: E402
 
 PATH = "/api/scanner/v1/batches"
 STORE_ID = "demo-store"
@@ -91,7 +91,9 @@ class Load:
             wrapped = service.wrap_scanner_secret(scanner_id, secret)
             now = time.time()
             await service.db.run(
-                lambda db, s=scanner_id, w=wrapped, t=now: repo.add_scanner(db, s, STORE_ID, w, t)
+                lambda db, s=scanner_id, w=wrapped, t=now: scanner_store.add_scanner(
+                    db, s, STORE_ID, w, t
+                )
             )
             self.scanners[scanner_id] = secret
         records = [IdentityRecord(f"c-{i:05d}", key, K, 0.0) for i, key in enumerate(self.keys)]

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/load/server_memory.py [--customers 100000] [--present 2000]
        [--consenting 1.0] [--json]
 
-The database is prepared in this process with the server's own repo functions (identity keys
+The database is prepared in this process with the server's own storage functions (identity keys
 wrapped with the master key, greeting consent in the hash-chained log) for `--customers`
 customers, `--consenting` of them with an active consent (1.0, the worst case: every one of
 them is in the EID resolver). Then `store-server serve` starts on it and the resident set of
@@ -40,12 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 from harness import STORE_ID, Customer, ServerProcess, emit
 
 from scanner.uploader import sign_request
-from store_server import identity, repo
+from store_server import identity
 from store_server.app import load_consent_texts
 from store_server.consent import GENESIS_HASH, LogEntry, entry_hash, subject_ref
-from store_server.db import Database, immediate
 from store_server.keywrap import wrap_key
 from store_server.service import _aad, derive_key
+from store_server.storage import consents as consent_store
+from store_server.storage import customers as customer_store
+from store_server.storage.database import Database, immediate
 
 SCANNER_ID = "s-machines"
 GOAL_MB = 150.0
@@ -68,7 +70,7 @@ PREPARE_BATCH = 5000
 def prepare(db_path: Path, master_hex: str, n: int, consenting: float) -> list[Customer]:
     """Write ``n`` customers as enrollment and a greeting grant would, in batched transactions.
 
-    The rows are those of ``repo.create_customer`` and ``repo.grant_consent`` (identity key
+    The rows are those of ``customers.create_customer`` and ``consents.grant_consent`` (identity key
     wrapped with the master key under the customer's AAD, token and pickup code, a consent
     row, a hash-chained log entry hashed with ``consent.entry_hash``), but written
     ``PREPARE_BATCH`` customers per transaction with ``executemany``: a million customers in
@@ -81,9 +83,11 @@ def prepare(db_path: Path, master_hex: str, n: int, consenting: float) -> list[C
     customers: list[Customer] = []
     try:
         db.run_sync(lambda d: d.execute("PRAGMA synchronous = OFF"))  # preparation only
-        db.run_sync(lambda d: repo.ensure_consent_texts(d, texts))
+        db.run_sync(lambda d: consent_store.ensure_consent_texts(d, texts))
         text_hash = next(
-            r["hash"] for r in db.run_sync(repo.current_consent_texts) if r["purpose"] == "greeting"
+            r["hash"]
+            for r in db.run_sync(consent_store.current_consent_texts)
+            if r["purpose"] == "greeting"
         )
         now = time.time()
         n_consenting = int(n * consenting)
@@ -100,7 +104,13 @@ def prepare(db_path: Path, master_hex: str, n: int, consenting: float) -> list[C
                     customer_id = "c_" + secrets.token_hex(12)
                     token = secrets.token_urlsafe(32)
                     people.append(
-                        (customer_id, repo.token_hash(token), now, "fr", repo.new_pickup_code())
+                        (
+                            customer_id,
+                            customer_store.token_hash(token),
+                            now,
+                            "fr",
+                            customer_store.new_pickup_code(),
+                        )
                     )
                     wrapped = wrap_key(master, key, _aad("identity", customer_id))
                     keys.append((customer_id, wrapped, 9, offset, now))

@@ -43,7 +43,10 @@
     node.setAttribute("aria-label", card.kind === "greeting" ? t.tGreetingCard : t.tStockCard);
     node.appendChild(el("p", "kind", card.kind === "greeting" ? t.tGreetingCard : t.tStockCard));
     if (card.kind === "greeting") {
-      node.appendChild(el("h2", "greeting", card.text));
+      // The greeting is in the customer's language, which may not be the board's.
+      const greeting = el("h2", "greeting", card.text);
+      if (card.language) greeting.lang = card.language;
+      node.appendChild(greeting);
       if (!card.named) node.appendChild(el("p", "meta", t.tNoName));
     } else {
       if (card.name) node.appendChild(el("h2", "greeting", card.name));

@@ -8,7 +8,6 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from store_server import repo
 from store_server.api_models import (
     CheckInRequest,
     ConsentRequest,
@@ -88,22 +87,12 @@ async def rotate(request: web.Request) -> web.Response:
     auth=False,
 )
 async def consent_texts(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    return _json({"texts": await service.db.run(repo.current_consent_texts)})
+    return _json({"texts": await request.app[SERVICE].consent_texts()})
 
 
 @api.operation("GET", "/api/v1/catalog", "Catalog with stock and aisle at this store", auth=False)
 async def catalog(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    items = await service.db.run(
-        lambda db: repo.rows(
-            db,
-            "SELECT c.sku, c.name_fr, c.name_en, s.count, s.aisle FROM catalog c"
-            " LEFT JOIN stock s ON s.sku = c.sku AND s.store_id = ? ORDER BY c.sku",
-            [service.store_id],
-        )
-    )
-    return _json({"items": items})
+    return _json({"items": await request.app[SERVICE].catalog()})
 
 
 @api.operation(
@@ -161,7 +150,7 @@ async def preferences(request: web.Request) -> web.Response:
     if legacy is not None:
         await service.set_legacy_ibeacon(customer_id, legacy)
     if values:
-        await service.db.run(lambda db: repo.set_preferences(db, customer_id, values))
+        await service.set_preferences(customer_id, values)
     return _json(await _preferences_of(request, customer_id))
 
 
@@ -181,14 +170,7 @@ LEGACY_IBEACON_NOTICE = {
 
 
 async def _preferences_of(request: web.Request, customer_id: str) -> dict[str, Any]:
-    row = await request.app[SERVICE].db.run(
-        lambda db: repo.one(
-            db,
-            "SELECT display_name, title, name_form, language, greet_mode, quiet_start, quiet_end,"
-            " not_today, pickup_code, legacy_ibeacon, ibeacon_id FROM customers WHERE id = ?",
-            [customer_id],
-        )
-    )
+    row = await request.app[SERVICE].preferences(customer_id)
     if row is None:
         return {}
     legacy = bool(row["legacy_ibeacon"])
@@ -202,9 +184,7 @@ async def _preferences_of(request: web.Request, customer_id: str) -> dict[str, A
 async def wishlist(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read(), WishlistRequest)
-    service = request.app[SERVICE]
-    now = service.clock()
-    await service.db.run(lambda db: repo.set_wishlist(db, customer_id, body.skus, now))
+    await request.app[SERVICE].set_wishlist(customer_id, body.skus)
     return _json({"skus": list(dict.fromkeys(body.skus))})
 
 
@@ -231,20 +211,7 @@ async def check_in(request: web.Request) -> web.Response:
 @api.operation("GET", "/api/v1/messages", "Messages to the app (stock answers), newest first")
 async def messages(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    rows = await request.app[SERVICE].db.run(
-        lambda db: repo.rows(
-            db,
-            "SELECT id, at, body FROM messages WHERE customer_id = ? ORDER BY at DESC",
-            [customer_id],
-        )
-    )
-    return _json(
-        {
-            "messages": [
-                {"id": r["id"], "at": r["at"], **msgspec.json.decode(r["body"])} for r in rows
-            ]
-        }
-    )
+    return _json({"messages": await request.app[SERVICE].messages(customer_id)})
 
 
 @api.operation("GET", "/api/v1/consents", "My consents at this store, with their expiry")

@@ -13,6 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from store_server.i18n import STRINGS, pick_language
+from store_server.i18n_names import NAMES, RECORDS
 from store_server.keys import CONFIG, SERVICE
 
 routes = web.RouteTableDef()
@@ -29,9 +30,15 @@ PAGES: dict[str, str] = {
 LANG_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 
 
-def _app_strings(lang: str) -> dict[str, str]:
-    """The strings the page scripts need (the customer app's keys only)."""
-    return {k: v for k, v in STRINGS[lang].items() if k.startswith("app_")}
+def _app_strings(request: web.Request, lang: str) -> dict[str, object]:
+    """The strings the page scripts need: the customer app's keys, the names of the codes the
+    API returns ("My data") and the zone names of this store."""
+    strings: dict[str, object] = {k: v for k, v in STRINGS[lang].items() if k.startswith("app_")}
+    zones = request.app[SERVICE].floor.zones
+    strings["names"] = NAMES[lang]
+    strings["records"] = RECORDS[lang]
+    strings["zones"] = {z.id: z.name_en if lang == "en" else z.name_fr for z in zones}
+    return strings
 
 
 def render_page(request: web.Request, page: str) -> web.Response:
@@ -45,7 +52,7 @@ def render_page(request: web.Request, page: str) -> web.Response:
         "lang": lang,
         "page": page,
         "pages": list(PAGES),
-        "app_strings": _app_strings(lang),
+        "app_strings": _app_strings(request, lang),
         "timezone": request.app[SERVICE].timezone_name or "",
     }
     response = aiohttp_jinja2.render_template(PAGES[page], request, context)

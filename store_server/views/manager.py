@@ -9,26 +9,28 @@ from __future__ import annotations
 
 import functools
 import logging
-import secrets
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
 
-from store_server import repo, staff
+from store_server import staff
 from store_server.consent import verify_chain
 from store_server.errors import (
     AuthenticationError,
+    ConflictError,
     ConsentLogError,
     StoreServerError,
     ValidationError,
 )
+from store_server.i18n_names import FieldError, field_error
 from store_server.keys import SERVICE
 from store_server.service import StoreService
 from store_server.staff import StaffUser
 from store_server.stock import parse_count, parse_stock_csv
-from store_server.views.staff import current_user, page, read_form
+from store_server.views.staff import current_user, language, page, read_form
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ CONSENT_LOG_PAGE_ROWS = 500
 SUBJECT_REF_CHARS = 16
 # Scanner ids are short names written in configuration files and logs.
 SCANNER_ID_MAX = 64
+# The entry where consent.verify_chain found the chain broken ("... at seq 12: ...").
+_BROKEN_AT = re.compile(r"seq (\d+)")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ManagerHandler = Callable[[web.Request, StaffUser], Awaitable[web.StreamResponse]]
@@ -79,8 +83,11 @@ def _manager_page(
     return response
 
 
-def _error_text(exc: StoreServerError) -> str:
-    return f"{exc.field}: {exc.message}" if exc.field else exc.message
+def _error(request: web.Request, exc: StoreServerError, field: str) -> FieldError:
+    """The error shown beside the form field it concerns, in the page's language."""
+    if isinstance(exc, ConflictError):
+        return field_error(language(request), field, exc.message, field)
+    return field_error(language(request), exc.field or field, exc.message, field)
 
 
 @routes.get("/manager")
@@ -97,12 +104,13 @@ async def _scanners_page(
     user: StaffUser,
     *,
     secret: tuple[str, str] | None = None,
-    error: str | None = None,
+    error: FieldError | None = None,
     status: int = 200,
+    value: str = "",
 ) -> web.Response:
     service = _service(request)
     now = service.clock()
-    found = await service.db.run(repo.scanner_rows)
+    found = await service.scanner_rows()
     for row in found:
         seen = row["last_seen_at"]
         if row["revoked_at"] is not None:
@@ -120,6 +128,7 @@ async def _scanners_page(
         secret=secret,
         error=error,
         status=status,
+        value=value,
     )
 
 
@@ -139,16 +148,9 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
     form = await read_form(request)
     scanner_id = str(form.get("scanner_id", "")).strip()
     if not _valid_scanner_id(scanner_id):
-        return await _scanners_page(
-            request, user, error="scanner_id: letters, digits, '-', '_' (1-64)", status=422
-        )
-    service = _service(request)
-    secret = secrets.token_urlsafe(32)
-    wrapped = service.wrap_scanner_secret(scanner_id, secret)
-    now = service.clock()
-    await service.db.run(
-        lambda db: repo.add_scanner(db, scanner_id, service.store_id, wrapped, now)
-    )
+        error = field_error(language(request), "scanner_id", "letters, digits", "scanner_id")
+        return await _scanners_page(request, user, error=error, status=422, value=scanner_id)
+    secret = await _service(request).register_scanner(scanner_id)
     logger.info("scanner %s registered by %s", scanner_id, user.username)
     # The secret is rendered in this one response (no-store) and never again.
     return await _scanners_page(request, user, secret=(scanner_id, secret))
@@ -158,9 +160,7 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
 @manager_only
 async def revoke_scanner(request: web.Request, user: StaffUser) -> web.StreamResponse:
     scanner_id = request.match_info["scanner_id"]
-    service = _service(request)
-    now = service.clock()
-    await service.db.run(lambda db: repo.revoke_scanner(db, scanner_id, now))
+    await _service(request).revoke_scanner(scanner_id)
     logger.info("scanner %s revoked by %s", scanner_id, user.username)
     raise web.HTTPSeeOther("/manager/scanners")
 
@@ -169,10 +169,15 @@ async def revoke_scanner(request: web.Request, user: StaffUser) -> web.StreamRes
 
 
 async def _zones_page(
-    request: web.Request, user: StaffUser, *, error: str | None = None, status: int = 200
+    request: web.Request,
+    user: StaffUser,
+    *,
+    error: FieldError | None = None,
+    error_row: str | None = None,
+    status: int = 200,
 ) -> web.Response:
     service = _service(request)
-    registered = {str(r["id"]) for r in await service.db.run(repo.scanner_rows)}
+    registered = {str(r["id"]) for r in await service.scanner_rows()}
     return _manager_page(
         request,
         user,
@@ -181,7 +186,9 @@ async def _zones_page(
         scanners=service.floor.scanners,
         offsets=service.engine.calibration(),
         registered=registered,
+        zone_names={z.id: (z.name_fr, z.name_en) for z in service.floor.zones},
         error=error,
+        error_row=error_row,
         status=status,
     )
 
@@ -207,7 +214,8 @@ async def calibrate(request: web.Request, user: StaffUser) -> web.StreamResponse
     except StoreServerError as exc:
         if exc.status == 404:
             raise
-        return await _zones_page(request, user, error=_error_text(exc), status=422)
+        error = _error(request, exc, "rssi_offset_db")
+        return await _zones_page(request, user, error=error, error_row=scanner_id, status=422)
     logger.info("calibration of %s set to %+.1f dB by %s", scanner_id, offset, user.username)
     raise web.HTTPSeeOther("/manager/zones")
 
@@ -220,11 +228,13 @@ async def _stock_page(
     user: StaffUser,
     *,
     notice: str | None = None,
-    error: str | None = None,
+    error: FieldError | None = None,
+    error_row: str | None = None,
     status: int = 200,
+    typed: dict[str, str] | None = None,
 ) -> web.Response:
     service = _service(request)
-    items = await service.db.run(lambda db: repo.stock_rows(db, service.store_id))
+    items = await service.catalog()
     return _manager_page(
         request,
         user,
@@ -232,7 +242,9 @@ async def _stock_page(
         items=items,
         notice=notice,
         error=error,
+        error_row=error_row,
         status=status,
+        typed=typed or {},
     )
 
 
@@ -256,9 +268,9 @@ async def stock_import(request: web.Request, user: StaffUser) -> web.StreamRespo
         except UnicodeDecodeError:
             raise ValidationError("the file is not UTF-8 text", field="file") from None
         items = parse_stock_csv(text)
-        count = await service.db.run(lambda db: repo.upsert_stock(db, service.store_id, items))
+        count = await service.import_stock(items)
     except StoreServerError as exc:
-        return await _stock_page(request, user, error=_error_text(exc), status=422)
+        return await _stock_page(request, user, error=_error(request, exc, "file"), status=422)
     logger.info("%s stock items imported by %s", count, user.username)
     return await _stock_page(request, user, notice=f"imported:{count}")
 
@@ -272,11 +284,13 @@ async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamRespons
     try:
         count = parse_count(str(form.get("count", "")), "count")
         aisle = str(form.get("aisle", ""))
-        await service.db.run(lambda db: repo.set_stock(db, service.store_id, sku, count, aisle))
+        await service.set_stock(sku, count, aisle)
     except StoreServerError as exc:
         if exc.status == 404:
             raise
-        return await _stock_page(request, user, error=_error_text(exc), status=422)
+        error = _error(request, exc, "count")
+        typed = {"count": str(form.get("count", "")), "aisle": str(form.get("aisle", ""))}
+        return await _stock_page(request, user, error=error, error_row=sku, status=422, typed=typed)
     raise web.HTTPSeeOther("/manager/stock")
 
 
@@ -284,11 +298,24 @@ async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamRespons
 
 
 async def _staff_page(
-    request: web.Request, user: StaffUser, *, error: str | None = None, status: int = 200
+    request: web.Request,
+    user: StaffUser,
+    *,
+    error: FieldError | None = None,
+    error_row: str | None = None,
+    status: int = 200,
+    form: dict[str, str] | None = None,
 ) -> web.Response:
-    accounts = await _service(request).db.run(repo.staff_rows)
+    accounts = await _service(request).staff.accounts()
     return _manager_page(
-        request, user, "manager_staff.html", accounts=accounts, error=error, status=status
+        request,
+        user,
+        "manager_staff.html",
+        accounts=accounts,
+        error=error,
+        error_row=error_row,
+        status=status,
+        form=form or {},
     )
 
 
@@ -305,12 +332,16 @@ async def staff_add(request: web.Request, user: StaffUser) -> web.StreamResponse
     username = str(form.get("username", "")).strip()[:64]
     password = str(form.get("password", ""))[:1024]
     role = cast(staff.Role, str(form.get("role", "staff")))
-    service = _service(request)
-    now = service.clock()
     try:
-        await service.db.run(lambda db: staff.add_user(db, username, password, role, now))
+        await _service(request).staff.add(username, password, role)
     except StoreServerError as exc:
-        return await _staff_page(request, user, error=_error_text(exc), status=422)
+        return await _staff_page(
+            request,
+            user,
+            error=_error(request, exc, "username"),
+            status=422,
+            form={"username": username, "role": role},
+        )
     logger.info("account %s (%s) created by %s", username, role, user.username)
     raise web.HTTPSeeOther("/manager/staff")
 
@@ -320,9 +351,10 @@ async def staff_add(request: web.Request, user: StaffUser) -> web.StreamResponse
 async def staff_disable(request: web.Request, user: StaffUser) -> web.StreamResponse:
     username = request.match_info["username"]
     if username == user.username:
-        return await _staff_page(request, user, error="you cannot disable yourself", status=422)
+        error = field_error(language(request), None, "you cannot disable yourself", "disable")
+        return await _staff_page(request, user, error=error, error_row=username, status=422)
     service = _service(request)
-    await service.db.run(lambda db: repo.set_staff_disabled(db, username, True))
+    await service.staff.set_disabled(username, True)
     service.hub.end_sessions(username=username)  # their open boards close now
     logger.info("account %s disabled by %s", username, user.username)
     raise web.HTTPSeeOther("/manager/staff")
@@ -332,7 +364,7 @@ async def staff_disable(request: web.Request, user: StaffUser) -> web.StreamResp
 @manager_only
 async def staff_enable(request: web.Request, user: StaffUser) -> web.StreamResponse:
     username = request.match_info["username"]
-    await _service(request).db.run(lambda db: repo.set_staff_disabled(db, username, False))
+    await _service(request).staff.set_disabled(username, False)
     logger.info("account %s enabled by %s", username, user.username)
     raise web.HTTPSeeOther("/manager/staff")
 
@@ -344,12 +376,14 @@ async def staff_enable(request: web.Request, user: StaffUser) -> web.StreamRespo
 @manager_only
 async def consent_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """The consent proof: pseudonymous subject references only (no customer is named)."""
-    entries = await _service(request).db.run(repo.consent_log_rows)
+    entries = await _service(request).consent_log()
     try:
         verified: int | None = verify_chain(entries)
         broken = None
     except ConsentLogError as exc:
-        verified, broken = None, exc.message
+        # The page names the entry; the English sentence stays in the server's log.
+        logger.warning("%s", exc.message)
+        verified, broken = None, _BROKEN_AT.search(exc.message)
     shown = entries[-CONSENT_LOG_PAGE_ROWS:][::-1]
     return _manager_page(
         request,
@@ -357,7 +391,7 @@ async def consent_log(request: web.Request, user: StaffUser) -> web.StreamRespon
         "manager_consent.html",
         entries=shown,
         verified=verified,
-        broken=broken,
+        broken=broken.group(1) if broken else None,
         ref_chars=SUBJECT_REF_CHARS,
     )
 
@@ -367,12 +401,9 @@ async def consent_log(request: web.Request, user: StaffUser) -> web.StreamRespon
 async def access_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """Who saw which card when; viewing this page is itself logged for every customer shown."""
     service = _service(request)
-    entries = await service.db.run(lambda db: repo.access_log_rows(db, ACCESS_LOG_PAGE_ROWS))
-    now = service.clock()
-    customers = [str(e["customer_id"]) for e in entries]
-    await service.db.run(lambda db: repo.log_views(db, user.username, customers, "audit_view", now))
+    entries = await service.access_log(user.username, ACCESS_LOG_PAGE_ROWS)
     for entry in entries:
-        entry["subject"] = service.subject_ref(str(entry.pop("customer_id")))[:SUBJECT_REF_CHARS]
+        entry["subject"] = entry["subject"][:SUBJECT_REF_CHARS]
     return _manager_page(request, user, "manager_access.html", entries=entries)
 
 

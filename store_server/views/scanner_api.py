@@ -7,7 +7,7 @@ from aiohttp import web
 
 from store_server.errors import ValidationError
 from store_server.ingest import Batch, Heartbeat, batch_columns, decode
-from store_server.keys import SERVICE
+from store_server.keys import METRICS, SERVICE
 from store_server.signing import read_headers
 
 routes = web.RouteTableDef()
@@ -37,6 +37,12 @@ async def post_batch(request: web.Request) -> web.Response:
     result = await service.ingest(
         signed.scanner_id, registration.store_id, batch, columns, registration=registration
     )
+    metrics = request.app[METRICS]
+    if result.get("duplicate"):
+        metrics.batches.labels("duplicate").inc()
+    else:
+        metrics.batches.labels("accepted").inc()
+        metrics.sightings.inc(int(result.get("accepted", 0)))
     return _json(result)
 
 

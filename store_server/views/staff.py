@@ -14,17 +14,17 @@ import aiohttp_jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from store_server import repo, staff
 from store_server.errors import AuthenticationError, ForbiddenError, ValidationError
 from store_server.i18n import STRINGS, pick_language
+from store_server.i18n_names import name_of
 from store_server.keys import CONFIG, SERVICE
-from store_server.passwords import PasswordVerifier
-from store_server.staff import StaffUser
+from store_server.staff import StaffUser, session_key
 from store_server.throttle import IpNetwork, SignInThrottle, client_address, parse_networks
 
 logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
 # The WebSocket's largest accepted message (board actions are tiny).
 WS_MAX_MESSAGE_BYTES = 4096
 # What staff can do with a card: greet the customer, bring the item, or dismiss it.
@@ -33,7 +33,6 @@ CARD_ACTIONS = ("greeted", "brought", "dismissed")
 # session ending (sign-out elsewhere, account disabled, expiry), whoever ended it.
 SESSION_CHECK_S = 0.25
 _throttle = web.AppKey("signin_throttle", SignInThrottle)
-_verifier = web.AppKey("password_verifier", PasswordVerifier)
 _proxies = web.AppKey("trusted_proxies", tuple[IpNetwork, ...])
 USER_KEY = "bulle_user"
 
@@ -54,7 +53,8 @@ async def read_form(request: web.Request) -> FormData:
         raise ValidationError("the form is not UTF-8 text", field="form") from None
 
 
-def _lang(request: web.Request) -> str:
+def language(request: web.Request) -> str:
+    """The page's language: ?lang=, then the cookie, then the browser's preference."""
     return pick_language(
         request.query.get("lang"),
         request.cookies.get("bulle_lang"),
@@ -67,9 +67,7 @@ async def current_user(request: web.Request) -> StaffUser | None:
     session_id = request.cookies.get(cookie_name(config.cookie_secure))
     if not session_id:
         return None
-    service = request.app[SERVICE]
-    now = service.clock()
-    return await service.db.run(lambda db: staff.session_user(db, session_id, now))
+    return await request.app[SERVICE].staff.session_user(session_id)
 
 
 async def require_user(request: web.Request, role: str | None = None) -> StaffUser:
@@ -82,9 +80,11 @@ async def require_user(request: web.Request, role: str | None = None) -> StaffUs
 
 
 def page(request: web.Request, template: str, **context: Any) -> web.Response:
-    lang = _lang(request)
+    lang = language(request)
     response = aiohttp_jinja2.render_template(
-        template, request, {"t": STRINGS[lang], "lang": lang, **context}
+        template,
+        request,
+        {"t": STRINGS[lang], "lang": lang, "name": functools.partial(name_of, lang), **context},
     )
     if request.query.get("lang") in STRINGS:
         response.set_cookie(
@@ -98,6 +98,17 @@ def page(request: web.Request, template: str, **context: Any) -> web.Response:
     return response
 
 
+# HTTP errors a person can meet on a page; each has a title and a sentence in i18n.STRINGS.
+ERROR_PAGES = (403, 404, 405)
+
+
+def error_page(request: web.Request, status: int) -> web.Response:
+    """A styled error page in the page's language, with links back into Bulle."""
+    response = page(request, "error.html", status=status)
+    response.set_status(status)
+    return response
+
+
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     raise web.HTTPFound("/board")
@@ -105,7 +116,7 @@ async def index(request: web.Request) -> web.Response:
 
 @routes.get("/login")
 async def login_page(request: web.Request) -> web.Response:
-    return page(request, "login.html", error=None)
+    return page(request, "login.html", error=None, username="")
 
 
 def request_address(request: web.Request) -> str:
@@ -115,8 +126,9 @@ def request_address(request: web.Request) -> str:
     )
 
 
-def _login_page(request: web.Request, error: str, status: int) -> web.Response:
-    response = page(request, "login.html", error=error)
+def _login_page(request: web.Request, error: str, status: int, username: str) -> web.Response:
+    # The user name stays in the form: a typo in the password should not cost both.
+    response = page(request, "login.html", error=error, username=username)
     response.set_status(status)
     return response
 
@@ -132,24 +144,19 @@ async def login(request: web.Request) -> web.Response:
     # Counted before the check (in flight): parallel attempts cannot outrun the limit.
     attempt = throttle.begin(username, request_address(request), time.monotonic())
     if attempt is None:
-        return _login_page(request, "throttled", 429)
+        return _login_page(request, "throttled", 429, username)
     failed = False
     try:
         if attempt.delay_s > 0:
             await asyncio.sleep(attempt.delay_s)  # the account's back-off, never a lock-out
-        record = await service.db.run(lambda db: staff.password_record(db, username))
-        # argon2id runs on its own bounded pool, off the database thread and the loop.
-        ok = await request.app[_verifier].verify(None if record is None else record[1], password)
-        failed = not ok or record is None
+        user = await service.staff.authenticate(username, password)
+    except AuthenticationError:
+        failed = True
     finally:
         throttle.end(attempt, failed, time.monotonic())
-    if failed or record is None:
-        return _login_page(request, "bad_login", 401)
-    user = record[0]
-    wall = service.clock()
-    session_id = await service.db.run(
-        lambda db: staff.open_session(db, user, wall, config.session_ttl_s)
-    )
+    if failed:
+        return _login_page(request, "bad_login", 401, username)
+    session_id = await service.staff.open_session(user, config.session_ttl_s)
     response = web.HTTPSeeOther("/board")
     response.set_cookie(
         cookie_name(config.cookie_secure),
@@ -170,8 +177,8 @@ async def logout(request: web.Request) -> web.Response:
     session_id = request.cookies.get(name)
     if session_id:
         service = request.app[SERVICE]
-        await service.db.run(lambda db: staff.close_session(db, session_id))
-        service.hub.end_sessions({repo.token_hash(session_id)})
+        await service.staff.close_session(session_id)
+        service.hub.end_sessions({session_key(session_id)})
     response = web.HTTPSeeOther("/login")
     # Deleted with the attributes it was set with: a browser keeps a Secure (__Host-) cookie
     # that a deletion without them does not match.
@@ -209,7 +216,7 @@ async def board_ws(request: web.Request) -> web.WebSocketResponse:
         lambda: service.board_snapshot(user.username),
         on_message,
         transport=request.transport,
-        session=repo.token_hash(session_id),
+        session=session_key(session_id),
     )
     return ws
 
@@ -225,11 +232,8 @@ async def _watch_sessions(app: web.Application) -> AsyncIterator[None]:
             open_sessions = service.hub.sessions()
             if not open_sessions:
                 continue
-            now = service.clock()
             try:
-                live = await service.db.run(
-                    functools.partial(staff.live_sessions, id_hashes=open_sessions, now=now)
-                )
+                live = await service.staff.live_sessions(open_sessions)
             except Exception:  # the database is closing or busy: check again next time
                 logger.warning("could not check the boards' sessions", exc_info=True)
                 continue
@@ -246,14 +250,7 @@ async def _watch_sessions(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup(app: web.Application) -> None:
-    config = app[CONFIG]
     app[_throttle] = SignInThrottle()
-    app[_verifier] = PasswordVerifier()
-    app[_proxies] = parse_networks(config.trusted_proxies)
+    app[_proxies] = parse_networks(app[CONFIG].trusted_proxies)
     app.cleanup_ctx.append(_watch_sessions)
-
-    async def close_verifier(app: web.Application) -> None:
-        app[_verifier].close()
-
-    app.on_cleanup.append(close_verifier)
     app.add_routes(routes)

@@ -7,10 +7,8 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import importlib.util
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -24,7 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.support import require_system_component
+from tests.support import require_component
 
 SCANNER_ID = "s-test"
 STORE_ID = "demo-store"
@@ -234,13 +232,6 @@ class PrivateBus:
     process: subprocess.Popen[bytes]
 
 
-def _dbusmock_available() -> bool:
-    return (
-        importlib.util.find_spec("dbusmock") is not None
-        and importlib.util.find_spec("dbus") is not None
-    )
-
-
 def start_private_bus(tmp: Path) -> PrivateBus:
     sock = tmp / "system_bus_socket"
     conf = tmp / "bus.conf"
@@ -270,8 +261,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def system_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBus]:
     """A private system bus; DBUS_SYSTEM_BUS_ADDRESS points at it for the whole session."""
-    require_system_component("dbus-daemon", shutil.which("dbus-daemon") is not None)
-    require_system_component("python-dbusmock and dbus-python", _dbusmock_available())
+    require_component("bluez")
     bus = start_private_bus(tmp_path_factory.mktemp("sysbus"))
     old = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
     os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = bus.address

@@ -25,12 +25,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from store_server import repo, staff
+from store_server import staff
 from store_server.app import AccessLogger, create_app
 from store_server.config import ServerConfig
 from store_server.keys import SERVICE
 from store_server.service import StoreService
 from store_server.stock import parse_stock_csv
+from store_server.storage import catalog as catalog_store
+from store_server.storage import database
+from store_server.storage import scanners as scanner_store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STORE_FILE = REPO_ROOT / "seeds" / "store.toml"
@@ -63,7 +66,7 @@ class Harness:
         wrapped = self.service.wrap_scanner_secret(scanner_id, secret)
         now = time.time()
         await self.service.db.run(
-            lambda db: repo.add_scanner(db, scanner_id, store_id, wrapped, now)
+            lambda db: scanner_store.add_scanner(db, scanner_id, store_id, wrapped, now)
         )
         return Scanner(scanner_id, secret)
 
@@ -74,7 +77,7 @@ class Harness:
         )
 
     async def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        return await self.service.db.run(lambda db: repo.rows(db, sql, params or []))
+        return await self.service.db.run(lambda db: database.rows(db, sql, params or []))
 
     async def signed(
         self,
@@ -206,14 +209,14 @@ async def error_of(resp: aiohttp.ClientResponse) -> dict[str, Any]:
 async def running_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Harness]:
     """The real app on 127.0.0.1 with a fresh database and the demo catalog; `settings`
     override ServerConfig fields (e.g. legacy_ibeacon=True)."""
-    master_key = secrets.token_hex(32)
-    db_path = tmp_path / "s.sqlite"
-    config = ServerConfig(
-        db_path=str(db_path),
-        store_file=str(STORE_FILE),
-        master_key=master_key,
-        **{"cookie_secure": False, **settings},
-    )
+    values: dict[str, Any] = {
+        "db_path": str(tmp_path / "s.sqlite"),
+        "store_file": str(STORE_FILE),
+        "master_key": secrets.token_hex(32),
+        "cookie_secure": False,
+    }
+    config = ServerConfig(**{**values, **settings})
+    db_path, master_key = Path(config.db_path), config.master_key
     app = create_app(config, base_dir=REPO_ROOT)
     client: TestClient[web.Request, web.Application] = TestClient(
         TestServer(app, host="127.0.0.1"), cookie_jar=aiohttp.DummyCookieJar()
@@ -223,7 +226,7 @@ async def running_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Harne
     await client.start_server()
     harness = Harness(app, client, config, db_path, master_key)
     items = parse_stock_csv(CATALOG_FILE.read_text("utf-8"))
-    await harness.service.db.run(lambda db: repo.upsert_stock(db, STORE_ID, items))
+    await harness.service.db.run(lambda db: catalog_store.upsert_stock(db, STORE_ID, items))
     try:
         yield harness
     finally:

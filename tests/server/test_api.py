@@ -500,7 +500,6 @@ async def test_long_poll_returns_early_on_grant_and_withdrawal(server: Harness) 
         data: dict[str, Any] = await resp.json()
         return data
 
-    started = time.monotonic()
     task = asyncio.create_task(poll(version))
     condition = server.service._allowlist_changed
     await wait_until(lambda: len(condition._waiters) > 0)
@@ -516,10 +515,9 @@ async def test_long_poll_returns_early_on_grant_and_withdrawal(server: Harness) 
     await wait_until(lambda: len(condition._waiters) > 0)
     resp = await server.client.post("/api/v1/consents/withdraw", headers=bearer(token))
     assert resp.status == 200
-    withdrawn = await asyncio.wait_for(task, WAIT_TIMEOUT_S)
+    withdrawn = await asyncio.wait_for(task, WAIT_TIMEOUT_S)  # < the poll's 30 s hold
     assert withdrawn["full"] is False
     assert sorted(withdrawn["removed"]) == sorted(e["id"] for e in granted["entries"])
-    assert time.monotonic() - started < 30  # neither poll ran to its 30 s wait
 
 
 async def test_long_poll_without_change_answers_empty_delta(server: Harness) -> None:

@@ -34,6 +34,11 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     ("GET", "/"): (302, 302, 302, 302, 302),
     ("GET", "/login"): (200, 200, 200, 200, 200),
     ("POST", "/login"): (303, 303, 303, 303, 303),
+    # health probes: public, nothing about customers; /readyz is 503 here because the two
+    # registered scanners have sent no batch or heartbeat yet when it is asked (GET and HEAD
+    # sort before the scanners' POSTs)
+    ("GET", "/healthz"): (200, 200, 200, 200, 200),
+    ("GET", "/readyz"): (503, 503, 503, 503, 503),
     # staff board
     ("GET", "/board"): (303, 200, 200, 303, 303),
     ("GET", "/ws/board"): (401, 101, 101, 401, 401),

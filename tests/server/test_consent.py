@@ -14,7 +14,7 @@ import sqlite_utils
 from hypothesis import given
 from hypothesis import strategies as st
 
-from store_server import cli, repo
+from store_server import cli
 from store_server.app import load_consent_texts
 from store_server.consent import (
     GENESIS_HASH,
@@ -28,8 +28,10 @@ from store_server.consent import (
     subject_ref,
     verify_chain,
 )
-from store_server.db import connect
 from store_server.errors import ConsentLogError, ValidationError
+from store_server.storage import consents as consent_store
+from store_server.storage import customers as customer_store
+from store_server.storage.database import connect
 
 TEXT = ConsentText("greeting", 1, "Je souhaite être salué·e.", "I wish to be greeted.")
 
@@ -180,12 +182,12 @@ PSEUDONYM_KEY = b"p" * 32
 @pytest.fixture
 def db(tmp_path: Path) -> sqlite_utils.Database:
     database = connect(tmp_path / "consent.sqlite")
-    repo.ensure_consent_texts(database, load_consent_texts())
+    consent_store.ensure_consent_texts(database, load_consent_texts())
     return database
 
 
 def _customer(db: sqlite_utils.Database) -> str:
-    created = repo.create_customer(
+    created = customer_store.create_customer(
         db,
         key_wrapped_for=lambda cid: b"w" * 44,
         k=9,
@@ -204,7 +206,7 @@ def _fill_log(db: sqlite_utils.Database) -> str:
     customer = _customer(db)
     ref = subject_ref(PSEUDONYM_KEY, customer)
     for at, purpose in ((NOW, "greeting"), (NOW + 1, "stock_check"), (NOW + 2, "greeting")):
-        repo.grant_consent(
+        consent_store.grant_consent(
             db,
             customer_id=customer,
             subject_ref=ref,
@@ -216,7 +218,7 @@ def _fill_log(db: sqlite_utils.Database) -> str:
             now=at,
             duration_s=3600,
         )
-    repo.withdraw_consent(
+    consent_store.withdraw_consent(
         db,
         customer_id=customer,
         subject_ref=ref,
@@ -230,7 +232,7 @@ def _fill_log(db: sqlite_utils.Database) -> str:
 
 def test_grant_renew_withdraw_are_chained(db: sqlite_utils.Database) -> None:
     customer = _fill_log(db)
-    rows = repo.consent_log_rows(db)
+    rows = consent_store.consent_log_rows(db)
     assert [(r.entry.purpose, r.entry.action) for r in rows] == [
         ("greeting", "grant"),
         ("stock_check", "grant"),
@@ -239,7 +241,7 @@ def test_grant_renew_withdraw_are_chained(db: sqlite_utils.Database) -> None:
     ]
     assert verify_chain(rows) == 4
     assert rows[3].entry.text_hash is None
-    assert {c.purpose for c in repo.consents_of(db, customer)} == {"stock_check"}
+    assert {c.purpose for c in consent_store.consents_of(db, customer)} == {"stock_check"}
     # The log holds a pseudonym, never the customer id.
     dump = "\n".join(str(r) for r in db.query("SELECT * FROM consent_log"))
     assert customer not in dump
@@ -248,7 +250,7 @@ def test_grant_renew_withdraw_are_chained(db: sqlite_utils.Database) -> None:
 def test_grant_with_text_of_other_purpose_is_refused(db: sqlite_utils.Database) -> None:
     customer = _customer(db)
     with pytest.raises(ValidationError) as info:
-        repo.grant_consent(
+        consent_store.grant_consent(
             db,
             customer_id=customer,
             subject_ref="r",
@@ -261,7 +263,7 @@ def test_grant_with_text_of_other_purpose_is_refused(db: sqlite_utils.Database) 
             duration_s=3600,
         )
     assert info.value.field == "text_hash"
-    assert repo.consent_log_rows(db) == []
+    assert consent_store.consent_log_rows(db) == []
 
 
 @pytest.mark.parametrize(
@@ -294,7 +296,7 @@ def test_cli_verify_detects_tampering(
     config = tmp_path / "server.toml"
     config.write_text(f'db_path = "{db_path}"\nmaster_key = "{"ab" * 32}"\n', "utf-8")
     database = connect(db_path)
-    repo.ensure_consent_texts(database, load_consent_texts())
+    consent_store.ensure_consent_texts(database, load_consent_texts())
     _fill_log(database)
     database.conn.close()
 

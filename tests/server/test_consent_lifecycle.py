@@ -33,15 +33,20 @@ from hypothesis.stateful import (
     rule,
 )
 
-from store_server import identity, repo
+from store_server import identity
 from store_server.app import load_consent_texts, load_floor
 from store_server.config import ServerConfig
 from store_server.consent import DEFAULT_CONSENT_DURATION_S, PURPOSES, Purpose
-from store_server.db import Database
 from store_server.ingest import Batch, Window
 from store_server.keywrap import parse_master_key
 from store_server.service import StoreService
 from store_server.stock import parse_stock_csv
+from store_server.storage import catalog as catalog_store
+from store_server.storage import consents as consent_store
+from store_server.storage import customers as customer_store
+from store_server.storage import database
+from store_server.storage import scanners as scanner_store
+from store_server.storage.database import Database
 from tests.server.conftest import CATALOG_FILE, STORE_FILE, STORE_ID
 from tests.server.traces import file_traces, table_traces
 
@@ -106,8 +111,8 @@ class Store:
         now = self.clock()
 
         def fill(db: Any) -> None:
-            repo.upsert_stock(db, STORE_ID, items)
-            repo.add_scanner(db, INTERIOR_SCANNER, STORE_ID, secret, now)
+            catalog_store.upsert_stock(db, STORE_ID, items)
+            scanner_store.add_scanner(db, INTERIOR_SCANNER, STORE_ID, secret, now)
 
         await self.service.db.run(fill)
 
@@ -128,10 +133,14 @@ class Store:
         now = self.clock()
 
         def prefs(db: Any) -> dict[str, Any]:
-            repo.set_preferences(db, customer_id, {"display_name": name, "name_form": "first_name"})
-            repo.set_wishlist(db, customer_id, [IN_STOCK_SKU], now)
-            row = repo.one(db, "SELECT * FROM customers WHERE id = ?", [customer_id])
-            ident = repo.one(db, "SELECT * FROM identities WHERE customer_id = ?", [customer_id])
+            customer_store.set_preferences(
+                db, customer_id, {"display_name": name, "name_form": "first_name"}
+            )
+            customer_store.set_wishlist(db, customer_id, [IN_STOCK_SKU], now)
+            row = database.one(db, "SELECT * FROM customers WHERE id = ?", [customer_id])
+            ident = database.one(
+                db, "SELECT * FROM identities WHERE customer_id = ?", [customer_id]
+            )
             assert row is not None
             assert ident is not None
             return {**row, "clock_offset_s": ident["clock_offset_s"]}
@@ -177,7 +186,7 @@ class Store:
         await self.service.ingest(INTERIOR_SCANNER, STORE_ID, batch)
 
     async def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        return await self.service.db.run(lambda db: repo.rows(db, sql, params or []))
+        return await self.service.db.run(lambda db: database.rows(db, sql, params or []))
 
     async def traces(self, needles: list[str]) -> list[str]:
         in_tables = await self.service.db.run(lambda db: table_traces(db, needles))
@@ -286,12 +295,12 @@ async def test_renewal_before_expiry_extends_and_is_logged(store: Store) -> None
     store.clock.t = T0 + DEFAULT_CONSENT_DURATION_S + 10
     await store.service.tick(store.clock.t)
     assert customer.customer_id in store.service.resolver
-    log = await store.service.db.run(repo.consent_log_rows)
+    log = await store.service.db.run(consent_store.consent_log_rows)
     assert [e.entry.action for e in log] == ["grant", "renew"]
     # After the lapse, granting again is a new grant, not a renewal.
     store.clock.t = T0 + 3 * DEFAULT_CONSENT_DURATION_S
     await store.grant(customer, "stock_check")
-    log = await store.service.db.run(repo.consent_log_rows)
+    log = await store.service.db.run(consent_store.consent_log_rows)
     assert [e.entry.action for e in log] == ["grant", "renew", "grant"]
 
 
@@ -304,7 +313,7 @@ async def test_scope_chain_counts_here_store_scope_elsewhere_does_not(store: Sto
 
     def given_at_other_store(db: Any) -> None:
         for customer, scope in ((chain, "chain"), (elsewhere, "store")):
-            repo.grant_consent(
+            consent_store.grant_consent(
                 db,
                 customer_id=customer.customer_id,
                 subject_ref=store.service.subject_ref(customer.customer_id),
@@ -363,7 +372,7 @@ async def test_retention_purges_visits_decisions_cards_messages(store: Store) ->
         other.customer_id
     }
     # Consent proof and the customer's profile are not visit records: they stay.
-    assert len(await store.service.db.run(repo.consent_log_rows)) == 4
+    assert len(await store.service.db.run(consent_store.consent_log_rows)) == 4
     assert len(await store.rows("SELECT * FROM customers")) == 2
 
 
@@ -434,9 +443,9 @@ class ConsentLifecycle(RuleBasedStateMachine):
         """Re-grant while still active: logged as a renewal."""
         if customer in self.erased or not customer.active(purpose, self.now):
             return
-        before = len(run(self.loop, self.store.service.db.run(repo.consent_log_rows)))
+        before = len(run(self.loop, self.store.service.db.run(consent_store.consent_log_rows)))
         self.grant(customer, purpose)
-        log = run(self.loop, self.store.service.db.run(repo.consent_log_rows))
+        log = run(self.loop, self.store.service.db.run(consent_store.consent_log_rows))
         assert len(log) == before + 1
         assert log[-1].entry.action == "renew"
 

@@ -1,4 +1,4 @@
-"""Group commit of batch ids (``batch_log.BatchLog`` over ``repo.record_batches``), on a real
+"""Group commit of batch ids (``batch_log.BatchLog`` over ``scanners.record_batches``), on a real
 SQLite file: duplicates inside one group, a failed transaction reaching each of its callers,
 and no answer (nor any engine state) before the batch id is committed."""
 
@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from store_server import repo
-from store_server.db import connect
 from store_server.ingest import Batch, Window
+from store_server.storage import database
+from store_server.storage import scanners as scanner_store
+from store_server.storage.database import connect
 from tests.server.test_consent_lifecycle import INTERIOR_SCANNER, STORE_ID, T0, Clock, Store
 from tests.support import wait_until
 
@@ -44,12 +45,12 @@ async def _recorded(store: Store, batch_ids: list[str]) -> set[str]:
 
 
 class HeldCommits:
-    """Makes repo.record_batches wait (in the database thread) until released."""
+    """Makes scanner_store.record_batches wait (in the database thread) until released."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
-        real = repo.record_batches
+        real = scanner_store.record_batches
 
         def held(db: Any, items: Any) -> Any:  # runs in the database thread
             self.entered.set()
@@ -57,7 +58,7 @@ class HeldCommits:
                 raise RuntimeError("the test never released the commit")
             return real(db, items)
 
-        monkeypatch.setattr(repo, "record_batches", held)
+        monkeypatch.setattr(scanner_store, "record_batches", held)
 
     async def started(self) -> None:
         async def committing() -> bool:
@@ -88,7 +89,7 @@ async def test_a_failed_commit_fails_its_callers_and_acknowledges_nothing_it_los
 ) -> None:
     store = Store(tmp_path, Clock(T0))
     await store.setup()
-    real = repo.record_batches
+    real = scanner_store.record_batches
     calls = {"n": 0}
 
     def failing_once(db: Any, items: Any) -> Any:
@@ -97,7 +98,7 @@ async def test_a_failed_commit_fails_its_callers_and_acknowledges_nothing_it_los
             raise RuntimeError("disk full")
         return real(db, items)
 
-    monkeypatch.setattr(repo, "record_batches", failing_once)
+    monkeypatch.setattr(scanner_store, "record_batches", failing_once)
     try:
         ids = [secrets.token_hex(8) for _ in range(4)]
         outcomes = await asyncio.gather(
@@ -171,12 +172,12 @@ async def test_record_batches_answers_each_item_of_a_mixed_group(tmp_path: Path)
     replaced secret each get their own answer, and nothing of a refused item is kept."""
     db = connect(tmp_path / "group.sqlite")
     try:
-        repo.add_scanner(db, "s-a", STORE_ID, b"secret-a", T0)
-        repo.add_scanner(db, "s-b", STORE_ID, b"secret-b", T0)
-        repo.add_scanner(db, "s-gone", STORE_ID, b"secret-g", T0)
-        repo.revoke_scanner(db, "s-gone", T0)
+        scanner_store.add_scanner(db, "s-a", STORE_ID, b"secret-a", T0)
+        scanner_store.add_scanner(db, "s-b", STORE_ID, b"secret-b", T0)
+        scanner_store.add_scanner(db, "s-gone", STORE_ID, b"secret-g", T0)
+        scanner_store.revoke_scanner(db, "s-gone", T0)
         # All new: one statement, every item recorded.
-        assert repo.record_batches(
+        assert scanner_store.record_batches(
             db, [("s-a", "old-1", 7, T0, b"secret-a"), ("s-b", "new-0", 3, T0, None)]
         ) == [(True, 7), (True, 3)]
         items: list[tuple[str, str, int, float, bytes | None]] = [
@@ -187,7 +188,7 @@ async def test_record_batches_answers_each_item_of_a_mixed_group(tmp_path: Path)
             ("s-a", "new-1", 5, T0 + 3, b"secret-a"),  # twice in one group
             ("s-b", "new-4", 1, T0 + 4, None),  # no registration to check
         ]
-        assert repo.record_batches(db, items) == [
+        assert scanner_store.record_batches(db, items) == [
             (True, 5),
             (False, 7),
             (False, -1),
@@ -197,7 +198,9 @@ async def test_record_batches_answers_each_item_of_a_mixed_group(tmp_path: Path)
         ]
         kept = {
             (row["scanner_id"], row["batch_id"]): row["accepted"]
-            for row in repo.rows(db, "SELECT scanner_id, batch_id, accepted FROM scanner_batches")
+            for row in database.rows(
+                db, "SELECT scanner_id, batch_id, accepted FROM scanner_batches"
+            )
         }
         assert kept == {
             ("s-a", "old-1"): 7,
@@ -207,7 +210,7 @@ async def test_record_batches_answers_each_item_of_a_mixed_group(tmp_path: Path)
         }
         seen = {
             row["id"]: row["last_seen_at"]
-            for row in repo.rows(db, "SELECT id, last_seen_at FROM scanners")
+            for row in database.rows(db, "SELECT id, last_seen_at FROM scanners")
         }
         assert seen == {"s-a": T0 + 3, "s-b": T0 + 4, "s-gone": None}
     finally:

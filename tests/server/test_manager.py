@@ -7,9 +7,9 @@ import re
 import aiohttp
 import pytest
 
-from store_server import repo
 from store_server.i18n import STRINGS
 from store_server.service import StoreService
+from store_server.storage import scanners as scanner_store
 from store_server.views.staff import cookie_name
 from tests.server.conftest import Harness, Scanner, bearer
 
@@ -106,7 +106,7 @@ async def test_scanner_health_from_heartbeat(server: Harness, manager: dict[str,
         "readings_unusable": 3,
     }
     await server.service.db.run(
-        lambda db: repo.record_heartbeat(db, "s-till", heartbeat, server.service.clock())
+        lambda db: scanner_store.record_heartbeat(db, "s-till", heartbeat, server.service.clock())
     )
     page = await text(await server.client.get("/manager/scanners?lang=en", headers=manager))
     row = page.split('data-scanner="s-till"')[1].split("</tr>")[0]
@@ -276,3 +276,46 @@ async def test_manager_sets_a_calibration_that_applies_at_once_and_survives_rest
     await fresh.prepare()
     assert fresh.engine.calibration()["s-parts"] == -3.5
     assert fresh.engine.calibration()["s-entrance"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("lang", "connected", "error", "expected"),
+    [
+        ("en", True, None, '<span translate="no">192.168.1.41:6053</span> — connected'),
+        ("en", False, "wrong_key", "disconnected (wrong API encryption key)"),
+        ("fr", False, "unreachable", "déconnecté (injoignable : vérifiez son alimentation"),
+    ],
+)
+async def test_scanner_page_shows_an_esphome_node_link(
+    server: Harness,
+    manager: dict[str, str],
+    lang: str,
+    connected: bool,
+    error: str | None,
+    expected: str,
+) -> None:
+    await server.add_scanner("s-node")
+    heartbeat = {
+        "adapter": "powered" if connected else "off",
+        "frames_seen_per_s": 300.0,
+        "frames_passed_per_s": 2.0,
+        "outbox_depth": 0,
+        "outbox_dropped": 0,
+        "version": "0.1.0",
+        "node": {
+            "kind": "esphome",
+            "host": "192.168.1.41:6053",
+            "connected": connected,
+            "connects": 1,
+            "error": error,
+            "last_error": None if error is None else "the scanner's English line",
+        },
+    }
+    await server.service.db.run(
+        lambda db: scanner_store.record_heartbeat(db, "s-node", heartbeat, server.service.clock())
+    )
+    page = await text(await server.client.get(f"/manager/scanners?lang={lang}", headers=manager))
+    row = page.split('data-scanner="s-node"')[1].split("</tr>")[0]
+    assert expected in row
+    # The page speaks one language: the scanner's English line is not on it.
+    assert "English line" not in row

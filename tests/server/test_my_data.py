@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from store_server import repo
 from store_server.consent import verify_chain
+from store_server.storage import consents as consent_store
 from tests.server.conftest import Harness, bearer, error_of
 from tests.server.traces import file_traces, table_traces
 
@@ -118,7 +118,7 @@ async def test_erasure_leaves_no_trace(server: Harness) -> None:
     assert await server.service.db.run(lambda db: table_traces(db, needles)) == []
     assert file_traces(server.db_path, needles) == []
     # The proof of consent stays, pseudonymous, with one 'erase' entry per purpose.
-    log = await server.service.db.run(repo.consent_log_rows)
+    log = await server.service.db.run(consent_store.consent_log_rows)
     ref = server.service.subject_ref(customer_id)
     assert [e.entry.action for e in log if e.entry.subject_ref == ref] == [
         "grant",

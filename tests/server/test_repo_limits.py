@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from store_server import repo
-from store_server.db import Database
+from store_server.storage import customers as customer_store
+from store_server.storage.database import Database
 
 NOW = 1_800_000_000.0
 """Fixed time: deterministic rows."""
@@ -18,7 +18,7 @@ def test_id_lists_longer_than_sqlite_binds_at_once(tmp_path: Path) -> None:
 
         def fill(d: object) -> list[str]:
             made = [
-                repo.create_customer(
+                customer_store.create_customer(
                     d,  # type: ignore[arg-type]
                     key_wrapped_for=lambda _: b"k" * 44,
                     k=9,
@@ -28,8 +28,8 @@ def test_id_lists_longer_than_sqlite_binds_at_once(tmp_path: Path) -> None:
                 ).customer_id
                 for _ in range(3)
             ]
-            repo.set_legacy_ibeacon(d, made[0], "a" * 40)  # type: ignore[arg-type]
-            repo.set_legacy_ibeacon(d, made[2], "b" * 40)  # type: ignore[arg-type]
+            customer_store.set_legacy_ibeacon(d, made[0], "a" * 40)  # type: ignore[arg-type]
+            customer_store.set_legacy_ibeacon(d, made[2], "b" * 40)  # type: ignore[arg-type]
             return made
 
         made = db.run_sync(fill)
@@ -39,11 +39,11 @@ def test_id_lists_longer_than_sqlite_binds_at_once(tmp_path: Path) -> None:
         # 40,000 ids asked about, the real ones at both ends and in different chunks.
         asked = [made[0], *(f"c_missing{i}" for i in range(20_000)), made[1]]
         asked += [*(f"c_other{i}" for i in range(20_000)), made[2]]
-        found = db.run_sync(lambda d: repo.legacy_ibeacon_ids(d, asked))
+        found = db.run_sync(lambda d: customer_store.legacy_ibeacon_ids(d, asked))
         assert found == {made[0]: "a" * 40, made[2]: "b" * 40}
-        assert db.run_sync(lambda d: repo.legacy_ibeacon_ids(d, [])) == {}
+        assert db.run_sync(lambda d: customer_store.legacy_ibeacon_ids(d, [])) == {}
         # The identities of the same 40,003 ids (the start-up load asks 2,000 at a time).
-        identities = db.run_sync(lambda d: repo.identity_rows(d, asked))
+        identities = db.run_sync(lambda d: customer_store.identity_rows(d, asked))
         assert sorted(r["customer_id"] for r in identities) == sorted(made)
     finally:
         db.close()

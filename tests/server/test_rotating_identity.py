@@ -59,15 +59,14 @@ async def test_rotate_issues_a_new_key_and_drops_old_eids_everywhere(server: Har
     condition = server.service._allowlist_changed
     poll = asyncio.create_task(_allowlist(server, scanner, f"?since={before['version']}&wait=30"))
     await wait_until(lambda: len(condition._waiters) > 0)
-    started = time.monotonic()
     resp = await server.client.post(ROTATE, json={}, headers=bearer(token))
     assert resp.status == 200
     rotated = await resp.json()
     assert set(rotated) == {"identity_key", "rotation_exponent", "beacon_time"}
     new_key = bytes.fromhex(rotated["identity_key"])
     assert new_key != old_key
+    # Answered by the rotation, not by the end of its 30 s hold (WAIT_TIMEOUT_S is shorter).
     delta = await asyncio.wait_for(poll, WAIT_TIMEOUT_S)
-    assert time.monotonic() - started < 1.0
     assert delta["full"] is False
     assert delta["version"] > before["version"]
     assert set(delta["removed"]) == old_ids
@@ -108,11 +107,10 @@ async def test_withdrawal_reaches_every_scanner(server: Harness) -> None:
         for s in scanners
     ]
     await wait_until(lambda: len(condition._waiters) == len(scanners))
-    started = time.monotonic()
     resp = await server.client.post("/api/v1/consents/withdraw", headers=bearer(token))
     assert resp.status == 200
+    # Every poll is answered by the withdrawal, not by the end of its 30 s hold.
     deltas = await asyncio.wait_for(asyncio.gather(*polls), WAIT_TIMEOUT_S)
-    assert time.monotonic() - started < 1.0
     for delta in deltas:
         assert delta["full"] is False
         assert set(delta["removed"]) == ids

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from store_server import identity, repo, service
+from store_server import identity, service
 from store_server.app import load_consent_texts
 from store_server.config import ServerConfig
 from store_server.errors import ConfigError
 from store_server.keywrap import parse_master_key
+from store_server.storage import consents as consent_store
 from tests.server.test_consent_lifecycle import T0, Clock, Customer, Store
 
 pytestmark = pytest.mark.asyncio
@@ -189,13 +190,13 @@ async def test_minute_checks_read_consents_only_after_another_connection_wrote(
 ) -> None:
     store, customers = await _store_with(tmp_path, consenting=1, others=1)
     reads = {"n": 0}
-    real = repo.consenting_customer_ids
+    real = consent_store.consenting_customer_ids
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         reads["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(repo, "consenting_customer_ids", counted)
+    monkeypatch.setattr(consent_store, "consenting_customer_ids", counted)
     other = store._new_service()  # a second connection to the same database file
     try:
         for _ in range(3):  # nobody else wrote: the minute checks do not re-read

@@ -58,9 +58,17 @@
     statusNode.className = "app-status " + (kind || "");
   }
 
+  // The API's error messages are English sentences for developers: the page says what to do
+  // in its own language instead, and keeps the code for the tests (data-code).
   function fail(result) {
-    const msg = result.data && result.data.error ? result.data.error.message : String(result.status);
-    say(t.app_error + " " + msg, "error");
+    const code = result.data && result.data.error ? result.data.error.code : String(result.status);
+    if (result.status === 401) {
+      document.getElementById("needs-enroll").hidden = false;
+      say(t.app_not_enrolled, "error");
+    } else {
+      say(result.status === 429 ? t.app_error_rate : t.app_error, "error");
+    }
+    statusNode.dataset.code = code;
   }
 
   // Pages other than home need an enrolled app: otherwise show the link to enroll.
@@ -80,13 +88,38 @@
     return get("year") + "-" + get("month") + "-" + get("day");
   }
 
+  const LOCALE = root.dataset.lang === "en" ? "en-CA" : "fr-CA";
+  const ZONE = root.dataset.timezone || undefined;
+
+  // A Unix time as a local date and time ("2 décembre 2026, 14 h 05"), in the store's zone.
   function when(seconds) {
-    return new Date(seconds * 1000).toLocaleString(root.dataset.lang === "en" ? "en-CA" : "fr-CA");
+    return new Date(seconds * 1000).toLocaleString(LOCALE, {
+      timeZone: ZONE, dateStyle: "long", timeStyle: "short",
+    });
   }
+
+  function day(seconds) {
+    return new Date(seconds * 1000).toLocaleDateString(LOCALE, { timeZone: ZONE, dateStyle: "long" });
+  }
+
+  function clock(seconds) {
+    return new Date(seconds * 1000).toLocaleTimeString(LOCALE, { timeZone: ZONE, timeStyle: "short" });
+  }
+
+  // "{name} ..." templates of the page's strings.
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (all, key) {
+      return values[key] === undefined || values[key] === null ? "—" : String(values[key]);
+    });
+  }
+
+  // The tab of this page stays in sight in the one-row navigation of a phone.
+  const current = document.querySelector(".app-nav [aria-current='page']");
+  if (current && current.scrollIntoView) current.scrollIntoView({ block: "nearest", inline: "center" });
 
   window.BulleApp = {
     t: t, lang: root.dataset.lang, el: el, api: api, say: say, fail: fail, token: token,
     setToken: setToken, forget: forget, load: load, save: save, requireToken: requireToken,
-    storeToday: storeToday, when: when,
+    storeToday: storeToday, when: when, day: day, clock: clock, fill: fill,
   };
 })();

@@ -16,7 +16,7 @@
       section.dataset.purpose = purpose;
       const titleId = "consent-title-" + purpose;
       section.setAttribute("aria-labelledby", titleId);
-      const title = A.el("h2", "", t["app_purpose_" + purpose] || purpose);
+      const title = A.el("h2", "", t["app_purpose_" + purpose] || t.names.purpose[purpose] || purpose);
       title.id = titleId;
       section.appendChild(title);
       const state = A.el("p", "state " + (active[purpose] ? "on" : "off"),
@@ -63,7 +63,7 @@
     if (!result.ok) { A.fail(result); button.disabled = false; return; }
     active[purpose] = result.data.granted_at;
     A.save("consents", active);
-    A.say(t.app_consent_active + " : " + (t["app_purpose_" + purpose] || purpose), "ok");
+    A.say(A.fill(t.app_consent_given_for, { purpose: t["app_purpose_" + purpose] || purpose }), "ok");
     render(texts);
   }
 

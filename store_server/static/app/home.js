@@ -1,4 +1,5 @@
-// Customer app, home: enroll this device, "I'm here", "not today", messages from the store.
+// Customer app, home: enroll this device, "I'm here", "not today", the pickup code, messages
+// from the store.
 "use strict";
 (function () {
   const A = window.BulleApp;
@@ -6,13 +7,27 @@
   const enroll = document.getElementById("enroll");
   const enrolled = document.getElementById("enrolled");
   const messagesPanel = document.getElementById("messages-panel");
+  let code = null;
 
-  function show() {
+  async function show() {
     const has = Boolean(A.token());
     enroll.hidden = has;
     enrolled.hidden = !has;
     messagesPanel.hidden = !has;
-    if (has) loadMessages();
+    if (has) {
+      await loadPickupCode();
+      await loadMessages();
+    }
+    document.body.dataset.ready = "1";
+  }
+
+  // The code a customer gives at the front desk: the same code staff see on the stock card.
+  async function loadPickupCode() {
+    const result = await A.api("GET", "/api/v1/me");
+    if (!result.ok || !result.data || !result.data.profile) return;
+    code = result.data.profile.pickup_code;
+    document.getElementById("pickup-code").textContent = code;
+    document.getElementById("pickup").hidden = !code;
   }
 
   async function loadMessages() {
@@ -25,6 +40,13 @@
       item.appendChild(A.el("p", "meta", A.when(m.at)));
       const lines = (A.lang === "en" ? m.lines_en : m.lines_fr) || [];
       lines.forEach(function (line) { item.appendChild(A.el("p", "", line)); });
+      if (m.kind === "stock" && code) {
+        const pickup = A.el("p", "", t.app_pickup_line);
+        const strong = A.el("strong", "", code);
+        strong.translate = false;
+        pickup.appendChild(strong);
+        item.appendChild(pickup);
+      }
       list.appendChild(item);
     });
     document.getElementById("no-messages").hidden = result.data.messages.length > 0;
@@ -34,8 +56,8 @@
     const result = await A.api("POST", "/api/v1/enroll", { language: A.lang });
     if (!result.ok) { A.fail(result); return; }
     // Keep the token; the identity key belongs to the beacon (native code), never shown.
+    // The panel shown next says the key was issued: no second copy in the status line.
     A.setToken(result.data.token);
-    A.say(t.app_enrolled, "ok");
     show();
   });
 

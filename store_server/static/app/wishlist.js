@@ -19,7 +19,7 @@
       label.appendChild(box);
       label.appendChild(document.createTextNode(" " + (A.lang === "en" ? item.name_en : item.name_fr)));
       li.appendChild(label);
-      const stock = item.count ? item.count + " " + t.app_stock_here + (item.aisle ? " · " + item.aisle : "")
+      const stock = item.count ? item.count + " " + t.app_stock_here + (item.aisle ? " · " + t.app_aisle + " " + item.aisle : "")
         : t.app_not_stocked;
       li.appendChild(A.el("p", "meta stock " + (item.count ? "in" : "out"), stock));
       list.appendChild(li);

@@ -1,37 +1,13 @@
-"""SQLite through sqlite-utils: connection settings, schema migrations, one writer thread.
+"""The schema, as sqlite-utils migrations applied when the database opens.
 
-Every database call runs on one dedicated thread that owns the connection (`Database.run`),
-so the event loop never blocks on a disk flush and writes are serialized. Writes that must
-be atomic use `immediate()` (BEGIN IMMEDIATE: takes the write lock up front, so a WAL
-reader never turns into a failing writer half-way).
+Each migration is recorded by its function name in the ``_sqlite_migrations`` table: never
+rename one or change what it does; add a new one instead.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import os
-import sqlite3
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TypeVar
-
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
-
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-# Wait this long for a lock held by another process (e.g. a CLI command) before failing.
-BUSY_TIMEOUT_MS = 5000
-# The database holds customers' wrapped keys, consents and visits: owner read/write only.
-# SQLite gives its -wal and -shm files the database file's permissions.
-FILE_MODE = 0o600
-# A directory the server creates for its database: owner only.
-DIR_MODE = 0o700
 
 migrations = Migrations("bulle-store-server")
 
@@ -187,73 +163,6 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         );
         """
     )
-
-
-def connect(path: Path) -> sqlite_utils.Database:
-    """Open (creating if needed) the database with the settings of docs/operations.md."""
-    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    private_file(path)
-    conn = sqlite3.connect(
-        str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
-    )
-    db = sqlite_utils.Database(conn)
-    db.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before we acknowledge it (consent proof, acknowledged batches).
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA foreign_keys=ON")
-    # Erased rows are overwritten with zeros, so nothing lingers in the file.
-    db.execute("PRAGMA secure_delete=ON")
-    migrations.apply(db)
-    return db
-
-
-def private_file(path: Path) -> None:
-    """Create `path` (and tighten an existing one and its -wal/-shm) to FILE_MODE."""
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE))
-    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(file, FILE_MODE)
-
-
-@contextlib.contextmanager
-def immediate(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
-    """A write transaction that takes the write lock at BEGIN (see module docstring)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    else:
-        db.execute("COMMIT")
-
-
-class Database:
-    """Owns the connection on one thread; `run` executes a function there."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulle-db")
-        self._db: sqlite_utils.Database = self._executor.submit(connect, path).result()
-
-    async def run(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, self._db)
-
-    def run_sync(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
-        """For CLI commands and start-up, outside the event loop."""
-        return self._executor.submit(fn, self._db).result()
-
-    def close(self) -> None:
-        def _close(db: sqlite_utils.Database) -> None:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.conn.close()
-
-        try:
-            self._executor.submit(_close, self._db).result()
-        finally:
-            self._executor.shutdown(wait=True)
 
 
 @migrations()

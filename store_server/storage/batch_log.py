@@ -12,8 +12,8 @@ import contextlib
 import functools
 from dataclasses import dataclass
 
-from store_server import repo
-from store_server.db import Database
+from store_server.storage import scanners
+from store_server.storage.database import Database
 
 
 @dataclass(slots=True)
@@ -41,6 +41,11 @@ class BatchLog:
         self._db = db
         self._pending: list[PendingBatch] = []
         self._flushing: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Batch ids waiting for the next group commit."""
+        return len(self._pending)
 
     async def record(
         self,
@@ -73,8 +78,8 @@ class BatchLog:
                     (p.scanner_id, p.batch_id, p.accepted, p.now, p.registration) for p in group
                 ]
                 try:
-                    results = await self._db.run(
-                        functools.partial(repo.record_batches, items=items)
+                    results = await self._db.write(
+                        functools.partial(scanners.record_batches, items=items)
                     )
                 except asyncio.CancelledError:
                     # Shutdown: no caller waits forever. A batch whose commit went through

@@ -1,0 +1,2 @@
+"""The services: what the views call. Each owns one responsibility and reaches the database
+only through the `storage` package."""

@@ -1,0 +1,213 @@
+"""Consents: the consent texts, the consents held, and the hash-chained consent log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from store_server.consent import (
+    GENESIS_HASH,
+    PURPOSES,
+    ActiveConsent,
+    ChainedEntry,
+    ConsentText,
+    LogEntry,
+    Purpose,
+    Scope,
+    entry_hash,
+    is_active,
+)
+from store_server.errors import ValidationError
+from store_server.storage.database import Handle, immediate, one, rows
+from store_server.storage.visits import retract_open_cards
+
+# A consent counts at a store when it covers the whole chain, or was given at that store
+# (NULL: given before store ids were recorded, i.e. at this server's own store).
+_SCOPE_MATCH = "(scope = 'chain' OR store_id IS NULL OR store_id = ?)"
+
+
+def ensure_consent_texts(db: Handle, texts: Iterable[ConsentText]) -> None:
+    with immediate(db):
+        for text in texts:
+            db.execute(
+                "INSERT OR IGNORE INTO consent_texts (hash, purpose, version, text_fr, text_en)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [text.hash, text.purpose, text.version, text.text_fr, text.text_en],
+            )
+
+
+def current_consent_texts(db: Handle) -> list[dict[str, Any]]:
+    return rows(
+        db,
+        "SELECT hash, purpose, version, text_fr, text_en FROM consent_texts t"
+        " WHERE version = (SELECT max(version) FROM consent_texts u WHERE u.purpose = t.purpose)"
+        " ORDER BY purpose",
+    )
+
+
+def consents_of(db: Handle, customer_id: str, store_id: str | None = None) -> list[ActiveConsent]:
+    """The customer's consent rows; with `store_id`, only those that count at that store."""
+    sql = "SELECT * FROM consents WHERE customer_id = ?"
+    params: list[Any] = [customer_id]
+    if store_id is not None:
+        sql += " AND " + _SCOPE_MATCH
+        params.append(store_id)
+    return [
+        ActiveConsent(
+            purpose=cast(Purpose, row["purpose"]),
+            scope=cast(Scope, row["scope"]),
+            text_hash=row["text_hash"],
+            granted_at=row["granted_at"],
+            expires_at=row["expires_at"],
+        )
+        for row in rows(db, sql, params)
+    ]
+
+
+def consenting_customer_ids(db: Handle, now: float, store_id: str | None = None) -> list[str]:
+    sql = "SELECT DISTINCT customer_id FROM consents WHERE granted_at <= ? AND expires_at > ?"
+    params: list[Any] = [now, now]
+    if store_id is not None:
+        sql += " AND " + _SCOPE_MATCH
+        params.append(store_id)
+    # Straight from the cursor: no row dict per customer (100k of them at start-up).
+    return [str(row[0]) for row in db.execute(sql, params)]
+
+
+def next_consent_expiry(db: Handle, now: float, store_id: str | None = None) -> float | None:
+    """The earliest instant after `now` at which an active consent lapses (None: none)."""
+    sql = "SELECT min(expires_at) AS t FROM consents WHERE granted_at <= ? AND expires_at > ?"
+    params: list[Any] = [now, now]
+    if store_id is not None:
+        sql += " AND " + _SCOPE_MATCH
+        params.append(store_id)
+    row = one(db, sql, params)
+    return None if row is None or row["t"] is None else float(row["t"])
+
+
+def append_consent_log(db: Handle, entry: LogEntry) -> str:
+    """Append one entry to the chain (inside the caller's transaction); return its hash."""
+    last = one(db, "SELECT entry_hash FROM consent_log ORDER BY seq DESC LIMIT 1")
+    prev = GENESIS_HASH if last is None else str(last["entry_hash"])
+    digest = entry_hash(prev, entry)
+    db.execute(
+        "INSERT INTO consent_log (subject_ref, purpose, action, text_hash, scope, channel,"
+        " app_version, at, prev_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            entry.subject_ref,
+            entry.purpose,
+            entry.action,
+            entry.text_hash,
+            entry.scope,
+            entry.channel,
+            entry.app_version,
+            entry.at,
+            prev,
+            digest,
+        ],
+    )
+    return digest
+
+
+def consent_log_rows(db: Handle, subject: str | None = None) -> list[ChainedEntry]:
+    sql = "SELECT * FROM consent_log"
+    params: list[Any] = []
+    if subject is not None:
+        sql += " WHERE subject_ref = ?"
+        params.append(subject)
+    return [
+        ChainedEntry(
+            seq=row["seq"],
+            entry=LogEntry(
+                subject_ref=row["subject_ref"],
+                purpose=row["purpose"],
+                action=row["action"],
+                text_hash=row["text_hash"],
+                scope=row["scope"],
+                channel=row["channel"],
+                app_version=row["app_version"],
+                at=row["at"],
+            ),
+            prev_hash=row["prev_hash"],
+            entry_hash=row["entry_hash"],
+        )
+        for row in rows(db, sql + " ORDER BY seq", params)
+    ]
+
+
+def grant_consent(
+    db: Handle,
+    *,
+    customer_id: str,
+    subject_ref: str,
+    purpose: Purpose,
+    text_hash: str,
+    scope: Scope,
+    channel: str,
+    app_version: str | None,
+    now: float,
+    duration_s: float,
+    store_id: str | None = None,
+) -> ActiveConsent:
+    if purpose not in PURPOSES:
+        raise ValidationError(f"unknown purpose {purpose!r}", field="purpose")
+    text = one(db, "SELECT purpose FROM consent_texts WHERE hash = ?", [text_hash])
+    if text is None or text["purpose"] != purpose:
+        raise ValidationError(
+            "text_hash does not name a consent text of this purpose", field="text_hash"
+        )
+    with immediate(db):
+        existing = one(
+            db,
+            "SELECT granted_at, expires_at FROM consents WHERE customer_id = ? AND purpose = ?",
+            [customer_id, purpose],
+        )
+        action = "renew" if existing is not None and existing["expires_at"] > now else "grant"
+        db.execute(
+            "INSERT OR REPLACE INTO consents (customer_id, purpose, scope, text_hash, granted_at,"
+            " expires_at, store_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [customer_id, purpose, scope, text_hash, now, now + duration_s, store_id],
+        )
+        append_consent_log(
+            db, LogEntry(subject_ref, purpose, action, text_hash, scope, channel, app_version, now)
+        )
+    return ActiveConsent(purpose, scope, text_hash, now, now + duration_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    remaining: frozenset[Purpose]
+    retracted_cards: tuple[str, ...]
+
+
+def withdraw_consent(
+    db: Handle,
+    *,
+    customer_id: str,
+    subject_ref: str,
+    purposes: Iterable[Purpose],
+    channel: str,
+    app_version: str | None,
+    now: float,
+    store_id: str | None = None,
+) -> Withdrawal:
+    """Withdraw, log, and retract the customer's open cards, in one transaction."""
+    with immediate(db):
+        for purpose in purposes:
+            deleted = db.execute(
+                "DELETE FROM consents WHERE customer_id = ? AND purpose = ?",
+                [customer_id, purpose],
+            ).rowcount
+            if deleted:
+                append_consent_log(
+                    db,
+                    LogEntry(
+                        subject_ref, purpose, "withdraw", None, None, channel, app_version, now
+                    ),
+                )
+        cards = retract_open_cards(db, customer_id, now)
+        remaining = frozenset(
+            c.purpose for c in consents_of(db, customer_id, store_id) if is_active(c, now)
+        )
+    return Withdrawal(remaining, cards)

@@ -1,0 +1,109 @@
+"""The storage adapter on real SQLite files: a database made by the first release still opens
+(its rows kept, the later migrations applied), and reads do not queue behind the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import sqlite_utils
+
+from store_server.consent import ConsentText
+from store_server.storage import consents, customers
+from store_server.storage.database import Database, connect, one
+from store_server.storage.migrations import migrations
+
+# Long enough for a read on a loaded 2-core machine, short enough to fail fast.
+WAIT_TIMEOUT_S = 10.0
+TEXT = ConsentText("greeting", 1, "Bonjour", "Hello")
+
+
+def _first_release_database(path: Path) -> None:
+    """The schema of the first release (only ``m001_initial``) with a consenting customer."""
+    db = sqlite_utils.Database(sqlite3.connect(str(path), isolation_level=None))
+    migrations.apply(db, stop_before="m002_consent_store")
+    db.execute(
+        "INSERT INTO customers (id, token_hash, created_at, pickup_code)"
+        " VALUES ('c_old', 'h', 1.0, 'ABC234')"
+    )
+    db.execute(
+        "INSERT INTO consent_texts (hash, purpose, version, text_fr, text_en) VALUES (?,?,?,?,?)",
+        [TEXT.hash, TEXT.purpose, TEXT.version, TEXT.text_fr, TEXT.text_en],
+    )
+    db.execute(
+        "INSERT INTO consents (customer_id, purpose, scope, text_hash, granted_at, expires_at)"
+        " VALUES ('c_old', 'greeting', 'store', ?, 1.0, 1e12)",
+        [TEXT.hash],
+    )
+    db.conn.close()
+
+
+def test_a_first_release_database_opens_with_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    _first_release_database(path)
+    for _ in range(2):  # opening again applies nothing twice
+        db = connect(path)
+        try:
+            applied = [m.name for m in migrations.applied(db)]
+            assert applied == [m.name for m in migrations._migrations]
+            row = one(db, "SELECT legacy_ibeacon, ibeacon_id FROM customers WHERE id = 'c_old'")
+            assert row == {"legacy_ibeacon": 0, "ibeacon_id": None}
+            assert "scanner_calibration" in db.table_names()
+            assert "consents_active" in {i.name for i in db.table("consents").indexes}
+            # A consent from before store ids were recorded counts at this server's store.
+            assert consents.consenting_customer_ids(db, 2.0, "any-store") == ["c_old"]
+            assert customers.customer_by_token(db, "no such token") is None
+        finally:
+            db.conn.close()
+
+
+async def test_reads_do_not_wait_for_the_writer(tmp_path: Path) -> None:
+    db = Database(tmp_path / "store.sqlite")
+    held = threading.Event()
+    release = threading.Event()
+
+    def slow_write(handle: sqlite_utils.Database) -> None:
+        held.set()
+        release.wait(WAIT_TIMEOUT_S)  # the writer thread is busy until released
+
+    try:
+        await db.write(lambda handle: consents.ensure_consent_texts(handle, [TEXT]))
+        writing = asyncio.ensure_future(db.write(slow_write))
+        assert await asyncio.to_thread(held.wait, WAIT_TIMEOUT_S)
+        started = time.monotonic()
+        async with asyncio.timeout(WAIT_TIMEOUT_S):
+            texts = await db.read(consents.current_consent_texts)
+        assert [t["hash"] for t in texts] == [TEXT.hash]
+        assert not writing.done()  # answered while the writer was still held
+        release.set()
+        await writing
+        assert time.monotonic() - started < WAIT_TIMEOUT_S
+    finally:
+        release.set()
+        db.close()
+
+
+async def test_a_read_sees_every_write_that_returned_before_it(tmp_path: Path) -> None:
+    db = Database(tmp_path / "store.sqlite")
+    try:
+        await db.write(lambda handle: consents.ensure_consent_texts(handle, [TEXT]))
+        for i in range(20):
+            created = await db.write(
+                lambda handle, i=i: customers.create_customer(
+                    handle,
+                    key_wrapped_for=lambda _: b"k" * 40,
+                    k=9,
+                    clock_offset_s=0.0,
+                    language="fr",
+                    now=float(i),
+                )
+            )
+            found = await db.read(
+                lambda handle, c=created: customers.customer_by_token(handle, c.token)
+            )
+            assert found == created.customer_id
+    finally:
+        db.close()
