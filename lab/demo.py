@@ -44,8 +44,8 @@ from lab.sim import SimPhone, StoreSimulation
 from store_server import staff
 from store_server.app import AccessLogger, create_app, load_floor
 from store_server.config import ServerConfig
+from store_server.eid import beacon_time, compute_eid, new_identity_key
 from store_server.errors import StoreServerError
-from store_server.identity import beacon_time, compute_eid, new_identity_key
 from store_server.keywrap import wrap_key
 from store_server.service import scanner_aad
 from store_server.stock import parse_stock_csv

@@ -63,6 +63,9 @@ PROXY_FLAGS: Final = int(
 )
 # Firmware batches raw advertisements; 16 per message is ESPHome's own batch size.
 ADVERTS_PER_MESSAGE: Final = 16
+# Bytes queued on a connection beyond which the node drops new advertisements instead of
+# queueing them, as firmware does when its TCP send buffer is full (a slow client).
+SEND_BUFFER_LIMIT: Final = 256 * 1024
 # Largest plaintext varint this node reads (a 32-bit value needs 5 bytes).
 _VARINT_MAX_BYTES: Final = 5
 
@@ -286,6 +289,8 @@ class FakeNode:
         self.connects = 0
         self.handshake_failures = 0
         self.adverts_sent = 0
+        # Advertisements not sent to a client whose connection was backed up.
+        self.adverts_dropped = 0
         # Set whenever a client subscribes to raw advertisements.
         self.subscribed = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -331,9 +336,12 @@ class FakeNode:
         ]
         reached = 0
         for conn in list(self.connections):
-            if conn.subscribed:
-                conn.send(messages)
-                reached += 1
-        if reached:
+            if not conn.subscribed or conn.transport is None:
+                continue
+            if conn.transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+                self.adverts_dropped += len(adverts)
+                continue
+            conn.send(messages)
+            reached += 1
             self.adverts_sent += len(adverts)
         return reached

@@ -105,6 +105,17 @@ class AdvertSource(Protocol):
     async def restart(self) -> None: ...
 
 
+class _NodeLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes the daemon's lines with the node they are about."""
+
+    def __init__(self, base: logging.Logger, scanner_id: str) -> None:
+        super().__init__(base, {})
+        self._prefix = f"node {scanner_id}: ".replace("%", "%%")
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return self._prefix + str(msg), kwargs
+
+
 class Daemon:
     """Owns the pipeline state; ``run`` drives it until ``stop`` is set.
 
@@ -132,6 +143,10 @@ class Daemon:
             max_rows=config.outbox_max_rows,
             max_bytes=config.outbox_max_bytes,
             max_age_s=config.outbox_max_age_s,
+        )
+        # Several nodes' pipelines share one process and one log: each line names its box.
+        self._log: logging.Logger | logging.LoggerAdapter[logging.Logger] = (
+            _NodeLog(logger, config.scanner_id) if config.backend == "esphome" else logger
         )
         self.source: AdvertSource
         if source_factory is not None:
@@ -192,7 +207,7 @@ class Daemon:
                 # The server will never accept this batch; keeping it would block the queue.
                 # Its windows are counted as dropped (heartbeat ``outbox_dropped``).
                 dropped = await self.outbox.discard(batch.batch_id)
-                logger.error(
+                self._log.error(
                     "server refused a batch for good, dropped its %d windows: %s", dropped, exc
                 )
                 return False
@@ -240,7 +255,7 @@ class Daemon:
                 await self._sleep(stop, backoff_delay(attempt))
                 continue
             except ScannerError as exc:
-                logger.error("server sent an invalid allowlist: %s", exc)
+                self._log.error("server sent an invalid allowlist: %s", exc)
                 attempt += 1
                 await self._sleep(stop, backoff_delay(attempt))
                 continue
@@ -248,7 +263,7 @@ class Daemon:
             self._credentials_refused = False
             self.allowlist.apply(update, self._clock())
             if not self._have_allowlist:
-                logger.info("allowlist received (version %s)", self.allowlist.version)
+                self._log.info("allowlist received (version %s)", self.allowlist.version)
             self._have_allowlist = True
             self._allowlist_ready.set()
 
@@ -256,7 +271,7 @@ class Daemon:
         """Log a credentials refusal once until a request is accepted again."""
         if not self._credentials_refused:
             self._credentials_refused = True
-            logger.error("%s", exc)
+            self._log.error("%s", exc)
 
     async def _heartbeat_loop(self, stop: asyncio.Event, uploader: Uploader) -> None:
         previous = snapshot(self.counters, self._clock())
@@ -298,7 +313,7 @@ class Daemon:
             now = self._clock()
             if stop.is_set() or not should_restart(self.counters.last_advert_at, now, timeout):
                 continue
-            logger.warning("no advertisement for %.0f s: restarting scanning", timeout)
+            self._log.warning("no advertisement for %.0f s: restarting scanning", timeout)
             self.counters.watchdog_restarts += 1
             self.counters.last_advert_at = now
             try:
@@ -306,12 +321,12 @@ class Daemon:
                 self._adapter_state = "powered"
             except AdapterOffError as exc:
                 self._adapter_state = "off"
-                logger.error("%s", exc)
+                self._log.error("%s", exc)
             except AdapterMissingError as exc:
                 self._adapter_state = "missing"
-                logger.error("%s", exc)
+                self._log.error("%s", exc)
             except BleError as exc:
-                logger.error("%s", exc)
+                self._log.error("%s", exc)
 
     async def _final_upload(self, uploader: Uploader) -> None:
         async def drain() -> None:
@@ -322,7 +337,7 @@ class Daemon:
             await asyncio.wait_for(drain(), timeout=FINAL_UPLOAD_TIMEOUT_S)
         except (TimeoutError, UploadError):
             depth, _ = await self.outbox.stats()
-            logger.info("%d windows stay queued for the next start", depth)
+            self._log.info("%d windows stay queued for the next start", depth)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Scan and report until ``stop`` is set (or a replay/simulated input ends)."""
@@ -350,7 +365,7 @@ class Daemon:
                         timeout=self.config.allowlist_wait_s,
                     )
                 if not self._allowlist_ready.is_set():
-                    logger.warning(
+                    self._log.warning(
                         "no allowlist after %.0f s: scanning anyway, dropping everything until "
                         "one arrives",
                         self.config.allowlist_wait_s,
@@ -377,7 +392,7 @@ class Daemon:
                     await self._final_upload(uploader)
                 finally:
                     await self.outbox.aclose()
-                logger.info("scanner stopped")
+                self._log.info("scanner stopped")
 
 
 async def _first(*aws: Awaitable[object]) -> None:

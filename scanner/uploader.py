@@ -8,11 +8,8 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import random
-import re
 import secrets
-import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -39,21 +36,6 @@ REQUEST_TIMEOUT_S = 15.0
 LONG_POLL_SLACK_S = 10.0
 # Path prefix of the scanner API.
 API_PREFIX = "/api/scanner/v1"
-# The fields of a window (docs/api.md), in the order of the columnar batch body.
-WINDOW_FIELDS = ("id_type", "id", "start", "end", "count", "rssi_max", "rssi_median", "tx_power")
-# How each column is packed (docs/api.md): struct formats, little-endian.
-PACKED_FORMATS = {"start": "d", "end": "d", "count": "I", "rssi_max": "b", "rssi_median": "d"}
-# Codes of the id types in a packed `id_type` column.
-ID_TYPE_CODES = {"eid": 0, "ibeacon": 1}
-# EIDs joined: lower-case hex only, as the server requires of an `eid` id.
-_LOWER_HEX = re.compile(r"[0-9a-f]*")
-# A packed `tx_power` of -128 (below any real power) stands for null.
-TX_POWER_NULL = -128
-# HTTP status of a body the server could not validate (its error names the field).
-UNPROCESSABLE = 422
-# After a server refused the columnar body, rows for an hour, then columns again: an upgraded
-# server is picked up without restarting the scanner, at one refused batch an hour.
-COLUMNS_RETRY_S = 3600.0
 
 
 class UploadError(ScannerError):
@@ -140,8 +122,6 @@ class Uploader:
         self._secret = secret
         self._clock = clock
         self._unreachable = False
-        # Rows instead of columns until this monotonic time (after a server refused columns).
-        self._rows_until = -math.inf
 
     @property
     def server_url(self) -> str:
@@ -206,39 +186,15 @@ class Uploader:
         return data
 
     async def post_batch(self, batch: PendingBatch) -> dict[str, Any]:
-        """POST one batch; returns the server's answer once it has committed it.
-
-        The windows go column-wise and packed (``columns``, docs/api.md), which the server
-        ingests without one object per window. A server that predates the columnar body
-        refuses it (422 naming ``columns``): the batch is sent again row-wise, and so are the
-        later ones for COLUMNS_RETRY_S, after which columns are tried again (the server may
-        have been upgraded meanwhile).
-        """
-        head = {
+        """POST one batch (a JSON list of window objects, docs/api.md); returns the server's
+        answer once it has committed it."""
+        body = {
             "batch_id": batch.batch_id,
             "store_id": self._store_id,
             "scanner_id": self._scanner_id,
+            "windows": batch.windows,
         }
-        path = f"{API_PREFIX}/batches"
-        if time.monotonic() >= self._rows_until:
-            try:
-                return await self._request(
-                    "POST",
-                    path,
-                    {**head, "columns": batch_columns(batch.windows)},
-                    REQUEST_TIMEOUT_S,
-                )
-            except ServerRejectedError as exc:
-                if exc.status != UNPROCESSABLE or exc.field != "columns":
-                    raise
-                logger.warning(
-                    "the server does not take columnar batches; sending rows for %.0f s",
-                    COLUMNS_RETRY_S,
-                )
-                self._rows_until = time.monotonic() + COLUMNS_RETRY_S
-        return await self._request(
-            "POST", path, {**head, "windows": batch.windows}, REQUEST_TIMEOUT_S
-        )
+        return await self._request("POST", f"{API_PREFIX}/batches", body, REQUEST_TIMEOUT_S)
 
     async def fetch_allowlist(self, since: int | None, wait: float) -> dict[str, Any]:
         """GET the allowlist; with ``since`` and ``wait`` > 0 this is a long poll."""
@@ -253,41 +209,6 @@ class Uploader:
     async def post_heartbeat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST a heartbeat body built by scanner.health."""
         return await self._request("POST", f"{API_PREFIX}/heartbeat", body, REQUEST_TIMEOUT_S)
-
-
-def batch_columns(windows: list[dict[str, Any]]) -> dict[str, list[Any] | str]:
-    """The ``columns`` of a batch body, packed (docs/api.md): one base64 string per field.
-
-    Each column is its values packed little-endian with the field's fixed type, which the
-    server turns into an array without one object per value. A column whose values do not
-    all fit that type (an iBeacon id, a value out of range) goes as a plain JSON array: the
-    server takes either form, column by column, and names an out-of-range value itself.
-    """
-    columns: dict[str, list[Any] | str] = {}
-    for name in WINDOW_FIELDS:
-        values = [window.get(name) for window in windows]
-        columns[name] = _packed(name, values)
-    return columns
-
-
-def _packed(name: str, values: list[Any]) -> list[Any] | str:
-    try:
-        if name == "id_type":
-            raw = bytes(ID_TYPE_CODES[value] for value in values)
-        elif name == "id":
-            joined = "".join(values)
-            if len(joined) != 16 * len(values) or not _LOWER_HEX.fullmatch(joined):
-                return values  # as an array: the server names a malformed id
-            raw = bytes.fromhex(joined)
-        elif name == "tx_power":
-            raw = struct.pack(
-                f"<{len(values)}b", *(TX_POWER_NULL if v is None else v for v in values)
-            )
-        else:
-            raw = struct.pack(f"<{len(values)}{PACKED_FORMATS[name]}", *values)
-    except (KeyError, ValueError, TypeError, OverflowError, struct.error):
-        return values
-    return base64.b64encode(raw).decode("ascii")
 
 
 def _error_field(text: str) -> str | None:

@@ -137,7 +137,7 @@ def _beacon_time(text: str) -> int:
 
 
 def cmd_eid(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server.identity import compute_eid
+    from store_server.eid import compute_eid
 
     try:
         key = bytes.fromhex(args.key)

@@ -16,26 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import gc
 import hashlib
 import hmac
-import itertools
 import logging
 import secrets
 import time
-from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import numpy.typing as npt
-
-from store_server import identity
+from store_server import eid
 from store_server.config import ServerConfig
 from store_server.consent import (
     DEFAULT_CONSENT_DURATION_S,
@@ -55,10 +48,17 @@ from store_server.errors import (
 )
 from store_server.floor import Floor
 from store_server.hub import BoardHub
-from store_server.ingest import Batch, Heartbeat, WindowColumns, batch_columns
-from store_server.keywrap import KeyUnwrapper, KeyWrapError, unwrap_key, wrap_key
+from store_server.identity_load import (
+    BackgroundBuild,
+    LoadedIdentities,
+    identity_aad,
+    read_identities,
+)
+from store_server.ingest import Batch, Heartbeat
+from store_server.keywrap import unwrap_key, wrap_key
 from store_server.policy import Decision, Trigger, VisitState, decide
 from store_server.presence import PresenceEngine, PresenceEvent
+from store_server.resolver import AllowlistItem, EidResolver
 from store_server.services.staff import StaffService
 from store_server.signing import NonceStore, SignedHeaders, verify
 from store_server.static_ids import StaticIds, new_ibeacon_id
@@ -88,9 +88,15 @@ STALE_WINDOW_S = 30.0
 MAX_CALIBRATION_DB = 30.0
 # Longest allowed long poll for the allowlist (seconds).
 MAX_ALLOWLIST_WAIT_S = 30.0
-# Identity rows read per database call when loading consenting customers: a few thousand
-# keep each round trip cheap and the transient row dicts to about a megabyte.
+# From this many identities to load at once, read them with one scan of the identities table
+# rather than by id (about ten times faster per identity).
 IDENTITY_CHUNK = 2000
+# From this many identities to load at once (a start-up), their EIDs are built in worker
+# processes while the server already serves: in-process, 50,000 take about 0.7 s.
+BUILD_IN_WORKERS_MIN = 50_000
+# Identities unwrapped in-process before a background build: if none unwraps, the master key
+# is wrong, and the server refuses to start rather than recognise nobody.
+MASTER_KEY_PROBE = 16
 
 
 @dataclass(slots=True)
@@ -102,6 +108,11 @@ class _Visit:
 
 def derive_key(master_key: bytes, label: str) -> bytes:
     return hmac.new(master_key, b"bulle/" + label.encode(), hashlib.sha256).digest()
+
+
+def pseudonym_key(master_key: bytes) -> bytes:
+    """The key of the consent log's subject references (see consent.subject_ref)."""
+    return derive_key(master_key, "consent-pseudonym")
 
 
 class StoreService:
@@ -123,9 +134,10 @@ class StoreService:
         self.hub = BoardHub()
         self.clock = clock
         self._master_key = master_key
-        self._pseudonym_key = derive_key(master_key, "consent-pseudonym")
+        self._pseudonym_key = pseudonym_key(master_key)
         self._consent_texts = tuple(consent_texts)
-        self.resolver = identity.EidResolver(skew_windows=config.skew_windows)
+        self.resolver = EidResolver(skew_windows=config.skew_windows)
+        self._build: BackgroundBuild | None = None
         self.engine = PresenceEngine(floor)
         self._visits: dict[str, _Visit] = {}
         self._last_greeted: dict[str, float] = {}
@@ -177,7 +189,7 @@ class StoreService:
             if scanner_id in self.engine.calibration():
                 self.engine.set_calibration(scanner_id, offset)
         await self._refresh_consenting(self.clock())
-        if len(self.resolver) >= IDENTITY_CHUNK:
+        if len(self.resolver) >= IDENTITY_CHUNK and self._build is None:
             release_startup_garbage()
 
     async def start(self) -> None:
@@ -186,6 +198,9 @@ class StoreService:
 
     async def stop(self) -> None:
         await self._batches.close()
+        if self._build is not None:
+            self._build.close()
+            self._build = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -258,86 +273,111 @@ class StoreService:
             gone, missing = [], found
         del found
         if missing:
-            started = time.perf_counter()
-            loaded = await self._identity_columns(missing)
-            unwrapped = time.perf_counter()
-            self._note_unreadable(loaded, first_load=len(self.resolver) == 0)
-            self.resolver.upsert_columns(loaded.build(), now)
-            del loaded
-            if len(missing) >= IDENTITY_CHUNK:
-                logger.info(
-                    "loaded %d identities: read and unwrapped in %.2f s, EIDs built in %.2f s",
-                    len(missing),
-                    unwrapped - started,
-                    time.perf_counter() - unwrapped,
+            if not (
+                len(missing) >= BUILD_IN_WORKERS_MIN
+                and self._build is None
+                and await self._build_in_background(missing, now)
+            ):
+                started = time.perf_counter()
+                loaded = await self._load_identities(missing)
+                self._note_unreadable(
+                    loaded.unreadable, len(loaded.records), first_load=len(self.resolver) == 0
                 )
+                self.resolver.upsert_many(loaded.records, now)
+                if len(missing) >= IDENTITY_CHUNK:
+                    logger.info(
+                        "loaded %d identities in %.2f s",
+                        len(missing),
+                        time.perf_counter() - started,
+                    )
+                del loaded
             changed = True
         changed |= await self._sync_static([*gone, *missing])
         if changed:
             await self._notify_allowlist()
 
-    def _note_unreadable(self, loaded: _ColumnsBuilder, *, first_load: bool) -> None:
+    def _note_unreadable(self, unreadable: list[str], loaded: int, *, first_load: bool) -> None:
         """Remember (and log once, without identifiers) the identities that did not load.
 
         They are not read again until their row changes (re-enrollment) or their consent
         ends. If nothing at all unwraps on the first load, the master key is the likely
         culprit: a configuration error, rather than a server that recognises nobody.
         """
-        if not loaded.unreadable:
+        if not unreadable:
             return
-        if first_load and not loaded.count:
+        if first_load and not loaded:
             raise ConfigError(
-                f"none of the {len(loaded.unreadable)} stored identities could be unwrapped: "
+                f"none of the {len(unreadable)} stored identities could be unwrapped: "
                 "is master_key the one this database was created with?",
                 key="master_key",
             )
-        self._unreadable.update(loaded.unreadable)
+        self._unreadable.update(unreadable)
         logger.error(
             "%d stored identities could not be loaded (tampered or corrupt rows); those "
             "customers will not be recognised until they re-enroll",
-            len(loaded.unreadable),
+            len(unreadable),
         )
 
-    async def _identity_columns(self, customer_ids: list[str]) -> _ColumnsBuilder:
-        """The identities of these customers as columns, unwrapped.
+    async def _load_identities(self, customer_ids: list[str]) -> LoadedIdentities:
+        """The identities of these customers, unwrapped, in the database thread.
 
-        No object is kept per identity: keys, exponents and offsets go straight into flat
-        columns, and the resolver keeps the caller's id strings (one string per subject, not
-        two: about 7 MB with 100k identities). Many customers (start-up): one scan of the
-        identities table, in the database thread, about ten times faster than looking them
-        up; a few (consents granted since the last refresh): IDENTITY_CHUNK at a time.
+        The resolver keeps the caller's id strings. Many customers: one scan of the
+        identities table; a few (consents granted since the last refresh): looked up by id.
         """
-        columns = _ColumnsBuilder(KeyUnwrapper(self._master_key))
-        wanted = {customer_id: customer_id for customer_id in customer_ids}
-        if len(customer_ids) >= IDENTITY_CHUNK:
+        scan = len(customer_ids) >= IDENTITY_CHUNK
+        return await self.db.read(
+            lambda db: read_identities(db, self._master_key, customer_ids, scan=scan)
+        )
 
-            def scan(db: Handle) -> None:
-                for batch in customers.identity_batches(db):
-                    for customer_id, blob, k, offset in batch:
-                        subject = wanted.get(customer_id)
-                        if subject is not None:
-                            columns.add(subject, blob, k, offset)
+    async def _build_in_background(self, customer_ids: list[str], now: float) -> bool:
+        """Count these customers as consenting now; build their EIDs in worker processes.
 
-            await self.db.read(scan)
-            return columns
-        for start in range(0, len(customer_ids), IDENTITY_CHUNK):
-            chunk = customer_ids[start : start + IDENTITY_CHUNK]
-            rows = await self.db.read(
-                functools.partial(customers.identity_rows, customer_ids=chunk)
-            )
-            for row in rows:
-                columns.add(
-                    wanted.get(row["customer_id"], row["customer_id"]),
-                    row["key_wrapped"],
-                    row["k"],
-                    row["clock_offset_s"],
-                )
-            del rows
-        return columns
+        The server serves meanwhile (check-ins, boards, the customer API); a customer's EIDs
+        resolve once their part is installed. A few identities are unwrapped here first: if
+        none does, False, and the caller loads them in-process, where a wrong master key
+        stops the start-up.
+        """
+        probe = await self._load_identities(customer_ids[:MASTER_KEY_PROBE])
+        if not probe.records:
+            return False
+        del probe
+        self.resolver.expect(customer_ids)
+        build = BackgroundBuild(
+            self.resolver,
+            db_path=self.db.path,
+            master_key=self._master_key,
+            on_progress=self._notify_allowlist,
+        )
+        self._build = build
 
-    def _identity_record(self, row: dict[str, Any]) -> identity.IdentityRecord:
-        key = unwrap_key(self._master_key, row["key_wrapped"], _aad("identity", row["customer_id"]))
-        return identity.IdentityRecord(
+        async def run() -> None:
+            try:
+                installed, unreadable = await build.run(customer_ids, now)
+                for subject in unreadable:
+                    self.resolver.remove(subject)  # consenting, but not recognisable
+                self._note_unreadable(unreadable, installed, first_load=False)
+                await self._sync_static(customer_ids)
+                await self._notify_allowlist()
+                release_startup_garbage()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never leave consenting customers unrecognised: load them here instead.
+                logger.exception("background identity build failed; loading in-process")
+                waiting = [c for c in customer_ids if self.resolver.is_expected(c)]
+                loaded = await self._load_identities(waiting)
+                self._note_unreadable(loaded.unreadable, len(loaded.records), first_load=False)
+                self.resolver.upsert_many(loaded.records, self.clock())
+                await self._notify_allowlist()
+            finally:
+                self._build = None
+
+        self._tasks.append(asyncio.create_task(run(), name="bulle-identity-build"))
+        return True
+
+    def _identity_record(self, row: dict[str, Any]) -> eid.IdentityRecord:
+        key = unwrap_key(self._master_key, row["key_wrapped"], identity_aad(row["customer_id"]))
+        return eid.IdentityRecord(
             subject=row["customer_id"],
             identity_key=key,
             k=row["k"],
@@ -458,50 +498,38 @@ class StoreService:
         scanner_id: str,
         store_id: str,
         batch: Batch,
-        columns: WindowColumns | None = None,
         *,
         registration: ScannerRegistration | None = None,
     ) -> dict[str, Any]:
         """Resolve, record and observe one batch; answer once its id is durably recorded.
 
-        The windows are handled column-wise (``columns``, made by ``batch_columns`` if not
-        given): one vectorised resolver pass, then one presence call per window time with
-        the distinct subjects of that time. The batch id is committed (with other batches
-        arriving meanwhile: one transaction, one fsync) before anything reaches the engine;
-        a batch id already committed is answered as a duplicate and not observed again.
-        With ``registration`` (from :meth:`authenticate_batch`), that transaction also checks
-        that it is still the scanner's registration, and the batch is refused if not.
+        Each window's identifier is resolved (at the window's end, or now if later); a
+        window that resolves to nobody is counted and dropped. The fresh resolved windows
+        are grouped by time, each subject's first window of a time kept. The batch id is
+        committed (with other batches arriving meanwhile: one transaction, one fsync) before
+        anything reaches the engine; a batch id already committed is answered as a duplicate
+        and not observed again. With ``registration`` (from :meth:`authenticate_batch`), that
+        transaction also checks that it is still the scanner's registration, and the batch
+        is refused if not.
         """
         if batch.store_id != store_id or batch.scanner_id != scanner_id:
             raise ForbiddenError(
                 "this scanner is not registered for that store", code="wrong_store"
             )
-        if columns is None:
-            columns = batch_columns(batch)
         now = self.clock()
-        accepted = len(columns)
-        resolver = self.resolver
-        times = np.minimum(columns.end, now)
-        if len(columns.eid_rows) == accepted:  # every window an EID (the usual batch)
-            slots = resolver.resolve_many(columns.eids, times)
-        else:
-            slots = np.full(accepted, -1, dtype=np.int64)
-            if columns.eids.size:
-                slots[columns.eid_rows] = resolver.resolve_many(
-                    columns.eids, times[columns.eid_rows]
-                )
-        if columns.other and self.config.legacy_ibeacon:
-            # Legacy static ids (when the store offers them): their holders are in the resolver.
-            static = self._static.customer_of
-            for row, ident in columns.other:
-                subject = static.get(ident)
-                slot = resolver.slot_of(subject) if subject is not None else None
-                if slot is not None:
-                    slots[row] = slot
-        found = slots >= 0
-        resolved = int(np.count_nonzero(found))
-        groups = self._window_groups(columns, times, slots, found, now) if resolved else []
-        removals = resolver.removals  # subjects named in `groups` are all held now
+        accepted = len(batch.windows)
+        resolved = 0
+        # Window time -> subject -> (rssi median, count): the fresh windows to observe.
+        by_time: dict[float, dict[str, tuple[float, int]]] = {}
+        for window in batch.windows:
+            t = min(window.end, now)
+            subject = self._resolve(window.id_type, window.id, t)
+            if subject is None:
+                continue
+            resolved += 1
+            if now - t <= STALE_WINDOW_S:
+                by_time.setdefault(t, {}).setdefault(subject, (window.rssi_median, window.count))
+        removals = self.resolver.removals  # subjects named in `by_time` are all held now
         expected = registration.secret_wrapped if registration is not None else None
         inserted, previous = await self._batches.record(
             scanner_id, batch.batch_id, accepted, now, expected
@@ -513,90 +541,40 @@ class StoreService:
             return {"batch_id": batch.batch_id, "accepted": previous, "duplicate": True}
         self.frames_unresolved += accepted - resolved
         self.frames_resolved += resolved
-        if groups:
-            events: list[PresenceEvent] = []
-            engine = self.engine
-            # Only if the resolver lost a subject during the commit: check each name again.
-            held = resolver.__contains__ if resolver.removals != removals else None
-            # Window time by window time: observe, then decide the arrivals these windows make
-            # at once (at the windows' time), rather than at the next tick up to 1 s later.
-            for t, subjects, medians, counts in groups:
-                if held is not None:
-                    keep = list(map(held, subjects))
-                    if not all(keep):
-                        # Withdrawn or erased while the batch id was being committed: the
-                        # engine must not hold anything about them again (forget() ran already).
-                        subjects = list(itertools.compress(subjects, keep))
-                        medians = list(itertools.compress(medians, keep))
-                        counts = list(itertools.compress(counts, keep))
-                        if not subjects:
-                            continue
-                taken = engine.observe_many(
-                    scanner_id, subjects, [t] * len(subjects), medians, counts
-                )
-                if taken:
-                    events.extend(engine.decide_arrivals(taken, t))
-            if events:
-                await self._handle_events(events)
+        # Withdrawn or erased while the batch id was being committed: the engine must not hold
+        # anything about them again (forget() ran already). Checked only if anyone left.
+        recheck = self.resolver.removals != removals
+        events: list[PresenceEvent] = []
+        for t in sorted(by_time):
+            windows = by_time[t]
+            subjects = [s for s in windows if not recheck or s in self.resolver]
+            if not subjects:
+                continue
+            # Observe, then decide the arrivals these windows make at once (at the windows'
+            # time), rather than at the next tick up to 1 s later.
+            taken = self.engine.observe_many(
+                scanner_id,
+                subjects,
+                [t] * len(subjects),
+                [windows[s][0] for s in subjects],
+                [windows[s][1] for s in subjects],
+            )
+            if taken:
+                events.extend(self.engine.decide_arrivals(taken, t))
+        if events:
+            await self._handle_events(events)
         return {"batch_id": batch.batch_id, "accepted": accepted, "duplicate": False}
 
-    def _window_groups(
-        self,
-        columns: WindowColumns,
-        times: npt.NDArray[np.float64],
-        slots: npt.NDArray[np.int64],
-        found: npt.NDArray[np.bool_],
-        now: float,
-    ) -> list[tuple[float, list[str], list[float], list[int]]]:
-        """The fresh resolved windows by time: (t, subjects, rssi medians, counts), t ascending.
-
-        Within one time only a subject's first window is kept: the engine ignores a second
-        window of the same subject, scanner and time (not newer than the last). Subjects are
-        named here, before any await, while the slots still mean what the resolver said.
-        A batch's windows usually share one time (a scanner flushes each window as it
-        closes): then one stable sort by subject does it, otherwise a sort by time, subject
-        and arrival order.
-        """
-        first_t = times[0]
-        if (times == first_t).all():  # one window time
-            if not now - first_t <= STALE_WINDOW_S:
-                return []
-            held = slots if found.all() else slots[found]
-            order = np.argsort(held, kind="stable")  # by subject, then arrival order
-            held = held[order]
-            first = np.empty(len(held), dtype=bool)
-            first[0] = True
-            np.not_equal(held[1:], held[:-1], out=first[1:])
-            picked = order[first]
-            rows = picked if len(held) == len(slots) else np.flatnonzero(found)[picked]
-            return [
-                (
-                    float(first_t),
-                    self.resolver.subjects_of(held[first].tolist()),
-                    columns.rssi_median[rows].tolist(),
-                    columns.count[rows].tolist(),
-                )
-            ]
-        fresh = np.flatnonzero(found & (now - times <= STALE_WINDOW_S))
-        if not fresh.size:
-            return []
-        t = times[fresh]
-        held = slots[fresh]
-        order = np.lexsort((fresh, held, t))  # by time, then subject, then arrival order
-        t = t[order]
-        held = held[order]
-        rows = fresh[order]
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = (t[1:] != t[:-1]) | (held[1:] != held[:-1])
-        t, held, rows = t[first], held[first], rows[first]
-        subjects = self.resolver.subjects_of(held.tolist())
-        medians = columns.rssi_median[rows].tolist()
-        counts = columns.count[rows].tolist()
-        cuts = [0, *(np.flatnonzero(t[1:] != t[:-1]) + 1).tolist(), len(rows)]
-        return [
-            (float(t[i]), subjects[i:j], medians[i:j], counts[i:j])
-            for i, j in itertools.pairwise(cuts)
-        ]
+    def _resolve(self, id_type: str, ident: str, t: float) -> str | None:
+        """The consenting customer behind a window's identifier at ``t``, or None."""
+        if id_type == "eid":
+            return self.resolver.resolve(bytes.fromhex(ident), t)
+        if self.config.legacy_ibeacon:
+            # Legacy static ids (when the store offers them): their holders are in the resolver.
+            subject = self._static.customer_of.get(ident)
+            if subject is not None and subject in self.resolver:
+                return subject
+        return None
 
     async def heartbeat(self, scanner_id: str, store_id: str, body: Heartbeat) -> dict[str, Any]:
         if body.store_id != store_id or body.scanner_id != scanner_id:
@@ -860,14 +838,14 @@ class StoreService:
 
     async def enroll(self, app_counter: int | None, language: str) -> dict[str, Any]:
         now = self.clock()
-        key = identity.new_identity_key()
+        key = eid.new_identity_key()
         k = self.config.rotation_exponent
-        counter = app_counter if app_counter is not None else int(now) % identity.COUNTER_MODULUS
-        offset = identity.clock_offset(counter, now)
+        counter = app_counter if app_counter is not None else int(now) % eid.COUNTER_MODULUS
+        offset = eid.clock_offset(counter, now)
         created = await self.db.write(
             lambda db: customers.create_customer(
                 db,
-                key_wrapped_for=lambda cid: wrap_key(self._master_key, key, _aad("identity", cid)),
+                key_wrapped_for=lambda cid: wrap_key(self._master_key, key, identity_aad(cid)),
                 k=k,
                 clock_offset_s=offset,
                 language=language,
@@ -879,7 +857,7 @@ class StoreService:
             "token": created.token,
             "identity_key": key.hex(),
             "rotation_exponent": k,
-            "beacon_time": identity.beacon_time(now, offset),
+            "beacon_time": eid.beacon_time(now, offset),
         }
 
     async def rotate_identity(self, customer_id: str, app_counter: int | None) -> dict[str, Any]:
@@ -889,11 +867,11 @@ class StoreService:
         and long-polling scanners are woken with a delta removing the old EIDs.
         """
         now = self.clock()
-        key = identity.new_identity_key()
+        key = eid.new_identity_key()
         k = self.config.rotation_exponent
-        counter = app_counter if app_counter is not None else int(now) % identity.COUNTER_MODULUS
-        offset = identity.clock_offset(counter, now)
-        wrapped = wrap_key(self._master_key, key, _aad("identity", customer_id))
+        counter = app_counter if app_counter is not None else int(now) % eid.COUNTER_MODULUS
+        offset = eid.clock_offset(counter, now)
+        wrapped = wrap_key(self._master_key, key, identity_aad(customer_id))
         await self.db.write(
             lambda db: customers.rotate_identity(
                 db, customer_id, key_wrapped=wrapped, k=k, clock_offset_s=offset, now=now
@@ -902,12 +880,12 @@ class StoreService:
         if customer_id in self.resolver or customer_id in self._unreadable:
             # A customer whose stored identity did not load is recognised again from now on.
             self._unreadable.discard(customer_id)
-            self.resolver.upsert(identity.IdentityRecord(customer_id, key, k, offset), self.clock())
+            self.resolver.upsert(eid.IdentityRecord(customer_id, key, k, offset), self.clock())
             await self._notify_allowlist()
         return {
             "identity_key": key.hex(),
             "rotation_exponent": k,
-            "beacon_time": identity.beacon_time(now, offset),
+            "beacon_time": eid.beacon_time(now, offset),
         }
 
     async def set_legacy_ibeacon(self, customer_id: str, enabled: bool) -> None:
@@ -1092,75 +1070,22 @@ class ScannerRegistration:
 
 
 def release_startup_garbage() -> None:
-    """After a bulk load: collect, freeze the survivors and hand free heap back to the OS.
+    """After a bulk load: collect, then freeze the survivors.
 
     The loaded identities live as long as the process: frozen, later full collections skip
-    them. glibc keeps the heap freed by the load (row dicts, list growth, dict resizes);
-    ``malloc_trim`` returns it (about 13 MB with 100k identities). No-op without glibc.
+    them.
     """
     gc.collect()
     gc.freeze()
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
-        return
-    trim(0)
 
 
 def scanner_aad(scanner_id: str) -> bytes:
     return _aad("scanner", scanner_id)
 
 
-class _ColumnsBuilder:
-    """Unwraps stored identities into :class:`identity.IdentityColumns`, one row at a time.
-
-    A row that does not unwrap (tampered, or another master key) or holds an impossible
-    exponent or clock offset is left out and its customer listed in ``unreadable``: that
-    customer is simply not recognised, and everyone else still is.
-    """
-
-    __slots__ = ("_keys", "_ks", "_offsets", "_subjects", "_unwrap", "unreadable")
-
-    def __init__(self, unwrap: KeyUnwrapper) -> None:
-        self._unwrap = unwrap
-        self.unreadable: list[str] = []
-        self._subjects: list[str] = []
-        self._keys = bytearray()
-        self._ks = array("B")
-        self._offsets = array("d")
-
-    def add(self, subject: str, blob: bytes, k: int, offset: float) -> None:
-        """Add one stored identity, or list it in ``unreadable``."""
-        try:
-            key = self._unwrap(blob, _aad("identity", subject))
-        except KeyWrapError:
-            self.unreadable.append(subject)
-            return
-        if (
-            type(k) is not int
-            or not 0 <= k <= identity.MAX_ROTATION_EXPONENT
-            or not isinstance(offset, int | float)
-            or not abs(offset) <= identity.MAX_CLOCK_OFFSET_S  # NaN fails too
-        ):
-            self.unreadable.append(subject)
-            return
-        self._ks.append(k)
-        self._offsets.append(offset)
-        self._keys += key
-        self._subjects.append(subject)
-
-    @property
-    def count(self) -> int:
-        """Identities loaded so far (the unreadable ones not counted)."""
-        return len(self._subjects)
-
-    def build(self) -> identity.IdentityColumns:
-        return identity.IdentityColumns(self._subjects, self._keys, self._ks, self._offsets)
-
-
 def _aad(kind: str, subject: str) -> bytes:
     return f"bulle/{kind}/{subject}".encode()
 
 
-def _wire_entry(item: identity.AllowlistItem) -> dict[str, Any]:
+def _wire_entry(item: AllowlistItem) -> dict[str, Any]:
     return {"id_type": "eid", "id": item.eid.hex(), "not_after": item.not_after}

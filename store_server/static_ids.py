@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from store_server.identity import HISTORY_VERSIONS
+from store_server.resolver import HISTORY_VERSIONS
 
 # Static entries are re-sent with every allowlist answer; a scanner that loses the server
 # keeps them this long (ten long polls), then drops them like an expired EID.

@@ -61,6 +61,14 @@ COMPONENTS: dict[str, Component] = {
         "aioesphomeapi, the ESPHome native API client",
         lambda: _modules("aioesphomeapi"),
     ),
+    "proxy": Component(
+        "nginx, the reverse proxy of the install guide (Debian: nginx)",
+        lambda: shutil.which("nginx") is not None or Path("/usr/sbin/nginx").is_file(),
+    ),
+    "systemd": Component(
+        "systemd-analyze, to check the units of deploy/ (Debian: systemd)",
+        lambda: shutil.which("systemd-analyze") is not None,
+    ),
 }
 """Marker name -> the component its tests need. Each marker is declared in pyproject.toml."""
 

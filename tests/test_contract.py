@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,11 +24,10 @@ from scanner.allowlist import Allowlist, AllowlistUpdate, SightingKey
 from scanner.frames import EDDYSTONE_SERVICE_UUID, EddystoneEIDFrame, parse_advertisement
 from scanner.health import HealthCounters, heartbeat_body, snapshot
 from scanner.outbox import Outbox
-from scanner.uploader import Uploader, batch_columns, sign_request
-from store_server import identity
+from scanner.uploader import Uploader, sign_request
+from store_server.eid import beacon_time, clock_offset, compute_eid
 from store_server.errors import AuthenticationError, ValidationError
 from store_server.ingest import Batch, Heartbeat, check_batch, decode
-from store_server.ingest import batch_columns as server_columns
 from store_server.signing import NonceStore, read_headers, verify
 from tests.server.conftest import STORE_ID, Harness, bearer, server
 from tests.support import require_system_component
@@ -145,10 +145,10 @@ def test_window_aggregates_decode_as_server_batch(tmp_path: Path) -> None:
         max_size=40,
     )
 )
-def test_packed_columns_decode_as_the_same_windows_at_server(
+def test_any_scanner_window_decodes_as_the_same_window_at_server(
     rows: list[tuple[str, bytes, float, int, int, float, int | None]],
 ) -> None:
-    """The scanner's packed columns and its row-wise windows give the server the same batch."""
+    """The one wire form: the scanner's window objects, as JSON, are the server's windows."""
     windows = [
         {
             "id_type": kind,
@@ -162,17 +162,10 @@ def test_packed_columns_decode_as_the_same_windows_at_server(
         }
         for i, (kind, raw, start, count, rssi_max, median, tx) in enumerate(rows)
     ]
-    columns = batch_columns(windows)
-    # Every column packed, but the ids when one is an iBeacon's.
-    assert [n for n, v in columns.items() if not isinstance(v, str)] == (
-        ["id"] if any(w["id_type"] == "ibeacon" for w in windows) else []
-    )
     head = {"batch_id": "a" * 32, "store_id": STORE_ID, "scanner_id": SCANNER_ID}
-    packed = server_columns(decode(json.dumps({**head, "columns": columns}).encode(), Batch))
-    plain = server_columns(decode(json.dumps({**head, "windows": windows}).encode(), Batch))
-    for name in ("eid_rows", "eids", "end", "rssi_median", "rssi_max", "count"):
-        assert getattr(packed, name).tolist() == getattr(plain, name).tolist(), name
-    assert packed.other == plain.other
+    batch = decode(json.dumps({**head, "windows": windows}, separators=(",", ":")).encode(), Batch)
+    check_batch(batch)
+    assert [msgspec.to_builtins(w) for w in batch.windows] == windows
 
 
 def test_window_without_tx_power_decodes() -> None:
@@ -244,10 +237,8 @@ async def test_uploader_against_real_server(server: Harness, tmp_path: Path) -> 
         allowlist.apply(update, now)
         # The phone broadcasts its current EID (beacon time = server time + its offset).
         key = bytes.fromhex(enrolled["identity_key"])
-        offset = identity.clock_offset(enrolled["beacon_time"], now)
-        eid = identity.compute_eid(
-            key, enrolled["rotation_exponent"], identity.beacon_time(now, offset)
-        )
+        offset = clock_offset(enrolled["beacon_time"], now)
+        eid = compute_eid(key, enrolled["rotation_exponent"], beacon_time(now, offset))
         advert = {EDDYSTONE_SERVICE_UUID: bytes([0x30, 0xEC]) + eid}
         frame = parse_advertisement({}, advert)
         assert frame == EddystoneEIDFrame(-20, eid)

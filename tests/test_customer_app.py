@@ -24,7 +24,7 @@ from scanner.allowlist import Allowlist, AllowlistUpdate
 from scanner.frames import EDDYSTONE_SERVICE_UUID, parse_advertisement
 from scanner.outbox import Outbox
 from scanner.uploader import Uploader
-from store_server import identity
+from store_server.eid import beacon_time, clock_offset, compute_eid
 from store_server.policy import Preferences, greeting_text, shown_name
 from store_server.storage import customers as customer_store
 from tests.server.conftest import STORE_ID, Harness, server
@@ -105,7 +105,7 @@ class Phone:
     def __init__(self, enrolled: dict[str, Any], uploader: Uploader, outbox: Outbox) -> None:
         self.key = bytes.fromhex(enrolled["identity_key"])
         self.k = int(enrolled["rotation_exponent"])
-        self.offset = identity.clock_offset(int(enrolled["beacon_time"]), time.time())
+        self.offset = clock_offset(int(enrolled["beacon_time"]), time.time())
         self.uploader = uploader
         self.outbox = outbox
         self.allowlist = Allowlist()
@@ -115,7 +115,7 @@ class Phone:
         self.heard = 0
 
     def advert(self, now: float) -> dict[str, bytes]:
-        eid = identity.compute_eid(self.key, self.k, identity.beacon_time(now, self.offset))
+        eid = compute_eid(self.key, self.k, beacon_time(now, self.offset))
         return {EDDYSTONE_SERVICE_UUID: bytes([0x30, 0xEC]) + eid}
 
     async def sync_allowlist(self, wait_s: float = 0) -> None:

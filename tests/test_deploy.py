@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import require_system_component
-
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 UNITS = ("bulle-store-server.service", "beacon-scanner.service")
@@ -38,9 +36,9 @@ def _checkable_copy(unit: str, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.systemd
 @pytest.mark.parametrize("unit", UNITS)
 def test_unit_is_valid_and_hardened(unit: str, tmp_path: Path) -> None:
-    require_system_component("systemd-analyze", SYSTEMD_ANALYZE is not None)
     assert SYSTEMD_ANALYZE is not None
     copy = _checkable_copy(unit, tmp_path)
     verify = subprocess.run(

@@ -1,7 +1,7 @@
 """Fast CI subset of bench/load/ingest_throughput.py: the benchmark still runs end to end.
 
 No speed is asserted here (targets live in bench/README.md, measured on purpose); this checks
-that every batch of both targets was answered 200 with packed columns, that the server really
+that every batch of both targets was answered 200 (one wire form), that the server really
 ingested them (its CPU per batch is well above the bare handler's, which does not parse), and
 that the figures the baseline is written from are all there.
 """

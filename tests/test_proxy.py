@@ -40,14 +40,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from store_server.identity import beacon_time, compute_eid
-from tests.support import require_system_component
 
 pytestmark = pytest.mark.proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "deploy" / "nginx" / "bulle.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-HAVE_NGINX = Path(NGINX).is_file()
 PASSWORD = "correct horse battery"
 EDDYSTONE_UUID = "0000feaa-0000-1000-8000-00805f9b34fb"
 # Each wait below is for a condition; this bounds it on a loaded 2-core machine.
@@ -271,7 +269,6 @@ def install(tmp_path: Path) -> Shop:
 
 @pytest.fixture
 async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
-    require_system_component("nginx", HAVE_NGINX)
     shop = install(tmp_path)
     server_log = tmp_path / "server.log"
     with _stopping(shop.processes):
@@ -429,7 +426,9 @@ async def test_board_and_scanner_through_nginx(shop: Shop, tmp_path: Path) -> No
                     return resp.status == 200
 
             # The scanner's heartbeat went through: it has its first allowlist by now.
-            await wait_for(scanner_seen, "the scanner's first contact through the proxy")
+            await wait_for(
+                scanner_seen, "the scanner's first contact through the proxy", CARD_WITHIN_S
+            )
             customer = await _enroll_with_greeting(http)
 
         # Phone adverts heard by the scanner: only once the long poll brought the new EID

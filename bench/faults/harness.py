@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 from scanner.outbox import Outbox  # noqa: E402
-from store_server.identity import beacon_time, compute_eid  # noqa: E402
+from store_server.eid import beacon_time, compute_eid  # noqa: E402
 
 STORE_FILE = REPO_ROOT / "seeds" / "store.toml"
 STORE_ID = "demo-store"

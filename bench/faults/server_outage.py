@@ -90,7 +90,7 @@ from scanner.uploader import (
     Uploader,
     UploadError,
 )
-from store_server.identity import beacon_time, compute_eid
+from store_server.eid import beacon_time, compute_eid
 
 SIGHTINGS_PER_WINDOW = 3
 """Advertisements of one phone heard per 1 s window (phones advertise several times a second)."""

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import random
 import secrets
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -53,7 +51,7 @@ from harness import (
     free_port,
 )
 
-from scanner.uploader import batch_columns, sign_request
+from scanner.uploader import sign_request
 
 PATH = "/api/scanner/v1/batches"
 WARMUP_S = 1.0
@@ -91,42 +89,49 @@ def store_file_with(n_scanners: int, folder: Path) -> tuple[Path, list[str]]:
     return path, ids[:n_scanners]
 
 
-def windows_json(customers: list[Customer], n: int, rng: random.Random) -> tuple[bytes, bytes]:
-    """The `columns` of a batch body (docs/api.md), as the scanner's uploader sends them, cut
-    where the window times go: ``head + times + tail``, the times written per request."""
+def windows_json(customers: list[Customer], n: int, rng: random.Random) -> list[bytes]:
+    """The window objects of a batch body (docs/api.md), as the scanner's uploader sends them,
+    cut where their times go: each window is ``part[0] + start + part[1] + end + part[2]``."""
     now = time.time()
-    windows = []
+    cuts: list[bytes] = []
     for _ in range(n):
         c = rng.choice(customers)
-        windows.append(
+        text = json.dumps(
             {
                 "id_type": "eid",
                 "id": c.frame_hex(now)[4:],
+                "start": "START",
+                "end": "END",
                 "count": 4,
                 "rssi_max": -55,
                 "rssi_median": -57.0,
                 "tx_power": -20,
-            }
+            },
+            separators=(",", ":"),
+        ).encode()
+        cuts.extend(text.replace(b'"START"', b"\0").replace(b'"END"', b"\0").split(b"\0"))
+    return cuts
+
+
+def window_list(cuts: list[bytes], end: float) -> bytes:
+    """The ``windows`` list with fresh times (windows of one second ending at ``end``): each
+    window is newer than the last, so the engine takes it."""
+    start_text = repr(end - 1.0).encode()
+    end_text = repr(end).encode()
+    return (
+        b"["
+        + b",".join(
+            cuts[i] + start_text + cuts[i + 1] + end_text + cuts[i + 2]
+            for i in range(0, len(cuts), 3)
         )
-    columns = batch_columns(windows)
-    del columns["start"], columns["end"]
-    text = json.dumps(columns, separators=(",", ":")).encode()
-    return text[:-1] + b",", b"}"
-
-
-def window_times(n: int, end: float) -> bytes:
-    """``"start":...,"end":...`` for ``n`` windows of one second ending at ``end``, packed as
-    the scanner sends them: fresh times in every batch, so each window is newer than the
-    last and the engine takes it."""
-    starts = base64.b64encode(struct.pack(f"<{n}d", *[end - 1.0] * n))
-    ends = base64.b64encode(struct.pack(f"<{n}d", *[end] * n))
-    return b'"start":"' + starts + b'","end":"' + ends + b'"'
+        + b"]"
+    )
 
 
 async def drive(
     base_url: str,
     scanners: dict[str, str],
-    payloads: dict[str, tuple[bytes, bytes]],
+    payloads: dict[str, list[bytes]],
     n_windows: int,
     seconds: float,
 ) -> dict[str, Any]:
@@ -146,10 +151,9 @@ async def drive(
             t0 = time.monotonic()
             if t0 >= stop_at:
                 return
-            head, tail = payloads[sid]
-            times = window_times(n_windows, time.time())
+            windows = window_list(payloads[sid], time.time())
             batch_id = secrets.token_hex(16).encode()
-            body = prefix + batch_id + b'","columns":' + head + times + tail + b"}"
+            body = prefix + batch_id + b'","windows":' + windows + b"}"
             headers = sign_request(
                 secret,
                 "POST",
@@ -250,7 +254,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 async def measured(
     target: ServerProcess,
     scanners: dict[str, str],
-    payloads: dict[str, tuple[bytes, bytes]],
+    payloads: dict[str, list[bytes]],
     n_windows: int,
     seconds: float,
 ) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import msgspec
 from aiohttp import web
 
 from store_server.errors import ValidationError
-from store_server.ingest import Batch, Heartbeat, batch_columns, decode
+from store_server.ingest import Batch, Heartbeat, check_batch, decode
 from store_server.keys import METRICS, SERVICE
 from store_server.signing import read_headers
 
@@ -33,9 +33,9 @@ async def post_batch(request: web.Request) -> web.Response:
     # The registration is checked again in the transaction that records the batch.
     registration = await service.authenticate_batch(signed, request.method, request.path_qs, body)
     batch = decode(body, Batch)
-    columns = batch_columns(batch)
+    check_batch(batch)
     result = await service.ingest(
-        signed.scanner_id, registration.store_id, batch, columns, registration=registration
+        signed.scanner_id, registration.store_id, batch, registration=registration
     )
     metrics = request.app[METRICS]
     if result.get("duplicate"):

@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -56,12 +55,8 @@ class ApiState:
     allowlist_gets: int = 0
     # When set, every batch is refused with this status (after signature checks).
     refuse_status: int | None = None
-    # When set, columnar batch bodies are refused as by a server that predates them.
-    rows_only: bool = False
-    # With rows_only: the field a refused columnar body is named by (a whole column or all).
-    refused_field: str = "columns"
-    # The form of each batch body received: "columns" or "windows".
-    forms: list[str] = field(default_factory=list)
+    # The top-level fields of each batch body received (docs/api.md: the one wire form).
+    forms: list[tuple[str, ...]] = field(default_factory=list)
 
     def windows(self) -> list[dict[str, Any]]:
         return [w for ws in self.batches.values() for w in ws]
@@ -136,14 +131,7 @@ def make_api(state: ApiState) -> web.Application:
         data = json.loads(body)
         if data["store_id"] != STORE_ID:
             return _err(403, "wrong_store")
-        state.forms.append("columns" if "columns" in data else "windows")
-        if "columns" in data:
-            if state.rows_only:  # like a server that predates the columnar body
-                return _err(422, "invalid_request", field=state.refused_field)
-            columns = {name: unpack_column(name, v) for name, v in data["columns"].items()}
-            data["windows"] = [
-                dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)
-            ]
+        state.forms.append(tuple(sorted(data)))
         dup = data["batch_id"] in state.batches
         if not dup:
             state.batches[data["batch_id"]] = data["windows"]
@@ -415,22 +403,3 @@ def bluez(system_bus: PrivateBus) -> Iterator[BluezMock]:
         yield mock
     finally:
         mock.close()
-
-
-PACKED = {"start": "d", "end": "d", "count": "I", "rssi_max": "b", "rssi_median": "d"}
-"""docs/api.md, packed columns: struct format of each numeric column (little-endian)."""
-
-
-def unpack_column(name: str, value: list[Any] | str) -> list[Any]:
-    """A column of a batch body as a list, whether sent as a JSON array or packed (docs/api.md)."""
-    if isinstance(value, list):
-        return value
-    raw = base64.b64decode(value, validate=True)
-    if name == "id_type":
-        return [("eid", "ibeacon")[code] for code in raw]
-    if name == "id":
-        return [raw[i : i + 8].hex() for i in range(0, len(raw), 8)]
-    if name == "tx_power":
-        return [None if v == -128 else v for v in struct.unpack(f"<{len(raw)}b", raw)]
-    fmt = PACKED[name]
-    return list(struct.unpack(f"<{len(raw) // struct.calcsize(fmt)}{fmt}", raw))

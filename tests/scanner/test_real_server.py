@@ -15,7 +15,7 @@ from scanner.config import ScannerConfig
 from scanner.daemon import ALLOWLIST_LONG_POLL_S, Daemon
 from scanner.frames import EDDYSTONE_SERVICE_UUID
 from scanner.records import AdvertRecord, record_to_json
-from store_server import identity
+from store_server.eid import beacon_time, clock_offset, compute_eid
 from tests.server.conftest import STORE_ID, Harness, bearer, server
 
 from .conftest import wait_until
@@ -54,11 +54,9 @@ async def test_withdrawal_reaches_running_scanner_within_a_second(
     assert (await server.grant(enrolled["token"], "greeting")).status == 201
 
     now = time.time()
-    offset = identity.clock_offset(enrolled["beacon_time"], now)
+    offset = clock_offset(enrolled["beacon_time"], now)
     key = bytes.fromhex(enrolled["identity_key"])
-    eid = identity.compute_eid(
-        key, enrolled["rotation_exponent"], identity.beacon_time(now, offset)
-    )
+    eid = compute_eid(key, enrolled["rotation_exponent"], beacon_time(now, offset))
 
     cfg = ScannerConfig(
         scanner_id=scanner.scanner_id,

@@ -13,7 +13,6 @@ import random
 import aiohttp
 import pytest
 
-from scanner import uploader
 from scanner.outbox import PendingBatch
 from scanner.uploader import (
     BACKOFF_BASE_S,
@@ -109,56 +108,16 @@ BATCH = PendingBatch(
 )
 
 
-async def test_post_batch_sends_columns(api: Api) -> None:
+async def test_post_batch_sends_a_list_of_window_objects(api: Api) -> None:
     async with aiohttp.ClientSession() as session:
-        await make(session, api).post_batch(BATCH)
-    assert api.state.forms == ["columns"]
+        answer = await make(session, api).post_batch(BATCH)
+    assert answer["accepted"] == 1
+    assert api.state.forms == [("batch_id", "scanner_id", "store_id", "windows")]
     assert api.state.batches[BATCH.batch_id] == BATCH.windows
 
 
-async def test_post_batch_falls_back_to_rows_for_an_older_server(api: Api) -> None:
-    api.state.rows_only = True
-    second = PendingBatch(batch_id="5b0d0c3e-6f6e-4a51-9d55-2f7d3d7f1a10", windows=BATCH.windows)
-    async with aiohttp.ClientSession() as session:
-        up = make(session, api)
-        first = await up.post_batch(BATCH)
-        await up.post_batch(second)
-    assert first["accepted"] == 1
-    # Refused once as columns, then rows for that batch and every later one.
-    assert api.state.forms == ["columns", "windows", "windows"]
-    assert api.state.batches[BATCH.batch_id] == BATCH.windows
-
-
-async def test_a_refused_column_is_not_taken_for_an_older_server(api: Api) -> None:
-    """Only a server that predates columns names ``columns``; a refused column is an error of
-    this batch (raised: the daemon counts it), not a reason to send rows for an hour."""
-    api.state.rows_only = True
-    api.state.refused_field = "columns.start"
-    async with aiohttp.ClientSession() as session:
-        with pytest.raises(ServerRejectedError) as info:
-            await make(session, api).post_batch(BATCH)
-    assert info.value.field == "columns.start"
-    assert api.state.forms == ["columns"]
-
-
-def test_columns_are_packed_unless_a_value_does_not_fit() -> None:
-    window = BATCH.windows[0]
-    ibeacon = {**window, "id_type": "ibeacon", "id": "f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:2"}
-    loud = {**window, "rssi_max": 300, "count": -1, "tx_power": None}
-    columns = uploader.batch_columns([window, ibeacon, loud])
-    upper = uploader.batch_columns([{**window, "id": window["id"].upper()}])
-    assert upper["id"] == [window["id"].upper()]  # refused by the server, as an array
-    listed = {name for name, value in columns.items() if isinstance(value, list)}
-    # The id of an iBeacon, an rssi beyond a byte and a negative count go as arrays, and the
-    # server names them; every other column is packed.
-    assert listed == {"id", "rssi_max", "count"}
-    assert columns["id"] == [window["id"], ibeacon["id"], window["id"]]
-    assert columns["rssi_max"] == [window["rssi_max"], window["rssi_max"], 300]
-    assert base64.b64decode(columns["tx_power"]) == bytes([-20 & 0xFF, -20 & 0xFF, 0x80])
-    assert base64.b64decode(columns["id_type"]) == bytes([0, 1, 0])
-
-
-async def test_other_422_is_not_taken_for_an_older_server(api: Api) -> None:
+async def test_a_refused_batch_is_raised_once_with_its_status(api: Api) -> None:
+    """No other form is tried: a 422 is an error of this batch (the daemon counts it)."""
     api.state.refuse_status = 422
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ServerRejectedError) as info:
@@ -241,25 +200,3 @@ async def test_retries_until_server_recovers(api: Api, monkeypatch: pytest.Monke
     assert len(delays) == 4
     for attempt, delay in enumerate(delays, start=1):
         assert 0 <= delay <= min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-
-
-async def test_columns_are_tried_again_after_the_retry_delay(
-    api: Api, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    api.state.rows_only = True
-    clock = {"t": 1000.0}
-    monkeypatch.setattr(uploader.time, "monotonic", lambda: clock["t"])
-    batches = [
-        PendingBatch(batch_id=f"5b0d0c3e-6f6e-4a51-9d55-2f7d3d7f1a1{i}", windows=BATCH.windows)
-        for i in range(4)
-    ]
-    async with aiohttp.ClientSession() as session:
-        up = make(session, api)
-        await up.post_batch(batches[0])  # refused as columns, sent as rows
-        clock["t"] += uploader.COLUMNS_RETRY_S - 1
-        await up.post_batch(batches[1])  # still rows
-        api.state.rows_only = False  # the server was upgraded meanwhile
-        clock["t"] += 2
-        await up.post_batch(batches[2])  # columns again
-        await up.post_batch(batches[3])
-    assert api.state.forms == ["columns", "windows", "windows", "columns", "columns"]

@@ -33,10 +33,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from store_server import identity
 from store_server.app import load_consent_texts, load_floor
 from store_server.config import ServerConfig
 from store_server.consent import DEFAULT_CONSENT_DURATION_S, PURPOSES, Purpose
+from store_server.eid import IdentityRecord, eid_at
 from store_server.ingest import Batch, Window
 from store_server.keywrap import parse_master_key
 from store_server.service import StoreService
@@ -146,7 +146,7 @@ class Store:
             return {**row, "clock_offset_s": ident["clock_offset_s"]}
 
         row = await service.db.run(prefs)
-        record = identity.IdentityRecord(
+        record = IdentityRecord(
             subject=customer_id,
             identity_key=bytes.fromhex(enrolled["identity_key"]),
             k=enrolled["rotation_exponent"],
@@ -173,7 +173,7 @@ class Store:
         windows = [
             Window(
                 id_type="eid",
-                id=identity.eid_at(customer.record, t).hex(),
+                id=eid_at(customer.record, t).hex(),
                 start=t - 1,
                 end=t,
                 count=3,
@@ -199,7 +199,7 @@ class Customer:
     token_hash: str
     pickup_code: str
     name: str
-    record: identity.IdentityRecord
+    record: IdentityRecord
     token: str
     # Per purpose: [start, end) intervals in which the consent counted.
     intervals: dict[str, list[list[float]]] = field(default_factory=dict)

@@ -7,11 +7,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from store_server.identity import (
+from store_server.eid import (
     DEFAULT_ROTATION_EXPONENT,
-    HISTORY_VERSIONS,
-    AllowlistItem,
-    EidResolver,
     IdentityError,
     IdentityRecord,
     beacon_time,
@@ -26,6 +23,7 @@ from store_server.identity import (
     window_index,
     window_start,
 )
+from store_server.resolver import HISTORY_VERSIONS, AllowlistItem, EidResolver
 
 # Published vector of an independent implementation (a Node.js Eddystone scanner's test suite,
 # which uses the key 00112233445566778899AABBCCDDEEFF): T = 1518080946, K = 12.

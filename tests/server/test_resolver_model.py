@@ -6,14 +6,8 @@ import random
 
 import pytest
 
-from store_server.identity import (
-    EidResolver,
-    IdentityError,
-    IdentityRecord,
-    WindowEids,
-    eid_at,
-    window_eids,
-)
+from store_server.eid import IdentityError, IdentityRecord, eid_at
+from store_server.resolver import EidResolver, build_windows
 
 NOW = 1_763_800_000.0
 """Fixed server time: the test is deterministic."""
@@ -75,30 +69,50 @@ def test_resolver_matches_model(skew: int) -> None:
         assert len(accepted) == len(live) * (2 * skew + 1)
 
 
-def test_precomputed_chunks_build_the_same_resolver() -> None:
+def test_windows_built_elsewhere_build_the_same_resolver() -> None:
     rng = random.Random(7)
     records = [_record(rng, f"c-{i}") for i in range(50)]
     plain = EidResolver()
     plain.upsert_many(records, NOW)
-    parts = [window_eids(records[i : i + 16], NOW, 1) for i in range(0, 50, 16)]
-    computed = WindowEids.concat(parts)
-    assert computed == window_eids(records, NOW, 1)
     built = EidResolver()
-    built.upsert_many(records, NOW, computed=computed)
+    built.expect(r.subject for r in records)
+    assert len(built) == 50
+    assert all(r.subject in built for r in records)
+    assert built.resolve(eid_at(records[0], NOW), NOW) is None  # expected, not resolvable yet
+    version = built.version
+    for start in range(0, 50, 16):
+        assert built.install(build_windows(records[start : start + 16], NOW, 1)) == len(
+            records[start : start + 16]
+        )
+    assert built.version == version + 4
+    assert built.expected == 0
     assert sorted(i.eid for i in built.entries(NOW)) == sorted(i.eid for i in plain.entries(NOW))
     for record in records:
         assert built.resolve(eid_at(record, NOW), NOW) == record.subject
-    # A result made for another time is not trusted: the resolver recomputes.
-    stale = window_eids(records, NOW - 10_000, 1)
-    other = EidResolver()
-    other.upsert_many(records, NOW, computed=stale)
-    for record in records:
-        assert other.resolve(eid_at(record, NOW), NOW) == record.subject
-    # Nor one made for other records of the same count, time and skew.
-    strangers = window_eids([_record(rng, f"x-{i}") for i in range(50)], NOW, 1)
-    third = EidResolver()
-    third.upsert_many(records, NOW, computed=strangers)
-    for record in records:
-        assert third.resolve(eid_at(record, NOW), NOW) == record.subject
+    # Built a while ago: the windows move on at the next advance, as if built in place.
+    late = EidResolver()
+    late.expect(r.subject for r in records)
+    late.install(build_windows(records, NOW - 2_000, 1))
+    late.advance(NOW)
+    assert sorted(i.eid for i in late.entries(NOW)) == sorted(i.eid for i in plain.entries(NOW))
     with pytest.raises(IdentityError):
-        WindowEids.concat([parts[0], window_eids(records[:3], NOW, 2)])
+        late.install(build_windows(records[:3], NOW, 2))
+
+
+def test_install_skips_subjects_removed_or_rekeyed_meanwhile() -> None:
+    rng = random.Random(8)
+    records = [_record(rng, f"c-{i}") for i in range(4)]
+    resolver = EidResolver()
+    resolver.expect(r.subject for r in records)
+    removals = resolver.removals
+    assert resolver.remove("c-0")
+    assert resolver.removals == removals + 1
+    fresh = _record(rng, "c-1")
+    resolver.upsert(fresh, NOW)
+    assert resolver.install(build_windows(records, NOW, 1)) == 2
+    assert "c-0" not in resolver
+    assert resolver.resolve(eid_at(records[0], NOW), NOW) is None
+    assert resolver.resolve(eid_at(records[1], NOW), NOW) is None
+    assert resolver.resolve(eid_at(fresh, NOW), NOW) == "c-1"
+    assert resolver.resolve(eid_at(records[2], NOW), NOW) == "c-2"
+    assert sorted(resolver.subjects()) == ["c-1", "c-2", "c-3"]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from store_server import cli
-from store_server.identity import compute_eid
+from store_server.eid import compute_eid
 from tests.server.conftest import (
     WAIT_TIMEOUT_S,
     Harness,

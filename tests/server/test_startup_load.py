@@ -16,13 +16,15 @@ from typing import Any
 
 import pytest
 
-from store_server import identity, service
+from store_server import service
 from store_server.app import load_consent_texts
 from store_server.config import ServerConfig
+from store_server.eid import IdentityRecord, clock_offset, eid_at
 from store_server.errors import ConfigError
 from store_server.keywrap import parse_master_key
 from store_server.storage import consents as consent_store
 from tests.server.test_consent_lifecycle import T0, Clock, Customer, Store
+from tests.support import wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -39,7 +41,7 @@ async def _store_with(tmp_path: Path, consenting: int, others: int) -> tuple[Sto
 def _recognised(store: Store, customers: list[Customer]) -> list[bool]:
     now = store.clock()
     return [
-        store.service.resolver.resolve(identity.eid_at(c.record, now), now) == c.customer_id
+        store.service.resolver.resolve(eid_at(c.record, now), now) == c.customer_id
         for c in customers
     ]
 
@@ -97,14 +99,14 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
         assert victim not in caplog.text  # no customer identifier in the logs
         # Re-enrollment writes a new wrapped key: recognised again at once.
         answer = await store.service.rotate_identity(victim, None)
-        fresh = identity.IdentityRecord(
+        fresh = IdentityRecord(
             victim,
             bytes.fromhex(answer["identity_key"]),
             answer["rotation_exponent"],
-            identity.clock_offset(answer["beacon_time"], store.clock()),
+            clock_offset(answer["beacon_time"], store.clock()),
         )
         now = store.clock()
-        assert store.service.resolver.resolve(identity.eid_at(fresh, now), now) == victim
+        assert store.service.resolver.resolve(eid_at(fresh, now), now) == victim
     finally:
         await store.close()
 
@@ -217,3 +219,49 @@ async def test_minute_checks_read_consents_only_after_another_connection_wrote(
     finally:
         other.db.close()
         await store.close()
+
+
+async def test_a_large_start_up_serves_at_once_and_builds_eids_in_worker_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(service, "BUILD_IN_WORKERS_MIN", 5)
+    store, customers = await _store_with(tmp_path, consenting=7, others=2)
+    victim = customers[5].customer_id
+    try:
+        await store.service.db.run(_tamper(victim))
+        with caplog.at_level(logging.ERROR, logger="store_server.service"):
+            await store.restart()
+            # Ready: every consenting customer counts as such before any EID is built.
+            resolver = store.service.resolver
+            assert [c.customer_id in resolver for c in customers] == [True] * 7 + [False] * 2
+            answer = await store.service.check_in(customers[0].customer_id, None)
+            assert answer == {"checked_in": True}
+
+            async def built() -> bool:
+                return store.service._build is None
+
+            await wait_until(built, 60, "the background build")
+        assert resolver.expected == 0
+        assert _recognised(store, customers) == [True] * 5 + [False] + [True] + [False] * 2
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert ["1 stored identities could not be loaded" in r.getMessage() for r in errors] == [
+            True
+        ]
+        assert victim not in caplog.text
+    finally:
+        await store.close()
+
+
+async def test_stopping_during_a_background_build_ends_its_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "BUILD_IN_WORKERS_MIN", 2)
+    store, _ = await _store_with(tmp_path, consenting=3, others=0)
+    try:
+        await store.restart()
+        build = store.service._build
+        assert build is not None
+    finally:
+        await store.close()
+    assert build._pool is None  # terminated and joined by stop()
+    assert store.service._build is None
