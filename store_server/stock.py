@@ -20,6 +20,8 @@ def parse_count(raw: str, field: str) -> int:
     """A stock count from text: ASCII digits only (no sign, space, '_' or other scripts'
     digits, which int() would accept); ValidationError names `field`."""
     text = raw.strip()
+    if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+        raise ValidationError("must not be negative", field=field)
     if not (text.isascii() and text.isdigit()):
         raise ValidationError("not a whole number (digits 0-9)", field=field)
     if len(text) > MAX_COUNT_DIGITS:
