@@ -167,6 +167,9 @@ class StoreService:
         # and the allowlist long polls held open are counted.
         self.tick_observer: Callable[[float], None] | None = None
         self.long_polls_waiting = 0
+        # When the periodic tick last completed (time.monotonic()): the resolver advances to
+        # the next EID window and presence decides departures there; /readyz checks it runs.
+        self.last_tick_at = time.monotonic()
 
     def queue_depths(self) -> dict[str, int]:
         """Work waiting inside the server, by queue (for the metrics)."""
@@ -219,6 +222,7 @@ class StoreService:
                 await self.tick(self.clock())
             except Exception:
                 logger.exception("periodic work failed; retrying at the next tick")
+            self.last_tick_at = time.monotonic()
             if self.tick_observer is not None:
                 self.tick_observer(time.perf_counter() - started)
 

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from store_server.identity import beacon_time, compute_eid
+from store_server.eid import beacon_time, compute_eid
 
 pytestmark = pytest.mark.proxy
 
@@ -296,6 +296,7 @@ def scanner_config(shop: Shop, folder: Path) -> Path:
                 'backend = "simulated"',
                 f'outbox_path = "{folder / "outbox.sqlite"}"',
                 "allowlist_wait_s = 20.0",
+                'log_format = "json"',
                 "",
             ]
         ),
@@ -450,11 +451,12 @@ async def test_board_and_scanner_through_nginx(shop: Shop, tmp_path: Path) -> No
     finally:
         await board.close()
 
-    # The server's log is JSON lines.
-    log_lines = (tmp_path / "server.log").read_text().splitlines()
-    entries = [json.loads(line) for line in log_lines if line.startswith("{")]
-    assert entries, log_lines[:5]
-    assert {"ts", "level", "logger", "message"} <= set(entries[0])
+    # Both programs' logs are JSON lines (log_format = "json").
+    for log in ("server.log", "scanner.log"):
+        log_lines = (tmp_path / log).read_text().splitlines()
+        entries = [json.loads(line) for line in log_lines if line.startswith("{")]
+        assert entries, log_lines[:5]
+        assert {"ts", "level", "logger", "message"} <= set(entries[0])
 
 
 def _async(predicate: Any) -> Any:
