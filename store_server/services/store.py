@@ -114,6 +114,7 @@ class StoreServices:
                 await task
         self._tasks.clear()
         await self.hub.close_all()
+        self.staff.close()
 
     async def ping_writer(self) -> None:
         """Return once the writer thread has run a trivial statement (readiness probe)."""
