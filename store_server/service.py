@@ -211,6 +211,7 @@ class StoreService:
                 await task
         self._tasks.clear()
         await self.hub.close_all()
+        self.staff.close()
 
     async def _tick_loop(self) -> None:
         self._last_refresh = self._last_purge = self.clock()
