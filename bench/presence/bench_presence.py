@@ -4,8 +4,9 @@ Every box sends one batch a second (box clocks spread over the second) holding a
 every phone (the worst case: every box hears every phone); the server's calls are made as it
 makes them: ``observe_many`` + ``decide_arrivals`` per batch, ``tick`` once a second, split into
 calls of at most ``--limit`` phones (the server yields to its event loop between them). Reports
-the engine's CPU per second of store time (share of one core) and the longest call, which is
-the longest the event loop would be held.
+the engine's CPU per second of store time (share of one core) and the longest call, in CPU
+time and wall time: the longest the event loop would be held (wall time includes waiting for a
+core on a busy machine).
 
 Run: python bench/presence/bench_presence.py [--phones 1000] [--limit 100] [--seconds 30] [--json]
 """
@@ -59,8 +60,8 @@ def run(phones: int, limit: int, seconds: int) -> dict[str, float | int]:
     for spec in floor.scanners:
         d = np.sqrt((x - spec.position[0]) ** 2 + (y - spec.position[1]) ** 2 + 0.04)
         means.append(-59.0 - 27.0 * np.log10(np.maximum(d, 0.1)))
-    longest = 0.0
     calls: list[float] = []
+    cpu_calls: list[float] = []
     cpu = 0.0
     for second in range(1, WARM_UP_S + seconds + 1):
         measuring = second > WARM_UP_S
@@ -74,6 +75,7 @@ def run(phones: int, limit: int, seconds: int) -> dict[str, float | int]:
             wall, used = time.perf_counter() - w0, time.process_time() - c0
             if measuring:
                 calls.append(wall)
+                cpu_calls.append(used)
                 cpu += used
         while True:
             c0, w0 = time.process_time(), time.perf_counter()
@@ -81,10 +83,10 @@ def run(phones: int, limit: int, seconds: int) -> dict[str, float | int]:
             wall, used = time.perf_counter() - w0, time.process_time() - c0
             if measuring:
                 calls.append(wall)
+                cpu_calls.append(used)
                 cpu += used
             if engine.pending() == 0:
                 break
-    longest = max(calls)
     ordered = sorted(calls)
     return {
         "phones": phones,
@@ -93,8 +95,9 @@ def run(phones: int, limit: int, seconds: int) -> dict[str, float | int]:
         "limit": limit,
         "seconds": seconds,
         "cpu_share_of_one_core": round(cpu / seconds, 4),
-        "longest_call_ms": round(longest * 1000.0, 1),
-        "p99_call_ms": round(ordered[math.ceil(0.99 * len(ordered)) - 1] * 1000.0, 1),
+        "longest_call_cpu_ms": round(max(cpu_calls) * 1000.0, 1),
+        "longest_call_wall_ms": round(ordered[-1] * 1000.0, 1),
+        "p99_call_wall_ms": round(ordered[math.ceil(0.99 * len(ordered)) - 1] * 1000.0, 1),
         "present": len(engine.present()),
     }
 
