@@ -214,6 +214,7 @@ class StoreService:
                 await task
         self._tasks.clear()
         await self.hub.close_all()
+        self.staff.close()
 
     async def _presence_round(self, now: float) -> None:
         """The presence filter for every phone with new windows, a slice at a time.
