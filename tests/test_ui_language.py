@@ -201,6 +201,14 @@ async def test_every_page_in_one_language(server: Harness, browser: Any, lang: s
             assert response is not None
             if path == "/board":
                 await manager.locator("#board .card").first.wait_for(timeout=5_000)
+            tab = manager.locator(".manager-nav [aria-current='page']")
+            if await tab.count():
+                # The current tab is in sight in the one-row navigation of a phone.
+                await manager.wait_for_load_state("load")
+                box = await tab.bounding_box()
+                assert box is not None
+                assert box["x"] >= 0, path
+                assert box["x"] + box["width"] <= SIZES["phone"]["width"], path
             found += await _check_page(manager, lang, path, content)
             if lang == "fr" and path == "/manager/scanners":
                 name = path.strip("/").replace("/", "-")
