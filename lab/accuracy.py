@@ -71,7 +71,7 @@ class Figures:
     boundary_misid_tolerant: float | None
     street: int
     street_arrived: int
-    street_arrived_per_10000: float
+    street_arrived_per_10000: float  # passers-by and window shoppers together
     shoppers: int
     shoppers_arrived: int
     arrival_p50_s: float | None
@@ -318,7 +318,9 @@ def run_lab(
         boundary_misid_tolerant=_rate(t_edge.wrong_tolerant, t_edge.samples),
         street=t_street.street,
         street_arrived=t_street.street_arrived,
-        street_arrived_per_10000=t_street.street_arrived * 10_000 / max(1, t_street.street),
+        street_arrived_per_10000=(t_street.street_arrived + t_shop.shoppers_arrived)
+        * 10_000
+        / max(1, t_street.street + t_shop.shoppers),
         shoppers=t_shop.shoppers,
         shoppers_arrived=t_shop.shoppers_arrived,
         arrival_p50_s=_pct(arrivals, 0.5),

@@ -71,6 +71,9 @@ from store_server.storage.database import Database, Handle, data_version
 logger = logging.getLogger(__name__)
 
 
+# Phones per slice of the presence round: about 10 ms of CPU with 20 boxes (bench/presence), so
+# the event loop is never held long, and few slices per round.
+PRESENCE_SLICE = 100
 # The presence engine and the resolver advance once a second: the aggregation window.
 TICK_S = 1.0
 # Once a minute, re-read which consents are active if another connection (another process on
@@ -217,6 +220,22 @@ class StoreService:
         await self.hub.close_all()
         self.staff.close()
 
+    async def _presence_round(self, now: float) -> None:
+        """The presence filter for every phone with new windows, a slice at a time.
+
+        Each slice is at most PRESENCE_SLICE phones, and the event loop runs between slices
+        (batches, pages, WebSockets), so the round never holds the loop for long (bench/presence:
+        about 10 ms of CPU per slice of 100 phones with 20 boxes). Slices are bounded by the
+        phones pending when the round starts: windows arriving meanwhile wait for the next one.
+        """
+        engine = self.engine
+        await self._handle_events(engine.tick(now, limit=PRESENCE_SLICE))
+        for _ in range(engine.pending() // PRESENCE_SLICE + 1):
+            if not engine.pending():
+                break
+            await asyncio.sleep(0)
+            await self._handle_events(engine.tick(max(now, self.clock()), limit=PRESENCE_SLICE))
+
     async def _tick_loop(self) -> None:
         self._last_refresh = self._last_purge = self.clock()
         while True:
@@ -232,7 +251,7 @@ class StoreService:
 
     async def tick(self, now: float) -> None:
         """One step of periodic work at `now` (the background task calls it every TICK_S)."""
-        await self._handle_events(self.engine.tick(now))
+        await self._presence_round(now)
         if self.resolver.advance(now):
             await self._notify_allowlist()
         expired = self._next_expiry is not None and now >= self._next_expiry

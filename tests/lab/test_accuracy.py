@@ -24,20 +24,15 @@ from lab.plots import walk_svg
 
 # (floor, goal) -> the worst value accepted for now (reduced run, seed 1): not met, reported.
 MISSED: dict[tuple[str, str], float] = {
-    ("corner", "diagonal_misid_tolerant"): 0.3961,
-    ("corner", "boundary_misid_tolerant"): 0.4569,
-    ("corner", "arrival_p95_s"): 9.6,
-    ("corner", "short_visits_detected"): 0.1833,
-    ("corner", "false_left"): 4,
+    ("corner", "diagonal_misid_tolerant"): 0.172,
+    ("corner", "boundary_misid_tolerant"): 0.4154,
+    ("corner", "arrival_p95_s"): 7.2,
+    ("corner", "short_visits_detected"): 0.4,
     ("corner", "flaps_per_hour_mid"): 1.011,
-    ("corner", "flaps_per_hour_edge"): 4.045,
-    ("corner", "left_p95_s"): 15.4,
-    ("demo", "diagonal_misid_tolerant"): 0.1307,
-    ("demo", "boundary_misid_tolerant"): 0.6138,
+    ("demo", "diagonal_misid_tolerant"): 0.07355,
+    ("demo", "boundary_misid_tolerant"): 0.5101,
     ("demo", "arrival_p95_s"): 9.8,
-    ("demo", "false_left"): 1,
-    ("demo", "flaps_per_hour_edge"): 4.045,
-    ("demo", "left_p95_s"): 15.4,
+    ("demo", "flaps_per_hour_mid"): 1.011,
 }
 
 
