@@ -64,7 +64,7 @@ BUILD_IN_WORKERS_MIN = 50_000
 # is wrong, and the server refuses to start rather than recognise nobody.
 MASTER_KEY_PROBE = 16
 
-ForgetReason = Literal["withdrawn", "expired", "erased"]
+ForgetReason = Literal["withdrawn", "expired", "erased", "unconsented"]
 """Why a customer is forgotten; the boards are told it with each retracted card."""
 
 

@@ -8,6 +8,7 @@ the customer is erased).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,8 @@ from store_server.consent import (
     ConsentText,
     Purpose,
     Scope,
+    checkpoint_key,
+    sign_checkpoint,
 )
 from store_server.errors import (
     AuthenticationError,
@@ -32,6 +35,8 @@ from store_server.services.board import Board
 from store_server.services.coordinator import Coordinator
 from store_server.static_ids import new_ibeacon_id
 from store_server.storage import consents, customers, visits
+
+logger = logging.getLogger(__name__)
 
 # One check-in per customer every 10 s: a tap is a deliberate act, a burst is a bug or abuse.
 CHECK_IN_MIN_INTERVAL_S = 10.0
@@ -50,6 +55,8 @@ class Customers:
         self.clock = coordinator.clock
         self.store_id = coordinator.store_id
         self._consent_texts = tuple(consent_texts)
+        self._checkpoint_key = checkpoint_key(coordinator.master_key)
+        self._checkpointed_seq: int | None = None
 
     async def prepare(self) -> None:
         """Record the consent texts of this release (the ones already there stay)."""
@@ -57,6 +64,36 @@ class Customers:
 
     def subject_ref(self, customer_id: str) -> str:
         return self._c.subject_ref(customer_id)
+
+    async def checkpoint_consent_log(self, now: float) -> None:
+        """Sign the consent log's head when it has moved since the last checkpoint (within a
+        tick of every grant, withdrawal or erasure, and at stop): `consent-log verify` then
+        detects a rewritten or deleted entry even where the hashes were recomputed."""
+        head = await self.db.read(consents.consent_log_head)
+        if head is None or head[0] == self._checkpointed_seq:
+            return
+        point = sign_checkpoint(self._checkpoint_key, head[0], head[1], now)
+        await self.db.write(lambda db: consents.add_checkpoint(db, point))
+        self._checkpointed_seq = head[0]
+        # The head's hash outside the database: an anchor against rolling the file back.
+        logger.info("consent log checkpoint: entry %s, head %s", head[0], head[1][:16])
+
+    async def forget_unconsented(self, enrolled_before: float) -> None:
+        """Delete the enrollments made before `enrolled_before` that never gave any consent."""
+        candidates = await self.db.read(
+            lambda db: customers.unconsented_before(db, enrolled_before)
+        )
+        if not candidates:
+            return
+        logged = await self.db.read(consents.logged_subjects)
+        # Whoever consented once (and withdrew since) keeps their enrollment and its history.
+        doomed = [c for c in candidates if self.subject_ref(c) not in logged]
+        if not doomed:
+            return
+        forgotten = await self.db.write(lambda db: customers.forget_enrollments(db, doomed))
+        for customer_id in doomed:
+            await self._c.forget(customer_id, "unconsented")
+        logger.info("forgot %s enrollments that never gave any consent", forgotten)
 
     async def enroll(self, app_counter: int | None, language: str) -> dict[str, Any]:
         now = self.clock()

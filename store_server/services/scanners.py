@@ -110,6 +110,10 @@ class ScannerGateway:
         if row is None or row["revoked_at"] is not None:
             self._registrations.pop(scanner_id, None)
             raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
+        if str(row["store_id"]) != self.store_id:
+            # Registered for another store (a database shared by a chain's servers): this
+            # server neither takes its batches nor shows it this store's allowlist.
+            raise ForbiddenError("this scanner is registered for another store", code="wrong_store")
         wrapped = bytes(row["secret_wrapped"])
         known = self._registrations.get(scanner_id)
         if known is None or known.secret_wrapped != wrapped:

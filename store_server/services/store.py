@@ -36,8 +36,6 @@ logger = logging.getLogger(__name__)
 PRESENCE_SLICE = 100
 # The presence engine and the resolver advance once a second: the aggregation window.
 TICK_S = 1.0
-# Run the retention purge every ten minutes.
-PURGE_EVERY_S = 600.0
 
 
 class StoreServices:
@@ -109,6 +107,8 @@ class StoreServices:
 
     async def stop(self) -> None:
         await self.scanners.close()
+        with contextlib.suppress(Exception):  # best effort: the next start signs it anyway
+            await self.customers.checkpoint_consent_log(self.clock())
         await self.coordinator.close()
         for task in self._tasks:
             task.cancel()
@@ -162,6 +162,15 @@ class StoreServices:
             await coordinator.notify_allowlist()
         await coordinator.refresh_if_due(now)
         self.customers.expire_check_ins(now)
-        if now - self._last_purge >= PURGE_EVERY_S:
+        if now - self._last_purge >= self.config.purge_interval_s:
             self._last_purge = now
-            await self.board.purge(now)
+            await self.purge(now)
+        await self.customers.checkpoint_consent_log(now)
+
+    async def purge(self, now: float) -> int:
+        """Delete what is older than the retention (visits, decisions, cards, messages) and
+        the enrollments that never gave any consent within `unconsented_ttl_s`; return how
+        many visits went."""
+        purged = await self.board.purge(now)
+        await self.customers.forget_unconsented(now - self.config.unconsented_ttl_s)
+        return purged

@@ -7,6 +7,9 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from limits import parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from store_server.api_models import (
     CheckInRequest,
@@ -19,11 +22,12 @@ from store_server.api_models import (
     WishlistRequest,
     WithdrawRequest,
 )
-from store_server.errors import AuthenticationError, ValidationError
+from store_server.errors import AuthenticationError, RateLimitedError, ValidationError
 from store_server.ingest import decode
-from store_server.keys import SERVICE
+from store_server.keys import CONFIG, SERVICE
 from store_server.openapi import Registry, build_document
 from store_server.policy import validate_name
+from store_server.views.staff import request_address
 
 # Every /api/v1 route goes through the registry, which also feeds the OpenAPI document.
 api = Registry()
@@ -32,6 +36,28 @@ routes = api.routes
 API_VERSION = "1.0.0"
 # Name under which "my data" is saved by a browser.
 EXPORT_FILENAME = "bulle-my-data.json"
+
+
+class EnrollLimits:
+    """Moving-window limits (`limits`, in memory) on anonymous enrollment."""
+
+    def __init__(self, per_address: str, total: str) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._per_address = parse_many(per_address)
+        self._total = parse_many(total)
+
+    def hit(self, address: str) -> bool:
+        """Count one enrollment from `address`; False (nothing counted) if over a limit."""
+        checks = [(item, "all") for item in self._total]
+        checks += [(item, address) for item in self._per_address]
+        if not all(self._limiter.test(item, "enroll", key) for item, key in checks):
+            return False
+        for item, key in checks:
+            self._limiter.hit(item, "enroll", key)
+        return True
+
+
+_enroll_limits = web.AppKey("enroll_limits", EnrollLimits)
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -57,8 +83,13 @@ async def _customer(request: web.Request) -> str:
     request_optional=True,
     response=EnrollResponse,
     auth=False,
+    errors=(429,),
 )
 async def enroll(request: web.Request) -> web.Response:
+    # Anonymous, and each enrollment a permanent row and key: limited per client address and
+    # in total (settings enroll_rate_limit, enroll_rate_limit_total).
+    if not request.app[_enroll_limits].hit(request_address(request)):
+        raise RateLimitedError("too many enrollments from here; try again later")
     body = decode(await request.read() or b"{}", EnrollRequest)
     return _json(await request.app[SERVICE].customers.enroll(body.app_counter, body.language), 201)
 
@@ -127,7 +158,11 @@ async def withdraw(request: web.Request) -> web.Response:
 
 
 @api.operation(
-    "PUT", "/api/v1/preferences", "Update greeting preferences", request=PreferencesRequest
+    "PUT",
+    "/api/v1/preferences",
+    "Update greeting preferences",
+    request=PreferencesRequest,
+    errors=(403, 404),
 )
 async def preferences(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
@@ -197,7 +232,11 @@ async def wishlist(request: web.Request) -> web.Response:
 async def check_in(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", CheckInRequest)
-    return _json(await request.app[SERVICE].customers.check_in(customer_id, body.zone))
+    service = request.app[SERVICE]
+    if body.zone is not None and body.zone not in {zone.id for zone in service.floor.zones}:
+        # Checked before the check-in slot is used; the answer does not repeat the text.
+        raise ValidationError("not a zone of this store", field="zone")
+    return _json(await service.customers.check_in(customer_id, body.zone))
 
 
 @api.operation("GET", "/api/v1/messages", "Messages to the app (stock answers), newest first")
@@ -206,7 +245,9 @@ async def messages(request: web.Request) -> web.Response:
     return _json({"messages": await request.app[SERVICE].customers.messages(customer_id)})
 
 
-@api.operation("GET", "/api/v1/consents", "My consents at this store, with their expiry")
+@api.operation(
+    "GET", "/api/v1/consents", "My consents at this store, with their expiry", errors=(404,)
+)
 async def my_consents(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     data = await request.app[SERVICE].customers.my_data(customer_id)
@@ -217,6 +258,7 @@ async def my_consents(request: web.Request) -> web.Response:
     "GET",
     "/api/v1/me",
     "My data: every record held about me, with the consent history and the staff access log",
+    errors=(404,),
 )
 async def my_data(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
@@ -225,7 +267,9 @@ async def my_data(request: web.Request) -> web.Response:
     return response
 
 
-@api.operation("GET", "/api/v1/me/export", "My data as a JSON file to download", download=True)
+@api.operation(
+    "GET", "/api/v1/me/export", "My data as a JSON file to download", download=True, errors=(404,)
+)
 async def export(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     response = _json(await request.app[SERVICE].customers.my_data(customer_id))
@@ -253,5 +297,7 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    config = app[CONFIG]
+    app[_enroll_limits] = EnrollLimits(config.enroll_rate_limit, config.enroll_rate_limit_total)
     app.add_routes(routes)
     app.router.add_get("/api/openapi.json", openapi_document)
