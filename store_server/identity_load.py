@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import multiprocessing
 import os
 import time
@@ -32,9 +31,9 @@ BUILD_WORKERS = max(1, min(2, os.cpu_count() or 1))
 """Worker processes of a start-up build: two halve the AES work of a large store where the
 machine has two cores; more would only compete with the server's own thread."""
 
-INSTALL_SLICE = 20_000
-"""Identities handed to the resolver per step of the event loop (~60 ms): requests keep being
-answered while a large store's EIDs arrive."""
+BUILD_CHUNK = 10_000
+"""Identities per worker task: each part comes back (about 1 MB) and is installed while the
+workers build the next, so the server never holds more than a few parts in transit."""
 
 
 def identity_aad(subject: str) -> bytes:
@@ -106,12 +105,12 @@ def build_in_worker(
 ) -> tuple[BuiltWindows, list[str]]:
     """Worker-process entry point: read, unwrap and compute the EIDs of these customers.
 
-    Opens its own read-only connection; returns the built windows and the customers whose
-    stored identity did not load.
+    Opens its own read-only connection and looks the customers up by id; returns the built
+    windows and the customers whose stored identity did not load.
     """
     db = connect_reader(Path(db_path))
     try:
-        loaded = read_identities(db, master_key, customer_ids, scan=True)
+        loaded = read_identities(db, master_key, customer_ids, scan=False)
     finally:
         db.conn.close()
     return build_windows(loaded.records, now, skew), loaded.unreadable
@@ -143,10 +142,11 @@ class BackgroundBuild:
     async def run(self, customer_ids: list[str], now: float) -> tuple[int, list[str]]:
         """Build and install; returns (identities installed, customers that did not load)."""
         started = time.perf_counter()
-        parts = max(1, self._workers)
-        size = math.ceil(len(customer_ids) / parts)
-        chunks = [customer_ids[i : i + size] for i in range(0, len(customer_ids), size)]
-        self._pool = pool = multiprocessing.get_context("spawn").Pool(len(chunks))
+        chunks = [
+            customer_ids[i : i + BUILD_CHUNK] for i in range(0, len(customer_ids), BUILD_CHUNK)
+        ]
+        workers = max(1, min(self._workers, len(chunks)))
+        self._pool = pool = multiprocessing.get_context("spawn").Pool(workers)
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[tuple[BuiltWindows, list[str]]]] = []
         for chunk in chunks:
@@ -165,17 +165,15 @@ class BackgroundBuild:
             for next_done in asyncio.as_completed(futures):
                 built, bad = await next_done
                 unreadable += bad
-                for start in range(0, len(built), INSTALL_SLICE):
-                    installed += self._resolver.install(built, start, start + INSTALL_SLICE)
-                    await self._on_progress()
-                    await asyncio.sleep(0)  # let requests in between slices
+                installed += self._resolver.install(built)
                 del built
+                await self._on_progress()
         finally:
             self.close()
         logger.info(
             "built the EIDs of %d identities in %d worker processes in %.2f s",
             installed,
-            parts,
+            workers,
             time.perf_counter() - started,
         )
         return installed, unreadable
