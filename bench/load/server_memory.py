@@ -1,7 +1,10 @@
 """Server start-up time and memory (RSS) by store size, with phones present in the shop.
 
 Usage: .venv/bin/python bench/load/server_memory.py [--customers 100000] [--present 2000]
-       [--consenting 1.0] [--json]
+       [--consenting 1.0] [--keep DIR] [--json]
+
+`--keep DIR` keeps the prepared database in DIR and reuses it on the next run with the same
+`--customers` and `--consenting` (preparing a million customers takes minutes).
 
 The database is prepared in this process with the server's own storage functions (identity keys
 wrapped with the master key, greeting consent in the hash-chained log) for `--customers`
@@ -283,12 +286,56 @@ async def until_built(log: Path, timeout_s: float) -> None:
     raise RuntimeError("the server never logged that its identities were built")
 
 
+KEPT_SAMPLE = 5000
+"""Customers (keys and clocks) saved beside a kept database: the most `--present` can draw."""
+
+
+def keep_or_prepare(server: ServerProcess, args: argparse.Namespace) -> list[Customer]:
+    """Prepare the database, or reuse the one kept in `--keep` (same master key and scanner
+    secret; a sample of its customers for the arrivals)."""
+    kept = server.workdir / "kept.json"
+    if kept.exists():
+        saved = json.loads(kept.read_text("utf-8"))
+        if saved["customers"] != args.customers or saved["consenting"] != args.consenting:
+            raise SystemExit(f"{kept}: prepared for other --customers/--consenting")
+        server.master_key = saved["master_key"]
+        server.secrets = saved["secrets"]
+        config = server.config_path.read_text("utf-8").splitlines()
+        config = [line for line in config if not line.startswith("port = ")]
+        server.config_path.write_text("\n".join([*config, f"port = {server.port}", ""]), "utf-8")
+        conn = sqlite3.connect(server.db_path)
+        try:  # the previous run's arrivals: this run's are counted from none
+            with conn:
+                for table in ("cards", "decisions", "messages", "visits"):
+                    conn.execute(f"DELETE FROM {table}")
+        finally:
+            conn.close()
+        return [Customer(bytes.fromhex(k), n, o) for k, n, o in saved["sample"]]
+    server.prepare((SCANNER_ID,), via_cli=False, log_level="INFO")
+    customers = prepare(server.db_path, server.master_key, args.customers, args.consenting)
+    if args.keep is not None:
+        sample = random.Random(2).sample(customers, min(KEPT_SAMPLE, len(customers)))
+        kept.write_text(
+            json.dumps(
+                {
+                    "customers": args.customers,
+                    "consenting": args.consenting,
+                    "master_key": server.master_key,
+                    "secrets": server.secrets,
+                    "sample": [[c.identity_key.hex(), c.k, c.clock_offset_s] for c in sample],
+                }
+            ),
+            "utf-8",
+        )
+    return customers
+
+
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     server = ServerProcess(workdir / "server")
-    server.prepare((SCANNER_ID,), via_cli=False, log_level="INFO")
     t0 = time.monotonic()
-    customers = prepare(server.db_path, server.master_key, args.customers, args.consenting)
+    customers = keep_or_prepare(server, args)
     prepare_s = time.monotonic() - t0
+    (server.workdir / "server.log").unlink(missing_ok=True)
     peaks = {"worker": 0.0, "tree": 0.0}
     stop = asyncio.Event()
     t0 = time.monotonic()
@@ -331,12 +378,19 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--present", type=int, default=2000)
     parser.add_argument("--consenting", type=float, default=1.0)
+    parser.add_argument(
+        "--keep", type=Path, help="a folder to keep the prepared database in and reuse it from"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.present > args.customers * args.consenting:
         parser.error("--present: at most the consenting customers")
-    with tempfile.TemporaryDirectory(prefix="bulle-load-") as tmp:
-        figures = asyncio.run(run(args, Path(tmp)))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        figures = asyncio.run(run(args, args.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bulle-load-") as tmp:
+            figures = asyncio.run(run(args, Path(tmp)))
     emit(figures, args.json, "server memory")
     return 0
 
