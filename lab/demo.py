@@ -2,15 +2,21 @@
 
 `DemoStore` is used by `store-server demo` and by the end-to-end tests. It:
 
-1. resets a working directory and creates a throw-away master key, SQLite database, demo
+1. claims its working directory (a lock file: one demo per folder) and its port, and refuses
+   to start, before changing anything, when either is in use or the folder holds files it did
+   not make;
+2. empties the working directory and creates a throw-away master key, SQLite database, demo
    staff account (random password, demo only: production has no default account), stock
    from seeds/catalog.csv and one registered scanner per scanner of seeds/store.toml;
-2. starts the store server on 127.0.0.1;
-3. enrolls the demo customers of seeds/customers.toml through the public customer API and
+3. starts the store server on 127.0.0.1;
+4. enrolls the demo customers of seeds/customers.toml through the public customer API and
    sets their consents, preferences and wishlists through it, as the app would;
-4. starts one `beacon-scanner run` process per scanner with the simulated backend, whose
+5. starts one `beacon-scanner run` process per scanner with the simulated backend, whose
    bleak backend reads advertisements from the process's standard input;
-5. steps the floor simulation and writes what each scanner hears to its standard input.
+6. steps the floor simulation and writes what each scanner hears to its standard input;
+7. plays the story in rounds (lab/story.py): every 3 minutes new visitors are enrolled and
+   walk in, and the visitors of a finished round are erased through the API, so that a board
+   opened at any time sees cards within seconds.
 
 The server package never imports the scanner package: scanners are separate processes that
 talk to the server over HTTP, exactly as on a real store.
@@ -21,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 import tomllib
@@ -40,12 +48,14 @@ import sqlite_utils
 from aiohttp import web
 
 from lab.radio import RadioModel
-from lab.sim import SimPhone, StoreSimulation
+from lab.sim import SimAdvert, SimPhone, StoreSimulation
+from lab.story import ROUND_S, live_rounds, round_start
 from store_server import staff
 from store_server.app import AccessLogger, create_app, load_floor
 from store_server.config import ServerConfig
 from store_server.eid import beacon_time, compute_eid, new_identity_key
 from store_server.errors import StoreServerError
+from store_server.floor import Floor
 from store_server.keywrap import wrap_key
 from store_server.service import scanner_aad
 from store_server.stock import parse_stock_csv
@@ -65,6 +75,16 @@ DEMO_USER = "demo"
 # Scanner processes get this long to stop on SIGTERM before they are killed.
 SCANNER_STOP_TIMEOUT_S = 5.0
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+# The file that marks a folder as a demo's and that a running demo holds locked.
+DEMO_MARKER = ".bulle-demo"
+# What the demo writes in its folder: a folder holding anything else is not emptied.
+DEMO_ENTRIES = frozenset(
+    {DEMO_MARKER, "logs", "scanners", "store.sqlite", "store.sqlite-wal", "store.sqlite-shm"}
+)
+
+
+class DemoBusyError(StoreServerError):
+    """The demo's folder or port is in use; nothing was changed."""
 
 
 @dataclass(slots=True)
@@ -86,13 +106,26 @@ class DemoCustomer:
 
 
 @dataclass(slots=True)
+class DemoRound:
+    """One playing of the story: its visitors and their walks (see lab/story.py)."""
+
+    index: int
+    customers: dict[str, DemoCustomer]
+    simulation: StoreSimulation
+
+
+@dataclass(slots=True)
 class DemoStore:
     workdir: Path
     port: int = 0
     seed: int = 7
     seeds: Path = SEEDS
+    # Story time at which the demo starts (0: the first visitors walk in; tests start later).
+    story_offset_s: float = 0.0
     staff_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    # The visitors of the newest round, by handle.
     customers: dict[str, DemoCustomer] = field(default_factory=dict)
+    rounds: dict[int, DemoRound] = field(default_factory=dict)
     base_url: str = ""
     config: ServerConfig | None = None
     app: web.Application | None = None
@@ -100,6 +133,12 @@ class DemoStore:
     _scanners: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     _sim_task: asyncio.Task[None] | None = None
     _log_handler: logging.Handler | None = None
+    _lock: Any = None
+    _socket: socket.socket | None = None
+    _http: aiohttp.ClientSession | None = None
+    _story_zero: float = 0.0
+    _floor: Floor | None = None
+    _radio: RadioModel | None = None
     broadcast_addresses: dict[str, set[str]] = field(default_factory=dict)
     broadcast_eids: dict[str, set[bytes]] = field(default_factory=dict)
 
@@ -115,8 +154,19 @@ class DemoStore:
         return sorted((self.workdir / "scanners").glob("*"))
 
     async def start(self) -> None:
-        if self.workdir.exists():
-            shutil.rmtree(self.workdir)
+        """Claim the folder and the port (DemoBusyError, nothing changed), then start."""
+        self._claim_folder()
+        try:
+            self._socket = _listen(self.port)
+        except OSError as exc:
+            self._release_folder()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise DemoBusyError(
+                f"port {self.port} on 127.0.0.1 is already in use: stop the other program or"
+                " pass --port (0 picks a free port); nothing was changed"
+            ) from None
+        self._empty_folder()
         for sub in ("logs", "scanners"):
             (self.workdir / sub).mkdir(parents=True)
         self._log_handler = logging.FileHandler(self.logs / "server.log", encoding="utf-8")
@@ -143,26 +193,91 @@ class DemoStore:
         self.app = create_app(self.config)
         self._runner = web.AppRunner(self.app, shutdown_timeout=3.0, access_log_class=AccessLogger)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.SockSite(self._runner, self._socket)
         await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        actual_port = sockets[0].getsockname()[1] if sockets else self.port
-        self.base_url = f"http://127.0.0.1:{actual_port}"
-        await self._enroll_customers()
+        self.base_url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self._http = aiohttp.ClientSession(self.base_url)
+        self._floor = floor
+        self._radio = RadioModel.for_floor(floor)
+        # Story time 0 is when round 0's visitors start walking; phones compute their EID at
+        # wall time.
+        self._story_zero = time.time() - self.story_offset_s
+        for index in live_rounds(self.story_offset_s):
+            await self._start_round(index)
         for scanner_id, secret in secrets_by_scanner.items():
             await self._start_scanner(scanner_id, floor.store_id, secret)
-        radio = RadioModel.for_floor(floor)
-        start = time.time()
-        # The simulation counts seconds from `start`; phones compute their EID at wall time.
+        self._sim_task = asyncio.create_task(self._simulate(), name="bulle-demo-sim")
+
+    # -- the folder and the port ---------------------------------------------------------------
+
+    def _claim_folder(self) -> None:
+        """Lock the folder for this demo; refuse a folder in use or holding others' files."""
+        marker = self.workdir / DEMO_MARKER
+        if self.workdir.exists():
+            if not self.workdir.is_dir():
+                raise DemoBusyError(f"{self.workdir} is a file: pass another --dir")
+            if any(entry.name not in DEMO_ENTRIES for entry in self.workdir.iterdir()):
+                raise DemoBusyError(
+                    f"folder {self.workdir} holds files the demo did not make and the demo"
+                    " empties its folder: pass another --dir; nothing was changed"
+                )
+        else:
+            self.workdir.mkdir(parents=True)
+        lock = marker.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise DemoBusyError(
+                f"folder {self.workdir} is used by a demo that is running: stop it (Ctrl-C)"
+                " or pass another --dir; nothing was changed"
+            ) from None
+        self._lock = lock
+
+    def _release_folder(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
+    def _empty_folder(self) -> None:
+        """Remove the previous run's files (the folder is locked by this demo)."""
+        for entry in self.workdir.iterdir():
+            if entry.name == DEMO_MARKER:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    # -- rounds of the story ---------------------------------------------------------------------
+
+    async def _start_round(self, index: int) -> None:
+        """Enroll the round's visitors and put their phones on the floor."""
+        assert self._floor is not None
+        assert self._radio is not None
+        customers = await self._enroll_customers()
+        wall_start = self._story_zero + round_start(index)
         phones = [
-            SimPhone(c.handle, c.walk, 0.0, _advert_at_wall_time(c, start))
-            for c in self.customers.values()
+            SimPhone(c.handle, c.walk, 0.0, _advert_at_wall_time(c, wall_start))
+            for c in customers.values()
         ]
-        simulation = StoreSimulation(floor, radio, phones, seed=self.seed)
-        self._sim_task = asyncio.create_task(
-            self._simulate(simulation, start), name="bulle-demo-sim"
-        )
+        # Each round its own seed: two rounds' phones never share a Bluetooth address.
+        simulation = StoreSimulation(self._floor, self._radio, phones, seed=self.seed + index)
+        self.rounds[index] = DemoRound(index, customers, simulation)
+        self.customers = customers
+        logger.info("demo round %s: %s visitors", index, len(customers))
+
+    async def _end_round(self, index: int) -> None:
+        """Stop the round's phones and erase its visitors through the customer API."""
+        ended = self.rounds.pop(index)
+        assert self._http is not None
+        for customer in ended.customers.values():
+            if customer.token is None:
+                continue
+            headers = {"Authorization": f"Bearer {customer.token}"}
+            async with self._http.delete("/api/v1/me", headers=headers) as resp:
+                await _ok(resp)
+        logger.info("demo round %s ended, its visitors erased", index)
 
     def _prepare_database(
         self, master_key: bytes, store_id: str, scanner_ids: list[str]
@@ -188,46 +303,46 @@ class DemoStore:
             db.close()
         return secrets_by_scanner
 
-    async def _enroll_customers(self) -> None:
+    async def _enroll_customers(self) -> dict[str, DemoCustomer]:
         spec = tomllib.loads((self.seeds / "customers.toml").read_text("utf-8"))
-        async with aiohttp.ClientSession(self.base_url) as http:
-            async with http.get("/api/v1/consent-texts") as resp:
-                texts = {t["purpose"]: t["hash"] for t in (await resp.json())["texts"]}
-            for entry in spec.get("customers", []):
-                async with http.post("/api/v1/enroll", json={"language": "fr"}) as resp:
-                    enrolled = await _ok(resp)
-                headers = {"Authorization": f"Bearer {enrolled['token']}"}
-                prefs = entry.get("preferences", {})
-                if prefs:
-                    async with http.put("/api/v1/preferences", json=prefs, headers=headers) as resp:
+        customers: dict[str, DemoCustomer] = {}
+        http = self._http
+        assert http is not None
+        async with http.get("/api/v1/consent-texts") as resp:
+            texts = {t["purpose"]: t["hash"] for t in (await resp.json())["texts"]}
+        for entry in spec.get("customers", []):
+            async with http.post("/api/v1/enroll", json={"language": "fr"}) as resp:
+                enrolled = await _ok(resp)
+            headers = {"Authorization": f"Bearer {enrolled['token']}"}
+            prefs = entry.get("preferences", {})
+            if prefs:
+                async with http.put("/api/v1/preferences", json=prefs, headers=headers) as resp:
+                    await _ok(resp)
+            if entry.get("wishlist"):
+                async with http.put(
+                    "/api/v1/wishlist", json={"skus": entry["wishlist"]}, headers=headers
+                ) as resp:
+                    await _ok(resp)
+            consents = entry.get("consents", {})
+            for purpose, wanted in consents.items():
+                if wanted:
+                    body = {"purpose": purpose, "text_hash": texts[purpose], "channel": "app"}
+                    async with http.post("/api/v1/consents", json=body, headers=headers) as resp:
                         await _ok(resp)
-                if entry.get("wishlist"):
-                    async with http.put(
-                        "/api/v1/wishlist", json={"skus": entry["wishlist"]}, headers=headers
-                    ) as resp:
-                        await _ok(resp)
-                consents = entry.get("consents", {})
-                for purpose, wanted in consents.items():
-                    if wanted:
-                        body = {"purpose": purpose, "text_hash": texts[purpose], "channel": "app"}
-                        async with http.post(
-                            "/api/v1/consents", json=body, headers=headers
-                        ) as resp:
-                            await _ok(resp)
-                now = time.time()
-                self.customers[entry["handle"]] = DemoCustomer(
-                    handle=entry["handle"],
-                    walk=entry["walk"],
-                    customer_id=enrolled["customer_id"],
-                    token=enrolled["token"],
-                    identity_key=bytes.fromhex(enrolled["identity_key"]),
-                    k=enrolled["rotation_exponent"],
-                    clock_offset_s=enrolled["beacon_time"] - now,
-                    consents=consents,
-                )
+            now = time.time()
+            customers[entry["handle"]] = DemoCustomer(
+                handle=entry["handle"],
+                walk=entry["walk"],
+                customer_id=enrolled["customer_id"],
+                token=enrolled["token"],
+                identity_key=bytes.fromhex(enrolled["identity_key"]),
+                k=enrolled["rotation_exponent"],
+                clock_offset_s=enrolled["beacon_time"] - now,
+                consents=consents,
+            )
         for entry in spec.get("passers_by", []):
             # Not enrolled anywhere: a key the store has never seen.
-            self.customers[entry["handle"]] = DemoCustomer(
+            customers[entry["handle"]] = DemoCustomer(
                 handle=entry["handle"],
                 walk=entry["walk"],
                 customer_id=None,
@@ -237,6 +352,7 @@ class DemoStore:
                 clock_offset_s=12345.0,
                 consents={},
             )
+        return customers
 
     async def _start_scanner(self, scanner_id: str, store_id: str, secret: str) -> None:
         folder = self.workdir / "scanners"
@@ -277,10 +393,20 @@ class DemoStore:
         log.close()
         self._scanners[scanner_id] = process
 
-    async def _simulate(self, simulation: StoreSimulation, start: float) -> None:
+    async def _simulate(self) -> None:
         while True:
             now = time.time()
-            heard = simulation.step(now - start)
+            story_t = now - self._story_zero
+            live = live_rounds(story_t)
+            for index in [i for i in self.rounds if i not in live]:
+                await self._end_round(index)
+            for index in [i for i in live if i not in self.rounds]:
+                await self._start_round(index)
+            heard: dict[str, list[SimAdvert]] = {}
+            for played in self.rounds.values():
+                local = story_t - round_start(played.index)
+                for scanner_id, adverts in played.simulation.step(local).items():
+                    heard.setdefault(scanner_id, []).extend(adverts)
             for scanner_id, adverts in heard.items():
                 process = self._scanners.get(scanner_id)
                 if process is None or process.stdin is None or process.returncode is not None:
@@ -321,12 +447,33 @@ class DemoStore:
                 process.kill()
                 await process.wait()
         self._scanners.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
             self._log_handler.close()
+        self._release_folder()
+
+
+def _listen(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1 (claimed before the demo changes anything)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 def _advert_at_wall_time(customer: DemoCustomer, start: float) -> Callable[[float], bytes]:
@@ -356,22 +503,19 @@ async def run_demo(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        try:
-            await demo.start()
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            raise StoreServerError(
-                f"port {port} on 127.0.0.1 is already in use: stop the other program or pass"
-                " --port (0 picks a free port)"
-            ) from None
+        await demo.start()
+    except BaseException:
+        await demo.stop()  # a refused start changed nothing; a failed one is cleaned up
+        raise
+    try:
         out.write(
             f"Bulle demo store is running.\n"
             f"  Staff board:  {demo.base_url}/board\n"
             f"  Sign in as:   {DEMO_USER} / {demo.staff_password}   (demo account, this run only)\n"
             f"  Files:        {workdir} (database, scanner outboxes, logs)\n"
             f"Within about 20 s the board shows Sylvie's greeting card and a stock card for\n"
-            f"the customer who asked for a stock check. Press Ctrl-C to stop.\n"
+            f"the customer who asked for a stock check. The story starts again every\n"
+            f"{ROUND_S / 60:g} minutes with new visitors. Press Ctrl-C to stop.\n"
         )
         out.flush()
         with contextlib.suppress(TimeoutError):

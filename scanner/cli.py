@@ -23,6 +23,7 @@ from scanner.ble import (
 from scanner.config import ScannerConfig, load_config
 from scanner.decode import decode_lines
 from scanner.errors import ScannerError
+from scanner.logs import setup_logging
 from scanner.uploader import BadCredentialsError, ServerUnreachableError, Uploader, UploadError
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ logger = logging.getLogger(__name__)
 EXIT_FAILURE = 1
 # Exit status for command-line usage errors (argparse's own convention).
 EXIT_USAGE = 2
-# Log line layout: systemd's journal adds its own timestamp, but stderr runs need one.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def read_config(path: str) -> ScannerConfig:
@@ -44,15 +43,15 @@ def read_config(path: str) -> ScannerConfig:
     return load_config(text, os.environ)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+def _setup_logging(config: ScannerConfig) -> None:
+    setup_logging(config.log_level, config.log_format)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from scanner.daemon import run_daemon
 
     config = read_config(args.config)
-    _setup_logging(config.log_level)
+    _setup_logging(config)
     asyncio.run(run_daemon(config))
     return 0
 
@@ -67,7 +66,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if speed < 0:
         raise ScannerError("--speed must be 0 (as fast as possible) or more")
     config = dataclasses.replace(base, backend="replay", replay_file=args.file, replay_speed=speed)
-    _setup_logging(config.log_level)
+    _setup_logging(config)
     asyncio.run(run_daemon(config))
     return 0
 

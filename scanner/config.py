@@ -19,6 +19,8 @@ ENV_PREFIX = "BULLE_SCANNER_"
 BACKENDS: tuple[str, ...] = ("bluez", "simulated", "replay", "esphome")
 # BlueZ scanning modes bleak supports.
 SCANNING_MODES: tuple[str, ...] = ("active", "passive")
+# Log line formats: text, or JSON lines for a log collector.
+LOG_FORMATS = ("text", "json")
 # Python logging level names accepted for log_level.
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Startup wait for the first allowlist; longer only delays scanning (systemd allows 90 s).
@@ -80,6 +82,7 @@ class ScannerConfig:
     replay_file: str | None = None
     replay_speed: float = 1.0
     log_level: str = "INFO"
+    log_format: str = "text"
     nodes: tuple[NodeConfig, ...] = ()
 
 
@@ -250,6 +253,8 @@ def _validate(v: Mapping[str, Any]) -> None:
         raise ConfigError(f"must be one of {', '.join(SCANNING_MODES)}", key="scanning_mode")
     if str(v["log_level"]).upper() not in LOG_LEVELS:
         raise ConfigError(f"must be one of {', '.join(LOG_LEVELS)}", key="log_level")
+    if v["log_format"] not in LOG_FORMATS:
+        raise ConfigError(f"must be one of {', '.join(LOG_FORMATS)}", key="log_format")
     if v["secret"] is None and v["secret_file"] is None and v["backend"] != "esphome":
         raise ConfigError("set secret or secret_file", key="secret")
     if v["secret"] is not None and v["secret_file"] is not None:

@@ -260,6 +260,8 @@ class NodeSource:
             info = await client.device_info()
         except APIConnectionError as exc:
             self._fail(classify(exc, self.node))
+            # Connected but unusable: hang up so that the reconnect logic tries again.
+            await client.disconnect(force=True)
             return
         self.health.connected = True
         self.health.connects += 1

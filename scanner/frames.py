@@ -73,6 +73,8 @@ UID_NAMESPACE_SIZE: Final = 10
 UID_INSTANCE_SIZE: Final = 6
 # URL frame: type, tx power and scheme bytes before the encoded URL.
 URL_HEADER_SIZE: Final = 3
+# Shortest encoded URL: the specification carries 1-17 URL bytes after the scheme.
+URL_MIN_ENCODED: Final = 1
 # Longest encoded URL that fits the 31-byte advertisement (specification limit).
 URL_MAX_ENCODED: Final = 17
 # Unencrypted TLM frame length.
@@ -245,7 +247,7 @@ def _parse_eddystone(data: bytes) -> Frame | None:
             version, battery, temperature, adv_count, uptime / TLM_UPTIME_SCALE
         )
     if kind == EDDYSTONE_URL:
-        if size < URL_HEADER_SIZE or size > URL_HEADER_SIZE + URL_MAX_ENCODED:
+        if not URL_MIN_ENCODED <= size - URL_HEADER_SIZE <= URL_MAX_ENCODED:
             return None
         scheme = data[2]
         if scheme >= len(URL_SCHEMES):
@@ -392,9 +394,10 @@ def encode_url(url: str) -> bytes:
         prefix = URL_SCHEMES[scheme]
         if url.startswith(prefix):
             body = _encode_url_body(url[len(prefix) :])
-            if len(body) > URL_MAX_ENCODED:
+            if not URL_MIN_ENCODED <= len(body) <= URL_MAX_ENCODED:
                 raise ValueError(
-                    f"URL {url!r} encodes to {len(body)} bytes, more than {URL_MAX_ENCODED}"
+                    f"URL {url!r} encodes to {len(body)} bytes,"
+                    f" not {URL_MIN_ENCODED}-{URL_MAX_ENCODED}"
                 )
             return bytes((scheme,)) + body
     raise ValueError(f"URL {url!r} does not start with an Eddystone scheme")

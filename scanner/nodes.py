@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scanner.config import NodeConfig, ScannerConfig
 from scanner.daemon import Daemon, resolve_secret
-from scanner.errors import ScannerError
+from scanner.errors import ConfigError, ScannerError
 
 
 def node_outbox_path(outbox_path: str, scanner_id: str) -> str:
@@ -68,7 +68,10 @@ def build_daemons(config: ScannerConfig, *, clock: Callable[[], float] = time.ti
     daemons = []
     for index, node in enumerate(config.nodes):
         cfg = node_config(config, node)
-        secret = resolve_secret(cfg)
+        try:
+            secret = resolve_secret(cfg)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, key=f"nodes[{index}].{exc.key}") from exc
         psk = node_key(node, index)
         daemons.append(
             Daemon(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,6 +35,10 @@ T = TypeVar("T")
 
 # How long a writer waits on a locked database before failing (a CLI may read concurrently).
 BUSY_TIMEOUT_MS = 5000
+# The outbox file and a directory created for it: owner only (it holds the sightings queued
+# for the server).
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 # Key of the persistent dropped-rows counter in the meta table.
 DROPPED_KEY = "dropped"
 
@@ -65,7 +70,10 @@ class Outbox:
         self._max_bytes = max_bytes
         self._max_age_s = max_age_s
         try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            # Owner only; SQLite gives the -wal and -shm files the same permissions.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE))
+            os.chmod(path, FILE_MODE)
             conn = sqlite3.connect(str(path), isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")

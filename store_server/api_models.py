@@ -10,7 +10,10 @@ from store_server.consent import Purpose, Scope
 from store_server.policy import GreetMode, Language, NameForm
 
 Hhmm = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
-IsoDate = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+IsoDate = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+# The app's version as it goes into the append-only consent log, which outlives erasure:
+# dotted numbers only ("2.4.1"), so that nothing free-form (a name, an e-mail) can be kept.
+AppVersion = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,6}(\.[0-9]{1,6}){0,3}$", max_length=27)]
 
 
 class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -35,7 +38,7 @@ class ConsentRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     text_hash: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
     scope: Scope = "store"
     channel: Literal["app", "web", "in_store"] = "app"
-    app_version: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    app_version: AppVersion | None = None
 
 
 class WithdrawRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -43,7 +46,7 @@ class WithdrawRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         default_factory=lambda: ["greeting", "stock_check"]
     )
     channel: Literal["app", "web", "in_store"] = "app"
-    app_version: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    app_version: AppVersion | None = None
 
 
 class PreferencesRequest(
@@ -74,7 +77,7 @@ class CheckInRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class EraseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     channel: Literal["app", "web", "in_store"] = "app"
-    app_version: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    app_version: AppVersion | None = None
 
 
 class ErrorBody(msgspec.Struct, frozen=True):

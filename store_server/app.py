@@ -85,6 +85,11 @@ def _error_of(request: web.Request, exc: Exception) -> web.Response:
         if page and exc.status in staff.ERROR_PAGES:
             return staff.error_page(request, exc.status)
         raise exc
+    if isinstance(exc, ConnectionResetError):
+        # The client went away mid-request (e.g. mid-upload): nothing to answer, nothing wrong
+        # on this side. The answer below is never delivered; it only ends the request quietly.
+        logger.debug("client disconnected during %s %s", request.method, request.path)
+        return _error_response(400, "client_disconnected", "the client disconnected", None)
     logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return _error_response(500, "internal_error", "internal error", None)
 

@@ -175,13 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
         "scanner daemons and simulated phones walking the floor. Ctrl-C stops it.",
     )
     p.add_argument(
-        "--dir", default="var/demo", help="working directory for the demo's files (reset at start)"
+        "--dir",
+        default="var/demo",
+        help="working directory for the demo's files (emptied at start; a folder used by a"
+        " running demo or holding other files is refused)",
     )
     p.add_argument(
         "--port", type=int, default=8080, help="HTTP port on 127.0.0.1 (0: any free port)"
     )
     p.add_argument("--seed", type=int, default=7, help="seed of the simulation's randomness")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
     p.set_defaults(func=cmd_demo)
 
     add_admin_commands(sub)

@@ -222,12 +222,22 @@ def cmd_backup(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, out: TextIO) -> int:
+    from store_server.service import pseudonym_key
+    from store_server.services.restore import reapply_refusals
     from store_server.storage import backup
 
     config = load_settings(args)
-    snapshot, kept = backup.restore(Path(config.db_path), Path(args.backup), time.time())
+    key = pseudonym_key(master_key(config))
+    store_id = floor(config).store_id
+    now = time.time()
+    snapshot, kept = backup.restore(Path(config.db_path), Path(args.backup), now)
     if kept is not None:
         out.write(f"the database it replaces is kept as {kept}\n")
+        done = with_db(config, lambda d: reapply_refusals(d, kept, key, store_id, time.time()))
+        out.write(
+            f"applied again the refusals recorded after the backup: {done.erased} erasures,"
+            f" {done.withdrawn} withdrawals\n"
+        )
     out.write(
         f"restored {snapshot.path} into {config.db_path} (integrity ok, schema"
         f" {snapshot.schema[-1]}); start the server again\n"

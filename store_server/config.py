@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from store_server.errors import ConfigError
+from store_server.throttle import parse_networks
 
 ENV_PREFIX = "BULLE_"
 
@@ -57,6 +58,7 @@ class ServerConfig:
     metrics_listen: str = ""
     metrics_token: str = ""
     extra_origins: tuple[str, ...] = field(default=())
+    trusted_proxies: tuple[str, ...] = field(default=())
 
     def with_overrides(self, **changes: Any) -> ServerConfig:
         return replace(self, **changes)
@@ -112,6 +114,10 @@ def _check(config: ServerConfig) -> ServerConfig:
             raise ConfigError(f"{key}: must be positive", key=key)
     if config.log_level.upper() not in _LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(_LOG_LEVELS)}", key="log_level")
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"trusted_proxies: {exc}", key="trusted_proxies") from None
     if not config.db_path:
         raise ConfigError("db_path: must not be empty", key="db_path")
     if config.master_key.strip() and config.master_key_file:

@@ -4,6 +4,13 @@ Coordinates are metres. ``x`` runs along the shop front, ``y`` runs into the sho
 ``y < 0`` and the shop window is the line ``y = 0``; the door is the part of that line with
 ``door_x_min <= x <= door_x_max``. The caller reads the TOML file and hands the parsed mapping to
 :func:`floor_from_dict`, which validates it and raises :class:`FloorError` naming the faulty key.
+
+Beyond that rectangle the floor may say (all optional, see docs/presence.md): the ``outline``
+polygon of the shop, interior ``walls`` (segments), ``walkable`` areas (polygons: a stock room or a
+counter is left out), ``doors`` and the ``window_front`` (segments on the outline), each box's
+``height_m``, and zones as ``polygon`` instead of ``rect``. Left out, the outline is the
+``width_m`` x ``depth_m`` rectangle, the whole of it is walkable, the door is the
+``door_x_min``-``door_x_max`` part of the front and the window front is the whole front.
 """
 
 from __future__ import annotations
@@ -11,7 +18,16 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from store_server.geometry import (
+    Point,
+    Segment,
+    on_segment,
+    point_in_polygon,
+    polygon_area,
+    polygon_edges,
+)
 
 __all__ = [
     "Floor",
@@ -22,6 +38,13 @@ __all__ = [
     "floor_from_dict",
 ]
 
+# A box with no height given: on a shelf at chest height, level with a phone in the hand.
+DEFAULT_BOX_HEIGHT_M = 1.2
+# Boxes sit between the floor and a high ceiling.
+MAX_BOX_HEIGHT_M = 6.0
+# A wall between a phone and a box costs this much when the floor does not say (plasterboard).
+DEFAULT_WALL_ATTENUATION_DB = 3.0
+
 
 class FloorError(ValueError):
     """The floor description is invalid, or a lookup named something the floor does not hold."""
@@ -29,17 +52,41 @@ class FloorError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Zone:
-    """A named area of the shop: an axis-aligned rectangle ``(x_min, y_min, x_max, y_max)``."""
+    """A named area of the shop: a polygon; ``rect`` is its bounding box.
+
+    Built from a rectangle ``(x_min, y_min, x_max, y_max)`` alone, the polygon is that rectangle.
+    """
 
     id: str
     name_fr: str
     name_en: str
     rect: tuple[float, float, float, float]
+    polygon: tuple[Point, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.polygon:
+            x0, y0, x1, y1 = self.rect
+            object.__setattr__(self, "polygon", ((x0, y0), (x1, y0), (x1, y1), (x0, y1)))
 
     def contains(self, x: float, y: float) -> bool:
-        """Whether the point lies in the rectangle (edges included)."""
+        """Whether the point lies in the polygon (edges included)."""
         x_min, y_min, x_max, y_max = self.rect
-        return x_min <= x <= x_max and y_min <= y <= y_max
+        if not (x_min <= x <= x_max and y_min <= y <= y_max):
+            return False
+        return point_in_polygon((x, y), self.polygon)
+
+    def centroid(self) -> Point:
+        """The polygon's centre of area (where a check-in without position is placed)."""
+        area = polygon_area(self.polygon)
+        if area == 0.0:
+            x0, y0, x1, y1 = self.rect
+            return ((x0 + x1) / 2.0, (y0 + y1) / 2.0)
+        cx = cy = 0.0
+        for (x0, y0), (x1, y1) in polygon_edges(self.polygon):
+            cross = x0 * y1 - x1 * y0
+            cx += (x0 + x1) * cross
+            cy += (y0 + y1) * cross
+        return (cx / (6.0 * area), cy / (6.0 * area))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +104,7 @@ class ScannerSpec:
     position: tuple[float, float]
     interior: bool
     rssi_offset_db: float
+    height_m: float = DEFAULT_BOX_HEIGHT_M
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +136,50 @@ class Floor:
     zones: tuple[Zone, ...]
     scanners: tuple[ScannerSpec, ...]
     walks: tuple[Walk, ...]
+    outline: tuple[Point, ...] = ()
+    walls: tuple[Segment, ...] = ()
+    walkable: tuple[tuple[Point, ...], ...] = ()
+    doors: tuple[Segment, ...] = ()
+    window_front: tuple[Segment, ...] = ()
+    wall_attenuation_db: float = DEFAULT_WALL_ATTENUATION_DB
+    _rectangular: bool = field(default=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        w, d = self.width_m, self.depth_m
+        if not self.outline:
+            object.__setattr__(self, "outline", ((0.0, 0.0), (w, 0.0), (w, d), (0.0, d)))
+            object.__setattr__(self, "_rectangular", True)
+        if not self.walkable:
+            object.__setattr__(self, "walkable", (self.outline,))
+        if not self.doors:
+            object.__setattr__(self, "doors", (((self.door_x_min, 0.0), (self.door_x_max, 0.0)),))
+        if not self.window_front:
+            object.__setattr__(self, "window_front", (((0.0, 0.0), (w, 0.0)),))
 
     def is_inside(self, x: float, y: float) -> bool:
-        """Whether the point is inside the shop (the window line ``y = 0`` counts as inside)."""
-        return 0.0 <= x <= self.width_m and 0.0 <= y <= self.depth_m
+        """Whether the point is inside the shop (on the outline, e.g. the window line, counts)."""
+        if not (0.0 <= x <= self.width_m and 0.0 <= y <= self.depth_m):
+            return False
+        return self._rectangular or point_in_polygon((x, y), self.outline)
+
+    def is_walkable(self, x: float, y: float) -> bool:
+        """Whether a customer can stand at the point (inside and in a walkable area)."""
+        return self.is_inside(x, y) and any(point_in_polygon((x, y), p) for p in self.walkable)
+
+    def barriers(self) -> tuple[Segment, ...]:
+        """Everything a person cannot walk through: the outline's edges and interior walls.
+
+        Doors are openings in the outline: see :meth:`through_door`.
+        """
+        return tuple(polygon_edges(self.outline)) + self.walls
+
+    def through_door(self, point: Point) -> bool:
+        """Whether a crossing of the outline at ``point`` goes through a door."""
+        return any(on_segment(point, door) for door in self.doors)
+
+    def on_window_front(self, point: Point) -> bool:
+        """Whether a crossing of the outline at ``point`` goes through the window front."""
+        return any(on_segment(point, front) for front in self.window_front)
 
     def zone_at(self, x: float, y: float) -> str | None:
         """The id of the zone holding the point, ``None`` outside the shop.
@@ -208,15 +296,52 @@ def _nums(value: object, length: int, where: str) -> tuple[float, ...]:
     return tuple(numbers)
 
 
+def _point(value: object, where: str) -> Point:
+    x, y = _nums(value, 2, where)
+    return (x, y)
+
+
+def _polygon(value: object, where: str) -> tuple[Point, ...]:
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes) or len(value) < 3:
+        raise FloorError(f"{where}: expected at least three [x, y] points")
+    polygon = tuple(_point(item, f"{where}[{i}]") for i, item in enumerate(value))
+    if abs(polygon_area(polygon)) < 1e-6:
+        raise FloorError(f"{where}: the polygon has no area")
+    return polygon
+
+
+def _segment(value: object, where: str) -> Segment:
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes) or len(value) != 2:
+        raise FloorError(f"{where}: expected two [x, y] points")
+    first, second = _point(value[0], f"{where}[0]"), _point(value[1], f"{where}[1]")
+    if first == second:
+        raise FloorError(f"{where}: the two ends are the same point")
+    return (first, second)
+
+
+def _list(data: Mapping[str, object], key: str, where: str) -> Sequence[object]:
+    value = data.get(key, [])
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise FloorError(f"{where}.{key}: expected an array")
+    return value
+
+
 def _zone(table: Mapping[str, object], where: str) -> Zone:
-    rect = _nums(table.get("rect"), 4, f"{where}.rect")
-    if rect[0] >= rect[2] or rect[1] >= rect[3]:
-        raise FloorError(f"{where}.rect: expected [x_min, y_min, x_max, y_max] with min < max")
+    if "polygon" in table:
+        polygon = _polygon(table.get("polygon"), f"{where}.polygon")
+        xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+        rect: tuple[float, ...] = (min(xs), min(ys), max(xs), max(ys))
+    else:
+        rect = _nums(table.get("rect"), 4, f"{where}.rect")
+        if rect[0] >= rect[2] or rect[1] >= rect[3]:
+            raise FloorError(f"{where}.rect: expected [x_min, y_min, x_max, y_max] with min < max")
+        polygon = ()
     return Zone(
         id=_str(table, "id", where),
         name_fr=_str(table, "name_fr", where),
         name_en=_str(table, "name_en", where),
         rect=(rect[0], rect[1], rect[2], rect[3]),
+        polygon=polygon,
     )
 
 
@@ -230,12 +355,16 @@ def _scanner(table: Mapping[str, object], where: str, zone_ids: set[str]) -> Sca
         raise FloorError(f"{where}.interior: expected true or false")
     offset = table.get("rssi_offset_db", 0.0)
     offset_value = _num({"rssi_offset_db": offset}, "rssi_offset_db", where)
+    height = _num({"height_m": table.get("height_m", DEFAULT_BOX_HEIGHT_M)}, "height_m", where)
+    if not 0.0 <= height <= MAX_BOX_HEIGHT_M:
+        raise FloorError(f"{where}.height_m: expected 0 to {MAX_BOX_HEIGHT_M:g} m")
     return ScannerSpec(
         id=_str(table, "id", where),
         zone=zone,
         position=(position[0], position[1]),
         interior=interior,
         rssi_offset_db=offset_value,
+        height_m=height,
     )
 
 
@@ -289,15 +418,73 @@ def floor_from_dict(data: Mapping[str, object]) -> Floor:
     if attenuation < 0.0:
         raise FloorError("floor.front_attenuation_db: expected a number >= 0")
 
-    zones = tuple(_zone(t, f"zones[{i}]") for i, t in enumerate(_tables(data, "zones")))
+    wall_db = _num(
+        {"wall_attenuation_db": floor.get("wall_attenuation_db", DEFAULT_WALL_ATTENUATION_DB)},
+        "wall_attenuation_db",
+        "floor",
+    )
+    if wall_db < 0.0:
+        raise FloorError("floor.wall_attenuation_db: expected a number >= 0")
+    outline: tuple[Point, ...] = ((0.0, 0.0), (width, 0.0), (width, depth), (0.0, depth))
+    if "outline" in floor:
+        outline = _polygon(floor.get("outline"), "floor.outline")
+        for i, (x, y) in enumerate(outline):
+            if not (0.0 <= x <= width and 0.0 <= y <= depth):
+                raise FloorError(
+                    f"floor.outline[{i}]: outside the width_m x depth_m rectangle from (0, 0)"
+                )
+    edges = polygon_edges(outline)
+
+    def on_outline(segment: Segment, where: str) -> Segment:
+        for edge in edges:
+            if on_segment(segment[0], edge) and on_segment(segment[1], edge):
+                return segment
+        raise FloorError(f"{where}: expected a part of one edge of the outline")
+
+    def inside(point: Point, where: str) -> Point:
+        if not point_in_polygon(point, outline):
+            raise FloorError(f"{where}: outside the floor's outline")
+        return point
+
+    walls = tuple(
+        _segment(v, f"floor.walls[{i}]") for i, v in enumerate(_list(floor, "walls", "floor"))
+    )
+    for i, wall in enumerate(walls):
+        inside(wall[0], f"floor.walls[{i}][0]")
+        inside(wall[1], f"floor.walls[{i}][1]")
+    walkable = tuple(
+        _polygon(v, f"floor.walkable[{i}]") for i, v in enumerate(_list(floor, "walkable", "floor"))
+    )
+    for i, area in enumerate(walkable):
+        for j, point in enumerate(area):
+            inside(point, f"floor.walkable[{i}][{j}]")
+    doors = tuple(
+        on_outline(_segment(v, f"floor.doors[{i}]"), f"floor.doors[{i}]")
+        for i, v in enumerate(_list(floor, "doors", "floor"))
+    )
+    if not doors:
+        doors = (on_outline(((door_min, 0.0), (door_max, 0.0)), "floor.door_x_min"),)
+    fronts = tuple(
+        on_outline(_segment(v, f"floor.window_front[{i}]"), f"floor.window_front[{i}]")
+        for i, v in enumerate(_list(floor, "window_front", "floor"))
+    )
+
+    zone_tables = _tables(data, "zones")
+    zones = tuple(_zone(t, f"zones[{i}]") for i, t in enumerate(zone_tables))
     if not zones:
         raise FloorError("zones: expected at least one zone")
     _unique([z.id for z in zones], "zones")
+    for i, (zone, table) in enumerate(zip(zones, zone_tables, strict=True)):
+        key = "polygon" if "polygon" in table else "rect"
+        for j, point in enumerate(zone.polygon):
+            inside(point, f"zones[{i}].{key}" + (f"[{j}]" if key == "polygon" else ""))
     zone_ids = {z.id for z in zones}
     scanners = tuple(
         _scanner(t, f"scanners[{i}]", zone_ids) for i, t in enumerate(_tables(data, "scanners"))
     )
     _unique([s.id for s in scanners], "scanners")
+    for i, spec in enumerate(scanners):
+        inside(spec.position, f"scanners[{i}].position")
     walks: tuple[Walk, ...] = ()
     if "walks" in data:
         walks = tuple(_walk(t, f"walks[{i}]") for i, t in enumerate(_tables(data, "walks")))
@@ -315,4 +502,11 @@ def floor_from_dict(data: Mapping[str, object]) -> Floor:
         zones=zones,
         scanners=scanners,
         walks=walks,
+        outline=outline,
+        walls=walls,
+        walkable=walkable or (outline,),
+        doors=doors,
+        window_front=fronts or (((0.0, 0.0), (width, 0.0)),),
+        wall_attenuation_db=wall_db,
+        _rectangular="outline" not in floor,
     )

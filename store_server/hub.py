@@ -25,17 +25,19 @@ BOARD_HEARTBEAT_S = 20.0
 
 
 class _Board:
-    __slots__ = ("queue", "sender", "transport", "username", "ws")
+    __slots__ = ("queue", "sender", "session", "transport", "username", "ws")
 
     def __init__(
         self,
         ws: web.WebSocketResponse,
         username: str,
         transport: asyncio.Transport | None,
+        session: str | None,
     ) -> None:
         self.ws = ws
         self.username = username
         self.transport = transport
+        self.session = session
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(BOARD_QUEUE_SIZE)
         self.sender: asyncio.Task[None] | None = None
 
@@ -43,6 +45,7 @@ class _Board:
 class BoardHub:
     def __init__(self) -> None:
         self._boards: set[_Board] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._boards)
@@ -54,6 +57,30 @@ class BoardHub:
     def usernames(self) -> set[str]:
         """Who is looking at a board right now (for the access log)."""
         return {board.username for board in self._boards}
+
+    def sessions(self) -> set[str]:
+        """The sessions (as stored: their hash) that boards are open under."""
+        return {board.session for board in self._boards if board.session is not None}
+
+    def end_sessions(self, ended: set[str] | None = None, *, username: str | None = None) -> int:
+        """Close at once every board of the `ended` sessions or of `username`: a board never
+        outlives its session (sign-out, disabled account, expiry). Returns how many."""
+        boards = [
+            board
+            for board in self._boards
+            if (ended is not None and board.session in ended)
+            or (username is not None and board.username == username)
+        ]
+        for board in boards:
+            self._boards.discard(board)  # no event reaches it from now on
+            if board.sender is not None:
+                board.sender.cancel()
+            task = asyncio.create_task(
+                _close(board.ws, WSCloseCode.POLICY_VIOLATION, b"session ended")
+            )
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return len(boards)
 
     def publish(self, message: dict[str, Any]) -> None:
         """Queue `message` for every board (never blocks; slow boards are dropped)."""
@@ -89,12 +116,14 @@ class BoardHub:
         snapshot: Callable[[], Awaitable[dict[str, Any]]],
         on_message: Callable[[dict[str, Any]], Awaitable[None]],
         transport: asyncio.Transport | None = None,
+        session: str | None = None,
     ) -> None:
         """Serve one board until it disconnects: snapshot first, then live events.
 
-        `transport` (the request's) lets the hub cut a board that stopped reading.
+        `transport` (the request's) lets the hub cut a board that stopped reading; `session`
+        (its stored hash) lets it close the board when that session ends.
         """
-        board = _Board(ws, username, transport)
+        board = _Board(ws, username, transport, session)
         self._boards.add(board)  # before the snapshot: no event is lost in between
         sender = board.sender = asyncio.create_task(self._send_loop(board))
         try:
@@ -105,7 +134,7 @@ class BoardHub:
                         data = msg.json()
                     except ValueError:
                         continue
-                    if isinstance(data, dict):
+                    if isinstance(data, dict) and board in self._boards:
                         await on_message(data)
         finally:
             self._boards.discard(board)
@@ -131,3 +160,9 @@ class BoardHub:
         for board in boards:
             with contextlib.suppress(Exception):
                 await board.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+async def _close(ws: web.WebSocketResponse, code: int, message: bytes) -> None:
+    """Close a board's socket; a peer already gone is nothing to report."""
+    with contextlib.suppress(Exception):
+        await ws.close(code=code, message=message)

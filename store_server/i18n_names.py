@@ -115,7 +115,7 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "too_many_rows": "le fichier a trop de lignes.",
         "exists": "ce nom est déjà utilisé.",
         "self_disable": "vous ne pouvez pas désactiver votre propre compte.",
-        "range": "entre -30 et 30 dB.",
+        "range": "entrez une valeur entre -30 et 30 dB.",
         "other": "valeur refusée.",
     },
     "en": {
@@ -133,7 +133,7 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "too_many_rows": "the file has too many lines.",
         "exists": "this name is already taken.",
         "self_disable": "you cannot disable your own account.",
-        "range": "between -30 and 30 dB.",
+        "range": "enter a value between -30 and 30 dB.",
         "other": "value refused.",
     },
 }

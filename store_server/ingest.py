@@ -128,6 +128,9 @@ def decode(body: bytes, kind: type[S]) -> S:
         raise ValidationError(message, field=field or None) from None
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        # msgspec decodes strings lazily: invalid UTF-8 inside a JSON string surfaces here.
+        raise ValidationError("body is not valid JSON: a string is not UTF-8") from None
 
 
 def check_batch(batch: Batch) -> None:

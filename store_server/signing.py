@@ -20,6 +20,10 @@ HEADER_SIGNATURE = "X-Bulle-Signature"
 _REQUIRED = (HEADER_SCANNER, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_DIGEST, HEADER_SIGNATURE)
 # Nonces are 128-bit random hex strings: 32 characters.
 NONCE_LENGTH = 32
+_HEX = frozenset("0123456789abcdef")  # lower case, as docs/api.md specifies
+# Unix seconds fit in 11 digits until the year 5138: anything longer is refused before it is
+# turned into a number (a 400-digit integer overflows a float).
+TIMESTAMP_MAX_DIGITS = 11
 # Bound on remembered nonces; at 100 requests/s per scanner x 20 scanners x 120 s this holds
 # every nonce that could still be inside the timestamp window.
 MAX_REMEMBERED_NONCES = 500_000
@@ -99,17 +103,20 @@ def verify(
     nonces: NonceStore,
 ) -> None:
     """Raise AuthenticationError (with the code of docs/api.md) unless the request is genuine."""
-    try:
-        timestamp = int(signed.timestamp)
-    except ValueError:
-        raise AuthenticationError("timestamp is not an integer", code="stale") from None
+    raw = signed.timestamp
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= TIMESTAMP_MAX_DIGITS):
+        raise AuthenticationError(
+            f"timestamp must be Unix seconds (at most {TIMESTAMP_MAX_DIGITS} digits)",
+            code="stale",
+        )
+    timestamp = int(raw)
     if abs(now - timestamp) > tolerance_s:
         raise AuthenticationError(
             "request timestamp is too far from the server clock (check the scanner's NTP)",
             code="stale",
         )
-    if len(signed.nonce) != NONCE_LENGTH:
-        raise AuthenticationError("nonce must be 32 hex characters", code="unsigned")
+    if len(signed.nonce) != NONCE_LENGTH or not _HEX.issuperset(signed.nonce):
+        raise AuthenticationError("nonce must be 32 lower-case hex characters", code="unsigned")
     if not hmac.compare_digest(content_digest(body), signed.digest):
         raise AuthenticationError("Content-Digest does not match the body", code="bad_digest")
     expected = sign(

@@ -1,43 +1,26 @@
-"""Staff accounts and server-side sessions: password hashing and session ids (functions run
+"""Staff accounts and server-side sessions: password rules and session ids (functions run
 on a database thread, over ``storage.staff``).
 
-Passwords are hashed with argon2id (argon2-cffi's defaults). A session id is 256 random bits
-handed to the browser once; the database keeps only its SHA-256, so a copy of the database
-does not let anyone log in. Logout deletes the row: a replayed cookie is then worthless.
+Passwords are hashed with argon2id (argon2-cffi's defaults, `passwords`). A session id is 256
+random bits handed to the browser once; the database keeps only its SHA-256, so a copy of
+the database does not let anyone log in. Logout deletes the row: a replayed cookie is then
+worthless.
 """
 
 from __future__ import annotations
 
-import functools
 import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
 from store_server.errors import AuthenticationError, ValidationError
+from store_server.passwords import check_new_password, hash_password, verify_password
 from store_server.storage import staff as store
 from store_server.storage.customers import token_hash
 from store_server.storage.database import Handle
 
 Role = Literal["staff", "manager"]
 ROLES: tuple[Role, ...] = ("staff", "manager")
-# 12 characters: the shortest password NIST SP 800-63B lets an operator require without
-# composition rules, long enough against offline guessing with argon2id.
-MIN_PASSWORD_LENGTH = 12
-_hasher = PasswordHasher()
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """A hash of a random password, verified when the user does not exist, so that the answer
-    takes as long as for a real user (no user enumeration by timing).
-
-    Made on first use, not at import: one argon2id hash takes 64 MiB for a moment, which a
-    command that never checks a password need not pay.
-    """
-    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,38 +36,31 @@ def add_user(db: Handle, username: str, password: str, role: Role, now: float) -
         or not username.replace("-", "").replace("_", "").replace(".", "").isalnum()
     ):
         raise ValidationError("letters, digits, '.', '-', '_' (1-64)", field="username")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(
-            f"password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
-        )
+    check_new_password(password, username)
     if role not in ROLES:
         raise ValidationError("role must be staff or manager", field="role")
-    store.insert_user(db, username, _hasher.hash(password), role, now)
+    store.insert_user(db, username, hash_password(password), role, now)
     return StaffUser(username, role)
-
-
-def _check_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(
-            f"password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
-        )
 
 
 def reset_password(db: Handle, username: str, password: str) -> None:
     """Set a new password for an account and end its sessions."""
-    _check_password(password)
-    store.set_password_hash(db, username, _hasher.hash(password))
+    check_new_password(password, username)
+    store.set_password_hash(db, username, hash_password(password))
+
+
+def password_record(db: Handle, username: str) -> tuple[StaffUser, str] | None:
+    """The enabled account `username` with its password hash (checked off this thread)."""
+    row = store.active_user(db, username)
+    return None if row is None else (StaffUser(row["username"], row["role"]), row["password_hash"])
 
 
 def authenticate(db: Handle, username: str, password: str) -> StaffUser:
-    row = store.active_user(db, username)
-    try:
-        _hasher.verify(_dummy_hash() if row is None else row["password_hash"], password)
-    except (VerificationError, InvalidHashError):
-        raise AuthenticationError("wrong user name or password", code="bad_login") from None
-    if row is None:
+    """Check a password on the calling thread (commands; the server uses PasswordVerifier)."""
+    record = password_record(db, username)
+    if not verify_password(None if record is None else record[1], password) or record is None:
         raise AuthenticationError("wrong user name or password", code="bad_login")
-    return StaffUser(row["username"], row["role"])
+    return record[0]
 
 
 def open_session(db: Handle, user: StaffUser, now: float, ttl_s: float) -> str:
@@ -97,6 +73,17 @@ def open_session(db: Handle, user: StaffUser, now: float, ttl_s: float) -> str:
 def session_user(db: Handle, session_id: str, now: float) -> StaffUser | None:
     row = store.session_user(db, token_hash(session_id), now)
     return None if row is None else StaffUser(row["username"], row["role"])
+
+
+def session_key(session_id: str) -> str:
+    """How a session is stored and known to the board hub: the hash of its id."""
+    return token_hash(session_id)
+
+
+def live_sessions(db: Handle, id_hashes: set[str], now: float) -> set[str]:
+    """Which of these stored session hashes are still valid (not signed out, expired or
+    belonging to a disabled account)."""
+    return store.live_session_hashes(db, sorted(id_hashes), now)
 
 
 def close_session(db: Handle, session_id: str) -> None:

@@ -23,7 +23,7 @@ from scanner.aggregate import Aggregator
 from scanner.allowlist import Allowlist, AllowlistUpdate
 from scanner.frames import EDDYSTONE_SERVICE_UUID, parse_advertisement
 from scanner.outbox import Outbox
-from scanner.uploader import Uploader
+from scanner.uploader import ServerUnreachableError, Uploader
 from store_server.eid import beacon_time, clock_offset, compute_eid
 from store_server.policy import Preferences, greeting_text, shown_name
 from store_server.storage import customers as customer_store
@@ -146,9 +146,15 @@ class Phone:
                 self.outbox.put(windows, now)
                 pending = self.outbox.next_batch(100, now)
                 if pending is not None:
-                    await self.uploader.post_batch(pending)
-                    self.outbox.ack(pending.batch_id)
-                    self.reported += len(pending.windows)
+                    try:
+                        await self.uploader.post_batch(pending)
+                    except ServerUnreachableError:
+                        # A dropped keep-alive connection: the batch stays in the outbox and
+                        # goes with the next window, as the scanner daemon does.
+                        pass
+                    else:
+                        self.outbox.ack(pending.batch_id)
+                        self.reported += len(pending.windows)
             await asyncio.sleep(ADVERT_INTERVAL_S)
 
 

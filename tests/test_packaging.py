@@ -29,6 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 STEP_TIMEOUT_S = 300
 # The server's start-up in the clean environment, loaded machine included.
 SERVE_TIMEOUT_S = 60.0
+# Fresh ports to try when another program takes the chosen one before the server binds it.
+PORT_ATTEMPTS = 3
 # The server's dependencies a scanner (a Raspberry Pi) must not install.
 SERVER_ONLY = (
     "numpy",
@@ -195,13 +197,9 @@ def get(url: str) -> tuple[int, str]:
         return int(resp.status), resp.read().decode("utf-8")
 
 
-@pytest.fixture
-def serving(server: Install) -> Iterator[str]:
-    """`store-server serve` from the clean environment, on 127.0.0.1; yields its address."""
-    work = server.outside
+def write_config(work: Path, port: int) -> Path:
     store_file = work / "store.toml"
     store_file.write_bytes((REPO_ROOT / "seeds" / "store.toml").read_bytes())
-    port = free_port()
     config = work / "server.toml"
     config.write_text(
         "\n".join(
@@ -217,28 +215,56 @@ def serving(server: Install) -> Iterator[str]:
         encoding="utf-8",
     )
     config.chmod(0o600)
+    return config
+
+
+def start_serving(server: Install, port: int) -> tuple[subprocess.Popen[bytes], bool]:
+    """`store-server serve` on ``port``; (the process, True) once it listens and answers, or
+    (the exited process, False) when another program took the port first."""
+    work = server.outside
+    config = write_config(work, port)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    log = (work / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [server.bin("store-server"), "serve", "--config", str(config)],
-        cwd=work,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVE_TIMEOUT_S
-        while True:  # a condition (the server answers), bounded by a timeout
-            assert process.poll() is None, (work / "serve.log").read_text()[-3000:]
+    env["PYTHONUNBUFFERED"] = "1"
+    log_path = work / f"serve-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [server.bin("store-server"), "serve", "--config", str(config)],
+            cwd=work,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    # Its own "Running on" line first: another program holding the port would answer too.
+    listening = f"Running on http://127.0.0.1:{port} "
+    deadline = time.monotonic() + SERVE_TIMEOUT_S
+    while True:  # a condition (this process listens and answers), bounded by a timeout
+        log_text = log_path.read_text(encoding="utf-8", errors="replace")
+        if process.poll() is not None:
+            if "already in use" in log_text:
+                return process, False
+            pytest.fail(f"store-server serve exited {process.returncode}: {log_text[-3000:]}")
+        if listening in log_text:
             try:
-                if get(base + "/login")[0] == 200:
-                    break
+                if get(f"http://127.0.0.1:{port}/login")[0] == 200:
+                    return process, True
             except OSError:
                 pass
-            assert time.monotonic() < deadline, "store-server serve did not answer in time"
-            time.sleep(0.1)
-        yield base
+        assert time.monotonic() < deadline, f"store-server serve did not answer: {log_text}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def serving(server: Install) -> Iterator[str]:
+    """`store-server serve` from the clean environment, on 127.0.0.1; yields its address."""
+    for _attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        process, up = start_serving(server, port)
+        if up:
+            break
+    else:
+        pytest.fail(f"{PORT_ATTEMPTS} ports taken by other programs before the server's bind")
+    try:
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -246,7 +272,6 @@ def serving(server: Install) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        log.close()
 
 
 def test_server_commands_run_from_the_wheel(server: Install) -> None:

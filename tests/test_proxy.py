@@ -6,10 +6,12 @@ Everything here follows docs/operations.md with the files it ships: the shipped 
 upstream port changed, as the guide says), the documented admin commands, the settings file
 with relative paths and a master key file, and a real `beacon-scanner run` whose server_url
 is the proxy's https:// address and which trusts the shop's certificate through
-SSL_CERT_FILE. The proof that the long poll goes through: the customer enrolls after the
-scanner got its first allowlist, so the scanner only passes their identifier once the
-allowlist's long poll has brought it through nginx, and only then does the board's greeting
-card arrive over the proxied WebSocket.
+SSL_CERT_FILE. Forwarded addresses: sign-ins through nginx from two loopback addresses are
+limited per client address (trusted_proxies), not as one proxy address. The proof that the
+long poll goes through: the customer enrolls after the scanner got its first allowlist, so
+the scanner only passes their identifier once the allowlist's long poll has brought it
+through nginx, and only then does the board's greeting card arrive over the proxied
+WebSocket.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from store_server.identity import beacon_time, compute_eid
+from store_server.eid import beacon_time, compute_eid
 
 pytestmark = pytest.mark.proxy
 
@@ -50,6 +53,12 @@ PASSWORD = "correct horse battery"
 EDDYSTONE_UUID = "0000feaa-0000-1000-8000-00805f9b34fb"
 # Each wait below is for a condition; this bounds it on a loaded 2-core machine.
 READY_WITHIN_S = 30.0
+# Starts of nginx on freshly chosen ports before giving up (see start_shop).
+NGINX_TRIES = 3
+# Failed sign-ins an address may make before it is refused (store_server.throttle).
+LOGIN_TRIES = 5
+# The status of a failed sign-in: the sign-in page again, with its error.
+LOGIN_FAILED = 401
 # The greeting card: the allowlist long poll, then presence (a few seconds of sightings).
 CARD_WITHIN_S = 60.0
 
@@ -182,47 +191,46 @@ def _start(args: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]
         return subprocess.Popen(args, stdout=out, stderr=out, **kwargs)
 
 
-@contextlib.contextmanager
-def _stopping(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=5)
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
 
 
-def install(tmp_path: Path) -> Shop:
-    """The guide's install steps in a folder: settings, keys, admin commands, server, nginx."""
+def write_settings(config: Path, https_port: int) -> None:
+    """The guide's settings file (the port comes from `serve --port 0` in the test)."""
+    config.write_text(
+        "\n".join(
+            [
+                'host = "127.0.0.1"',
+                'db_path = "data/store.sqlite"',
+                'store_file = "store.toml"',
+                'master_key_file = "master_key"',
+                f'public_origin = "https://127.0.0.1:{https_port}"',
+                'log_format = "json"',
+                'trusted_proxies = ["127.0.0.1"]',
+                "",
+            ]
+        ),
+        "utf-8",
+    )
+
+
+def install(tmp_path: Path) -> tuple[Path, Path, Path, str]:
+    """The guide's first steps in a folder: keys, settings, admin commands (as processes)."""
     etc = tmp_path / "etc"
     etc.mkdir()
     shutil.copy(ROOT / "seeds" / "store.toml", etc / "store.toml")
     (etc / "master_key").write_text(os.urandom(32).hex() + "\n", "utf-8")
     (etc / "master_key").chmod(0o640)
     cert, key = make_certificate(etc)
-    server_port, https_port, http_port = free_port(), free_port(), free_port()
     config = etc / "server.toml"
-    config.write_text(
-        "\n".join(
-            [
-                'host = "127.0.0.1"',
-                f"port = {server_port}",
-                'db_path = "data/store.sqlite"',
-                'store_file = "store.toml"',
-                'master_key_file = "master_key"',
-                f'public_origin = "https://127.0.0.1:{https_port}"',
-                'log_format = "json"',
-                "",
-            ]
-        ),
-        "utf-8",
-    )
-    # The guide's first steps, as documented.
+    write_settings(config, 443)
     run_cli(
         "user",
         "add",
@@ -237,51 +245,91 @@ def install(tmp_path: Path) -> Shop:
     out = run_cli("scanner", "add", "s-entrance", "--config", str(config))
     secret = out.rsplit(": ", 1)[1].strip()
     run_cli("stock", "import", str(ROOT / "seeds" / "catalog.csv"), "--config", str(config))
+    return config, cert, key, secret
 
-    shop = Shop(etc, config, server_port, https_port, http_port, cert, secret)
-    shop.processes.append(
-        _start(
-            [sys.executable, "-m", "store_server", "serve", "--config", str(config)],
-            tmp_path / "server.log",
-        )
-    )
+
+def _server_port(process: subprocess.Popen[bytes], log: Path) -> int:
+    """The port the server bound (`serve --port 0`), from its own "Running on" line."""
+    deadline = time.monotonic() + READY_WITHIN_S
+    while time.monotonic() < deadline:
+        match = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", log.read_bytes())
+        if match:
+            return int(match.group(1))
+        assert process.poll() is None, f"the server exited: see {log}"
+        time.sleep(0.05)
+    pytest.fail(f"the server did not start within {READY_WITHIN_S} s: see {log}")
+
+
+def _nginx_up(process: subprocess.Popen[bytes], url: str, context: ssl.SSLContext) -> bool:
+    """True once our nginx answers (through our server); False if it exited (its port was
+    taken between choosing and binding it: the caller tries other ports)."""
+    deadline = time.monotonic() + READY_WITHIN_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url, context=context, timeout=5) as resp,
+        ):
+            if resp.status == 200:
+                return True
+        time.sleep(0.1)
+    pytest.fail(f"nginx did not answer {url} within {READY_WITHIN_S} s")
+
+
+def start_shop(tmp_path: Path) -> Shop:
+    """Install, then the server on a port the OS picks and nginx in front of it. nginx cannot
+    take port 0: if a port chosen for it is taken by another program meanwhile, nginx exits
+    and the server and nginx start again on other ports (3 tries)."""
+    config, cert, key, secret = install(tmp_path)
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()
-    site = nginx_dir / "bulle.conf"
-    site.write_text(site_config(https_port, http_port, server_port, cert, key), "utf-8")
-    main = nginx_dir / "nginx.conf"
-    main.write_text(nginx_main_config(nginx_dir, site), "utf-8")
-    check = subprocess.run(
-        [NGINX, "-t", "-p", str(nginx_dir), "-c", str(main)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert check.returncode == 0, check.stderr
-    shop.processes.append(
-        _start(
-            [NGINX, "-p", str(nginx_dir), "-c", str(main), "-g", "daemon off;"],
-            nginx_dir / "stdout.log",
+    for _ in range(NGINX_TRIES):
+        https_port, http_port = free_port(), free_port()
+        write_settings(config, https_port)
+        log = tmp_path / "server.log"
+        log.write_bytes(b"")
+        server = _start(
+            [sys.executable, "-m", "store_server", "serve", "--config", str(config), "--port", "0"],
+            log,
         )
-    )
-    return shop
+        shop = Shop(config.parent, config, 0, https_port, http_port, cert, secret, [server])
+        try:
+            shop.server_port = _server_port(server, log)
+            site = nginx_dir / "bulle.conf"
+            site.write_text(
+                site_config(https_port, http_port, shop.server_port, cert, key), "utf-8"
+            )
+            main = nginx_dir / "nginx.conf"
+            main.write_text(nginx_main_config(nginx_dir, site), "utf-8")
+            check = subprocess.run(
+                [NGINX, "-t", "-p", str(nginx_dir), "-c", str(main)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert check.returncode == 0, check.stderr
+            nginx = _start(
+                [NGINX, "-p", str(nginx_dir), "-c", str(main), "-g", "daemon off;"],
+                nginx_dir / "stdout.log",
+            )
+            shop.processes.append(nginx)
+            if _nginx_up(nginx, f"{shop.origin}/healthz", shop.ssl_context()):
+                return shop
+        except BaseException:
+            _stop(shop.processes)
+            raise
+        _stop(shop.processes)
+    pytest.fail(f"nginx could not bind its ports in {NGINX_TRIES} tries: see {nginx_dir}")
 
 
 @pytest.fixture
-async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
-    shop = install(tmp_path)
-    server_log = tmp_path / "server.log"
-    with _stopping(shop.processes):
-        async with aiohttp.ClientSession() as http:
-
-            async def healthy() -> bool:
-                async with http.get(f"{shop.origin}/healthz", ssl=shop.ssl_context()) as resp:
-                    return resp.status == 200
-
-            for process in shop.processes:
-                assert process.poll() is None, f"exited early: see {server_log}"
-            await wait_for(healthy, "the server through nginx")
+def shop(tmp_path: Path) -> Iterator[Shop]:
+    shop = start_shop(tmp_path)
+    try:
         yield shop
+    finally:
+        _stop(shop.processes)
 
 
 def scanner_config(shop: Shop, folder: Path) -> Path:
@@ -296,6 +344,7 @@ def scanner_config(shop: Shop, folder: Path) -> Path:
                 'backend = "simulated"',
                 f'outbox_path = "{folder / "outbox.sqlite"}"',
                 "allowlist_wait_s = 20.0",
+                'log_format = "json"',
                 "",
             ]
         ),
@@ -390,6 +439,15 @@ async def test_board_and_scanner_through_nginx(shop: Shop, tmp_path: Path) -> No
             assert resp.status == 503
             assert (await resp.json())["checks"]["scanners"]["ok"] is False
 
+    # Forwarded client addresses: two clients behind nginx, from two loopback addresses. The
+    # first one's failed sign-ins refuse it (per-address limit) but not the second one, so the
+    # server sees each client's own address; an X-Forwarded-For the client made up is not
+    # believed (nginx appends the address it saw, the server reads from the right).
+    first = [await _sign_in(shop, "127.0.0.2", f"nobody{i}") for i in range(LOGIN_TRIES + 1)]
+    assert first[:LOGIN_TRIES] == [LOGIN_FAILED] * LOGIN_TRIES, first
+    assert first[LOGIN_TRIES] == 429, first
+    assert await _sign_in(shop, "127.0.0.3", "someone") == LOGIN_FAILED
+
     # The scanner's own check, through the proxy.
     scanner_dir = tmp_path / "scanner"
     scanner_dir.mkdir()
@@ -450,11 +508,27 @@ async def test_board_and_scanner_through_nginx(shop: Shop, tmp_path: Path) -> No
     finally:
         await board.close()
 
-    # The server's log is JSON lines.
-    log_lines = (tmp_path / "server.log").read_text().splitlines()
-    entries = [json.loads(line) for line in log_lines if line.startswith("{")]
-    assert entries, log_lines[:5]
-    assert {"ts", "level", "logger", "message"} <= set(entries[0])
+    # Both programs' logs are JSON lines (log_format = "json").
+    for log in ("server.log", "scanner.log"):
+        log_lines = (tmp_path / log).read_text().splitlines()
+        entries = [json.loads(line) for line in log_lines if line.startswith("{")]
+        assert entries, log_lines[:5]
+        assert {"ts", "level", "logger", "message"} <= set(entries[0])
+
+
+async def _sign_in(shop: Shop, local_address: str, username: str) -> int:
+    """A failed sign-in through nginx from ``local_address``; the answer's status."""
+    connector = aiohttp.TCPConnector(ssl=shop.ssl_context(), local_addr=(local_address, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post(
+            f"{shop.origin}/login",
+            data={"username": username, "password": "not the password"},
+            headers={"Origin": shop.origin, "X-Forwarded-For": "203.0.113.9"},
+            allow_redirects=False,
+        ) as resp,
+    ):
+        return resp.status
 
 
 def _async(predicate: Any) -> Any:

@@ -9,6 +9,7 @@ the first screen. Form errors sit beside their field, after the page's heading.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -200,8 +201,16 @@ async def test_every_page_in_one_language(server: Harness, browser: Any, lang: s
             assert response is not None
             if path == "/board":
                 await manager.locator("#board .card").first.wait_for(timeout=5_000)
+            tab = manager.locator(".manager-nav [aria-current='page']")
+            if await tab.count():
+                # The current tab is in sight in the one-row navigation of a phone.
+                await manager.wait_for_load_state("load")
+                box = await tab.bounding_box()
+                assert box is not None
+                assert box["x"] >= 0, path
+                assert box["x"] + box["width"] <= SIZES["phone"]["width"], path
             found += await _check_page(manager, lang, path, content)
-            if lang == "fr" and path in ("/board", "/manager/scanners"):
+            if lang == "fr" and path == "/manager/scanners":
                 name = path.strip("/").replace("/", "-")
                 await manager.screenshot(path=str(IMAGES / f"phone-{name}.png"))
         assert (await manager.goto(base + "/manager/no-such-page")).status == 404
@@ -230,10 +239,14 @@ async def test_every_page_in_one_language(server: Harness, browser: Any, lang: s
             await app.locator("body[data-ready='1']").wait_for(timeout=5_000)
             if path == "/app/":
                 await app.locator(".message").first.wait_for(timeout=5_000)
+                # The pickup code staff see on the stock card, shown to the customer too.
+                [stock_card] = await server.rows("SELECT payload FROM cards WHERE kind = 'stock'")
+                code = json.loads(stock_card["payload"])["pickup_code"]
+                assert await app.locator("#pickup-code").inner_text() == code
+                assert code in await app.locator(".message").first.inner_text()
             found += await _check_page(app, lang, path, content)
-            if lang == "fr":
-                name = path.strip("/").replace("/", "-") or "app"
-                await app.screenshot(path=str(IMAGES / f"phone-{name}.png"))
+            if lang == "fr" and path == "/app/":
+                await app.screenshot(path=str(IMAGES / "phone-app.png"))
         anonymous = await browser.new_context(viewport=SIZES["phone"], locale=LOCALES[lang])
         other = await anonymous.new_page()
         for path, content in {
@@ -246,6 +259,21 @@ async def test_every_page_in_one_language(server: Harness, browser: Any, lang: s
     finally:
         await context.close()
     assert found == [], "\n".join(found)
+
+
+async def test_turning_on_says_it_once(server: Harness, browser: Any) -> None:
+    base = str(server.client.make_url("")).rstrip("/")
+    context = await browser.new_context(viewport=SIZES["phone"], locale="en-CA")
+    try:
+        page = await context.new_page()
+        await page.goto(base + "/app/")
+        await page.get_by_role("button", name="Turn on").click()
+        await page.locator("#key-issued").wait_for()
+        await page.locator("body[data-ready='1']").wait_for()
+        shown = await page.locator("body").inner_text()
+        assert shown.count("A key was issued to this device.") == 1
+    finally:
+        await context.close()
 
 
 async def _submit_without_browser_checks(page: Any, form: str) -> None:

@@ -67,6 +67,9 @@ AIM_TIMEOUT_S = 5.0
 """An aimed kill waits at most this long for a commit (scanners upload every 0.25 s)."""
 
 POLL_S = 0.05
+
+PORT_ATTEMPTS = 3
+"""Starts on a fresh port when another program took the one chosen (machines shared by runs)."""
 """Condition polling period while waiting for a process or a drain."""
 
 EID_FRAME_TYPE = 0x30
@@ -104,6 +107,10 @@ def create_audited_outbox(path: Path, extra_sql: str = "") -> None:
 
 class CampaignError(AssertionError):
     """An invariant of a fault campaign does not hold."""
+
+
+class PortTakenError(CampaignError):
+    """Another program took the server's port before it could bind it."""
 
 
 def free_port() -> int:
@@ -232,33 +239,60 @@ class ServerProcess:
         return self.process.pid
 
     async def start(self) -> None:
-        log = (self.workdir / "server.log").open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "store_server",
-            "serve",
-            "--config",
-            str(self.config_path),
-            stdout=log,
-            stderr=log,
-            env=_env(),
-            cwd=REPO_ROOT,
-        )
-        log.close()
-        self.starts += 1
-        await self.wait_ready()
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            log = (self.workdir / "server.log").open("ab")
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "store_server",
+                "serve",
+                "--config",
+                str(self.config_path),
+                stdout=log,
+                stderr=log,
+                env=_env(),
+                cwd=REPO_ROOT,
+            )
+            log.close()
+            self.starts += 1
+            try:
+                await self.wait_ready()
+                return
+            except PortTakenError:
+                # Another program took the port between free_port() and the server's bind.
+                # Only the first start may move (the scanners learn the address after it).
+                if self.starts > attempt or attempt == PORT_ATTEMPTS:
+                    raise
+                self.starts -= 1
+                self.port = free_port()
+                text = self.config_path.read_text(encoding="utf-8")
+                text = re.sub(r"(?m)^port = \d+$", f"port = {self.port}", text)
+                self.config_path.write_text(text, encoding="utf-8")
+
+    def listening(self) -> bool:
+        """This process said it listens on the port (the line aiohttp prints, once a start)."""
+        log = self.workdir / "server.log"
+        if not log.exists():
+            return False
+        line = f"Running on http://127.0.0.1:{self.port} ".encode()
+        return log.read_bytes().count(line) >= self.starts
 
     async def wait_ready(self) -> None:
+        """Wait until this process listens and answers; another program that holds the port
+        would answer too, so its own "Running on" line must be in its log first."""
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.returncode is not None:
+                    log = self.workdir / "server.log"
+                    if log.exists() and b"already in use" in log.read_bytes():
+                        raise PortTakenError(f"port {self.port} taken by another program")
                     raise CampaignError(f"server exited with {self.process.returncode}")
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    async with http.get(self.base_url + "/api/v1/consent-texts") as resp:
-                        if resp.status == 200:
-                            return
+                if self.listening():
+                    with contextlib.suppress(aiohttp.ClientError, OSError):
+                        async with http.get(self.base_url + "/api/v1/consent-texts") as resp:
+                            if resp.status == 200:
+                                return
                 await asyncio.sleep(POLL_S)
         raise CampaignError("server not ready in time")
 

@@ -1,6 +1,6 @@
 """The framework's ceiling: a bare aiohttp server that only reads and acknowledges batches.
 
-Usage (started by ingest_throughput.py): python bench/load/bare_server.py PORT
+Usage (started by ingest_throughput.py): python bench/load/bare_server.py PORT (0: any free)
 
 Same route and same answer shape as the store server's batch endpoint, none of its work
 (no signature check, no validation, no database, no presence engine).
@@ -28,7 +28,8 @@ def main() -> None:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/api/scanner/v1/batches", post_batch)
     app.router.add_get("/api/v1/consent-texts", lambda _: post_batch_ready())
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+    # Port 0: the OS picks a free one; aiohttp prints it ("Running on http://127.0.0.1:PORT").
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]))
 
 
 async def post_batch_ready() -> web.Response:

@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import secrets
 import statistics
 import sys
@@ -42,13 +43,15 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 
 from harness import (
+    POLL_S,
     REPO_ROOT,
+    STARTUP_TIMEOUT_S,
     STORE_FILE,
     STORE_ID,
+    CampaignError,
     Customer,
     ServerProcess,
     emit,
-    free_port,
 )
 
 from scanner.uploader import sign_request
@@ -68,6 +71,24 @@ def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far, all its threads (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _port_in(log: Path) -> int | None:
+    found = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", log.read_bytes())
+    return int(found.group(1)) if found else None
+
+
+async def printed_port(log: Path, process: asyncio.subprocess.Process) -> int:
+    """The port aiohttp printed it listens on ("Running on http://127.0.0.1:PORT")."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        port = _port_in(log)
+        if port is not None:
+            return port
+        if process.returncode is not None:
+            raise CampaignError(f"bare server exited with {process.returncode}")
+        await asyncio.sleep(POLL_S)
+    raise CampaignError("bare server not listening in time")
 
 
 def store_file_with(n_scanners: int, folder: Path) -> tuple[Path, list[str]]:
@@ -204,17 +225,23 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     # The bare handler on its own port, with the same bodies and signing work. Both servers
     # stay up and are driven in turns (ceiling, then server, --rounds times): the ratio of
     # each round compares two measures a few seconds apart, under the same machine load.
-    bare_port = free_port()
-    bare = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(Path(__file__).with_name("bare_server.py")),
-        str(bare_port),
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
+    # It binds a port the OS picks (port 0) and prints it: no other program can hold it.
+    (workdir / "bare").mkdir()
+    bare_log = workdir / "bare" / "server.log"
+    with bare_log.open("ab") as log:
+        bare = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).with_name("bare_server.py")),
+            "0",
+            stdout=log,
+            stderr=log,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"},
+        )
     rounds: list[dict[str, Any]] = []
     try:
-        bare_server = ServerProcess(workdir / "bare", port=bare_port, process=bare)
+        bare_port = await printed_port(bare_log, bare)
+        bare_server = ServerProcess(workdir / "bare", port=bare_port, process=bare, starts=1)
         await bare_server.wait_ready()
         for _ in range(args.rounds):
             payloads = {sid: windows_json(customers, args.windows, rng) for sid in scanner_ids}

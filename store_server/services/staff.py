@@ -6,21 +6,41 @@ from collections.abc import Callable
 from typing import Any
 
 from store_server import staff
+from store_server.errors import AuthenticationError
+from store_server.passwords import PasswordVerifier
 from store_server.staff import Role, StaffUser
 from store_server.storage import staff as store
 from store_server.storage.database import Database
 
 
 class StaffService:
-    """Sign-in (argon2id on a reader thread), sessions, and the manager's account pages."""
+    """Sign-in, sessions, and the manager's account pages.
+
+    Passwords are checked (argon2id) by a `PasswordVerifier`: one at a time, on its own
+    low-priority thread, never on a database thread that scanner batches or pages wait for.
+    """
 
     def __init__(self, db: Database, clock: Callable[[], float]) -> None:
         self._db = db
         self._clock = clock
+        self._verifier = PasswordVerifier()
 
     async def authenticate(self, username: str, password: str) -> StaffUser:
-        """The account, or AuthenticationError (same time whether the user exists or not)."""
-        return await self._db.read(lambda db: staff.authenticate(db, username, password))
+        """The account, or AuthenticationError (same time whether the user exists or not);
+        RateLimitedError when too many sign-ins already wait for the password checker."""
+        record = await self._db.read(lambda db: staff.password_record(db, username))
+        ok = await self._verifier.verify(None if record is None else record[1], password)
+        if not ok or record is None:
+            raise AuthenticationError("wrong user name or password", code="bad_login")
+        return record[0]
+
+    async def live_sessions(self, session_hashes: set[str]) -> set[str]:
+        """Which of these sessions (stored hashes) are still valid."""
+        now = self._clock()
+        return await self._db.read(lambda db: staff.live_sessions(db, session_hashes, now))
+
+    def close(self) -> None:
+        self._verifier.close()
 
     async def open_session(self, user: StaffUser, ttl_s: float) -> str:
         """A new session id for the browser (only its hash is stored)."""

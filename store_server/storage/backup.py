@@ -66,6 +66,12 @@ def _open(path: Path, *, timeout: float = 5.0) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+def _private(path: Path) -> None:
+    """Create ``path`` readable by the server's user only before SQLite writes customer data
+    into it (a chmod afterwards leaves a moment when others could open it)."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def _schema(conn: sqlite3.Connection) -> tuple[str, ...]:
     try:
         found = conn.execute(
@@ -104,6 +110,7 @@ def backup(db_path: Path, dest: Path, now: float) -> Snapshot:
     partial = dest.with_name(dest.name + ".partial")
     partial.unlink(missing_ok=True)
     try:
+        _private(partial)
         with _open(db_path) as source, _open(partial) as copy:
             source.backup(copy, pages=PAGES_PER_STEP, sleep=STEP_PAUSE_S)
             schema = _check(copy, db_path)
@@ -155,6 +162,7 @@ def restore(db_path: Path, source: Path, now: float) -> tuple[Snapshot, Path | N
             ) from None
         if _schema(live):
             kept = db_path.with_name(f"{db_path.name}.before-restore-{_stamp(now)}")
+            _private(kept)
             with _open(kept) as keep:
                 live.backup(keep)
                 keep.execute("PRAGMA journal_mode=DELETE")

@@ -378,3 +378,8 @@ def erase_customer(
         db.execute("DELETE FROM customers WHERE id = ?", [customer_id])
     truncate_wal(db)
     return Erasure(True, cards)
+
+
+def customer_ids(db: Handle) -> list[str]:
+    """Every customer's id (a restore matches them with the consent log's pseudonyms)."""
+    return [row["id"] for row in rows(db, "SELECT id FROM customers ORDER BY id")]

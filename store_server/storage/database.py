@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -44,11 +45,17 @@ BUSY_TIMEOUT_MS = 5000
 # Reader threads: reads are short (a page, a customer's data); two let one long read (the
 # start-up scan of the identities) not hold up the others, more would only contend.
 READ_THREADS = 2
+# The database holds customers' wrapped keys, consents and visits: owner read/write only.
+# SQLite gives its -wal and -shm files the database file's permissions.
+FILE_MODE = 0o600
+# A directory the server creates for its database: owner only.
+DIR_MODE = 0o700
 
 
 def connect(path: Path) -> Handle:
     """Open (creating if needed) the database with the settings of docs/operations.md."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    private_file(path)
     conn = sqlite3.connect(
         str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
     )
@@ -62,6 +69,14 @@ def connect(path: Path) -> Handle:
     db.execute("PRAGMA secure_delete=ON")
     migrations.apply(db)
     return db
+
+
+def private_file(path: Path) -> None:
+    """Create `path` (and tighten an existing one and its -wal/-shm) to FILE_MODE."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(file, FILE_MODE)
 
 
 def connect_reader(path: Path) -> Handle:

@@ -83,3 +83,14 @@ def set_password_hash(db: Handle, username: str, password_hash: str) -> None:
         ).rowcount:
             raise NotFoundError(f"no account {username!r}")
         db.execute("DELETE FROM sessions WHERE username = ?", [username])
+
+
+def live_session_hashes(db: Handle, session_hashes: list[str], now: float) -> set[str]:
+    """Which of these sessions are unexpired sessions of enabled accounts."""
+    marks = ", ".join("?" for _ in session_hashes)
+    # Only placeholders are interpolated.
+    sql = (
+        "SELECT s.id_hash FROM sessions s JOIN staff_users u ON u.username = s.username"  # noqa: S608
+        f" WHERE s.id_hash IN ({marks}) AND s.expires_at > ? AND u.disabled = 0"
+    )
+    return {str(row["id_hash"]) for row in rows(db, sql, [*session_hashes, now])}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import msgspec
@@ -18,7 +19,7 @@ from store_server.api_models import (
     WishlistRequest,
     WithdrawRequest,
 )
-from store_server.errors import AuthenticationError, RateLimitedError
+from store_server.errors import AuthenticationError, RateLimitedError, ValidationError
 from store_server.ingest import decode
 from store_server.keys import SERVICE
 from store_server.openapi import Registry, build_document
@@ -139,6 +140,11 @@ async def preferences(request: web.Request) -> web.Response:
     for name_field in ("display_name", "title"):
         if values.get(name_field) is not None:
             values[name_field] = validate_name(values[name_field], name_field)
+    if values.get("not_today") is not None:
+        try:
+            date.fromisoformat(values["not_today"])  # a real date, not only its shape
+        except ValueError:
+            raise ValidationError("not a date (YYYY-MM-DD)", field="not_today") from None
     service = request.app[SERVICE]
     legacy = values.pop("legacy_ibeacon", None)
     if legacy is not None:

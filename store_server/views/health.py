@@ -23,6 +23,10 @@ DB_PROBE_TIMEOUT_S = 2.0
 (a disk that no longer answers, a lock held for too long)."""
 
 
+TICK_STALE_S = 10.0
+"""The periodic tick runs every second; ten seconds without one means it is stuck."""
+
+
 def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(
         body=msgspec.json.encode(data), status=status, content_type="application/json"
@@ -48,10 +52,13 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:  # any failure of the probe is the answer, not a crash
         checks["database"] = {"ok": False, "error": type(exc).__name__}
         scanners = []
+    tick_age = time.monotonic() - service.last_tick_at
     checks["resolver"] = {
-        "ok": True,
+        # The resolver moves to each new EID window in the periodic tick (every second).
+        "ok": tick_age <= TICK_STALE_S,
         "identities": len(service.resolver),
         "version": service.resolver.version,
+        "last_tick_s_ago": round(tick_age, 1),
     }
     now = time.time()
     active = [row for row in scanners if row.get("revoked_at") is None]

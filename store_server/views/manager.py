@@ -29,8 +29,8 @@ from store_server.i18n_names import FieldError, field_error
 from store_server.keys import SERVICE
 from store_server.service import StoreService
 from store_server.staff import StaffUser
-from store_server.stock import parse_stock_csv
-from store_server.views.staff import current_user, language, page
+from store_server.stock import parse_count, parse_stock_csv
+from store_server.views.staff import current_user, language, page, read_form
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _valid_scanner_id(value: str) -> bool:
 @routes.post("/manager/scanners")
 @manager_only
 async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     scanner_id = str(form.get("scanner_id", "")).strip()
     if not _valid_scanner_id(scanner_id):
         error = field_error(language(request), "scanner_id", "letters, digits", "scanner_id")
@@ -203,7 +203,7 @@ async def zones(request: web.Request, user: StaffUser) -> web.StreamResponse:
 @manager_only
 async def calibrate(request: web.Request, user: StaffUser) -> web.StreamResponse:
     scanner_id = request.match_info["scanner_id"]
-    form = await request.post()
+    form = await read_form(request)
     service = _service(request)
     try:
         try:
@@ -257,7 +257,7 @@ async def stock(request: web.Request, user: StaffUser) -> web.StreamResponse:
 @routes.post("/manager/stock/import")
 @manager_only
 async def stock_import(request: web.Request, user: StaffUser) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     upload = form.get("file")
     service = _service(request)
     try:
@@ -279,13 +279,10 @@ async def stock_import(request: web.Request, user: StaffUser) -> web.StreamRespo
 @manager_only
 async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamResponse:
     sku = request.match_info["sku"]
-    form = await request.post()
+    form = await read_form(request)
     service = _service(request)
     try:
-        try:
-            count = int(str(form.get("count", "")))
-        except ValueError:
-            raise ValidationError("not a whole number", field="count") from None
+        count = parse_count(str(form.get("count", "")), "count")
         aisle = str(form.get("aisle", ""))
         await service.set_stock(sku, count, aisle)
     except StoreServerError as exc:
@@ -331,7 +328,7 @@ async def staff_accounts(request: web.Request, user: StaffUser) -> web.StreamRes
 @routes.post("/manager/staff")
 @manager_only
 async def staff_add(request: web.Request, user: StaffUser) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     username = str(form.get("username", "")).strip()[:64]
     password = str(form.get("password", ""))[:1024]
     role = cast(staff.Role, str(form.get("role", "staff")))
@@ -356,7 +353,9 @@ async def staff_disable(request: web.Request, user: StaffUser) -> web.StreamResp
     if username == user.username:
         error = field_error(language(request), None, "you cannot disable yourself", "disable")
         return await _staff_page(request, user, error=error, error_row=username, status=422)
-    await _service(request).staff.set_disabled(username, True)
+    service = _service(request)
+    await service.staff.set_disabled(username, True)
+    service.hub.end_sessions(username=username)  # their open boards close now
     logger.info("account %s disabled by %s", username, user.username)
     raise web.HTTPSeeOther("/manager/staff")
 

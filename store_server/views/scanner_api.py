@@ -54,17 +54,20 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     )
 
 
+# Query integers (allowlist versions, seconds to wait) are at most 18 ASCII digits: they stay
+# within SQLite's and a float's exact range, and a 400-digit value never reaches arithmetic.
+QUERY_INT_MAX_DIGITS = 18
+
+
 def _int_param(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError("must be an integer", field=name) from None
-    if value < 0:
-        raise ValidationError("must not be negative", field=name)
-    return value
+    if not (raw.isascii() and raw.isdigit()):
+        raise ValidationError("must be a whole number (digits 0-9)", field=name)
+    if len(raw) > QUERY_INT_MAX_DIGITS:
+        raise ValidationError(f"at most {QUERY_INT_MAX_DIGITS} digits", field=name)
+    return int(raw)
 
 
 @routes.get("/api/scanner/v1/allowlist")

@@ -209,3 +209,9 @@ async def test_run_stops_gracefully_on_sigterm(api: Api, tmp_path: Path) -> None
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
     assert sum(w["count"] for w in api.state.windows()) == 2
+
+
+def test_log_format_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, "http://127.0.0.1:9", log_format='"xml"')
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert "log_format" in capsys.readouterr().err

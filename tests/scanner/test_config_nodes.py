@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from scanner.config import ESPHOME_API_PORT, NodeConfig, load_config
 from scanner.errors import ConfigError
 from scanner.nodes import node_config, node_outbox_path
+from tests.support import require_system_component
 
 BASE = """
 store_id = "demo-store"
@@ -101,7 +103,7 @@ def test_nodes_cannot_come_from_the_environment() -> None:
 
 
 def test_encryption_key_file_is_checked(tmp_path: Path) -> None:
-    pytest.importorskip("aioesphomeapi")
+    require_system_component("aioesphomeapi", importlib.util.find_spec("aioesphomeapi") is not None)
     from scanner.esphome import read_encryption_key
 
     good = tmp_path / "good.key"
@@ -114,3 +116,15 @@ def test_encryption_key_file_is_checked(tmp_path: Path) -> None:
     assert info.value.key == "nodes[0].encryption_key_file"
     with pytest.raises(ConfigError, match="cannot read"):
         read_encryption_key(str(tmp_path / "missing.key"), "k")
+
+
+def test_a_node_secret_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    require_system_component("aioesphomeapi", importlib.util.find_spec("aioesphomeapi") is not None)
+    from scanner.nodes import build_daemons
+
+    text = BASE.replace("/var/lib/beacon-scanner", str(tmp_path)) + NODE_B + NODE_A
+    cfg = load_config(text, {})
+    with pytest.raises(ConfigError) as info:
+        build_daemons(cfg)
+    assert info.value.key == "nodes[1].secret_file"
+    assert "cannot read /etc/beacon-scanner/s-entrance.secret" in str(info.value)

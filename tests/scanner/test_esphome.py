@@ -47,7 +47,10 @@ CAPTURES = Path(__file__).resolve().parents[2] / "seeds" / "captures" / "mixed.j
 EDDYSTONE = "0000feaa-0000-1000-8000-00805f9b34fb"
 # Generous bounds for a loaded 2-core machine: conditions are waited on, never slept on.
 CARD_WITHIN_S = 30.0
-NODE_STATE_WITHIN_S = 20.0
+NODE_STATE_WITHIN_S = 30.0
+# The client's backoff grows while a node is away (1.8 ** tries s): a node back after a slow
+# minute may wait that long for the next attempt.
+RECONNECT_WITHIN_S = 75.0
 # Phones advertise about four times a second.
 ADVERT_PERIOD_S = 0.25
 
@@ -181,6 +184,7 @@ async def _check(config: Path) -> tuple[int, list[str]]:
     return proc.returncode, out.decode().splitlines()
 
 
+@pytest.mark.timeout(300)
 async def test_check_names_each_node_problem_in_one_line(server: Harness, tmp_path: Path) -> None:
     key, other = new_key(), new_key()
     good = FakeNode("good", psk=key)
@@ -385,6 +389,7 @@ def _cards(shop: Shop, kind: str) -> list[dict[str, Any]]:
     return [m["card"] for m in shop.board if m.get("type") == "card" and m["card"]["kind"] == kind]
 
 
+@pytest.mark.timeout(300)
 async def test_two_nodes_put_a_card_on_the_board_and_a_node_drop_loses_nobody(
     server: Harness, tmp_path: Path
 ) -> None:
@@ -426,7 +431,7 @@ async def test_two_nodes_put_a_card_on_the_board_and_a_node_drop_loses_nobody(
         assert beat["adapter"] == "off"
         assert beat["node"]["error"] in ("lost", "unreachable")
         await shop.machines.start()
-        await wait_until(lambda: shop.machines.subscribers == 1, NODE_STATE_WITHIN_S)
+        await wait_until(lambda: shop.machines.subscribers == 1, RECONNECT_WITHIN_S)
 
         async def machines_back() -> bool:
             beat = await shop.heartbeat("s-machines")
@@ -457,6 +462,7 @@ async def test_two_nodes_put_a_card_on_the_board_and_a_node_drop_loses_nobody(
     assert shop.daemon.returncode == 0
 
 
+@pytest.mark.timeout(300)
 async def test_canary_a_non_consenting_phone_leaves_no_trace(
     server: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from store_server.cli import main
 from store_server.storage import backup as backup_store
-from tests.server.conftest import STORE_ID, Scanner, running_server
+from tests.server.conftest import STORE_ID, Scanner, bearer, running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MASTER_KEY = "cd" * 32
@@ -143,8 +143,11 @@ async def test_backup_while_serving_then_restore(config: Path, tmp_path: Path) -
     async with running_server(tmp_path, db_path=str(db_path), master_key=MASTER_KEY) as server:
         await server.add_staff("alice", PASSWORD, "manager")
         scanner: Scanner = await server.add_scanner("s-entrance")
-        token = await server.enroll()
-        assert token
+        # Two customers in the backup: one erases their data after it, one withdraws.
+        leaving = await server.enroll()
+        withdrawing = await server.enroll()
+        for token in (leaving, withdrawing):
+            assert (await server.grant(token, "greeting")).status == 201
         # Writes keep coming while the backup runs.
         writer = asyncio.create_task(_keep_enrolling(server))
         code, out, err = await asyncio.to_thread(run, config, "backup", str(backups))
@@ -157,8 +160,17 @@ async def test_backup_while_serving_then_restore(config: Path, tmp_path: Path) -
         code, _, err = await asyncio.to_thread(run, config, "restore", str(taken[0]))
         assert code == 2
         assert "is in use: stop the server first" in err
-        # After the backup: one more customer, which the restore takes back.
+        # After the backup: one more customer, which the restore takes back, and the two
+        # refusals, which the restore must keep.
         await server.enroll()
+        resp = await server.client.delete("/api/v1/me", headers=bearer(leaving))
+        assert resp.status in (200, 204), await resp.text()
+        resp = await server.client.post(
+            "/api/v1/consents/withdraw",
+            json={"purposes": ["greeting"]},
+            headers=bearer(withdrawing),
+        )
+        assert resp.status == 200, await resp.text()
         customers_now = len(await server.rows("SELECT id FROM customers"))
     with contextlib.closing(sqlite3.connect(taken[0])) as copy:
         customers_then = copy.execute("SELECT count(*) FROM customers").fetchone()[0]
@@ -175,11 +187,20 @@ async def test_backup_while_serving_then_restore(config: Path, tmp_path: Path) -
     code, out, err = await asyncio.to_thread(run, config, "restore", str(backup_file))
     assert code == 0, err
     assert "the database it replaces is kept as" in out
+    assert "the refusals recorded after the backup: 1 erasures, 1 withdrawals" in out
     kept = list(db_path.parent.glob("store.sqlite.before-restore-*"))
     assert len(kept) == 1
 
     async with running_server(tmp_path, db_path=str(db_path), master_key=MASTER_KEY) as server:
-        assert len(await server.rows("SELECT id FROM customers")) == customers_then
+        assert len(await server.rows("SELECT id FROM customers")) == customers_then - 1
+        gone = await server.client.get("/api/v1/consents", headers=bearer(leaving))
+        assert gone.status == 401
+        resp = await server.client.get("/api/v1/consents", headers=bearer(withdrawing))
+        assert resp.status == 200
+        active = [c for c in (await resp.json())["consents"] if c.get("active")]
+        assert active == []
+        log = await server.rows("SELECT action, channel FROM consent_log WHERE channel = 'restore'")
+        assert sorted(r["action"] for r in log) == ["erase", "erase", "withdraw"]
         assert await server.rows("SELECT username FROM staff_users") == [{"username": "alice"}]
         assert (await server.signed(scanner, "GET", ALLOWLIST)).status == 200
     code, out, _ = await asyncio.to_thread(run, config, "consent-log", "verify")

@@ -84,6 +84,28 @@ async def test_readyz_reports_a_database_that_does_not_answer(tmp_path: Path) ->
             await stuck
 
 
+async def test_readyz_reports_a_stuck_tick(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as server:
+        body = await (await server.client.get("/readyz")).json()
+        assert body["checks"]["resolver"]["ok"] is True
+        # The periodic work hangs (a stuck tick), for what looks like a minute.
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def hang(now: float) -> None:
+            entered.set()
+            await release.wait()
+
+        server.service.tick = hang  # type: ignore[method-assign]
+        await asyncio.wait_for(entered.wait(), 10)
+        server.service.last_tick_at -= 60
+        try:
+            resp = await server.client.get("/readyz")
+            assert resp.status == 503
+            assert (await resp.json())["checks"]["resolver"]["ok"] is False
+        finally:
+            release.set()
+
+
 async def test_metrics_on_their_own_listener(tmp_path: Path) -> None:
     async with running_server(tmp_path, metrics_listen="127.0.0.1:0") as server:
         port = server.app[METRICS_PORT]

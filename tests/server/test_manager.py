@@ -209,7 +209,7 @@ async def test_consent_audit_shows_chain_status_without_names(
 ) -> None:
     await _greeted_customer(server)
     page = await text(await server.client.get("/manager/consent-log?lang=en", headers=manager))
-    assert "Chain verified: 1 entries intact." in page
+    assert "Chain verified and intact. Entries: 1." in page
     assert "Sylvie" not in page
     customer = (await server.rows("SELECT id FROM customers"))[0]["id"]
     assert customer not in page

@@ -5,7 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from store_server.views.staff import LOGIN_MAX_FAILURES, cookie_name
+from store_server.throttle import LOGIN_MAX_FAILURES
+from store_server.views.staff import cookie_name
 from tests.server.conftest import Harness, bearer, error_of
 
 USER = "camille"
