@@ -40,6 +40,7 @@ from store_server.consent import (
     checkpoint_key,
     sign_checkpoint,
     subject_ref,
+    verify_checkpoints,
 )
 from store_server.errors import (
     AuthenticationError,
@@ -849,6 +850,11 @@ class StoreService:
     async def consent_log(self) -> list[ChainedEntry]:
         """The whole consent log (pseudonymous), oldest first."""
         return await self.db.read(consents.consent_log_rows)
+
+    async def verify_checkpoints(self, entries: list[ChainedEntry]) -> None:
+        """ConsentLogError if an entry no longer matches its signed checkpoint."""
+        points = await self.db.read(consents.checkpoints)
+        verify_checkpoints(entries, points, self._checkpoint_key)
 
     async def access_log(self, viewer: str, limit: int) -> list[dict[str, Any]]:
         """The newest `limit` access log entries, each with the customer's pseudonymous
