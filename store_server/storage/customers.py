@@ -32,7 +32,7 @@ IDENTITY_BATCH_ROWS = 5000
 # The customer's own columns shown in "my data" (token_hash is a credential, not data about them).
 _PROFILE_COLUMNS = (
     "id, created_at, display_name, title, name_form, language, greet_mode, quiet_start,"
-    " quiet_end, not_today, pickup_code"
+    " quiet_end, not_today, pickup_code, legacy_ibeacon, ibeacon_id"
 )
 
 
@@ -268,6 +268,8 @@ def customer_data(db: Handle, customer_id: str, subject: str, now: float) -> dic
     profile = one(db, f"SELECT {_PROFILE_COLUMNS} FROM customers WHERE id = ?", [customer_id])  # noqa: S608
     if profile is None:
         return None
+    # The static iBeacon id the store keeps while legacy mode is on (null otherwise).
+    profile["legacy_ibeacon"] = bool(profile["legacy_ibeacon"])
     consents = [
         {
             "purpose": c.purpose,
@@ -383,3 +385,36 @@ def erase_customer(
 def customer_ids(db: Handle) -> list[str]:
     """Every customer's id (a restore matches them with the consent log's pseudonyms)."""
     return [row["id"] for row in rows(db, "SELECT id FROM customers ORDER BY id")]
+
+
+# Customers deleted per statement when forgetting enrollments (SQLite's variable limit).
+_DELETE_CHUNK = 500
+
+
+def unconsented_before(db: Handle, cutoff: float) -> list[str]:
+    """Customers enrolled before `cutoff` who hold no consent now."""
+    return [
+        str(row["id"])
+        for row in rows(
+            db,
+            "SELECT id FROM customers c WHERE created_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM consents WHERE customer_id = c.id)",
+            [cutoff],
+        )
+    ]
+
+
+def forget_enrollments(db: Handle, customer_ids: list[str]) -> int:
+    """Delete these customers (and, by cascade, their keys, preferences and wishlist) if they
+    still hold no consent; nothing goes to the consent log (they never gave any)."""
+    deleted = 0
+    with immediate(db):
+        for start in range(0, len(customer_ids), _DELETE_CHUNK):
+            chunk = customer_ids[start : start + _DELETE_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            sql = (
+                f"DELETE FROM customers WHERE id IN ({marks})"  # noqa: S608 (placeholders only)
+                " AND NOT EXISTS (SELECT 1 FROM consents WHERE customer_id = customers.id)"
+            )
+            deleted += db.execute(sql, chunk).rowcount
+    return deleted
