@@ -159,7 +159,8 @@ def verify_checkpoints(
             )
         if hashes.get(point.seq) != point.entry_hash:
             raise ConsentLogError(
-                f"consent log rewritten: entry {point.seq} no longer matches its checkpoint"
+                f"consent log rewritten at seq {point.seq}: the entry no longer matches its"
+                " signed checkpoint"
             )
         count += 1
         anchored = max(anchored, point.seq)

@@ -215,7 +215,7 @@ async def test_08_consent_log_rewrite_is_detected(
     assert cli.main(["consent-log", "verify", "--config", str(settings)]) == 2
     captured = capsys.readouterr()
     assert "OK" not in captured.out
-    assert "no longer matches its checkpoint" in captured.err
+    assert "no longer matches its signed checkpoint" in captured.err
 
 
 # -- 9. nothing a customer typed reaches the log -------------------------------------------
@@ -396,3 +396,24 @@ async def test_12_purge_leaves_nothing_in_the_database_or_the_wal(tmp_path: Path
             data = db_path.with_name(db_path.name + suffix).read_bytes()
             for trace in traces:
                 assert trace not in data, (suffix, trace)
+
+
+async def test_08_manager_page_shows_a_rewrite_of_the_consent_log(server: Harness) -> None:
+    token = await server.enroll()
+    assert (await server.grant(token, "greeting")).status == 201
+    assert (await server.grant(token, "stock_check")).status == 201
+    await server.service.checkpoint_consent_log(time.time())
+    await server.add_staff("margot", "correct horse battery", "manager")
+    resp = await server.client.post(
+        "/login",
+        data={"username": "margot", "password": "correct horse battery"},
+        allow_redirects=False,
+    )
+    morsel = resp.cookies.get("bulle_session")
+    assert morsel is not None
+    manager = {"Cookie": f"bulle_session={morsel.value}", "Accept-Language": "en"}
+    page = await (await server.client.get("/manager/consent-log", headers=manager)).text()
+    assert "Chain broken" not in page
+    _rewrite_entry(server.db_path, 1)  # and every hash after it, as the chain allows
+    page = await (await server.client.get("/manager/consent-log", headers=manager)).text()
+    assert "Chain broken at entry No. 2" in page

@@ -22,6 +22,7 @@ from store_server.consent import (
     Scope,
     checkpoint_key,
     sign_checkpoint,
+    verify_checkpoints,
 )
 from store_server.errors import (
     AuthenticationError,
@@ -231,6 +232,11 @@ class Customers:
         else:
             await self._c.forget(customer_id, "withdrawn", result.retracted_cards)
         return {"withdrawn": list(wanted), "remaining": sorted(result.remaining)}
+
+    async def verify_checkpoints(self, entries: list[ChainedEntry]) -> None:
+        """ConsentLogError if an entry no longer matches its signed checkpoint."""
+        points = await self.db.read(consents.checkpoints)
+        verify_checkpoints(entries, points, self._checkpoint_key)
 
     async def consent_log(self) -> list[ChainedEntry]:
         """The whole consent log (pseudonymous), oldest first."""
