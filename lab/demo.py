@@ -134,6 +134,7 @@ class DemoStore:
     _sim_task: asyncio.Task[None] | None = None
     _log_handler: logging.Handler | None = None
     _lock: Any = None
+    _created_folder: bool = False
     _socket: socket.socket | None = None
     _http: aiohttp.ClientSession | None = None
     _story_zero: float = 0.0
@@ -159,7 +160,7 @@ class DemoStore:
         try:
             self._socket = _listen(self.port)
         except OSError as exc:
-            self._release_folder()
+            self._release_folder(undo=True)
             if exc.errno != errno.EADDRINUSE:
                 raise
             raise DemoBusyError(
@@ -223,6 +224,7 @@ class DemoStore:
                 )
         else:
             self.workdir.mkdir(parents=True)
+            self._created_folder = True
         lock = marker.open("a+", encoding="utf-8")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -234,10 +236,14 @@ class DemoStore:
             ) from None
         self._lock = lock
 
-    def _release_folder(self) -> None:
+    def _release_folder(self, *, undo: bool = False) -> None:
+        """Unlock the folder; with ``undo``, remove it again if this demo created it."""
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
+            if undo and self._created_folder:
+                (self.workdir / DEMO_MARKER).unlink(missing_ok=True)
+                self.workdir.rmdir()
 
     def _empty_folder(self) -> None:
         """Remove the previous run's files (the folder is locked by this demo)."""

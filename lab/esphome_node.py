@@ -143,8 +143,9 @@ class _Connection(asyncio.Protocol):
     def _read_plaintext(self) -> None:
         while self._buffer and self.transport is not None:
             if self._buffer[0] != 0x00:
-                # A noise hello at a plaintext node: firmware answers in plaintext and hangs up.
-                self.transport.write(b"\x00")
+                # A noise hello at a plaintext node: firmware answers with the plaintext marker
+                # and a reason, at least 3 bytes so that the client reads it, then hangs up.
+                self.transport.write(b"\x00Bad indicator byte")
                 self.close()
                 return
             length = self._varint(1)
@@ -163,8 +164,8 @@ class _Connection(asyncio.Protocol):
     def _read_noise(self) -> None:
         while len(self._buffer) >= 3 and self.transport is not None:
             if self._buffer[0] != 0x01:
-                # A plaintext client at an encrypted node: answer with the noise marker.
-                self.transport.write(b"\x01\x00\x00")
+                # A plaintext client at an encrypted node: a noise frame rejecting it.
+                self._write_noise_frame(b"\x01Bad indicator byte")
                 self.close()
                 return
             end = 3 + ((self._buffer[1] << 8) | self._buffer[2])

@@ -94,7 +94,7 @@ def test_documented_pure_modules_are_the_checked_ones() -> None:
     for package, heading in TABLES.items():
         modules = tree_modules(package)
         for names, purity in doc_table(heading):
-            if purity != "pure":
+            if not purity.startswith("pure"):  # "pure (numpy)": pure, with what it uses
                 continue
             for entry in names:
                 documented |= {f"{package}.{m.replace('/', '.')}" for m in covered(entry, modules)}

@@ -6,10 +6,12 @@ Everything here follows docs/operations.md with the files it ships: the shipped 
 upstream port changed, as the guide says), the documented admin commands, the settings file
 with relative paths and a master key file, and a real `beacon-scanner run` whose server_url
 is the proxy's https:// address and which trusts the shop's certificate through
-SSL_CERT_FILE. The proof that the long poll goes through: the customer enrolls after the
-scanner got its first allowlist, so the scanner only passes their identifier once the
-allowlist's long poll has brought it through nginx, and only then does the board's greeting
-card arrive over the proxied WebSocket.
+SSL_CERT_FILE. Forwarded addresses: sign-ins through nginx from two loopback addresses are
+limited per client address (trusted_proxies), not as one proxy address. The proof that the
+long poll goes through: the customer enrolls after the scanner got its first allowlist, so
+the scanner only passes their identifier once the allowlist's long poll has brought it
+through nginx, and only then does the board's greeting card arrive over the proxied
+WebSocket.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ EDDYSTONE_UUID = "0000feaa-0000-1000-8000-00805f9b34fb"
 READY_WITHIN_S = 30.0
 # Starts of nginx on freshly chosen ports before giving up (see start_shop).
 NGINX_TRIES = 3
+# Failed sign-ins an address may make before it is refused (store_server.throttle).
+LOGIN_TRIES = 5
+# The status of a failed sign-in: the sign-in page again, with its error.
+LOGIN_FAILED = 401
 # The greeting card: the allowlist long poll, then presence (a few seconds of sightings).
 CARD_WITHIN_S = 60.0
 
@@ -207,6 +213,7 @@ def write_settings(config: Path, https_port: int) -> None:
                 'master_key_file = "master_key"',
                 f'public_origin = "https://127.0.0.1:{https_port}"',
                 'log_format = "json"',
+                'trusted_proxies = ["127.0.0.1"]',
                 "",
             ]
         ),
@@ -432,6 +439,15 @@ async def test_board_and_scanner_through_nginx(shop: Shop, tmp_path: Path) -> No
             assert resp.status == 503
             assert (await resp.json())["checks"]["scanners"]["ok"] is False
 
+    # Forwarded client addresses: two clients behind nginx, from two loopback addresses. The
+    # first one's failed sign-ins refuse it (per-address limit) but not the second one, so the
+    # server sees each client's own address; an X-Forwarded-For the client made up is not
+    # believed (nginx appends the address it saw, the server reads from the right).
+    first = [await _sign_in(shop, "127.0.0.2", f"nobody{i}") for i in range(LOGIN_TRIES + 1)]
+    assert first[:LOGIN_TRIES] == [LOGIN_FAILED] * LOGIN_TRIES, first
+    assert first[LOGIN_TRIES] == 429, first
+    assert await _sign_in(shop, "127.0.0.3", "someone") == LOGIN_FAILED
+
     # The scanner's own check, through the proxy.
     scanner_dir = tmp_path / "scanner"
     scanner_dir.mkdir()
@@ -498,6 +514,21 @@ async def test_board_and_scanner_through_nginx(shop: Shop, tmp_path: Path) -> No
         entries = [json.loads(line) for line in log_lines if line.startswith("{")]
         assert entries, log_lines[:5]
         assert {"ts", "level", "logger", "message"} <= set(entries[0])
+
+
+async def _sign_in(shop: Shop, local_address: str, username: str) -> int:
+    """A failed sign-in through nginx from ``local_address``; the answer's status."""
+    connector = aiohttp.TCPConnector(ssl=shop.ssl_context(), local_addr=(local_address, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post(
+            f"{shop.origin}/login",
+            data={"username": username, "password": "not the password"},
+            headers={"Origin": shop.origin, "X-Forwarded-For": "203.0.113.9"},
+            allow_redirects=False,
+        ) as resp,
+    ):
+        return resp.status
 
 
 def _async(predicate: Any) -> Any:

@@ -138,6 +138,9 @@ async def test_board_opened_late_sees_cards_of_the_next_round(tmp_path: Path) ->
         with pytest.raises(DemoBusyError, match="already in use"):
             await DemoStore(workdir=other, port=port).start()
         assert other_db.read_bytes() == b"earlier run"
+        with pytest.raises(DemoBusyError, match="already in use"):
+            await DemoStore(workdir=tmp_path / "new", port=port).start()
+        assert not (tmp_path / "new").exists()
         assert sorted(p.name for p in demo.workdir.iterdir()) == files
         assert demo.db_path.stat().st_size >= size
         assert board.cards or board.seen

@@ -533,3 +533,30 @@ def test_only_the_esphome_backend_loads_the_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("node_key", "config_key", "expected_name", "code", "words"),
+    [
+        (False, True, None, "not_encrypted", "does not use encryption"),
+        (True, False, None, "needs_key", "requires encryption"),
+        (False, False, "bulle-node-9", "wrong_device", "another device answers"),
+    ],
+)
+async def test_each_mismatch_is_named(
+    node_key: bool, config_key: bool, expected_name: str | None, code: str, words: str
+) -> None:
+    from scanner.esphome import NodeError, probe_node
+
+    key = new_key()
+    node = FakeNode("bulle-node-1", psk=key if node_key else None)
+    await node.start()
+    cfg = NodeConfig(scanner_id="s-1", host="127.0.0.1", port=node.port, name=expected_name)
+    try:
+        with pytest.raises(NodeError) as info:
+            await probe_node(cfg, key if config_key else None)
+    finally:
+        await node.stop()
+    assert info.value.code == code
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
