@@ -29,6 +29,8 @@ Decisions, each driven by a :class:`PresenceSettings` field:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -55,6 +57,10 @@ logger = logging.getLogger(__name__)
 # Latest time of a subject never updated.
 NEVER = -math.inf
 # Belief rows are allocated in blocks: growing one row at a time would copy the table each time.
+GRID_CACHE_FLOORS = 4
+"""Grids kept for reuse: a server has one floor, but restarts and tests build many engines on it
+(building one costs 0.1-0.4 s of Python on a 2-core machine)."""
+
 SLOT_BLOCK = 64
 # Median of k readings: its variance is pi/2 times that of one reading over k.
 MEDIAN_VARIANCE_FACTOR = math.pi / 2.0
@@ -267,13 +273,31 @@ class _Pending:
     free: list[int] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=GRID_CACHE_FLOORS)
+def _shared_grid(
+    floor: Floor,
+    cell_m: float,
+    street_margin_m: float,
+    phone_height_m: float,
+    door_entry_weight: float,
+) -> FloorGrid:
+    """`build_grid`, once per floor and settings; its arrays are made read-only, since engines
+    share them."""
+    grid = build_grid(floor, cell_m, street_margin_m, phone_height_m, door_entry_weight)
+    for item in dataclasses.fields(grid):
+        value = getattr(grid, item.name)
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)
+    return grid
+
+
 class PresenceEngine:
     """Presence of every subject heard recently. Not thread-safe; one owner calls it."""
 
     def __init__(self, floor: Floor, settings: PresenceSettings | None = None) -> None:
         self._floor = floor
         self._settings = s = settings if settings is not None else PresenceSettings()
-        self._grid: FloorGrid = build_grid(
+        self._grid: FloorGrid = _shared_grid(
             floor, s.cell_m, s.street_margin_m, s.phone_height_m, s.door_entry_weight
         )
         grid = self._grid

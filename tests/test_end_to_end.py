@@ -156,7 +156,14 @@ def _files(demo: DemoStore) -> list[Path]:
 
 async def test_no_trace_of_non_consenting_people(demo: DemoStore, board: Board) -> None:
     await test_nobody_else_ever_appears(demo, board)
-    files = _files(demo)
+
+    async def every_outbox() -> list[Path] | None:
+        # A scanner process that a loaded machine started late has no outbox yet: wait for
+        # all four, so that the search below covers every scanner.
+        found = await asyncio.to_thread(_files, demo)
+        return found if sum(p.name.endswith(".outbox.sqlite") for p in found) == 4 else None
+
+    files = await wait_until(every_outbox, CARDS_WITHIN_S, "every scanner's outbox")
     names = {p.name for p in files}
     # The search covers the server database and its WAL, every outbox, every log.
     assert "store.sqlite" in names

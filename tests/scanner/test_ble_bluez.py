@@ -20,6 +20,7 @@ from scanner.ble import (
 from scanner.config import ScannerConfig
 from scanner.daemon import Daemon
 from scanner.records import AdvertRecord
+from tests.support import wait_until as wait_for_probe
 
 from .conftest import (
     SCANNER_ID,
@@ -182,12 +183,17 @@ async def test_watchdog_restarts_silent_scanning(
     try:
         await wait_until(lambda: daemon.counters.watchdog_restarts >= 1)
         await wait_until(lambda: any(h["watchdog_restarts"] >= 1 for h in api.state.heartbeats))
-        assert api.state.heartbeats[-1]["adapter"] == "powered"
+
+        async def scanning_again() -> bool:
+            # The restart is counted before it reaches BlueZ: wait for its StartDiscovery.
+            calls = await asyncio.to_thread(bluez.calls)
+            return calls.count("StartDiscovery") >= 2
+
+        await wait_for_probe(scanning_again, 10.0, "discovery started again after the watchdog")
+        await wait_until(lambda: api.state.heartbeats[-1]["adapter"] == "powered")
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
-    calls = await asyncio.to_thread(bluez.calls)
-    assert calls.count("StartDiscovery") >= 2
 
 
 async def _check(config_path: Path, bus_address: str) -> tuple[int, list[str]]:
