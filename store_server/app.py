@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 import tomllib
@@ -12,7 +13,8 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 import msgspec
-from aiohttp import web, web_log
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from store_server.config import ServerConfig, metrics_address
 from store_server.consent import ConsentText
@@ -88,9 +90,10 @@ def _error_of(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, ConnectionResetError):
         # The client went away mid-request (e.g. mid-upload): nothing to answer, nothing wrong
         # on this side. The answer below is never delivered; it only ends the request quietly.
-        logger.debug("client disconnected during %s %s", request.method, request.path)
+        logger.debug("client disconnected during %s %s", _method(request), route_of(request))
         return _error_response(400, "client_disconnected", "the client disconnected", None)
-    logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    # The route as declared, not the path: nothing the client typed reaches the log.
+    logger.error("unhandled error on %s %s", _method(request), route_of(request), exc_info=exc)
     return _error_response(500, "internal_error", "internal error", None)
 
 
@@ -163,37 +166,56 @@ _QUIET_PREFIXES = ("/api/scanner/", "/healthz", "/readyz")
 """Routes the scanners call every second or so, and the health probes a monitor calls every
 few seconds: their successful requests are not logged."""
 _CUSTOMER_PREFIXES = ("/api/v1/", "/app/")
-"""Routes of the customers' phones: logged without the phone's address or user agent."""
-_CUSTOMER_FORMAT = '%t "%r" %s %b'
-"""Time, request line (no identifier in these paths), status and size: nothing that points to
-a phone, so that an erased customer's requests leave no trace of them in the log."""
+"""Routes of the customers' phones: logged without the phone's address."""
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods logged as sent; any other token a client made up is logged as OTHER."""
+_NO_ROUTE = "(no route)"
+"""What the log shows for a path that matches no route (the path itself is the client's)."""
 
 
-class AccessLogger(web_log.AccessLogger):
-    """aiohttp's access log (INFO, logger ``aiohttp.access``), minding whose requests they are.
+def _method(request: web.BaseRequest) -> str:
+    return request.method if request.method in _METHODS else "OTHER"
+
+
+def route_of(request: web.BaseRequest) -> str:
+    """The route a request matched, as declared (``/manager/stock/{sku}``), never the path or
+    query the client sent: nothing a client typed reaches the log through it."""
+    match_info = getattr(request, "match_info", None)
+    route = getattr(match_info, "route", None)
+    resource = getattr(route, "resource", None)
+    return _NO_ROUTE if resource is None else resource.canonical
+
+
+class AccessLogger(AbstractAccessLogger):
+    """The access log (INFO, logger ``aiohttp.access``), minding whose requests they are.
+
+    Each line is the time, the method, the route as declared (not the path and query sent),
+    the status and the size: no query string, referer or user agent, nothing a client typed
+    (a customer's text never reaches the log, whatever route it is sent to).
 
     - Scanners: twenty scanners posting a batch a second, with their heartbeats and long
       polls, would write about two million lines a day; their successful requests are left
       out (each scanner's last contact is on the manager's scanner page), their refused
-      requests (4xx, 5xx) are logged.
-    - Customers' phones (``/api/v1/``, ``/app/``): logged without the client address, the
-      referer or the user agent (_CUSTOMER_FORMAT).
-    - Staff, manager and every other route: aiohttp's default line.
+      requests (4xx, 5xx) are logged, with the scanner's address.
+    - Customers' phones (``/api/v1/``, ``/app/``): without the client address, so that an
+      erased customer's requests leave no trace of them in the log.
+    - Staff, manager and every other route: with the client's address first.
     """
-
-    def __init__(self, logger: logging.Logger, log_format: str = web_log.AccessLogger.LOG_FORMAT):
-        super().__init__(logger, log_format)
-        self._customers = web_log.AccessLogger(logger, _CUSTOMER_FORMAT)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         path = request.path
-        if path.startswith(_QUIET_PREFIXES):
-            if response.status < 400:
-                return
-        elif path.startswith(_CUSTOMER_PREFIXES):
-            self._customers.log(request, response, time)
+        if path.startswith(_QUIET_PREFIXES) and response.status < 400:
             return
-        super().log(request, response, time)
+        method = _method(request)
+        version = request.version
+        now = datetime.datetime.now(datetime.UTC).astimezone()
+        line = (
+            f'{now:[%d/%b/%Y:%H:%M:%S %z]} "{method} {route_of(request)}'
+            f' HTTP/{version.major}.{version.minor}" {response.status} {response.body_length}'
+        )
+        if not path.startswith(_CUSTOMER_PREFIXES):
+            line = f"{request.remote or '-'} {line}"
+        self.logger.info("%s", line)
 
 
 def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:

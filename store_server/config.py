@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import limits
+
 from store_server.errors import ConfigError
 from store_server.throttle import parse_networks
 
@@ -21,6 +23,17 @@ ENV_PREFIX = "BULLE_"
 # A 24 h visit retention is the design's default: long enough for the day's operations,
 # short enough that no movement history builds up.
 DEFAULT_RETENTION_S = 24 * 3600
+# The retention purge runs every ten minutes: a record is gone at most ten minutes after its
+# retention ends, at the cost of one short delete transaction.
+DEFAULT_PURGE_INTERVAL_S = 600
+# Anonymous enrollments per client address: a family on the shop's Wi-Fi enrolls a few
+# phones; a script enrolling hundreds a second (each a permanent row and key) is refused.
+DEFAULT_ENROLL_RATE_LIMIT = "20/minute"
+# Anonymous enrollments from all addresses together: far above a shop's new customers.
+DEFAULT_ENROLL_RATE_LIMIT_TOTAL = "1200/hour"
+# An enrollment that never gave any consent is deleted after a week: time enough to read the
+# consent texts and decide, not a store of keys nobody uses.
+DEFAULT_UNCONSENTED_TTL_S = 7 * 24 * 3600
 # Sessions of staff tablets last a working day; they are revoked server-side at logout.
 DEFAULT_SESSION_TTL_S = 12 * 3600
 # Eddystone-EID rotation exponent: a new identifier every 2**9 = 512 s (the specification's
@@ -48,6 +61,10 @@ class ServerConfig:
     cookie_secure: bool = True
     session_ttl_s: int = DEFAULT_SESSION_TTL_S
     retention_s: int = DEFAULT_RETENTION_S
+    purge_interval_s: int = DEFAULT_PURGE_INTERVAL_S
+    unconsented_ttl_s: int = DEFAULT_UNCONSENTED_TTL_S
+    enroll_rate_limit: str = DEFAULT_ENROLL_RATE_LIMIT
+    enroll_rate_limit_total: str = DEFAULT_ENROLL_RATE_LIMIT_TOTAL
     rotation_exponent: int = DEFAULT_ROTATION_EXPONENT
     skew_windows: int = DEFAULT_SKEW_WINDOWS
     signature_tolerance_s: int = DEFAULT_SIGNATURE_TOLERANCE_S
@@ -109,11 +126,25 @@ def _check(config: ServerConfig) -> ServerConfig:
         raise ConfigError("rotation_exponent: must be between 0 and 15", key="rotation_exponent")
     if not 0 <= config.skew_windows <= 3:
         raise ConfigError("skew_windows: must be between 0 and 3", key="skew_windows")
-    for key in ("session_ttl_s", "retention_s", "signature_tolerance_s", "max_body_bytes"):
+    for key in (
+        "session_ttl_s",
+        "retention_s",
+        "purge_interval_s",
+        "unconsented_ttl_s",
+        "signature_tolerance_s",
+        "max_body_bytes",
+    ):
         if getattr(config, key) <= 0:
             raise ConfigError(f"{key}: must be positive", key=key)
     if config.log_level.upper() not in _LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(_LOG_LEVELS)}", key="log_level")
+    for key in ("enroll_rate_limit", "enroll_rate_limit_total"):
+        try:
+            limits.parse_many(getattr(config, key))
+        except ValueError:
+            raise ConfigError(
+                f"{key}: not a rate such as '10/minute' or '10/minute;100/day'", key=key
+            ) from None
     try:
         parse_networks(config.trusted_proxies)
     except ValueError as exc:

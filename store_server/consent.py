@@ -101,3 +101,68 @@ def verify_chain(rows: Iterable[ChainedEntry]) -> int:
         expected_prev = row.entry_hash
         count += 1
     return count
+
+
+# -- signed checkpoints ----------------------------------------------------------------------
+# The SHA-256 chain shows any change to one entry, but someone with write access to the file
+# can rewrite an entry and recompute every hash after it. A checkpoint signs the chain's head
+# (sequence number and entry hash) with a key derived from the master key, which the database
+# does not hold: a rewritten or deleted entry up to a checkpoint no longer matches it.
+
+CHECKPOINT_LABEL = b"bulle/consent-checkpoint"
+
+
+def checkpoint_key(master_key: bytes) -> bytes:
+    """The checkpoints' HMAC key, derived from the master key (never stored)."""
+    return hmac.new(master_key, CHECKPOINT_LABEL, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    seq: int
+    entry_hash: str
+    at: float
+    mac: str
+
+
+def checkpoint_mac(key: bytes, seq: int, head_hash: str, at: float) -> str:
+    message = f"{seq}\n{head_hash}\n{at!r}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def sign_checkpoint(key: bytes, seq: int, head_hash: str, at: float) -> Checkpoint:
+    return Checkpoint(seq, head_hash, at, checkpoint_mac(key, seq, head_hash, at))
+
+
+@dataclass(frozen=True, slots=True)
+class Anchoring:
+    """What the checkpoints vouch for: entries up to `anchored_seq`, `unanchored` after it."""
+
+    checkpoints: int
+    anchored_seq: int
+    unanchored: int
+
+
+def verify_checkpoints(
+    rows: Iterable[ChainedEntry], checkpoints: Iterable[Checkpoint], key: bytes
+) -> Anchoring:
+    """Check every checkpoint's signature and that the entry it names is still there with
+    the same hash; raise ConsentLogError at the first that does not hold."""
+    hashes = {row.seq: row.entry_hash for row in rows}
+    count = 0
+    anchored = 0
+    for point in checkpoints:
+        expected = checkpoint_mac(key, point.seq, point.entry_hash, point.at)
+        if not hmac.compare_digest(expected, point.mac):
+            raise ConsentLogError(
+                f"consent log checkpoint at seq {point.seq} is not signed by this master key"
+            )
+        if hashes.get(point.seq) != point.entry_hash:
+            raise ConsentLogError(
+                f"consent log rewritten at seq {point.seq}: the entry no longer matches its"
+                " signed checkpoint"
+            )
+        count += 1
+        anchored = max(anchored, point.seq)
+    unanchored = sum(1 for seq in hashes if seq > anchored)
+    return Anchoring(count, anchored, unanchored)

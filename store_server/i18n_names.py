@@ -211,6 +211,7 @@ RECORDS: Mapping[str, Mapping[str, str]] = {
         "quiet_hours": "Heures tranquilles",
         "not_today": "Pas aujourd'hui",
         "pickup_code": "Code de retrait",
+        "ibeacon_id": "Identifiant iBeacon fixe (suivable)",
         "identity": "Clé remise le {date} ; l'identifiant diffusé change toutes les {minutes} min.",
         "consent": (
             "{purpose} : accord donné le {granted}, valable jusqu'au {expires} ({scope}) ; {state}."
@@ -265,6 +266,7 @@ RECORDS: Mapping[str, Mapping[str, str]] = {
         "quiet_hours": "Quiet hours",
         "not_today": "Not today",
         "pickup_code": "Pickup code",
+        "ibeacon_id": "Static iBeacon id (trackable)",
         "identity": "Key issued on {date}; the broadcast identifier changes every {minutes} min.",
         "consent": (
             "{purpose}: consent given on {granted}, valid until {expires} ({scope}); {state}."

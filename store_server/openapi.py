@@ -114,7 +114,9 @@ def _operation(op: Operation) -> dict[str, Any]:
                     "schema": {"type": "string"},
                 }
             }
-    errors = set(op.errors) | {500}
+    # Every route can answer 413 (a declared body over the limit is refused before the
+    # handler) and 500; the others depend on the operation.
+    errors = set(op.errors) | {413, 500}
     if op.auth:
         errors.add(401)
     if op.request is not None:

@@ -37,7 +37,10 @@ from store_server.consent import (
     ConsentText,
     Purpose,
     Scope,
+    checkpoint_key,
+    sign_checkpoint,
     subject_ref,
+    verify_checkpoints,
 )
 from store_server.errors import (
     AuthenticationError,
@@ -81,8 +84,6 @@ TICK_S = 1.0
 CONSENT_REFRESH_S = 60.0
 # Re-read them every quarter of an hour anyway: a safety net that costs little.
 CONSENT_FULL_REFRESH_S = 900.0
-# Run the retention purge every ten minutes.
-PURGE_EVERY_S = 600.0
 # A window older than this when it reaches the server (outbox backlog) is counted but does
 # not drive presence: greeting someone who left an hour ago would be wrong.
 STALE_WINDOW_S = 30.0
@@ -138,6 +139,8 @@ class StoreService:
         self.clock = clock
         self._master_key = master_key
         self._pseudonym_key = pseudonym_key(master_key)
+        self._checkpoint_key = checkpoint_key(master_key)
+        self._checkpointed_seq: int | None = None
         self._consent_texts = tuple(consent_texts)
         self.resolver = EidResolver(skew_windows=config.skew_windows)
         self._build: BackgroundBuild | None = None
@@ -204,6 +207,8 @@ class StoreService:
 
     async def stop(self) -> None:
         await self._batches.close()
+        with contextlib.suppress(Exception):  # best effort: the next start signs it anyway
+            await self.checkpoint_consent_log(self.clock())
         if self._build is not None:
             self._build.close()
             self._build = None
@@ -259,9 +264,23 @@ class StoreService:
                 or await self.db.run(data_version) != self._data_version
             ):
                 await self._refresh_consenting(now)
-        if now - self._last_purge >= PURGE_EVERY_S:
+        if now - self._last_purge >= self.config.purge_interval_s:
             self._last_purge = now
             await self.purge(now)
+        await self.checkpoint_consent_log(now)
+
+    async def checkpoint_consent_log(self, now: float) -> None:
+        """Sign the consent log's head when it has moved since the last checkpoint (within a
+        tick of every grant, withdrawal or erasure, and at stop): `consent-log verify` then
+        detects a rewritten or deleted entry even where the hashes were recomputed."""
+        head = await self.db.read(consents.consent_log_head)
+        if head is None or head[0] == self._checkpointed_seq:
+            return
+        point = sign_checkpoint(self._checkpoint_key, head[0], head[1], now)
+        await self.db.write(lambda db: consents.add_checkpoint(db, point))
+        self._checkpointed_seq = head[0]
+        # The head's hash outside the database: an anchor against rolling the file back.
+        logger.info("consent log checkpoint: entry %s, head %s", head[0], head[1][:16])
 
     async def _refresh_consenting(self, now: float) -> None:
         """Make the resolver hold exactly the customers with an active consent."""
@@ -365,6 +384,7 @@ class StoreService:
             return False
         del probe
         self.resolver.expect(customer_ids)
+        rowids = await self.db.read(customers.identity_rowid_range)
         build = BackgroundBuild(
             self.resolver,
             db_path=self.db.path,
@@ -375,28 +395,41 @@ class StoreService:
 
         async def run() -> None:
             try:
-                installed, unreadable = await build.run(customer_ids, now)
-                for subject in unreadable:
-                    self.resolver.remove(subject)  # consenting, but not recognisable
-                self._note_unreadable(unreadable, installed, first_load=False)
-                await self._sync_static(customer_ids)
-                await self._notify_allowlist()
-                release_startup_garbage()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Never leave consenting customers unrecognised: load them here instead.
-                logger.exception("background identity build failed; loading in-process")
-                waiting = [c for c in customer_ids if self.resolver.is_expected(c)]
-                loaded = await self._load_identities(waiting)
-                self._note_unreadable(loaded.unreadable, len(loaded.records), first_load=False)
-                self.resolver.upsert_many(loaded.records, self.clock())
-                await self._notify_allowlist()
+                await self._finish_build(build, customer_ids, now, rowids)
             finally:
                 self._build = None
 
         self._tasks.append(asyncio.create_task(run(), name="bulle-identity-build"))
         return True
+
+    async def _finish_build(
+        self, build: BackgroundBuild, customer_ids: list[str], now: float, rowids: tuple[int, int]
+    ) -> None:
+        """Run a background build, then account for the customers it did not install."""
+        try:
+            installed, unreadable = await build.run(now, self.store_id, rowids)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("background identity build failed; loading in-process")
+            installed, unreadable = 0, []
+        unreadable = [s for s in unreadable if self.resolver.is_expected(s)]
+        for subject in unreadable:
+            self.resolver.remove(subject)  # consenting, but not recognisable
+        # Anyone still expected (a consent given between the two reads, a failed build) is
+        # loaded here, so that no consenting customer is left unrecognised.
+        waiting = [c for c in customer_ids if self.resolver.is_expected(c)]
+        if waiting:
+            loaded = await self._load_identities(waiting)
+            for subject in loaded.unreadable:
+                self.resolver.remove(subject)
+            unreadable += loaded.unreadable
+            installed += len(loaded.records)
+            self.resolver.upsert_many(loaded.records, self.clock())
+        self._note_unreadable(unreadable, installed, first_load=False)
+        await self._sync_static(customer_ids)
+        await self._notify_allowlist()
+        release_startup_garbage()
 
     def _identity_record(self, row: dict[str, Any]) -> eid.IdentityRecord:
         key = unwrap_key(self._master_key, row["key_wrapped"], identity_aad(row["customer_id"]))
@@ -488,6 +521,10 @@ class StoreService:
         if row is None or row["revoked_at"] is not None:
             self._registrations.pop(scanner_id, None)
             raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
+        if str(row["store_id"]) != self.store_id:
+            # Registered for another store (a database shared by a chain's servers): this
+            # server neither takes its batches nor shows it this store's allowlist.
+            raise ForbiddenError("this scanner is registered for another store", code="wrong_store")
         wrapped = bytes(row["secret_wrapped"])
         known = self._registrations.get(scanner_id)
         if known is None or known.secret_wrapped != wrapped:
@@ -828,6 +865,11 @@ class StoreService:
         """The whole consent log (pseudonymous), oldest first."""
         return await self.db.read(consents.consent_log_rows)
 
+    async def verify_checkpoints(self, entries: list[ChainedEntry]) -> None:
+        """ConsentLogError if an entry no longer matches its signed checkpoint."""
+        points = await self.db.read(consents.checkpoints)
+        verify_checkpoints(entries, points, self._checkpoint_key)
+
     async def access_log(self, viewer: str, limit: int) -> list[dict[str, Any]]:
         """The newest `limit` access log entries, each with the customer's pseudonymous
         reference instead of their id; the view itself is logged for every customer shown."""
@@ -1077,9 +1119,29 @@ class StoreService:
         return {"erased": result.erased}
 
     async def purge(self, now: float) -> int:
+        """Delete what is older than the retention (visits, decisions, cards, messages) and
+        the enrollments that never gave any consent within `unconsented_ttl_s`; return how
+        many visits went."""
         cutoff = now - self.config.retention_s
+        purged = await self.db.write(lambda db: visits.purge(db, cutoff))
+        await self._forget_unconsented(now - self.config.unconsented_ttl_s)
+        return purged
 
-        return await self.db.write(lambda db: visits.purge(db, cutoff))
+    async def _forget_unconsented(self, enrolled_before: float) -> None:
+        candidates = await self.db.read(
+            lambda db: customers.unconsented_before(db, enrolled_before)
+        )
+        if not candidates:
+            return
+        logged = await self.db.read(consents.logged_subjects)
+        # Whoever consented once (and withdrew since) keeps their enrollment and its history.
+        doomed = [c for c in candidates if self.subject_ref(c) not in logged]
+        if not doomed:
+            return
+        forgotten = await self.db.write(lambda db: customers.forget_enrollments(db, doomed))
+        for customer_id in doomed:
+            self.engine.forget(customer_id)
+        logger.info("forgot %s enrollments that never gave any consent", forgotten)
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,6 +195,8 @@ class ServerProcess:
                     f'master_key = "{master_key}"',
                     f"port = {self.port}",
                     "cookie_secure = false",
+                    # Every phone of a campaign enrolls from this one address at once.
+                    'enroll_rate_limit = "1000/second"',
                     f'log_level = "{log_level}"',
                     "",
                 ]

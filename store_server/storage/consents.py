@@ -11,6 +11,7 @@ from store_server.consent import (
     PURPOSES,
     ActiveConsent,
     ChainedEntry,
+    Checkpoint,
     ConsentText,
     LogEntry,
     Purpose,
@@ -211,3 +212,30 @@ def withdraw_consent(
             c.purpose for c in consents_of(db, customer_id, store_id) if is_active(c, now)
         )
     return Withdrawal(remaining, cards)
+
+
+def consent_log_head(db: Handle) -> tuple[int, str] | None:
+    """The last entry of the consent log: its sequence number and hash."""
+    row = one(db, "SELECT seq, entry_hash FROM consent_log ORDER BY seq DESC LIMIT 1")
+    return None if row is None else (int(row["seq"]), str(row["entry_hash"]))
+
+
+def add_checkpoint(db: Handle, checkpoint: Checkpoint) -> None:
+    with immediate(db):
+        db.execute(
+            "INSERT OR IGNORE INTO consent_checkpoints (seq, entry_hash, at, mac)"
+            " VALUES (?, ?, ?, ?)",
+            [checkpoint.seq, checkpoint.entry_hash, checkpoint.at, checkpoint.mac],
+        )
+
+
+def checkpoints(db: Handle) -> list[Checkpoint]:
+    return [
+        Checkpoint(int(r["seq"]), str(r["entry_hash"]), float(r["at"]), str(r["mac"]))
+        for r in rows(db, "SELECT seq, entry_hash, at, mac FROM consent_checkpoints ORDER BY seq")
+    ]
+
+
+def logged_subjects(db: Handle) -> set[str]:
+    """Every pseudonymous subject the consent log names (whoever ever gave a consent)."""
+    return {str(r["subject_ref"]) for r in rows(db, "SELECT DISTINCT subject_ref FROM consent_log")}

@@ -32,7 +32,7 @@ IDENTITY_BATCH_ROWS = 5000
 # The customer's own columns shown in "my data" (token_hash is a credential, not data about them).
 _PROFILE_COLUMNS = (
     "id, created_at, display_name, title, name_form, language, greet_mode, quiet_start,"
-    " quiet_end, not_today, pickup_code"
+    " quiet_end, not_today, pickup_code, legacy_ibeacon, ibeacon_id"
 )
 
 
@@ -168,6 +168,23 @@ def identity_batches(
         yield batch
 
 
+def identity_rowid_range(db: Handle) -> tuple[int, int]:
+    """The lowest and highest rowid of the identities table ((0, -1) when it is empty)."""
+    low, high = db.execute("SELECT min(rowid), max(rowid) FROM identities").fetchone()
+    return (0, -1) if low is None else (int(low), int(high))
+
+
+def identities_between(db: Handle, first: int, last: int) -> list[tuple[str, bytes, int, float]]:
+    """The identities whose rowid is in ``first..last``, as ``(customer_id, key_wrapped, k,
+    clock_offset_s)`` tuples (one range of a start-up build)."""
+    cursor = db.execute(
+        "SELECT customer_id, key_wrapped, k, clock_offset_s FROM identities"
+        " WHERE rowid BETWEEN ? AND ?",
+        [first, last],
+    )
+    return cursor.fetchall()
+
+
 def _parse_time(value: str | None) -> time | None:
     return None if value is None else time.fromisoformat(value)
 
@@ -251,6 +268,8 @@ def customer_data(db: Handle, customer_id: str, subject: str, now: float) -> dic
     profile = one(db, f"SELECT {_PROFILE_COLUMNS} FROM customers WHERE id = ?", [customer_id])  # noqa: S608
     if profile is None:
         return None
+    # The static iBeacon id the store keeps while legacy mode is on (null otherwise).
+    profile["legacy_ibeacon"] = bool(profile["legacy_ibeacon"])
     consents = [
         {
             "purpose": c.purpose,
@@ -366,3 +385,36 @@ def erase_customer(
 def customer_ids(db: Handle) -> list[str]:
     """Every customer's id (a restore matches them with the consent log's pseudonyms)."""
     return [row["id"] for row in rows(db, "SELECT id FROM customers ORDER BY id")]
+
+
+# Customers deleted per statement when forgetting enrollments (SQLite's variable limit).
+_DELETE_CHUNK = 500
+
+
+def unconsented_before(db: Handle, cutoff: float) -> list[str]:
+    """Customers enrolled before `cutoff` who hold no consent now."""
+    return [
+        str(row["id"])
+        for row in rows(
+            db,
+            "SELECT id FROM customers c WHERE created_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM consents WHERE customer_id = c.id)",
+            [cutoff],
+        )
+    ]
+
+
+def forget_enrollments(db: Handle, customer_ids: list[str]) -> int:
+    """Delete these customers (and, by cascade, their keys, preferences and wishlist) if they
+    still hold no consent; nothing goes to the consent log (they never gave any)."""
+    deleted = 0
+    with immediate(db):
+        for start in range(0, len(customer_ids), _DELETE_CHUNK):
+            chunk = customer_ids[start : start + _DELETE_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            sql = (
+                f"DELETE FROM customers WHERE id IN ({marks})"  # noqa: S608 (placeholders only)
+                " AND NOT EXISTS (SELECT 1 FROM consents WHERE customer_id = customers.id)"
+            )
+            deleted += db.execute(sql, chunk).rowcount
+    return deleted

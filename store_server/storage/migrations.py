@@ -220,3 +220,23 @@ def m005_consents_active_index(db: sqlite_utils.Database) -> None:
         "CREATE INDEX consents_active ON consents"
         " (customer_id, granted_at, expires_at, scope, store_id)"
     )
+
+
+@migrations()
+def m006_consent_checkpoints(db: sqlite_utils.Database) -> None:
+    """Signed checkpoints of the consent log's head (``consent.verify_checkpoints``):
+    append-only, like the log itself."""
+    db.executescript(
+        """
+        CREATE TABLE consent_checkpoints (
+            seq INTEGER PRIMARY KEY,
+            entry_hash TEXT NOT NULL,
+            at REAL NOT NULL,
+            mac TEXT NOT NULL
+        );
+        CREATE TRIGGER consent_checkpoints_no_update BEFORE UPDATE ON consent_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'consent_checkpoints is append-only'); END;
+        CREATE TRIGGER consent_checkpoints_no_delete BEFORE DELETE ON consent_checkpoints
+        BEGIN SELECT RAISE(ABORT, 'consent_checkpoints is append-only'); END;
+        """
+    )

@@ -191,7 +191,7 @@ def purge(db: Handle, cutoff: float) -> int:
             "DELETE FROM visits WHERE coalesce(left_at, arrived_at) < ?", [cutoff]
         ).rowcount
         db.execute("DELETE FROM decisions WHERE at < ?", [cutoff])
-        db.execute("DELETE FROM cards WHERE created_at < ? AND state != 'open'", [cutoff])
+        db.execute("DELETE FROM cards WHERE created_at < ?", [cutoff])
         db.execute("DELETE FROM messages WHERE at < ?", [cutoff])
     truncate_wal(db)
     return int(count)

@@ -7,6 +7,9 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from limits import parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from store_server.api_models import (
     CheckInRequest,
@@ -21,9 +24,10 @@ from store_server.api_models import (
 )
 from store_server.errors import AuthenticationError, RateLimitedError, ValidationError
 from store_server.ingest import decode
-from store_server.keys import SERVICE
+from store_server.keys import CONFIG, SERVICE
 from store_server.openapi import Registry, build_document
 from store_server.policy import validate_name
+from store_server.views.staff import request_address
 
 # Every /api/v1 route goes through the registry, which also feeds the OpenAPI document.
 api = Registry()
@@ -36,6 +40,28 @@ EXPORT_FILENAME = "bulle-my-data.json"
 # One check-in per customer every 10 s: a tap is a deliberate act, a burst is a bug or abuse.
 CHECK_IN_MIN_INTERVAL_S = 10.0
 _last_check_in = web.AppKey("last_check_in", dict)
+
+
+class EnrollLimits:
+    """Moving-window limits (`limits`, in memory) on anonymous enrollment."""
+
+    def __init__(self, per_address: str, total: str) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._per_address = parse_many(per_address)
+        self._total = parse_many(total)
+
+    def hit(self, address: str) -> bool:
+        """Count one enrollment from `address`; False (nothing counted) if over a limit."""
+        checks = [(item, "all") for item in self._total]
+        checks += [(item, address) for item in self._per_address]
+        if not all(self._limiter.test(item, "enroll", key) for item, key in checks):
+            return False
+        for item, key in checks:
+            self._limiter.hit(item, "enroll", key)
+        return True
+
+
+_enroll_limits = web.AppKey("enroll_limits", EnrollLimits)
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -61,8 +87,13 @@ async def _customer(request: web.Request) -> str:
     request_optional=True,
     response=EnrollResponse,
     auth=False,
+    errors=(429,),
 )
 async def enroll(request: web.Request) -> web.Response:
+    # Anonymous, and each enrollment a permanent row and key: limited per client address and
+    # in total (settings enroll_rate_limit, enroll_rate_limit_total).
+    if not request.app[_enroll_limits].hit(request_address(request)):
+        raise RateLimitedError("too many enrollments from here; try again later")
     body = decode(await request.read() or b"{}", EnrollRequest)
     return _json(await request.app[SERVICE].enroll(body.app_counter, body.language), 201)
 
@@ -129,7 +160,11 @@ async def withdraw(request: web.Request) -> web.Response:
 
 
 @api.operation(
-    "PUT", "/api/v1/preferences", "Update greeting preferences", request=PreferencesRequest
+    "PUT",
+    "/api/v1/preferences",
+    "Update greeting preferences",
+    request=PreferencesRequest,
+    errors=(403, 404),
 )
 async def preferences(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
@@ -200,6 +235,9 @@ async def check_in(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", CheckInRequest)
     service = request.app[SERVICE]
+    if body.zone is not None and body.zone not in {zone.id for zone in service.floor.zones}:
+        # Checked before the check-in slot is used; the answer does not repeat the text.
+        raise ValidationError("not a zone of this store", field="zone")
     now = service.clock()
     last: dict[str, float] = request.app[_last_check_in]
     if now - last.get(customer_id, float("-inf")) < CHECK_IN_MIN_INTERVAL_S:
@@ -214,7 +252,9 @@ async def messages(request: web.Request) -> web.Response:
     return _json({"messages": await request.app[SERVICE].messages(customer_id)})
 
 
-@api.operation("GET", "/api/v1/consents", "My consents at this store, with their expiry")
+@api.operation(
+    "GET", "/api/v1/consents", "My consents at this store, with their expiry", errors=(404,)
+)
 async def my_consents(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     data = await request.app[SERVICE].my_data(customer_id)
@@ -225,6 +265,7 @@ async def my_consents(request: web.Request) -> web.Response:
     "GET",
     "/api/v1/me",
     "My data: every record held about me, with the consent history and the staff access log",
+    errors=(404,),
 )
 async def my_data(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
@@ -233,7 +274,9 @@ async def my_data(request: web.Request) -> web.Response:
     return response
 
 
-@api.operation("GET", "/api/v1/me/export", "My data as a JSON file to download", download=True)
+@api.operation(
+    "GET", "/api/v1/me/export", "My data as a JSON file to download", download=True, errors=(404,)
+)
 async def export(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     response = _json(await request.app[SERVICE].my_data(customer_id))
@@ -262,6 +305,8 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    config = app[CONFIG]
+    app[_enroll_limits] = EnrollLimits(config.enroll_rate_limit, config.enroll_rate_limit_total)
     app[_last_check_in] = {}
     app.add_routes(routes)
     app.router.add_get("/api/openapi.json", openapi_document)

@@ -376,9 +376,12 @@ async def staff_enable(request: web.Request, user: StaffUser) -> web.StreamRespo
 @manager_only
 async def consent_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """The consent proof: pseudonymous subject references only (no customer is named)."""
-    entries = await _service(request).consent_log()
+    service = _service(request)
+    entries = await service.consent_log()
     try:
         verified: int | None = verify_chain(entries)
+        # And the signed checkpoints: a rewrite that recomputed the hashes shows here too.
+        await service.verify_checkpoints(entries)
         broken = None
     except ConsentLogError as exc:
         # The page names the entry; the English sentence stays in the server's log.

@@ -214,6 +214,9 @@ async def running_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Harne
         "store_file": str(STORE_FILE),
         "master_key": secrets.token_hex(32),
         "cookie_secure": False,
+        # Tests enroll many customers from 127.0.0.1 within seconds; the limit's own tests
+        # (tests/test_hardening.py) pass the default back.
+        "enroll_rate_limit": "1000/second",
     }
     config = ServerConfig(**{**values, **settings})
     db_path, master_key = Path(config.db_path), config.master_key

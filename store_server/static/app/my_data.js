@@ -60,6 +60,7 @@
       [r.quiet_hours, quiet],
       [r.not_today, p.not_today || "—"],
       [r.pickup_code, p.pickup_code, true],
+      [r.ibeacon_id, p.ibeacon_id || "—", Boolean(p.ibeacon_id)],
       [r.created_at, when(p.created_at)],
       [r.customer_id, p.id, true],
     ];
