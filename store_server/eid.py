@@ -67,6 +67,9 @@ _AES_BLOCK_BYTES = 16
 _COUNTER_MASK = COUNTER_MODULUS - 1
 """Reduces an unwrapped counter value to the app's 32-bit counter."""
 
+_ECB = modes.ECB()  # noqa: S305
+"""ECB is what the specification prescribes: one AES block per input, never a message."""
+
 
 class IdentityError(ValueError):
     """Invalid identity input (key length, rotation exponent, counter range, record)."""
@@ -114,9 +117,8 @@ def _check_counter(beacon_time: int) -> None:
 
 
 def _aes_ecb(key: bytes, blocks: bytes) -> bytes:
-    # ECB is what the specification prescribes: single blocks, never a message.
-    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305
-    return encryptor.update(blocks) + encryptor.finalize()
+    """AES-128-ECB of whole blocks (ECB keeps no partial block: nothing to finalize)."""
+    return Cipher(algorithms.AES128(key), _ECB).encryptor().update(blocks)
 
 
 def temporary_key_block(beacon_time: int) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import multiprocessing
 import os
 import time
@@ -23,7 +22,7 @@ from typing import Any
 from store_server.eid import MAX_CLOCK_OFFSET_S, MAX_ROTATION_EXPONENT, IdentityRecord
 from store_server.keywrap import KeyUnwrapper, KeyWrapError
 from store_server.resolver import BuiltWindows, EidResolver, build_windows
-from store_server.storage import customers
+from store_server.storage import consents, customers
 from store_server.storage.database import Handle, connect_reader
 
 logger = logging.getLogger(__name__)
@@ -32,9 +31,9 @@ BUILD_WORKERS = max(1, min(2, os.cpu_count() or 1))
 """Worker processes of a start-up build: two halve the AES work of a large store where the
 machine has two cores; more would only compete with the server's own thread."""
 
-INSTALL_SLICE = 20_000
-"""Identities handed to the resolver per step of the event loop (~60 ms): requests keep being
-answered while a large store's EIDs arrive."""
+BUILD_CHUNK = 10_000
+"""Identity rows per worker task (a rowid range): each part comes back (about 1 MB) and is
+installed while the workers build the next, so the server holds only a few parts in transit."""
 
 
 def identity_aad(subject: str) -> bytes:
@@ -101,27 +100,51 @@ def read_identities(
     return loaded
 
 
-def build_in_worker(
-    db_path: str, master_key: bytes, customer_ids: list[str], now: float, skew: int
-) -> tuple[BuiltWindows, list[str]]:
-    """Worker-process entry point: read, unwrap and compute the EIDs of these customers.
+@dataclass(slots=True)
+class _WorkerState:
+    """What a worker process keeps between its tasks (set up once by :func:`start_worker`)."""
 
-    Opens its own read-only connection; returns the built windows and the customers whose
-    stored identity did not load.
-    """
+    db: Handle
+    unwrap: KeyUnwrapper = field(repr=False)
+    consenting: set[str]
+    now: float
+    skew: int
+
+
+_worker: _WorkerState | None = None
+"""This worker process's state; None in the server's own process."""
+
+
+def start_worker(db_path: str, master_key: bytes, now: float, skew: int, store_id: str) -> None:
+    """Pool initializer: a read-only connection, the unwrapper and who consents at ``now``."""
+    global _worker
     db = connect_reader(Path(db_path))
-    try:
-        loaded = read_identities(db, master_key, customer_ids, scan=True)
-    finally:
-        db.conn.close()
-    return build_windows(loaded.records, now, skew), loaded.unreadable
+    consenting = set(consents.consenting_customer_ids(db, now, store_id))
+    _worker = _WorkerState(db, KeyUnwrapper(master_key), consenting, now, skew)
+
+
+def build_range(first: int, last: int) -> tuple[BuiltWindows, list[str]]:
+    """Worker task: the EIDs of the consenting customers whose identity rowid is in range.
+
+    Returns the built windows and the customers whose stored identity did not load. The
+    identities of customers who do not consent are skipped unread: never unwrapped.
+    """
+    state = _worker
+    if state is None:
+        raise RuntimeError("build_range runs in a worker started by start_worker")
+    loaded = LoadedIdentities(state.unwrap)
+    for customer_id, blob, k, offset in customers.identities_between(state.db, first, last):
+        if customer_id in state.consenting:
+            loaded.add(customer_id, blob, k, offset)
+    return build_windows(loaded.records, state.now, state.skew), loaded.unreadable
 
 
 class BackgroundBuild:
     """A start-up build of many identities in worker processes, installed as results come.
 
-    ``on_done(installed, unreadable, seconds)`` runs in the event loop once every part is in
-    the resolver. :meth:`close` stops the workers (the server shutting down meanwhile).
+    Each worker reads who consents at the build's time once, then builds rowid ranges of the
+    identities table; ``on_progress`` runs in the event loop after each part is installed.
+    :meth:`close` stops the workers (the server shutting down meanwhile).
     """
 
     def __init__(
@@ -140,42 +163,47 @@ class BackgroundBuild:
         self._workers = workers
         self._pool: Pool | None = None
 
-    async def run(self, customer_ids: list[str], now: float) -> tuple[int, list[str]]:
-        """Build and install; returns (identities installed, customers that did not load)."""
+    async def run(
+        self, now: float, store_id: str, rowids: tuple[int, int]
+    ) -> tuple[int, list[str]]:
+        """Build and install the consenting customers' EIDs, the identities table read in
+        ``rowids`` ranges of BUILD_CHUNK; returns (identities installed, customers whose stored
+        identity did not load). Only customers the resolver expects are installed."""
         started = time.perf_counter()
-        parts = max(1, self._workers)
-        size = math.ceil(len(customer_ids) / parts)
-        chunks = [customer_ids[i : i + size] for i in range(0, len(customer_ids), size)]
-        self._pool = pool = multiprocessing.get_context("spawn").Pool(len(chunks))
+        low, high = rowids
+        ranges = [(first, first + BUILD_CHUNK - 1) for first in range(low, high + 1, BUILD_CHUNK)]
+        workers = max(1, min(self._workers, len(ranges)))
+        self._pool = pool = multiprocessing.get_context("spawn").Pool(
+            workers,
+            initializer=start_worker,
+            initargs=(self._db_path, self._master_key, now, self._resolver.skew_windows, store_id),
+        )
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[tuple[BuiltWindows, list[str]]]] = []
-        for chunk in chunks:
+        for first, last in ranges:
             future: asyncio.Future[tuple[BuiltWindows, list[str]]] = loop.create_future()
             pool.apply_async(
-                build_in_worker,
-                (self._db_path, self._master_key, chunk, now, self._resolver.skew_windows),
+                build_range,
+                (first, last),
                 callback=_settle(loop, future),
                 error_callback=_fail(loop, future),
             )
             futures.append(future)
-        del chunks
         installed = 0
         unreadable: list[str] = []
         try:
             for next_done in asyncio.as_completed(futures):
                 built, bad = await next_done
                 unreadable += bad
-                for start in range(0, len(built), INSTALL_SLICE):
-                    installed += self._resolver.install(built, start, start + INSTALL_SLICE)
-                    await self._on_progress()
-                    await asyncio.sleep(0)  # let requests in between slices
+                installed += self._resolver.install(built)
                 del built
+                await self._on_progress()
         finally:
             self.close()
         logger.info(
             "built the EIDs of %d identities in %d worker processes in %.2f s",
             installed,
-            parts,
+            workers,
             time.perf_counter() - started,
         )
         return installed, unreadable

@@ -384,6 +384,7 @@ class StoreService:
             return False
         del probe
         self.resolver.expect(customer_ids)
+        rowids = await self.db.read(customers.identity_rowid_range)
         build = BackgroundBuild(
             self.resolver,
             db_path=self.db.path,
@@ -394,28 +395,41 @@ class StoreService:
 
         async def run() -> None:
             try:
-                installed, unreadable = await build.run(customer_ids, now)
-                for subject in unreadable:
-                    self.resolver.remove(subject)  # consenting, but not recognisable
-                self._note_unreadable(unreadable, installed, first_load=False)
-                await self._sync_static(customer_ids)
-                await self._notify_allowlist()
-                release_startup_garbage()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Never leave consenting customers unrecognised: load them here instead.
-                logger.exception("background identity build failed; loading in-process")
-                waiting = [c for c in customer_ids if self.resolver.is_expected(c)]
-                loaded = await self._load_identities(waiting)
-                self._note_unreadable(loaded.unreadable, len(loaded.records), first_load=False)
-                self.resolver.upsert_many(loaded.records, self.clock())
-                await self._notify_allowlist()
+                await self._finish_build(build, customer_ids, now, rowids)
             finally:
                 self._build = None
 
         self._tasks.append(asyncio.create_task(run(), name="bulle-identity-build"))
         return True
+
+    async def _finish_build(
+        self, build: BackgroundBuild, customer_ids: list[str], now: float, rowids: tuple[int, int]
+    ) -> None:
+        """Run a background build, then account for the customers it did not install."""
+        try:
+            installed, unreadable = await build.run(now, self.store_id, rowids)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("background identity build failed; loading in-process")
+            installed, unreadable = 0, []
+        unreadable = [s for s in unreadable if self.resolver.is_expected(s)]
+        for subject in unreadable:
+            self.resolver.remove(subject)  # consenting, but not recognisable
+        # Anyone still expected (a consent given between the two reads, a failed build) is
+        # loaded here, so that no consenting customer is left unrecognised.
+        waiting = [c for c in customer_ids if self.resolver.is_expected(c)]
+        if waiting:
+            loaded = await self._load_identities(waiting)
+            for subject in loaded.unreadable:
+                self.resolver.remove(subject)
+            unreadable += loaded.unreadable
+            installed += len(loaded.records)
+            self.resolver.upsert_many(loaded.records, self.clock())
+        self._note_unreadable(unreadable, installed, first_load=False)
+        await self._sync_static(customer_ids)
+        await self._notify_allowlist()
+        release_startup_garbage()
 
     def _identity_record(self, row: dict[str, Any]) -> eid.IdentityRecord:
         key = unwrap_key(self._master_key, row["key_wrapped"], identity_aad(row["customer_id"]))

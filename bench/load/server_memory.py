@@ -1,7 +1,10 @@
 """Server start-up time and memory (RSS) by store size, with phones present in the shop.
 
 Usage: .venv/bin/python bench/load/server_memory.py [--customers 100000] [--present 2000]
-       [--consenting 1.0] [--json]
+       [--consenting 1.0] [--keep DIR] [--json]
+
+`--keep DIR` keeps the prepared database in DIR and reuses it on the next run with the same
+`--customers` and `--consenting` (preparing a million customers takes minutes).
 
 The database is prepared in this process with the server's own storage functions (identity keys
 wrapped with the master key, greeting consent in the hash-chained log) for `--customers`
@@ -27,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import re
 import secrets
@@ -250,8 +255,16 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def sample_tree(server: ServerProcess, peaks: dict[str, float], stop: asyncio.Event) -> None:
-    """Peak RSS of the server's worker processes, and of server + workers together."""
+    """Peak RSS of the server's worker processes, and of server + workers together; the CPU
+    seconds of the server and of its workers (the last reading of each worker)."""
+    worker_cpu: dict[int, float] = {}
     while not stop.is_set():
         if server.process is None:  # not spawned yet
             await asyncio.sleep(SAMPLE_S / 10)
@@ -265,11 +278,16 @@ async def sample_tree(server: ServerProcess, peaks: dict[str, float], stop: asyn
                 continue
             peaks["worker"] = max(peaks["worker"], rss)
             total += rss
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                worker_cpu[child] = cpu_s(child)
+            peaks["worker_cpu"] = sum(worker_cpu.values())
         try:
             total += rss_mb(pid)["VmRSS"]
         except (OSError, KeyError):
             return
         peaks["tree"] = max(peaks["tree"], total)
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            peaks["server_cpu"] = cpu_s(pid)
         await asyncio.sleep(SAMPLE_S)
 
 
@@ -283,13 +301,57 @@ async def until_built(log: Path, timeout_s: float) -> None:
     raise RuntimeError("the server never logged that its identities were built")
 
 
+KEPT_SAMPLE = 5000
+"""Customers (keys and clocks) saved beside a kept database: the most `--present` can draw."""
+
+
+def keep_or_prepare(server: ServerProcess, args: argparse.Namespace) -> list[Customer]:
+    """Prepare the database, or reuse the one kept in `--keep` (same master key and scanner
+    secret; a sample of its customers for the arrivals)."""
+    kept = server.workdir / "kept.json"
+    if kept.exists():
+        saved = json.loads(kept.read_text("utf-8"))
+        if saved["customers"] != args.customers or saved["consenting"] != args.consenting:
+            raise SystemExit(f"{kept}: prepared for other --customers/--consenting")
+        server.master_key = saved["master_key"]
+        server.secrets = saved["secrets"]
+        config = server.config_path.read_text("utf-8").splitlines()
+        config = [line for line in config if not line.startswith("port = ")]
+        server.config_path.write_text("\n".join([*config, f"port = {server.port}", ""]), "utf-8")
+        conn = sqlite3.connect(server.db_path)
+        try:  # the previous run's arrivals: this run's are counted from none
+            with conn:
+                for table in ("cards", "decisions", "messages", "visits"):
+                    conn.execute(f"DELETE FROM {table}")
+        finally:
+            conn.close()
+        return [Customer(bytes.fromhex(k), n, o) for k, n, o in saved["sample"]]
+    server.prepare((SCANNER_ID,), via_cli=False, log_level="INFO")
+    customers = prepare(server.db_path, server.master_key, args.customers, args.consenting)
+    if args.keep is not None:
+        sample = random.Random(2).sample(customers, min(KEPT_SAMPLE, len(customers)))
+        kept.write_text(
+            json.dumps(
+                {
+                    "customers": args.customers,
+                    "consenting": args.consenting,
+                    "master_key": server.master_key,
+                    "secrets": server.secrets,
+                    "sample": [[c.identity_key.hex(), c.k, c.clock_offset_s] for c in sample],
+                }
+            ),
+            "utf-8",
+        )
+    return customers
+
+
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     server = ServerProcess(workdir / "server")
-    server.prepare((SCANNER_ID,), via_cli=False, log_level="INFO")
     t0 = time.monotonic()
-    customers = prepare(server.db_path, server.master_key, args.customers, args.consenting)
+    customers = keep_or_prepare(server, args)
     prepare_s = time.monotonic() - t0
-    peaks = {"worker": 0.0, "tree": 0.0}
+    (server.workdir / "server.log").unlink(missing_ok=True)
+    peaks = {"worker": 0.0, "tree": 0.0, "worker_cpu": 0.0, "server_cpu": 0.0}
     stop = asyncio.Event()
     t0 = time.monotonic()
     sampler = asyncio.create_task(sample_tree(server, peaks, stop))
@@ -322,6 +384,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "peak_rss_mb": peak,
         "peak_worker_rss_mb": peaks["worker"],
         "peak_tree_rss_mb": round(peaks["tree"], 1),
+        # CPU seconds spent until every EID resolved: on a loaded machine the wall-clock
+        # figures stretch, these do not (two free cores: the workers' share is halved).
+        "server_cpu_s_to_resolvable": round(peaks["server_cpu"], 2),
+        "worker_cpu_s": round(peaks["worker_cpu"], 2),
+        "load_average": round(os.getloadavg()[0], 1),
         "goal_met": peak < GOAL_MB,
     }
 
@@ -331,12 +398,19 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--present", type=int, default=2000)
     parser.add_argument("--consenting", type=float, default=1.0)
+    parser.add_argument(
+        "--keep", type=Path, help="a folder to keep the prepared database in and reuse it from"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.present > args.customers * args.consenting:
         parser.error("--present: at most the consenting customers")
-    with tempfile.TemporaryDirectory(prefix="bulle-load-") as tmp:
-        figures = asyncio.run(run(args, Path(tmp)))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        figures = asyncio.run(run(args, args.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bulle-load-") as tmp:
+            figures = asyncio.run(run(args, Path(tmp)))
     emit(figures, args.json, "server memory")
     return 0
 

@@ -168,6 +168,23 @@ def identity_batches(
         yield batch
 
 
+def identity_rowid_range(db: Handle) -> tuple[int, int]:
+    """The lowest and highest rowid of the identities table ((0, -1) when it is empty)."""
+    low, high = db.execute("SELECT min(rowid), max(rowid) FROM identities").fetchone()
+    return (0, -1) if low is None else (int(low), int(high))
+
+
+def identities_between(db: Handle, first: int, last: int) -> list[tuple[str, bytes, int, float]]:
+    """The identities whose rowid is in ``first..last``, as ``(customer_id, key_wrapped, k,
+    clock_offset_s)`` tuples (one range of a start-up build)."""
+    cursor = db.execute(
+        "SELECT customer_id, key_wrapped, k, clock_offset_s FROM identities"
+        " WHERE rowid BETWEEN ? AND ?",
+        [first, last],
+    )
+    return cursor.fetchall()
+
+
 def _parse_time(value: str | None) -> time | None:
     return None if value is None else time.fromisoformat(value)
 

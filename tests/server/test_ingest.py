@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from store_server.errors import ValidationError
 from store_server.ingest import MAX_WINDOWS_PER_BATCH, Batch, Heartbeat, check_batch, decode
@@ -198,3 +200,44 @@ def test_heartbeat_decodes() -> None:
 )
 def test_heartbeat_errors_name_the_field(change: dict[str, Any], field: str) -> None:
     assert field_of(heartbeat(**change), Heartbeat) == field
+
+
+_VALUE = st.one_of(
+    st.sampled_from(["eid", "ibeacon", "EID", "", "0123456789abcdef"]),
+    st.text(alphabet="0123456789abcdefABCDEF:-", max_size=20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-200, 2**40),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+"""Field values near the real ones (ids, times, counts...) or of another type."""
+
+WINDOW_FIELDS = ("id_type", "id", "start", "end", "count", "rssi_max", "rssi_median", "tx_power")
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from([*WINDOW_FIELDS, "junk"]), _VALUE, max_size=9),
+        max_size=4,
+    )
+)
+def test_any_windows_are_accepted_or_refused_with_a_named_error(
+    windows: list[dict[str, Any]],
+) -> None:
+    body = json.loads(batch())
+    body["windows"] = [window() | w for w in windows]
+    refused: ValidationError | None = None
+    try:
+        parsed = decode(json.dumps(body).encode(), Batch)
+        check_batch(parsed)
+    except ValidationError as exc:  # anything else (a crash, a 500) fails the test
+        refused = exc
+    if refused is not None:
+        assert refused.field is not None
+        assert refused.field.startswith("windows[")
+        return
+    assert len(parsed.windows) == len(windows)
+    for w in parsed.windows:
+        assert w.start <= w.end
+        assert w.id_type != "eid" or len(bytes.fromhex(w.id)) == 8
