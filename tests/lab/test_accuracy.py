@@ -24,14 +24,14 @@ from lab.plots import walk_svg
 
 # (floor, goal) -> the worst value accepted for now (reduced run, seed 1): not met, reported.
 MISSED: dict[tuple[str, str], float] = {
-    ("corner", "diagonal_misid_tolerant"): 0.172,
-    ("corner", "boundary_misid_tolerant"): 0.4154,
-    ("corner", "arrival_p95_s"): 7.2,
-    ("corner", "short_visits_detected"): 0.4,
+    ("corner", "diagonal_misid_tolerant"): 0.1717,
+    ("corner", "boundary_misid_tolerant"): 0.417,
+    ("corner", "arrival_p95_s"): 6.6,
+    ("corner", "short_visits_detected"): 0.7167,
     ("corner", "flaps_per_hour_mid"): 1.011,
-    ("demo", "diagonal_misid_tolerant"): 0.07355,
-    ("demo", "boundary_misid_tolerant"): 0.5101,
-    ("demo", "arrival_p95_s"): 9.8,
+    ("demo", "diagonal_misid_tolerant"): 0.07298,
+    ("demo", "boundary_misid_tolerant"): 0.5056,
+    ("demo", "arrival_p95_s"): 8.8,
     ("demo", "flaps_per_hour_mid"): 1.011,
 }
 

@@ -254,3 +254,12 @@ def test_memory_is_released_and_reused(engine: PresenceEngine) -> None:
     for i in range(200):
         engine.observe(Observation(f"q{i}", "s-machines", 20.0, here["s-machines"], -60.0, 3))
     assert engine._table.belief.shape[0] == rows
+
+
+def test_cell_by_cell_shadow_mixture_tracks_too() -> None:
+    engine = PresenceEngine(DEMO, PresenceSettings(shadow_support=1e-6))
+    events = drive(engine, channel(DEMO), WALK_IN, 40.0)
+    arrived = first(events, "arrived")
+    assert arrived is not None
+    assert 2.5 < arrived.t <= 6.0
+    assert engine.zone_of("a") == "machines"
