@@ -62,6 +62,8 @@ INTERIOR_SCANNER = "s-machines"
 # Strong enough for the interior confirmation threshold of the presence engine.
 STRONG_RSSI = -55
 CHAIN_STORE = "other-store"
+# Longer than any run of the stateful model (which advances by consent durations).
+UNCONSENTED_TTL_S = 100 * 365 * 24 * 3600
 
 
 # A consent change happens a millisecond after whatever came before it: the records made at
@@ -90,6 +92,9 @@ class Store:
             store_file=str(STORE_FILE),
             master_key=self.master_key,
             cookie_secure=False,
+            # The model has no deletion of enrollments that never consented (it advances by
+            # years): kept out of reach here, tested in tests/test_hardening_store.py.
+            unconsented_ttl_s=UNCONSENTED_TTL_S,
         )
         self.floor = load_floor(STORE_FILE)
         self.service = self._new_service()
