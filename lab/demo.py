@@ -56,8 +56,7 @@ from store_server.config import ServerConfig
 from store_server.eid import beacon_time, compute_eid, new_identity_key
 from store_server.errors import StoreServerError
 from store_server.floor import Floor
-from store_server.keywrap import wrap_key
-from store_server.service import scanner_aad
+from store_server.keywrap import scanner_aad, wrap_key
 from store_server.stock import parse_stock_csv
 from store_server.storage import catalog, scanners
 from store_server.storage.database import Database

@@ -23,7 +23,7 @@ from store_server.floor import Floor, floor_from_dict
 from store_server.keys import CONFIG, METRICS, METRICS_PORT, SERVICE
 from store_server.keywrap import parse_master_key
 from store_server.metrics import Metrics, metrics_app
-from store_server.service import StoreService
+from store_server.services.store import StoreServices
 from store_server.storage.database import Database
 from store_server.views import customer_api, customer_pages, health, manager, scanner_api, staff
 
@@ -276,7 +276,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         db = Database(_resolve(base, config.db_path))
-        service = StoreService(
+        service = StoreServices(
             config=config,
             floor=floor,
             db=db,
@@ -317,10 +317,10 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
 
     async def render() -> bytes:
         service = app[SERVICE]
-        rows = await service.scanner_rows()
+        rows = await service.scanners.scanner_rows()
         metrics.board_connections.set(len(service.hub))
         metrics.board_queue_max.set(service.hub.max_queue_depth())
-        metrics.identities.set(len(service.resolver))
+        metrics.identities.set(len(service.coordinator.resolver))
         for queue, depth in service.queue_depths().items():
             metrics.pending.labels(queue).set(depth)
         metrics.set_scanners(rows, time.time())

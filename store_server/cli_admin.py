@@ -93,8 +93,7 @@ def cmd_user_reset_password(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _new_secret(config: Any, scanner_id: str) -> tuple[str, bytes]:
-    from store_server.keywrap import wrap_key
-    from store_server.service import scanner_aad
+    from store_server.keywrap import scanner_aad, wrap_key
 
     secret = secrets.token_urlsafe(32)
     return secret, wrap_key(master_key(config), secret.encode(), scanner_aad(scanner_id))
@@ -242,7 +241,7 @@ def cmd_backup(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, out: TextIO) -> int:
-    from store_server.service import pseudonym_key
+    from store_server.keywrap import pseudonym_key
     from store_server.services.restore import reapply_refusals
     from store_server.storage import backup
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -106,3 +108,23 @@ def parse_master_key(text: str) -> bytes:
             "use 64 hex characters or base64url of 32 bytes"
         )
     return decoded
+
+
+def aad(kind: str, subject: str) -> bytes:
+    """The associated data a wrapped secret is bound to: its kind and its owner's id, so a
+    blob copied onto another row (or another kind of row) does not unwrap."""
+    return f"bulle/{kind}/{subject}".encode()
+
+
+def scanner_aad(scanner_id: str) -> bytes:
+    return aad("scanner", scanner_id)
+
+
+def derive_key(master_key: bytes, label: str) -> bytes:
+    """A key for one use (``label``) derived from the master key (HMAC-SHA-256)."""
+    return hmac.new(master_key, b"bulle/" + label.encode(), hashlib.sha256).digest()
+
+
+def pseudonym_key(master_key: bytes) -> bytes:
+    """The key of the consent log's subject references (see consent.subject_ref)."""
+    return derive_key(master_key, "consent-pseudonym")

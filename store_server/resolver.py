@@ -178,7 +178,7 @@ class EidResolver:
         # keeps this (long-lived) string and lets the built copy go with the rest of it.
         self._expected: dict[str, str] = {}
         # Subjects by the whole second at which their windows move on; the heap orders the
-        # seconds. Stale entries (removed or re-keyed subjects) are skipped when popped.
+        # seconds. A removed or re-keyed subject leaves its bucket (see _drop).
         self._due: dict[int, list[str]] = {}
         self._heap: list[int] = []
         self._history: deque[_Change] = deque(maxlen=HISTORY_VERSIONS)
@@ -417,6 +417,11 @@ class EidResolver:
         self._schedule(subject, held)
 
     def _drop(self, subject: str, held: _Held, removed: list[bytes]) -> None:
+        """Take the subject's EIDs out (into ``removed``) and its name out of the schedule,
+        so nothing of a removed subject stays behind until its rotation time."""
+        bucket = self._due.get(held.due(self._skew)) if held.eids else None
+        if bucket is not None and subject in bucket:
+            bucket.remove(subject)
         by_eid = self._by_eid
         for eid in held.eids:
             if by_eid.get(eid) == subject:

@@ -260,7 +260,7 @@ async def test_uploader_against_real_server(server: Harness, tmp_path: Path) -> 
         assert pending is not None
         answer = await uploader.post_batch(pending)
         assert answer == {"batch_id": pending.batch_id, "accepted": 1, "duplicate": False}
-        assert server.service.frames_resolved == 1
+        assert server.service.scanners.frames_resolved == 1
         assert (await uploader.post_batch(pending))["duplicate"] is True
 
         hb = _heartbeat(update.version)

@@ -376,11 +376,11 @@ async def test_opt_in_greeted_in_chosen_form_then_withdraw(server: Harness, tmp_
             # nothing more: the phone keeps advertising and the scanner drops every frame.
             await phone.advertised_for(2.0)
             reported = phone.reported
-            resolved = server.service.frames_resolved
+            resolved = server.service.scanners.frames_resolved
             await phone.advertised_for(2.0)
             assert phone.reported == reported
             assert len(phone.aggregator) == 0
-            assert server.service.frames_resolved == resolved
+            assert server.service.scanners.frames_resolved == resolved
             assert board.cards == {}
             assert page.bulle_errors == []
             print(f"withdrawal tap -> card retracted on the board: {took * 1000:.0f} ms")
@@ -420,7 +420,7 @@ async def test_my_data_export_and_erase(server: Harness) -> None:
             enrolled = await enroll_in_page(page, url)
             await grant_in_page(page, url, "greeting")
             await grant_in_page(page, url, "stock_check")
-            customer_id = await server.service.customer_for_token(enrolled["token"])
+            customer_id = await server.service.customers.customer_for_token(enrolled["token"])
             [consent_hash] = [
                 r["hash"]
                 for r in await server.rows("SELECT hash, purpose FROM consent_texts")

@@ -109,7 +109,7 @@ async def test_shutdown_answers_held_long_polls(server: Harness) -> None:
     task = asyncio.create_task(
         server.signed(scanner, "GET", f"{ALLOWLIST}?since={version}&wait=30")
     )
-    condition = server.service._allowlist_changed
+    condition = server.service.coordinator.allowlist_changed
     await wait_until(lambda: len(condition._waiters) > 0)
     await server.service.release_long_polls()
     resp = await asyncio.wait_for(task, WAIT_TIMEOUT_S)
@@ -119,15 +119,15 @@ async def test_shutdown_answers_held_long_polls(server: Harness) -> None:
 
 async def test_cancelled_long_poll_leaves_the_condition_usable(server: Harness) -> None:
     service = server.service
-    version = service.resolver.version
-    cancelled = asyncio.create_task(service.allowlist(version, 30.0))
-    condition = service._allowlist_changed
+    version = service.coordinator.resolver.version
+    cancelled = asyncio.create_task(service.scanners.allowlist(version, 30.0))
+    condition = service.coordinator.allowlist_changed
     await wait_until(lambda: len(condition._waiters) > 0)
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     assert not condition.locked()
-    held = asyncio.create_task(service.allowlist(version, 30.0))
+    held = asyncio.create_task(service.scanners.allowlist(version, 30.0))
     await wait_until(lambda: len(condition._waiters) > 0)
     await service.release_long_polls()
     answer = await asyncio.wait_for(held, WAIT_TIMEOUT_S)

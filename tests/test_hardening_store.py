@@ -402,7 +402,7 @@ async def test_08_manager_page_shows_a_rewrite_of_the_consent_log(server: Harnes
     token = await server.enroll()
     assert (await server.grant(token, "greeting")).status == 201
     assert (await server.grant(token, "stock_check")).status == 201
-    await server.service.checkpoint_consent_log(time.time())
+    await server.service.customers.checkpoint_consent_log(time.time())
     await server.add_staff("margot", "correct horse battery", "manager")
     resp = await server.client.post(
         "/login",

@@ -576,7 +576,7 @@ def _advert(customer: Customer) -> str:
 
 
 def test_long_poll_timeout_is_above_the_servers_longest_wait() -> None:
-    from store_server.service import MAX_ALLOWLIST_WAIT_S
+    from store_server.services.scanners import MAX_ALLOWLIST_WAIT_S
 
     text = SITE.read_text("utf-8")
     match = re.search(r"proxy_read_timeout (\d+)s;", text)

@@ -26,8 +26,8 @@ import pytest
 from aiohttp import web
 
 from store_server.app import _NON_COOKIE_PREFIXES
+from store_server.services.customers import CHECK_IN_MIN_INTERVAL_S
 from store_server.throttle import LOGIN_MAX_FAILURES
-from store_server.views.customer_api import CHECK_IN_MIN_INTERVAL_S
 from store_server.views.staff import WS_MAX_MESSAGE_BYTES, cookie_name
 from tests.server.conftest import STORE_ID, Harness, bearer, error_of, server, sign_headers
 

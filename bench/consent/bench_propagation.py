@@ -130,7 +130,7 @@ async def _measure(
     for i in range(scanners):
         scanner_id = f"bench-{i}"
         secret = secrets.token_urlsafe(32)
-        wrapped = service.wrap_scanner_secret(scanner_id, secret)
+        wrapped = service.scanners.wrap_scanner_secret(scanner_id, secret)
         now = time.time()
         await service.db.run(
             lambda db, s=scanner_id, w=wrapped, t=now: scanner_store.add_scanner(
@@ -149,7 +149,7 @@ async def _measure(
     async with session.get(f"{base}/api/v1/consent-texts") as resp:
         texts = (await resp.json())["texts"]
     text_hash = next(t["hash"] for t in texts if t["purpose"] == "greeting")
-    waiters = service._allowlist_changed._waiters
+    waiters = service.coordinator.allowlist_changed._waiters
     latencies: list[float] = []
     try:
         for _ in range(rounds):

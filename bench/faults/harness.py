@@ -215,8 +215,7 @@ class ServerProcess:
             self.secrets[scanner_id] = match.group(1)
 
     def _register_in_process(self, scanner_ids: tuple[str, ...]) -> None:
-        from store_server.keywrap import wrap_key
-        from store_server.service import scanner_aad
+        from store_server.keywrap import scanner_aad, wrap_key
         from store_server.storage import scanners as scanner_store
         from store_server.storage.database import Database
 

@@ -55,8 +55,7 @@ from store_server.app import load_consent_texts
 from store_server.consent import GENESIS_HASH, LogEntry, entry_hash, subject_ref
 from store_server.eid import COUNTER_MODULUS, beacon_time, clock_offset, new_identity_key
 from store_server.identity_load import identity_aad
-from store_server.keywrap import wrap_key
-from store_server.service import derive_key
+from store_server.keywrap import derive_key, wrap_key
 from store_server.storage import consents as consent_store
 from store_server.storage import customers as customer_store
 from store_server.storage.database import Database, immediate

@@ -37,10 +37,6 @@ API_VERSION = "1.0.0"
 # Name under which "my data" is saved by a browser.
 EXPORT_FILENAME = "bulle-my-data.json"
 
-# One check-in per customer every 10 s: a tap is a deliberate act, a burst is a bug or abuse.
-CHECK_IN_MIN_INTERVAL_S = 10.0
-_last_check_in = web.AppKey("last_check_in", dict)
-
 
 class EnrollLimits:
     """Moving-window limits (`limits`, in memory) on anonymous enrollment."""
@@ -75,7 +71,7 @@ async def _customer(request: web.Request) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationError("send the app token as 'Authorization: Bearer <token>'")
-    return await request.app[SERVICE].customer_for_token(token.strip())
+    return await request.app[SERVICE].customers.customer_for_token(token.strip())
 
 
 @api.operation(
@@ -95,7 +91,7 @@ async def enroll(request: web.Request) -> web.Response:
     if not request.app[_enroll_limits].hit(request_address(request)):
         raise RateLimitedError("too many enrollments from here; try again later")
     body = decode(await request.read() or b"{}", EnrollRequest)
-    return _json(await request.app[SERVICE].enroll(body.app_counter, body.language), 201)
+    return _json(await request.app[SERVICE].customers.enroll(body.app_counter, body.language), 201)
 
 
 @api.operation(
@@ -108,7 +104,9 @@ async def enroll(request: web.Request) -> web.Response:
 async def rotate(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", RotateRequest)
-    return _json(await request.app[SERVICE].rotate_identity(customer_id, body.app_counter))
+    return _json(
+        await request.app[SERVICE].customers.rotate_identity(customer_id, body.app_counter)
+    )
 
 
 @api.operation(
@@ -118,12 +116,12 @@ async def rotate(request: web.Request) -> web.Response:
     auth=False,
 )
 async def consent_texts(request: web.Request) -> web.Response:
-    return _json({"texts": await request.app[SERVICE].consent_texts()})
+    return _json({"texts": await request.app[SERVICE].customers.consent_texts()})
 
 
 @api.operation("GET", "/api/v1/catalog", "Catalog with stock and aisle at this store", auth=False)
 async def catalog(request: web.Request) -> web.Response:
-    return _json({"items": await request.app[SERVICE].catalog()})
+    return _json({"items": await request.app[SERVICE].catalog.items()})
 
 
 @api.operation(
@@ -136,7 +134,7 @@ async def catalog(request: web.Request) -> web.Response:
 async def grant(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read(), ConsentRequest)
-    result = await request.app[SERVICE].grant(
+    result = await request.app[SERVICE].customers.grant(
         customer_id, body.purpose, body.text_hash, body.scope, body.channel, body.app_version
     )
     return _json(result, 201)
@@ -153,7 +151,7 @@ async def withdraw(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", WithdrawRequest)
     return _json(
-        await request.app[SERVICE].withdraw(
+        await request.app[SERVICE].customers.withdraw(
             customer_id, body.purposes, body.channel, body.app_version
         )
     )
@@ -180,7 +178,7 @@ async def preferences(request: web.Request) -> web.Response:
             date.fromisoformat(values["not_today"])  # a real date, not only its shape
         except ValueError:
             raise ValidationError("not a date (YYYY-MM-DD)", field="not_today") from None
-    service = request.app[SERVICE]
+    service = request.app[SERVICE].customers
     legacy = values.pop("legacy_ibeacon", None)
     if legacy is not None:
         await service.set_legacy_ibeacon(customer_id, legacy)
@@ -205,7 +203,7 @@ LEGACY_IBEACON_NOTICE = {
 
 
 async def _preferences_of(request: web.Request, customer_id: str) -> dict[str, Any]:
-    row = await request.app[SERVICE].preferences(customer_id)
+    row = await request.app[SERVICE].customers.preferences(customer_id)
     if row is None:
         return {}
     legacy = bool(row["legacy_ibeacon"])
@@ -219,7 +217,7 @@ async def _preferences_of(request: web.Request, customer_id: str) -> dict[str, A
 async def wishlist(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read(), WishlistRequest)
-    await request.app[SERVICE].set_wishlist(customer_id, body.skus)
+    await request.app[SERVICE].customers.set_wishlist(customer_id, body.skus)
     return _json({"skus": list(dict.fromkeys(body.skus))})
 
 
@@ -238,18 +236,13 @@ async def check_in(request: web.Request) -> web.Response:
     if body.zone is not None and body.zone not in {zone.id for zone in service.floor.zones}:
         # Checked before the check-in slot is used; the answer does not repeat the text.
         raise ValidationError("not a zone of this store", field="zone")
-    now = service.clock()
-    last: dict[str, float] = request.app[_last_check_in]
-    if now - last.get(customer_id, float("-inf")) < CHECK_IN_MIN_INTERVAL_S:
-        raise RateLimitedError("one check-in every 10 seconds")
-    last[customer_id] = now
-    return _json(await service.check_in(customer_id, body.zone))
+    return _json(await service.customers.check_in(customer_id, body.zone))
 
 
 @api.operation("GET", "/api/v1/messages", "Messages to the app (stock answers), newest first")
 async def messages(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    return _json({"messages": await request.app[SERVICE].messages(customer_id)})
+    return _json({"messages": await request.app[SERVICE].customers.messages(customer_id)})
 
 
 @api.operation(
@@ -257,7 +250,7 @@ async def messages(request: web.Request) -> web.Response:
 )
 async def my_consents(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    data = await request.app[SERVICE].my_data(customer_id)
+    data = await request.app[SERVICE].customers.my_data(customer_id)
     return _json({"consents": data["consents"]})
 
 
@@ -269,7 +262,7 @@ async def my_consents(request: web.Request) -> web.Response:
 )
 async def my_data(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    response = _json(await request.app[SERVICE].my_data(customer_id))
+    response = _json(await request.app[SERVICE].customers.my_data(customer_id))
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -279,7 +272,7 @@ async def my_data(request: web.Request) -> web.Response:
 )
 async def export(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    response = _json(await request.app[SERVICE].my_data(customer_id))
+    response = _json(await request.app[SERVICE].customers.my_data(customer_id))
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Disposition"] = f'attachment; filename="{EXPORT_FILENAME}"'
     return response
@@ -295,8 +288,7 @@ async def export(request: web.Request) -> web.Response:
 async def erase(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
     body = decode(await request.read() or b"{}", EraseRequest)
-    result = await request.app[SERVICE].erase(customer_id, body.channel, body.app_version)
-    request.app[_last_check_in].pop(customer_id, None)
+    result = await request.app[SERVICE].customers.erase(customer_id, body.channel, body.app_version)
     return _json(result)
 
 
@@ -307,6 +299,5 @@ async def openapi_document(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     config = app[CONFIG]
     app[_enroll_limits] = EnrollLimits(config.enroll_rate_limit, config.enroll_rate_limit_total)
-    app[_last_check_in] = {}
     app.add_routes(routes)
     app.router.add_get("/api/openapi.json", openapi_document)

@@ -47,7 +47,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
             await service.ping_writer()
-            scanners = await service.scanner_rows()
+            scanners = await service.scanners.scanner_rows()
         checks["database"] = {"ok": True}
     except Exception as exc:  # any failure of the probe is the answer, not a crash
         checks["database"] = {"ok": False, "error": type(exc).__name__}
@@ -56,8 +56,8 @@ async def readyz(request: web.Request) -> web.Response:
     checks["resolver"] = {
         # The resolver moves to each new EID window in the periodic tick (every second).
         "ok": tick_age <= TICK_STALE_S,
-        "identities": len(service.resolver),
-        "version": service.resolver.version,
+        "identities": len(service.coordinator.resolver),
+        "version": service.coordinator.resolver.version,
         "last_tick_s_ago": round(tick_age, 1),
     }
     now = time.time()

@@ -27,7 +27,7 @@ from store_server.errors import (
 )
 from store_server.i18n_names import FieldError, field_error
 from store_server.keys import SERVICE
-from store_server.service import StoreService
+from store_server.services.store import StoreServices
 from store_server.staff import StaffUser
 from store_server.stock import parse_count, parse_stock_csv
 from store_server.views.staff import current_user, language, page, read_form
@@ -71,7 +71,7 @@ def manager_only(handler: ManagerHandler) -> Handler:
     return wrapper
 
 
-def _service(request: web.Request) -> StoreService:
+def _service(request: web.Request) -> StoreServices:
     return request.app[SERVICE]
 
 
@@ -110,7 +110,7 @@ async def _scanners_page(
 ) -> web.Response:
     service = _service(request)
     now = service.clock()
-    found = await service.scanner_rows()
+    found = await service.scanners.scanner_rows()
     for row in found:
         seen = row["last_seen_at"]
         if row["revoked_at"] is not None:
@@ -150,7 +150,7 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
     if not _valid_scanner_id(scanner_id):
         error = field_error(language(request), "scanner_id", "letters, digits", "scanner_id")
         return await _scanners_page(request, user, error=error, status=422, value=scanner_id)
-    secret = await _service(request).register_scanner(scanner_id)
+    secret = await _service(request).scanners.register_scanner(scanner_id)
     logger.info("scanner %s registered by %s", scanner_id, user.username)
     # The secret is rendered in this one response (no-store) and never again.
     return await _scanners_page(request, user, secret=(scanner_id, secret))
@@ -160,7 +160,7 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
 @manager_only
 async def revoke_scanner(request: web.Request, user: StaffUser) -> web.StreamResponse:
     scanner_id = request.match_info["scanner_id"]
-    await _service(request).revoke_scanner(scanner_id)
+    await _service(request).scanners.revoke_scanner(scanner_id)
     logger.info("scanner %s revoked by %s", scanner_id, user.username)
     raise web.HTTPSeeOther("/manager/scanners")
 
@@ -177,14 +177,14 @@ async def _zones_page(
     status: int = 200,
 ) -> web.Response:
     service = _service(request)
-    registered = {str(r["id"]) for r in await service.scanner_rows()}
+    registered = {str(r["id"]) for r in await service.scanners.scanner_rows()}
     return _manager_page(
         request,
         user,
         "manager_zones.html",
         zones=service.floor.zones,
         scanners=service.floor.scanners,
-        offsets=service.engine.calibration(),
+        offsets=service.scanners.calibration(),
         registered=registered,
         zone_names={z.id: (z.name_fr, z.name_en) for z in service.floor.zones},
         error=error,
@@ -210,7 +210,7 @@ async def calibrate(request: web.Request, user: StaffUser) -> web.StreamResponse
             offset = float(str(form.get("rssi_offset_db", "")).replace(",", "."))
         except ValueError:
             raise ValidationError("not a number", field="rssi_offset_db") from None
-        await service.set_calibration(scanner_id, offset, user.username)
+        await service.scanners.set_calibration(scanner_id, offset, user.username)
     except StoreServerError as exc:
         if exc.status == 404:
             raise
@@ -234,7 +234,7 @@ async def _stock_page(
     typed: dict[str, str] | None = None,
 ) -> web.Response:
     service = _service(request)
-    items = await service.catalog()
+    items = await service.catalog.items()
     return _manager_page(
         request,
         user,
@@ -268,7 +268,7 @@ async def stock_import(request: web.Request, user: StaffUser) -> web.StreamRespo
         except UnicodeDecodeError:
             raise ValidationError("the file is not UTF-8 text", field="file") from None
         items = parse_stock_csv(text)
-        count = await service.import_stock(items)
+        count = await service.catalog.import_stock(items)
     except StoreServerError as exc:
         return await _stock_page(request, user, error=_error(request, exc, "file"), status=422)
     logger.info("%s stock items imported by %s", count, user.username)
@@ -284,7 +284,7 @@ async def stock_edit(request: web.Request, user: StaffUser) -> web.StreamRespons
     try:
         count = parse_count(str(form.get("count", "")), "count")
         aisle = str(form.get("aisle", ""))
-        await service.set_stock(sku, count, aisle)
+        await service.catalog.set_stock(sku, count, aisle)
     except StoreServerError as exc:
         if exc.status == 404:
             raise
@@ -376,7 +376,7 @@ async def staff_enable(request: web.Request, user: StaffUser) -> web.StreamRespo
 @manager_only
 async def consent_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """The consent proof: pseudonymous subject references only (no customer is named)."""
-    service = _service(request)
+    service = _service(request).customers
     entries = await service.consent_log()
     try:
         verified: int | None = verify_chain(entries)
@@ -404,7 +404,7 @@ async def consent_log(request: web.Request, user: StaffUser) -> web.StreamRespon
 async def access_log(request: web.Request, user: StaffUser) -> web.StreamResponse:
     """Who saw which card when; viewing this page is itself logged for every customer shown."""
     service = _service(request)
-    entries = await service.access_log(user.username, ACCESS_LOG_PAGE_ROWS)
+    entries = await service.board.access_log(user.username, ACCESS_LOG_PAGE_ROWS)
     for entry in entries:
         entry["subject"] = entry["subject"][:SUBJECT_REF_CHARS]
     return _manager_page(request, user, "manager_access.html", entries=entries)

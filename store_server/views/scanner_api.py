@@ -17,7 +17,9 @@ async def _authenticated(request: web.Request) -> tuple[str, str, bytes]:
     service = request.app[SERVICE]
     body = await request.read()
     signed = read_headers(request.headers)
-    store_id = await service.authenticate_scanner(signed, request.method, request.path_qs, body)
+    store_id = await service.scanners.authenticate_scanner(
+        signed, request.method, request.path_qs, body
+    )
     return signed.scanner_id, store_id, body
 
 
@@ -31,10 +33,12 @@ async def post_batch(request: web.Request) -> web.Response:
     body = await request.read()
     signed = read_headers(request.headers)
     # The registration is checked again in the transaction that records the batch.
-    registration = await service.authenticate_batch(signed, request.method, request.path_qs, body)
+    registration = await service.scanners.authenticate_batch(
+        signed, request.method, request.path_qs, body
+    )
     batch = decode(body, Batch)
     check_batch(batch)
-    result = await service.ingest(
+    result = await service.scanners.ingest(
         signed.scanner_id, registration.store_id, batch, registration=registration
     )
     metrics = request.app[METRICS]
@@ -50,7 +54,7 @@ async def post_batch(request: web.Request) -> web.Response:
 async def post_heartbeat(request: web.Request) -> web.Response:
     scanner_id, store_id, body = await _authenticated(request)
     return _json(
-        await request.app[SERVICE].heartbeat(scanner_id, store_id, decode(body, Heartbeat))
+        await request.app[SERVICE].scanners.heartbeat(scanner_id, store_id, decode(body, Heartbeat))
     )
 
 
@@ -75,4 +79,4 @@ async def get_allowlist(request: web.Request) -> web.Response:
     await _authenticated(request)
     since = _int_param(request, "since")
     wait = _int_param(request, "wait") or 0
-    return _json(await request.app[SERVICE].allowlist(since, float(wait)))
+    return _json(await request.app[SERVICE].scanners.allowlist(since, float(wait)))

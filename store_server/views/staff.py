@@ -208,12 +208,12 @@ async def board_ws(request: web.Request) -> web.WebSocketResponse:
         # A malformed action from a board is ignored: it must not end that board's connection.
         card_id, action = data.get("id"), data.get("as")
         if data.get("action") == "close" and isinstance(card_id, str) and action in CARD_ACTIONS:
-            await service.close_card(card_id, user.username, str(action))
+            await service.board.close_card(card_id, user.username, str(action))
 
     await service.hub.serve(
         ws,
         user.username,
-        lambda: service.board_snapshot(user.username),
+        lambda: service.board.snapshot(user.username),
         on_message,
         transport=request.transport,
         session=session_key(session_id),

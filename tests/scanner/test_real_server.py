@@ -31,7 +31,7 @@ PROPAGATION_BOUND_S = ALLOWLIST_LONG_POLL_S / 2
 
 def parked_polls(harness: Harness) -> int:
     """Long polls waiting on the server's allowlist condition (asyncio.Condition waiters)."""
-    waiters = harness.service._allowlist_changed._waiters
+    waiters = harness.service.coordinator.allowlist_changed._waiters
     return len(waiters)
 
 
@@ -78,7 +78,7 @@ async def test_withdrawal_reaches_running_scanner_within_a_second(
         version_before = daemon.allowlist.version
         # The pipeline works end to end before the withdrawal: the sighting is resolved.
         stream.feed_data(eid_line(eid))
-        await wait_until(lambda: server.service.frames_resolved >= 1)
+        await wait_until(lambda: server.service.scanners.frames_resolved >= 1)
         assert daemon.counters.frames_passed == 1
         # The daemon's long poll is parked at the server before the change.
         await wait_until(lambda: parked_polls(server) >= 1)
@@ -97,4 +97,4 @@ async def test_withdrawal_reaches_running_scanner_within_a_second(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
-    assert server.service.frames_resolved == 1
+    assert server.service.scanners.frames_resolved == 1

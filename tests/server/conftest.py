@@ -29,7 +29,7 @@ from store_server import staff
 from store_server.app import AccessLogger, create_app
 from store_server.config import ServerConfig
 from store_server.keys import SERVICE
-from store_server.service import StoreService
+from store_server.services.store import StoreServices
 from store_server.stock import parse_stock_csv
 from store_server.storage import catalog as catalog_store
 from store_server.storage import database
@@ -58,12 +58,12 @@ class Harness:
     master_key: str
 
     @property
-    def service(self) -> StoreService:
+    def service(self) -> StoreServices:
         return self.app[SERVICE]
 
     async def add_scanner(self, scanner_id: str, store_id: str = STORE_ID) -> Scanner:
         secret = secrets.token_urlsafe(32)
-        wrapped = self.service.wrap_scanner_secret(scanner_id, secret)
+        wrapped = self.service.scanners.wrap_scanner_secret(scanner_id, secret)
         now = time.time()
         await self.service.db.run(
             lambda db: scanner_store.add_scanner(db, scanner_id, store_id, wrapped, now)

@@ -93,7 +93,7 @@ async def test_grant_then_withdraw(server: Harness) -> None:
     assert await server.rows("SELECT * FROM consents") == []
     log = await server.rows("SELECT action FROM consent_log ORDER BY seq")
     assert [r["action"] for r in log] == ["grant", "grant", "withdraw", "withdraw"]
-    assert len(server.service.resolver) == 0
+    assert len(server.service.coordinator.resolver) == 0
 
 
 async def test_preferences_validation_names_the_field(server: Harness) -> None:
@@ -501,7 +501,7 @@ async def test_long_poll_returns_early_on_grant_and_withdrawal(server: Harness) 
         return data
 
     task = asyncio.create_task(poll(version))
-    condition = server.service._allowlist_changed
+    condition = server.service.coordinator.allowlist_changed
     await wait_until(lambda: len(condition._waiters) > 0)
     assert not task.done()
     assert (await server.grant(token, "greeting")).status == 201

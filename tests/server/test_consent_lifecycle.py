@@ -1,4 +1,4 @@
-"""Consent over time, on the real StoreService with an injected clock and a real SQLite file.
+"""Consent over time, on the real StoreServices with an injected clock and a real SQLite file.
 
 - expiry is exact at decision time and the resolver drops the customer at the next tick;
 - scope: a chain-wide consent counts here, a consent given at another store does not;
@@ -37,9 +37,10 @@ from store_server.app import load_consent_texts, load_floor
 from store_server.config import ServerConfig
 from store_server.consent import DEFAULT_CONSENT_DURATION_S, PURPOSES, Purpose
 from store_server.eid import IdentityRecord, eid_at
+from store_server.errors import RateLimitedError
 from store_server.ingest import Batch, Window
 from store_server.keywrap import parse_master_key
-from store_server.service import StoreService
+from store_server.services.store import StoreServices
 from store_server.stock import parse_stock_csv
 from store_server.storage import catalog as catalog_store
 from store_server.storage import consents as consent_store
@@ -78,7 +79,7 @@ class Clock:
 
 
 class Store:
-    """A StoreService on a file, driven step by step (no background task)."""
+    """A StoreServices on a file, driven step by step (no background task)."""
 
     def __init__(self, directory: Path, clock: Clock) -> None:
         self.db_path = directory / "store.sqlite"
@@ -93,8 +94,8 @@ class Store:
         self.floor = load_floor(STORE_FILE)
         self.service = self._new_service()
 
-    def _new_service(self) -> StoreService:
-        return StoreService(
+    def _new_service(self) -> StoreServices:
+        return StoreServices(
             config=self.config,
             floor=self.floor,
             db=Database(self.db_path),
@@ -107,7 +108,7 @@ class Store:
     async def setup(self) -> None:
         await self.service.prepare()
         items = parse_stock_csv(CATALOG_FILE.read_text("utf-8"))
-        secret = self.service.wrap_scanner_secret(INTERIOR_SCANNER, "s" * 32)
+        secret = self.service.scanners.wrap_scanner_secret(INTERIOR_SCANNER, "s" * 32)
         now = self.clock()
 
         def fill(db: Any) -> None:
@@ -127,7 +128,7 @@ class Store:
         self.service.db.close()
 
     async def enroll(self, name: str) -> Customer:
-        enrolled = await self.service.enroll(None, "en")
+        enrolled = await self.service.customers.enroll(None, "en")
         customer_id = enrolled["customer_id"]
         service = self.service
         now = self.clock()
@@ -158,7 +159,7 @@ class Store:
 
     async def grant(self, customer: Customer, purpose: Purpose, scope: str = "store") -> None:
         text = next(t for t in load_consent_texts() if t.purpose == purpose)
-        await self.service.grant(
+        await self.service.customers.grant(
             customer.customer_id,
             purpose,
             text.hash,
@@ -183,7 +184,7 @@ class Store:
             for t in (now - 2, now - 1, now)
         ]
         batch = Batch(secrets.token_hex(8), STORE_ID, INTERIOR_SCANNER, windows)
-        await self.service.ingest(INTERIOR_SCANNER, STORE_ID, batch)
+        await self.service.scanners.ingest(INTERIOR_SCANNER, STORE_ID, batch)
 
     async def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         return await self.service.db.run(lambda db: database.rows(db, sql, params or []))
@@ -247,23 +248,25 @@ async def store(tmp_path: Path) -> Any:
 async def test_expiry_is_exact_and_the_resolver_drops_at_next_tick(store: Store) -> None:
     customer = await store.enroll(letters_name())
     await store.grant(customer, "greeting")
-    assert customer.customer_id in store.service.resolver
+    assert customer.customer_id in store.service.coordinator.resolver
     # One second before expiry the consent still counts.
     store.clock.t = T0 + DEFAULT_CONSENT_DURATION_S - 1
     await store.service.tick(store.clock.t)
-    assert customer.customer_id in store.service.resolver
+    assert customer.customer_id in store.service.coordinator.resolver
     # At the expiry instant, before any tick: a check-in decides nothing and records nothing.
     store.clock.t = T0 + DEFAULT_CONSENT_DURATION_S
-    assert await store.service.check_in(customer.customer_id, None) == {"checked_in": True}
+    assert await store.service.customers.check_in(customer.customer_id, None) == {
+        "checked_in": True
+    }
     assert await store.rows("SELECT * FROM decisions") == []
     assert await store.rows("SELECT * FROM visits") == []
     # The next tick (one second later) takes the customer out of the resolver and the list.
-    version = store.service.resolver.version
+    version = store.service.coordinator.resolver.version
     store.clock.t += 1
     await store.service.tick(store.clock.t)
-    assert customer.customer_id not in store.service.resolver
-    assert store.service.resolver.version > version
-    assert await store.service.check_in(customer.customer_id, None) == {
+    assert customer.customer_id not in store.service.coordinator.resolver
+    assert store.service.coordinator.resolver.version > version
+    assert await store.service.customers.check_in(customer.customer_id, None) == {
         "checked_in": False,
         "reason": "no_consent",
     }
@@ -275,7 +278,7 @@ async def test_open_cards_are_retracted_when_the_consent_lapses(store: Store) ->
     retracted: list[dict[str, Any]] = []
     store.service.hub.publish = retracted.append  # type: ignore[method-assign]
     store.clock.t = T0 + DEFAULT_CONSENT_DURATION_S - 100  # still present at the expiry
-    await store.service.check_in(customer.customer_id, None)
+    await store.service.customers.check_in(customer.customer_id, None)
     cards = await store.rows("SELECT id, state FROM cards")
     assert [c["state"] for c in cards] == ["open"]
     store.clock.t = T0 + DEFAULT_CONSENT_DURATION_S
@@ -284,7 +287,7 @@ async def test_open_cards_are_retracted_when_the_consent_lapses(store: Store) ->
         {"id": cards[0]["id"], "state": "retracted"}
     ]
     assert {"type": "retract", "id": cards[0]["id"], "reason": "expired"} in retracted
-    assert customer.customer_id not in store.service.engine.present()
+    assert customer.customer_id not in store.service.coordinator.engine.present()
 
 
 async def test_renewal_before_expiry_extends_and_is_logged(store: Store) -> None:
@@ -294,7 +297,7 @@ async def test_renewal_before_expiry_extends_and_is_logged(store: Store) -> None
     await store.grant(customer, "stock_check")
     store.clock.t = T0 + DEFAULT_CONSENT_DURATION_S + 10
     await store.service.tick(store.clock.t)
-    assert customer.customer_id in store.service.resolver
+    assert customer.customer_id in store.service.coordinator.resolver
     log = await store.service.db.run(consent_store.consent_log_rows)
     assert [e.entry.action for e in log] == ["grant", "renew"]
     # After the lapse, granting again is a new grant, not a renewal.
@@ -316,7 +319,7 @@ async def test_scope_chain_counts_here_store_scope_elsewhere_does_not(store: Sto
             consent_store.grant_consent(
                 db,
                 customer_id=customer.customer_id,
-                subject_ref=store.service.subject_ref(customer.customer_id),
+                subject_ref=store.service.customers.subject_ref(customer.customer_id),
                 purpose="greeting",
                 text_hash=text.hash,
                 scope=scope,  # type: ignore[arg-type]
@@ -329,13 +332,13 @@ async def test_scope_chain_counts_here_store_scope_elsewhere_does_not(store: Sto
 
     await store.service.db.run(given_at_other_store)
     await store.restart()
-    resolver = store.service.resolver
+    resolver = store.service.coordinator.resolver
     assert here.customer_id in resolver
     assert chain.customer_id in resolver
     assert elsewhere.customer_id not in resolver
     store.clock.t += 1
     for customer in (here, chain, elsewhere):
-        await store.service.check_in(customer.customer_id, None)
+        await store.service.customers.check_in(customer.customer_id, None)
     greeted = await store.rows("SELECT customer_id FROM cards WHERE kind = 'greeting'")
     assert {r["customer_id"] for r in greeted} == {here.customer_id, chain.customer_id}
 
@@ -346,10 +349,10 @@ async def test_retention_purges_visits_decisions_cards_messages(store: Store) ->
     for c in (customer, other):
         await store.grant(c, "greeting")
         await store.grant(c, "stock_check")
-    await store.service.check_in(customer.customer_id, "parts")
+    await store.service.customers.check_in(customer.customer_id, "parts")
     cards = await store.rows("SELECT id FROM cards")
     assert len(cards) == 2
-    await store.service.close_card(cards[0]["id"], "alice", "greeted")
+    await store.service.board.close_card(cards[0]["id"], "alice", "greeted")
     assert len(await store.rows("SELECT * FROM messages")) == 1
     # Text found only in the purged card (the access log keeps the card ids for the customer).
     needles = [f"Hello {customer.name}"]
@@ -362,8 +365,8 @@ async def test_retention_purges_visits_decisions_cards_messages(store: Store) ->
     store.clock.t = T0 + 1000 + store.config.retention_s + 60
     await store.service.tick(store.clock.t)
     assert await store.rows("SELECT * FROM visits") == []
-    await store.service.check_in(other.customer_id, None)
-    assert await store.service.purge(store.clock.t) == 0  # a fresh visit is kept
+    await store.service.customers.check_in(other.customer_id, None)
+    assert await store.service.board.purge(store.clock.t) == 0  # a fresh visit is kept
     assert await store.traces(needles) == []
     for table in ("visits", "decisions", "messages"):
         remaining = await store.rows(f"SELECT customer_id FROM {table}")
@@ -454,11 +457,14 @@ class ConsentLifecycle(RuleBasedStateMachine):
         if customer in self.erased:
             return
         self.advance(CONSENT_STEP_S, tick=False)
-        run(self.loop, self.store.service.withdraw(customer.customer_id, which, "app", None))
+        run(
+            self.loop,
+            self.store.service.customers.withdraw(customer.customer_id, which, "app", None),
+        )
         for purpose in which:
             customer.end(purpose, self.now)
         if not customer.any_active(self.now):
-            assert customer.customer_id not in self.store.service.resolver
+            assert customer.customer_id not in self.store.service.coordinator.resolver
         open_cards = run(
             self.loop,
             self.store.rows(
@@ -497,7 +503,12 @@ class ConsentLifecycle(RuleBasedStateMachine):
     def check_in(self, customer: Customer, zone: str | None) -> None:
         if customer in self.erased:
             return
-        answer = run(self.loop, self.store.service.check_in(customer.customer_id, zone))
+        try:
+            answer = run(
+                self.loop, self.store.service.customers.check_in(customer.customer_id, zone)
+            )
+        except RateLimitedError:
+            return  # a second check-in within CHECK_IN_MIN_INTERVAL_S: refused, nothing read
         if not customer.any_active(self.now) and self.ticked:
             assert answer == {"checked_in": False, "reason": "no_consent"}
 
@@ -505,11 +516,11 @@ class ConsentLifecycle(RuleBasedStateMachine):
     def erase(self, customer: Customer) -> None:
         if customer in self.erased:
             return
-        result = run(self.loop, self.store.service.erase(customer.customer_id))
+        result = run(self.loop, self.store.service.customers.erase(customer.customer_id))
         assert result == {"erased": True}
         self.live.remove(customer)
         self.erased.append(customer)
-        assert customer.customer_id not in self.store.service.resolver
+        assert customer.customer_id not in self.store.service.coordinator.resolver
 
     @rule()
     def purge(self) -> None:
@@ -566,7 +577,7 @@ class ConsentLifecycle(RuleBasedStateMachine):
         if not hasattr(self, "store") or not self.ticked:
             return
         allowed = {c.customer_id for c in self.live if c.any_active(self.now)}
-        assert set(self.store.service.resolver.subjects()) <= allowed
+        assert set(self.store.service.coordinator.resolver.subjects()) <= allowed
 
     @invariant()
     def erased_leave_no_trace(self) -> None:

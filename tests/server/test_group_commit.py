@@ -74,7 +74,7 @@ async def test_the_same_batch_twice_in_one_group_is_recorded_once(tmp_path: Path
         a, b, c = (secrets.token_hex(8) for _ in range(3))
         answers = await asyncio.gather(
             *(
-                store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(batch_id, T0))
+                store.service.scanners.ingest(INTERIOR_SCANNER, STORE_ID, _batch(batch_id, T0))
                 for batch_id in (a, a, b, c, b)
             )
         )
@@ -102,7 +102,10 @@ async def test_a_failed_commit_fails_its_callers_and_acknowledges_nothing_it_los
     try:
         ids = [secrets.token_hex(8) for _ in range(4)]
         outcomes = await asyncio.gather(
-            *(store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(i, T0)) for i in ids),
+            *(
+                store.service.scanners.ingest(INTERIOR_SCANNER, STORE_ID, _batch(i, T0))
+                for i in ids
+            ),
             return_exceptions=True,
         )
         failed = [i for i, o in zip(ids, outcomes, strict=True) if isinstance(o, BaseException)]
@@ -112,7 +115,9 @@ async def test_a_failed_commit_fails_its_callers_and_acknowledges_nothing_it_los
         # Acknowledged exactly when recorded: nothing answered 200 was lost.
         assert await _recorded(store, ids) == set(acknowledged)
         # The log keeps working; a retry of a failed batch is recorded, not a duplicate.
-        retry = await store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(failed[0], T0))
+        retry = await store.service.scanners.ingest(
+            INTERIOR_SCANNER, STORE_ID, _batch(failed[0], T0)
+        )
         assert retry["duplicate"] is False
         assert failed[0] in await _recorded(store, [failed[0]])
     finally:
@@ -132,10 +137,10 @@ async def test_no_answer_and_no_engine_state_before_the_commit(
         await held.started()
         await asyncio.sleep(0.05)  # let the event loop run anything that would not wait
         assert not sighting.done()
-        assert customer.customer_id not in store.service.engine._subjects
+        assert customer.customer_id not in store.service.coordinator.engine._subjects
         held.release.set()
         await asyncio.wait_for(sighting, timeout=5)
-        assert customer.customer_id in store.service.engine._subjects
+        assert customer.customer_id in store.service.coordinator.engine._subjects
     finally:
         held.release.set()
         await store.close()
@@ -149,14 +154,18 @@ async def test_a_cancelled_flush_leaves_no_caller_waiting(
     held = HeldCommits(monkeypatch)
     try:
         first = asyncio.create_task(
-            store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(secrets.token_hex(8), T0))
+            store.service.scanners.ingest(
+                INTERIOR_SCANNER, STORE_ID, _batch(secrets.token_hex(8), T0)
+            )
         )
         await held.started()
         second = asyncio.create_task(
-            store.service.ingest(INTERIOR_SCANNER, STORE_ID, _batch(secrets.token_hex(8), T0))
+            store.service.scanners.ingest(
+                INTERIOR_SCANNER, STORE_ID, _batch(secrets.token_hex(8), T0)
+            )
         )
         await asyncio.sleep(0)  # the second batch is handed over, waiting for the next group
-        flushing = store.service._batches._flushing
+        flushing = store.service.scanners._batches._flushing
         assert flushing is not None
         flushing.cancel()
         for task in (first, second):

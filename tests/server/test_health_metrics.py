@@ -142,7 +142,7 @@ async def test_tick_time_and_long_polls_are_measured(tmp_path: Path) -> None:
     async with running_server(tmp_path, metrics_listen="127.0.0.1:0") as server:
         url = f"http://127.0.0.1:{server.app[METRICS_PORT]}/metrics"
         scanner = await server.add_scanner("s-entrance")
-        version = server.service.resolver.version
+        version = server.service.coordinator.resolver.version
         poll = asyncio.create_task(
             server.signed(scanner, "GET", f"/api/scanner/v1/allowlist?since={version}&wait=20")
         )

@@ -86,8 +86,8 @@ async def test_off_by_default(server: Harness) -> None:
     scanner = await server.add_scanner("s-entrance")
     assert all(e["id_type"] == "eid" for e in (await _allowlist(server, scanner))["entries"])
     await _post_window(server, scanner, ident)
-    assert server.service.frames_resolved == 0
-    assert len(server.service.engine) == 0
+    assert server.service.scanners.frames_resolved == 0
+    assert len(server.service.coordinator.engine) == 0
 
 
 async def test_enabled_static_id_is_served_resolved_and_withdrawn(
@@ -113,7 +113,7 @@ async def test_enabled_static_id_is_served_resolved_and_withdrawn(
 
     # Consent: the static id joins the allowlist, in the scanner's own format.
     poll = asyncio.create_task(_allowlist(server, scanner, f"?since={before['version']}&wait=30"))
-    condition = server.service._allowlist_changed
+    condition = server.service.coordinator.allowlist_changed
     await wait_until(lambda: len(condition._waiters) > 0)
     assert (await server.grant(token, "greeting")).status == 201
     delta = await asyncio.wait_for(poll, WAIT_TIMEOUT_S)
@@ -127,8 +127,8 @@ async def test_enabled_static_id_is_served_resolved_and_withdrawn(
 
     # A sighting of the static id resolves to the customer.
     await _post_window(server, scanner, ident)
-    assert server.service.frames_resolved == 1
-    assert len(server.service.engine) == 1
+    assert server.service.scanners.frames_resolved == 1
+    assert len(server.service.coordinator.engine) == 1
 
     # Withdrawal removes it from every scanner's list at once.
     version = (await _allowlist(server, scanner))["version"]
@@ -140,8 +140,8 @@ async def test_enabled_static_id_is_served_resolved_and_withdrawn(
     assert ident in delta["removed"]
     assert all(e["id_type"] == "eid" for e in (await _allowlist(server, scanner))["entries"])
     await _post_window(server, scanner, ident)
-    assert server.service.frames_resolved == 1
-    assert server.service.frames_unresolved == 1
+    assert server.service.scanners.frames_resolved == 1
+    assert server.service.scanners.frames_unresolved == 1
 
 
 async def test_disabling_forgets_the_id(legacy_server: Harness) -> None:
@@ -195,6 +195,6 @@ async def test_erasure_removes_the_static_id_at_once(legacy_server: Harness) -> 
     assert ident not in {e["id"] for e in (await _allowlist(server, scanner))["entries"]}
     # A sighting of the old static id resolves to nobody.
     await _post_window(server, scanner, ident)
-    assert server.service.frames_resolved == 0
-    assert server.service.frames_unresolved == 1
-    assert len(server.service.engine) == 0
+    assert server.service.scanners.frames_resolved == 0
+    assert server.service.scanners.frames_unresolved == 1
+    assert len(server.service.coordinator.engine) == 0

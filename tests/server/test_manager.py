@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from store_server.i18n import STRINGS
-from store_server.service import StoreService
+from store_server.services.store import StoreServices
 from store_server.storage import scanners as scanner_store
 from store_server.views.staff import cookie_name
 from tests.server.conftest import Harness, Scanner, bearer
@@ -223,7 +223,7 @@ async def test_access_log_view_is_itself_logged(server: Harness, manager: dict[s
     resp = await server.client.post("/api/v1/check-in", json={}, headers=bearer(token))
     assert (await resp.json()) == {"checked_in": True}
     card = (await server.rows("SELECT id FROM cards"))[0]["id"]
-    await server.service.close_card(card, "samir", "greeted")
+    await server.service.board.close_card(card, "samir", "greeted")
     page = await text(await server.client.get("/manager/access-log", headers=manager))
     assert card in page
     assert "samir" in page
@@ -242,7 +242,7 @@ async def test_manager_sets_a_calibration_that_applies_at_once_and_survives_rest
 ) -> None:
     headers = manager
     service = server.service
-    assert service.engine.calibration()["s-parts"] == 0.0
+    assert service.coordinator.engine.calibration()["s-parts"] == 0.0
 
     resp = await server.client.post(
         "/manager/zones/s-parts/calibration",
@@ -251,7 +251,7 @@ async def test_manager_sets_a_calibration_that_applies_at_once_and_survives_rest
         allow_redirects=False,
     )
     assert resp.status == 303
-    assert service.engine.calibration()["s-parts"] == -3.5
+    assert service.coordinator.engine.calibration()["s-parts"] == -3.5
     rows = await server.rows(
         "SELECT scanner_id, rssi_offset_db, updated_by FROM scanner_calibration"
     )
@@ -263,10 +263,10 @@ async def test_manager_sets_a_calibration_that_applies_at_once_and_survives_rest
     )
     assert resp.status == 422
     assert "rssi_offset_db" in await resp.text()
-    assert service.engine.calibration()["s-parts"] == -3.5
+    assert service.coordinator.engine.calibration()["s-parts"] == -3.5
 
     # A restarted service reads the override back.
-    fresh = StoreService(
+    fresh = StoreServices(
         config=service.config,
         floor=service.floor,
         db=service.db,
@@ -274,8 +274,8 @@ async def test_manager_sets_a_calibration_that_applies_at_once_and_survives_rest
         consent_texts=[],
     )
     await fresh.prepare()
-    assert fresh.engine.calibration()["s-parts"] == -3.5
-    assert fresh.engine.calibration()["s-entrance"] == 0.0
+    assert fresh.coordinator.engine.calibration()["s-parts"] == -3.5
+    assert fresh.coordinator.engine.calibration()["s-entrance"] == 0.0
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ async def active_customer(server: Harness, name: str) -> tuple[str, str]:
         "/api/v1/check-in", json={"zone": "entrance"}, headers=bearer(token)
     )
     assert await resp.json() == {"checked_in": True}
-    customer_id = await server.service.customer_for_token(token)
+    customer_id = await server.service.customers.customer_for_token(token)
     return token, customer_id
 
 
@@ -50,7 +50,7 @@ async def test_my_data_lists_every_record(server: Harness) -> None:
     name = unique_name()
     token, customer_id = await active_customer(server, name)
     # A staff member opens the board: the cards shown are logged for the customer to see.
-    await server.service.board_snapshot("alice")
+    await server.service.board.snapshot("alice")
     other_token, _ = await active_customer(server, unique_name())
 
     resp = await server.client.get("/api/v1/me", headers=bearer(token))
@@ -96,11 +96,11 @@ async def test_export_is_an_attachment_with_the_same_data(server: Harness) -> No
 async def test_erasure_leaves_no_trace(server: Harness) -> None:
     name = unique_name()
     token, customer_id = await active_customer(server, name)
-    await server.service.board_snapshot("alice")
+    await server.service.board.snapshot("alice")
     keep_token, keep_id = await active_customer(server, unique_name())
     row = (await server.rows("SELECT * FROM customers WHERE id = ?", [customer_id]))[0]
     needles = [customer_id, row["token_hash"], row["pickup_code"], name]
-    assert customer_id in server.service.resolver
+    assert customer_id in server.service.coordinator.resolver
     # The scan does see the customer while they exist (it can fail).
     assert len(await server.service.db.run(lambda db: table_traces(db, needles))) >= 4
     assert file_traces(server.db_path, [name]) != []
@@ -113,13 +113,13 @@ async def test_erasure_leaves_no_trace(server: Harness) -> None:
     resp = await server.client.get("/api/v1/me", headers=bearer(token))
     assert resp.status == 401
     assert (await error_of(resp))["code"] == "unauthenticated"
-    assert customer_id not in server.service.resolver
-    assert customer_id not in server.service.engine.present()
+    assert customer_id not in server.service.coordinator.resolver
+    assert customer_id not in server.service.coordinator.engine.present()
     assert await server.service.db.run(lambda db: table_traces(db, needles)) == []
     assert file_traces(server.db_path, needles) == []
     # The proof of consent stays, pseudonymous, with one 'erase' entry per purpose.
     log = await server.service.db.run(consent_store.consent_log_rows)
-    ref = server.service.subject_ref(customer_id)
+    ref = server.service.customers.subject_ref(customer_id)
     assert [e.entry.action for e in log if e.entry.subject_ref == ref] == [
         "grant",
         "grant",
@@ -128,7 +128,7 @@ async def test_erasure_leaves_no_trace(server: Harness) -> None:
     ]
     assert verify_chain(log) == len(log)
     # The other customer is untouched.
-    assert keep_id in server.service.resolver
+    assert keep_id in server.service.coordinator.resolver
     resp = await server.client.get("/api/v1/me", headers=bearer(keep_token))
     assert resp.status == 200
     assert len((await resp.json())["cards"]) == 2

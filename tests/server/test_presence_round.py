@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from store_server import service
+from store_server.presence import PresenceEvent
+from store_server.services import store as services_store
 from tests.server.test_consent_lifecycle import T0, Clock, Store
 
 pytestmark = pytest.mark.asyncio
@@ -16,11 +17,11 @@ pytestmark = pytest.mark.asyncio
 async def test_round_in_slices_with_the_loop_running_between(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "PRESENCE_SLICE", 100)
+    monkeypatch.setattr(services_store, "PRESENCE_SLICE", 100)
     store = Store(tmp_path, Clock(T0))
     await store.setup()
     try:
-        engine = store.service.engine
+        engine = store.service.coordinator.engine
         names = [f"street-{i}" for i in range(250)]
         # Phones on the pavement: pending windows, and no arrival to act on.
         engine.observe_many("s-entrance", names, [T0] * 250, [-88.0] * 250, [3] * 250)
@@ -28,7 +29,7 @@ async def test_round_in_slices_with_the_loop_running_between(
         slices: list[int] = []
         original = engine.tick
 
-        def tick(now: float, limit: int | None = None) -> list[service.PresenceEvent]:
+        def tick(now: float, limit: int | None = None) -> list[PresenceEvent]:
             slices.append(engine.pending())
             return original(now, limit)
 

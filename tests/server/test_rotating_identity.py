@@ -56,7 +56,7 @@ async def test_rotate_issues_a_new_key_and_drops_old_eids_everywhere(server: Har
     assert compute_eid(old_key, enrolled["rotation_exponent"], beacon_t).hex() in old_ids
 
     # A scanner is long-polling when the customer re-enrolls.
-    condition = server.service._allowlist_changed
+    condition = server.service.coordinator.allowlist_changed
     poll = asyncio.create_task(_allowlist(server, scanner, f"?since={before['version']}&wait=30"))
     await wait_until(lambda: len(condition._waiters) > 0)
     resp = await server.client.post(ROTATE, json={}, headers=bearer(token))
@@ -79,7 +79,7 @@ async def test_rotate_issues_a_new_key_and_drops_old_eids_everywhere(server: Har
 
     # The old EIDs never resolve again; the new ones do.
     now = time.time()
-    resolver = server.service.resolver
+    resolver = server.service.coordinator.resolver
     for eid in old_ids:
         assert resolver.resolve(bytes.fromhex(eid), now) is None
     customer_id = enrolled["customer_id"]
@@ -101,7 +101,7 @@ async def test_withdrawal_reaches_every_scanner(server: Harness) -> None:
     full = await _allowlist(server, scanners[0])
     ids = {e["id"] for e in full["entries"]}
     assert len(ids) == 3
-    condition = server.service._allowlist_changed
+    condition = server.service.coordinator.allowlist_changed
     polls = [
         asyncio.create_task(_allowlist(server, s, f"?since={full['version']}&wait=30"))
         for s in scanners
@@ -117,8 +117,8 @@ async def test_withdrawal_reaches_every_scanner(server: Harness) -> None:
         assert delta["entries"] == []
     now = time.time()
     for eid in ids:
-        assert server.service.resolver.resolve(bytes.fromhex(eid), now) is None
-    assert enrolled["customer_id"] not in server.service.resolver
+        assert server.service.coordinator.resolver.resolve(bytes.fromhex(eid), now) is None
+    assert enrolled["customer_id"] not in server.service.coordinator.resolver
 
 
 async def test_rotate_without_consent_changes_no_allowlist(server: Harness) -> None:
@@ -132,7 +132,7 @@ async def test_rotate_without_consent_changes_no_allowlist(server: Harness) -> N
     data = await resp.json()
     assert 1000 <= data["beacon_time"] <= 1000 + 5
     assert (await _allowlist(server, scanner))["version"] == version
-    assert enrolled["customer_id"] not in server.service.resolver
+    assert enrolled["customer_id"] not in server.service.coordinator.resolver
 
 
 async def test_rotate_requires_the_app_token_and_validates(server: Harness) -> None:
@@ -176,7 +176,9 @@ async def test_identity_keys_are_never_logged_nor_sent_to_scanners(
         await (await server.signed(scanner, "GET", ALLOWLIST)).text(),
         await (await server.signed(scanner, "GET", ALLOWLIST + "?since=0")).text(),
     ]
-    assert server.service.frames_resolved == 1  # the batch really went through the resolver
+    assert (
+        server.service.scanners.frames_resolved == 1
+    )  # the batch really went through the resolver
     spellings = [
         form
         for key in keys
@@ -208,7 +210,7 @@ async def test_check_in_greets_a_consenting_customer_without_any_sighting(
         headers=bearer(token),
     )
     assert resp.status == 200
-    assert server.service.frames_resolved == 0
+    assert server.service.scanners.frames_resolved == 0
     assert await server.rows("SELECT * FROM cards") == []
     resp = await server.client.post(
         "/api/v1/check-in", json={"zone": "entrance"}, headers=bearer(token)
@@ -220,8 +222,8 @@ async def test_check_in_greets_a_consenting_customer_without_any_sighting(
     assert "Sylvie" in cards[0]["payload"]
     visits = await server.rows("SELECT via, zone FROM visits")
     assert visits == [{"via": "check_in", "zone": "entrance"}]
-    assert server.service.frames_resolved == 0  # no beacon was involved
-    assert server.service.engine.zone_of((await _customer_ids(server))[0]) == "entrance"
+    assert server.service.scanners.frames_resolved == 0  # no beacon was involved
+    assert server.service.coordinator.engine.zone_of((await _customer_ids(server))[0]) == "entrance"
 
 
 async def test_check_in_without_consent_leaves_no_trace(server: Harness) -> None:
@@ -237,7 +239,7 @@ async def test_check_in_without_consent_leaves_no_trace(server: Harness) -> None
     assert await resp.json() == {"checked_in": False, "reason": "no_consent"}
     for table in ("cards", "visits", "decisions", "messages", "access_log"):
         assert await server.rows(f"SELECT * FROM {table}") == [], table
-    assert len(server.service.engine) == 0
+    assert len(server.service.coordinator.engine) == 0
 
 
 async def test_check_in_after_withdrawal_is_useless(server: Harness) -> None:

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from store_server import service
 from store_server.app import load_consent_texts
 from store_server.config import ServerConfig
 from store_server.eid import IdentityRecord, clock_offset, eid_at
 from store_server.errors import ConfigError
 from store_server.keywrap import parse_master_key
+from store_server.services import coordinator
 from store_server.storage import consents as consent_store
 from tests.server.test_consent_lifecycle import T0, Clock, Customer, Store
 from tests.support import wait_until
@@ -41,7 +41,7 @@ async def _store_with(tmp_path: Path, consenting: int, others: int) -> tuple[Sto
 def _recognised(store: Store, customers: list[Customer]) -> list[bool]:
     now = store.clock()
     return [
-        store.service.resolver.resolve(eid_at(c.record, now), now) == c.customer_id
+        store.service.coordinator.resolver.resolve(eid_at(c.record, now), now) == c.customer_id
         for c in customers
     ]
 
@@ -50,12 +50,12 @@ def _recognised(store: Store, customers: list[Customer]) -> list[bool]:
 async def test_restart_recognises_exactly_the_consenting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
-    monkeypatch.setattr(service, "IDENTITY_CHUNK", chunk)
+    monkeypatch.setattr(coordinator, "IDENTITY_CHUNK", chunk)
     store, customers = await _store_with(tmp_path, consenting=7, others=3)
     try:
         await store.restart()
         assert _recognised(store, customers) == [True] * 7 + [False] * 3
-        assert len(store.service.resolver) == 7
+        assert len(store.service.coordinator.resolver) == 7
     finally:
         await store.close()
 
@@ -80,17 +80,17 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
     caplog: pytest.LogCaptureFixture,
     chunk: int,
 ) -> None:
-    monkeypatch.setattr(service, "IDENTITY_CHUNK", chunk)
+    monkeypatch.setattr(coordinator, "IDENTITY_CHUNK", chunk)
     store, customers = await _store_with(tmp_path, consenting=5, others=0)
     victim = customers[2].customer_id
     try:
         await store.service.db.run(_tamper(victim))
-        with caplog.at_level(logging.ERROR, logger="store_server.service"):
+        with caplog.at_level(logging.ERROR, logger="store_server.services.coordinator"):
             await store.restart()
             assert _recognised(store, customers) == [True, True, False, True, True]
             # Later consent refreshes neither fail nor read (and log) the bad row again.
             for _ in range(3):  # full re-reads (the safety net), not only minute checks
-                store.clock.t += service.CONSENT_FULL_REFRESH_S + 1
+                store.clock.t += coordinator.CONSENT_FULL_REFRESH_S + 1
                 await store.service.tick(store.clock())
             assert _recognised(store, customers) == [True, True, False, True, True]
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -98,7 +98,7 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
         assert "1 stored identities could not be loaded" in errors[0].getMessage()
         assert victim not in caplog.text  # no customer identifier in the logs
         # Re-enrollment writes a new wrapped key: recognised again at once.
-        answer = await store.service.rotate_identity(victim, None)
+        answer = await store.service.customers.rotate_identity(victim, None)
         fresh = IdentityRecord(
             victim,
             bytes.fromhex(answer["identity_key"]),
@@ -106,7 +106,7 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
             clock_offset(answer["beacon_time"], store.clock()),
         )
         now = store.clock()
-        assert store.service.resolver.resolve(eid_at(fresh, now), now) == victim
+        assert store.service.coordinator.resolver.resolve(eid_at(fresh, now), now) == victim
     finally:
         await store.close()
 
@@ -114,7 +114,7 @@ async def test_a_tampered_identity_is_left_out_logged_once_and_back_after_re_enr
 async def test_an_impossible_exponent_or_offset_leaves_only_that_row_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "IDENTITY_CHUNK", 3)
+    monkeypatch.setattr(coordinator, "IDENTITY_CHUNK", 3)
     store, customers = await _store_with(tmp_path, consenting=5, others=0)
 
     def corrupt(db: Any) -> None:
@@ -144,7 +144,7 @@ async def test_a_wrong_master_key_is_a_configuration_error(tmp_path: Path) -> No
         cookie_secure=False,
     )
     store.service = store._new_service()
-    assert store.service._master_key == parse_master_key(store.master_key)
+    assert store.service.coordinator.master_key == parse_master_key(store.master_key)
     try:
         with pytest.raises(ConfigError, match="none of the 3 stored identities") as raised:
             await store.service.prepare()
@@ -161,7 +161,7 @@ async def test_a_withdrawal_during_the_batch_commit_leaves_no_engine_state(
     withdrawn in between must not bring the customer back into the presence engine."""
     store, customers = await _store_with(tmp_path, consenting=1, others=0)
     customer = customers[0]
-    log = store.service._batches
+    log = store.service.scanners._batches
     original = log.record
     entered = asyncio.Event()
     release = asyncio.Event()
@@ -175,11 +175,11 @@ async def test_a_withdrawal_during_the_batch_commit_leaves_no_engine_state(
     try:
         sighting = asyncio.create_task(store.sighting(customer))
         await asyncio.wait_for(entered.wait(), timeout=5)
-        await store.service.withdraw(customer.customer_id, ["greeting"], "app", "1.0")
-        assert customer.customer_id not in store.service.resolver
+        await store.service.customers.withdraw(customer.customer_id, ["greeting"], "app", "1.0")
+        assert customer.customer_id not in store.service.coordinator.resolver
         release.set()
         await asyncio.wait_for(sighting, timeout=5)
-        assert customer.customer_id not in store.service.engine._subjects
+        assert customer.customer_id not in store.service.coordinator.engine._subjects
         cards = await store.rows("SELECT * FROM cards")
         assert cards == []
     finally:
@@ -202,18 +202,20 @@ async def test_minute_checks_read_consents_only_after_another_connection_wrote(
     other = store._new_service()  # a second connection to the same database file
     try:
         for _ in range(3):  # nobody else wrote: the minute checks do not re-read
-            store.clock.t += service.CONSENT_REFRESH_S + 1
+            store.clock.t += coordinator.CONSENT_REFRESH_S + 1
             await store.service.tick(store.clock())
         assert reads["n"] == 0
         # Another process grants a consent: picked up at the next minute check.
         text = next(t for t in load_consent_texts() if t.purpose == "greeting")
-        await other.grant(customers[1].customer_id, "greeting", text.hash, "store", "app", "1.0")
-        store.clock.t += service.CONSENT_REFRESH_S + 1
+        await other.customers.grant(
+            customers[1].customer_id, "greeting", text.hash, "store", "app", "1.0"
+        )
+        store.clock.t += coordinator.CONSENT_REFRESH_S + 1
         await store.service.tick(store.clock())
         assert reads["n"] == 1
         assert _recognised(store, customers) == [True, True]
         # And the quarter-hour safety net re-reads even when nothing changed.
-        store.clock.t += service.CONSENT_FULL_REFRESH_S + 1
+        store.clock.t += coordinator.CONSENT_FULL_REFRESH_S + 1
         await store.service.tick(store.clock())
         assert reads["n"] == 2
     finally:
@@ -224,21 +226,21 @@ async def test_minute_checks_read_consents_only_after_another_connection_wrote(
 async def test_a_large_start_up_serves_at_once_and_builds_eids_in_worker_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(service, "BUILD_IN_WORKERS_MIN", 5)
+    monkeypatch.setattr(coordinator, "BUILD_IN_WORKERS_MIN", 5)
     store, customers = await _store_with(tmp_path, consenting=7, others=2)
     victim = customers[5].customer_id
     try:
         await store.service.db.run(_tamper(victim))
-        with caplog.at_level(logging.ERROR, logger="store_server.service"):
+        with caplog.at_level(logging.ERROR, logger="store_server.services.coordinator"):
             await store.restart()
             # Ready: every consenting customer counts as such before any EID is built.
-            resolver = store.service.resolver
+            resolver = store.service.coordinator.resolver
             assert [c.customer_id in resolver for c in customers] == [True] * 7 + [False] * 2
-            answer = await store.service.check_in(customers[0].customer_id, None)
+            answer = await store.service.customers.check_in(customers[0].customer_id, None)
             assert answer == {"checked_in": True}
 
             async def built() -> bool:
-                return store.service._build is None
+                return not store.service.coordinator.building
 
             await wait_until(built, 60, "the background build")
         assert resolver.expected == 0
@@ -255,13 +257,13 @@ async def test_a_large_start_up_serves_at_once_and_builds_eids_in_worker_process
 async def test_stopping_during_a_background_build_ends_its_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "BUILD_IN_WORKERS_MIN", 2)
+    monkeypatch.setattr(coordinator, "BUILD_IN_WORKERS_MIN", 2)
     store, _ = await _store_with(tmp_path, consenting=3, others=0)
     try:
         await store.restart()
-        build = store.service._build
+        build = store.service.coordinator._build
         assert build is not None
     finally:
         await store.close()
     assert build._pool is None  # terminated and joined by stop()
-    assert store.service._build is None
+    assert not store.service.coordinator.building

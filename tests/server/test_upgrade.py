@@ -60,7 +60,7 @@ async def test_a_release_database_upgrades_and_works(version: str, tmp_path: Pat
     ) as server:
         assert _applied(db_path) == current
         # The customer with an active consent is loaded into the resolver.
-        assert len(server.service.resolver) == 1
+        assert len(server.service.coordinator.resolver) == 1
         resp = await server.client.get("/api/v1/consents", headers=bearer(cred["customer_token"]))
         assert resp.status == 200, await resp.text()
         granted = {c["purpose"] for c in (await resp.json())["consents"] if c.get("active")}

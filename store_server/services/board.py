@@ -1,0 +1,228 @@
+"""The board: presence events become decisions and typed cards on the staff boards, with
+the access log of every card a staff member was shown.
+
+A card is inserted in the same transaction that re-reads the customer's consent
+(``storage.visits.record_trigger``), so a withdrawal that committed before can never be
+followed by a card; one that commits after retracts it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from store_server.errors import NotFoundError
+from store_server.policy import Decision, Trigger, VisitState, decide
+from store_server.presence import PresenceEvent
+from store_server.services.coordinator import Coordinator, Visit
+from store_server.storage import customers, visits
+
+# What staff can do with a card: greet the customer, bring the item, or dismiss it.
+CARD_ACTIONS = ("greeted", "brought", "dismissed")
+
+
+class Board:
+    """Decisions, cards and the staff boards' view of them."""
+
+    def __init__(self, coordinator: Coordinator, timezone: str | None = None) -> None:
+        self._c = coordinator
+        self.hub = coordinator.hub
+        self.db = coordinator.db
+        self.clock = coordinator.clock
+        self.store_id = coordinator.store_id
+        self._tz = ZoneInfo(timezone) if timezone else None
+
+    @property
+    def timezone_name(self) -> str | None:
+        """The store's IANA time zone name, if the store file sets one."""
+        return self._tz.key if self._tz is not None else None
+
+    # -- presence events -----------------------------------------------------------------
+
+    async def handle_events(self, events: list[PresenceEvent]) -> None:
+        for event in events:
+            if event.kind == "arrived":
+                await self._on_trigger(
+                    event.subject, Trigger("arrived", event.t, event.zone), via=event.via
+                )
+            elif event.kind == "zone_changed":
+                visit = self._c.visits.get(event.subject)
+                if visit is not None:
+                    visit.zone = event.zone
+                    await self._publish_zone(event.subject, event.zone)
+            elif event.kind == "left":
+                await self._on_left(event.subject, event.t)
+
+    async def check_in(self, customer_id: str, zone: str | None, now: float) -> None:
+        """An "I'm here" from the app: the engine learns the arrival, and a visit not checked
+        in yet is decided on again (a card that needed a check-in may now show)."""
+        await self.handle_events(self._c.engine.check_in(customer_id, now, zone))
+        visit = self._c.visits.get(customer_id)
+        if visit is not None and not visit.state.checked_in:
+            await self._on_trigger(
+                customer_id, Trigger("check_in", now, zone or visit.zone), via="check_in"
+            )
+
+    def _local(self, now: float) -> datetime:
+        return datetime.fromtimestamp(now, self._tz)
+
+    async def _on_trigger(self, customer_id: str, trigger: Trigger, *, via: str) -> None:
+        now = self.clock()
+        local = self._local(now)
+        visit = self._c.visits.get(customer_id)
+        state = (
+            visit.state
+            if visit is not None
+            else VisitState(last_greeted_at=self._c.last_greeted.get(customer_id))
+        )
+        zone = trigger.zone
+
+        store_id = self.store_id
+        recorded = await self.db.write(
+            lambda db: visits.record_trigger(
+                db,
+                customer_id=customer_id,
+                read_snapshot=lambda db: customers.snapshot(db, customer_id, store_id, now),
+                decide=lambda snap: decide(trigger, snap, state, local=local, now=now),
+                make_cards=lambda decision: self._cards_for(decision, zone, now),
+                visit_id=visit.visit_id if visit is not None else None,
+                zone=zone,
+                via=via,
+                now=now,
+            )
+        )
+        if recorded is None:
+            return  # gone, or no consent: nothing was recorded
+        if customer_id not in self._c.resolver:
+            # Forgotten (withdrawn, erased, expired) while this was being committed: that
+            # later transaction retracted these cards, and nothing of the customer is kept.
+            return
+        decision, cards = recorded.decision, recorded.cards
+        new_state = VisitState(
+            greeted=state.greeted or decision.greeting is not None,
+            stock_shown=state.stock_shown or decision.stock is not None,
+            last_greeted_at=now if decision.greeting is not None else state.last_greeted_at,
+            checked_in=state.checked_in or trigger.kind == "check_in" or via == "check_in",
+        )
+        if decision.greeting is not None:
+            self._c.last_greeted[customer_id] = now
+        self._c.visits[customer_id] = Visit(recorded.visit_id, zone, new_state)
+        for card in cards:
+            self.hub.publish({"type": "card", "card": card})
+        await self._log_access([(customer_id, card["id"]) for card in cards])
+
+    def _cards_for(self, decision: Decision, zone: str | None, now: float) -> list[dict[str, Any]]:
+        zone_names = self._zone_names(zone)
+        cards: list[dict[str, Any]] = []
+        if decision.greeting is not None:
+            cards.append(
+                {
+                    "id": "k_" + secrets.token_hex(8),
+                    "kind": "greeting",
+                    "text": decision.greeting.text,
+                    "language": decision.greeting.language,
+                    "named": decision.greeting.named,
+                    "zone": zone,
+                    "zone_name": zone_names,
+                    "arrived_at": now,
+                }
+            )
+        if decision.stock is not None:
+            cards.append(
+                {
+                    "id": "k_" + secrets.token_hex(8),
+                    "kind": "stock",
+                    "pickup_code": decision.stock.pickup_code,
+                    "name": decision.stock.name,
+                    "language": decision.stock.language,
+                    "zone": zone,
+                    "zone_name": zone_names,
+                    "arrived_at": now,
+                    "items": [
+                        {
+                            "sku": i.sku,
+                            "name": {"fr": i.name_fr, "en": i.name_en},
+                            "count": i.count,
+                            "aisle": i.aisle,
+                        }
+                        for i in decision.stock.items
+                    ],
+                }
+            )
+        return cards
+
+    def _zone_names(self, zone: str | None) -> dict[str, str] | None:
+        if zone is None:
+            return None
+        try:
+            z = self._c.floor.zone(zone)
+        except Exception:
+            return None
+        return {"fr": z.name_fr, "en": z.name_en}
+
+    async def _publish_zone(self, customer_id: str, zone: str | None) -> None:
+        ids = await self.db.read(lambda db: visits.open_card_ids(db, customer_id))
+        for card_id in ids:
+            self.hub.publish(
+                {"type": "zone", "id": card_id, "zone": zone, "zone_name": self._zone_names(zone)}
+            )
+
+    async def _on_left(self, customer_id: str, t: float) -> None:
+        visit = self._c.visits.pop(customer_id, None)
+        now = self.clock()
+
+        visit_id = visit.visit_id if visit is not None else None
+        retracted = await self.db.write(
+            lambda db: visits.end_visit(db, visit_id, customer_id, t, now)
+        )
+        self._c.publish_retractions(retracted, "left")
+
+    async def _log_access(
+        self, shown: list[tuple[str, str]], users: Iterable[str] | None = None
+    ) -> None:
+        usernames = sorted(set(users if users is not None else self.hub.usernames()))
+        if not shown or not usernames:
+            return
+        now = self.clock()
+
+        await self.db.write(lambda db: visits.log_cards_shown(db, shown, usernames, now))
+
+    # -- boards and audit -----------------------------------------------------------------
+
+    async def snapshot(self, username: str) -> dict[str, Any]:
+        """The open cards for a board that (re)connects; logged as shown to `username`."""
+        cards = await self.db.read(visits.open_cards)
+        await self._log_access([(customer, card) for card, customer, _ in cards], users=[username])
+        return {"type": "snapshot", "cards": [payload for _, _, payload in cards]}
+
+    async def close_card(self, card_id: str, username: str, action: str) -> None:
+        if action not in CARD_ACTIONS:
+            raise NotFoundError(f"unknown action {action!r}")
+        now = self.clock()
+
+        closed = await self.db.write(
+            lambda db: visits.close_card(db, card_id, username, action, now)
+        )
+        if closed is not None:
+            self.hub.publish({"type": "closed", "id": card_id, "action": action, "by": username})
+
+    async def access_log(self, viewer: str, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` access log entries, each with the customer's pseudonymous
+        reference instead of their id; the view itself is logged for every customer shown."""
+        entries = await self.db.read(lambda db: visits.access_log_rows(db, limit))
+        now = self.clock()
+        shown = [str(e["customer_id"]) for e in entries]
+        await self.db.write(lambda db: visits.log_views(db, viewer, shown, "audit_view", now))
+        for entry in entries:
+            entry["subject"] = self._c.subject_ref(str(entry.pop("customer_id")))
+        return entries
+
+    async def purge(self, now: float) -> int:
+        """Delete what is older than the retention period (visits, decisions, closed cards,
+        messages); the number of visits deleted."""
+        cutoff = now - self._c.config.retention_s
+
+        return await self.db.write(lambda db: visits.purge(db, cutoff))

@@ -1,0 +1,176 @@
+"""The store's services, wired: what the app factory builds and the views reach.
+
+`StoreServices` makes the coordinator (shared state) and the services around it, runs the
+once-a-second tick (presence timeouts, EID rotation, consent expiry, retention purge) and
+starts and stops them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from store_server.config import ServerConfig
+from store_server.consent import ConsentText
+from store_server.floor import Floor
+from store_server.services.board import Board
+from store_server.services.catalog import Catalog
+from store_server.services.coordinator import (
+    IDENTITY_CHUNK,
+    Coordinator,
+    release_startup_garbage,
+)
+from store_server.services.customers import Customers
+from store_server.services.scanners import ScannerGateway
+from store_server.services.staff import StaffService
+from store_server.storage import scanners
+from store_server.storage.database import Database, data_version
+
+logger = logging.getLogger(__name__)
+
+# Phones per slice of the presence round: about 10 ms of CPU with 20 boxes (bench/presence), so
+# the event loop is never held long, and few slices per round.
+PRESENCE_SLICE = 100
+# The presence engine and the resolver advance once a second: the aggregation window.
+TICK_S = 1.0
+
+
+class StoreServices:
+    """The coordinator and the services of one store, and their life cycle."""
+
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        floor: Floor,
+        db: Database,
+        master_key: bytes,
+        consent_texts: Iterable[ConsentText],
+        clock: Callable[[], float] = time.time,
+        timezone: str | None = None,
+    ) -> None:
+        self.config = config
+        self.floor = floor
+        self.store_id = floor.store_id
+        self.db = db
+        self.clock = clock
+        self.coordinator = Coordinator(
+            config=config, floor=floor, db=db, master_key=master_key, clock=clock
+        )
+        self.hub = self.coordinator.hub
+        self.board = Board(self.coordinator, timezone)
+        self.scanners = ScannerGateway(self.coordinator, self.board)
+        self.customers = Customers(self.coordinator, self.board, consent_texts)
+        self.catalog = Catalog(db, self.store_id)
+        self.staff = StaffService(db, clock)
+        self._tasks: list[asyncio.Task[None]] = []
+        # Observability (metrics): the periodic tick's duration is handed to this callback.
+        self.tick_observer: Callable[[float], None] | None = None
+        # When the periodic tick last completed (time.monotonic()): the resolver advances to
+        # the next EID window and presence decides departures there; /readyz checks it runs.
+        self.last_tick_at = time.monotonic()
+        self._last_purge = float("-inf")  # -inf: the first `tick` purges
+
+    def queue_depths(self) -> dict[str, int]:
+        """Work waiting inside the server, by queue (for the metrics)."""
+        return {
+            "batch_commits": self.scanners.pending_batches,
+            "allowlist_long_polls": self.scanners.long_polls_waiting,
+        }
+
+    @property
+    def timezone_name(self) -> str | None:
+        """The store's IANA time zone name, if the store file sets one."""
+        return self.board.timezone_name
+
+    async def prepare(self) -> None:
+        """Load the consent texts, calibrations and consenting customers (no background task)."""
+        await self.customers.prepare()
+        engine = self.coordinator.engine
+        for scanner_id, offset in (await self.db.read(scanners.calibration_overrides)).items():
+            if scanner_id in engine.calibration():
+                engine.set_calibration(scanner_id, offset)
+        await self.coordinator.refresh_consenting(self.clock())
+        if len(self.coordinator.resolver) >= IDENTITY_CHUNK and not self.coordinator.building:
+            release_startup_garbage()
+
+    async def start(self) -> None:
+        await self.prepare()
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="bulle-tick"))
+
+    async def release_long_polls(self) -> None:
+        """At shutdown: answer every held allowlist long poll now, so none is cut."""
+        await self.coordinator.release_long_polls()
+
+    async def stop(self) -> None:
+        await self.scanners.close()
+        with contextlib.suppress(Exception):  # best effort: the next start signs it anyway
+            await self.customers.checkpoint_consent_log(self.clock())
+        await self.coordinator.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.hub.close_all()
+        self.staff.close()
+
+    async def ping_writer(self) -> None:
+        """Return once the writer thread has run a trivial statement (readiness probe)."""
+        await self.db.write(data_version)
+
+    async def _presence_round(self, now: float) -> None:
+        """The presence filter for every phone with new windows, a slice at a time.
+
+        Each slice is at most PRESENCE_SLICE phones, and the event loop runs between slices
+        (batches, pages, WebSockets), so the round never holds the loop for long (bench/presence:
+        about 10 ms of CPU per slice of 100 phones with 20 boxes). Slices are bounded by the
+        phones pending when the round starts: windows arriving meanwhile wait for the next one.
+        """
+        engine = self.coordinator.engine
+        await self.board.handle_events(engine.tick(now, limit=PRESENCE_SLICE))
+        for _ in range(engine.pending() // PRESENCE_SLICE + 1):
+            if not engine.pending():
+                break
+            await asyncio.sleep(0)
+            await self.board.handle_events(
+                engine.tick(max(now, self.clock()), limit=PRESENCE_SLICE)
+            )
+
+    async def _tick_loop(self) -> None:
+        self.coordinator.last_refresh = self._last_purge = self.clock()
+        while True:
+            await asyncio.sleep(TICK_S)
+            started = time.perf_counter()
+            try:
+                await self.tick(self.clock())
+            except Exception:
+                logger.exception("periodic work failed; retrying at the next tick")
+            self.last_tick_at = time.monotonic()
+            if self.tick_observer is not None:
+                self.tick_observer(time.perf_counter() - started)
+
+    async def tick(self, now: float) -> None:
+        """One step of periodic work at `now` (the background task calls it every TICK_S)."""
+        coordinator = self.coordinator
+        await self._presence_round(now)
+        if coordinator.resolver.advance(now):
+            await coordinator.notify_allowlist()
+        await coordinator.refresh_if_due(now)
+        self.customers.expire_check_ins(now)
+        if now - self._last_purge >= self.config.purge_interval_s:
+            self._last_purge = now
+            await self.purge(now)
+        await self.customers.checkpoint_consent_log(now)
+
+    async def purge(self, now: float) -> int:
+        """Delete what is older than the retention (visits, decisions, cards, messages) and
+        the enrollments that never gave any consent within `unconsented_ttl_s`; return how
+        many visits went."""
+        purged = await self.board.purge(now)
+        await self.customers.forget_unconsented(now - self.config.unconsented_ttl_s)
+        return purged
