@@ -29,20 +29,32 @@ Decisions, each driven by a :class:`PresenceSettings` field:
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from threadpoolctl import ThreadpoolController
 
 from store_server.floor import Floor, FloorError
-from store_server.presence_grid import FloorGrid, build_grid
+from store_server.presence_filter import (
+    NEVER,
+    BeliefTable,
+    BoxModel,
+    box_log_likelihood,
+    predict,
+    shared_grid,
+)
+from store_server.presence_grid import FloorGrid
+from store_server.presence_types import (
+    EventKind,
+    Evidence,
+    Observation,
+    PresenceEvent,
+    PresenceSettings,
+)
 
 __all__ = [
     "Evidence",
@@ -54,187 +66,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Latest time of a subject never updated.
-NEVER = -math.inf
 # Belief rows are allocated in blocks: growing one row at a time would copy the table each time.
-GRID_CACHE_FLOORS = 4
-"""Grids kept for reuse: a server has one floor, but restarts and tests build many engines on it
-(building one costs 0.1-0.4 s of Python on a 2-core machine)."""
 
 SLOT_BLOCK = 64
 # Median of k readings: its variance is pi/2 times that of one reading over k.
 MEDIAN_VARIANCE_FACTOR = math.pi / 2.0
 # Eddystone's "calibrated power at 0 m" is about 41 dB above the power at 1 m.
 TX_POWER_0M_TO_1M_DB = 41.0
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One box's aggregate of one subject over a ~1 s window ending at ``t`` (RSSI in dBm).
-
-    ``tx_power``: the power the phone advertises (Eddystone: dBm at 0 m), if any.
-    """
-
-    subject: str
-    scanner_id: str
-    t: float
-    rssi_median: float
-    rssi_max: float
-    count: int
-    tx_power: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """A box's latest calibrated window median for the subject when an event was decided."""
-
-    scanner_id: str
-    smoothed_rssi: float
-
-
-EventKind = Literal["arrived", "zone_changed", "left"]
-Via = Literal["beacon", "check_in"]
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceEvent:
-    """A presence decision about one subject, with the belief behind it.
-
-    ``p_inside``: the probability that the phone is inside the shop; ``p_zone``: that it is in
-    ``zone``, given that it is inside.
-    """
-
-    kind: EventKind
-    subject: str
-    zone: str | None
-    t: float
-    evidence: tuple[Evidence, ...]
-    via: Via = "beacon"
-    p_inside: float = 1.0
-    p_zone: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceSettings:
-    """Every setting of the filter, with the reason for its default (measured by the lab)."""
-
-    # Cells of 0.5 m: a customer 0.5 m from a zone edge is a cell away from it, and a 25 x 20 m
-    # shop stays under 2,500 cells (the cost of an update grows with the cells).
-    cell_m: float = 0.5
-    # One walking step every 0.5 s: one cell per step is 1 m/s, a browsing pace (1.4 m/s
-    # along a diagonal).
-    step_s: float = 0.5
-    # The pavement modelled beyond each side of the shop: a passer-by is tracked from 3 m away.
-    street_margin_m: float = 3.0
-    # A phone in a hand (1.2 m) or a pocket (0.8 m): the 3-D distance to a box on a shelf or
-    # the ceiling is computed from 1 m.
-    phone_height_m: float = 1.0
-    # Per step, a standing person starts walking with this chance (about 25 s standing).
-    start_walking_p: float = 0.02
-    # Per step, a walker stops with this chance (about 5 s between stops).
-    stop_walking_p: float = 0.1
-    # A step from the pavement into the shop weighs as much as a step along it: just outside an
-    # open door and just inside look alike to the boxes, so any penalty here is paid in seconds
-    # of arrival (lab: 0.3 delayed arrivals by seconds); passers-by are kept out by the glass
-    # and the walls, which they cannot cross.
-    door_entry_weight: float = 1.0
-    # A phone first heard could already be inside (switched on, or the server restarted);
-    # nearly all are first heard on the pavement.
-    first_inside_p: float = 0.01
-    # The phone's RSSI 1 m from a calibrated box (a typical Android phone).
-    reference_rssi_dbm: float = -59.0
-    # Path-loss exponent of a shop with shelving and people (2.0 is free space); per box it can
-    # be calibrated.
-    path_loss_exponent: float = 2.7
-    # Spread of one advertisement's RSSI around the model (ESPresense's figure).
-    reading_sigma_db: float = 2.5
-    # What the model gets wrong whatever the count: position within a cell, body, hand or
-    # pocket, phone model. It keeps a window of many advertisements from being trusted blindly.
-    model_sigma_db: float = 3.0
-    # A body or a pocket between the phone and a box: it happens to this share of the readings
-    # (boxes behind a walker, about half, when a body is in the way at all)...
-    shadow_p: float = 0.3
-    # ...and costs 5-10 dB (2.4 GHz through a torso).
-    shadow_mean_db: float = 7.5
-    shadow_sd_db: float = 1.5
-    # Weigh the shadow mixture cell by cell on the cells holding more than this share of the
-    # belief's largest; 0: the moment-matched form against the moved belief. Off: cell by cell
-    # (1e-6) was better on diagonals (lab, seed 1: demo 6.4 % vs 7.4 %, corner 12.7 % vs 17.2 %)
-    # but gave 4 false "left" on the corner floor and worse boundaries on the demo floor.
-    shadow_support: float = 0.0
-    # The same unknown offset on every box at once (phone model, pocket, a body between the
-    # phone and every box) can be integrated out with this spread (dB). Off (0): walking from the
-    # door into the shop also raises every box's level together, and integrating the level out
-    # cost seconds of arrival in the lab (4 dB: arrival p50 7 s instead of 3 s).
-    common_offset_sigma_db: float = 0.0
-    # Tx power advertised by the phone that the reference RSSI stands for (dBm at 0 m); None:
-    # the advertised power is not used (phones misreport it too often to rely on by default).
-    tx_power_reference_dbm: float | None = None
-    # Inside the shop with this belief: arrived. Lab, seed 1, both floors: at 0.8 still none of
-    # 1,200 people on the pavement arrived, and 72-98 % of 5-10 s visits were detected instead
-    # of 40-97 % at 0.9 (arrival p95 6.6-8.8 s instead of 7.2-9.8 s).
-    arrive_p: float = 0.8
-    # Another zone must hold this share of the inside belief to take over the shown zone.
-    zone_switch_p: float = 0.65
-    # ...continuously for this long: a standing customer's belief wobbles for a second or two.
-    zone_hold_s: float = 1.0
-    # Inside with less than this belief: walking out through a door...
-    left_p: float = 0.1
-    # ...for this long (two windows), so one odd window does not end a visit.
-    left_hold_s: float = 1.0
-    # No window at all for 10 s: gone. Above the 2-5 s silent bursts of a pocketed phone plus a
-    # second of advertising and losses; keeps "left" within 15 s of walking out.
-    silence_left_s: float = 10.0
-    # A check-in keeps the customer present 15 min even without a beacon (iOS cannot advertise
-    # in the background), unless beacons keep them present longer.
-    check_in_present_s: float = 900.0
-    # The belief does not say "left" within a minute of a check-in: the customer said so.
-    check_in_trust_s: float = 60.0
-    # Windows more than 10 s behind the engine's clock (an outbox drained after an outage)
-    # describe the past, not presence now.
-    max_observation_age_s: float = 10.0
-    # A box's latest window is shown as evidence for 5 s.
-    evidence_age_s: float = 5.0
-    # The belief moves at most 20 steps (10 s) between two updates: after that it no longer
-    # changes much, and the cost of an update stays bounded.
-    max_steps: int = 20
-
-    def __post_init__(self) -> None:
-        for name in ("cell_m", "step_s", "reading_sigma_db", "model_sigma_db"):
-            if getattr(self, name) <= 0.0:
-                raise ValueError(f"{name} must be positive")
-        if self.path_loss_exponent <= 0.0:
-            raise ValueError("path_loss_exponent must be positive")
-        for name in (
-            "start_walking_p",
-            "stop_walking_p",
-            "door_entry_weight",
-            "shadow_p",
-            "first_inside_p",
-            "arrive_p",
-            "zone_switch_p",
-            "left_p",
-        ):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
-        for name in (
-            "street_margin_m",
-            "common_offset_sigma_db",
-            "shadow_mean_db",
-            "shadow_sd_db",
-            "shadow_support",
-            "zone_hold_s",
-            "left_hold_s",
-            "silence_left_s",
-            "check_in_present_s",
-            "check_in_trust_s",
-            "max_observation_age_s",
-            "evidence_age_s",
-        ):
-            if getattr(self, name) < 0.0:
-                raise ValueError(f"{name} must not be negative")
-        if self.max_steps < 1:
-            raise ValueError("max_steps must be at least 1")
 
 
 @dataclass(slots=True)
@@ -255,49 +93,13 @@ class _Box:
     path_loss_exponent: float
 
 
-@dataclass(slots=True)
-class _Pending:
-    """Windows recorded since the last update, as the sums the Gaussian likelihood needs."""
-
-    weight: npt.NDArray[np.float64]  # (slots, B) sum of 1/variance
-    weighted: npt.NDArray[np.float64]  # (slots, B) sum of reading/variance
-    latest: npt.NDArray[np.float64]  # (slots, B) latest calibrated median (evidence)
-    latest_t: npt.NDArray[np.float64]  # (slots, B)
-    belief: npt.NDArray[np.float32]  # (slots, 2, C): [standing, walking]
-    updated_t: npt.NDArray[np.float64]  # (slots,) time the belief stands for
-    last_seen: npt.NDArray[np.float64]  # (slots,) latest window time, any box
-    check_in_t: npt.NDArray[np.float64]  # (slots,) latest check-in
-    out_since: npt.NDArray[np.float64]  # (slots,) since when the belief says "out" (NaN: not)
-    pending: npt.NDArray[np.bool_]  # (slots,) windows not yet in the belief
-    used: npt.NDArray[np.bool_]  # (slots,) the slot holds a subject
-    free: list[int] = field(default_factory=list)
-
-
-@functools.lru_cache(maxsize=GRID_CACHE_FLOORS)
-def _shared_grid(
-    floor: Floor,
-    cell_m: float,
-    street_margin_m: float,
-    phone_height_m: float,
-    door_entry_weight: float,
-) -> FloorGrid:
-    """`build_grid`, once per floor and settings; its arrays are made read-only, since engines
-    share them."""
-    grid = build_grid(floor, cell_m, street_margin_m, phone_height_m, door_entry_weight)
-    for item in dataclasses.fields(grid):
-        value = getattr(grid, item.name)
-        if isinstance(value, np.ndarray):
-            value.setflags(write=False)
-    return grid
-
-
 class PresenceEngine:
     """Presence of every subject heard recently. Not thread-safe; one owner calls it."""
 
     def __init__(self, floor: Floor, settings: PresenceSettings | None = None) -> None:
         self._floor = floor
         self._settings = s = settings if settings is not None else PresenceSettings()
-        self._grid: FloorGrid = _shared_grid(
+        self._grid: FloorGrid = shared_grid(
             floor, s.cell_m, s.street_margin_m, s.phone_height_m, s.door_entry_weight
         )
         grid = self._grid
@@ -325,7 +127,7 @@ class PresenceEngine:
         self._prior[1] = prior / prior.sum()
         self._move_p = np.ascontiguousarray(grid.move_p)
         self._move_from = np.ascontiguousarray(grid.move_from)
-        self._table = self._allocate(0)
+        self._table = BeliefTable.empty(0, len(self._box_ids), self._grid.size)
         self._subjects: dict[str, _Subject] = {}
         self._by_slot: dict[int, str] = {}
         self._now = NEVER
@@ -592,28 +394,15 @@ class PresenceEngine:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _allocate(self, slots: int) -> _Pending:
-        boxes, size = len(self._box_ids), self._grid.size
-        return _Pending(
-            weight=np.zeros((slots, boxes)),
-            weighted=np.zeros((slots, boxes)),
-            latest=np.zeros((slots, boxes)),
-            latest_t=np.full((slots, boxes), NEVER),
-            belief=np.zeros((slots, 2, size), dtype=np.float32),
-            updated_t=np.full(slots, NEVER),
-            last_seen=np.full(slots, NEVER),
-            check_in_t=np.full(slots, NEVER),
-            out_since=np.full(slots, math.nan),
-            pending=np.zeros(slots, dtype=bool),
-            used=np.zeros(slots, dtype=bool),
-            free=list(range(slots - 1, -1, -1)),
-        )
-
     def _new_subject(self, subject: str) -> _Subject:
         table = self._table
         if not table.free:
             old = table
-            grown = self._allocate(len(old.updated_t) + max(SLOT_BLOCK, len(old.updated_t)))
+            grown = BeliefTable.empty(
+                len(old.updated_t) + max(SLOT_BLOCK, len(old.updated_t)),
+                len(self._box_ids),
+                self._grid.size,
+            )
             n = len(old.updated_t)
             for name in (
                 "weight",
@@ -656,20 +445,6 @@ class PresenceEngine:
         table.free.append(slot)
         del self._by_slot[slot]
 
-    def _predict(self, belief: npt.NDArray[np.float32], steps: int) -> None:
-        """Move ``belief`` (rows, 2, C) on by ``steps`` steps, in place."""
-        settings = self._settings
-        start, stop = settings.start_walking_p, settings.stop_walking_p
-        move_from, move_p = self._move_from, self._move_p
-        rows, _, size = belief.shape
-        padded = np.zeros((rows, size + 1), dtype=np.float32)
-        for _ in range(steps):
-            padded[:, :size] = belief[:, 1]
-            moved = np.einsum("rck,ck->rc", padded[:, move_from], move_p)
-            standing = belief[:, 0]
-            belief[:, 1] = start * standing + (1.0 - stop) * moved
-            belief[:, 0] = (1.0 - start) * standing + stop * moved
-
     def _update(self, due: list[str], now: float) -> list[PresenceEvent]:
         """Predict each due subject's belief to ``now``, weigh in its windows, decide."""
         # One BLAS thread: threads cost several times these small products on a busy machine
@@ -696,49 +471,22 @@ class PresenceEngine:
             if count > 0:
                 chosen = steps == count
                 part = belief[chosen]
-                self._predict(part, int(count))
+                predict(
+                    part,
+                    int(count),
+                    settings.start_walking_p,
+                    settings.stop_walking_p,
+                    self._move_from,
+                    self._move_p,
+                )
                 belief[chosen] = part
-        weight = table.weight[slots]
-        weighted = table.weighted[slots]
-        exact = settings.shadow_p > 0.0 and settings.shadow_support > 0.0
-        if exact:
-            log_l = self._mixture_log_l(belief, weight, weighted)
-        elif settings.shadow_p > 0.0:
-            # A body or a pocket between the phone and a box costs it shadow_mean_db: each
-            # box's reading is a mixture of "clear" and "shadowed". Against what the moved
-            # belief expects of that box (its mean and spread over the cells), the chance that
-            # the reading is shadowed is weighed, and the reading is corrected by that share of
-            # the loss, its variance widened by what the correction leaves unsure (moment
-            # matching: the likelihood stays one Gaussian per box, two matrix products).
-            heard = weight > 0.0
-            where = belief.sum(axis=1)
-            expected = (where @ self._mean32.T).astype(np.float64)
-            spread = np.maximum(
-                (where @ self._mean_sq32.T).astype(np.float64) - expected * expected, 0.0
-            )
-            safe_w = np.where(heard, weight, 1.0)
-            mean_r = np.where(heard, weighted / safe_w, expected)
-            base = 1.0 / safe_w + spread
-            loss, loss_var = settings.shadow_mean_db, settings.shadow_sd_db**2
-            clear = -0.5 * (mean_r - expected) ** 2 / base - 0.5 * np.log(base)
-            shaded_var = base + loss_var
-            shaded = -0.5 * (mean_r - expected + loss) ** 2 / shaded_var - 0.5 * np.log(shaded_var)
-            odds = np.log(settings.shadow_p / (1.0 - settings.shadow_p)) + shaded - clear
-            share = 1.0 / (1.0 + np.exp(-np.clip(odds, -50.0, 50.0)))
-            corrected = mean_r + share * loss
-            unsure = share * (1.0 - share) * loss * loss + share * loss_var
-            weight = np.where(heard, 1.0 / (1.0 / safe_w + unsure), 0.0)
-            weighted = weight * corrected
-        if not exact:
-            log_l = weighted @ self._mean - 0.5 * (weight @ self._mean_sq)
-        if settings.common_offset_sigma_db > 0.0 and not exact:
-            # The same unknown offset on every box of one update (the phone's model, a pocket,
-            # the body when every box is behind), integrated out: with reading weights w_b,
-            # residuals e_b and offset variance t2, the log-likelihood gains
-            # (sum w_b e_b)^2 / 2 (1/t2 + sum w_b) (Sherman-Morrison on the covariance).
-            spread = 1.0 / settings.common_offset_sigma_db**2 + weight.sum(axis=1, keepdims=True)
-            residual = weighted.sum(axis=1, keepdims=True) - weight @ self._mean
-            log_l += 0.5 * residual * residual / spread
+        log_l = box_log_likelihood(
+            belief,
+            table.weight[slots],
+            table.weighted[slots],
+            settings,
+            BoxModel(self._mean, self._mean_sq, self._mean32, self._mean_sq32),
+        )
         log_l -= log_l.max(axis=1, keepdims=True)
         likelihood = np.exp(log_l).astype(np.float32)
         belief *= likelihood[:, None, :]
@@ -765,45 +513,6 @@ class PresenceEngine:
             if event is not None:
                 events.append(event)
         return events
-
-    def _mixture_log_l(
-        self,
-        belief: npt.NDArray[np.float32],
-        weight: npt.NDArray[np.float64],
-        weighted: npt.NDArray[np.float64],
-    ) -> npt.NDArray[np.float64]:
-        """Log-likelihood of each cell, each box's reading clear or shadowed, cell by cell.
-
-        Only cells holding belief (over ``shadow_support`` of the row's largest) are weighed:
-        the others get nothing, as if the belief had not reached them (it can only spread there
-        by moving, step by step). The cost is proportional to the cells holding belief.
-        """
-        settings = self._settings
-        where = belief.sum(axis=1)
-        support = where > settings.shadow_support * where.max(axis=1, keepdims=True)
-        rows, cells = np.nonzero(support)
-        heard = weight > 0.0
-        safe_w = np.where(heard, weight, 1.0)
-        mean_r = np.where(heard, weighted / safe_w, 0.0)
-        residual = mean_r[rows] - self._mean.T[cells]  # (pairs, boxes)
-        variance = 1.0 / safe_w[rows]
-        loss, loss_var = settings.shadow_mean_db, settings.shadow_sd_db**2
-        clear = (
-            math.log(1.0 - settings.shadow_p)
-            - 0.5 * residual * residual / variance
-            - 0.5 * np.log(variance)
-        )
-        shaded_var = variance + loss_var
-        shifted = residual + loss
-        shaded = (
-            math.log(settings.shadow_p)
-            - 0.5 * shifted * shifted / shaded_var
-            - 0.5 * np.log(shaded_var)
-        )
-        per_box = np.where(heard[rows], np.logaddexp(clear, shaded), 0.0)
-        log_l = np.full(where.shape, -np.inf)
-        log_l[rows, cells] = per_box.sum(axis=1)
-        return log_l
 
     def _decide(
         self,

@@ -1,0 +1,190 @@
+"""The presence engine's public records and settings (pure, no I/O).
+
+What a caller feeds the engine (:class:`Observation`), what it reads back
+(:class:`PresenceEvent` with its :class:`Evidence`), and every setting of the filter with the
+reason for its default (:class:`PresenceSettings`). The engine itself is in :mod:`presence`,
+which re-exports these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "EventKind",
+    "Evidence",
+    "Observation",
+    "PresenceEvent",
+    "PresenceSettings",
+    "Via",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One box's aggregate of one subject over a ~1 s window ending at ``t`` (RSSI in dBm).
+
+    ``tx_power``: the power the phone advertises (Eddystone: dBm at 0 m), if any.
+    """
+
+    subject: str
+    scanner_id: str
+    t: float
+    rssi_median: float
+    rssi_max: float
+    count: int
+    tx_power: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A box's latest calibrated window median for the subject when an event was decided."""
+
+    scanner_id: str
+    smoothed_rssi: float
+
+
+EventKind = Literal["arrived", "zone_changed", "left"]
+Via = Literal["beacon", "check_in"]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    """A presence decision about one subject, with the belief behind it.
+
+    ``p_inside``: the probability that the phone is inside the shop; ``p_zone``: that it is in
+    ``zone``, given that it is inside.
+    """
+
+    kind: EventKind
+    subject: str
+    zone: str | None
+    t: float
+    evidence: tuple[Evidence, ...]
+    via: Via = "beacon"
+    p_inside: float = 1.0
+    p_zone: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    """Every setting of the filter, with the reason for its default (measured by the lab)."""
+
+    # Cells of 0.5 m: a customer 0.5 m from a zone edge is a cell away from it, and a 25 x 20 m
+    # shop stays under 2,500 cells (the cost of an update grows with the cells).
+    cell_m: float = 0.5
+    # One walking step every 0.5 s: one cell per step is 1 m/s, a browsing pace (1.4 m/s
+    # along a diagonal).
+    step_s: float = 0.5
+    # The pavement modelled beyond each side of the shop: a passer-by is tracked from 3 m away.
+    street_margin_m: float = 3.0
+    # A phone in a hand (1.2 m) or a pocket (0.8 m): the 3-D distance to a box on a shelf or
+    # the ceiling is computed from 1 m.
+    phone_height_m: float = 1.0
+    # Per step, a standing person starts walking with this chance (about 25 s standing).
+    start_walking_p: float = 0.02
+    # Per step, a walker stops with this chance (about 5 s between stops).
+    stop_walking_p: float = 0.1
+    # A step from the pavement into the shop weighs as much as a step along it: just outside an
+    # open door and just inside look alike to the boxes, so any penalty here is paid in seconds
+    # of arrival (lab: 0.3 delayed arrivals by seconds); passers-by are kept out by the glass
+    # and the walls, which they cannot cross.
+    door_entry_weight: float = 1.0
+    # A phone first heard could already be inside (switched on, or the server restarted);
+    # nearly all are first heard on the pavement.
+    first_inside_p: float = 0.01
+    # The phone's RSSI 1 m from a calibrated box (a typical Android phone).
+    reference_rssi_dbm: float = -59.0
+    # Path-loss exponent of a shop with shelving and people (2.0 is free space); per box it can
+    # be calibrated.
+    path_loss_exponent: float = 2.7
+    # Spread of one advertisement's RSSI around the model (ESPresense's figure).
+    reading_sigma_db: float = 2.5
+    # What the model gets wrong whatever the count: position within a cell, body, hand or
+    # pocket, phone model. It keeps a window of many advertisements from being trusted blindly.
+    model_sigma_db: float = 3.0
+    # A body or a pocket between the phone and a box: it happens to this share of the readings
+    # (boxes behind a walker, about half, when a body is in the way at all)...
+    shadow_p: float = 0.3
+    # ...and costs 5-10 dB (2.4 GHz through a torso).
+    shadow_mean_db: float = 7.5
+    shadow_sd_db: float = 1.5
+    # Weigh the shadow mixture cell by cell on the cells holding more than this share of the
+    # belief's largest; 0: the moment-matched form against the moved belief. Off: cell by cell
+    # (1e-6) was better on diagonals (lab, seed 1: demo 6.4 % vs 7.4 %, corner 12.7 % vs 17.2 %)
+    # but gave 4 false "left" on the corner floor and worse boundaries on the demo floor.
+    shadow_support: float = 0.0
+    # The same unknown offset on every box at once (phone model, pocket, a body between the
+    # phone and every box) can be integrated out with this spread (dB). Off (0): walking from the
+    # door into the shop also raises every box's level together, and integrating the level out
+    # cost seconds of arrival in the lab (4 dB: arrival p50 7 s instead of 3 s).
+    common_offset_sigma_db: float = 0.0
+    # Tx power advertised by the phone that the reference RSSI stands for (dBm at 0 m); None:
+    # the advertised power is not used (phones misreport it too often to rely on by default).
+    tx_power_reference_dbm: float | None = None
+    # Inside the shop with this belief: arrived. Lab, seed 1, both floors: at 0.8 still none of
+    # 1,200 people on the pavement arrived, and 72-98 % of 5-10 s visits were detected instead
+    # of 40-97 % at 0.9 (arrival p95 6.6-8.8 s instead of 7.2-9.8 s).
+    arrive_p: float = 0.8
+    # Another zone must hold this share of the inside belief to take over the shown zone.
+    zone_switch_p: float = 0.65
+    # ...continuously for this long: a standing customer's belief wobbles for a second or two.
+    zone_hold_s: float = 1.0
+    # Inside with less than this belief: walking out through a door...
+    left_p: float = 0.1
+    # ...for this long (two windows), so one odd window does not end a visit.
+    left_hold_s: float = 1.0
+    # No window at all for 10 s: gone. Above the 2-5 s silent bursts of a pocketed phone plus a
+    # second of advertising and losses; keeps "left" within 15 s of walking out.
+    silence_left_s: float = 10.0
+    # A check-in keeps the customer present 15 min even without a beacon (iOS cannot advertise
+    # in the background), unless beacons keep them present longer.
+    check_in_present_s: float = 900.0
+    # The belief does not say "left" within a minute of a check-in: the customer said so.
+    check_in_trust_s: float = 60.0
+    # Windows more than 10 s behind the engine's clock (an outbox drained after an outage)
+    # describe the past, not presence now.
+    max_observation_age_s: float = 10.0
+    # A box's latest window is shown as evidence for 5 s.
+    evidence_age_s: float = 5.0
+    # The belief moves at most 20 steps (10 s) between two updates: after that it no longer
+    # changes much, and the cost of an update stays bounded.
+    max_steps: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("cell_m", "step_s", "reading_sigma_db", "model_sigma_db"):
+            if getattr(self, name) <= 0.0:
+                raise ValueError(f"{name} must be positive")
+        if self.path_loss_exponent <= 0.0:
+            raise ValueError("path_loss_exponent must be positive")
+        for name in (
+            "start_walking_p",
+            "stop_walking_p",
+            "door_entry_weight",
+            "shadow_p",
+            "first_inside_p",
+            "arrive_p",
+            "zone_switch_p",
+            "left_p",
+        ):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        for name in (
+            "street_margin_m",
+            "common_offset_sigma_db",
+            "shadow_mean_db",
+            "shadow_sd_db",
+            "shadow_support",
+            "zone_hold_s",
+            "left_hold_s",
+            "silence_left_s",
+            "check_in_present_s",
+            "check_in_trust_s",
+            "max_observation_age_s",
+            "evidence_age_s",
+        ):
+            if getattr(self, name) < 0.0:
+                raise ValueError(f"{name} must not be negative")
+        if self.max_steps < 1:
+            raise ValueError("max_steps must be at least 1")
