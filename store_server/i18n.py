@@ -162,6 +162,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "revoke": "Révoquer",
         "register": "Enregistrer",
         "register_scanner": "Enregistrer un capteur",
+        "replace_secret": "Remplacer son secret s'il est déjà enregistré",
         "secret_once": (
             "Secret du capteur (affiché une seule fois ; copiez-le dans sa configuration) :"
         ),
@@ -375,6 +376,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "revoke": "Revoke",
         "register": "Register",
         "register_scanner": "Register a scanner",
+        "replace_secret": "Replace its secret if it is already registered",
         "secret_once": "Scanner secret (shown once; copy it into the scanner's configuration):",
         "zone": "Zone",
         "zone_id": "Id",

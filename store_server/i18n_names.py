@@ -95,6 +95,7 @@ _REASONS: tuple[tuple[str, str], ...] = (
     ("the header must be", "header"),
     ("more than", "too_many_rows"),
     ("already exists", "exists"),
+    ("is already registered", "registered"),
     ("you cannot disable yourself", "self_disable"),
     ("between -", "range"),
 )
@@ -114,6 +115,10 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "header": "la première ligne doit être l'en-tête indiqué ci-dessus.",
         "too_many_rows": "le fichier a trop de lignes.",
         "exists": "ce nom est déjà utilisé.",
+        "registered": (
+            "ce capteur est déjà enregistré : cochez « remplacer son secret » pour lui en "
+            "donner un nouveau (l'ancien cessera de fonctionner)."
+        ),
         "self_disable": "vous ne pouvez pas désactiver votre propre compte.",
         "range": "entrez une valeur entre -30 et 30 dB.",
         "other": "valeur refusée.",
@@ -132,6 +137,10 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "header": "the first line must be the header shown above.",
         "too_many_rows": "the file has too many lines.",
         "exists": "this name is already taken.",
+        "registered": (
+            'this scanner is already registered: tick "replace its secret" to give it a new '
+            "one (the old one will stop working)."
+        ),
         "self_disable": "you cannot disable your own account.",
         "range": "enter a value between -30 and 30 dB.",
         "other": "value refused.",

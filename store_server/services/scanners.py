@@ -276,12 +276,15 @@ class ScannerGateway:
         """Registered scanners with their last heartbeat (never their secrets)."""
         return await self.db.read(scanners.scanner_rows)
 
-    async def register_scanner(self, scanner_id: str) -> str:
-        """Register (or re-register) a scanner for this store; its new secret, shown once."""
+    async def register_scanner(self, scanner_id: str, *, replace: bool = False) -> str:
+        """Register a scanner for this store; its new secret, shown once. An active
+        registration of that id is replaced only with ``replace`` (ConflictError otherwise)."""
         secret = secrets.token_urlsafe(32)
         wrapped = self.wrap_scanner_secret(scanner_id, secret)
         now, store_id = self.clock(), self.store_id
-        await self.db.write(lambda db: scanners.add_scanner(db, scanner_id, store_id, wrapped, now))
+        await self.db.write(
+            lambda db: scanners.add_scanner(db, scanner_id, store_id, wrapped, now, replace=replace)
+        )
         return secret
 
     async def revoke_scanner(self, scanner_id: str) -> None:

@@ -150,7 +150,14 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
     if not _valid_scanner_id(scanner_id):
         error = field_error(language(request), "scanner_id", "letters, digits", "scanner_id")
         return await _scanners_page(request, user, error=error, status=422, value=scanner_id)
-    secret = await _service(request).scanners.register_scanner(scanner_id)
+    replace = form.get("replace") == "1"
+    try:
+        secret = await _service(request).scanners.register_scanner(scanner_id, replace=replace)
+    except ConflictError as exc:
+        # An active scanner's secret changes only when the manager says so: the running box
+        # would be refused from its next request.
+        error = _error(request, exc, "scanner_id")
+        return await _scanners_page(request, user, error=error, status=409, value=scanner_id)
     logger.info("scanner %s registered by %s", scanner_id, user.username)
     # The secret is rendered in this one response (no-store) and never again.
     return await _scanners_page(request, user, secret=(scanner_id, secret))

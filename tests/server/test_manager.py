@@ -86,6 +86,38 @@ async def test_register_scanner_shows_secret_once_and_it_signs(
     assert (await server.signed(scanner, "GET", "/api/scanner/v1/allowlist")).status == 401
 
 
+async def test_register_scanner_keeps_an_active_secret_unless_told(
+    server: Harness, manager: dict[str, str]
+) -> None:
+    first = await text(
+        await server.client.post("/manager/scanners", data={"scanner_id": "s-new"}, headers=manager)
+    )
+    found = re.search(r'id="scanner-secret">([^<]+)<', first)
+    assert found is not None
+    scanner = Scanner("s-new", found.group(1))
+    # Registering the id again is refused beside the field; the running box keeps working.
+    resp = await server.client.post(
+        "/manager/scanners", data={"scanner_id": "s-new"}, headers=manager
+    )
+    assert resp.status == 409
+    page = await text(resp)
+    assert 'id="scanner_id-error"' in page
+    assert 'id="scanner-secret"' not in page
+    assert (await server.signed(scanner, "GET", "/api/scanner/v1/allowlist")).status == 200
+    # With "replace its secret" ticked, the box gets a new secret and the old one stops.
+    resp = await server.client.post(
+        "/manager/scanners", data={"scanner_id": "s-new", "replace": "1"}, headers=manager
+    )
+    assert resp.status == 200
+    renewed = re.search(r'id="scanner-secret">([^<]+)<', await text(resp))
+    assert renewed is not None
+    assert renewed.group(1) != found.group(1)
+    assert (await server.signed(scanner, "GET", "/api/scanner/v1/allowlist")).status == 401
+    assert (
+        await server.signed(Scanner("s-new", renewed.group(1)), "GET", "/api/scanner/v1/allowlist")
+    ).status == 200
+
+
 async def test_register_scanner_rejects_bad_id(server: Harness, manager: dict[str, str]) -> None:
     resp = await server.client.post(
         "/manager/scanners", data={"scanner_id": "<b>x</b>"}, headers=manager
