@@ -23,6 +23,7 @@ from store_server.floor import Floor, floor_from_dict
 from store_server.keys import CONFIG, METRICS, METRICS_PORT, SERVICE
 from store_server.keywrap import parse_master_key
 from store_server.metrics import Metrics, metrics_app
+from store_server.services.consent_feed import is_unavailable
 from store_server.services.store import StoreServices
 from store_server.storage.database import Database
 from store_server.views import customer_api, customer_pages, health, manager, scanner_api, staff
@@ -325,7 +326,23 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
 
     async def render() -> bytes:
         service = app[SERVICE]
-        rows = await service.scanners.scanner_rows()
+        feed = service.feed
+        if feed is not None:
+            status = feed.status()
+            metrics.set_consent_feed(
+                state=status.state,
+                age_s=status.age_s,
+                seq=feed.cursor.seq,
+                applied=feed.applied,
+                failures=feed.failures,
+                listening=feed.listening,
+            )
+        try:
+            rows = await service.scanners.scanner_rows()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            rows = []  # the database is out of reach: the scrape still answers
         metrics.board_connections.set(len(service.hub))
         metrics.board_queue_max.set(service.hub.max_queue_depth())
         metrics.identities.set(len(service.coordinator.resolver))
