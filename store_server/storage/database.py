@@ -193,7 +193,8 @@ def data_version(db: Handle) -> int:
     SQLite: ``PRAGMA data_version`` (any commit by another connection). PostgreSQL: the
     consent log's length (every grant, renewal, withdrawal and erasure appends to it, and it is
     append-only, so the count only grows; a count, not the highest ``seq``, because sequence
-    numbers may commit out of order).
+    numbers may commit out of order); it counts this server's own changes too, which costs one
+    needless re-read after them.
     """
     if is_pg(db):
         return int(db.execute("SELECT count(*) FROM consent_log").fetchone()[0])
@@ -253,11 +254,15 @@ class Database:
             handle = self._executor.submit(connect_target, target).result()
             close_handle(handle)  # migrations applied; the pools connect on their own
             kwargs = target.connect_kwargs()
+            # Each connection is checked as it is taken (one round trip): one broken by a
+            # restart of PostgreSQL is replaced then, instead of failing the operation.
+            check = ConnectionPool.check_connection
             self._write_pool = ConnectionPool(
                 target.url,
                 min_size=1,
                 max_size=1,
                 kwargs=kwargs,
+                check=check,
                 timeout=POOL_TIMEOUT_S,
                 name="bulle-writer",
                 open=True,
@@ -267,6 +272,7 @@ class Database:
                 min_size=1,
                 max_size=read_threads,
                 kwargs=kwargs,
+                check=check,
                 timeout=POOL_TIMEOUT_S,
                 name="bulle-readers",
                 open=True,
