@@ -68,10 +68,12 @@ STAFF_USER = "demo"
 DATABASE = "bulle_chain"
 # Sylvie's walk in each shop: in through the door, then browsing for ten minutes.
 WALKS = {
-    "A": Walk("chain-demo", 900.0, ((0.0, 6.0, -2.5), (3.0, 6.0, 0.0), (6.0, 3.0, 5.0),
-                                   (600.0, 3.2, 5.4))),
-    "B": Walk("chain-demo", 900.0, ((0.0, 7.2, -2.5), (3.0, 7.2, 0.0), (6.0, 7.0, 4.0),
-                                   (600.0, 7.0, 4.2))),
+    "A": Walk(
+        "chain-demo", 900.0, ((0.0, 6.0, -2.5), (3.0, 6.0, 0.0), (6.0, 3.0, 5.0), (600.0, 3.2, 5.4))
+    ),
+    "B": Walk(
+        "chain-demo", 900.0, ((0.0, 7.2, -2.5), (3.0, 7.2, 0.0), (6.0, 7.0, 4.0), (600.0, 7.0, 4.2))
+    ),
 }
 # A step of the story not seen within this long fails the demo (a greeting needs the phone
 # to walk in and the presence filter to be sure: some seconds on a loaded machine).
@@ -106,9 +108,12 @@ class Shop:
     def card_of(self, name: str) -> dict[str, Any] | None:
         for _, message in self.board:
             card = message.get("card")
-            if message.get("type") == "card" and isinstance(card, dict):
-                if name in json.dumps(card, ensure_ascii=False):
-                    return card
+            if (
+                message.get("type") == "card"
+                and isinstance(card, dict)
+                and name in json.dumps(card, ensure_ascii=False)
+            ):
+                return card
         return None
 
     def retracted_at(self, card_id: str) -> float | None:
@@ -207,7 +212,9 @@ class ChainDemo:
         try:
             for shop in self.shops:
                 store_id = shop.floor.store_id
-                shop.scanner_secrets = {s.id: secrets.token_urlsafe(32) for s in shop.floor.scanners}
+                shop.scanner_secrets = {
+                    s.id: secrets.token_urlsafe(32) for s in shop.floor.scanners
+                }
                 wrapped = {
                     sid: wrap_key(self.master_key, secret.encode(), scanner_aad(sid))
                     for sid, secret in shop.scanner_secrets.items()
@@ -216,8 +223,11 @@ class ChainDemo:
                 password = shop.staff_password
 
                 def fill(
-                    d: Handle, store_id: str = store_id, wrapped: dict[str, bytes] = wrapped,
-                    user: str = user, password: str = password,
+                    d: Handle,
+                    store_id: str = store_id,
+                    wrapped: dict[str, bytes] = wrapped,
+                    user: str = user,
+                    password: str = password,
                 ) -> None:
                     catalog.upsert_stock(d, store_id, items)
                     staff.add_user(d, user, password, "manager", now)
@@ -241,7 +251,10 @@ class ChainDemo:
         shop.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         resp = await shop.http.post(
             f"{shop.base_url}/login",
-            data={"username": f"{STAFF_USER}-{shop.label.lower()}", "password": shop.staff_password},
+            data={
+                "username": f"{STAFF_USER}-{shop.label.lower()}",
+                "password": shop.staff_password,
+            },
             allow_redirects=False,
         )
         if resp.status != 303:
@@ -284,8 +297,15 @@ class ChainDemo:
         config_path.chmod(0o600)
         log = (self.workdir / "logs" / f"{name}.log").open("ab")
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "scanner", "run", "--config", str(config_path),
-            stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log,
+            sys.executable,
+            "-m",
+            "scanner",
+            "run",
+            "--config",
+            str(config_path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=log,
+            stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
@@ -299,7 +319,9 @@ class ChainDemo:
         assert b.http is not None
         texts = await (await a.http.get(f"{a.base_url}/api/v1/consent-texts")).json()
         greeting = next(t["hash"] for t in texts["texts"] if t["purpose"] == "greeting")
-        enrolled = await _ok(await a.http.post(f"{a.base_url}/api/v1/enroll", json={"language": "fr"}))
+        enrolled = await _ok(
+            await a.http.post(f"{a.base_url}/api/v1/enroll", json={"language": "fr"})
+        )
         auth = {"Authorization": f"Bearer {enrolled['token']}"}
         await _ok(
             await a.http.put(
@@ -469,7 +491,9 @@ async def run_chain_demo(
 ) -> int:
     """`store-server chain-demo`: play the story, then keep both stores running."""
     with contextlib.ExitStack() as stack:
-        folder = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bulle-chain-")))
+        folder = workdir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="bulle-chain-"))
+        )
         demo = ChainDemo(folder, seed=seed)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -26,6 +26,8 @@ from store_server.metrics import Metrics, metrics_app
 from store_server.services.consent_feed import is_unavailable
 from store_server.services.store import StoreServices
 from store_server.storage.database import Database, target_of
+from store_server.storage.notify import ConsentListener
+from store_server.storage.pg import PgTarget
 from store_server.views import customer_api, customer_pages, health, manager, scanner_api, staff
 
 logger = logging.getLogger(__name__)
@@ -284,7 +286,15 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     )
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        db = Database(target_of(config, _resolve(base, config.db_path)))
+        target = target_of(config, _resolve(base, config.db_path))
+        db = Database(target)
+        # On PostgreSQL the database is shared by the chain's servers: follow the consent log
+        # (woken by its notifications) and fail closed when out of date.
+        wakeups = (
+            ConsentListener(target.url, password=target.password)
+            if isinstance(target, PgTarget)
+            else None
+        )
         service = StoreServices(
             config=config,
             floor=floor,
@@ -292,6 +302,8 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
             master_key=master_key,
             consent_texts=load_consent_texts(),
             timezone=timezone,
+            chain=wakeups is not None,
+            wakeups=wakeups,
         )
         service.tick_observer = metrics.tick_seconds.observe
         app[SERVICE] = service

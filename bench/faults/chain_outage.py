@@ -38,6 +38,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,16 @@ from store_server.storage.pg_cluster import Cluster, throwaway_cluster
 
 SEEDS = REPO_ROOT / "seeds"
 STORES = {
-    "A": (SEEDS / "store.toml", "demo-store", ("s-entrance", "s-machines", "s-parts", "s-checkout")),
-    "B": (SEEDS / "store-corner.toml", "corner-store", ("c-front", "c-coffee", "c-back", "c-repairs")),
+    "A": (
+        SEEDS / "store.toml",
+        "demo-store",
+        ("s-entrance", "s-machines", "s-parts", "s-checkout"),
+    ),
+    "B": (
+        SEEDS / "store-corner.toml",
+        "corner-store",
+        ("c-front", "c-coffee", "c-back", "c-repairs"),
+    ),
 }
 BACK_TO_NORMAL_S = 10.0
 """The issue's bound: every store back to normal within 10 s of the database's return."""
@@ -260,8 +269,10 @@ class Board:
         self._http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         resp = await self._http.post(
             self.server.base_url + "/login",
-            data={"username": f"staff-{self.server.label.lower()}",
-                  "password": self.server.staff_password},
+            data={
+                "username": f"staff-{self.server.label.lower()}",
+                "password": self.server.staff_password,
+            },
             allow_redirects=False,
         )
         if resp.status != 303:
@@ -319,7 +330,9 @@ async def until_normal(servers: list[ChainServer], since: float) -> dict[str, fl
             await asyncio.sleep(POLL_S)
     for server in servers:
         if server.label not in back:
-            raise CampaignError(f"store {server.label} not back to normal in {RECOVERY_TIMEOUT_S} s")
+            raise CampaignError(
+                f"store {server.label} not back to normal in {RECOVERY_TIMEOUT_S} s"
+            )
     return back
 
 
@@ -327,8 +340,19 @@ def pg_batches(url: str) -> dict[tuple[str, str], int]:
     with psycopg.connect(url) as conn:
         return {
             (str(s), str(b)): int(a)
-            for s, b, a in conn.execute("SELECT scanner_id, batch_id, accepted FROM scanner_batches")
+            for s, b, a in conn.execute(
+                "SELECT scanner_id, batch_id, accepted FROM scanner_batches"
+            )
         }
+
+
+async def poll_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether `predicate` became true within `timeout_s` (checked every POLL_S)."""
+    for _ in range(int(timeout_s / POLL_S) + 1):
+        if predicate():
+            return True
+        await asyncio.sleep(POLL_S)
+    return predicate()
 
 
 async def until_new_batch(url: str) -> None:
@@ -371,8 +395,9 @@ async def campaign(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         master_hex = os.urandom(32).hex()
         servers = []
         for label, (store_file, store_id, _) in STORES.items():
-            server = ChainServer(workdir / f"server-{label}", label=label, store_file=store_file,
-                                 store_id=store_id)
+            server = ChainServer(
+                workdir / f"server-{label}", label=label, store_file=store_file, store_id=store_id
+            )
             server.database_url = (
                 f"postgresql://bulle@127.0.0.1:{proxy.port}/{DATABASE}" if label == "A" else url
             )
@@ -386,8 +411,13 @@ async def campaign(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         scanners: list[ScannerProcess] = []
         for server in servers:
             for sid in STORES[server.label][2]:
-                scanner = ScannerProcess(sid, server.secrets[sid], workdir / "scanners",
-                                         server.base_url, store_id=server.store_id)
+                scanner = ScannerProcess(
+                    sid,
+                    server.secrets[sid],
+                    workdir / "scanners",
+                    server.base_url,
+                    store_id=server.store_id,
+                )
                 scanner.prepare()
                 await scanner.start()
                 scanners.append(scanner)
@@ -420,10 +450,7 @@ async def campaign(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             # 4. cut store A off; a customer with a card on A's board withdraws through B.
             board_a = boards[0]
             victim = "Client0"
-            deadline = time.monotonic() + RECOVERY_TIMEOUT_S
-            while not board_a.cards_named(victim) and time.monotonic() < deadline:
-                await asyncio.sleep(POLL_S)
-            if not board_a.cards_named(victim):
+            if not await poll_until(lambda: bool(board_a.cards_named(victim)), RECOVERY_TIMEOUT_S):
                 raise CampaignError("no card of the victim on store A's board before the cut")
             card_id = board_a.cards_named(victim)[-1]["id"]
             await proxy.cut()
@@ -438,9 +465,7 @@ async def campaign(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await proxy.heal()
             healed_at = time.time()
             figures["partition_back_s"] = await until_normal(servers, healed_at)
-            deadline = time.monotonic() + BACK_TO_NORMAL_S * 2
-            while board_a.retracted(card_id) is None and time.monotonic() < deadline:
-                await asyncio.sleep(POLL_S)
+            await poll_until(lambda: board_a.retracted(card_id) is not None, BACK_TO_NORMAL_S * 2)
             retracted = board_a.retracted(card_id)
             if retracted is None:
                 raise CampaignError("store A kept the withdrawn customer's card")

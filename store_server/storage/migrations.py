@@ -18,6 +18,7 @@ import psycopg
 from sqlite_utils.migrations import Migrations
 
 from store_server.storage import pg
+from store_server.storage.notify import NOTIFY_DDL
 
 migrations = Migrations("bulle-store-server")
 
@@ -347,3 +348,12 @@ def m006_consent_checkpoints(db: Any) -> None:
         BEGIN SELECT RAISE(ABORT, 'consent_checkpoints is append-only'); END;
         """,
     )
+
+
+@migrations()
+def m008_consent_notify(db: Any) -> None:
+    """Chain mode: every consent-log commit notifies channel ``bulle_consent`` with the new
+    entry's sequence number (`store_server.storage.notify`). PostgreSQL only: a SQLite
+    database has one server, which applies its own writes in-process."""
+    if isinstance(db, pg.PgHandle):
+        db.executescript(NOTIFY_DDL)
