@@ -64,9 +64,9 @@ from harness import (
 )
 
 from scanner.uploader import sign_request
+from store_server import staff
 from store_server.keywrap import scanner_aad, wrap_key
 from store_server.storage import scanners as scanner_store
-from store_server.storage import staff as staff_store
 from store_server.storage.database import Database
 from store_server.storage.pg import PgTarget
 from store_server.storage.pg_cluster import Cluster, throwaway_cluster
@@ -194,7 +194,15 @@ class ChainServer(ServerProcess):
 
     async def allowlist_status(self, http: aiohttp.ClientSession, scanner_id: str) -> int | None:
         path = "/api/scanner/v1/allowlist"
-        headers = sign_request(self.secrets[scanner_id], "GET", path, scanner_id, b"")
+        headers = sign_request(
+            self.secrets[scanner_id],
+            "GET",
+            path,
+            scanner_id,
+            b"",
+            timestamp=int(time.time()),
+            nonce=secrets.token_hex(16),
+        )
         try:
             async with http.get(self.base_url + path, headers=headers) as resp:
                 await resp.read()
@@ -220,7 +228,7 @@ def prepare_database(url: str, servers: list[ChainServer], master_key: bytes) ->
                 )
                 server.secrets[sid] = secret
             user, password = f"staff-{server.label.lower()}", server.staff_password
-            db.run_sync(lambda d, u=user, p=password: staff_store.add_user(d, u, p, "staff", now))
+            db.run_sync(lambda d, u=user, p=password: staff.add_user(d, u, p, "staff", now))
     finally:
         db.close()
 
