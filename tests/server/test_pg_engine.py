@@ -280,10 +280,17 @@ def test_the_password_never_shows_in_settings_or_errors() -> None:
     assert config.database_password == secret
     assert secret not in repr(config)
     assert secret not in repr(PgTarget(config.database_url, secret))
-    with pytest.raises(ConfigError) as info:
-        load_config(f'database_url = "postgresql://bulle:{secret}@db/bulle"\n', {})
-    assert secret not in str(info.value)
-    assert info.value.key == "database_url"
+    for url in (
+        f"postgresql://bulle:{secret}@db/bulle",
+        f"postgresql://bulle@db/bulle?sslmode=require&password={secret}",
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_config(f'database_url = "{url}"\n', {})
+        assert secret not in str(info.value)
+        assert info.value.key == "database_url"
+        with pytest.raises(ValueError, match="password") as refused:
+            PgTarget(url)
+        assert secret not in str(refused.value)
     with pytest.raises(ConfigError, match="BULLE_DATABASE_PASSWORD") as info:
         load_config(f'database_password = "{secret}"\n', {})
     assert secret not in str(info.value)
