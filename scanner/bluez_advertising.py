@@ -238,10 +238,10 @@ class StoreBeaconAdvertiser:
                 await self._session(stop)
                 delay = RETRY_FIRST_S
             except _BluezChanged:
-                logger.info("BlueZ restarted: registering the store beacon again")
+                logger.info("BlueZ or the system bus restarted: registering the store beacon again")
                 delay = RETRY_FIRST_S
                 continue
-            except (DBusError, OSError, EOFError, AdvertisingError) as exc:
+            except Exception as exc:  # scanning goes on whatever happens to the beacon
                 message = describe_error(exc, self.settings.adapter)
                 if message != self._last_error:
                     logger.warning("store beacon off the air: %s (retrying)", message)

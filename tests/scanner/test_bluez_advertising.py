@@ -240,6 +240,33 @@ async def test_survives_a_system_bus_restart(
         _stop(bus.process)
 
 
+async def test_an_unexpected_error_is_retried_not_raised(
+    bluez: BluezMock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever goes wrong with the beacon, the advertiser logs it once and tries again:
+    it never takes scanning down with it."""
+    monkeypatch.setattr(bluez_advertising, "RETRY_MAX_S", 0.2)
+    real = bluez_advertising.advertised_now
+    failures = [RuntimeError("boom")]
+
+    def flaky(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args)
+
+    monkeypatch.setattr(bluez_advertising, "advertised_now", flaky)
+    before = len(await events(bluez))
+    advertiser = StoreBeaconAdvertiser(settings(), clock=lambda: SLOT * SLOT_S)
+    stop = asyncio.Event()
+    task = asyncio.create_task(advertiser.run(stop))
+    try:
+        await wait_events(bluez, lambda e: len(e) > before, "a registration after the error")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, LIMIT_S)
+    assert "store beacon off the air: RuntimeError: boom (retrying)" in caplog.text
+
+
 async def _value(x: bool) -> bool:
     return x
 
