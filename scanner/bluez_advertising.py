@@ -145,7 +145,7 @@ class _AdvertisementWithTxPower(_Advertisement):
 
 
 class _BluezChanged(Exception):
-    """bluetoothd left the bus or came back: registrations it held are gone."""
+    """bluetoothd left the bus or came back, or the bus itself went: registrations are gone."""
 
 
 def _check_reply(reply: Message | None, what: str) -> Message:
@@ -238,10 +238,10 @@ class StoreBeaconAdvertiser:
                 await self._session(stop)
                 delay = RETRY_FIRST_S
             except _BluezChanged:
-                logger.info("BlueZ restarted: registering the store beacon again")
+                logger.info("BlueZ or the system bus restarted: registering the store beacon again")
                 delay = RETRY_FIRST_S
                 continue
-            except (DBusError, OSError, EOFError, AdvertisingError) as exc:
+            except Exception as exc:  # scanning goes on whatever happens to the beacon
                 message = describe_error(exc, self.settings.adapter)
                 if message != self._last_error:
                     logger.warning("store beacon off the air: %s (retrying)", message)
@@ -277,7 +277,15 @@ class StoreBeaconAdvertiser:
             if s.tx_power is None
             else _AdvertisementWithTxPower(self._release, s.tx_power)
         )
+
+        def on_disconnect(_: object) -> None:
+            # The system bus went away (dbus restarted): so did every registration on it.
+            changed.set()
+            self._wake.set()
+
         bus.add_message_handler(on_message)
+        disconnected = asyncio.ensure_future(bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
+        disconnected.add_done_callback(on_disconnect)
         try:
             await self._add_match(bus)
             bus.export(ADVERTISEMENT_PATH, advert)
@@ -309,9 +317,14 @@ class StoreBeaconAdvertiser:
         finally:
             with contextlib.suppress(Exception):
                 await self._withdraw(bus, changed)
+            disconnected.remove_done_callback(on_disconnect)
+            disconnected.cancel()
             bus.remove_message_handler(on_message)
-            bus.unexport(ADVERTISEMENT_PATH)
-            bus.disconnect()
+            # A bus already gone has nothing to undo.
+            with contextlib.suppress(Exception):
+                bus.unexport(ADVERTISEMENT_PATH)
+            with contextlib.suppress(Exception):
+                bus.disconnect()
 
     async def _withdraw(self, bus: MessageBus, changed: asyncio.Event) -> None:
         if self.on_air is None or changed.is_set() or self._released:

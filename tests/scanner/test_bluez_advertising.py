@@ -204,6 +204,69 @@ async def test_survives_adapter_removal_and_bluetoothd_restart(
         _stop(bus.process)
 
 
+async def test_survives_a_system_bus_restart(
+    system_bus: PrivateBus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dbus itself dies and restarts (and bluetoothd with it): the box notices the lost
+    connection and registers again on the new bus, without waiting for the next slot."""
+    monkeypatch.setattr(bluez_advertising, "RETRY_MAX_S", 0.5)  # retry quickly in a test
+    bus = start_private_bus(tmp_path)
+    mock = await asyncio.to_thread(BluezMock, bus)
+    await asyncio.to_thread(mock.add_adapter, "hci0")
+    advertiser = StoreBeaconAdvertiser(
+        settings(), clock=lambda: SLOT * SLOT_S, bus_address=bus.address
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(advertiser.run(stop))
+    try:
+        await wait_events(mock, lambda e: [x[0] for x in e] == ["register"], "registration")
+        # The bus dies first (SIGKILL: a dbus-daemon stopping cleanly would still announce
+        # that org.bluez lost its owner): only the lost connection tells the box.
+        bus.process.kill()
+        bus.process.wait()
+        await asyncio.to_thread(mock.close)
+        (tmp_path / "system_bus_socket").unlink(missing_ok=True)
+        bus = start_private_bus(tmp_path)  # the same address
+        mock = await asyncio.to_thread(BluezMock, bus)
+        await asyncio.to_thread(mock.add_adapter, "hci0")
+        log = await wait_events(mock, lambda e: len(e) >= 1, "registration on the new bus")
+        assert log[0][0] == "register"
+        assert on_air(log[0][2])[1] == expected_payload(SLOT)
+        assert advertiser.registrations == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, LIMIT_S)
+        await asyncio.to_thread(mock.close)
+        _stop(bus.process)
+
+
+async def test_an_unexpected_error_is_retried_not_raised(
+    bluez: BluezMock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever goes wrong with the beacon, the advertiser logs it once and tries again:
+    it never takes scanning down with it."""
+    monkeypatch.setattr(bluez_advertising, "RETRY_MAX_S", 0.2)
+    real = bluez_advertising.advertised_now
+    failures = [RuntimeError("boom")]
+
+    def flaky(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args)
+
+    monkeypatch.setattr(bluez_advertising, "advertised_now", flaky)
+    before = len(await events(bluez))
+    advertiser = StoreBeaconAdvertiser(settings(), clock=lambda: SLOT * SLOT_S)
+    stop = asyncio.Event()
+    task = asyncio.create_task(advertiser.run(stop))
+    try:
+        await wait_events(bluez, lambda e: len(e) > before, "a registration after the error")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, LIMIT_S)
+    assert "store beacon off the air: RuntimeError: boom (retrying)" in caplog.text
+
+
 async def _value(x: bool) -> bool:
     return x
 
