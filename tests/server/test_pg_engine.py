@@ -437,3 +437,20 @@ def test_the_server_role_cannot_migrate_and_says_who_can(
         pg_cluster.drop_database(name)
         with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_serve_without_its_postgres_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing listens at the URL: one line naming database_url, no traceback."""
+    for variable in [n for n in os.environ if n.startswith("BULLE_")]:
+        monkeypatch.delenv(variable)
+    nowhere = tmp_path / "no-server"
+    nowhere.mkdir()
+    monkeypatch.setenv("BULLE_DATABASE_URL", f"postgresql://bulle@/bulle?host={nowhere}")
+    monkeypatch.setenv("BULLE_MASTER_KEY", "ab" * 32)
+    monkeypatch.setenv("BULLE_STORE_FILE", str(STORE_FILE))
+    assert cli.main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("store-server: error: database_url: cannot open the database")
+    assert len(err.strip().splitlines()) == 1
