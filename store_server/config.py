@@ -76,6 +76,7 @@ class ServerConfig:
     metrics_token: str = ""
     extra_origins: tuple[str, ...] = field(default=())
     trusted_proxies: tuple[str, ...] = field(default=())
+    chain_mode: bool = False
 
     def with_overrides(self, **changes: Any) -> ServerConfig:
         return replace(self, **changes)

@@ -258,7 +258,9 @@ class Coordinator:
             ids = set(found)
             for subject in [s for s in self.resolver.subjects() if s not in ids]:
                 retracted = await self.db.write(
-                    functools.partial(visits.retract_cards_of, customer_id=subject, now=now)
+                    functools.partial(
+                        visits.retract_cards_of, customer_id=subject, now=now, store_id=store_id
+                    )
                 )
                 await self.forget(subject, "expired", retracted)
             gone = [c for c in self.static.customers() if c not in ids]

@@ -278,7 +278,8 @@ class Customers:
 
     async def messages(self, customer_id: str) -> list[dict[str, Any]]:
         """The customer's app messages, newest first."""
-        return await self.db.read(lambda db: visits.messages_of(db, customer_id))
+        store_id = self.store_id
+        return await self.db.read(lambda db: visits.messages_of(db, customer_id, store_id))
 
     async def my_data(self, customer_id: str) -> dict[str, Any]:
         """Every record held about the customer, with their consent history (pseudonymous log)."""

@@ -26,7 +26,7 @@ from store_server.services.coordinator import (
 from store_server.services.customers import Customers
 from store_server.services.scanners import ScannerGateway
 from store_server.services.staff import StaffService
-from store_server.storage import scanners
+from store_server.storage import scanners, visits
 from store_server.storage.database import Database, data_version
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,12 @@ class StoreServices:
     async def prepare(self) -> None:
         """Load the consent texts, calibrations and consenting customers (no background task)."""
         await self.customers.prepare()
+        if not self.config.chain_mode:
+            # A single shop: rows from before stores were recorded are all this store's.
+            store_id = self.store_id
+            claimed = await self.db.write(lambda db: visits.claim_unowned(db, store_id))
+            if claimed:
+                logger.info("recorded this store on %d rows from an earlier release", claimed)
         engine = self.coordinator.engine
         for scanner_id, offset in (await self.db.read(scanners.calibration_overrides)).items():
             if scanner_id in engine.calibration():

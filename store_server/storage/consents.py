@@ -23,9 +23,10 @@ from store_server.errors import ValidationError
 from store_server.storage.database import Handle, immediate, one, rows
 from store_server.storage.visits import retract_open_cards
 
-# A consent counts at a store when it covers the whole chain, or was given at that store
-# (NULL: given before store ids were recorded, i.e. at this server's own store).
-_SCOPE_MATCH = "(scope = 'chain' OR store_id IS NULL OR store_id = ?)"
+# A consent counts at a store when it covers the whole chain, or was given at that store.
+# (NULL: given before store ids were recorded; a server outside chain mode claims those rows
+# at start-up, `visits.claim_unowned`; in a chain such a store-scoped consent counts nowhere.)
+_SCOPE_MATCH = "(scope = 'chain' OR store_id = ?)"
 
 
 def ensure_consent_texts(db: Handle, texts: Iterable[ConsentText]) -> None:
@@ -61,6 +62,7 @@ def consents_of(db: Handle, customer_id: str, store_id: str | None = None) -> li
             text_hash=row["text_hash"],
             granted_at=row["granted_at"],
             expires_at=row["expires_at"],
+            store_id=row["store_id"],
         )
         for row in rows(db, sql, params)
     ]
@@ -173,7 +175,7 @@ def grant_consent(
         append_consent_log(
             db, LogEntry(subject_ref, purpose, action, text_hash, scope, channel, app_version, now)
         )
-    return ActiveConsent(purpose, scope, text_hash, now, now + duration_s)
+    return ActiveConsent(purpose, scope, text_hash, now, now + duration_s, store_id)
 
 
 @dataclass(frozen=True, slots=True)

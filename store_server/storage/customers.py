@@ -274,6 +274,7 @@ def customer_data(db: Handle, customer_id: str, subject: str, now: float) -> dic
         {
             "purpose": c.purpose,
             "scope": c.scope,
+            "store_id": c.store_id,
             "text_hash": c.text_hash,
             "granted_at": c.granted_at,
             "expires_at": c.expires_at,
@@ -299,15 +300,17 @@ def customer_data(db: Handle, customer_id: str, subject: str, now: float) -> dic
         {**{k: v for k, v in r.items() if k != "payload"}, "payload": json.loads(r["payload"])}
         for r in rows(
             db,
-            "SELECT id, kind, created_at, state, acked_by, acked_at, payload FROM cards"
+            "SELECT id, store_id, kind, created_at, state, acked_by, acked_at, payload FROM cards"
             " WHERE customer_id = ? ORDER BY created_at",
             [customer_id],
         )
     ]
     messages = [
-        {"id": r["id"], "at": r["at"], **json.loads(r["body"])}
+        {"id": r["id"], "store_id": r["store_id"], "at": r["at"], **json.loads(r["body"])}
         for r in rows(
-            db, "SELECT id, at, body FROM messages WHERE customer_id = ? ORDER BY at", [customer_id]
+            db,
+            "SELECT id, store_id, at, body FROM messages WHERE customer_id = ? ORDER BY at",
+            [customer_id],
         )
     ]
     return {
@@ -327,13 +330,14 @@ def customer_data(db: Handle, customer_id: str, subject: str, now: float) -> dic
         ),
         "visits": rows(
             db,
-            "SELECT id, arrived_at, left_at, zone, via FROM visits WHERE customer_id = ?"
+            "SELECT id, store_id, arrived_at, left_at, zone, via FROM visits WHERE customer_id = ?"
             " ORDER BY arrived_at",
             [customer_id],
         ),
         "decisions": rows(
             db,
-            "SELECT id, visit_id, at, outcome, reason FROM decisions WHERE customer_id = ?"
+            "SELECT id, store_id, visit_id, at, outcome, reason FROM decisions"
+            " WHERE customer_id = ?"
             " ORDER BY at",
             [customer_id],
         ),
@@ -341,7 +345,8 @@ def customer_data(db: Handle, customer_id: str, subject: str, now: float) -> dic
         "messages": messages,
         "access_log": rows(
             db,
-            "SELECT staff_user, card_id, action, at FROM access_log WHERE customer_id = ?"
+            "SELECT store_id, staff_user, card_id, action, at FROM access_log"
+            " WHERE customer_id = ?"
             " ORDER BY at, id",
             [customer_id],
         ),
