@@ -11,6 +11,10 @@ version and is kept as a delta for the scanners' allowlist (:meth:`changes_since
 An EID is accepted at ``now`` only while its window is within ``skew_windows`` of the app's
 current window; that check is exact even if :meth:`advance` runs late.
 
+A chain's store server holds no identity key: its subjects come as temporary keys
+(:class:`~store_server.tempkeys.TemporaryKeyRecord`, one key per 2**16 s slot), and a window
+whose slot's key it does not hold has no EID (it resolves nothing, and is not listed).
+
 Large start-ups compute the EIDs elsewhere (a worker process, :func:`build_windows`) while
 the subjects are already known as *expected* (:meth:`EidResolver.expect`): they count as
 consenting at once, and become resolvable when :meth:`EidResolver.install` receives them.
@@ -32,6 +36,10 @@ from store_server.eid import (
     IdentityRecord,
     window_eids,
 )
+from store_server.tempkeys import MISSING, TemporaryKeyRecord, window_eids_from_keys
+
+Record = IdentityRecord | TemporaryKeyRecord
+"""A subject as the resolver takes it: an identity key, or temporary keys (chain mode)."""
 
 DEFAULT_SKEW_WINDOWS = 1
 """Accept the current window and one on each side: tolerates clock drift and a beacon that
@@ -71,23 +79,32 @@ class _Change:
 
 
 class _Held:
-    """One resolvable subject: its identity and held windows."""
+    """One resolvable subject: its identity (or temporary keys) and held windows."""
 
-    __slots__ = ("base", "eids", "k", "key", "offset")
+    __slots__ = ("base", "eids", "k", "key", "offset", "tks")
 
-    def __init__(self, key: bytes, k: int, offset: float) -> None:
+    def __init__(
+        self, key: bytes, k: int, offset: float, tks: dict[int, bytes] | None = None
+    ) -> None:
         self.key = key
         self.k = k
         self.offset = offset
+        self.tks = tks  # chain mode: temporary keys by unwrapped slot, and no identity key
         self.base = 0  # the first held window (unwrapped); eids[i] is window base + i
         self.eids: tuple[bytes, ...] = ()
 
-    def same_identity(self, record: IdentityRecord) -> bool:
-        return (
-            self.key == record.identity_key
-            and self.k == record.k
-            and self.offset == record.clock_offset_s
-        )
+    @classmethod
+    def of(cls, record: Record) -> _Held:
+        if isinstance(record, TemporaryKeyRecord):
+            return cls(b"", record.k, float(record.clock_offset_s), record.by_slot())
+        return cls(record.identity_key, record.k, float(record.clock_offset_s))
+
+    def same_identity(self, record: Record) -> bool:
+        if self.k != record.k or self.offset != record.clock_offset_s:
+            return False
+        if isinstance(record, TemporaryKeyRecord):
+            return self.tks == record.by_slot()
+        return self.tks is None and self.key == record.identity_key
 
     def current(self, now: float) -> int:
         return math.floor(now + self.offset) >> self.k
@@ -101,6 +118,12 @@ class _Held:
         return math.ceil(((self.base + skew + 1) << self.k) - self.offset)
 
     def compute(self, windows: range) -> list[bytes]:
+        if self.tks is not None:
+            # Temporary keys of slots before the first window are of no more use: dropped.
+            first = (windows.start << self.k) >> 16
+            for slot in [s for s in self.tks if s < first]:
+                del self.tks[slot]
+            return window_eids_from_keys(self.tks, self.k, windows)
         # The temporary key is computed once for the windows of its 2**16 s slot, not kept:
         # at 100,000 customers it would hold 5.6 MB for one AES call saved per rotation.
         eids, _ = window_eids(self.key, self.k, windows)
@@ -232,7 +255,7 @@ class EidResolver:
         for held in self._held.values():
             current = held.current(now)
             for window, eid in enumerate(held.eids, held.base):
-                if abs(current - window) <= skew:
+                if eid is not MISSING and eid and abs(current - window) <= skew:
                     items.append(AllowlistItem(eid, held.not_after(window, skew)))
         return items
 
@@ -271,11 +294,11 @@ class EidResolver:
 
     # ---- changes ---------------------------------------------------------------------------
 
-    def upsert(self, record: IdentityRecord, now: float) -> None:
+    def upsert(self, record: Record, now: float) -> None:
         """Add a subject, or re-key it (its previous EIDs stop resolving at once)."""
         self.upsert_many((record,), now)
 
-    def upsert_many(self, records: Iterable[IdentityRecord], now: float) -> None:
+    def upsert_many(self, records: Iterable[Record], now: float) -> None:
         """Add or re-key many subjects as one change (one version bump).
 
         Every record is validated before anything changes.
@@ -292,7 +315,7 @@ class EidResolver:
                     continue
                 self._drop(record.subject, held, removed)
             self._expected.pop(record.subject, None)
-            held = _Held(record.identity_key, record.k, float(record.clock_offset_s))
+            held = _Held.of(record)
             self._held[record.subject] = held
             self._place(record.subject, held, now, removed, added)
         self._commit(added, removed)
@@ -356,6 +379,7 @@ class EidResolver:
         removed: list[bytes] = []
         self._drop(subject, held, removed)
         held.key = b""  # nothing of the key left in this object
+        held.tks = None
         self._commit([], removed)
         return True
 
@@ -407,10 +431,11 @@ class EidResolver:
         for eid in gone:
             if by_eid.get(eid) == subject:
                 del by_eid[eid]
-        removed.extend(gone)
+        removed.extend(e for e in gone if e)
         for eid in new:
-            by_eid[eid] = subject
-        added.extend(new)
+            if eid:
+                by_eid[eid] = subject
+        added.extend(e for e in new if e)
         self.eid_computations += len(new)
         held.base = base
         held.eids = (*kept, *new)
@@ -426,7 +451,7 @@ class EidResolver:
         for eid in held.eids:
             if by_eid.get(eid) == subject:
                 del by_eid[eid]
-        removed.extend(held.eids)
+        removed.extend(e for e in held.eids if e)
         held.eids = ()
 
     def _schedule(self, subject: str, held: _Held) -> None:

@@ -21,6 +21,7 @@ from store_server.consent import (
 )
 from store_server.errors import ValidationError
 from store_server.storage.database import Handle, immediate, one, rows
+from store_server.storage.keys import delete_temporary_keys_of
 from store_server.storage.visits import retract_open_cards
 
 # A consent counts at a store when it covers the whole chain, or was given at that store.
@@ -213,6 +214,9 @@ def withdraw_consent(
         remaining = frozenset(
             c.purpose for c in consents_of(db, customer_id, store_id) if is_active(c, now)
         )
+        if one(db, "SELECT 1 AS x FROM consents WHERE customer_id = ?", [customer_id]) is None:
+            # No consent left anywhere: no store may recognise the customer any more.
+            delete_temporary_keys_of(db, customer_id)
     return Withdrawal(remaining, cards)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import time
 from typing import Any
@@ -16,6 +16,11 @@ from store_server.errors import ValidationError
 from store_server.policy import CustomerSnapshot, Preferences, WishItem
 from store_server.storage.consents import append_consent_log, consent_log_rows, consents_of
 from store_server.storage.database import Handle, immediate, one, rows, truncate_wal
+from store_server.storage.keys import (
+    TemporaryKeyRow,
+    delete_temporary_keys_of,
+    put_temporary_keys,
+)
 from store_server.storage.visits import retract_open_cards
 
 # Pickup codes: 6 characters from an alphabet without look-alikes (0/O, 1/I/L).
@@ -59,10 +64,15 @@ def create_customer(
     clock_offset_s: float,
     language: str,
     now: float,
+    wrap: str = "master",
+    temporary_keys_for: Callable[[str], list[TemporaryKeyRow]] | None = None,
 ) -> NewCustomer:
-    """Create a customer and their app identity; `key_wrapped_for(customer_id)` wraps the key."""
+    """Create a customer and their app identity; `key_wrapped_for(customer_id)` wraps the key
+    (as ``wrap`` says); in chain mode `temporary_keys_for(customer_id)` gives the temporary
+    keys stored with it."""
     customer_id = "c_" + secrets.token_hex(12)
     token = secrets.token_urlsafe(32)
+    tks = temporary_keys_for(customer_id) if temporary_keys_for is not None else []
     with immediate(db):
         db.execute(
             "INSERT INTO customers (id, token_hash, created_at, language, pickup_code)"
@@ -70,10 +80,11 @@ def create_customer(
             [customer_id, token_hash(token), now, language, new_pickup_code()],
         )
         db.execute(
-            "INSERT INTO identities (customer_id, key_wrapped, k, clock_offset_s, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [customer_id, key_wrapped_for(customer_id), k, clock_offset_s, now],
+            "INSERT INTO identities (customer_id, key_wrapped, k, clock_offset_s, created_at,"
+            " wrap) VALUES (?, ?, ?, ?, ?, ?)",
+            [customer_id, key_wrapped_for(customer_id), k, clock_offset_s, now, wrap],
         )
+        put_temporary_keys(db, tks, now)
     return NewCustomer(customer_id, token)
 
 
@@ -85,14 +96,19 @@ def rotate_identity(
     k: int,
     clock_offset_s: float,
     now: float,
+    wrap: str = "master",
+    temporary_keys: list[TemporaryKeyRow] | None = None,
 ) -> None:
-    """Replace a customer's app identity (re-enrollment): the previous key is overwritten."""
+    """Replace a customer's app identity (re-enrollment): the previous key is overwritten,
+    and so are its temporary keys (chain mode: replaced by ``temporary_keys``)."""
     with immediate(db):
         db.execute(
-            "UPDATE identities SET key_wrapped = ?, k = ?, clock_offset_s = ?, created_at = ?"
-            " WHERE customer_id = ?",
-            [key_wrapped, k, clock_offset_s, now, customer_id],
+            "UPDATE identities SET key_wrapped = ?, k = ?, clock_offset_s = ?, created_at = ?,"
+            " wrap = ? WHERE customer_id = ?",
+            [key_wrapped, k, clock_offset_s, now, wrap, customer_id],
         )
+        delete_temporary_keys_of(db, customer_id)
+        put_temporary_keys(db, temporary_keys or [], now)
 
 
 def set_legacy_ibeacon(db: Handle, customer_id: str, ibeacon_id: str | None) -> None:

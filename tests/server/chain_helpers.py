@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from store_server.keyseal import generate_authority_key
 from store_server.stock import parse_stock_csv
 from store_server.storage import catalog as catalog_store
 from tests.server.conftest import CATALOG_FILE, STORE_FILE, Harness, bearer, running_server
@@ -22,6 +23,24 @@ from tests.server.conftest import CATALOG_FILE, STORE_FILE, Harness, bearer, run
 STORE_A = "demo-store"
 STORE_B = "other-store"
 PASSWORD = "correct horse battery"
+
+
+_AUTHORITY_KEY: list[tuple[bytes, bytes]] = []
+
+
+def authority_key() -> tuple[bytes, bytes]:
+    """One authority key pair (private, public PEM) for the whole run (RSA-3072 takes a
+    moment to generate)."""
+    if not _AUTHORITY_KEY:
+        _AUTHORITY_KEY.append(generate_authority_key())
+    return _AUTHORITY_KEY[0]
+
+
+def chain_settings(tmp_path: Path) -> dict[str, Any]:
+    """Settings of a chain's store server (not the key authority)."""
+    public = tmp_path / "authority.pub.pem"
+    public.write_bytes(authority_key()[1])
+    return {"chain_mode": True, "authority_public_key_file": str(public)}
 
 
 def store_file(tmp_path: Path, store_id: str) -> Path:

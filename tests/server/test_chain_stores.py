@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.server.chain_helpers import (
     STORE_A,
     STORE_B,
     board_snapshot,
+    chain_settings,
     check_in,
     grant,
     json_of,
@@ -20,6 +24,14 @@ from tests.server.chain_helpers import (
     two_stores,
 )
 from tests.server.conftest import Harness, batch_body, bearer, running_server
+
+# Every test runs with two single shops' servers sharing a file, and with a chain's servers
+# (chain mode: temporary keys only).
+pytestmark = pytest.mark.parametrize("chain", [False, True], ids=["shops", "chain"])
+
+
+def _settings(tmp_path: Path, chain: bool) -> dict[str, Any]:
+    return chain_settings(tmp_path) if chain else {}
 
 
 async def _customer(server: Harness, name: str) -> str:
@@ -33,8 +45,8 @@ async def _customer(server: Harness, name: str) -> str:
     return token
 
 
-async def test_store_scoped_consent_greets_at_its_store_only(tmp_path: Path) -> None:
-    async with two_stores(tmp_path) as (a, b):
+async def test_store_scoped_consent_greets_at_its_store_only(tmp_path: Path, chain: bool) -> None:
+    async with two_stores(tmp_path, **_settings(tmp_path, chain)) as (a, b):
         token = await _customer(a, "Sylvie")
         await grant(a, token, "greeting", "store")
         await refresh(a, b)
@@ -45,10 +57,21 @@ async def test_store_scoped_consent_greets_at_its_store_only(tmp_path: Path) -> 
         customer = (await a.rows("SELECT id FROM customers"))[0]["id"]
         assert customer in a.service.coordinator.resolver
         assert customer not in b.service.coordinator.resolver
+        # With a chain-wide stock check besides: B recognises them, for that purpose only.
+        await grant(a, token, "stock_check", "chain")
+        resp = await a.client.put(
+            "/api/v1/wishlist", json={"skus": ["GAS-GASKET-58"]}, headers=bearer(token)
+        )
+        assert resp.status in (200, 204)
+        await refresh(b)
+        b.service.coordinator.check_ins.clear()  # the one-per-10-s limit: not under test
+        assert await check_in(b, token)
+        kinds = await b.rows("SELECT kind FROM cards WHERE store_id = ?", [STORE_B])
+        assert kinds == [{"kind": "stock"}]
 
 
-async def test_chain_scoped_consent_greets_at_every_store(tmp_path: Path) -> None:
-    async with two_stores(tmp_path) as (a, b):
+async def test_chain_scoped_consent_greets_at_every_store(tmp_path: Path, chain: bool) -> None:
+    async with two_stores(tmp_path, **_settings(tmp_path, chain)) as (a, b):
         token = await _customer(b, "Sylvie")
         await grant(b, token, "greeting", "chain")  # given at B, for the whole chain
         await refresh(a, b)
@@ -66,8 +89,8 @@ async def test_chain_scoped_consent_greets_at_every_store(tmp_path: Path) -> Non
         assert len(b.service.coordinator.resolver) == 0
 
 
-async def test_a_store_never_shows_another_stores_records(tmp_path: Path) -> None:
-    async with two_stores(tmp_path) as (a, b):
+async def test_a_store_never_shows_another_stores_records(tmp_path: Path, chain: bool) -> None:
+    async with two_stores(tmp_path, **_settings(tmp_path, chain)) as (a, b):
         token = await _customer(a, "Sylvie")
         for purpose in ("greeting", "stock_check"):
             await grant(a, token, purpose, "chain")
@@ -158,13 +181,20 @@ async def test_a_store_never_shows_another_stores_records(tmp_path: Path) -> Non
         assert len(a.service.coordinator.resolver) == 0
 
 
-async def test_two_servers_of_one_store_share_the_greeting_cooldown(tmp_path: Path) -> None:
+async def test_two_servers_of_one_store_share_the_greeting_cooldown(
+    tmp_path: Path, chain: bool
+) -> None:
     """Failover: a second server of the same store does not greet again within the cooldown
     the first one started, nor take a batch the first one already took."""
-    async with two_stores(tmp_path) as (a, b):
+    async with two_stores(tmp_path, **_settings(tmp_path, chain)) as (a, b):
         other = tmp_path / "a2"
         other.mkdir()
-        async with running_server(other, db_path=a.config.db_path, master_key=a.master_key) as a2:
+        async with running_server(
+            other,
+            db_path=a.config.db_path,
+            master_key=a.master_key,
+            **_settings(tmp_path, chain),
+        ) as a2:
             token = await _customer(a, "Sylvie")
             await grant(a, token, "greeting", "store")
             await refresh(a2)
