@@ -25,7 +25,7 @@ from store_server.keyseal import ChainKeys, chain_keys
 from store_server.keywrap import KeyWrapError, parse_master_key
 from store_server.metrics import Metrics, metrics_app
 from store_server.services.store import StoreServices
-from store_server.storage.database import Database
+from store_server.storage.database import Database, target_of
 from store_server.views import customer_api, customer_pages, health, manager, scanner_api, staff
 
 logger = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     )
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        db = Database(_resolve(base, config.db_path))
+        db = Database(target_of(config, _resolve(base, config.db_path)))
         service = StoreServices(
             config=config,
             floor=floor,

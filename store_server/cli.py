@@ -14,6 +14,7 @@ from typing import Any, TextIO, TypeVar
 
 from store_server.cli_admin import add_admin_commands
 from store_server.cli_chain import add_chain_commands
+from store_server.cli_db import add_db_commands
 from store_server.cli_settings import (
     HelpFormatter,
     add_config_arg,
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_admin_commands(sub)
     add_chain_commands(sub)
+    add_db_commands(sub)
 
     p = sub.add_parser(
         "eid",

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from store_server.policy import CustomerSnapshot, Decision
-from store_server.storage.database import Handle, immediate, one, rows, truncate_wal
+from store_server.storage.database import (
+    Handle,
+    customer_lock,
+    immediate,
+    is_pg,
+    lock,
+    one,
+    rows,
+    truncate_wal,
+)
 
 CardMaker = Callable[[Decision], list[dict[str, Any]]]
 Decider = Callable[[CustomerSnapshot, float | None], Decision | None]
@@ -56,6 +65,7 @@ def record_trigger(
     made it: two servers of one store (failover) never greet within the cooldown twice.
     """
     with immediate(db):
+        lock(db, customer_lock(customer_id))
         snap = read_snapshot(db)
         if snap is None:
             return None
@@ -72,10 +82,9 @@ def record_trigger(
             visit_id = int(
                 db.execute(
                     "INSERT INTO visits (customer_id, arrived_at, zone, via, store_id)"
-                    " VALUES (?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?) RETURNING id",
                     [customer_id, now, zone, via, store_id],
-                ).lastrowid
-                or 0
+                ).fetchone()[0]
             )
         db.execute(
             "INSERT INTO decisions (customer_id, visit_id, at, outcome, reason, store_id)"
@@ -274,8 +283,11 @@ def claim_unowned(db: Handle, store_id: str) -> int:
     """Give the rows written before stores were recorded (NULL) to ``store_id``; how many.
 
     Run at start-up by a server outside chain mode: its database has only ever had its own
-    store. A chain's servers never claim (such rows then count nowhere: fail closed).
+    store. A chain's servers never claim (such rows then count nowhere: fail closed). A
+    PostgreSQL database has no such rows (it is newer than store ids): nothing to do there.
     """
+    if is_pg(db):
+        return 0
     claimed = 0
     with immediate(db):
         for table in STORE_TABLES:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,9 @@ from store_server import eid
 from store_server.keyseal import generate_authority_key
 from store_server.storage import database
 from store_server.storage import keys as key_store
+from store_server.storage.database import Target
 from tests.server.chain_helpers import STORE_A, STORE_B, check_in, grant, refresh, two_stores
-from tests.server.conftest import Harness
+from tests.server.conftest import Harness, engine_settings
 
 
 def _deny_identity_keys(action: int, table: str | None, column: str | None, *_: Any) -> int:
@@ -30,8 +33,48 @@ def _deny_identity_keys(action: int, table: str | None, column: str | None, *_: 
 
 
 @pytest.fixture
-def no_identity_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every connection the servers of this test open may not read identities.key_wrapped."""
+def no_identity_keys(
+    engine: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[dict[str, Any], Target | None]]:
+    """Settings for store servers that may not read identities.key_wrapped, and the target
+    the key authority connects to (None: the SQLite file of the servers).
+
+    SQLite: every connection the servers of this test open refuses the column (an
+    authorizer). PostgreSQL: the servers connect as a role granted `db grant --chain-store`.
+    """
+    if engine == "postgres":
+        yield from _chain_store_role(request)
+        return
+    _guard_sqlite(monkeypatch)
+    yield {}, None  # noqa: PT022 (the PostgreSQL branch tears down)
+
+
+def _chain_store_role(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[dict[str, Any], Target | None]]:
+    import psycopg
+
+    from store_server.storage import pg_roles
+    from store_server.storage.pg import PgHandle, PgTarget
+
+    cluster = request.getfixturevalue("pg_cluster")
+    owner_url: str = request.getfixturevalue("pg_url")
+    role = f"bulle_store_{secrets.token_hex(4)}"
+    owner = database.connect_target(PgTarget(owner_url))
+    assert isinstance(owner, PgHandle)
+    try:
+        owner.execute(f"CREATE ROLE {role} LOGIN")
+        pg_roles.grant_server_role(owner, role, identity_keys=False)
+        as_store = owner_url.replace("postgresql://bulle@", f"postgresql://{role}@")
+        yield {"database_url": as_store}, PgTarget(owner_url)
+    finally:
+        owner.execute(f"DROP OWNED BY {role}")
+        database.close_handle(owner)
+        with psycopg.connect(cluster.url(), autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {role}")
+
+
+def _guard_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
     connect, connect_reader = database.connect, database.connect_reader
 
     def guarded(opener: Any) -> Any:
@@ -44,7 +87,6 @@ def no_identity_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(database, "connect", guarded(connect))
     monkeypatch.setattr(database, "connect_reader", guarded(connect_reader))
-    return
 
 
 def _key_files(tmp_path: Path) -> tuple[Path, Path]:
@@ -78,12 +120,15 @@ async def _allowlist(server: Harness, store_id: str) -> set[str]:
     return {entry["id"] for entry in (await resp.json())["entries"]}
 
 
-def _authority_run(db_path: str, master_key: str, private_pem: Path, now: float) -> Any:
+def _authority_run(target: Target, master_key: str, private_pem: Path, now: float) -> Any:
     """The key authority's run, on a connection of its own (headquarters' role)."""
     from store_server.keyseal import chain_keys, load_private_key
     from store_server.services.authority import plan_run
 
-    raw = sqlite_utils.Database(sqlite3.connect(db_path, isolation_level=None))
+    if isinstance(target, Path):  # not through `connect`: the authority may read the keys
+        raw: Any = sqlite_utils.Database(sqlite3.connect(target, isolation_level=None))
+    else:
+        raw = database.connect_target(target)
     try:
         pem = private_pem.read_bytes()
         keys = chain_keys(bytes.fromhex(master_key), None, pem)
@@ -101,17 +146,26 @@ def _authority_run(db_path: str, master_key: str, private_pem: Path, now: float)
         raw.conn.close()
 
 
+def _target(guard: tuple[dict[str, Any], Target | None], server: Harness) -> Target:
+    return guard[1] if guard[1] is not None else Path(server.config.db_path)
+
+
 async def test_store_servers_resolve_without_identity_keys(
-    tmp_path: Path, no_identity_keys: None
+    tmp_path: Path, no_identity_keys: tuple[dict[str, Any], Target | None]
 ) -> None:
     private, public = _key_files(tmp_path)
-    async with two_stores(tmp_path, chain_mode=True, authority_public_key_file=str(public)) as (
-        a,
-        b,
-    ):
+    async with two_stores(
+        tmp_path,
+        chain_mode=True,
+        authority_public_key_file=str(public),
+        **no_identity_keys[0],
+    ) as (a, b):
         # The guard holds: these servers' connections cannot read an identity key.
-        with pytest.raises(sqlite3.DatabaseError):
-            await a.service.db.read(lambda db: db.execute("SELECT key_wrapped FROM identities"))
+        with pytest.raises(Exception, match=r"(?i)prohibited|permission denied"):
+            await a.service.db.read(
+                lambda db: db.execute("SELECT key_wrapped FROM identities").fetchall()
+            )
+        authority = _target(no_identity_keys, a)
         token, record = await _enroll(b)
         await grant(b, token, "greeting", "chain")
         await refresh(a, b)
@@ -123,14 +177,14 @@ async def test_store_servers_resolve_without_identity_keys(
         assert await check_in(a, token)
 
         # The authority adopts the sealed key and keeps the keys for now and the next period.
-        adopted, written = _authority_run(a.config.db_path, a.master_key, private, now)
+        adopted, written = _authority_run(authority, a.master_key, private, now)
         assert adopted == 1
         assert written == 0  # the enrollment already stored them
         wraps = await a.rows("SELECT wrap FROM identities")
         assert wraps == [{"wrap": "authority"}]
         # A day and a half later, the authority has run again: the servers follow.
         later = now + 1.5 * 65_536
-        _authority_run(a.config.db_path, a.master_key, private, later)
+        _authority_run(authority, a.master_key, private, later)
         coordinator = a.service.coordinator
         coordinator._keys_read_at = float("-inf")
         await coordinator.refresh_temporary_keys(later)
@@ -151,15 +205,14 @@ async def test_store_servers_resolve_without_identity_keys(
 
 
 async def test_the_key_authority_server_serves_a_customer_who_consents_later(
-    tmp_path: Path,
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
 ) -> None:
     """Enrolled, keys purged (no consent within the grace), then a consent: the authority
     server computes the keys, and another store's server picks them up."""
     private, public = _key_files(tmp_path)
+    on_engine = engine_settings(engine, request)
     async with two_stores(
-        tmp_path,
-        chain_mode=True,
-        authority_public_key_file=str(public),
+        tmp_path, chain_mode=True, authority_public_key_file=str(public), **on_engine
     ) as (a, b):
         token, record = await _enroll(b)
         await b.service.db.run(lambda db: db.execute("DELETE FROM eid_temporary_keys"))
@@ -180,6 +233,7 @@ async def test_the_key_authority_server_serves_a_customer_who_consents_later(
             chain_mode=True,
             key_authority=True,
             authority_key_file=str(private),
+            **on_engine,
         ) as hq:
             assert hq.service.authority is not None
             # Its start-up ran the authority: keys stored, the sealed identity adopted.

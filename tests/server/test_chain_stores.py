@@ -23,15 +23,21 @@ from tests.server.chain_helpers import (
     staff_cookie,
     two_stores,
 )
-from tests.server.conftest import Harness, batch_body, bearer, running_server
+from tests.server.conftest import Harness, batch_body, bearer, engine_settings, running_server
 
 # Every test runs with two single shops' servers sharing a file, and with a chain's servers
 # (chain mode: temporary keys only).
 pytestmark = pytest.mark.parametrize("chain", [False, True], ids=["shops", "chain"])
 
 
-def _settings(tmp_path: Path, chain: bool) -> dict[str, Any]:
-    return chain_settings(tmp_path) if chain else {}
+@pytest.fixture
+def on_engine(engine: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Every test also runs on both storage engines (tests/conftest.py ``engine``)."""
+    return engine_settings(engine, request)
+
+
+def _settings(tmp_path: Path, chain: bool, on_engine: dict[str, Any]) -> dict[str, Any]:
+    return {**(chain_settings(tmp_path) if chain else {}), **on_engine}
 
 
 async def _customer(server: Harness, name: str) -> str:
@@ -45,8 +51,10 @@ async def _customer(server: Harness, name: str) -> str:
     return token
 
 
-async def test_store_scoped_consent_greets_at_its_store_only(tmp_path: Path, chain: bool) -> None:
-    async with two_stores(tmp_path, **_settings(tmp_path, chain)) as (a, b):
+async def test_store_scoped_consent_greets_at_its_store_only(
+    tmp_path: Path, chain: bool, on_engine: dict[str, Any]
+) -> None:
+    async with two_stores(tmp_path, **_settings(tmp_path, chain, on_engine)) as (a, b):
         token = await _customer(a, "Sylvie")
         await grant(a, token, "greeting", "store")
         await refresh(a, b)
@@ -70,8 +78,10 @@ async def test_store_scoped_consent_greets_at_its_store_only(tmp_path: Path, cha
         assert kinds == [{"kind": "stock"}]
 
 
-async def test_chain_scoped_consent_greets_at_every_store(tmp_path: Path, chain: bool) -> None:
-    async with two_stores(tmp_path, **_settings(tmp_path, chain)) as (a, b):
+async def test_chain_scoped_consent_greets_at_every_store(
+    tmp_path: Path, chain: bool, on_engine: dict[str, Any]
+) -> None:
+    async with two_stores(tmp_path, **_settings(tmp_path, chain, on_engine)) as (a, b):
         token = await _customer(b, "Sylvie")
         await grant(b, token, "greeting", "chain")  # given at B, for the whole chain
         await refresh(a, b)
@@ -89,8 +99,10 @@ async def test_chain_scoped_consent_greets_at_every_store(tmp_path: Path, chain:
         assert len(b.service.coordinator.resolver) == 0
 
 
-async def test_a_store_never_shows_another_stores_records(tmp_path: Path, chain: bool) -> None:
-    async with two_stores(tmp_path, **_settings(tmp_path, chain)) as (a, b):
+async def test_a_store_never_shows_another_stores_records(
+    tmp_path: Path, chain: bool, on_engine: dict[str, Any]
+) -> None:
+    async with two_stores(tmp_path, **_settings(tmp_path, chain, on_engine)) as (a, b):
         token = await _customer(a, "Sylvie")
         for purpose in ("greeting", "stock_check"):
             await grant(a, token, purpose, "chain")
@@ -182,18 +194,18 @@ async def test_a_store_never_shows_another_stores_records(tmp_path: Path, chain:
 
 
 async def test_two_servers_of_one_store_share_the_greeting_cooldown(
-    tmp_path: Path, chain: bool
+    tmp_path: Path, chain: bool, on_engine: dict[str, Any]
 ) -> None:
     """Failover: a second server of the same store does not greet again within the cooldown
     the first one started, nor take a batch the first one already took."""
-    async with two_stores(tmp_path, **_settings(tmp_path, chain)) as (a, b):
+    async with two_stores(tmp_path, **_settings(tmp_path, chain, on_engine)) as (a, b):
         other = tmp_path / "a2"
         other.mkdir()
         async with running_server(
             other,
             db_path=a.config.db_path,
             master_key=a.master_key,
-            **_settings(tmp_path, chain),
+            **_settings(tmp_path, chain, on_engine),
         ) as a2:
             token = await _customer(a, "Sylvie")
             await grant(a, token, "greeting", "store")
