@@ -83,7 +83,7 @@ class StoreServices:
         self.scanners = ScannerGateway(self.coordinator, self.board)
         self.customers = Customers(self.coordinator, self.board, consent_texts)
         self.catalog = Catalog(db, self.store_id)
-        self.staff = StaffService(db, clock)
+        self.staff = StaffService(db, clock, self.store_id)
         # Chain mode (a database shared by many store servers): follow the consent log for
         # what the other servers wrote, and fail closed when this view of it is out of date.
         self.feed: ConsentFeed | None = None

@@ -168,14 +168,15 @@ def identities_for_authority(db: Handle, now: float) -> list[AuthorityIdentity]:
     ]
 
 
-def adopt_identity(db: Handle, customer_id: str, sealed: bytes, key_wrapped: bytes) -> bool:
-    """Replace a sealed identity key by the authority's wrap of it (inside the caller's
-    transaction), unless it changed meanwhile (a re-enrollment); True if replaced."""
+def adopt_identity(db: Handle, customer_id: str, before: bytes, key_wrapped: bytes) -> bool:
+    """Replace a sealed (or master-wrapped) identity key by the authority's wrap of it
+    (inside the caller's transaction), unless it changed meanwhile (a re-enrollment); True if
+    replaced."""
     return bool(
         db.execute(
             "UPDATE identities SET key_wrapped = ?, wrap = 'authority'"
-            " WHERE customer_id = ? AND wrap = 'sealed' AND key_wrapped = ?",
-            [key_wrapped, customer_id, sealed],
+            " WHERE customer_id = ? AND wrap <> 'authority' AND key_wrapped = ?",
+            [key_wrapped, customer_id, before],
         ).rowcount
     )
 

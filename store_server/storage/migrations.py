@@ -403,3 +403,13 @@ def m007_chain_stores(db: Any) -> None:
             BEGIN SELECT RAISE(ABORT, 'access_log is append-only'); END;
             """
         )
+
+
+@migrations()
+def m008_staff_store(db: Any) -> None:
+    """A staff account may belong to one store: it signs in on that store's servers only.
+
+    NULL: every store of the database (the accounts made before, and a chain's headquarters
+    accounts made with ``user add`` without ``--store``).
+    """
+    db.execute("ALTER TABLE staff_users ADD COLUMN store_id TEXT")

@@ -289,3 +289,33 @@ async def test_chain_keys_commands(tmp_path: Path) -> None:
         assert raw.execute("SELECT wrap FROM identities").fetchall() == [("authority",)]
     finally:
         raw.close()
+
+
+async def test_a_single_shop_joins_a_chain(tmp_path: Path) -> None:
+    """A shop's database (identity keys under the master key) becomes a chain's: the key
+    authority adopts its keys, and the shop's server, now in chain mode, resolves from
+    temporary keys."""
+    from tests.server.conftest import running_server
+
+    private, public = _key_files(tmp_path)
+    master = secrets.token_hex(32)
+    db_path = tmp_path / "shop.sqlite"
+    async with running_server(tmp_path, db_path=str(db_path), master_key=master) as shop:
+        token = await shop.enroll()
+        assert (await shop.grant(token, "greeting")).status == 201
+        rows = await shop.rows("SELECT customer_id, wrap FROM identities")
+        assert [r["wrap"] for r in rows] == ["master"]
+    now = time.time()
+    adopted, written = _authority_run(db_path, master, private, now)
+    assert adopted == 1
+    assert written >= 2
+    async with running_server(
+        tmp_path,
+        db_path=str(db_path),
+        master_key=master,
+        chain_mode=True,
+        authority_public_key_file=str(public),
+    ) as chain:
+        customer = rows[0]["customer_id"]
+        assert customer in chain.service.coordinator.resolver
+        assert len(chain.service.coordinator.resolver.entries(time.time())) == 3

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.server.chain_helpers import (
+    PASSWORD,
     STORE_A,
     STORE_B,
     board_snapshot,
@@ -156,6 +157,18 @@ async def test_a_store_never_shows_another_stores_records(
         assert not any(card in log_b for card in ids_a)
         assert "bruno" not in log_a
         assert "margot" not in log_b
+        # Staff accounts: a store's account signs in on its own store's servers only, its
+        # session is no session at another store, and the staff page lists this store's.
+        resp = await b.client.post(
+            "/login", data={"username": "margot", "password": PASSWORD}, allow_redirects=False
+        )
+        assert resp.status != 303
+        board = await b.client.get("/board", headers=staff_a, allow_redirects=False)
+        assert board.status == 303
+        assert board.headers["Location"].startswith("/login")
+        accounts_b = await page(b, "/manager/staff", staff_b)
+        assert "bruno" in accounts_b
+        assert "margot" not in accounts_b
         scanners_a = await page(a, "/manager/scanners", staff_a)
         assert "s-a-door" in scanners_a
         assert "s-b-door" not in scanners_a
