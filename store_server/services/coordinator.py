@@ -293,6 +293,9 @@ class Coordinator:
 
         self._data_version, found, self.next_expiry = await self.db.run(read)
         self._last_full_refresh = now
+        if self.chain is not None and self._keys_read_at == float("-inf"):
+            # The first load reads every key stored so far: the refresh takes newer ones.
+            self._keys_read_at = now
         changed = False
         if len(self.resolver) or self.static or self.unreadable:
             ids = set(found)
