@@ -37,6 +37,11 @@ BUILD_CHUNK = 10_000
 """Identity rows per worker task (a rowid range): each part comes back (about 1 MB) and is
 installed while the workers build the next, so the server holds only a few parts in transit."""
 
+READER_CHUNK = 1_000
+"""Identity rows per part of a build in a reader thread: small parts keep the thread's buffers
+small enough for the allocator to reuse (100,000 customers: 134 MB after start with parts of
+1,000, 147 MB with parts of 10,000), and hold the event loop's turn for a few ms each."""
+
 
 def identity_aad(subject: str) -> bytes:
     """Associated data binding a wrapped identity key to its customer."""
@@ -192,12 +197,14 @@ class BackgroundBuild:
         self, now: float, store_id: str, rowids: tuple[int, int]
     ) -> tuple[int, list[str]]:
         """Build and install the consenting customers' EIDs, the identities table read in
-        ``rowids`` ranges of BUILD_CHUNK; returns (identities installed, customers whose stored
-        identity did not load). Only customers the resolver expects are installed."""
+        ``rowids`` ranges (READER_CHUNK or BUILD_CHUNK rows); returns (identities installed,
+        customers whose stored identity did not load). Only customers the resolver expects are
+        installed."""
         started = time.perf_counter()
         low, high = rowids
-        ranges = [(first, first + BUILD_CHUNK - 1) for first in range(low, high + 1, BUILD_CHUNK)]
         if self._workers <= 0:
+            step = READER_CHUNK
+            ranges = [(first, first + step - 1) for first in range(low, high + 1, step)]
             done = await self._run_in_reader(ranges, now)
             logger.info(
                 "built the EIDs of %d identities in a reader thread in %.2f s",
@@ -205,6 +212,7 @@ class BackgroundBuild:
                 time.perf_counter() - started,
             )
             return done
+        ranges = [(first, first + BUILD_CHUNK - 1) for first in range(low, high + 1, BUILD_CHUNK)]
         workers = max(1, min(self._workers, len(ranges)))
         self._pool = pool = multiprocessing.get_context("spawn").Pool(
             workers,

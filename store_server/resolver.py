@@ -294,8 +294,20 @@ class EidResolver:
         Subjects already held are left as they are.
         """
         slots = self._slots
-        for subject in subjects:
-            if subject not in slots:
+        new = [s for s in subjects if s not in slots]
+        # The arrays grow once for all of them (a start-up: 100,000 at once), not a step each.
+        grow = len(new) - len(self._free)
+        if grow > 0:
+            top = len(self._names)
+            self._names += [None] * grow
+            self._keys += bytes(IDENTITY_KEY_BYTES * grow)
+            self._ks += bytes([_NO_IDENTITY]) * grow
+            self._offsets.frombytes(bytes(8 * grow))
+            self._bases.frombytes(bytes(8 * grow))
+            self._eids += bytes(self._stride * grow)
+            self._free += range(top + grow - 1, top - 1, -1)  # popped from the end: in order
+        for subject in new:
+            if subject not in slots:  # not a repeat
                 self._new_slot(subject)
                 self._expected += 1
 
