@@ -13,9 +13,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from store_server.storage.database import Handle, Target, close_handle, connect_target
+from store_server.storage.pg import PgTarget
+from store_server.storage.pg_cluster import Cluster, throwaway_cluster
+from tests import pg
 from tests.support import COMPONENTS, require_component
 
 # The loggers through which a request's failure reaches the server's log.
@@ -67,3 +73,42 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for line in _FAILURES.lines:
             reporter.line(line)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the session (tests/pg.py)."""
+    require_component("postgres")
+    with throwaway_cluster(tcp_port=pg.free_port()) as cluster:
+        pg.prepare_template(cluster)
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """The URL of a fresh database on the session's cluster, dropped after the test."""
+    name, url = pg.new_database(pg_cluster)
+    yield url
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> str:
+    """The storage engine a test runs on: each test using it runs on both."""
+    return str(request.param)
+
+
+@pytest.fixture
+def db_target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Target:
+    """A fresh database of the test's engine: a SQLite file, or a PostgreSQL database."""
+    if engine == "sqlite":
+        return tmp_path / "store.sqlite"
+    return PgTarget(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def handle(db_target: Target) -> Iterator[Handle]:
+    """A read-write connection to ``db_target``, migrated; closed after the test."""
+    db = connect_target(db_target)
+    yield db
+    close_handle(db)
