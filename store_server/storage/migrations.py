@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import psycopg
 from sqlite_utils.migrations import Migrations
 
 from store_server.storage import pg
@@ -75,6 +74,8 @@ def _apply_pg(db: pg.PgHandle) -> None:
     """
     if not pending_pg(db):
         return
+    import psycopg  # not loaded on SQLite (see storage.pg)
+
     db.execute("SELECT pg_advisory_lock(?)", [pg.MIGRATION_LOCK])
     try:
         _apply_pg_locked(db)
