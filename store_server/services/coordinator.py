@@ -32,6 +32,7 @@ from store_server.errors import ConfigError
 from store_server.floor import Floor
 from store_server.hub import BoardHub
 from store_server.identity_load import (
+    BUILD_WORKERS,
     BackgroundBuild,
     LoadedIdentities,
     identity_aad,
@@ -59,9 +60,14 @@ CONSENT_FULL_REFRESH_S = 900.0
 # From this many identities to load at once, read them with one scan of the identities table
 # rather than by id (about ten times faster per identity).
 IDENTITY_CHUNK = 2000
-# From this many identities to load at once (a start-up), their EIDs are built in worker
-# processes while the server already serves: in-process, 50,000 take about 0.7 s.
+# From this many identities to load at once (a start-up), their EIDs are built in the
+# background while the server already serves (in-process before serving, 50,000 take about
+# 0.7 s): in a database reader thread, the server's memory only.
 BUILD_IN_WORKERS_MIN = 50_000
+# From this many, in worker processes instead: two cores for the AES work of a very large
+# store (16 us of CPU an identity: 8 s at 500,000), each worker a Python process of its own
+# (60-180 MB); below it, the reader thread finishes in a few seconds.
+BUILD_PROCESSES_MIN = 500_000
 # Identities unwrapped in-process before a background build: if none unwraps, the master key
 # is wrong, and the server refuses to start rather than recognise nobody.
 MASTER_KEY_PROBE = 16
@@ -143,7 +149,7 @@ class Coordinator:
 
     @property
     def building(self) -> bool:
-        """Whether the start-up build of the EIDs is running in worker processes."""
+        """Whether the start-up build of the EIDs is running in the background."""
         return self._build is not None
 
     async def close(self) -> None:
@@ -403,7 +409,7 @@ class Coordinator:
             await self.notify_allowlist()
 
     async def _build_in_background(self, customer_ids: list[str], now: float) -> bool:
-        """Count these customers as consenting now; build their EIDs in worker processes.
+        """Count these customers as consenting now; build their EIDs in the background.
 
         The server serves meanwhile (check-ins, boards, the customer API); a customer's EIDs
         resolve once their part is installed. A few identities are unwrapped here first: if
@@ -421,6 +427,8 @@ class Coordinator:
             target=self.db.target,
             master_key=self._master_key,
             on_progress=self.notify_allowlist,
+            read=self.db.read,
+            workers=BUILD_WORKERS if len(customer_ids) >= BUILD_PROCESSES_MIN else 0,
         )
         self._build = build
 

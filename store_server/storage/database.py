@@ -36,14 +36,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlite_utils
-from psycopg_pool import ConnectionPool
 
 from store_server.config import ServerConfig
 from store_server.storage import pg
 from store_server.storage.migrations import apply_migrations
+
+if TYPE_CHECKING:  # imported when a PostgreSQL database is opened (see storage.pg)
+    from psycopg_pool import ConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -191,13 +193,13 @@ def data_version(db: Handle) -> int:
     """A number that changes when another connection commits a change of consent.
 
     SQLite: ``PRAGMA data_version`` (any commit by another connection). PostgreSQL: the
-    consent log's length (every grant, renewal, withdrawal and erasure appends to it, and it is
-    append-only, so the count only grows; a count, not the highest ``seq``, because sequence
-    numbers may commit out of order); it counts this server's own changes too, which costs one
-    needless re-read after them.
+    consent log's last sequence number (every grant, renewal, withdrawal and erasure appends
+    to it; appends hold the log's lock until they commit, so sequence numbers commit in order
+    and a later commit never hides behind a higher number already seen); one index probe. It
+    counts this server's own changes too, which costs one needless re-read after them.
     """
     if is_pg(db):
-        return int(db.execute("SELECT count(*) FROM consent_log").fetchone()[0])
+        return int(db.execute("SELECT coalesce(max(seq), 0) FROM consent_log").fetchone()[0])
     return int(db.execute("PRAGMA data_version").fetchone()[0])
 
 
@@ -249,6 +251,8 @@ class Database:
         self._pool: ConnectionPool[Any] | None = None
         self._write_pool: ConnectionPool[Any] | None = None
         if isinstance(target, pg.PgTarget):
+            from psycopg_pool import ConnectionPool
+
             # The writer's connection comes from a pool of one: a connection broken by a
             # database restart is replaced at the next write instead of failing every write.
             handle = self._executor.submit(connect_target, target).result()

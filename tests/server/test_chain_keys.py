@@ -98,10 +98,10 @@ def test_a_removed_subject_keeps_no_temporary_key() -> None:
     record = eid.IdentityRecord("c_1", eid.new_identity_key(), 9, 0.0)
     resolver = EidResolver(skew_windows=SKEW)
     resolver.upsert(_authority_keys(record, NOW), NOW)
-    held = resolver._held["c_1"]
+    assert resolver._tks
     assert resolver.remove("c_1")
-    assert held.tks is None
-    assert held.key == b""
+    assert resolver._tks == {}
+    assert not any(resolver._keys)
 
 
 def test_sealed_keys_open_with_the_authority_only_for_their_subject() -> None:
