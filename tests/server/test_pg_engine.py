@@ -489,7 +489,7 @@ async def test_the_whole_server_runs_as_its_own_role(
             )
             assert resp.status == 200
             assert (await server.client.delete("/api/v1/me", headers=bearer(token))).status == 200
-            await server.service.db.write(lambda h: visits.purge(h, time.time() + 1))
+            await server.service.db.write(lambda h: visits.purge(h, time.time() + 1, STORE_ID))
             log = await server.service.db.read(consents.consent_log_rows)
             assert [e.entry.action for e in log] == ["grant", "withdraw", "erase", "erase"]
             assert verify_chain(log) == 4
