@@ -73,7 +73,7 @@ def _service(
         db=Database(target),
         master_key=parse_master_key(key),
         consent_texts=load_consent_texts(),
-        chain=True,
+        shared=True,
         wakeups=wakeups,
     )
     assert service.feed is not None
