@@ -18,9 +18,10 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:  # imported when the listener runs: a SQLite server never loads psycopg
+    import psycopg
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class ConsentListener:
         return kwargs
 
     async def run(self, wake: Callable[[], None], connected: Callable[[bool], None]) -> None:
+        import psycopg
+
         attempt = 0
         first = True
         while True:
@@ -125,6 +128,8 @@ def _brief(exc: BaseException) -> str:
 
 async def install_notify_trigger(url: str, password: str | None = None) -> None:
     """Create the notifying trigger (tests and migrations on an existing database)."""
+    import psycopg
+
     kwargs: dict[str, Any] = {"autocommit": True}
     if password is not None:
         kwargs["password"] = password
