@@ -7,9 +7,11 @@
 2. prepares two stores on that one database, "A" (seeds/store.toml) and "B"
    (seeds/store-corner.toml): stock, scanners, a staff account each;
 3. starts both store servers (in this process, each on its own port, in chain mode: each
-   follows the consent log through LISTEN/NOTIFY), signs a staff member in to each store's
-   board (a real WebSocket), and starts one `beacon-scanner run` process per scanner of each
-   store, fed by simulated phones walking that store's floor;
+   follows the consent log through LISTEN/NOTIFY and resolves EIDs from temporary keys
+   only; store A is also the chain's key authority, with a throw-away key pair), signs a
+   staff member in to each store's board (a real WebSocket), and starts one
+   `beacon-scanner run` process per scanner of each store, fed by simulated phones walking
+   that store's floor;
 4. plays the story: Sylvie enrolls and gives her greeting consent for the whole chain in
    store A's app session; her phone, walking in both shops (the demo's licence: one phone in
    two places), greets her on store B's board and on A's; then she withdraws through store
@@ -49,6 +51,7 @@ from store_server.eid import beacon_time, compute_eid
 from store_server.errors import StoreServerError
 from store_server.floor import Floor, Walk
 from store_server.keys import SERVICE
+from store_server.keyseal import generate_authority_key
 from store_server.keywrap import scanner_aad, wrap_key
 from store_server.stock import parse_stock_csv
 from store_server.storage import catalog, scanners
@@ -161,6 +164,7 @@ class ChainDemo:
         self._tasks: list[asyncio.Task[None]] = []
         self._phone: Phone | None = None
         self._started = 0.0
+        self._keys: tuple[Path, Path] = (Path(), Path())
 
     @property
     def a(self) -> Shop:
@@ -185,6 +189,7 @@ class ChainDemo:
         except ClusterError as exc:
             raise ChainDemoError(f"could not start PostgreSQL: {exc}") from None
         await asyncio.to_thread(self._prepare_database)
+        self._keys = await asyncio.to_thread(self._authority_keys)
         for shop in self.shops:
             await self._start_server(shop)
         for shop in self.shops:
@@ -193,7 +198,22 @@ class ChainDemo:
                 await self._start_scanner(shop, scanner_id, secret)
         self._started = time.monotonic()
 
+    def _authority_keys(self) -> tuple[Path, Path]:
+        """A throw-away key authority pair (`store-server chain-keys init` in production)."""
+        folder = self.workdir / "keys"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        private, public = generate_authority_key()
+        private_path, public_path = folder / "authority.pem", folder / "authority.pub.pem"
+        private_path.write_bytes(private)
+        private_path.chmod(0o600)
+        public_path.write_bytes(public)
+        return private_path, public_path
+
     def _config(self, shop: Shop) -> ServerConfig:
+        # Real chain mode: store servers resolve from temporary keys only; store A is also
+        # the chain's key authority (a headquarters timer in production).
+        private_path, public_path = self._keys
+        authority = shop.label == "A"
         return ServerConfig(
             host="127.0.0.1",
             port=8080,  # the socket is bound by the demo (port 0: any free one)
@@ -203,6 +223,10 @@ class ChainDemo:
             master_key=self.master_key.hex(),
             cookie_secure=False,
             log_level="WARNING",
+            chain_mode=True,
+            authority_public_key_file=str(public_path),
+            key_authority=authority,
+            authority_key_file=str(private_path) if authority else "",
         )
 
     def _prepare_database(self) -> None:
