@@ -92,6 +92,10 @@ async def test_store_scoped_consents_at_two_stores_both_count(
         data = await json_of(await b.client.get("/api/v1/me", headers=bearer(token)))
         held = sorted((c["scope"], c["store_id"], c["active"]) for c in data["consents"])
         assert held == [("store", STORE_A, True), ("store", STORE_B, True)]
+        # "My consents at this store" (what the app shows): the one given here only.
+        for server, store_id in ((a, STORE_A), (b, STORE_B)):
+            here = await json_of(await server.client.get("/api/v1/consents", headers=bearer(token)))
+            assert [c["store_id"] for c in here["consents"]] == [store_id]
         # Chain-wide replaces both; one withdrawal, at either store, ends it everywhere.
         await grant(a, token, "greeting", "chain")
         data = await json_of(await a.client.get("/api/v1/me", headers=bearer(token)))
