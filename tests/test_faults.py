@@ -132,3 +132,49 @@ async def test_cancelled_long_poll_leaves_the_condition_usable(server: Harness) 
     await service.release_long_polls()
     answer = await asyncio.wait_for(held, WAIT_TIMEOUT_S)
     assert answer["version"] == version
+
+
+@pytest.mark.faults
+@pytest.mark.postgres
+@pytest.mark.timeout(600)
+def test_chain_survives_kills_restarts_and_outages() -> None:
+    """bench/faults/chain_outage.py with a short outage: two stores on one PostgreSQL."""
+    done = subprocess.run(
+        [sys.executable, str(FAULTS / "chain_outage.py"), "--json", "--outage-s", "12"],
+        capture_output=True,
+        text=True,
+        timeout=580,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"no output; stderr: {done.stderr[-2000:]}"
+    figures: dict[str, Any] = json.loads(lines[-1])
+    assert figures["ok"] is True, figures
+    assert figures["server_rows"] == figures["produced"] > 0
+    assert figures["cards_after_withdrawal"] == 0
+    assert figures["back_to_normal_max_s"] <= 10
+
+
+@pytest.mark.faults
+@pytest.mark.postgres
+@pytest.mark.timeout(600)
+def test_chain_bench_reduced() -> None:
+    """bench/chain/bench_chain.py on 3 stores and 3,000 members: the propagation goal holds."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "chain" / "bench_chain.py"),
+            "--json",
+            *("--stores", "3", "--members", "3000", "--rounds", "3", "--loaded", "1"),
+            *("--load-s", "5"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=580,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["goal_met"] is True, figures
+    assert figures["loaded"]["batch_errors"] == 0

@@ -40,6 +40,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -393,14 +394,17 @@ async def one_round(
         raise RuntimeError(f"consent refused: {resp.status}")
 
     async def check_in(store: Store) -> str:
-        deadline = time.monotonic() + STEP_TIMEOUT_S
-        while time.monotonic() < deadline:  # until the store admitted the chain consent
+        # The store admits the chain consent when its feed reads it (a notification); a
+        # check-in before that is refused, and the next is allowed 10 s later.
+        deadline = time.monotonic() + 3 * STEP_TIMEOUT_S
+        data: dict[str, Any] = {}
+        while time.monotonic() < deadline:
             r = await http.post(store.base_url + "/api/v1/check-in", json={}, headers=auth)
             data = await r.json()
             if r.status == 200 and data.get("checked_in"):
                 return str(await until(store, card_named(name)))
-            await asyncio.sleep(0.2 if r.status != 429 else 10.0)
-        raise RuntimeError(f"{store.store_id} never admitted the member")
+            await asyncio.sleep(0.5 if r.status != 429 else 10.5)
+        raise RuntimeError(f"{store.store_id} never admitted the member: {data}")
 
     cards = await asyncio.gather(*(check_in(s) for s in stores))
     through = stores[index % len(stores)]
@@ -626,8 +630,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     random.seed(args.seed)
-    with tempfile.TemporaryDirectory(prefix="bulle-chain-bench-") as tmp:
-        figures = asyncio.run(run(args, Path(tmp)))
+    tmp = tempfile.mkdtemp(prefix="bulle-chain-bench-")
+    figures = asyncio.run(run(args, Path(tmp)))  # kept on failure: the servers' logs
+    shutil.rmtree(tmp, ignore_errors=True)
     sys.stdout.write(json.dumps(figures, indent=None if args.json else 2) + "\n")
     return 0 if figures["goal_met"] else 1
 
