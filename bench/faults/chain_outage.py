@@ -233,6 +233,11 @@ def prepare_database(url: str, servers: list[ChainServer], master_key: bytes) ->
         db.close()
 
 
+def customer_name(i: int) -> str:
+    """A display name (letters only, as the app requires), distinct per customer."""
+    return "Client" + "".join(chr(ord("a") + int(d)) for d in f"{i:03d}")
+
+
 async def enroll_chain(server: ChainServer, n: int) -> tuple[list[Customer], list[str]]:
     """`n` customers enrolled through `server`, each with a chain-wide greeting consent and a
     name (their arrivals make greeting cards); their phones, and their app tokens."""
@@ -246,9 +251,10 @@ async def enroll_chain(server: ChainServer, n: int) -> tuple[list[Customer], lis
                 if resp.status != 201:
                     raise CampaignError(f"enroll failed: {resp.status}")
             headers = {"Authorization": f"Bearer {enrolled['token']}"}
-            prefs = {"display_name": f"Client{i}", "name_form": "first_name"}
+            prefs = {"display_name": customer_name(i), "name_form": "first_name"}
             async with http.put("/api/v1/preferences", json=prefs, headers=headers) as resp:
-                await resp.read()
+                if resp.status >= 300:
+                    raise CampaignError(f"preferences refused: {resp.status}")
             body = {"purpose": "greeting", "text_hash": texts["greeting"], "scope": "chain"}
             async with http.post("/api/v1/consents", json=body, headers=headers) as resp:
                 if resp.status != 201:
@@ -305,6 +311,19 @@ class Board:
                 if at >= after and isinstance(card, dict) and name in json.dumps(card):
                     found.append(card)
         return found
+
+    def open_cards_named(self, name: str) -> list[str]:
+        """Ids of the cards with `name` on the board now (snapshot, cards, retractions)."""
+        shown: dict[str, dict[str, Any]] = {}
+        for _, m in self.messages:
+            kind = m.get("type")
+            if kind == "snapshot":
+                shown = {c["id"]: c for c in m.get("cards", []) if isinstance(c, dict)}
+            elif kind == "card" and isinstance(m.get("card"), dict):
+                shown[m["card"]["id"]] = m["card"]
+            elif kind in ("retract", "closed"):
+                shown.pop(str(m.get("id")), None)
+        return [i for i, c in shown.items() if name in json.dumps(c)]
 
     def retracted(self, card_id: str) -> float | None:
         for at, m in self.messages:
@@ -457,10 +476,12 @@ async def campaign(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             figures["pg_outage_back_s"] = await until_normal(servers, back_at)
             # 4. cut store A off; a customer with a card on A's board withdraws through B.
             board_a = boards[0]
-            victim = "Client0"
-            if not await poll_until(lambda: bool(board_a.cards_named(victim)), RECOVERY_TIMEOUT_S):
+            victim = customer_name(0)
+            if not await poll_until(
+                lambda: bool(board_a.open_cards_named(victim)), RECOVERY_TIMEOUT_S
+            ):
                 raise CampaignError("no card of the victim on store A's board before the cut")
-            card_id = board_a.cards_named(victim)[-1]["id"]
+            card_id = board_a.open_cards_named(victim)[-1]
             await proxy.cut()
             await asyncio.sleep(min(5.0, args.outage_s / 2))
             withdrawn_at = time.time()
