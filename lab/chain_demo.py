@@ -272,7 +272,10 @@ class ChainDemo:
         shop.base_url = f"http://{host}:{port}"
 
     async def _open_board(self, shop: Shop) -> None:
-        shop.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        shop.http = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            timeout=aiohttp.ClientTimeout(total=None),  # a board stays open for hours
+        )
         resp = await shop.http.post(
             f"{shop.base_url}/login",
             data={

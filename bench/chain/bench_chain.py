@@ -406,6 +406,7 @@ async def one_round(
             await asyncio.sleep(0.5 if r.status != 429 else 10.5)
         raise RuntimeError(f"{store.store_id} never admitted the member: {data}")
 
+    await asyncio.sleep(1.0)  # let every store read the grant: a refused check-in costs 10 s
     cards = await asyncio.gather(*(check_in(s) for s in stores))
     through = stores[index % len(stores)]
     start = time.perf_counter()
@@ -534,7 +535,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "ready_s": [s["ready_s"] for s in starts],
                 "all_eids_s": [s["all_eids_s"] for s in starts],
             }
-            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as boards:
+            async with aiohttp.ClientSession(
+                cookie_jar=aiohttp.CookieJar(unsafe=True),
+                timeout=aiohttp.ClientTimeout(total=None),  # a board stays open for hours
+            ) as boards:
                 for store in stores:
                     await open_board(store, boards)
                 async with aiohttp.ClientSession() as http:

@@ -280,7 +280,10 @@ class Board:
     _task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        self._http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self._http = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            timeout=aiohttp.ClientTimeout(total=None),  # a board stays open for hours
+        )
         resp = await self._http.post(
             self.server.base_url + "/login",
             data={
@@ -414,6 +417,18 @@ async def restart_cluster(cluster: Cluster, down_s: float) -> float:
 
 
 async def campaign(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Run the phases; whatever happens, no server or scanner process outlives it."""
+    started: list[ServerProcess | ScannerProcess] = []
+    try:
+        return await _campaign(args, workdir, started)
+    finally:
+        for process in started:
+            await process.kill()
+
+
+async def _campaign(
+    args: argparse.Namespace, workdir: Path, started: list[ServerProcess | ScannerProcess]
+) -> dict[str, Any]:
     figures: dict[str, Any] = {"ok": False}
     with throwaway_cluster(ephemeral=False) as cluster:
         url = await asyncio.to_thread(cluster.create_database, DATABASE)
@@ -430,6 +445,7 @@ async def campaign(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
             server.write_config(master_hex)
             servers.append(server)
+            started.append(server)
         a, b = servers
         await asyncio.to_thread(prepare_database, url, servers, bytes.fromhex(master_hex))
         for server in servers:
@@ -448,6 +464,7 @@ async def campaign(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 scanner.prepare()
                 await scanner.start()
                 scanners.append(scanner)
+                started.append(scanner)
         boards = [Board(server) for server in servers]
         for board in boards:
             await board.open()
