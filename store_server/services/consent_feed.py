@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 POLL_S = 3.0
 # Entries read at once; a server far behind reads again at once until it reaches the head.
 READ_LIMIT = 5000
+# Pseudonyms computed per slice of the start-up index (one HMAC each: a few ms a slice).
+INDEX_SLICE = 2000
 # After a failed read, wait this long before the next attempt (the database is likely down).
 RETRY_S = 1.0
 
@@ -90,6 +92,25 @@ class SubjectIndex:
         self._by_ref: dict[str, str] = {}
         self._ref_of: dict[str, str] = {}
         coordinator.on_forget.append(self.discard)
+        coordinator.on_admit.append(self.add)
+
+    def add(self, customer: str) -> None:
+        """Index one customer now (admitted on a grant): a withdrawal soon after finds them
+        without indexing everyone held."""
+        if customer not in self._ref_of:
+            ref = self._c.subject_ref(customer)
+            self._ref_of[customer] = ref
+            self._by_ref[ref] = customer
+
+    async def build(self) -> None:
+        """Index everyone held, a slice at a time between other work (after start-up), so
+        the first withdrawal does not pay for 100,000 pseudonyms at once."""
+        held = list(self.held())
+        for first in range(0, len(held), INDEX_SLICE):
+            for customer in held[first : first + INDEX_SLICE]:
+                if customer in self._c.resolver:  # not forgotten meanwhile
+                    self.add(customer)
+            await asyncio.sleep(0)
 
     def __len__(self) -> int:
         return len(self._by_ref)
@@ -178,6 +199,7 @@ class ConsentFeed:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="bulle-consent-feed"))
+        self._tasks.append(asyncio.create_task(self.subjects.build(), name="bulle-pseudonyms"))
         if self._wakeups is not None:
             self._tasks.append(
                 asyncio.create_task(

@@ -146,6 +146,8 @@ class Coordinator:
         self.consent_fresh: Callable[[], bool] = lambda: True
         # Called with the customer at the end of every forget (the consent feed's pseudonyms).
         self.on_forget: list[Callable[[str], None]] = []
+        # Called with the customer once admitted on a grant (the consent feed's pseudonyms).
+        self.on_admit: list[Callable[[str], None]] = []
 
     @property
     def building(self) -> bool:
@@ -261,6 +263,8 @@ class Coordinator:
                 self.resolver.upsert(self._identity_record(row), now)
         await self.sync_static([customer_id])
         await self.notify_allowlist()
+        for hook in self.on_admit:
+            hook(customer_id)
 
     async def rekey(self, record: Record) -> None:
         """A new identity key was committed (re-enrollment): the old EIDs stop resolving now."""

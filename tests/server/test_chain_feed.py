@@ -128,6 +128,7 @@ async def test_a_chain_consent_given_in_a_greets_in_b(chain: Chain) -> None:
     assert chain.b.feed is not None
     await chain.b.feed.catch_up()
     assert customer in chain.b.coordinator.resolver
+    assert chain.b.feed.subjects.holds(customer)  # indexed at admission, not at a withdrawal
     await chain.b.customers.check_in(customer, None)
     assert len(_cards(chain.published["b"])) == 1
 
