@@ -34,9 +34,10 @@ from store_server.storage.database import Database, data_version
 
 logger = logging.getLogger(__name__)
 
-# Phones per slice of the presence round: about 10 ms of CPU with 20 boxes (bench/presence), so
-# the event loop is never held long, and few slices per round.
-PRESENCE_SLICE = 100
+# Phones per slice of the presence round: about 18 ms of CPU with 20 boxes and 2,400 cells
+# (bench/presence; 65 ms by 100 since beliefs carry headings), so the event loop is never held
+# long, and few slices per round.
+PRESENCE_SLICE = 25
 # The presence engine and the resolver advance once a second: the aggregation window.
 TICK_S = 1.0
 
