@@ -25,7 +25,15 @@ from store_server.keywrap import parse_master_key
 from store_server.metrics import Metrics, metrics_app
 from store_server.services.store import StoreServices
 from store_server.storage.database import Database
-from store_server.views import customer_api, customer_pages, health, manager, scanner_api, staff
+from store_server.views import (
+    customer_api,
+    customer_pages,
+    floor_pages,
+    health,
+    manager,
+    scanner_api,
+    staff,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +309,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     staff.setup(app)
     customer_pages.setup(app)
     manager.setup(app)
+    floor_pages.setup(app)
 
     async def on_shutdown(app: web.Application) -> None:
         if SERVICE in app:

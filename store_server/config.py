@@ -70,6 +70,7 @@ class ServerConfig:
     signature_tolerance_s: int = DEFAULT_SIGNATURE_TOLERANCE_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     legacy_ibeacon: bool = False
+    calibration_from_check_ins: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_listen: str = ""

@@ -17,6 +17,7 @@ from store_server.config import ServerConfig
 from store_server.consent import ConsentText
 from store_server.floor import Floor
 from store_server.services.board import Board
+from store_server.services.calibration import CalibrationService
 from store_server.services.catalog import Catalog
 from store_server.services.coordinator import (
     IDENTITY_CHUNK,
@@ -26,7 +27,6 @@ from store_server.services.coordinator import (
 from store_server.services.customers import Customers
 from store_server.services.scanners import ScannerGateway
 from store_server.services.staff import StaffService
-from store_server.storage import scanners
 from store_server.storage.database import Database, data_version
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class StoreServices:
         self.customers = Customers(self.coordinator, self.board, consent_texts)
         self.catalog = Catalog(db, self.store_id)
         self.staff = StaffService(db, clock)
+        self.calibration = CalibrationService(self.coordinator)
         self._tasks: list[asyncio.Task[None]] = []
         # Observability (metrics): the periodic tick's duration is handed to this callback.
         self.tick_observer: Callable[[float], None] | None = None
@@ -89,10 +90,7 @@ class StoreServices:
     async def prepare(self) -> None:
         """Load the consent texts, calibrations and consenting customers (no background task)."""
         await self.customers.prepare()
-        engine = self.coordinator.engine
-        for scanner_id, offset in (await self.db.read(scanners.calibration_overrides)).items():
-            if scanner_id in engine.calibration():
-                engine.set_calibration(scanner_id, offset)
+        await self.calibration.prepare()
         await self.coordinator.refresh_consenting(self.clock())
         if len(self.coordinator.resolver) >= IDENTITY_CHUNK and not self.coordinator.building:
             release_startup_garbage()
@@ -158,6 +156,7 @@ class StoreServices:
         """One step of periodic work at `now` (the background task calls it every TICK_S)."""
         coordinator = self.coordinator
         await self._presence_round(now)
+        await self.calibration.tick(now)
         if coordinator.resolver.advance(now):
             await coordinator.notify_allowlist()
         await coordinator.refresh_if_due(now)
