@@ -126,8 +126,7 @@ def _label_point(floor: Floor, zone: Zone) -> Point:
     ]
     candidates.sort(key=lambda p: math.dist(p, (cx, cy)))
     for x, y in candidates:
-        corners = ((x - half_w, y - half_h), (x + half_w, y - half_h))
-        corners += ((x - half_w, y + half_h), (x + half_w, y + half_h))
+        corners = [(x + sx * half_w, y + sy * half_h) for sx in (-1, 1) for sy in (-1, 1)]
         if not all(zone.contains(*corner) for corner in corners):
             continue
         if all(
