@@ -79,7 +79,7 @@ HAND_HEIGHT_M = 1.2
 MIN_DISTANCE_M = 1.0
 # Distances closer than this (in 10 log10 d units, about 12 % apart) are the same place.
 PLACE_RESOLUTION = 0.5
-# A box's fit is recomputed at most this often from check-ins (a walk step refits at once).
+# A box's fit is recomputed at most this often from check-ins (walk samples: at every call).
 REFIT_INTERVAL_S = 10.0
 
 
@@ -350,9 +350,9 @@ class OnlineCalibration:
             anchor.taken[box_id] = anchor.taken.get(box_id, 0) + 1
             self._add(Sample(box_id, place.distance_m, place.walls_db, rssi, t, anchor.source))
             taken += 1
-            if anchor.source == "walk" and _progress(anchor) >= 1.0:
-                self._urgent.update(anchor.taken)
-                if self._walk is not None:
+            if anchor.source == "walk":
+                self._urgent.add(box_id)  # the manager watches the values as they walk
+                if _progress(anchor) >= 1.0 and self._walk is not None:
                     self._close(self._walk, anchor)
         return taken
 

@@ -95,11 +95,17 @@ def test_a_guided_walk_learns_each_box() -> None:
     for box, (offset, exponent) in TRUTH.items():
         fit = fits[box]
         assert fit.usable, fit
-        # The step ends when the box hearing best is full: the others may lack a window.
-        assert 4 * (WALK_WINDOWS_PER_ZONE - 1) <= fit.samples <= 4 * WALK_WINDOWS_PER_ZONE
-        assert fit.places >= 3  # two zones' middles may be as far from a box
-        assert abs(fit.rssi_offset_db - offset) < 1.5, fit
-        assert abs(fit.path_loss_exponent - exponent) < 0.4, fit
+        # A box may be too near its own zone's middle (< 1 m); the step ends when the box hearing best is
+        # full, so the others may lack a window.
+        assert 3 * (WALK_WINDOWS_PER_ZONE - 1) <= fit.samples <= 4 * WALK_WINDOWS_PER_ZONE
+        assert fit.places >= 2  # two zones' middles may be as far from a box
+        # The offset and the exponent trade off over the few distances a walk gives (the box's
+        # own zone is too near it); what the engine will expect at those places is right.
+        assert abs(fit.path_loss_exponent - exponent) < 0.5, fit
+        for sample in cal.samples(box):
+            place = Place(sample.distance_m, sample.walls_db)
+            learned = reported(place, fit.rssi_offset_db, fit.path_loss_exponent)
+            assert abs(learned - reported(place, offset, exponent)) < 1.0, (fit, place)
     assert len(cal.take_new()) == sum(f.samples for f in fits.values())
     assert cal.take_new() == []
     assert cal.fits(t + 1.0) == []  # nothing new
@@ -109,13 +115,13 @@ def test_a_step_skips_the_first_window_and_stops_when_full() -> None:
     cal = learner()
     cal.start_walk("margot", CODE, 0.0)
     cal.join_walk(CODE, "phone", 0.0)
-    cal.here("parts", 5.0)
-    cal.observe("s-parts", ["phone"], 4.0, [-60.0], [3])  # before the tap
-    cal.observe("s-parts", ["other"], 6.0, [-60.0], [3])  # another phone
-    cal.observe("s-parts", ["phone"], 6.0, [-60.0], [3])  # begun before the tap: skipped
+    cal.here("parts", 5.0)  # the entrance box hears the parts zone from 4 m
+    cal.observe("s-entrance", ["phone"], 4.0, [-60.0], [3])  # before the tap
+    cal.observe("s-entrance", ["other"], 6.0, [-60.0], [3])  # another phone
+    cal.observe("s-entrance", ["phone"], 6.0, [-60.0], [3])  # begun before the tap: skipped
     assert cal.take_new() == []
     for i in range(WALK_WINDOWS_PER_ZONE + 5):
-        cal.observe("s-parts", ["phone"], 7.0 + i, [-60.0], [3])
+        cal.observe("s-entrance", ["phone"], 7.0 + i, [-60.0], [3])
     taken = cal.take_new()
     assert len(taken) == WALK_WINDOWS_PER_ZONE  # then the manager walks on: not this zone
     assert {s.source for s in taken} == {"walk"}
@@ -128,7 +134,7 @@ def test_a_step_ends_after_its_longest_time() -> None:
     cal.join_walk(CODE, "phone", 0.0)
     cal.here("parts", 10.0)
     for i in range(3):
-        cal.observe("s-parts", ["phone"], 11.0 + i, [-60.0], [3])
+        cal.observe("s-entrance", ["phone"], 11.0 + i, [-60.0], [3])
     status = cal.walk_status(10.0 + WALK_ZONE_MAX_S + 1.0)
     assert status is not None
     assert status.zone is None
@@ -154,10 +160,11 @@ def test_the_join_code_and_the_walk_lapse() -> None:
 def test_check_ins_give_a_few_windows_each() -> None:
     cal = learner()
     assert not cal.check_in("c1", "nowhere", 0.0)
-    assert cal.check_in("c1", "parts", 100.0)
+    assert cal.check_in("c1", "entrance", 100.0)
     for i in range(6):
         cal.observe("s-parts", ["c1"], 101.0 + i, [-62.0], [2])
-    cal.observe("s-entrance", ["c1"], 100.0 + CHECK_IN_WINDOW_S + 0.5, [-75.0], [2])  # too late
+    cal.observe("s-entrance", ["c1"], 102.0, [-50.0], [2])  # its own zone: under 1 m, no sample
+    cal.observe("s-machines", ["c1"], 100.0 + CHECK_IN_WINDOW_S + 0.5, [-75.0], [2])  # too late
     taken = cal.take_new()
     assert len(taken) == CHECK_IN_WINDOWS_PER_BOX
     assert {(s.box_id, s.source) for s in taken} == {("s-parts", "check_in")}
@@ -179,9 +186,9 @@ def test_a_fit_from_one_place_or_disagreeing_samples_is_not_used() -> None:
     places = zone_places(load(), PresenceEngine(load()).grid)
     cal.load([])
     for i in range(MIN_SAMPLES_TO_USE * 2):
-        cal.check_in(f"c{i}", "parts", float(i))
+        cal.check_in(f"c{i}", "entrance", float(i))
         cal.observe(
-            "s-parts", [f"c{i}"], i + 0.5, [reported(places["parts"]["s-parts"], 0, 2.7)], [3]
+            "s-parts", [f"c{i}"], i + 0.5, [reported(places["entrance"]["s-parts"], 0, 2.7)], [3]
         )
     fit = cal.fit("s-parts", 100.0)
     assert fit is not None
@@ -189,7 +196,7 @@ def test_a_fit_from_one_place_or_disagreeing_samples_is_not_used() -> None:
     # Two places whose readings contradict any log-distance radio: wrong taps.
     wild = learner()
     for i in range(MIN_SAMPLES_TO_USE * 2):
-        zone = ("parts", "machines")[i % 2]
+        zone = ("entrance", "machines")[i % 2]
         wild.check_in(f"c{i}", zone, float(i))
         wild.observe("s-parts", [f"c{i}"], i + 0.5, [-40.0 - 30.0 * (i % 4 < 2)], [3])
     fit = wild.fit("s-parts", 100.0)
@@ -201,10 +208,10 @@ def test_a_fit_from_one_place_or_disagreeing_samples_is_not_used() -> None:
 
 def test_check_in_fits_wait_for_the_refit_interval() -> None:
     cal = learner()
-    cal.check_in("c1", "parts", 0.0)
+    cal.check_in("c1", "entrance", 0.0)
     cal.observe("s-parts", ["c1"], 1.0, [-62.0], [3])
     assert [f.box_id for f in cal.fits(1.0)] == ["s-parts"]
-    cal.check_in("c2", "parts", 2.0)
+    cal.check_in("c2", "entrance", 2.0)
     cal.observe("s-parts", ["c2"], 3.0, [-62.0], [3])
     assert cal.fits(3.0) == []
     assert [f.samples for f in cal.fits(1.0 + REFIT_INTERVAL_S)] == [2]
@@ -226,8 +233,8 @@ def test_forgetting_the_phone_ends_the_walk_and_reset_drops_samples() -> None:
     cal = learner()
     cal.start_walk("margot", CODE, 0.0)
     cal.join_walk(CODE, "phone", 0.0)
-    cal.here("parts", 1.0)
-    stand(cal, "parts", 1.0, TRUTH, 5)
+    cal.here("entrance", 1.0)
+    stand(cal, "entrance", 1.0, TRUTH, 5)
     cal.forget("phone")
     assert cal.walk_status(10.0) is None
     assert not cal.listening

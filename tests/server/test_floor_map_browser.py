@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
+from store_server.eid import compute_eid
 from store_server.storage import scanners as scanner_store
-from tests.server.conftest import Harness, bearer
+from tests.server.conftest import Harness, batch_body, bearer
+from tests.server.test_calibration_walk import BATCHES, ROUNDS, _window
 from tests.support import require_component, screenshot_dir
+from tests.ui_language import COLLECT_JS, problems
 
 pytestmark = pytest.mark.browser
 
@@ -109,3 +112,67 @@ async def test_the_map_counts_an_arrival_live(server: Harness, browser: Any) -> 
         assert problems == []
     finally:
         await context.close()
+
+
+async def test_the_calibration_walk_page_in_both_languages(server: Harness, browser: Any) -> None:
+    """The walk driven from the page: start, the phone joins, "I am here", the bar fills live
+    and the step is marked done; the page stays in one language throughout."""
+    await server.add_staff("margot", PASSWORD, "manager")
+    scanners = {
+        spec.id: await server.add_scanner(spec.id) for spec in server.service.floor.scanners
+    }
+    resp = await server.client.post("/api/v1/enroll", json={"language": "fr"})
+    enrolled = await resp.json()
+    token = enrolled["token"]
+    assert (await server.grant(token, "greeting")).status == 201
+    eid = compute_eid(
+        bytes.fromhex(enrolled["identity_key"]),
+        enrolled["rotation_exponent"],
+        enrolled["beacon_time"],
+    )
+    found: list[str] = []
+    for lang, locale in (("fr", "fr-CA"), ("en", "en-CA")):
+        context = await browser.new_context(viewport=TABLET, locale=locale)
+        try:
+            page = await context.new_page()
+            base = f"http://127.0.0.1:{server.client.port}"
+            await page.goto(base + "/login")
+            await page.locator("#username").fill("margot")
+            await page.locator("#password").fill(PASSWORD)
+            await page.locator("form.login button[type=submit]").click()
+            await page.wait_for_url("**/board")
+            await page.goto(base + "/manager/calibration")
+            found += await _language(page, lang, "no walk")
+            await page.locator("#walk-start").click()
+            code = await page.locator("#walk-code").text_content()
+            assert code is not None
+            found += await _language(page, lang, "code shown")
+            resp = await server.client.post(
+                "/api/v1/calibration/join", json={"code": code}, headers=bearer(token)
+            )
+            assert await resp.json() == {"joined": True}
+            await page.locator("#walk-joined").wait_for(timeout=CHANGE_WITHIN_MS)  # reloaded
+            here = "Je suis ici : Caisse" if lang == "fr" else "I am here: Checkout"
+            await page.get_by_role("button", name=here).click()
+            await page.locator("li.current[data-zone='checkout']").wait_for()
+            for _ in range(ROUNDS):
+                for box_id, scanner in scanners.items():
+                    body = batch_body(box_id, windows=[_window(eid, -70.0)])
+                    assert (await server.signed(scanner, "POST", BATCHES, body)).status == 200
+            # The step is full: the page reloads by itself and marks the zone done.
+            await page.locator("li.done[data-zone='checkout']").wait_for(timeout=CHANGE_WITHIN_MS)
+            found += await _language(page, lang, "step done")
+            if lang == "fr":
+                await page.screenshot(path=str(IMAGES / "manager-calibration-tablet.png"))
+            await page.locator("#walk-end").click()
+            await page.locator("#walk-start").wait_for()
+        finally:
+            await context.close()
+    assert found == [], "\n".join(found)
+
+
+async def _language(page: Any, lang: str, where: str) -> list[str]:
+    collected = await page.evaluate(COLLECT_JS)
+    assert collected["lang"] == lang
+    seen = problems(lang, collected["segments"], collected["identifiers"])
+    return [f"{where} ({lang}): {p}" for p in seen]
