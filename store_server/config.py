@@ -43,6 +43,10 @@ DEFAULT_ROTATION_EXPONENT = 9
 DEFAULT_SKEW_WINDOWS = 1
 # A signed scanner request more than 60 s away from the server clock is refused (replay bound).
 DEFAULT_SIGNATURE_TOLERANCE_S = 60
+# Chain mode: a store server whose view of consents is older than this (its last catch-up
+# with the shared consent log) shows no new card and hands out no allowlist (fail closed).
+# Thirty seconds: ten of the feed's polls, far above a healthy lag, well under a visit.
+DEFAULT_CONSENT_STALENESS_S = 30
 # Largest request body accepted from anyone (a full scanner batch is well below this).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -69,6 +73,7 @@ class ServerConfig:
     skew_windows: int = DEFAULT_SKEW_WINDOWS
     signature_tolerance_s: int = DEFAULT_SIGNATURE_TOLERANCE_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    consent_staleness_s: int = DEFAULT_CONSENT_STALENESS_S
     legacy_ibeacon: bool = False
     calibration_from_check_ins: bool = True
     log_level: str = "INFO"
@@ -134,6 +139,7 @@ def _check(config: ServerConfig) -> ServerConfig:
         "unconsented_ttl_s",
         "signature_tolerance_s",
         "max_body_bytes",
+        "consent_staleness_s",
     ):
         if getattr(config, key) <= 0:
             raise ConfigError(f"{key}: must be positive", key=key)

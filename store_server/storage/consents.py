@@ -239,3 +239,34 @@ def checkpoints(db: Handle) -> list[Checkpoint]:
 def logged_subjects(db: Handle) -> set[str]:
     """Every pseudonymous subject the consent log names (whoever ever gave a consent)."""
     return {str(r["subject_ref"]) for r in rows(db, "SELECT DISTINCT subject_ref FROM consent_log")}
+
+
+def consent_log_after(db: Handle, seq: int, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` consent-log entries after `seq`, oldest first: what the change feed needs
+    (sequence number, pseudonymous subject, action, time), nothing else."""
+    return rows(
+        db,
+        "SELECT seq, subject_ref, action, at FROM consent_log WHERE seq > ? ORDER BY seq LIMIT ?",
+        [seq, limit],
+    )
+
+
+def consent_log_last_seq(db: Handle) -> int:
+    """The sequence number of the last consent-log entry (0: the log is empty)."""
+    row = one(db, "SELECT max(seq) AS seq FROM consent_log")
+    return 0 if row is None or row["seq"] is None else int(row["seq"])
+
+
+def consenting_granted_since(db: Handle, since: float, now: float, store_id: str) -> list[str]:
+    """Customers with an active consent at this store granted (or renewed) at `since` or later."""
+    sql = (
+        "SELECT DISTINCT customer_id FROM consents"
+        " WHERE granted_at >= ? AND granted_at <= ? AND expires_at > ?"
+    )
+    sql += " AND " + _SCOPE_MATCH
+    return [str(r["customer_id"]) for r in rows(db, sql, [since, now, now, store_id])]
+
+
+def active_purposes_at(db: Handle, customer_id: str, store_id: str, now: float) -> int:
+    """How many of the customer's consents are active at this store now."""
+    return sum(1 for c in consents_of(db, customer_id, store_id) if is_active(c, now))
