@@ -95,8 +95,8 @@ def test_a_guided_walk_learns_each_box() -> None:
     for box, (offset, exponent) in TRUTH.items():
         fit = fits[box]
         assert fit.usable, fit
-        # A box may be too near its own zone's middle (< 1 m); the step ends when the box hearing best is
-        # full, so the others may lack a window.
+        # A box may be too near its own zone's middle (< 1 m); the step ends when the box
+        # hearing best is full, so the others may lack a window.
         assert 3 * (WALK_WINDOWS_PER_ZONE - 1) <= fit.samples <= 4 * WALK_WINDOWS_PER_ZONE
         assert fit.places >= 2  # two zones' middles may be as far from a box
         # The offset and the exponent trade off over the few distances a walk gives (the box's
