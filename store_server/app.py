@@ -24,7 +24,7 @@ from store_server.keys import CONFIG, METRICS, METRICS_PORT, SERVICE
 from store_server.keywrap import parse_master_key
 from store_server.metrics import Metrics, metrics_app
 from store_server.services.store import StoreServices
-from store_server.storage.database import Database
+from store_server.storage.database import Database, target_of
 from store_server.views import (
     customer_api,
     customer_pages,
@@ -291,7 +291,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     )
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        db = Database(_resolve(base, config.db_path))
+        db = Database(target_of(config, _resolve(base, config.db_path)))
         service = StoreServices(
             config=config,
             floor=floor,

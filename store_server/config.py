@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import limits
 
@@ -51,6 +52,10 @@ DEFAULT_CONSENT_STALENESS_S = 30
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
+ENV_ONLY = ("database_password",)
+"""Secrets read only from the environment (or their ``*_file`` setting), never the file."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Validated server settings. See docs/operations.md for each key."""
@@ -58,6 +63,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     db_path: str = "var/store.sqlite"
+    database_url: str = ""
+    database_password_file: str = ""
+    database_password: str = field(default="", repr=False)
     store_file: str = "seeds/store.toml"
     master_key: str = ""
     master_key_file: str = ""
@@ -158,6 +166,7 @@ def _check(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"trusted_proxies: {exc}", key="trusted_proxies") from None
     if not config.db_path:
         raise ConfigError("db_path: must not be empty", key="db_path")
+    _check_database_url(config)
     if config.master_key.strip() and config.master_key_file:
         raise ConfigError(
             "master_key_file: set master_key or master_key_file, not both", key="master_key_file"
@@ -173,6 +182,34 @@ def _check(config: ServerConfig) -> ServerConfig:
                 key="metrics_listen",
             )
     return replace(config, log_level=config.log_level.upper())
+
+
+def _check_database_url(config: ServerConfig) -> None:
+    """``database_url`` names a PostgreSQL database, without a password in it."""
+    if config.database_password and config.database_password_file:
+        raise ConfigError(
+            "database_password_file: set BULLE_DATABASE_PASSWORD or database_password_file,"
+            " not both",
+            key="database_password_file",
+        )
+    if not config.database_url:
+        return
+    try:
+        parts = urlsplit(config.database_url)
+        has_password = parts.password is not None
+    except ValueError:
+        parts, has_password = None, False
+    if parts is None or parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            "database_url: expected postgresql://USER@HOST:PORT/DATABASE", key="database_url"
+        )
+    if has_password:
+        # Never echo the URL: it holds the password.
+        raise ConfigError(
+            "database_url: must not hold a password: put it in database_password_file or"
+            " BULLE_DATABASE_PASSWORD",
+            key="database_url",
+        )
 
 
 def metrics_address(value: str) -> tuple[str, int]:
@@ -203,6 +240,11 @@ def load_config(toml_text: str, env: Mapping[str, str]) -> ServerConfig:
     for key, raw in data.items():
         if key not in known:
             raise ConfigError(f"{key}: unknown setting (see docs/operations.md)", key=key)
+        if key in ENV_ONLY:
+            raise ConfigError(
+                f"{key}: not in the settings file: set {ENV_PREFIX}{key.upper()} or {key}_file",
+                key=key,
+            )
         values[key] = _coerce(key, raw, known[key])
     for key, default in known.items():
         env_value = env.get(ENV_PREFIX + key.upper())
@@ -225,6 +267,9 @@ def resolve_paths(config: ServerConfig, base: Path) -> ServerConfig:
         store_file=str(resolve_path(base, config.store_file)),
         master_key_file=str(resolve_path(base, config.master_key_file))
         if config.master_key_file
+        else "",
+        database_password_file=str(resolve_path(base, config.database_password_file))
+        if config.database_password_file
         else "",
     )
 

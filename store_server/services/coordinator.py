@@ -378,7 +378,7 @@ class Coordinator:
         rowids = await self.db.read(customers.identity_rowid_range)
         build = BackgroundBuild(
             self.resolver,
-            db_path=self.db.path,
+            target=self.db.target,
             master_key=self._master_key,
             on_progress=self.notify_allowlist,
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 from store_server.calibration import MAX_SAMPLES
 from store_server.calibration_online import LearnedFit, Sample
-from store_server.storage.database import Handle, immediate, rows
+from store_server.storage.database import Handle, executemany, immediate, rows
 
 __all__ = ["fits", "record", "reset", "samples"]
 
@@ -21,7 +21,8 @@ def record(db: Handle, new: Sequence[Sample], learned: Sequence[LearnedFit]) -> 
 
 def _add_samples(db: Handle, new: Sequence[Sample]) -> None:
     if new:
-        db.conn.executemany(
+        executemany(
+            db,
             "INSERT INTO calibration_samples"
             " (scanner_id, distance_m, walls_db, rssi_dbm, source, at) VALUES (?, ?, ?, ?, ?, ?)",
             [(s.box_id, s.distance_m, s.walls_db, s.rssi_dbm, s.source, s.at) for s in new],
@@ -56,7 +57,8 @@ def samples(db: Handle) -> list[Sample]:
 
 def _save_fits(db: Handle, learned: Sequence[LearnedFit]) -> None:
     if learned:
-        db.conn.executemany(
+        executemany(
+            db,
             "INSERT INTO calibration_fits (scanner_id, rssi_offset_db, path_loss_exponent,"
             " samples, places, residual_db, usable, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(scanner_id) DO UPDATE SET rssi_offset_db = excluded.rssi_offset_db,"

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pytest
 
 from lab.channel import TIERS, Channel
 from store_server.eid import compute_eid
@@ -21,6 +22,14 @@ from tests.server.conftest import Harness, Scanner, batch_body, bearer, wait_unt
 from tests.server.test_manager import PASSWORD, session
 
 BATCHES = "/api/scanner/v1/batches"
+
+
+@pytest.fixture
+def server(engine_server: Harness) -> Harness:
+    """The walk on each storage engine (SQLite, and PostgreSQL where it runs)."""
+    return engine_server
+
+
 ADVERTS_PER_WINDOW = 5  # the app advertises fast while calibrating
 HAND_M = 1.2
 ROUNDS = 17  # one window per box and round: the step is full after 15 (+1 skipped)
