@@ -17,6 +17,7 @@ from store_server.cli_db import add_db_commands
 from store_server.cli_settings import (
     HelpFormatter,
     add_config_arg,
+    check_database,
     floor,
     load_settings,
     master_key,
@@ -40,6 +41,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         config = config.with_overrides(port=args.port)
     master_key(config)
     floor(config)
+    check_database(config)
     setup_logging(config.log_level, config.log_format)
     try:
         web.run_app(
