@@ -52,10 +52,11 @@ class CalibrationService:
         for box_id, offset in (await self.db.read(scanners.calibration_overrides)).items():
             if box_id in self.engine.calibration():
                 self.engine.set_calibration(box_id, offset)
-        stored = await self.db.read(calibration.samples)
-        self._fits = await self.db.read(calibration.fits)
-        known = set(self.engine.calibration())
-        self.learner.load(s for s in stored if s.box_id in known)
+        boxes = [spec.id for spec in self._c.floor.scanners]
+        stored = await self.db.read(lambda db: calibration.samples(db, boxes))
+        self._fits = await self.db.read(lambda db: calibration.fits(db, boxes))
+        known = set(boxes)
+        self.learner.load(stored)
         self.learner.take_new()  # already stored
         for fit in self._fits.values():
             if fit.usable and fit.box_id in known:
@@ -103,7 +104,8 @@ class CalibrationService:
         specs = {spec.id: spec for spec in self._c.floor.scanners}
         if box_id is not None and box_id not in specs:
             raise NotFoundError(f"no scanner {box_id!r} on this store's floor")
-        await self.db.write(lambda db: calibration.reset(db, box_id))
+        boxes = list(specs) if box_id is None else [box_id]
+        await self.db.write(lambda db: calibration.reset(db, boxes))
         manual = await self.db.read(scanners.calibration_overrides)
         self.learner.reset(box_id)
         default = self.engine.settings.path_loss_exponent

@@ -36,8 +36,14 @@ def _add_samples(db: Handle, new: Sequence[Sample]) -> None:
         )
 
 
-def samples(db: Handle) -> list[Sample]:
-    """Every stored sample, oldest first."""
+def _in(boxes: Sequence[str]) -> str:
+    """Placeholders for the boxes (only ``?`` marks reach the SQL text)."""
+    return ", ".join("?" for _ in boxes) or "NULL"
+
+
+def samples(db: Handle, boxes: Sequence[str]) -> list[Sample]:
+    """The stored samples of these boxes (a store's: a chain's database holds others'),
+    oldest first."""
     return [
         Sample(
             str(r["scanner_id"]),
@@ -49,8 +55,9 @@ def samples(db: Handle) -> list[Sample]:
         )
         for r in rows(
             db,
-            "SELECT scanner_id, distance_m, walls_db, rssi_dbm, source, at"
-            " FROM calibration_samples ORDER BY id",
+            "SELECT scanner_id, distance_m, walls_db, rssi_dbm, source, at"  # noqa: S608
+            f" FROM calibration_samples WHERE scanner_id IN ({_in(boxes)}) ORDER BY id",
+            list(boxes),
         )
     ]
 
@@ -81,9 +88,14 @@ def _save_fits(db: Handle, learned: Sequence[LearnedFit]) -> None:
         )
 
 
-def fits(db: Handle) -> dict[str, LearnedFit]:
-    """The latest fit of each box."""
-    found: list[dict[str, Any]] = rows(db, "SELECT * FROM calibration_fits ORDER BY scanner_id")
+def fits(db: Handle, boxes: Sequence[str]) -> dict[str, LearnedFit]:
+    """The latest fit of each of these boxes."""
+    found: list[dict[str, Any]] = rows(
+        db,
+        f"SELECT * FROM calibration_fits WHERE scanner_id IN ({_in(boxes)})"  # noqa: S608
+        " ORDER BY scanner_id",
+        list(boxes),
+    )
     return {
         str(r["scanner_id"]): LearnedFit(
             str(r["scanner_id"]),
@@ -99,11 +111,11 @@ def fits(db: Handle) -> dict[str, LearnedFit]:
     }
 
 
-def reset(db: Handle, scanner_id: str | None = None) -> None:
-    """Forget the samples and the fit of one box, or of every box."""
+def reset(db: Handle, boxes: Sequence[str]) -> None:
+    """Forget the samples and the fits of these boxes (never another store's)."""
     with immediate(db):
         for table in ("calibration_samples", "calibration_fits"):
-            if scanner_id is None:
-                db.execute(f"DELETE FROM {table}")  # noqa: S608 - a fixed table name
-            else:
-                db.execute(f"DELETE FROM {table} WHERE scanner_id = ?", [scanner_id])  # noqa: S608
+            db.execute(
+                f"DELETE FROM {table} WHERE scanner_id IN ({_in(boxes)})",  # noqa: S608
+                list(boxes),
+            )
