@@ -477,7 +477,7 @@ def m010_consent_notify(db: Any) -> None:
 
 
 @migrations()
-def m010_calibration_samples(db: Any) -> None:
+def m011_calibration_samples(db: Any) -> None:
     """What online calibration learned: the samples of each box's radio and its latest fit.
 
     A sample is a box, a distance, the walls in between and an RSSI: it names no customer. The
