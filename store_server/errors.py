@@ -54,6 +54,11 @@ class ForbiddenError(StoreServerError):
         self.code = code
 
 
+class ProofRefusedError(ForbiddenError):
+    """A proof-of-presence check-in whose store beacon proves nothing (HTTP 403, the code
+    names why: docs/api.md, "Proof-of-presence check-in")."""
+
+
 class NotFoundError(StoreServerError):
     status = 404
     code = "not_found"

@@ -31,7 +31,11 @@ NAMES: Mapping[str, Mapping[str, Mapping[str, str]]] = {
             "audit_view": "consultation du journal des accès",
         },
         "scope": {"store": "cette boutique", "chain": "toutes les boutiques de l'enseigne"},
-        "via": {"beacon": "détectée par les capteurs", "check_in": "« Je suis là »"},
+        "via": {
+            "beacon": "détectée par les capteurs",
+            "check_in": "« Je suis là » touché dans l'application, sans preuve",
+            "beacon_proof": "« Je suis là » avec preuve de présence (balise de la boutique)",
+        },
         "adapter": {
             "powered": "allumé",
             "off": "éteint",
@@ -57,7 +61,11 @@ NAMES: Mapping[str, Mapping[str, Mapping[str, str]]] = {
             "audit_view": "access log viewed",
         },
         "scope": {"store": "this shop", "chain": "every shop of the chain"},
-        "via": {"beacon": "detected by the scanners", "check_in": "“I'm here”"},
+        "via": {
+            "beacon": "detected by the scanners",
+            "check_in": "“I'm here” tapped in the app, without proof",
+            "beacon_proof": "“I'm here” with a proof of presence (the shop's beacon)",
+        },
         "adapter": {
             "powered": "powered on",
             "off": "off",

@@ -15,8 +15,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from store_server.errors import NotFoundError
-from store_server.policy import Decision, Trigger, VisitState, decide
+from store_server.policy import Decision, Trigger, TriggerKind, VisitState, decide
 from store_server.presence import PresenceEvent
+from store_server.presence_types import Via
 from store_server.services.coordinator import Coordinator, Visit
 from store_server.storage import customers, visits
 
@@ -45,8 +46,10 @@ class Board:
     async def handle_events(self, events: list[PresenceEvent]) -> None:
         for event in events:
             if event.kind == "arrived":
+                # An arrival told by the app (tapped or proven) is a check-in for the policy.
+                kind: TriggerKind = "arrived" if event.via == "beacon" else "check_in"
                 await self._on_trigger(
-                    event.subject, Trigger("arrived", event.t, event.zone), via=event.via
+                    event.subject, Trigger(kind, event.t, event.zone), via=event.via
                 )
             elif event.kind == "zone_changed":
                 visit = self._c.visits.get(event.subject)
@@ -56,14 +59,17 @@ class Board:
             elif event.kind == "left":
                 await self._on_left(event.subject, event.t)
 
-    async def check_in(self, customer_id: str, zone: str | None, now: float) -> None:
-        """An "I'm here" from the app: the engine learns the arrival, and a visit not checked
-        in yet is decided on again (a card that needed a check-in may now show)."""
-        await self.handle_events(self._c.engine.check_in(customer_id, now, zone))
+    async def check_in(
+        self, customer_id: str, zone: str | None, now: float, via: Via = "check_in"
+    ) -> None:
+        """An "I'm here" from the app (tapped, or proven by a store beacon: ``via``): the
+        engine learns the arrival, and a visit not checked in yet is decided on again (a card
+        that needed a check-in may now show)."""
+        await self.handle_events(self._c.engine.check_in(customer_id, now, zone, via))
         visit = self._c.visits.get(customer_id)
         if visit is not None and not visit.state.checked_in:
             await self._on_trigger(
-                customer_id, Trigger("check_in", now, zone or visit.zone), via="check_in"
+                customer_id, Trigger("check_in", now, zone or visit.zone), via=via
             )
 
     def _local(self, now: float) -> datetime:
@@ -105,7 +111,9 @@ class Board:
             greeted=state.greeted or decision.greeting is not None,
             stock_shown=state.stock_shown or decision.stock is not None,
             last_greeted_at=now if decision.greeting is not None else state.last_greeted_at,
-            checked_in=state.checked_in or trigger.kind == "check_in" or via == "check_in",
+            checked_in=state.checked_in
+            or trigger.kind == "check_in"
+            or via in ("check_in", "beacon_proof"),
         )
         if decision.greeting is not None:
             self._c.last_greeted[customer_id] = now

@@ -13,6 +13,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from store_server import eid
+from store_server.checkin_proof import (
+    MAX_SIGHTING_AHEAD_S,
+    ProofRejected,
+    Sighting,
+    beacon_settings,
+    check_proof,
+)
 from store_server.consent import (
     DEFAULT_CONSENT_DURATION_S,
     PURPOSES,
@@ -28,7 +35,9 @@ from store_server.errors import (
     AuthenticationError,
     ForbiddenError,
     NotFoundError,
+    ProofRefusedError,
     RateLimitedError,
+    ValidationError,
 )
 from store_server.identity_load import identity_aad
 from store_server.keywrap import wrap_key
@@ -58,6 +67,8 @@ class Customers:
         self._consent_texts = tuple(consent_texts)
         self._checkpoint_key = checkpoint_key(coordinator.master_key)
         self._checkpointed_seq: int | None = None
+        self.beacon = beacon_settings(self.config)
+        self._box_zones = {box.id: box.zone for box in coordinator.floor.scanners}
 
     async def prepare(self) -> None:
         """Record the consent texts of this release (the ones already there stay)."""
@@ -264,6 +275,36 @@ class Customers:
             return {"checked_in": False, "reason": "no_consent"}
         await self._board.check_in(customer_id, zone, now)
         return {"checked_in": True}
+
+    async def check_in_with_proof(
+        self, customer_id: str, sightings: list[Sighting]
+    ) -> dict[str, Any]:
+        """A proof-of-presence check-in: the store beacons the app ranged (consenting only).
+
+        ProofRefusedError (403, a named code) when no sighting is a minor a box of this store
+        broadcast in the current or previous slot: nothing about the customer is recorded or
+        logged, and the check-in interval is not used. RateLimitedError as for a tap.
+        """
+        if self.beacon is None:
+            raise ProofRefusedError(
+                "this store's boxes broadcast no store beacon", code="beacon_proof_off"
+            )
+        now = self.clock()
+        if any(s.seen_at - now > MAX_SIGHTING_AHEAD_S for s in sightings):
+            raise ValidationError("seen_at is ahead of the store's clock", field="seen_at")
+        result = check_proof(self.beacon, self._box_zones, sightings, now)
+        if isinstance(result, ProofRejected):
+            # Counted without any identifier: a burst of one code is a forger or a bad clock.
+            logger.info("proof check-in refused: %s", result.code)
+            raise ProofRefusedError(result.message, code=result.code)
+        last = self._c.check_ins
+        if now - last.get(customer_id, float("-inf")) < CHECK_IN_MIN_INTERVAL_S:
+            raise RateLimitedError("one check-in every 10 seconds")
+        last[customer_id] = now
+        if customer_id not in self._c.resolver:
+            return {"checked_in": False, "reason": "no_consent"}
+        await self._board.check_in(customer_id, result.zone, now, via="beacon_proof")
+        return {"checked_in": True, "via": "beacon_proof", "zone": result.zone}
 
     async def preferences(self, customer_id: str) -> dict[str, Any] | None:
         """The customer's preferences, pickup code and legacy iBeacon setting."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from typing import Any
 
@@ -11,6 +12,7 @@ from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from store_beacon import SLOT_S
 from store_server.api_models import (
     CheckInRequest,
     ConsentRequest,
@@ -18,10 +20,12 @@ from store_server.api_models import (
     EnrollResponse,
     EraseRequest,
     PreferencesRequest,
+    ProofCheckInRequest,
     RotateRequest,
     WishlistRequest,
     WithdrawRequest,
 )
+from store_server.checkin_proof import Sighting
 from store_server.errors import AuthenticationError, RateLimitedError, ValidationError
 from store_server.ingest import decode
 from store_server.keys import CONFIG, SERVICE
@@ -57,7 +61,28 @@ class EnrollLimits:
         return True
 
 
+class ProofLimits:
+    """Moving-window limits on proof-of-presence check-ins, per customer and per address:
+    a 16-bit minor must not be guessable by trying them all (docs/api.md)."""
+
+    def __init__(self, per_customer: str, per_address: str) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._per_customer = parse_many(per_customer)
+        self._per_address = parse_many(per_address)
+
+    def hit(self, customer_id: str, address: str) -> bool:
+        """Count one attempt (accepted or refused alike); False (nothing counted) if over."""
+        checks = [(item, "customer", customer_id) for item in self._per_customer]
+        checks += [(item, "address", address) for item in self._per_address]
+        if not all(self._limiter.test(item, "proof", kind, key) for item, kind, key in checks):
+            return False
+        for item, kind, key in checks:
+            self._limiter.hit(item, "proof", kind, key)
+        return True
+
+
 _enroll_limits = web.AppKey("enroll_limits", EnrollLimits)
+_proof_limits = web.AppKey("proof_limits", ProofLimits)
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -239,6 +264,40 @@ async def check_in(request: web.Request) -> web.Response:
     return _json(await service.customers.check_in(customer_id, body.zone))
 
 
+@api.operation(
+    "POST",
+    "/api/v1/check-in/proof",
+    "Proof-of-presence check-in: the store beacons the app ranged near the shop's boxes",
+    request=ProofCheckInRequest,
+    errors=(403, 429),
+)
+async def check_in_proof(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    # Counted before anything is checked, so a forger's refused guesses use the allowance.
+    if not request.app[_proof_limits].hit(customer_id, request_address(request)):
+        raise RateLimitedError("too many proof check-ins; try again later")
+    body = decode(await request.read(), ProofCheckInRequest)
+    sightings = [
+        Sighting(uuid.UUID(b.uuid), b.major, b.minor, b.rssi, b.seen_at) for b in body.beacons
+    ]
+    return _json(await request.app[SERVICE].customers.check_in_with_proof(customer_id, sightings))
+
+
+@api.operation(
+    "GET",
+    "/api/v1/store-beacon",
+    "The store beacon to monitor: the chain's UUID, this store's major, the slot length",
+    auth=False,
+)
+async def store_beacon_info(request: web.Request) -> web.Response:
+    beacon = request.app[SERVICE].customers.beacon
+    if beacon is None:
+        return _json({"enabled": False})
+    return _json(
+        {"enabled": True, "uuid": str(beacon.chain_uuid), "major": beacon.major, "slot_s": SLOT_S}
+    )
+
+
 @api.operation("GET", "/api/v1/messages", "Messages to the app (stock answers), newest first")
 async def messages(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
@@ -299,5 +358,6 @@ async def openapi_document(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     config = app[CONFIG]
     app[_enroll_limits] = EnrollLimits(config.enroll_rate_limit, config.enroll_rate_limit_total)
+    app[_proof_limits] = ProofLimits(config.proof_rate_limit, config.proof_rate_limit_address)
     app.add_routes(routes)
     app.router.add_get("/api/openapi.json", openapi_document)
