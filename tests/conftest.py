@@ -13,9 +13,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 
+from store_server.storage.pg_cluster import Cluster, throwaway_cluster
+from tests import pg
 from tests.support import COMPONENTS, require_component
 
 # The loggers through which a request's failure reaches the server's log.
@@ -67,3 +70,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for line in _FAILURES.lines:
             reporter.line(line)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the session (tests/pg.py)."""
+    require_component("postgres")
+    with throwaway_cluster(tcp_port=pg.free_port()) as cluster:
+        pg.prepare_template(cluster)
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """The URL of a fresh database on the session's cluster, dropped after the test."""
+    name, url = pg.new_database(pg_cluster)
+    yield url
+    pg_cluster.drop_database(name)

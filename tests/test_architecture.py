@@ -18,7 +18,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURE = REPO_ROOT / "docs" / "architecture.md"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 # The table of each package: (package, a word of the heading above its table).
-TABLES = {"scanner": "Scanner modules", "store_server": "Server modules", "lab": "The lab"}
+TABLES = {
+    "scanner": "Scanner modules",
+    "store_server": "Server modules",
+    "store_beacon": "Shared by both programs",
+    "lab": "The lab",
+}
 # Entry points of a package, documented by its `cli` row.
 ENTRY_FILES = {"__init__.py", "__main__.py"}
 _BACKTICKED = re.compile(r"`([^`]+)`")

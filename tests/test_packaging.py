@@ -145,7 +145,7 @@ def test_wheel_holds_the_runtime_files_and_not_the_lab(wheel: Path) -> None:
 
 def test_scanner_alone_runs_without_the_server_dependencies(scanner_only: Install) -> None:
     probe = (
-        "import importlib.util, pkgutil, scanner\n"
+        "import importlib.util, pkgutil, scanner, store_beacon.proof\n"
         f"print([m for m in {SERVER_ONLY!r} if importlib.util.find_spec(m)])\n"
         "for m in pkgutil.walk_packages(scanner.__path__, 'scanner.'):\n"
         "    if m.name not in ('scanner.__main__', 'scanner.esphome'):\n"
