@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from store_server.checkin_proof import beacon_settings
 from store_server.cli_admin import add_admin_commands
 from store_server.cli_settings import (
     HelpFormatter,
@@ -20,7 +21,6 @@ from store_server.cli_settings import (
     load_settings,
     master_key,
 )
-from store_server.checkin_proof import beacon_settings
 from store_server.errors import ConfigError, StoreServerError
 
 logger = logging.getLogger(__name__)
