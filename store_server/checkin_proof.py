@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from store_beacon import (
     MIN_KEY_BYTES,
@@ -24,6 +24,7 @@ from store_beacon import (
 )
 from store_server.config import ServerConfig
 from store_server.errors import ConfigError
+from store_server.presence import PresenceEngine, PresenceEvent
 
 __all__ = [
     "BeaconSettings",
@@ -32,6 +33,7 @@ __all__ = [
     "Sighting",
     "beacon_settings",
     "check_proof",
+    "proof_events",
 ]
 
 # A sighting the app says is older than the current and previous slots (two slots) cannot be
@@ -85,12 +87,14 @@ class Sighting:
 
 @dataclass(frozen=True, slots=True)
 class ProofAccepted:
-    """The box that broadcast the strongest valid sighting, its zone, and the sighting."""
+    """The valid sightings: the box of the strongest and its zone, and every valid box's RSSI
+    (the strongest reading of each box), for the presence engine."""
 
     box_id: str
     zone: str
     rssi: int
     current_slot: bool
+    readings: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +153,34 @@ def check_proof(
             refused.add(result.reason.value)
     if accepted:
         sighting, match = max(accepted, key=lambda pair: (pair[0].rssi, pair[1].current))
-        return ProofAccepted(match.box_id, box_zones[match.box_id], sighting.rssi, match.current)
+        best: dict[str, int] = {}
+        for valid, found in accepted:
+            best[found.box_id] = max(valid.rssi, best.get(found.box_id, -128))
+        zone = box_zones[match.box_id]
+        return ProofAccepted(
+            match.box_id, zone, sighting.rssi, match.current, tuple(sorted(best.items()))
+        )
     return ProofRejected(_most_telling(refused))
+
+
+def proof_events(
+    engine: PresenceEngine, subject: str, proof: ProofAccepted, now: float
+) -> list[PresenceEvent]:
+    """Feed the engine a consenting customer's accepted proof; the events it decides.
+
+    Each valid box's RSSI, as the phone measured it, is a one-reading window of that box (the
+    radio path is the same both ways): the engine's filter, which knows the walls, the window
+    and the doors, decides whether the phone is inside, as for a phone the boxes hear. Once the
+    customer has arrived, the proof also holds them present like a check-in
+    (``check_in_present_s``), since a background app cannot range for long. Every event about
+    ``subject`` is marked ``beacon_proof``.
+    """
+    for box_id, rssi in proof.readings:
+        engine.observe_many(box_id, [subject], [now], [float(rssi)], [1])
+    events = engine.decide_arrivals([subject], now)
+    if engine.zone_of(subject) is not None:
+        events += engine.check_in(subject, now)  # arrived already: holds presence, no event
+    return [replace(e, via="beacon_proof") if e.subject == subject else e for e in events]
 
 
 def _most_telling(codes: Iterable[str]) -> str:

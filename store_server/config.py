@@ -47,12 +47,13 @@ DEFAULT_SKEW_WINDOWS = 1
 DEFAULT_SIGNATURE_TOLERANCE_S = 60
 # Largest request body accepted from anyone (a full scanner batch is well below this).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-# Proof-of-presence check-ins per customer: an app posts one on entering the shop (and again
-# after a refusal or a re-entry); a forger guessing 16-bit minors gets 30 tries an hour, about
-# 0.4 % an hour to hit one of 4 boxes' 8 valid minors.
+# Refused proof-of-presence check-ins per customer: an honest app is refused at most once or
+# twice a visit (a minor that rotated); a forger guessing 16-bit minors gets 30 tries an hour,
+# about 0.4 % an hour to hit one of 4 boxes' 8 valid minors.
 DEFAULT_PROOF_RATE_LIMIT = "6/minute;30/hour"
-# Proof check-ins from one client address: the shop's Wi-Fi puts many customers behind one.
-DEFAULT_PROOF_RATE_LIMIT_ADDRESS = "60/minute;600/hour"
+# Proof check-ins from one client address: an app posts one a second for up to 30 s after the
+# phone enters the store's beacon region, and the shop's Wi-Fi puts many customers behind one.
+DEFAULT_PROOF_RATE_LIMIT_ADDRESS = "600/minute"
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,6 @@ from store_server.presence_types import (
     Observation,
     PresenceEvent,
     PresenceSettings,
-    Via,
 )
 
 __all__ = [
@@ -311,14 +310,8 @@ class PresenceEngine:
         self._now = max(self._now, float(at.max()))
         return [names[i] for i in newer]
 
-    def check_in(
-        self, subject: str, t: float, zone: str | None = None, via: Via = "check_in"
-    ) -> list[PresenceEvent]:
-        """An explicit "I'm here" from the app: arrives at once (in ``zone`` if given).
-
-        ``via="beacon_proof"``: the app proved it ranged a box's store beacon; ``zone`` is then
-        that box's zone.
-        """
+    def check_in(self, subject: str, t: float, zone: str | None = None) -> list[PresenceEvent]:
+        """An explicit "I'm here" from the app: arrives at once (in ``zone`` if given)."""
         if zone is not None and zone not in self._zone_index:
             raise FloorError(f"unknown zone {zone!r}")
         self._now = max(self._now, t)
@@ -343,10 +336,10 @@ class PresenceEngine:
         if not state.arrived:
             state.arrived = True
             state.zone = zone
-            return [PresenceEvent("arrived", subject, zone, t, evidence, via)]
+            return [PresenceEvent("arrived", subject, zone, t, evidence, "check_in")]
         if zone is not None and zone != state.zone:
             state.zone = zone
-            return [PresenceEvent("zone_changed", subject, zone, t, evidence, via)]
+            return [PresenceEvent("zone_changed", subject, zone, t, evidence, "check_in")]
         return []
 
     def tick(self, now: float, limit: int | None = None) -> list[PresenceEvent]:

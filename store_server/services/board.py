@@ -59,13 +59,22 @@ class Board:
             elif event.kind == "left":
                 await self._on_left(event.subject, event.t)
 
-    async def check_in(
-        self, customer_id: str, zone: str | None, now: float, via: Via = "check_in"
+    async def check_in(self, customer_id: str, zone: str | None, now: float) -> None:
+        """An "I'm here" tapped in the app: the engine learns the arrival, and a visit not
+        checked in yet is decided on again (a card that needed a check-in may now show)."""
+        await self.handle_events(self._c.engine.check_in(customer_id, now, zone))
+        await self._checked_in(customer_id, zone, now, "check_in")
+
+    async def proof_check_in(
+        self, customer_id: str, events: list[PresenceEvent], now: float
     ) -> None:
-        """An "I'm here" from the app (tapped, or proven by a store beacon: ``via``): the
-        engine learns the arrival, and a visit not checked in yet is decided on again (a card
-        that needed a check-in may now show)."""
-        await self.handle_events(self._c.engine.check_in(customer_id, now, zone, via))
+        """The engine's events after a proof-of-presence check-in (``checkin_proof``); once the
+        customer is present, the visit counts as checked in."""
+        await self.handle_events(events)
+        if self._c.engine.zone_of(customer_id) is not None:
+            await self._checked_in(customer_id, None, now, "beacon_proof")
+
+    async def _checked_in(self, customer_id: str, zone: str | None, now: float, via: Via) -> None:
         visit = self._c.visits.get(customer_id)
         if visit is not None and not visit.state.checked_in:
             await self._on_trigger(

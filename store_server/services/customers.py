@@ -19,6 +19,7 @@ from store_server.checkin_proof import (
     Sighting,
     beacon_settings,
     check_proof,
+    proof_events,
 )
 from store_server.consent import (
     DEFAULT_CONSENT_DURATION_S,
@@ -283,7 +284,9 @@ class Customers:
 
         ProofRefusedError (403, a named code) when no sighting is a minor a box of this store
         broadcast in the current or previous slot: nothing about the customer is recorded or
-        logged, and the check-in interval is not used. RateLimitedError as for a tap.
+        logged. A valid proof feeds the presence engine (``checkin_proof.proof_events``); the
+        answer says whether the customer is now checked in, or ``not_inside`` yet (the app
+        ranges on and posts again).
         """
         if self.beacon is None:
             raise ProofRefusedError(
@@ -297,14 +300,14 @@ class Customers:
             # Counted without any identifier: a burst of one code is a forger or a bad clock.
             logger.info("proof check-in refused: %s", result.code)
             raise ProofRefusedError(result.message, code=result.code)
-        last = self._c.check_ins
-        if now - last.get(customer_id, float("-inf")) < CHECK_IN_MIN_INTERVAL_S:
-            raise RateLimitedError("one check-in every 10 seconds")
-        last[customer_id] = now
         if customer_id not in self._c.resolver:
             return {"checked_in": False, "reason": "no_consent"}
-        await self._board.check_in(customer_id, result.zone, now, via="beacon_proof")
-        return {"checked_in": True, "via": "beacon_proof", "zone": result.zone}
+        events = proof_events(self._c.engine, customer_id, result, now)
+        await self._board.proof_check_in(customer_id, events, now)
+        zone = self._c.engine.zone_of(customer_id)
+        if zone is None:
+            return {"checked_in": False, "reason": "not_inside"}
+        return {"checked_in": True, "via": "beacon_proof", "zone": zone}
 
     async def preferences(self, customer_id: str) -> dict[str, Any] | None:
         """The customer's preferences, pickup code and legacy iBeacon setting."""

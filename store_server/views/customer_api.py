@@ -26,7 +26,12 @@ from store_server.api_models import (
     WithdrawRequest,
 )
 from store_server.checkin_proof import Sighting
-from store_server.errors import AuthenticationError, RateLimitedError, ValidationError
+from store_server.errors import (
+    AuthenticationError,
+    ProofRefusedError,
+    RateLimitedError,
+    ValidationError,
+)
 from store_server.ingest import decode
 from store_server.keys import CONFIG, SERVICE
 from store_server.openapi import Registry, build_document
@@ -62,23 +67,30 @@ class EnrollLimits:
 
 
 class ProofLimits:
-    """Moving-window limits on proof-of-presence check-ins, per customer and per address:
-    a 16-bit minor must not be guessable by trying them all (docs/api.md)."""
+    """Moving-window limits on proof-of-presence check-ins (`limits`, in memory): refused
+    proofs per customer, so that a 16-bit minor cannot be found by trying them all, and every
+    attempt per client address (docs/api.md)."""
 
-    def __init__(self, per_customer: str, per_address: str) -> None:
+    def __init__(self, refused_per_customer: str, per_address: str) -> None:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._per_customer = parse_many(per_customer)
+        self._refused = parse_many(refused_per_customer)
         self._per_address = parse_many(per_address)
 
-    def hit(self, customer_id: str, address: str) -> bool:
-        """Count one attempt (accepted or refused alike); False (nothing counted) if over."""
-        checks = [(item, "customer", customer_id) for item in self._per_customer]
-        checks += [(item, "address", address) for item in self._per_address]
-        if not all(self._limiter.test(item, "proof", kind, key) for item, kind, key in checks):
+    def allow(self, customer_id: str, address: str) -> bool:
+        """Count one attempt from ``address``; False (nothing counted) if over a limit."""
+        limiter = self._limiter
+        if not all(limiter.test(item, "proof-refused", customer_id) for item in self._refused):
             return False
-        for item, kind, key in checks:
-            self._limiter.hit(item, "proof", kind, key)
+        if not all(limiter.test(item, "proof", address) for item in self._per_address):
+            return False
+        for item in self._per_address:
+            limiter.hit(item, "proof", address)
         return True
+
+    def refused(self, customer_id: str) -> None:
+        """Count one refused proof of the customer."""
+        for item in self._refused:
+            self._limiter.hit(item, "proof-refused", customer_id)
 
 
 _enroll_limits = web.AppKey("enroll_limits", EnrollLimits)
@@ -273,14 +285,19 @@ async def check_in(request: web.Request) -> web.Response:
 )
 async def check_in_proof(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    # Counted before anything is checked, so a forger's refused guesses use the allowance.
-    if not request.app[_proof_limits].hit(customer_id, request_address(request)):
+    limits = request.app[_proof_limits]
+    if not limits.allow(customer_id, request_address(request)):
         raise RateLimitedError("too many proof check-ins; try again later")
     body = decode(await request.read(), ProofCheckInRequest)
     sightings = [
         Sighting(uuid.UUID(b.uuid), b.major, b.minor, b.rssi, b.seen_at) for b in body.beacons
     ]
-    return _json(await request.app[SERVICE].customers.check_in_with_proof(customer_id, sightings))
+    try:
+        answer = await request.app[SERVICE].customers.check_in_with_proof(customer_id, sightings)
+    except ProofRefusedError:
+        limits.refused(customer_id)  # a forger's guesses use up the allowance
+        raise
+    return _json(answer)
 
 
 @api.operation(

@@ -284,3 +284,18 @@ def test_settings_need_a_uuid_and_never_quote_the_key() -> None:
     )
     assert good is not None
     assert KEY.hex() not in repr(good)
+
+
+async def test_a_faint_window_box_alone_is_not_a_check_in(proof_server: Harness) -> None:
+    """The entrance box heard faintly (as from the pavement through the window): the engine
+    does not take the phone for inside; nothing is recorded and the app is told to range on."""
+    token, customer_id = await consenting(proof_server)
+    resp = await proof_server.client.post(
+        "/api/v1/check-in/proof",
+        json={"beacons": [sighting("s-entrance", rssi=-78)]},
+        headers=bearer(token),
+    )
+    assert resp.status == 200
+    assert await resp.json() == {"checked_in": False, "reason": "not_inside"}
+    assert await presence_rows(proof_server) == {table: [] for table in PRESENCE_TABLES}
+    assert proof_server.service.coordinator.engine.zone_of(customer_id) is None
