@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
-import sqlite_utils
 from aiohttp import web
 
 from lab.demo_iphone import DEMO_BEACON_MAJOR, DEMO_CHAIN_UUID, DemoIphones
@@ -60,7 +59,7 @@ from store_server.floor import Floor
 from store_server.keywrap import scanner_aad, wrap_key
 from store_server.stock import parse_stock_csv
 from store_server.storage import catalog, scanners
-from store_server.storage.database import Database
+from store_server.storage.database import Database, Handle
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +317,7 @@ class DemoStore:
                 for sid, secret in secrets_by_scanner.items()
             }
 
-            def register(d: sqlite_utils.Database) -> None:
+            def register(d: Handle) -> None:
                 for sid, blob in wrapped.items():
                     scanners.add_scanner(d, sid, store_id, blob, now)
 

@@ -39,6 +39,7 @@ from scanner.uploader import (
     Uploader,
     UploadError,
     backoff_delay,
+    retry_after_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class Daemon:
                 if isinstance(exc, BadCredentialsError):
                     self._refused(exc)
                 attempt += 1
-                await self._sleep(stop, backoff_delay(attempt))
+                await self._sleep(stop, backoff_delay(attempt, retry_after=retry_after_of(exc)))
                 continue
             attempt = 0
             if sent:
@@ -252,7 +253,7 @@ class Daemon:
                     self._refused(exc)
                 attempt += 1
                 self.allowlist.expire(self._clock())
-                await self._sleep(stop, backoff_delay(attempt))
+                await self._sleep(stop, backoff_delay(attempt, retry_after=retry_after_of(exc)))
                 continue
             except ScannerError as exc:
                 self._log.error("server sent an invalid allowlist: %s", exc)

@@ -53,10 +53,17 @@ class ServerUnreachableError(UploadError):
 class ServerRejectedError(UploadError):
     """The server answered with an error status other than 401/403."""
 
-    def __init__(self, message: str, status: int, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        field: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.field = field
+        self.retry_after = retry_after
 
 
 def content_digest(body: bytes) -> str:
@@ -96,10 +103,27 @@ def sign_request(
     }
 
 
-def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
-    """Full-jitter exponential backoff for the ``attempt``-th consecutive failure (1-based)."""
+def backoff_delay(
+    attempt: int, rng: random.Random | None = None, retry_after: float | None = None
+) -> float:
+    """Full-jitter exponential backoff for the ``attempt``-th consecutive failure (1-based);
+    a server's ``Retry-After`` lowers the ceiling (a 503 during a short database outage)."""
     ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** max(attempt - 1, 0)))
+    if retry_after is not None:
+        ceiling = min(ceiling, retry_after)
     return (rng or random).uniform(0.0, ceiling)
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """The server's ``Retry-After`` carried by a refusal, if any."""
+    return exc.retry_after if isinstance(exc, ServerRejectedError) else None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (the delay form; a date or garbage is ignored), capped."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(float(value.strip()), BACKOFF_CAP_S)
 
 
 class Uploader:
@@ -152,6 +176,7 @@ class Uploader:
             ) as resp:
                 text = await resp.text()
                 status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if not self._unreachable:
                 self._unreachable = True
@@ -174,6 +199,7 @@ class Uploader:
                 f"server answered {status} ({_error_code(text)}) to {method} {path_qs}",
                 status,
                 _error_field(text),
+                retry_after,
             )
         try:
             data = json.loads(text)

@@ -18,13 +18,13 @@ from aiohttp.abc import AbstractAccessLogger
 
 from store_server.config import ServerConfig, metrics_address
 from store_server.consent import ConsentText
-from store_server.errors import ForbiddenError, StoreServerError
+from store_server.errors import ForbiddenError, StoreServerError, UnavailableError
 from store_server.floor import Floor, floor_from_dict
 from store_server.keys import CONFIG, METRICS, METRICS_PORT, SERVICE
 from store_server.keywrap import parse_master_key
 from store_server.metrics import Metrics, metrics_app
 from store_server.services.store import StoreServices
-from store_server.storage.database import Database
+from store_server.storage.database import Database, target_of
 from store_server.views import customer_api, customer_pages, health, manager, scanner_api, staff
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ CSP = (
     "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
     "form-action 'self'"
 )
+# A 503 (database out of reach, consent view out of date) asks for a retry this soon, in
+# seconds: a scanner keeps its batch and comes back within it, so an outage's end is seen
+# within seconds rather than at the end of a 30 s backoff.
+UNAVAILABLE_RETRY_AFTER_S = 2
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Paths authenticated by a bearer token or a request signature, not by a cookie: a browser
 # cannot be tricked into sending those credentials, so no origin check applies.
@@ -78,7 +82,11 @@ def _error_of(request: web.Request, exc: Exception) -> web.Response:
             raise web.HTTPSeeOther("/login") from None
         if page and exc.status == 404:
             return staff.error_page(request, exc.status)
-        return _error_response(exc.status, exc.code, exc.message, exc.field)
+        response = _error_response(exc.status, exc.code, exc.message, exc.field)
+        if isinstance(exc, UnavailableError):
+            # Scanners retry this soon (they keep the batch): the outage may be short.
+            response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
+        return response
     if isinstance(exc, web.HTTPException):
         if exc.status >= 400 and (request.path.startswith("/api/") or exc.status == 413):
             return _error_response(
@@ -275,7 +283,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     )
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        db = Database(_resolve(base, config.db_path))
+        db = Database(target_of(config, _resolve(base, config.db_path)))
         service = StoreServices(
             config=config,
             floor=floor,

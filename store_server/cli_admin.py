@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from store_server.cli_settings import add_config_arg, floor, load_settings, master_key, with_db
-from store_server.errors import StoreServerError, ValidationError
+from store_server.config import ServerConfig
+from store_server.errors import ConfigError, StoreServerError, ValidationError
 
 
 def _when(at: float | None) -> str:
@@ -228,10 +229,22 @@ def cmd_stock_import(args: argparse.Namespace, out: TextIO) -> int:
 # -- backup and restore -----------------------------------------------------------------------
 
 
+def _refuse_on_pg(config: ServerConfig, command: str) -> None:
+    """backup and restore work on the SQLite file; a PostgreSQL database has its own tools."""
+    if config.database_url:
+        raise ConfigError(
+            f"{command}: the database is PostgreSQL (database_url): use pg_dump / pg_restore"
+            " or base backups (docs/operations.md, Running on PostgreSQL); store-server"
+            f" {command} is for the SQLite file",
+            key="database_url",
+        )
+
+
 def cmd_backup(args: argparse.Namespace, out: TextIO) -> int:
     from store_server.storage import backup
 
     config = load_settings(args)
+    _refuse_on_pg(config, "backup")
     snapshot = backup.backup(Path(config.db_path), Path(args.dest), time.time())
     out.write(
         f"backup written: {snapshot.path} ({snapshot.size_bytes} bytes, integrity ok,"
@@ -246,6 +259,7 @@ def cmd_restore(args: argparse.Namespace, out: TextIO) -> int:
     from store_server.storage import backup
 
     config = load_settings(args)
+    _refuse_on_pg(config, "restore")
     key = pseudonym_key(master_key(config))
     store_id = floor(config).store_id
     now = time.time()

@@ -8,13 +8,14 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-
-import sqlite_utils
+from typing import TYPE_CHECKING, TypeVar
 
 from store_server.config import ServerConfig, load_config, resolve_paths
 from store_server.errors import ConfigError
 from store_server.floor import Floor
+
+if TYPE_CHECKING:
+    from store_server.storage.database import Handle
 
 T = TypeVar("T")
 
@@ -64,6 +65,10 @@ def load_settings(args: argparse.Namespace) -> ServerConfig:
         config = config.with_overrides(
             store_beacon_key=read_store_beacon_key_file(config.store_beacon_key_file)
         )
+    if config.database_password_file:
+        config = config.with_overrides(
+            database_password=read_password_file(config.database_password_file)
+        )
     return config
 
 
@@ -85,6 +90,25 @@ def read_store_beacon_key_file(name: str) -> str:
             " user or through its systemd unit (LoadCredential)",
             key="store_beacon_key_file",
         ) from None
+
+
+def read_password_file(name: str) -> str:
+    """The database password held in ``database_password_file`` (its first line)."""
+    try:
+        lines = Path(name).read_text("utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"database_password_file: {name} does not exist: write the database password"
+            " there (mode 0600, readable by the server's user only)",
+            key="database_password_file",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"database_password_file: cannot read {name} ({exc.strerror}): run as the"
+            " server's user or through its systemd unit (LoadCredential)",
+            key="database_password_file",
+        ) from None
+    return lines[0] if lines else ""
 
 
 def read_master_key_file(name: str) -> str:
@@ -154,10 +178,12 @@ def floor(config: ServerConfig) -> Floor:
         ) from None
 
 
-def with_db(config: ServerConfig, fn: Callable[[sqlite_utils.Database], T]) -> T:
+def with_db(config: ServerConfig, fn: Callable[[Handle], T]) -> T:
     """Run one database function for an admin command, then close the database."""
     from store_server.storage.database import Database
 
+    if config.database_url:
+        return _with_pg(config, fn)
     path = Path(config.db_path)
     owner = path.stat().st_uid if path.exists() else None
     if os.geteuid() == 0 and owner not in (None, 0):
@@ -179,6 +205,31 @@ def with_db(config: ServerConfig, fn: Callable[[sqlite_utils.Database], T]) -> T
         return db.run_sync(fn)
     finally:
         db.close()
+
+
+def _with_pg(config: ServerConfig, fn: Callable[[Handle], T]) -> T:
+    import psycopg
+
+    from store_server.storage.database import Database, target_of
+
+    try:
+        db = Database(target_of(config, Path(config.db_path)))
+    except psycopg.Error as exc:
+        raise ConfigError(
+            f"database_url: cannot open the database ({_first_line(exc)}): check the URL, the"
+            " password (database_password_file or BULLE_DATABASE_PASSWORD) and that"
+            " PostgreSQL runs",
+            key="database_url",
+        ) from None
+    try:
+        return db.run_sync(fn)
+    finally:
+        db.close()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:

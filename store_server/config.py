@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import limits
 
@@ -45,6 +46,10 @@ DEFAULT_ROTATION_EXPONENT = 9
 DEFAULT_SKEW_WINDOWS = 1
 # A signed scanner request more than 60 s away from the server clock is refused (replay bound).
 DEFAULT_SIGNATURE_TOLERANCE_S = 60
+# Chain mode: a store server whose view of consents is older than this (its last catch-up
+# with the shared consent log) shows no new card and hands out no allowlist (fail closed).
+# Thirty seconds: ten of the feed's polls, far above a healthy lag, well under a visit.
+DEFAULT_CONSENT_STALENESS_S = 30
 # Largest request body accepted from anyone (a full scanner batch is well below this).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # Refused proof-of-presence check-ins per customer: an honest app is refused at most once or
@@ -56,6 +61,10 @@ DEFAULT_PROOF_RATE_LIMIT = "6/minute;30/hour"
 DEFAULT_PROOF_RATE_LIMIT_ADDRESS = "600/minute"
 
 
+ENV_ONLY = ("database_password",)
+"""Secrets read only from the environment (or their ``*_file`` setting), never the file."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Validated server settings. See docs/operations.md for each key."""
@@ -63,6 +72,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     db_path: str = "var/store.sqlite"
+    database_url: str = ""
+    database_password_file: str = ""
+    database_password: str = field(default="", repr=False)
     store_file: str = "seeds/store.toml"
     master_key: str = ""
     master_key_file: str = ""
@@ -78,6 +90,7 @@ class ServerConfig:
     skew_windows: int = DEFAULT_SKEW_WINDOWS
     signature_tolerance_s: int = DEFAULT_SIGNATURE_TOLERANCE_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    consent_staleness_s: int = DEFAULT_CONSENT_STALENESS_S
     legacy_ibeacon: bool = False
     # The key is a secret: never in a repr (and so never in a log line or a traceback).
     store_beacon_key: str = field(default="", repr=False)
@@ -149,6 +162,7 @@ def _check(config: ServerConfig) -> ServerConfig:
         "unconsented_ttl_s",
         "signature_tolerance_s",
         "max_body_bytes",
+        "consent_staleness_s",
     ):
         if getattr(config, key) <= 0:
             raise ConfigError(f"{key}: must be positive", key=key)
@@ -172,6 +186,7 @@ def _check(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"trusted_proxies: {exc}", key="trusted_proxies") from None
     if not config.db_path:
         raise ConfigError("db_path: must not be empty", key="db_path")
+    _check_database_url(config)
     if config.master_key.strip() and config.master_key_file:
         raise ConfigError(
             "master_key_file: set master_key or master_key_file, not both", key="master_key_file"
@@ -216,6 +231,34 @@ def _check_store_beacon(config: ServerConfig) -> None:
         )
 
 
+def _check_database_url(config: ServerConfig) -> None:
+    """``database_url`` names a PostgreSQL database, without a password in it."""
+    if config.database_password and config.database_password_file:
+        raise ConfigError(
+            "database_password_file: set BULLE_DATABASE_PASSWORD or database_password_file,"
+            " not both",
+            key="database_password_file",
+        )
+    if not config.database_url:
+        return
+    try:
+        parts = urlsplit(config.database_url)
+        has_password = parts.password is not None
+    except ValueError:
+        parts, has_password = None, False
+    if parts is None or parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            "database_url: expected postgresql://USER@HOST:PORT/DATABASE", key="database_url"
+        )
+    if has_password:
+        # Never echo the URL: it holds the password.
+        raise ConfigError(
+            "database_url: must not hold a password: put it in database_password_file or"
+            " BULLE_DATABASE_PASSWORD",
+            key="database_url",
+        )
+
+
 def metrics_address(value: str) -> tuple[str, int]:
     """Split ``metrics_listen`` (``HOST:PORT``, ``[::1]:PORT``) into host and port."""
     host, sep, port_text = value.rpartition(":")
@@ -244,6 +287,11 @@ def load_config(toml_text: str, env: Mapping[str, str]) -> ServerConfig:
     for key, raw in data.items():
         if key not in known:
             raise ConfigError(f"{key}: unknown setting (see docs/operations.md)", key=key)
+        if key in ENV_ONLY:
+            raise ConfigError(
+                f"{key}: not in the settings file: set {ENV_PREFIX}{key.upper()} or {key}_file",
+                key=key,
+            )
         values[key] = _coerce(key, raw, known[key])
     for key, default in known.items():
         env_value = env.get(ENV_PREFIX + key.upper())
@@ -269,6 +317,9 @@ def resolve_paths(config: ServerConfig, base: Path) -> ServerConfig:
         else "",
         store_beacon_key_file=str(resolve_path(base, config.store_beacon_key_file))
         if config.store_beacon_key_file
+        else "",
+        database_password_file=str(resolve_path(base, config.database_password_file))
+        if config.database_password_file
         else "",
     )
 

@@ -78,3 +78,16 @@ class ConsentLogError(StoreServerError):
     """The consent log's hash chain does not verify."""
 
     code = "consent_log_broken"
+
+
+class UnavailableError(StoreServerError):
+    """The server cannot do this safely right now (HTTP 503): its database is out of reach
+    (``database_unavailable``), or its view of consents is older than the bound
+    (``consent_view_stale``, chain mode). Scanners retry later and keep their batches."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, code: str = "unavailable") -> None:
+        super().__init__(message)
+        self.code = code

@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.pool import Pool
-from pathlib import Path
 from typing import Any
 
 from store_server.eid import MAX_CLOCK_OFFSET_S, MAX_ROTATION_EXPONENT, IdentityRecord
 from store_server.keywrap import KeyUnwrapper, KeyWrapError
 from store_server.resolver import BuiltWindows, EidResolver, build_windows
 from store_server.storage import consents, customers
-from store_server.storage.database import Handle, connect_reader
+from store_server.storage.database import Handle, Target, connect_target_reader
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +114,10 @@ _worker: _WorkerState | None = None
 """This worker process's state; None in the server's own process."""
 
 
-def start_worker(db_path: str, master_key: bytes, now: float, skew: int, store_id: str) -> None:
+def start_worker(target: Target, master_key: bytes, now: float, skew: int, store_id: str) -> None:
     """Pool initializer: a read-only connection, the unwrapper and who consents at ``now``."""
     global _worker
-    db = connect_reader(Path(db_path))
+    db = connect_target_reader(target)
     consenting = set(consents.consenting_customer_ids(db, now, store_id))
     _worker = _WorkerState(db, KeyUnwrapper(master_key), consenting, now, skew)
 
@@ -151,13 +150,13 @@ class BackgroundBuild:
         self,
         resolver: EidResolver,
         *,
-        db_path: Path,
+        target: Target,
         master_key: bytes,
         on_progress: Callable[[], Any],
         workers: int = BUILD_WORKERS,
     ) -> None:
         self._resolver = resolver
-        self._db_path = str(db_path)
+        self._target = target
         self._master_key = master_key
         self._on_progress = on_progress
         self._workers = workers
@@ -176,7 +175,7 @@ class BackgroundBuild:
         self._pool = pool = multiprocessing.get_context("spawn").Pool(
             workers,
             initializer=start_worker,
-            initargs=(self._db_path, self._master_key, now, self._resolver.skew_windows, store_id),
+            initargs=(self._target, self._master_key, now, self._resolver.skew_windows, store_id),
         )
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[tuple[BuiltWindows, list[str]]]] = []

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from store_server.storage.database import Handle, Target, close_handle, connect_target
+from store_server.storage.pg import PgTarget
 from store_server.storage.pg_cluster import Cluster, throwaway_cluster
 from tests import pg
 from tests.support import COMPONENTS, require_component
@@ -87,3 +90,25 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
     name, url = pg.new_database(pg_cluster)
     yield url
     pg_cluster.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> str:
+    """The storage engine a test runs on: each test using it runs on both."""
+    return str(request.param)
+
+
+@pytest.fixture
+def db_target(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Target:
+    """A fresh database of the test's engine: a SQLite file, or a PostgreSQL database."""
+    if engine == "sqlite":
+        return tmp_path / "store.sqlite"
+    return PgTarget(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def handle(db_target: Target) -> Iterator[Handle]:
+    """A read-write connection to ``db_target``, migrated; closed after the test."""
+    db = connect_target(db_target)
+    yield db
+    close_handle(db)

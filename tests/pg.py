@@ -8,7 +8,11 @@ The fixtures are in tests/conftest.py:
   as root), on a Unix socket in that directory and a loopback port (password authentication;
   the socket trusts local users).
 - ``pg_url`` (function): the ``postgresql://`` URL (through the socket, as the superuser) of a
-  database made for this test and dropped after it.
+  database made for this test and dropped after it; the server's migrations are already
+  applied (the template holds them).
+- ``engine`` (function, parametrised ``sqlite`` / ``postgres``), ``db_target`` (a SQLite file
+  in tmp_path, or a `PgTarget` of a fresh database) and ``handle`` (an open read-write
+  `Handle` on it, migrated): for tests that must pass on both engines.
 
 Tests that use them skip when PostgreSQL is missing and fail when CI=true (the ``postgres``
 component of tests/support.py); mark them ``@pytest.mark.postgres`` as well.
@@ -19,9 +23,10 @@ from __future__ import annotations
 import itertools
 import socket
 
+from store_server.storage import database, pg
 from store_server.storage.pg_cluster import Cluster
 
-# The empty database every test's database is copied from (migrations applied once, later).
+# The database every test's database is copied from: the server's migrations applied once.
 TEMPLATE = "bulle_template"
 
 _names = itertools.count()
@@ -35,7 +40,8 @@ def free_port() -> int:
 
 
 def prepare_template(cluster: Cluster) -> None:
-    cluster.create_database(TEMPLATE)
+    url = cluster.create_database(TEMPLATE)
+    database.close_handle(database.connect_target(pg.PgTarget(url)))
 
 
 def new_database(cluster: Cluster) -> tuple[str, str]:

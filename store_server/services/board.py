@@ -85,6 +85,8 @@ class Board:
         return datetime.fromtimestamp(now, self._tz)
 
     async def _on_trigger(self, customer_id: str, trigger: Trigger, *, via: str) -> None:
+        if not self._c.consent_fresh():
+            return  # fail closed: no new card from a view of consents that may be out of date
         now = self.clock()
         local = self._local(now)
         visit = self._c.visits.get(customer_id)
@@ -127,6 +129,7 @@ class Board:
         if decision.greeting is not None:
             self._c.last_greeted[customer_id] = now
         self._c.visits[customer_id] = Visit(recorded.visit_id, zone, new_state)
+        self._c.note_shown(customer_id, [card["id"] for card in cards])
         for card in cards:
             self.hub.publish({"type": "card", "card": card})
         await self._log_access([(customer_id, card["id"]) for card in cards])
@@ -195,6 +198,7 @@ class Board:
         retracted = await self.db.write(
             lambda db: visits.end_visit(db, visit_id, customer_id, t, now)
         )
+        self._c.shown.pop(customer_id, None)
         self._c.publish_retractions(retracted, "left")
 
     async def _log_access(
@@ -212,6 +216,8 @@ class Board:
     async def snapshot(self, username: str) -> dict[str, Any]:
         """The open cards for a board that (re)connects; logged as shown to `username`."""
         cards = await self.db.read(visits.open_cards)
+        for card, customer, _ in cards:
+            self._c.note_shown(customer, [card])
         await self._log_access([(customer, card) for card, customer, _ in cards], users=[username])
         return {"type": "snapshot", "cards": [payload for _, _, payload in cards]}
 

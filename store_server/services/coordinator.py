@@ -118,6 +118,15 @@ class Coordinator:
         self.last_refresh = float("-inf")
         self._last_full_refresh = float("-inf")
         self._data_version: int | None = None  # PRAGMA data_version at the last full read
+        # The cards shown on this server's boards, by customer: a withdrawal or erasure made
+        # through another server (chain mode) retracts them here, although that server
+        # already retracted (or, erasing, deleted) them in the shared database.
+        self.shown: dict[str, set[str]] = {}
+        # Whether this server may act on its view of consents (a new card, an allowlist):
+        # always on one shop's own database; in chain mode, the consent feed's fresh view.
+        self.consent_fresh: Callable[[], bool] = lambda: True
+        # Called with the customer at the end of every forget (the consent feed's pseudonyms).
+        self.on_forget: list[Callable[[str], None]] = []
 
     @property
     def building(self) -> bool:
@@ -162,11 +171,25 @@ class Coordinator:
         self.last_greeted.pop(customer_id, None)
         self.check_ins.pop(customer_id, None)
         self.unreadable.discard(customer_id)
+        shown = self.shown.pop(customer_id, set())
         removed = self.resolver.remove(customer_id)
         # After the resolver: the customer is no longer due a static id, so it leaves too.
         if await self.sync_static([customer_id]) or removed:
             await self.notify_allowlist()
-        self.publish_retractions(retracted_cards, reason)
+        cards = list(retracted_cards)
+        self.publish_retractions([*cards, *sorted(shown.difference(cards))], reason)
+        for hook in self.on_forget:
+            hook(customer_id)
+
+    def note_shown(self, customer_id: str, card_ids: Iterable[str]) -> None:
+        """These cards of the customer are on this server's boards."""
+        ids = list(card_ids)
+        if ids:
+            self.shown.setdefault(customer_id, set()).update(ids)
+
+    def retract_shown(self, customer_id: str, reason: str) -> None:
+        """Take the customer's cards off this server's boards (they stay in memory otherwise)."""
+        self.publish_retractions(sorted(self.shown.pop(customer_id, set())), reason)
 
     def publish_retractions(self, card_ids: Iterable[str], reason: str) -> None:
         """Tell the boards these cards are gone, and why."""
@@ -344,7 +367,7 @@ class Coordinator:
         rowids = await self.db.read(customers.identity_rowid_range)
         build = BackgroundBuild(
             self.resolver,
-            db_path=self.db.path,
+            target=self.db.target,
             master_key=self._master_key,
             on_progress=self.notify_allowlist,
         )

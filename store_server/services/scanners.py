@@ -14,12 +14,19 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from store_server.errors import AuthenticationError, ForbiddenError, NotFoundError, ValidationError
+from store_server.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    NotFoundError,
+    UnavailableError,
+    ValidationError,
+)
 from store_server.ingest import Batch, Heartbeat
 from store_server.keywrap import scanner_aad, unwrap_key, wrap_key
 from store_server.presence import PresenceEvent
 from store_server.resolver import AllowlistItem
 from store_server.services.board import Board
+from store_server.services.consent_feed import is_unavailable
 from store_server.services.coordinator import Coordinator
 from store_server.signing import NonceStore, SignedHeaders, verify
 from store_server.storage import scanners
@@ -180,9 +187,18 @@ class ScannerGateway:
                 by_time.setdefault(t, {}).setdefault(subject, (window.rssi_median, window.count))
         removals = self.resolver.removals  # subjects named in `by_time` are all held now
         expected = registration.secret_wrapped if registration is not None else None
-        inserted, previous = await self._batches.record(
-            scanner_id, batch.batch_id, accepted, now, expected
-        )
+        try:
+            inserted, previous = await self._batches.record(
+                scanner_id, batch.batch_id, accepted, now, expected
+            )
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # Not durably stored: the scanner keeps the batch in its outbox and sends it again.
+            raise UnavailableError(
+                "the database is out of reach; send this batch again later",
+                code="database_unavailable",
+            ) from None
         if previous < 0:
             self._registrations.pop(scanner_id, None)
             raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
@@ -236,6 +252,13 @@ class ScannerGateway:
         return {"ok": True, "server_time": now}
 
     async def allowlist(self, since: int | None, wait_s: float) -> dict[str, Any]:
+        if not self._c.consent_fresh():
+            # Fail closed (chain mode): no allowlist from a view of consents that may be out
+            # of date; the scanner keeps its current one until its entries expire.
+            raise UnavailableError(
+                "this server's view of consents is out of date; try again later",
+                code="consent_view_stale",
+            )
         wait_s = max(0.0, min(wait_s, MAX_ALLOWLIST_WAIT_S))
         if since is not None and since == self.resolver.version and wait_s > 0:
             # asyncio.timeout cancels this task itself: wait_for around Condition.wait would
@@ -249,6 +272,11 @@ class ScannerGateway:
                         )
             finally:
                 self.long_polls_waiting -= 1
+            if not self._c.consent_fresh():
+                raise UnavailableError(
+                    "this server's view of consents is out of date; try again later",
+                    code="consent_view_stale",
+                )
         now = self.clock()
         version = self.resolver.version
         delta = self.resolver.changes_since(since) if since is not None else None

@@ -18,6 +18,7 @@ from store_server.consent import ConsentText
 from store_server.floor import Floor
 from store_server.services.board import Board
 from store_server.services.catalog import Catalog
+from store_server.services.consent_feed import ConsentFeed, WakeupSource
 from store_server.services.coordinator import (
     IDENTITY_CHUNK,
     Coordinator,
@@ -51,6 +52,8 @@ class StoreServices:
         consent_texts: Iterable[ConsentText],
         clock: Callable[[], float] = time.time,
         timezone: str | None = None,
+        chain: bool = False,
+        wakeups: WakeupSource | None = None,
     ) -> None:
         self.config = config
         self.floor = floor
@@ -66,6 +69,14 @@ class StoreServices:
         self.customers = Customers(self.coordinator, self.board, consent_texts)
         self.catalog = Catalog(db, self.store_id)
         self.staff = StaffService(db, clock)
+        # Chain mode (a database shared by many store servers): follow the consent log for
+        # what the other servers wrote, and fail closed when this view of it is out of date.
+        self.feed: ConsentFeed | None = None
+        if chain:
+            self.feed = ConsentFeed(
+                self.coordinator, bound_s=config.consent_staleness_s, wakeups=wakeups
+            )
+            self.coordinator.consent_fresh = self.feed.fresh
         self._tasks: list[asyncio.Task[None]] = []
         # Observability (metrics): the periodic tick's duration is handed to this callback.
         self.tick_observer: Callable[[float], None] | None = None
@@ -93,12 +104,16 @@ class StoreServices:
         for scanner_id, offset in (await self.db.read(scanners.calibration_overrides)).items():
             if scanner_id in engine.calibration():
                 engine.set_calibration(scanner_id, offset)
+        if self.feed is not None:
+            await self.feed.begin()  # before the full read: what follows it is replayed
         await self.coordinator.refresh_consenting(self.clock())
         if len(self.coordinator.resolver) >= IDENTITY_CHUNK and not self.coordinator.building:
             release_startup_garbage()
 
     async def start(self) -> None:
         await self.prepare()
+        if self.feed is not None:
+            self.feed.start()
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="bulle-tick"))
 
     async def release_long_polls(self) -> None:
@@ -106,6 +121,8 @@ class StoreServices:
         await self.coordinator.release_long_polls()
 
     async def stop(self) -> None:
+        if self.feed is not None:
+            await self.feed.close()
         await self.scanners.close()
         with contextlib.suppress(Exception):  # best effort: the next start signs it anyway
             await self.customers.checkpoint_consent_log(self.clock())

@@ -20,20 +20,23 @@ from store_server.consent import (
     is_active,
 )
 from store_server.errors import ValidationError
-from store_server.storage.database import Handle, immediate, one, rows
+from store_server.storage.database import Handle, customer_lock, immediate, lock, one, rows
 from store_server.storage.visits import retract_open_cards
 
 # A consent counts at a store when it covers the whole chain, or was given at that store
 # (NULL: given before store ids were recorded, i.e. at this server's own store).
 _SCOPE_MATCH = "(scope = 'chain' OR store_id IS NULL OR store_id = ?)"
 
+# The lock (`database.lock`) held while appending to the consent log.
+CONSENT_LOG_LOCK = "bulle/consent_log"
+
 
 def ensure_consent_texts(db: Handle, texts: Iterable[ConsentText]) -> None:
     with immediate(db):
         for text in texts:
             db.execute(
-                "INSERT OR IGNORE INTO consent_texts (hash, purpose, version, text_fr, text_en)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO consent_texts (hash, purpose, version, text_fr, text_en)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [text.hash, text.purpose, text.version, text.text_fr, text.text_en],
             )
 
@@ -88,7 +91,12 @@ def next_consent_expiry(db: Handle, now: float, store_id: str | None = None) -> 
 
 
 def append_consent_log(db: Handle, entry: LogEntry) -> str:
-    """Append one entry to the chain (inside the caller's transaction); return its hash."""
+    """Append one entry to the chain (inside the caller's transaction); return its hash.
+
+    The head is read under the log's lock: two store servers appending at once would
+    otherwise both chain to the same previous entry.
+    """
+    lock(db, CONSENT_LOG_LOCK)
     last = one(db, "SELECT entry_hash FROM consent_log ORDER BY seq DESC LIMIT 1")
     prev = GENESIS_HASH if last is None else str(last["entry_hash"])
     digest = entry_hash(prev, entry)
@@ -159,6 +167,7 @@ def grant_consent(
             "text_hash does not name a consent text of this purpose", field="text_hash"
         )
     with immediate(db):
+        lock(db, customer_lock(customer_id))
         existing = one(
             db,
             "SELECT granted_at, expires_at FROM consents WHERE customer_id = ? AND purpose = ?",
@@ -166,8 +175,11 @@ def grant_consent(
         )
         action = "renew" if existing is not None and existing["expires_at"] > now else "grant"
         db.execute(
-            "INSERT OR REPLACE INTO consents (customer_id, purpose, scope, text_hash, granted_at,"
-            " expires_at, store_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO consents (customer_id, purpose, scope, text_hash, granted_at,"
+            " expires_at, store_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (customer_id, purpose) DO UPDATE SET scope = excluded.scope,"
+            " text_hash = excluded.text_hash, granted_at = excluded.granted_at,"
+            " expires_at = excluded.expires_at, store_id = excluded.store_id",
             [customer_id, purpose, scope, text_hash, now, now + duration_s, store_id],
         )
         append_consent_log(
@@ -195,6 +207,7 @@ def withdraw_consent(
 ) -> Withdrawal:
     """Withdraw, log, and retract the customer's open cards, in one transaction."""
     with immediate(db):
+        lock(db, customer_lock(customer_id))
         for purpose in purposes:
             deleted = db.execute(
                 "DELETE FROM consents WHERE customer_id = ? AND purpose = ?",
@@ -223,8 +236,8 @@ def consent_log_head(db: Handle) -> tuple[int, str] | None:
 def add_checkpoint(db: Handle, checkpoint: Checkpoint) -> None:
     with immediate(db):
         db.execute(
-            "INSERT OR IGNORE INTO consent_checkpoints (seq, entry_hash, at, mac)"
-            " VALUES (?, ?, ?, ?)",
+            "INSERT INTO consent_checkpoints (seq, entry_hash, at, mac)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [checkpoint.seq, checkpoint.entry_hash, checkpoint.at, checkpoint.mac],
         )
 
@@ -239,3 +252,34 @@ def checkpoints(db: Handle) -> list[Checkpoint]:
 def logged_subjects(db: Handle) -> set[str]:
     """Every pseudonymous subject the consent log names (whoever ever gave a consent)."""
     return {str(r["subject_ref"]) for r in rows(db, "SELECT DISTINCT subject_ref FROM consent_log")}
+
+
+def consent_log_after(db: Handle, seq: int, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` consent-log entries after `seq`, oldest first: what the change feed needs
+    (sequence number, pseudonymous subject, action, time), nothing else."""
+    return rows(
+        db,
+        "SELECT seq, subject_ref, action, at FROM consent_log WHERE seq > ? ORDER BY seq LIMIT ?",
+        [seq, limit],
+    )
+
+
+def consent_log_last_seq(db: Handle) -> int:
+    """The sequence number of the last consent-log entry (0: the log is empty)."""
+    row = one(db, "SELECT max(seq) AS seq FROM consent_log")
+    return 0 if row is None or row["seq"] is None else int(row["seq"])
+
+
+def consenting_granted_since(db: Handle, since: float, now: float, store_id: str) -> list[str]:
+    """Customers with an active consent at this store granted (or renewed) at `since` or later."""
+    sql = (
+        "SELECT DISTINCT customer_id FROM consents"
+        " WHERE granted_at >= ? AND granted_at <= ? AND expires_at > ?"
+    )
+    sql += " AND " + _SCOPE_MATCH
+    return [str(r["customer_id"]) for r in rows(db, sql, [since, now, now, store_id])]
+
+
+def active_purposes_at(db: Handle, customer_id: str, store_id: str, now: float) -> int:
+    """How many of the customer's consents are active at this store now."""
+    return sum(1 for c in consents_of(db, customer_id, store_id) if is_active(c, now))

@@ -14,8 +14,20 @@ from typing import Any
 from store_server.consent import PURPOSES, LogEntry, is_active
 from store_server.errors import ValidationError
 from store_server.policy import CustomerSnapshot, Preferences, WishItem
-from store_server.storage.consents import append_consent_log, consent_log_rows, consents_of
-from store_server.storage.database import Handle, immediate, one, rows, truncate_wal
+from store_server.storage.consents import (
+    append_consent_log,
+    consent_log_rows,
+    consents_of,
+)
+from store_server.storage.database import (
+    Handle,
+    customer_lock,
+    immediate,
+    lock,
+    one,
+    rows,
+    truncate_wal,
+)
 from store_server.storage.visits import retract_open_cards
 
 # Pickup codes: 6 characters from an alphabet without look-alikes (0/O, 1/I/L).
@@ -182,7 +194,7 @@ def identities_between(db: Handle, first: int, last: int) -> list[tuple[str, byt
         " WHERE rowid BETWEEN ? AND ?",
         [first, last],
     )
-    return cursor.fetchall()
+    return [tuple(row) for row in cursor.fetchall()]
 
 
 def _parse_time(value: str | None) -> time | None:
@@ -370,6 +382,7 @@ def erase_customer(
     deleted rows (zeroed by secure_delete in the main file) do not survive in the -wal file.
     """
     with immediate(db):
+        lock(db, customer_lock(customer_id))
         if one(db, "SELECT 1 AS x FROM customers WHERE id = ?", [customer_id]) is None:
             return Erasure(False, ())
         cards = retract_open_cards(db, customer_id, now)

@@ -1,16 +1,25 @@
 """The database adapter: one writer thread, and read-only connections for reads.
 
-Writes run on one dedicated thread that owns the read-write connection (`Database.write`):
-they are serialized, and the event loop never waits on a disk flush. Writes that must be
-atomic use `immediate()` (BEGIN IMMEDIATE: takes the write lock up front, so a WAL reader
-never turns into a failing writer half-way); ``synchronous=FULL`` makes every commit durable
-before it is acknowledged.
+Two engines run behind the same functions: SQLite (the default, one file per shop) and
+PostgreSQL (a chain's shared database, ``database_url``). A `Handle` is what every storage
+function takes first: a ``sqlite_utils.Database`` on SQLite, a `pg.PgHandle` on PostgreSQL;
+both answer ``execute`` / ``query`` / ``executescript`` with ``?`` placeholders, and the
+helpers here (`immediate`, `rows`, `one`, `executemany`, `lock`, `data_version`,
+`truncate_wal`) hide what differs.
 
-Reads run on a small pool of threads, each with its own read-only connection
-(`Database.read`), inside one read transaction: a function sees one consistent snapshot,
-and, the journal being a WAL, reads proceed while the writer commits instead of queueing
-behind it (the split datasette's ``Database`` makes). A read started after a write returned
-sees that write.
+Writes run on one dedicated thread that owns the read-write connection (`Database.write`):
+they are serialized in this process, and the event loop never waits on a disk flush. Writes
+that must be atomic use `immediate()` (SQLite: BEGIN IMMEDIATE, which takes the write lock up
+front, so a WAL reader never turns into a failing writer half-way; PostgreSQL: BEGIN, with
+`lock` serializing what several store servers could race on). SQLite's ``synchronous=FULL``
+and PostgreSQL's default ``synchronous_commit`` make every commit durable before it is
+acknowledged.
+
+Reads run on a small pool of threads (`Database.read`), inside one read transaction: a
+function sees one consistent snapshot (SQLite: a read-only connection per thread, the WAL
+letting reads proceed while the writer commits, the split datasette's ``Database`` makes;
+PostgreSQL: pooled connections, ``REPEATABLE READ READ ONLY``). A read started after a write
+returned sees that write.
 
 The functions of the other modules of this package take the connection handle first; the
 services run them through `read` or `write` and never hold SQL themselves.
@@ -24,21 +33,44 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlite_utils
+from psycopg_pool import ConnectionPool
 
-from store_server.storage.migrations import migrations
+from store_server.config import ServerConfig
+from store_server.storage import pg
+from store_server.storage.migrations import apply_migrations
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-Handle: TypeAlias = sqlite_utils.Database
-"""What every storage function takes first: a connection of this engine."""
+
+class Cursor(Protocol):
+    """What ``Handle.execute`` returns (sqlite3's and psycopg's cursors alike)."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def fetchmany(self, size: int) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Handle(Protocol):
+    """What every storage function takes first: a connection of either engine."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+    def executescript(self, script: str, /) -> Any: ...
+    def query(self, sql: str, params: Sequence[Any] = ..., /) -> Iterable[dict[str, Any]]: ...
+
+
+Target = Path | pg.PgTarget
+"""Where the database is: a SQLite file, or a PostgreSQL database."""
 
 # Wait this long for a lock held by another process (e.g. a CLI command) before failing.
 BUSY_TIMEOUT_MS = 5000
@@ -50,9 +82,22 @@ READ_THREADS = 2
 FILE_MODE = 0o600
 # A directory the server creates for its database: owner only.
 DIR_MODE = 0o700
+# Seconds a thread waits for a pooled PostgreSQL connection before the operation fails.
+POOL_TIMEOUT_S = 10.0
 
 
-def connect(path: Path) -> Handle:
+def target_of(config: ServerConfig, db_path: Path) -> Target:
+    """The database the settings name: ``database_url`` if set, else the SQLite ``db_path``."""
+    if config.database_url:
+        return pg.PgTarget(config.database_url, config.database_password or None)
+    return db_path
+
+
+def is_pg(db: Handle) -> bool:
+    return isinstance(db, pg.PgHandle)
+
+
+def connect(path: Path) -> sqlite_utils.Database:
     """Open (creating if needed) the database with the settings of docs/operations.md."""
     path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     private_file(path)
@@ -67,7 +112,7 @@ def connect(path: Path) -> Handle:
     db.execute("PRAGMA foreign_keys=ON")
     # Erased rows are overwritten with zeros, so nothing lingers in the file.
     db.execute("PRAGMA secure_delete=ON")
-    migrations.apply(db)
+    apply_migrations(db)
     return db
 
 
@@ -79,7 +124,7 @@ def private_file(path: Path) -> None:
             os.chmod(file, FILE_MODE)
 
 
-def connect_reader(path: Path) -> Handle:
+def connect_reader(path: Path) -> sqlite_utils.Database:
     """A read-only connection to an existing database (opened by :func:`connect` first)."""
     conn = sqlite3.connect(
         f"{path.resolve().as_uri()}?mode=ro",
@@ -96,15 +141,33 @@ def connect_reader(path: Path) -> Handle:
 
 @contextlib.contextmanager
 def immediate(db: Handle) -> Iterator[Handle]:
-    """A write transaction that takes the write lock at BEGIN (see module docstring)."""
-    db.execute("BEGIN IMMEDIATE")
+    """A write transaction (SQLite: it takes the write lock at BEGIN; see module docstring)."""
+    db.execute("BEGIN" if is_pg(db) else "BEGIN IMMEDIATE")
     try:
         yield db
     except BaseException:
-        db.execute("ROLLBACK")
+        with contextlib.suppress(Exception):  # a broken connection has no transaction left
+            db.execute("ROLLBACK")
         raise
     else:
         db.execute("COMMIT")
+
+
+def lock(db: Handle, name: str) -> None:
+    """Serialize, until the transaction ends, with every other transaction locking `name`.
+
+    SQLite's write transactions are already serialized (BEGIN IMMEDIATE); on PostgreSQL,
+    several store servers write one database: this takes a transaction-scoped advisory lock
+    (the consent log's chain, one customer's consent and cards).
+    """
+    if is_pg(db):
+        db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", [name])
+
+
+def customer_lock(customer_id: str) -> str:
+    """The lock (`lock`) a customer's consent changes and new cards take: no store server
+    inserts a card from a consent another one is withdrawing."""
+    return f"bulle/customer/{customer_id}"
 
 
 def rows(db: Handle, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
@@ -116,34 +179,130 @@ def one(db: Handle, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | No
     return found[0] if found else None
 
 
+def executemany(db: Handle, sql: str, seq: Iterable[Sequence[Any]]) -> int:
+    """Run `sql` once per parameter row; the rows changed in all."""
+    if isinstance(db, pg.PgHandle):
+        return int(db.executemany(sql, seq).rowcount)
+    assert isinstance(db, sqlite_utils.Database)
+    return int(db.conn.executemany(sql, list(seq)).rowcount)
+
+
 def data_version(db: Handle) -> int:
-    """SQLite's ``PRAGMA data_version``: it changes when another connection commits."""
+    """A number that changes when another connection commits a change of consent.
+
+    SQLite: ``PRAGMA data_version`` (any commit by another connection). PostgreSQL: the
+    consent log's length (every grant, renewal, withdrawal and erasure appends to it, and it is
+    append-only, so the count only grows; a count, not the highest ``seq``, because sequence
+    numbers may commit out of order); it counts this server's own changes too, which costs one
+    needless re-read after them.
+    """
+    if is_pg(db):
+        return int(db.execute("SELECT count(*) FROM consent_log").fetchone()[0])
     return int(db.execute("PRAGMA data_version").fetchone()[0])
 
 
 def truncate_wal(db: Handle) -> None:
-    """Checkpoint and truncate the WAL, so rows deleted by a commit leave no copy there."""
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    """SQLite: checkpoint and truncate the WAL, so rows deleted by a commit leave no copy
+    there. PostgreSQL: nothing (its WAL and dead tuples are the operator's, docs/operations.md)."""
+    if not is_pg(db):
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def connect_target(target: Target) -> Handle:
+    """A read-write connection to `target`, the migrations applied."""
+    if isinstance(target, pg.PgTarget):
+        handle = pg.PgHandle(pg.connect(target))
+        apply_migrations(handle)
+        return handle
+    return connect(target)
+
+
+def connect_target_reader(target: Target) -> Handle:
+    """A read-only connection to an existing database (worker processes, restore)."""
+    if isinstance(target, pg.PgTarget):
+        conn = pg.connect(target)
+        conn.execute("SET default_transaction_read_only = on")
+        return pg.PgHandle(conn)
+    return connect_reader(target)
+
+
+def close_handle(db: Handle) -> None:
+    if isinstance(db, pg.PgHandle):
+        db.conn.close()
+    else:
+        assert isinstance(db, sqlite_utils.Database)
+        db.conn.close()
 
 
 class Database:
     """The writer thread and its connection, and the reader threads with theirs."""
 
-    def __init__(self, path: Path, *, read_threads: int = READ_THREADS) -> None:
-        self.path = path
+    def __init__(self, target: Target, *, read_threads: int = READ_THREADS) -> None:
+        self.target = target
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulle-db")
-        self._db: Handle = self._executor.submit(connect, path).result()
         self._readers = ThreadPoolExecutor(
             max_workers=read_threads, thread_name_prefix="bulle-db-read"
         )
         self._local = threading.local()
         self._reader_dbs: list[Handle] = []
         self._reader_lock = threading.Lock()
+        self._pool: ConnectionPool[Any] | None = None
+        self._write_pool: ConnectionPool[Any] | None = None
+        if isinstance(target, pg.PgTarget):
+            # The writer's connection comes from a pool of one: a connection broken by a
+            # database restart is replaced at the next write instead of failing every write.
+            handle = self._executor.submit(connect_target, target).result()
+            close_handle(handle)  # migrations applied; the pools connect on their own
+            kwargs = target.connect_kwargs()
+            # Each connection is checked as it is taken (one round trip): one broken by a
+            # restart of PostgreSQL is replaced then, instead of failing the operation.
+            check = ConnectionPool.check_connection
+            self._write_pool = ConnectionPool(
+                target.url,
+                min_size=1,
+                max_size=1,
+                kwargs=kwargs,
+                check=check,
+                timeout=POOL_TIMEOUT_S,
+                name="bulle-writer",
+                open=True,
+            )
+            self._pool = ConnectionPool(
+                target.url,
+                min_size=1,
+                max_size=read_threads,
+                kwargs=kwargs,
+                check=check,
+                timeout=POOL_TIMEOUT_S,
+                name="bulle-readers",
+                open=True,
+            )
+            self._db: Handle | None = None
+        else:
+            self._db = self._executor.submit(connect, target).result()
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (SQLite-only tools: backup, restore, file traces)."""
+        if not isinstance(self.target, Path):
+            raise TypeError("a PostgreSQL database has no file")
+        return self.target
+
+    @property
+    def engine(self) -> str:
+        return "postgres" if isinstance(self.target, pg.PgTarget) else "sqlite"
+
+    def _write(self, fn: Callable[[Handle], T]) -> T:
+        if self._write_pool is None:
+            assert self._db is not None
+            return fn(self._db)
+        with self._write_pool.connection() as conn:
+            return fn(pg.PgHandle(conn))
 
     async def write(self, fn: Callable[[Handle], T]) -> T:
         """Run `fn` on the writer thread with the read-write connection."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, self._db)
+        return await loop.run_in_executor(self._executor, self._write, fn)
 
     # Work on the writer's connection that is not a write but must see exactly what the
     # writer sees (``data_version``), and tools that read and write in one function.
@@ -156,7 +315,7 @@ class Database:
 
     def write_sync(self, fn: Callable[[Handle], T]) -> T:
         """For CLI commands and start-up, outside the event loop."""
-        return self._executor.submit(fn, self._db).result()
+        return self._executor.submit(self._write, fn).result()
 
     run_sync = write_sync
 
@@ -165,9 +324,19 @@ class Database:
         return self._readers.submit(self._read, fn).result()
 
     def _read(self, fn: Callable[[Handle], T]) -> T:
+        if self._pool is not None:
+            with self._pool.connection() as conn:
+                handle = pg.PgHandle(conn)
+                handle.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                try:
+                    return fn(handle)
+                finally:
+                    with contextlib.suppress(Exception):
+                        handle.execute("ROLLBACK")
         db: Handle | None = getattr(self._local, "db", None)
         if db is None:
-            db = connect_reader(self.path)
+            assert isinstance(self.target, Path)
+            db = connect_reader(self.target)
             self._local.db = db
             with self._reader_lock:
                 self._reader_dbs.append(db)
@@ -181,14 +350,19 @@ class Database:
         self._readers.shutdown(wait=True)
         with self._reader_lock:
             for db in self._reader_dbs:
-                db.conn.close()
+                close_handle(db)
             self._reader_dbs.clear()
+        if self._pool is not None:
+            self._pool.close()
 
-        def _close(db: Handle) -> None:
-            truncate_wal(db)
-            db.conn.close()
+        def _close() -> None:
+            if self._write_pool is not None:
+                self._write_pool.close()
+            elif self._db is not None:
+                truncate_wal(self._db)
+                close_handle(self._db)
 
         try:
-            self._executor.submit(_close, self._db).result()
+            self._executor.submit(_close).result()
         finally:
             self._executor.shutdown(wait=True)

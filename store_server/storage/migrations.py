@@ -1,20 +1,117 @@
-"""The schema, as sqlite-utils migrations applied when the database opens.
+"""The schema, as migrations applied when the database opens, written once for both engines.
 
-Each migration is recorded by its function name in the ``_sqlite_migrations`` table: never
-rename one or change what it does; add a new one instead.
+Each migration is recorded by its function name: on SQLite in sqlite-utils'
+``_sqlite_migrations`` table (as since the first release), on PostgreSQL in
+``bulle_migrations``. Never rename one or change what it does; add a new one instead.
+
+A migration's DDL is written in SQLite's words and goes through :func:`schema`, which maps it
+for PostgreSQL (`pg.ddl`: BIGINT, DOUBLE PRECISION, BYTEA, identity columns, the append-only
+triggers as a PL/pgSQL function); what has no common form is spelt out per engine.
 """
 
 from __future__ import annotations
 
-import sqlite_utils
+import time
+from typing import Any
+
+import psycopg
 from sqlite_utils.migrations import Migrations
+
+from store_server.storage import pg
 
 migrations = Migrations("bulle-store-server")
 
 
+def schema(db: Any, script: str) -> None:
+    """Run a migration's DDL script on either engine."""
+    if isinstance(db, pg.PgHandle):
+        db.executescript(pg.ddl(script))
+    else:
+        db.executescript(script)
+
+
+def apply_migrations(db: Any) -> None:
+    """Apply the pending migrations (SQLite: sqlite-utils; PostgreSQL: :func:`_apply_pg`)."""
+    if isinstance(db, pg.PgHandle):
+        _apply_pg(db)
+    else:
+        migrations.apply(db)
+
+
+def _has_table(db: pg.PgHandle, name: str) -> bool:
+    found = db.execute("SELECT to_regclass(?)", [name]).fetchone()
+    return found is not None and found[0] is not None
+
+
+def applied_pg(db: pg.PgHandle) -> list[str]:
+    """The migrations recorded in a PostgreSQL database, oldest first."""
+    if not _has_table(db, pg.MIGRATIONS_TABLE):
+        return []
+    return [
+        str(row["name"])
+        for row in db.query(
+            f"SELECT name FROM {pg.MIGRATIONS_TABLE} WHERE migration_set = ?"  # noqa: S608
+            " ORDER BY applied_at, name",
+            [migrations.name],
+        )
+    ]
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is behind this release and this connection may not migrate it."""
+
+
+def pending_pg(db: pg.PgHandle) -> list[str]:
+    done = set(applied_pg(db))
+    return [m.name for m in migrations._migrations if m.name not in done]
+
+
+def _apply_pg(db: pg.PgHandle) -> None:
+    """Each pending migration in a transaction of its own, with its record (PostgreSQL's DDL
+    is transactional); an advisory lock keeps two servers starting at once from racing.
+
+    A database already up to date is only read: the store server's own role (which may not
+    change the schema, docs/operations.md) opens it; the owner role migrates it.
+    """
+    if not pending_pg(db):
+        return
+    db.execute("SELECT pg_advisory_lock(?)", [pg.MIGRATION_LOCK])
+    try:
+        _apply_pg_locked(db)
+    except psycopg.errors.InsufficientPrivilege:
+        raise SchemaError(
+            f"the database lacks migrations {', '.join(pending_pg(db))} and this role may not"
+            " create them: run `store-server db migrate` as the database's owner role, then"
+            " `store-server db grant ROLE` (docs/operations.md, Running on PostgreSQL)"
+        ) from None
+    finally:
+        db.execute("SELECT pg_advisory_unlock(?)", [pg.MIGRATION_LOCK])
+
+
+def _apply_pg_locked(db: pg.PgHandle) -> None:
+    if not _has_table(db, pg.MIGRATIONS_TABLE):
+        db.execute(
+            f"CREATE TABLE {pg.MIGRATIONS_TABLE} (migration_set TEXT NOT NULL,"
+            " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL,"
+            " PRIMARY KEY (migration_set, name))"
+        )
+    done = set(applied_pg(db))
+    for migration in migrations._migrations:
+        if migration.name in done:
+            continue
+        with db.conn.transaction():
+            migration.fn(db)  # type: ignore[arg-type]
+            db.execute(
+                f"INSERT INTO {pg.MIGRATIONS_TABLE} (migration_set, name, applied_at)"  # noqa: S608
+                " VALUES (?, ?, ?)",
+                [migrations.name, migration.name, time.time()],
+            )
+
+
 @migrations()
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db.executescript(
+def m001_initial(db: Any) -> None:
+    schema(
+        db,
         """
         CREATE TABLE scanners (
             id TEXT PRIMARY KEY,
@@ -161,12 +258,19 @@ def m001_initial(db: sqlite_utils.Database) -> None:
             created_at REAL NOT NULL,
             expires_at REAL NOT NULL
         );
-        """
+        """,
     )
+    if isinstance(db, pg.PgHandle):
+        # SQLite numbers every row (``rowid``), and the start-up build reads the identities
+        # in rowid ranges: PostgreSQL gets the same column.
+        db.executescript(
+            "ALTER TABLE identities ADD COLUMN rowid BIGINT GENERATED ALWAYS AS IDENTITY;"
+            " CREATE UNIQUE INDEX identities_rowid ON identities (rowid);"
+        )
 
 
 @migrations()
-def m002_consent_store(db: sqlite_utils.Database) -> None:
+def m002_consent_store(db: Any) -> None:
     """Record which store a consent was given at, so `scope = 'store'` can be honoured.
 
     Rows from before this migration were all given at this server's store: a NULL store id
@@ -176,13 +280,14 @@ def m002_consent_store(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m003_scanner_calibration(db: sqlite_utils.Database) -> None:
+def m003_scanner_calibration(db: Any) -> None:
     """Calibration offsets set by a manager, overriding the store file's `rssi_offset_db`.
 
     Kept in the database rather than written back to the store file: configuration files
     stay as the operator wrote them, and every change records who made it and when.
     """
-    db.executescript(
+    schema(
+        db,
         """
         CREATE TABLE scanner_calibration (
             scanner_id TEXT PRIMARY KEY,
@@ -190,25 +295,26 @@ def m003_scanner_calibration(db: sqlite_utils.Database) -> None:
             updated_by TEXT NOT NULL,
             updated_at REAL NOT NULL
         );
-        """
+        """,
     )
 
 
 @migrations()
-def m004_legacy_ibeacon(db: sqlite_utils.Database) -> None:
+def m004_legacy_ibeacon(db: Any) -> None:
     """Per-customer opt-in to a static iBeacon id (legacy apps; trackable, off by default)."""
-    db.executescript(
+    schema(
+        db,
         """
         ALTER TABLE customers ADD COLUMN legacy_ibeacon INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE customers ADD COLUMN ibeacon_id TEXT;
         CREATE UNIQUE INDEX customers_ibeacon_id ON customers(ibeacon_id)
             WHERE ibeacon_id IS NOT NULL;
-        """
+        """,
     )
 
 
 @migrations()
-def m005_consents_active_index(db: sqlite_utils.Database) -> None:
+def m005_consents_active_index(db: Any) -> None:
     """A covering index for the active-consent queries run at start-up and every minute.
 
     ``SELECT DISTINCT customer_id ... WHERE granted_at <= ? AND expires_at > ? AND <scope>``
@@ -223,10 +329,11 @@ def m005_consents_active_index(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m006_consent_checkpoints(db: sqlite_utils.Database) -> None:
+def m006_consent_checkpoints(db: Any) -> None:
     """Signed checkpoints of the consent log's head (``consent.verify_checkpoints``):
     append-only, like the log itself."""
-    db.executescript(
+    schema(
+        db,
         """
         CREATE TABLE consent_checkpoints (
             seq INTEGER PRIMARY KEY,
@@ -238,5 +345,5 @@ def m006_consent_checkpoints(db: sqlite_utils.Database) -> None:
         BEGIN SELECT RAISE(ABORT, 'consent_checkpoints is append-only'); END;
         CREATE TRIGGER consent_checkpoints_no_delete BEFORE DELETE ON consent_checkpoints
         BEGIN SELECT RAISE(ABORT, 'consent_checkpoints is append-only'); END;
-        """
+        """,
     )

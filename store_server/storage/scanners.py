@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 from typing import Any
 
 from store_server.errors import ConflictError, NotFoundError
-from store_server.storage.database import Handle, immediate, one, rows
+from store_server.storage.database import Handle, executemany, immediate, one, rows
 
 
 def add_scanner(
@@ -89,47 +88,49 @@ def record_batches(
     (False, -1), recording nothing, when ``registration`` is given (the wrapped secret the
     request was verified with) and is no longer that of an unrevoked scanner.
     """
-    conn = db.conn
     with immediate(db):
         # The registration of each scanner of the group, read once (nothing else writes in
         # this transaction): the wrapped secret of an unrevoked scanner, or None.
         current: dict[str, bytes | None] = {}
         for scanner_id, _, _, _, registration in items:
             if registration is not None and scanner_id not in current:
-                row = conn.execute(
+                row = db.execute(
                     "SELECT secret_wrapped FROM scanners WHERE id = ? AND revoked_at IS NULL",
-                    (scanner_id,),
+                    [scanner_id],
                 ).fetchone()
                 current[scanner_id] = None if row is None else bytes(row[0])
         ok = [item[4] is None or current[item[0]] == item[4] for item in items]
         valid = list(itertools.compress(items, ok))
         # Usually every batch id is new: one statement for the group. If any was there
         # already (a retry), the group is recorded again one batch at a time to tell which.
-        conn.execute("SAVEPOINT batch_ids")
-        inserted = conn.executemany(
-            "INSERT OR IGNORE INTO scanner_batches"
-            " (scanner_id, batch_id, accepted, received_at) VALUES (?, ?, ?, ?)",
-            [item[:4] for item in valid],
-        ).rowcount
+        db.execute("SAVEPOINT batch_ids")
+        inserted = executemany(db, _INSERT_BATCH, [item[:4] for item in valid])
         if inserted == len(valid):
             results = [
                 (True, item[2]) if good else (False, -1)
                 for item, good in zip(items, ok, strict=True)
             ]
         else:
-            conn.execute("ROLLBACK TO batch_ids")
-            results = _record_one_by_one(conn, items, current)
-        conn.execute("RELEASE batch_ids")
+            db.execute("ROLLBACK TO SAVEPOINT batch_ids")
+            results = _record_one_by_one(db, items, current)
+        db.execute("RELEASE SAVEPOINT batch_ids")
         seen = {item[0]: item[3] for item in valid}
-        conn.executemany(
+        executemany(
+            db,
             "UPDATE scanners SET last_seen_at = ? WHERE id = ?",
             [(now, scanner_id) for scanner_id, now in seen.items()],
         )
     return results
 
 
+_INSERT_BATCH = (
+    "INSERT INTO scanner_batches (scanner_id, batch_id, accepted, received_at)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
 def _record_one_by_one(
-    conn: sqlite3.Connection,
+    db: Handle,
     items: list[tuple[str, str, int, float, bytes | None]],
     current: dict[str, bytes | None],
 ) -> list[tuple[bool, int]]:
@@ -139,16 +140,12 @@ def _record_one_by_one(
         if registration is not None and current[scanner_id] != registration:
             results.append((False, -1))
             continue
-        if conn.execute(
-            "INSERT OR IGNORE INTO scanner_batches"
-            " (scanner_id, batch_id, accepted, received_at) VALUES (?, ?, ?, ?)",
-            (scanner_id, batch_id, accepted, now),
-        ).rowcount:
+        if db.execute(_INSERT_BATCH, [scanner_id, batch_id, accepted, now]).rowcount:
             results.append((True, accepted))
         else:
-            row = conn.execute(
+            row = db.execute(
                 "SELECT accepted FROM scanner_batches WHERE scanner_id = ? AND batch_id = ?",
-                (scanner_id, batch_id),
+                [scanner_id, batch_id],
             ).fetchone()
             results.append((False, int(row[0])))
     return results

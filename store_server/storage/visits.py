@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from store_server.policy import CustomerSnapshot, Decision
-from store_server.storage.database import Handle, immediate, one, rows, truncate_wal
+from store_server.storage.database import (
+    Handle,
+    customer_lock,
+    immediate,
+    lock,
+    one,
+    rows,
+    truncate_wal,
+)
 
 CardMaker = Callable[[Decision], list[dict[str, Any]]]
 
@@ -42,6 +50,7 @@ def record_trigger(
     nothing at all, when the customer is gone or ``decide`` says nothing (no consent).
     """
     with immediate(db):
+        lock(db, customer_lock(customer_id))
         snap = read_snapshot(db)
         if snap is None:
             return None
@@ -51,10 +60,10 @@ def record_trigger(
         if visit_id is None:
             visit_id = int(
                 db.execute(
-                    "INSERT INTO visits (customer_id, arrived_at, zone, via) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO visits (customer_id, arrived_at, zone, via) VALUES (?, ?, ?, ?)"
+                    " RETURNING id",
                     [customer_id, now, zone, via],
-                ).lastrowid
-                or 0
+                ).fetchone()[0]
             )
         db.execute(
             "INSERT INTO decisions (customer_id, visit_id, at, outcome, reason)"

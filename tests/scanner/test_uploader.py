@@ -21,6 +21,7 @@ from scanner.uploader import (
     ServerRejectedError,
     ServerUnreachableError,
     Uploader,
+    _retry_after,
     backoff_delay,
     content_digest,
     sign_request,
@@ -106,6 +107,15 @@ BATCH = PendingBatch(
         }
     ],
 )
+
+
+def test_a_retry_after_lowers_the_backoff_ceiling() -> None:
+    rng = random.Random(3)
+    assert max(backoff_delay(30, rng, retry_after=2.0) for _ in range(200)) <= 2.0
+    assert _retry_after("2") == 2.0
+    assert _retry_after("3600") == BACKOFF_CAP_S
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert _retry_after(None) is None
 
 
 async def test_post_batch_sends_a_list_of_window_objects(api: Api) -> None:

@@ -240,3 +240,21 @@ async def running_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Harne
 async def server(tmp_path: Path) -> AsyncIterator[Harness]:
     async with running_server(tmp_path) as harness:
         yield harness
+
+
+def engine_settings(engine: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """`running_server` settings for the test's engine (tests/conftest.py ``engine``): none
+    for SQLite, the URL of a fresh database for PostgreSQL."""
+    if engine == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("pg_url")}
+
+
+@pytest.fixture
+async def engine_server(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Harness]:
+    """`server` on each engine: a module runs its tests on both with
+    ``server = engine_server`` style overrides (see test_storage.py)."""
+    async with running_server(tmp_path, **engine_settings(engine, request)) as harness:
+        yield harness

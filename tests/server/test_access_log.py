@@ -9,6 +9,12 @@ import pytest
 from tests.server.conftest import Harness, batch_body
 
 
+@pytest.fixture
+def server(engine_server: Harness) -> Harness:
+    """Every test of this module runs on SQLite and on PostgreSQL (tests/pg.py)."""
+    return engine_server
+
+
 def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
 

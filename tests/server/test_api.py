@@ -23,6 +23,13 @@ from tests.server.conftest import (
     wait_until,
 )
 
+
+@pytest.fixture
+def server(engine_server: Harness) -> Harness:
+    """Every test of this module runs on SQLite and on PostgreSQL (tests/pg.py)."""
+    return engine_server
+
+
 # -- customer API ----------------------------------------------------------------------------
 
 
@@ -307,7 +314,8 @@ def _cli_config(server: Harness, tmp_path: Path) -> Path:
     config = tmp_path / "cli.toml"
     config.write_text(
         f'db_path = "{server.db_path}"\nstore_file = "{server.config.store_file}"\n'
-        f'master_key = "{server.master_key}"\n',
+        f'master_key = "{server.master_key}"\n'
+        f'database_url = "{server.config.database_url}"\n',
         "utf-8",
     )
     return config

@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-import sqlite_utils
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,7 +31,8 @@ from store_server.consent import (
 from store_server.errors import ConsentLogError, ValidationError
 from store_server.storage import consents as consent_store
 from store_server.storage import customers as customer_store
-from store_server.storage.database import connect
+from store_server.storage.database import Handle, Target, close_handle, connect_target
+from store_server.storage.pg import PgTarget
 
 TEXT = ConsentText("greeting", 1, "Je souhaite être salué·e.", "I wish to be greeted.")
 
@@ -180,13 +181,13 @@ PSEUDONYM_KEY = b"p" * 32
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> sqlite_utils.Database:
-    database = connect(tmp_path / "consent.sqlite")
-    consent_store.ensure_consent_texts(database, load_consent_texts())
-    return database
+def db(handle: Handle) -> Handle:
+    """A fresh database on each engine (tests/conftest.py ``handle``), with the texts."""
+    consent_store.ensure_consent_texts(handle, load_consent_texts())
+    return handle
 
 
-def _customer(db: sqlite_utils.Database) -> str:
+def _customer(db: Handle) -> str:
     created = customer_store.create_customer(
         db,
         key_wrapped_for=lambda cid: b"w" * 44,
@@ -202,7 +203,7 @@ def _hash_of(purpose: str) -> str:
     return next(t.hash for t in load_consent_texts() if t.purpose == purpose)
 
 
-def _fill_log(db: sqlite_utils.Database) -> str:
+def _fill_log(db: Handle) -> str:
     customer = _customer(db)
     ref = subject_ref(PSEUDONYM_KEY, customer)
     for at, purpose in ((NOW, "greeting"), (NOW + 1, "stock_check"), (NOW + 2, "greeting")):
@@ -230,7 +231,7 @@ def _fill_log(db: sqlite_utils.Database) -> str:
     return customer
 
 
-def test_grant_renew_withdraw_are_chained(db: sqlite_utils.Database) -> None:
+def test_grant_renew_withdraw_are_chained(db: Handle) -> None:
     customer = _fill_log(db)
     rows = consent_store.consent_log_rows(db)
     assert [(r.entry.purpose, r.entry.action) for r in rows] == [
@@ -247,7 +248,7 @@ def test_grant_renew_withdraw_are_chained(db: sqlite_utils.Database) -> None:
     assert customer not in dump
 
 
-def test_grant_with_text_of_other_purpose_is_refused(db: sqlite_utils.Database) -> None:
+def test_grant_with_text_of_other_purpose_is_refused(db: Handle) -> None:
     customer = _customer(db)
     with pytest.raises(ValidationError) as info:
         consent_store.grant_consent(
@@ -275,10 +276,11 @@ def test_grant_with_text_of_other_purpose_is_refused(db: sqlite_utils.Database) 
         "DELETE FROM consent_log",
     ],
 )
-def test_consent_log_is_append_only(db: sqlite_utils.Database, statement: str) -> None:
+def test_consent_log_is_append_only(db: Handle, engine: str, statement: str) -> None:
     _fill_log(db)
     before = list(db.query("SELECT * FROM consent_log ORDER BY seq"))
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    refused = sqlite3.IntegrityError if engine == "sqlite" else psycopg.errors.IntegrityError
+    with pytest.raises(refused, match="append-only"):
         db.execute(statement)
     assert list(db.query("SELECT * FROM consent_log ORDER BY seq")) == before
 
@@ -287,28 +289,40 @@ def test_consent_log_is_append_only(db: sqlite_utils.Database, statement: str) -
 
 
 def test_cli_verify_detects_tampering(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    db_target: Target,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name in list(os.environ):
         if name.startswith("BULLE_"):
             monkeypatch.delenv(name)
-    db_path = tmp_path / "store.sqlite"
     config = tmp_path / "server.toml"
-    config.write_text(f'db_path = "{db_path}"\nmaster_key = "{"ab" * 32}"\n', "utf-8")
-    database = connect(db_path)
+    if isinstance(db_target, PgTarget):
+        where = f'database_url = "{db_target.url}"\n'
+    else:
+        where = f'db_path = "{db_target}"\n'
+    config.write_text(where + f'master_key = "{"ab" * 32}"\n', "utf-8")
+    database = connect_target(db_target)
     consent_store.ensure_consent_texts(database, load_consent_texts())
     _fill_log(database)
-    database.conn.close()
+    close_handle(database)
 
     assert cli.main(["consent-log", "verify", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "consent log OK: 4 entries" in out
 
-    raw = sqlite3.connect(db_path)
-    raw.execute("DROP TRIGGER consent_log_no_update")
-    raw.execute("UPDATE consent_log SET channel = 'in_store' WHERE seq = 2")
-    raw.commit()
-    raw.close()
+    # Tampering with the file (or as the database's superuser), past the trigger.
+    if isinstance(db_target, PgTarget):
+        with psycopg.connect(db_target.url, autocommit=True) as raw:
+            raw.execute("ALTER TABLE consent_log DISABLE TRIGGER consent_log_no_update")
+            raw.execute("UPDATE consent_log SET channel = 'in_store' WHERE seq = 2")
+    else:
+        lite = sqlite3.connect(db_target)
+        lite.execute("DROP TRIGGER consent_log_no_update")
+        lite.execute("UPDATE consent_log SET channel = 'in_store' WHERE seq = 2")
+        lite.commit()
+        lite.close()
 
     assert cli.main(["consent-log", "verify", "--config", str(config)]) == 2
     captured = capsys.readouterr()

@@ -47,7 +47,8 @@ from store_server.storage import consents as consent_store
 from store_server.storage import customers as customer_store
 from store_server.storage import database
 from store_server.storage import scanners as scanner_store
-from store_server.storage.database import Database
+from store_server.storage.database import Database, Target
+from store_server.storage.pg import PgTarget
 from tests.server.conftest import CATALOG_FILE, STORE_FILE, STORE_ID
 from tests.server.traces import file_traces, table_traces
 
@@ -83,12 +84,15 @@ class Clock:
 class Store:
     """A StoreServices on a file, driven step by step (no background task)."""
 
-    def __init__(self, directory: Path, clock: Clock) -> None:
+    def __init__(self, directory: Path, clock: Clock, target: Target | None = None) -> None:
+        """On a SQLite file in `directory`, or on `target` (a PostgreSQL database)."""
         self.db_path = directory / "store.sqlite"
+        self.target: Target = self.db_path if target is None else target
         self.clock = clock
         self.master_key = secrets.token_hex(32)
         self.config = ServerConfig(
             db_path=str(self.db_path),
+            database_url=self.target.url if isinstance(self.target, PgTarget) else "",
             store_file=str(STORE_FILE),
             master_key=self.master_key,
             cookie_secure=False,
@@ -103,7 +107,7 @@ class Store:
         return StoreServices(
             config=self.config,
             floor=self.floor,
-            db=Database(self.db_path),
+            db=Database(self.target),
             master_key=parse_master_key(self.master_key),
             consent_texts=load_consent_texts(),
             clock=self.clock,
@@ -241,8 +245,9 @@ def letters_name() -> str:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    built = Store(tmp_path, Clock(T0))
+async def store(tmp_path: Path, db_target: Target) -> Any:
+    """On each engine (tests/conftest.py ``db_target``)."""
+    built = Store(tmp_path, Clock(T0), db_target)
     await built.setup()
     try:
         yield built

@@ -1,6 +1,7 @@
 """Group commit of batch ids (``batch_log.BatchLog`` over ``scanners.record_batches``), on a real
-SQLite file: duplicates inside one group, a failed transaction reaching each of its callers,
-and no answer (nor any engine state) before the batch id is committed."""
+SQLite file and a real PostgreSQL database: duplicates inside one group, a failed transaction
+reaching each of its callers, and no answer (nor any engine state) before the batch id is
+committed."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from store_server.ingest import Batch, Window
 from store_server.storage import database
 from store_server.storage import scanners as scanner_store
-from store_server.storage.database import connect
+from store_server.storage.database import Handle, Target
 from tests.server.test_consent_lifecycle import INTERIOR_SCANNER, STORE_ID, T0, Clock, Store
 from tests.support import wait_until
 
@@ -67,8 +68,10 @@ class HeldCommits:
         await wait_until(committing, 5, "a batch commit to start")
 
 
-async def test_the_same_batch_twice_in_one_group_is_recorded_once(tmp_path: Path) -> None:
-    store = Store(tmp_path, Clock(T0))
+async def test_the_same_batch_twice_in_one_group_is_recorded_once(
+    tmp_path: Path, db_target: Target
+) -> None:
+    store = Store(tmp_path, Clock(T0), db_target)
     await store.setup()
     try:
         a, b, c = (secrets.token_hex(8) for _ in range(3))
@@ -85,9 +88,9 @@ async def test_the_same_batch_twice_in_one_group_is_recorded_once(tmp_path: Path
 
 
 async def test_a_failed_commit_fails_its_callers_and_acknowledges_nothing_it_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, db_target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path, Clock(T0))
+    store = Store(tmp_path, Clock(T0), db_target)
     await store.setup()
     real = scanner_store.record_batches
     calls = {"n": 0}
@@ -125,9 +128,9 @@ async def test_a_failed_commit_fails_its_callers_and_acknowledges_nothing_it_los
 
 
 async def test_no_answer_and_no_engine_state_before_the_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, db_target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path, Clock(T0))
+    store = Store(tmp_path, Clock(T0), db_target)
     await store.setup()
     customer = await store.enroll("held")
     await store.grant(customer, "greeting")
@@ -147,9 +150,9 @@ async def test_no_answer_and_no_engine_state_before_the_commit(
 
 
 async def test_a_cancelled_flush_leaves_no_caller_waiting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, db_target: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path, Clock(T0))
+    store = Store(tmp_path, Clock(T0), db_target)
     await store.setup()
     held = HeldCommits(monkeypatch)
     try:
@@ -176,51 +179,47 @@ async def test_a_cancelled_flush_leaves_no_caller_waiting(
         await store.close()
 
 
-async def test_record_batches_answers_each_item_of_a_mixed_group(tmp_path: Path) -> None:
+async def test_record_batches_answers_each_item_of_a_mixed_group(handle: Handle) -> None:
     """New ids in one statement; a retry, a repeat inside the group, a revoked scanner and a
-    replaced secret each get their own answer, and nothing of a refused item is kept."""
-    db = connect(tmp_path / "group.sqlite")
-    try:
-        scanner_store.add_scanner(db, "s-a", STORE_ID, b"secret-a", T0)
-        scanner_store.add_scanner(db, "s-b", STORE_ID, b"secret-b", T0)
-        scanner_store.add_scanner(db, "s-gone", STORE_ID, b"secret-g", T0)
-        scanner_store.revoke_scanner(db, "s-gone", T0)
-        # All new: one statement, every item recorded.
-        assert scanner_store.record_batches(
-            db, [("s-a", "old-1", 7, T0, b"secret-a"), ("s-b", "new-0", 3, T0, None)]
-        ) == [(True, 7), (True, 3)]
-        items: list[tuple[str, str, int, float, bytes | None]] = [
-            ("s-a", "new-1", 5, T0 + 1, b"secret-a"),
-            ("s-a", "old-1", 9, T0 + 1, b"secret-a"),  # a retry: the first answer stands
-            ("s-b", "new-2", 4, T0 + 2, b"replaced"),  # not the scanner's secret any more
-            ("s-gone", "new-3", 2, T0 + 2, b"secret-g"),  # revoked
-            ("s-a", "new-1", 5, T0 + 3, b"secret-a"),  # twice in one group
-            ("s-b", "new-4", 1, T0 + 4, None),  # no registration to check
-        ]
-        assert scanner_store.record_batches(db, items) == [
-            (True, 5),
-            (False, 7),
-            (False, -1),
-            (False, -1),
-            (False, 5),
-            (True, 1),
-        ]
-        kept = {
-            (row["scanner_id"], row["batch_id"]): row["accepted"]
-            for row in database.rows(
-                db, "SELECT scanner_id, batch_id, accepted FROM scanner_batches"
-            )
-        }
-        assert kept == {
-            ("s-a", "old-1"): 7,
-            ("s-b", "new-0"): 3,
-            ("s-a", "new-1"): 5,
-            ("s-b", "new-4"): 1,
-        }
-        seen = {
-            row["id"]: row["last_seen_at"]
-            for row in database.rows(db, "SELECT id, last_seen_at FROM scanners")
-        }
-        assert seen == {"s-a": T0 + 3, "s-b": T0 + 4, "s-gone": None}
-    finally:
-        db.conn.close()
+    replaced secret each get their own answer, and nothing of a refused item is kept (on
+    each engine)."""
+    db = handle
+    scanner_store.add_scanner(db, "s-a", STORE_ID, b"secret-a", T0)
+    scanner_store.add_scanner(db, "s-b", STORE_ID, b"secret-b", T0)
+    scanner_store.add_scanner(db, "s-gone", STORE_ID, b"secret-g", T0)
+    scanner_store.revoke_scanner(db, "s-gone", T0)
+    # All new: one statement, every item recorded.
+    assert scanner_store.record_batches(
+        db, [("s-a", "old-1", 7, T0, b"secret-a"), ("s-b", "new-0", 3, T0, None)]
+    ) == [(True, 7), (True, 3)]
+    items: list[tuple[str, str, int, float, bytes | None]] = [
+        ("s-a", "new-1", 5, T0 + 1, b"secret-a"),
+        ("s-a", "old-1", 9, T0 + 1, b"secret-a"),  # a retry: the first answer stands
+        ("s-b", "new-2", 4, T0 + 2, b"replaced"),  # not the scanner's secret any more
+        ("s-gone", "new-3", 2, T0 + 2, b"secret-g"),  # revoked
+        ("s-a", "new-1", 5, T0 + 3, b"secret-a"),  # twice in one group
+        ("s-b", "new-4", 1, T0 + 4, None),  # no registration to check
+    ]
+    assert scanner_store.record_batches(db, items) == [
+        (True, 5),
+        (False, 7),
+        (False, -1),
+        (False, -1),
+        (False, 5),
+        (True, 1),
+    ]
+    kept = {
+        (row["scanner_id"], row["batch_id"]): row["accepted"]
+        for row in database.rows(db, "SELECT scanner_id, batch_id, accepted FROM scanner_batches")
+    }
+    assert kept == {
+        ("s-a", "old-1"): 7,
+        ("s-b", "new-0"): 3,
+        ("s-a", "new-1"): 5,
+        ("s-b", "new-4"): 1,
+    }
+    seen = {
+        row["id"]: row["last_seen_at"]
+        for row in database.rows(db, "SELECT id, last_seen_at FROM scanners")
+    }
+    assert seen == {"s-a": T0 + 3, "s-b": T0 + 4, "s-gone": None}

@@ -13,6 +13,13 @@ from store_server.storage import scanners as scanner_store
 from store_server.views.staff import cookie_name
 from tests.server.conftest import Harness, Scanner, bearer
 
+
+@pytest.fixture
+def server(engine_server: Harness) -> Harness:
+    """Every test of this module runs on SQLite and on PostgreSQL (tests/pg.py)."""
+    return engine_server
+
+
 COOKIE = cookie_name(False)
 MANAGER, STAFF = "margot", "samir"
 PASSWORD = "correct horse battery"

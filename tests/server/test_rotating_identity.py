@@ -22,6 +22,13 @@ from tests.server.conftest import (
     wait_until,
 )
 
+
+@pytest.fixture
+def server(engine_server: Harness) -> Harness:
+    """Every test of this module runs on SQLite and on PostgreSQL (tests/pg.py)."""
+    return engine_server
+
+
 ALLOWLIST = "/api/scanner/v1/allowlist"
 ROTATE = "/api/v1/enroll/rotate"
 

@@ -9,6 +9,13 @@ from store_server.throttle import LOGIN_MAX_FAILURES
 from store_server.views.staff import cookie_name
 from tests.server.conftest import Harness, bearer, error_of
 
+
+@pytest.fixture
+def server(engine_server: Harness) -> Harness:
+    """Every test of this module runs on SQLite and on PostgreSQL (tests/pg.py)."""
+    return engine_server
+
+
 USER = "camille"
 PASSWORD = "correct horse battery"
 COOKIE = cookie_name(False)

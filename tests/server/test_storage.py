@@ -1,5 +1,6 @@
-"""The storage adapter on real SQLite files: a database made by the first release still opens
-(its rows kept, the later migrations applied), and reads do not queue behind the writer."""
+"""The storage adapter on real SQLite files and real PostgreSQL databases: a SQLite database
+made by the first release still opens (its rows kept, the later migrations applied), and, on
+both engines, reads do not queue behind the writer and see every write that returned."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
+import pytest
 import sqlite_utils
 
 from store_server.consent import ConsentText
 from store_server.storage import consents, customers
-from store_server.storage.database import Database, connect, one
+from store_server.storage.database import Database, Handle, Target, connect, one
 from store_server.storage.migrations import migrations
+from store_server.storage.pg import PgTarget
+from store_server.storage.pg_cluster import Cluster
 
 # Long enough for a read on a loaded 2-core machine, short enough to fail fast.
 WAIT_TIMEOUT_S = 10.0
@@ -60,12 +65,12 @@ def test_a_first_release_database_opens_with_its_rows(tmp_path: Path) -> None:
             db.conn.close()
 
 
-async def test_reads_do_not_wait_for_the_writer(tmp_path: Path) -> None:
-    db = Database(tmp_path / "store.sqlite")
+async def test_reads_do_not_wait_for_the_writer(db_target: Target) -> None:
+    db = Database(db_target)
     held = threading.Event()
     release = threading.Event()
 
-    def slow_write(handle: sqlite_utils.Database) -> None:
+    def slow_write(handle: Handle) -> None:
         held.set()
         release.wait(WAIT_TIMEOUT_S)  # the writer thread is busy until released
 
@@ -86,8 +91,8 @@ async def test_reads_do_not_wait_for_the_writer(tmp_path: Path) -> None:
         db.close()
 
 
-async def test_a_read_sees_every_write_that_returned_before_it(tmp_path: Path) -> None:
-    db = Database(tmp_path / "store.sqlite")
+async def test_a_read_sees_every_write_that_returned_before_it(db_target: Target) -> None:
+    db = Database(db_target)
     try:
         await db.write(lambda handle: consents.ensure_consent_texts(handle, [TEXT]))
         for i in range(20):
@@ -105,5 +110,34 @@ async def test_a_read_sees_every_write_that_returned_before_it(tmp_path: Path) -
                 lambda handle, c=created: customers.customer_by_token(handle, c.token)
             )
             assert found == created.customer_id
+    finally:
+        db.close()
+
+
+async def test_a_read_runs_in_a_read_only_transaction(db_target: Target) -> None:
+    db = Database(db_target)
+    try:
+        with pytest.raises((sqlite3.OperationalError, psycopg.errors.ReadOnlySqlTransaction)):
+            await db.read(lambda handle: consents.ensure_consent_texts(handle, [TEXT]))
+        assert await db.read(consents.current_consent_texts) == []
+    finally:
+        db.close()
+
+
+@pytest.mark.postgres
+async def test_the_pools_reconnect_after_postgres_restarts(
+    pg_cluster: Cluster, pg_url: str
+) -> None:
+    """A PostgreSQL restart breaks the pooled connections: each is checked as it is taken and
+    replaced, so the first write and the first read after the restart work."""
+    db = Database(PgTarget(pg_url))
+    try:
+        await db.write(lambda handle: consents.ensure_consent_texts(handle, [TEXT]))
+        assert await db.read(consents.current_consent_texts)
+        await asyncio.to_thread(pg_cluster.stop, "fast")
+        await asyncio.to_thread(pg_cluster.start)
+        texts = await db.write(consents.current_consent_texts)
+        assert [t["hash"] for t in texts] == [TEXT.hash]
+        assert await db.read(consents.current_consent_texts) == texts
     finally:
         db.close()

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-import sqlite_utils
 
-
-def table_traces(db: sqlite_utils.Database, needles: Iterable[str]) -> list[str]:
+def table_traces(db: Any, needles: Iterable[str]) -> list[str]:
     """`table.column` places where one of `needles` occurs, in any row."""
     wanted = [n for n in needles if n]
     found: list[str] = []
     for table in db.table_names():
-        for row in db.query(f"SELECT * FROM [{table}]"):  # table names come from the schema
+        for row in db.query(f'SELECT * FROM "{table}"'):  # table names come from the schema
             for column, value in row.items():
                 text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
                 found.extend(f"{table}.{column}: {n}" for n in wanted if n in text)
