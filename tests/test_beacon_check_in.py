@@ -31,6 +31,7 @@ CHAIN = uuid.UUID("6f1e2d3c-1b2a-4c5d-8e9f-00000000b011")
 MAJOR = 7
 STAFF_PASSWORD = "correct horse battery staple 42"
 STEP_S = 0.25
+SEED = 20
 
 
 def _session(server: Harness) -> aiohttp.ClientSession:
@@ -39,10 +40,14 @@ def _session(server: Harness) -> aiohttp.ClientSession:
 
 
 def heard_at(
-    floor: Floor, radio: RadioModel, key: bytes, position: tuple[float, float], t: float
+    floor: Floor,
+    radio: RadioModel,
+    key: bytes,
+    position: tuple[float, float],
+    t: float,
+    rng: random.Random,
 ) -> dict[str, tuple[uuid.UUID, int, int, int]]:
     """What a phone at ``position`` hears of every box at ``t`` (box id -> beacon, RSSI)."""
-    rng = random.Random(int(t * 4))
     heard = {}
     for box in floor.scanners:
         rssi = radio.rssi(box, position, rng)
@@ -62,6 +67,7 @@ async def walk(
     for check-ins follows the walk's (it runs ahead of the wall clock, without sleeping)."""
     floor = server.service.floor
     radio = RadioModel.for_floor(floor)
+    rng = random.Random(SEED)  # the same radio noise on every run
     t = time.time()
     server.service.customers.clock = lambda: t
     for (x0, y0), (x1, y1) in itertools.pairwise(path):
@@ -69,7 +75,7 @@ async def walk(
         for k in range(steps):
             f = k / steps
             here = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f)
-            await phone.step(t, heard_at(floor, radio, key, here, t))
+            await phone.step(t, heard_at(floor, radio, key, here, t, rng))
             t += STEP_S
 
 

@@ -98,7 +98,8 @@ def _pickup_code(demo: DemoStore, handle: str) -> str:
 async def test_greeting_and_stock_cards_appear_live(demo: DemoStore, board: Board) -> None:
     async def both_cards() -> bool:
         kinds = {c["kind"] for c in board.cards.values()}
-        return {"greeting", "stock"} <= kinds
+        sylvie = any(c.get("text") == "Bonjour Sylvie" for c in board.cards.values())
+        return sylvie and "stock" in kinds
 
     await wait_until(both_cards, CARDS_WITHIN_S, "a greeting card and a stock card on the board")
     greeting = next(c for c in board.cards.values() if c.get("text") == "Bonjour Sylvie")
@@ -245,13 +246,15 @@ async def test_board_in_chromium_updates_live(demo: DemoStore) -> None:
             # A marker that a reload would wipe: the cards must arrive over the WebSocket.
             await page.evaluate("window.__bulleNoReload = 42")
             loads = len(navigations)
-            greeting = page.locator(".card.greeting h2")
+            greeting = page.locator(".card.greeting h2", has_text="Bonjour Sylvie")
             await greeting.first.wait_for(timeout=CARDS_WITHIN_S * 1000)
-            assert await greeting.first.text_content() == "Bonjour Sylvie"
+            # Léa's card: her iPhone checked in with the store beacon.
+            lea = page.locator(".card.greeting h2", has_text="Hello Léa")
+            await lea.first.wait_for(timeout=CARDS_WITHIN_S * 1000)
             await page.locator(".card.stock .code").first.wait_for(timeout=CARDS_WITHIN_S * 1000)
             assert await page.evaluate("window.__bulleNoReload") == 42
             assert len(navigations) == loads
-            assert await page.locator(".card").count() == 2
+            assert await page.locator(".card").count() == 3
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SCREENSHOT))
         finally:
