@@ -97,12 +97,13 @@ class _Report:
         self._out.write(f"SKIP {name}: {reason}\n")
 
 
-async def _check_bluetooth(config: ScannerConfig, report: _Report) -> None:
+async def _check_bluetooth(config: ScannerConfig, report: _Report) -> bool:
+    """The Bluetooth lines; True when the adapter works."""
     names = ("D-Bus system bus", "BlueZ", "adapter present", "adapter powered")
     if config.backend != "bluez":
         for name in names:
             report.skip(name, f"backend is {config.backend}")
-        return
+        return False
     error = await probe_bluez(config.adapter)
     order: dict[type[BleError], int] = {
         NoSystemBusError: 0,
@@ -118,6 +119,28 @@ async def _check_bluetooth(config: ScannerConfig, report: _Report) -> None:
             report.fail(name, str(error))
         else:
             report.skip(name, "needs the check above")
+    return error is None
+
+
+async def _check_store_beacon(config: ScannerConfig, report: _Report, bluetooth: bool) -> None:
+    """One line for the store beacon ([advertise] enabled): its key, then the adapter."""
+    from scanner.bluez_advertising import AdvertisingError, beacon_settings, probe_advertising
+
+    name = "store beacon"
+    try:
+        settings = beacon_settings(config)
+    except ScannerError as exc:
+        report.fail(name, str(exc))
+        return
+    if not bluetooth:
+        report.skip(name, "needs the Bluetooth checks above")
+        return
+    try:
+        detail = await probe_advertising(config.adapter)
+    except AdvertisingError as exc:
+        report.fail(name, str(exc))
+        return
+    report.ok(name, f"store {settings.major}, {detail}")
 
 
 async def _check_server(
@@ -219,7 +242,9 @@ def _cmd_check(args: argparse.Namespace, stdout: TextIO) -> int:
         if config.backend == "esphome":
             await _check_nodes(config, report)
         else:
-            await _check_bluetooth(config, report)
+            bluetooth = await _check_bluetooth(config, report)
+            if config.advertise.enabled:
+                await _check_store_beacon(config, report, bluetooth)
         credentials = _credentials(config, report)
         if credentials:
             await _check_server(config, credentials, report)
@@ -239,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check",
         help="diagnose config, Bluetooth and server access",
-        description="Check config, D-Bus, BlueZ and adapter (or each ESPHome node), server and "
-        "credentials; "
+        description="Check config, D-Bus, BlueZ and adapter (or each ESPHome node), the store "
+        "beacon when [advertise] is enabled, server and credentials; "
         "exit non-zero if the scanner cannot work.",
     )
     check.add_argument("--config", required=True, help="scanner TOML config file")

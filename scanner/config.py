@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,6 +42,35 @@ NODE_KEYS: tuple[str, ...] = (
 )
 # Keys that belong to each node, not to the file's top level, with the esphome backend.
 PER_NODE_KEYS: tuple[str, ...] = ("scanner_id", "secret", "secret_file")
+# Keys of the [advertise] table (the store beacon the box broadcasts; docs/operations.md).
+ADVERTISE_KEYS: tuple[str, ...] = (
+    "enabled",
+    "uuid",
+    "major",
+    "key_file",
+    "measured_power",
+    "tx_power",
+)
+# Environment prefix of the [advertise] keys: BULLE_SCANNER_ADVERTISE_MAJOR=42.
+ADVERTISE_ENV_PREFIX = ENV_PREFIX + "ADVERTISE_"
+# iBeacon's customary measured power: the RSSI a phone reads at 1 m from a 0 dBm transmitter.
+DEFAULT_MEASURED_POWER = -59
+# An iBeacon's measured power is a signed byte of dBm at 1 m; a real one is always negative.
+MEASURED_POWER_RANGE = (-127, -1)
+# BlueZ's TxPower property (dBm) as Bluetooth 5 allows it.
+TX_POWER_RANGE = (-127, 20)
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertiseConfig:
+    """The [advertise] table: the store beacon this box broadcasts (backend bluez only)."""
+
+    enabled: bool = False
+    uuid: str | None = None
+    major: int | None = None
+    key_file: str | None = None
+    measured_power: int = DEFAULT_MEASURED_POWER
+    tx_power: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +114,7 @@ class ScannerConfig:
     log_level: str = "INFO"
     log_format: str = "text"
     nodes: tuple[NodeConfig, ...] = ()
+    advertise: AdvertiseConfig = AdvertiseConfig()
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ScannerConfig)}
@@ -191,6 +222,77 @@ def _nodes(raw: object) -> tuple[NodeConfig, ...]:
     return nodes
 
 
+def _advertise_value(key: str, value: object) -> object:
+    """One [advertise] value, type-checked (from the file, or an environment string)."""
+    where = f"advertise.{key}"
+    if key == "enabled":
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in _TRUE + _FALSE:
+                return low in _TRUE
+        if not isinstance(value, bool):
+            raise ConfigError("expected true or false", key=where)
+        return value
+    if key in ("major", "measured_power", "tx_power"):
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"expected an integer, got {value!r}", key=where) from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError("expected an integer", key=where)
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"expected a string, got {type(value).__name__}", key=where)
+    return value
+
+
+def _advertise(raw: object, env: Mapping[str, str]) -> AdvertiseConfig:
+    """The [advertise] table with ``BULLE_SCANNER_ADVERTISE_<KEY>`` overrides, validated."""
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a table ([advertise])", key="advertise")
+    values: dict[str, object] = {}
+    for key, value in raw.items():
+        if key not in ADVERTISE_KEYS:
+            raise ConfigError("unknown [advertise] key", key=f"advertise.{key}")
+        values[key] = _advertise_value(key, value)
+    for name, text in env.items():
+        if name.startswith(ADVERTISE_ENV_PREFIX):
+            key = name[len(ADVERTISE_ENV_PREFIX) :].lower()
+            if key not in ADVERTISE_KEYS:
+                raise ConfigError(f"unknown [advertise] key (from {name})", key=f"advertise.{key}")
+            values[key] = _advertise_value(key, text)
+    config = AdvertiseConfig(**values)  # type: ignore[arg-type]
+    _check_advertise(config)
+    return config
+
+
+def _check_advertise(a: AdvertiseConfig) -> None:
+    low, high = MEASURED_POWER_RANGE
+    if not low <= a.measured_power <= high:
+        raise ConfigError(
+            f"must be between {low} and {high} (dBm at 1 m)", key="advertise.measured_power"
+        )
+    if a.tx_power is not None and not TX_POWER_RANGE[0] <= a.tx_power <= TX_POWER_RANGE[1]:
+        raise ConfigError(
+            f"must be between {TX_POWER_RANGE[0]} and {TX_POWER_RANGE[1]} (dBm)",
+            key="advertise.tx_power",
+        )
+    if a.major is not None and not 0 <= a.major <= 0xFFFF:
+        raise ConfigError("must be between 0 and 65535 (the store's number)", key="advertise.major")
+    if a.uuid is not None:
+        try:
+            uuid.UUID(a.uuid)
+        except ValueError:
+            raise ConfigError(f"not a UUID: {a.uuid!r}", key="advertise.uuid") from None
+    if a.enabled:
+        for key in ("uuid", "major", "key_file"):
+            if getattr(a, key) is None:
+                raise ConfigError(
+                    "required when [advertise] enabled is true", key=f"advertise.{key}"
+                )
+
+
 def load_config(toml_text: str, env: Mapping[str, str]) -> ScannerConfig:
     """Parse and validate a scanner configuration.
 
@@ -204,12 +306,18 @@ def load_config(toml_text: str, env: Mapping[str, str]) -> ScannerConfig:
     for key, value in data.items():
         if key not in _FIELDS:
             raise ConfigError("unknown configuration key", key=key)
-        values[key] = _nodes(value) if key == "nodes" else _check_type(key, value)
+        if key == "nodes":
+            values[key] = _nodes(value)
+        elif key != "advertise":
+            values[key] = _check_type(key, value)
+    advertise = _advertise(data.get("advertise", {}), env)
+    if advertise != AdvertiseConfig():
+        values["advertise"] = advertise
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name.startswith(ADVERTISE_ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        if key not in _FIELDS or key == "nodes":
+        if key not in _FIELDS or key in ("nodes", "advertise"):
             raise ConfigError(f"unknown configuration key (from {name})", key=key)
         values[key] = _check_type(key, _coerce_env(key, raw))
     esphome = values.get("backend") == "esphome"
@@ -281,3 +389,8 @@ def _validate(v: Mapping[str, Any]) -> None:
         )
     if v["replay_speed"] < 0:
         raise ConfigError("must be 0 (as fast as possible) or more", key="replay_speed")
+    if v["advertise"].enabled and v["backend"] != "bluez":
+        raise ConfigError(
+            "the store beacon is broadcast by a BlueZ adapter: only with backend bluez",
+            key="advertise.enabled",
+        )

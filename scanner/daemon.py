@@ -427,11 +427,26 @@ async def run_daemon(
         return
     secret = resolve_secret(config)
 
+    advertiser = None
+    if config.advertise.enabled:
+        from scanner.bluez_advertising import StoreBeaconAdvertiser, beacon_settings
+
+        advertiser = StoreBeaconAdvertiser(beacon_settings(config))
+
     async def one_box(s: asyncio.Event) -> None:
         reader = stdin
         if reader is None and config.backend == "simulated":
             reader = await _stdin_reader()
-        await Daemon(config, secret, stdin=reader).run(s)
+        if advertiser is None:
+            await Daemon(config, secret, stdin=reader).run(s)
+            return
+        # The store beacon goes on the air beside scanning and is withdrawn when it stops.
+        on_air = asyncio.create_task(advertiser.run(s))
+        try:
+            await Daemon(config, secret, stdin=reader).run(s)
+        finally:
+            s.set()
+            await on_air
 
     await _run_with_signals(stop, one_box)
 

@@ -18,6 +18,7 @@ from store_server.cli_db import add_db_commands
 from store_server.cli_settings import (
     HelpFormatter,
     add_config_arg,
+    check_database,
     floor,
     load_settings,
     master_key,
@@ -42,6 +43,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     master_key(config)
     floor(config)
     beacon_settings(config)
+    check_database(config)
     setup_logging(config.log_level, config.log_format)
     try:
         web.run_app(

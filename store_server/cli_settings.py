@@ -207,6 +207,13 @@ def with_db(config: ServerConfig, fn: Callable[[Handle], T]) -> T:
         db.close()
 
 
+def check_database(config: ServerConfig) -> None:
+    """Before serving on PostgreSQL: the database answers and its schema is this release's
+    (migrated now if this role may), or a one-line error naming ``database_url``."""
+    if config.database_url:
+        _with_pg(config, lambda db: None)
+
+
 def _with_pg(config: ServerConfig, fn: Callable[[Handle], T]) -> T:
     import psycopg
 

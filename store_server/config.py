@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import limits
 
@@ -243,7 +243,7 @@ def _check_database_url(config: ServerConfig) -> None:
         return
     try:
         parts = urlsplit(config.database_url)
-        has_password = parts.password is not None
+        has_password = parts.password is not None or "password" in parse_qs(parts.query)
     except ValueError:
         parts, has_password = None, False
     if parts is None or parts.scheme not in ("postgresql", "postgres"):

@@ -75,3 +75,42 @@ def test_scanner_unit_hands_its_dynamic_user_the_secret() -> None:
     assert unit["DynamicUser"] == ["yes"]
     assert unit["LoadCredential"] == ["secret:/etc/beacon-scanner/secret"]
     assert "BULLE_SCANNER_SECRET_FILE=%d/secret" in unit["Environment"]
+
+
+STORE_BEACON_DROP_IN = DEPLOY / "beacon-scanner.service.d" / "store-beacon.conf"
+
+
+def test_store_beacon_drop_in_hands_the_key_like_the_secret() -> None:
+    """The drop-in copies the store beacon key for the dynamic user and points the scanner's
+    [advertise] key_file at the copy, through a variable the scanner's config accepts."""
+    from scanner.config import load_config
+
+    lines = [
+        line.split("=", 1)
+        for line in STORE_BEACON_DROP_IN.read_text("utf-8").splitlines()
+        if "=" in line and not line.startswith("#")
+    ]
+    found = {key: value for key, value in lines}
+    assert found["LoadCredential"] == "store-beacon-key:/etc/beacon-scanner/store-beacon-key"
+    name, value = found["Environment"].split("=", 1)
+    assert value == "%d/store-beacon-key"
+    config = load_config(
+        'scanner_id = "s-1"\nstore_id = "st"\nserver_url = "http://x"\nsecret = "s"\n'
+        '[advertise]\nenabled = true\nuuid = "b0110000-0000-4000-8000-00000000c4a1"\nmajor = 1\n',
+        {name: "/run/credentials/beacon-scanner.service/store-beacon-key"},
+    )
+    assert config.advertise.key_file == "/run/credentials/beacon-scanner.service/store-beacon-key"
+
+
+@pytest.mark.systemd
+def test_scanner_unit_with_the_store_beacon_drop_in_is_valid(tmp_path: Path) -> None:
+    assert SYSTEMD_ANALYZE is not None
+    copy = _checkable_copy("beacon-scanner.service", tmp_path)
+    drop_ins = tmp_path / "beacon-scanner.service.d"
+    drop_ins.mkdir()
+    (drop_ins / "store-beacon.conf").write_text(STORE_BEACON_DROP_IN.read_text("utf-8"))
+    verify = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(copy)], capture_output=True, text=True, check=False
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stderr.strip() == "", verify.stderr

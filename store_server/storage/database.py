@@ -191,13 +191,13 @@ def data_version(db: Handle) -> int:
     """A number that changes when another connection commits a change of consent.
 
     SQLite: ``PRAGMA data_version`` (any commit by another connection). PostgreSQL: the
-    consent log's length (every grant, renewal, withdrawal and erasure appends to it, and it is
-    append-only, so the count only grows; a count, not the highest ``seq``, because sequence
-    numbers may commit out of order); it counts this server's own changes too, which costs one
-    needless re-read after them.
+    consent log's last sequence number (every grant, renewal, withdrawal and erasure appends
+    to it; appends hold the log's lock until they commit, so sequence numbers commit in order
+    and a later commit never hides behind a higher number already seen); one index probe. It
+    counts this server's own changes too, which costs one needless re-read after them.
     """
     if is_pg(db):
-        return int(db.execute("SELECT count(*) FROM consent_log").fetchone()[0])
+        return int(db.execute("SELECT coalesce(max(seq), 0) FROM consent_log").fetchone()[0])
     return int(db.execute("PRAGMA data_version").fetchone()[0])
 
 

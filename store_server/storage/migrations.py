@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from sqlite_utils.migrations import Migrations
 
+from store_server.errors import ConfigError
 from store_server.storage import pg
 
 migrations = Migrations("bulle-store-server")
@@ -57,8 +58,11 @@ def applied_pg(db: pg.PgHandle) -> list[str]:
     ]
 
 
-class SchemaError(RuntimeError):
+class SchemaError(ConfigError):
     """The database's schema is behind this release and this connection may not migrate it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, key="database_url")
 
 
 def pending_pg(db: pg.PgHandle) -> list[str]:
@@ -80,9 +84,10 @@ def _apply_pg(db: pg.PgHandle) -> None:
         _apply_pg_locked(db)
     except psycopg.errors.InsufficientPrivilege:
         raise SchemaError(
-            f"the database lacks migrations {', '.join(pending_pg(db))} and this role may not"
-            " create them: run `store-server db migrate` as the database's owner role, then"
-            " `store-server db grant ROLE` (docs/operations.md, Running on PostgreSQL)"
+            f"database_url: the database lacks migrations {', '.join(pending_pg(db))} and"
+            " this role may not create them: run `store-server db migrate` as the database's"
+            " owner role, then `store-server db grant ROLE` (docs/operations.md, Running on"
+            " PostgreSQL)"
         ) from None
     finally:
         db.execute("SELECT pg_advisory_unlock(?)", [pg.MIGRATION_LOCK])

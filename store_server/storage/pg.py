@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -45,7 +45,7 @@ class PgTarget:
         parts = urlsplit(self.url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ValueError("database_url: expected postgresql://USER@HOST:PORT/DATABASE")
-        if parts.password is not None:
+        if parts.password is not None or "password" in parse_qs(parts.query):
             raise ValueError(
                 "database_url: must not hold a password (use database_password_file or"
                 " BULLE_DATABASE_PASSWORD)"

@@ -281,8 +281,12 @@ def _wait_for_name(bus_address: str, name: str, timeout: float = 15.0) -> None:
     raise RuntimeError(f"{name} did not appear on the bus")
 
 
+# python-dbusmock's bluez5 template with a BlueZ-like LE advertising manager (its docstring).
+BLUEZ_TEMPLATE = Path(__file__).with_name("bluez_advertising_template.py")
+
+
 class BluezMock:
-    """Drives python-dbusmock's bluez5 template over dbus-python."""
+    """Drives python-dbusmock's bluez5 template (extended: BLUEZ_TEMPLATE) over dbus-python."""
 
     def __init__(self, bus: PrivateBus) -> None:
         import dbus
@@ -290,7 +294,7 @@ class BluezMock:
         self._dbus = dbus
         self.bus = bus
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dbusmock", "--system", "-t", "bluez5"],
+            [sys.executable, "-m", "dbusmock", "--system", "-t", str(BLUEZ_TEMPLATE)],
             env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus.address},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -314,6 +318,40 @@ class BluezMock:
         dbus.Interface(obj, "org.freedesktop.DBus.Mock").UpdateProperties(
             "org.bluez.Adapter1",
             dbus.Dictionary({"Powered": dbus.Boolean(powered)}, signature="sv"),
+        )
+
+    def remove_adapter(self, name: str = "hci0") -> None:
+        self.bluez.RemoveAdapter(name)
+
+    def advertising_log(self, adapter: str = "hci0") -> list[tuple[str, str, dict[str, Any]]]:
+        """(event, advertisement path, properties BlueZ read) for each registration event."""
+        obj = self.conn.get_object("org.bluez", f"/org/bluez/{adapter}")
+        log = self._dbus.Interface(obj, "org.bulle.Test").AdvertisingLog()
+        return [(str(event), str(path), dict(props)) for event, path, props in log]
+
+    def registered_ibeacons(self, adapter: str = "hci0") -> dict[str, bytes]:
+        """Apple manufacturer data (iBeacon: 0x02 0x15, UUID, major, minor, power) of each
+        advertisement registered now on ``adapter``, as BlueZ read it from its owner."""
+        held: dict[str, bytes] = {}
+        for event, path, props in self.advertising_log(adapter):
+            if event == "register":
+                held[path] = bytes(props.get("ManufacturerData", {}).get(0x004C, b""))
+            else:
+                held.pop(path, None)
+        return held
+
+    def advertising_manager(self, adapter: str = "hci0") -> dict[str, Any]:
+        obj = self.conn.get_object("org.bluez", f"/org/bluez/{adapter}")
+        props = self._dbus.Interface(obj, "org.freedesktop.DBus.Properties")
+        return dict(props.GetAll("org.bluez.LEAdvertisingManager1"))
+
+    def set_advertising_manager(self, adapter: str, **values: Any) -> None:
+        obj = self.conn.get_object("org.bluez", f"/org/bluez/{adapter}")
+        self._dbus.Interface(obj, "org.freedesktop.DBus.Mock").UpdateProperties(
+            "org.bluez.LEAdvertisingManager1",
+            self._dbus.Dictionary(
+                {k: self._dbus.Byte(v) for k, v in values.items()}, signature="sv"
+            ),
         )
 
     def calls(self, path: str = "/org/bluez/hci0") -> list[str]:

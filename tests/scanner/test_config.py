@@ -99,3 +99,67 @@ def test_every_key_documented() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
     for f in dataclasses.fields(ScannerConfig):
         assert f"| `{f.name}` |" in doc, f.name
+
+
+ADVERTISE = """
+[advertise]
+enabled = true
+uuid = "b0110000-0000-4000-8000-00000000c4a1"
+major = 42
+key_file = "/etc/beacon-scanner/store-beacon-key"
+"""
+
+
+def test_advertise_table_and_its_environment() -> None:
+    from scanner.config import AdvertiseConfig
+
+    assert load_config(BASE, {}).advertise == AdvertiseConfig()
+    cfg = load_config(BASE + ADVERTISE, {"BULLE_SCANNER_ADVERTISE_MAJOR": "7"})
+    assert cfg.advertise == AdvertiseConfig(
+        enabled=True,
+        uuid="b0110000-0000-4000-8000-00000000c4a1",
+        major=7,
+        key_file="/etc/beacon-scanner/store-beacon-key",
+    )
+    env = {
+        "BULLE_SCANNER_ADVERTISE_ENABLED": "true",
+        "BULLE_SCANNER_ADVERTISE_UUID": "b0110000-0000-4000-8000-00000000c4a1",
+        "BULLE_SCANNER_ADVERTISE_MAJOR": "3",
+        "BULLE_SCANNER_ADVERTISE_KEY_FILE": "/run/credentials/x/store-beacon-key",
+        "BULLE_SCANNER_ADVERTISE_TX_POWER": "-8",
+    }
+    from_env = load_config(BASE, env).advertise
+    assert (from_env.enabled, from_env.major, from_env.tx_power) == (True, 3, -8)
+    assert from_env.measured_power == -59
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (("major = 42", "major = 70000"), "advertise.major"),
+        (("major = 42", 'major = "x"'), "advertise.major"),
+        (("major = 42\n", ""), "advertise.major"),
+        (('uuid = "b0110000-0000-4000-8000-00000000c4a1"', 'uuid = "nope"'), "advertise.uuid"),
+        (('key_file = "/etc/beacon-scanner/store-beacon-key"', ""), "advertise.key_file"),
+        (("enabled = true", "enabled = 1"), "advertise.enabled"),
+        (("enabled = true", "enabled = true\nmeasured_power = 3"), "advertise.measured_power"),
+        (("enabled = true", "enabled = true\ntx_power = 99"), "advertise.tx_power"),
+        (("enabled = true", "enabled = true\ncolour = 1"), "advertise.colour"),
+    ],
+)
+def test_advertise_errors_name_the_key(change: tuple[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(BASE + ADVERTISE.replace(*change), {})
+    assert info.value.key == key
+
+
+def test_advertise_needs_the_bluez_backend() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(BASE + 'backend = "simulated"\n' + ADVERTISE, {})
+    assert info.value.key == "advertise.enabled"
+    # Disabled, the table may stay in a simulated box's file.
+    text = BASE + 'backend = "simulated"\n' + ADVERTISE.replace("enabled = true", "enabled = false")
+    assert not load_config(text, {}).advertise.enabled
+    with pytest.raises(ConfigError) as info:
+        load_config(BASE, {"BULLE_SCANNER_ADVERTISE_COLOUR": "red"})
+    assert info.value.key == "advertise.colour"

@@ -31,6 +31,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from store_server.app import load_consent_texts, load_floor
@@ -49,6 +50,8 @@ from store_server.storage import database
 from store_server.storage import scanners as scanner_store
 from store_server.storage.database import Database, Target
 from store_server.storage.pg import PgTarget
+from store_server.storage.pg_cluster import Cluster
+from tests import pg
 from tests.server.conftest import CATALOG_FILE, STORE_FILE, STORE_ID
 from tests.server.traces import file_traces, table_traces
 
@@ -397,12 +400,19 @@ purposes_st = st.sampled_from(PURPOSES)
 class ConsentLifecycle(RuleBasedStateMachine):
     customers = Bundle("customers")
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: Cluster | None = None) -> None:
+        """On a SQLite file, or on a fresh database of `cluster` (PostgreSQL)."""
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.dir = Path(tempfile.mkdtemp(prefix="bulle-consent-"))
         self.clock = Clock(T0)
-        self.store = Store(self.dir, self.clock)
+        self.cluster = cluster
+        self.pg_name: str | None = None
+        target: Target | None = None
+        if cluster is not None:
+            self.pg_name, url = pg.new_database(cluster)
+            target = PgTarget(url)
+        self.store = Store(self.dir, self.clock, target)
         run(self.loop, self.store.setup())
         self.live: list[Customer] = []
         self.erased: list[Customer] = []
@@ -414,6 +424,8 @@ class ConsentLifecycle(RuleBasedStateMachine):
         finally:
             self.loop.close()
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self.cluster is not None and self.pg_name is not None:
+                self.cluster.drop_database(self.pg_name)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -604,3 +616,17 @@ ConsentLifecycle.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestConsentLifecycle = ConsentLifecycle.TestCase
+
+
+@pytest.mark.postgres
+def test_the_consent_lifecycle_on_postgres(pg_cluster: Cluster) -> None:
+    """The same state machine on PostgreSQL (fewer examples: each is a fresh database)."""
+    run_state_machine_as_test(
+        lambda: ConsentLifecycle(pg_cluster),
+        settings=settings(
+            max_examples=8,
+            stateful_step_count=20,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from store_server.consent import DEFAULT_CONSENT_DURATION_S, PURPOSES
+from store_server.storage.database import Target
 from tests.server.test_consent_lifecycle import T0, Clock, Customer, Store, letters_name
 
 # Leaves of the object graph that hold no state of the server's own.
@@ -104,9 +105,12 @@ async def _greeted_and_checked_in(store: Store) -> Customer:
 
 
 @pytest.mark.parametrize("reason", ["withdrawn", "erased", "expired"])
-async def test_nothing_of_a_forgotten_customer_stays_in_memory(tmp_path: Path, reason: str) -> None:
-    store = Store(tmp_path, Clock(T0))
+async def test_nothing_of_a_forgotten_customer_stays_in_memory(
+    tmp_path: Path, db_target: Target, reason: str
+) -> None:
+    store = Store(tmp_path, Clock(T0), db_target)
     store.config = dataclasses.replace(store.config, legacy_ibeacon=True)
+    store.service.db.close()  # the first service never started: its database only
     store.service = store._new_service()
     await store.setup()
     try:

@@ -19,6 +19,7 @@ from tests.server.conftest import (
     Scanner,
     batch_body,
     bearer,
+    engine_settings,
     error_of,
     running_server,
     wait_until,
@@ -29,9 +30,13 @@ PREFERENCES = "/api/v1/preferences"
 
 
 @pytest.fixture
-async def legacy_server(tmp_path: Path) -> AsyncIterator[Harness]:
-    """The `server` fixture of conftest.py with the store setting legacy_ibeacon = true."""
-    async with running_server(tmp_path, legacy_ibeacon=True) as harness:
+async def legacy_server(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Harness]:
+    """The `server` fixture of conftest.py with the store setting legacy_ibeacon = true, on
+    each engine."""
+    settings = engine_settings(engine, request)
+    async with running_server(tmp_path, legacy_ibeacon=True, **settings) as harness:
         yield harness
 
 

@@ -33,7 +33,7 @@ from store_server.storage.database import (
 from store_server.storage.migrations import applied_pg, migrations
 from store_server.storage.pg import PgHandle, PgTarget, ddl, placeholders
 from store_server.storage.pg_cluster import Cluster
-from tests.server.conftest import STORE_ID, Harness, batch_body, bearer
+from tests.server.conftest import STORE_FILE, STORE_ID, Harness, batch_body, bearer
 
 TEXT = ConsentText("greeting", 1, "Bonjour", "Hello")
 NOW = 1_763_800_000.0
@@ -280,10 +280,17 @@ def test_the_password_never_shows_in_settings_or_errors() -> None:
     assert config.database_password == secret
     assert secret not in repr(config)
     assert secret not in repr(PgTarget(config.database_url, secret))
-    with pytest.raises(ConfigError) as info:
-        load_config(f'database_url = "postgresql://bulle:{secret}@db/bulle"\n', {})
-    assert secret not in str(info.value)
-    assert info.value.key == "database_url"
+    for url in (
+        f"postgresql://bulle:{secret}@db/bulle",
+        f"postgresql://bulle@db/bulle?sslmode=require&password={secret}",
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_config(f'database_url = "{url}"\n', {})
+        assert secret not in str(info.value)
+        assert info.value.key == "database_url"
+        with pytest.raises(ValueError, match="password") as refused:
+            PgTarget(url)
+        assert secret not in str(refused.value)
     with pytest.raises(ConfigError, match="BULLE_DATABASE_PASSWORD") as info:
         load_config(f'database_password = "{secret}"\n', {})
     assert secret not in str(info.value)
@@ -398,3 +405,35 @@ async def test_the_server_from_enrollment_to_a_card(engine_server: Harness, engi
     log = await server.service.db.read(consents.consent_log_rows)
     assert [e.entry.action for e in log] == ["grant", "withdraw"]
     assert verify_chain(log) == 2
+
+
+@pytest.mark.postgres
+def test_the_server_role_cannot_migrate_and_says_who_can(
+    pg_cluster: Cluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An empty database opened by the server's role (no CREATE on the schema): serve and db
+    migrate stop with one line naming `store-server db migrate` as the owner."""
+    role = f"bulle_server_{secrets.token_hex(4)}"
+    name = f"empty_{secrets.token_hex(4)}"
+    pg_cluster.create_database(name)
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        for variable in [n for n in os.environ if n.startswith("BULLE_")]:
+            monkeypatch.delenv(variable)
+        monkeypatch.setenv("BULLE_DATABASE_URL", pg_cluster.url(name, role))
+        monkeypatch.setenv("BULLE_MASTER_KEY", "ab" * 32)
+        monkeypatch.setenv("BULLE_STORE_FILE", str(STORE_FILE))
+        for command in (["db", "migrate"], ["serve", "--port", "1"]):
+            assert cli.main(command) == 2
+            err = capsys.readouterr().err
+            assert "store-server db migrate" in err
+            assert "Traceback" not in err
+            assert len(err.strip().splitlines()) == 1
+    finally:
+        pg_cluster.drop_database(name)
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {role}")
