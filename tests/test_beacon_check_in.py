@@ -14,6 +14,7 @@ import random
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +22,7 @@ import aiohttp
 from lab.beacon_app import AppState
 from lab.phone_client import ReferencePhone, fetch_region
 from lab.radio import RadioModel
-from store_beacon import advertised_now
+from store_beacon import StoreBeacon, advertised_now
 from store_server.floor import Floor
 from tests.server.conftest import Harness, bearer, running_server
 from tests.support import wait_until
@@ -31,6 +32,8 @@ CHAIN = uuid.UUID("6f1e2d3c-1b2a-4c5d-8e9f-00000000b011")
 MAJOR = 7
 STAFF_PASSWORD = "correct horse battery staple 42"
 STEP_S = 0.25
+# From the pavement, through the door, to the parts shelf.
+WALK_IN = [(6.5, -4.0), (6.5, 0.0), (7.5, 2.0), (9.0, 4.0)]
 SEED = 20
 
 
@@ -39,10 +42,14 @@ def _session(server: Harness) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(str(server.client.make_url("")))
 
 
+# What each box broadcasts at a time: box id, unix time -> its iBeacon.
+OnAir = Callable[[str, float], StoreBeacon]
+
+
 def heard_at(
     floor: Floor,
     radio: RadioModel,
-    key: bytes,
+    on_air: OnAir,
     position: tuple[float, float],
     t: float,
     rng: random.Random,
@@ -52,30 +59,36 @@ def heard_at(
     for box in floor.scanners:
         rssi = radio.rssi(box, position, rng)
         if rssi is not None:
-            beacon = advertised_now(key, CHAIN, MAJOR, box.id, t)
+            beacon = on_air(box.id, t)
             heard[box.id] = (beacon.uuid, beacon.major, beacon.minor, round(rssi))
     return heard
+
+
+def computed(key: bytes) -> OnAir:
+    """The boxes' beacons as store_beacon computes them (what their advertisements carry)."""
+    return lambda box_id, t: advertised_now(key, CHAIN, MAJOR, box_id, t)
 
 
 async def walk(
     phone: ReferencePhone,
     server: Harness,
-    key: bytes,
+    on_air: OnAir,
     path: list[tuple[float, float]],
+    start: float | None = None,
 ) -> None:
     """The phone walks ``path`` at 1 m/s from now, one step per 0.25 s; the server's clock
     for check-ins follows the walk's (it runs ahead of the wall clock, without sleeping)."""
     floor = server.service.floor
     radio = RadioModel.for_floor(floor)
     rng = random.Random(SEED)  # the same radio noise on every run
-    t = time.time()
+    t = time.time() if start is None else start
     server.service.customers.clock = lambda: t
     for (x0, y0), (x1, y1) in itertools.pairwise(path):
         steps = max(1, round(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / STEP_S))
         for k in range(steps):
             f = k / steps
             here = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f)
-            await phone.step(t, heard_at(floor, radio, key, here, t, rng))
+            await phone.step(t, heard_at(floor, radio, on_air, here, t, rng))
             t += STEP_S
 
 
@@ -115,7 +128,7 @@ async def test_an_iphone_walks_in_checks_in_with_the_beacon_and_gets_its_card(
             phone = await consenting_phone(server, http)
             floor = server.service.floor
             # From the pavement, through the door, to the parts shelf.
-            await walk(phone, server, key, [(6.5, -4.0), (6.5, 0.0), (7.5, 2.0), (9.0, 4.0)])
+            await walk(phone, server, computed(key), WALK_IN)
             assert phone.app.state is AppState.CHECKED_IN, (phone.app.refusal, phone.timeline)
             kinds = [k for _, k in phone.timeline if k != "ranged"]
             assert kinds[0] == "enter"
@@ -150,7 +163,7 @@ async def test_a_phone_passing_by_never_checks_in(tmp_path: Path) -> None:
         _session(server) as http,
     ):
         phone = await consenting_phone(server, http, whole_chain=True)
-        await walk(phone, server, key, [(-4.0, -2.5), (16.0, -2.5)])
+        await walk(phone, server, computed(key), [(-4.0, -2.5), (16.0, -2.5)])
         kinds = [k for _, k in phone.timeline]
         assert "enter" in kinds
         assert "posted" in kinds  # the test would prove nothing otherwise
