@@ -111,6 +111,11 @@ class PasswordVerifier:
         self._queue_max = queue_max
         self._pending = 0
 
+    @property
+    def pending(self) -> int:
+        """Verifications queued or running."""
+        return self._pending
+
     async def verify(self, password_hash: str | None, password: str) -> bool:
         if self._pending >= self._queue_max:
             raise RateLimitedError("too many sign-ins at once; try again in a moment")

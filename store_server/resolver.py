@@ -4,16 +4,23 @@ Pure module: no I/O; every time-dependent method takes the server time explicitl
 
 For each subject (a customer with an active consent at this store) the resolver holds the
 EIDs of its current rotation window and ``skew_windows`` neighbours on each side, in a plain
-dict EID -> subject. A heap of rotation times says when each subject's windows move on;
-:meth:`EidResolver.advance` recomputes only those. Each change of the EID set bumps a
+dict EID -> slot (the subject's place in flat arrays of keys, clocks and held EIDs). A heap
+of rotation times says when each subject's windows move on; :meth:`EidResolver.advance`
+recomputes only those. Each change of the EID set bumps a
 version and is kept as a delta for the scanners' allowlist (:meth:`changes_since`).
 
 An EID is accepted at ``now`` only while its window is within ``skew_windows`` of the app's
 current window; that check is exact even if :meth:`advance` runs late.
 
-Large start-ups compute the EIDs elsewhere (a worker process, :func:`build_windows`) while
-the subjects are already known as *expected* (:meth:`EidResolver.expect`): they count as
-consenting at once, and become resolvable when :meth:`EidResolver.install` receives them.
+A chain's store server holds no identity key: its subjects come as temporary keys
+(:class:`~store_server.tempkeys.TemporaryKeyRecord`, one key per 2**16 s slot of the app's
+counter), and a window whose period's key it does not hold has no EID (all zero bytes in the
+arrays: it resolves nothing, and is not listed).
+
+Large start-ups compute the EIDs elsewhere (a reader thread or a worker process,
+:func:`build_windows`) while the subjects are already known as *expected*
+(:meth:`EidResolver.expect`): they count as consenting at once, and become resolvable when
+:meth:`EidResolver.install` receives them.
 """
 
 from __future__ import annotations
@@ -28,10 +35,19 @@ from dataclasses import dataclass, field
 from store_server.eid import (
     EID_BYTES,
     IDENTITY_KEY_BYTES,
+    TEMPORARY_KEY_SHIFT,
     IdentityError,
     IdentityRecord,
     window_eids,
 )
+from store_server.tempkeys import TemporaryKeyRecord, window_eids_from_keys
+
+Record = IdentityRecord | TemporaryKeyRecord
+"""A subject as the resolver takes it: an identity key, or temporary keys (chain mode)."""
+
+_NO_EID = bytes(EID_BYTES)
+"""A held window without an EID (its period's temporary key is not held): never resolved
+nor listed (a real EID of eight zero bytes, one chance in 2**64, would go unrecognised)."""
 
 DEFAULT_SKEW_WINDOWS = 1
 """Accept the current window and one on each side: tolerates clock drift and a beacon that
@@ -40,6 +56,9 @@ rolls over slightly before or after the server, while keeping forged-replay wind
 HISTORY_VERSIONS = 120
 """Deltas kept for the allowlist: two minutes of one-second advances, which covers a scanner's
 30 s long poll plus a few retries; a scanner further behind gets a full list instead."""
+
+_NO_IDENTITY = 0xFF
+"""A slot's exponent while it holds no identity (expected or free): above any valid K."""
 
 MAX_DELTA_EIDS = 100_000
 """A change touching more EIDs than this (bulk load, mass re-key) is not kept as a delta:
@@ -70,43 +89,6 @@ class _Change:
     removed: tuple[bytes, ...]
 
 
-class _Held:
-    """One resolvable subject: its identity and held windows."""
-
-    __slots__ = ("base", "eids", "k", "key", "offset")
-
-    def __init__(self, key: bytes, k: int, offset: float) -> None:
-        self.key = key
-        self.k = k
-        self.offset = offset
-        self.base = 0  # the first held window (unwrapped); eids[i] is window base + i
-        self.eids: tuple[bytes, ...] = ()
-
-    def same_identity(self, record: IdentityRecord) -> bool:
-        return (
-            self.key == record.identity_key
-            and self.k == record.k
-            and self.offset == record.clock_offset_s
-        )
-
-    def current(self, now: float) -> int:
-        return math.floor(now + self.offset) >> self.k
-
-    def not_after(self, window: int, skew: int) -> float:
-        """Server time at which window ``window`` stops being accepted."""
-        return ((window + skew + 1) << self.k) - self.offset
-
-    def due(self, skew: int) -> int:
-        """Whole server second (ceiling) at which the app leaves window ``base + skew``."""
-        return math.ceil(((self.base + skew + 1) << self.k) - self.offset)
-
-    def compute(self, windows: range) -> list[bytes]:
-        # The temporary key is computed once for the windows of its 2**16 s slot, not kept:
-        # at 100,000 customers it would hold 5.6 MB for one AES call saved per rotation.
-        eids, _ = window_eids(self.key, self.k, windows)
-        return eids
-
-
 @dataclass(frozen=True, slots=True)
 class BuiltWindows:
     """The EIDs of many identities at ``now``, computed away from the resolver.
@@ -132,8 +114,8 @@ class BuiltWindows:
 def build_windows(records: Iterable[IdentityRecord], now: float, skew: int) -> BuiltWindows:
     """The held windows of every record at ``now`` (the AES work of a bulk load).
 
-    Independent of any resolver: it runs in a worker process on a large start-up. Invalid
-    records raise IdentityError.
+    Independent of any resolver: it runs in a reader thread or a worker process on a large
+    start-up. Invalid records raise IdentityError.
     """
     span = 2 * skew + 1
     subjects: list[str] = []
@@ -163,6 +145,12 @@ class EidResolver:
     Callers add only customers with an active consent at this store, call :meth:`advance`
     regularly (every second is plenty) and resolve sightings with :meth:`resolve`: one dict
     look-up and integer arithmetic, no cryptography.
+
+    Each subject has a slot (a small integer, reused after a removal); what the resolver holds
+    of it lives at that slot in flat arrays: its identity key, exponent, clock offset, first
+    held window and held EIDs back to back. Only the EID dict, the subject dict and the
+    subjects' names are Python objects per subject (about 300 bytes each at 100,000 customers
+    where one object per field took twice that).
     """
 
     def __init__(self, skew_windows: int = DEFAULT_SKEW_WINDOWS) -> None:
@@ -172,11 +160,22 @@ class EidResolver:
             raise IdentityError("skew_windows must be >= 0")
         self._skew = skew_windows
         self._span = 2 * skew_windows + 1
-        self._by_eid: dict[bytes, str] = {}
-        self._held: dict[str, _Held] = {}
-        # Consenting subjects whose EIDs are not installed yet, each mapped to itself: install
-        # keeps this (long-lived) string and lets the built copy go with the rest of it.
-        self._expected: dict[str, str] = {}
+        self._stride = self._span * EID_BYTES
+        self._by_eid: dict[bytes, int] = {}  # EID -> slot
+        self._slots: dict[str, int] = {}  # subject (held or expected) -> slot
+        self._names: list[str | None] = []  # slot -> subject (None: free)
+        self._free: list[int] = []  # free slots, reused first
+        self._expected = 0  # subjects whose EIDs are not installed yet
+        # Per slot: identity key, exponent (_NO_IDENTITY: expected or free), clock offset,
+        # first held window (unwrapped; EID j of the slot is window base + j), held EIDs.
+        self._keys = bytearray()
+        self._ks = bytearray()
+        self._offsets = array("d")
+        self._bases = array("q")
+        self._eids = bytearray()
+        # Chain mode: per slot, the subject's temporary keys by unwrapped period (no identity
+        # key: its bytes in _keys stay zero).
+        self._tks: dict[int, dict[int, bytes]] = {}
         # Subjects by the whole second at which their windows move on; the heap orders the
         # seconds. A removed or re-keyed subject leaves its bucket (see _drop).
         self._due: dict[int, list[str]] = {}
@@ -194,46 +193,52 @@ class EidResolver:
         return self._skew
 
     def __len__(self) -> int:
-        return len(self._held) + len(self._expected)
+        return len(self._slots)
 
     def __contains__(self, subject: object) -> bool:
-        return subject in self._held or subject in self._expected
+        return subject in self._slots
 
     def subjects(self) -> list[str]:
         """Every subject, resolvable or expected (a copy)."""
-        return [*self._held, *self._expected]
+        return list(self._slots)
 
     def is_expected(self, subject: str) -> bool:
         """True if ``subject`` consents but its EIDs are not installed yet."""
-        return subject in self._expected
+        slot = self._slots.get(subject)
+        return slot is not None and self._ks[slot] == _NO_IDENTITY
 
     @property
     def expected(self) -> int:
         """Subjects known to consent whose EIDs are not installed yet."""
-        return len(self._expected)
+        return self._expected
 
     # ---- queries ---------------------------------------------------------------------------
 
     def resolve(self, eid: bytes, now: float) -> str | None:
         """The subject broadcasting ``eid`` if it is accepted at ``now``, else None."""
-        subject = self._by_eid.get(eid)
-        if subject is None:
+        slot = self._by_eid.get(eid)
+        if slot is None:
             return None
-        held = self._held[subject]
-        window = held.base + held.eids.index(eid)
-        if abs(held.current(now) - window) > self._skew:
+        if abs(self._current(slot, now) - self._window_of(slot, eid)) > self._skew:
             return None
-        return subject
+        return self._names[slot]
 
     def entries(self, now: float) -> list[AllowlistItem]:
         """Every EID accepted at ``now`` with the server time at which it stops being accepted."""
         skew = self._skew
         items: list[AllowlistItem] = []
-        for held in self._held.values():
-            current = held.current(now)
-            for window, eid in enumerate(held.eids, held.base):
+        eids = self._eids
+        for slot in self._slots.values():
+            if self._ks[slot] == _NO_IDENTITY:
+                continue
+            current = self._current(slot, now)
+            at = slot * self._stride
+            for j in range(self._span):
+                window = self._bases[slot] + j
                 if abs(current - window) <= skew:
-                    items.append(AllowlistItem(eid, held.not_after(window, skew)))
+                    eid = bytes(eids[at + j * EID_BYTES : at + (j + 1) * EID_BYTES])
+                    if eid != _NO_EID:
+                        items.append(AllowlistItem(eid, self._not_after(slot, window)))
         return items
 
     def changes_since(self, version: int) -> AllowlistDelta | None:
@@ -261,21 +266,19 @@ class EidResolver:
                 added[eid] = None
         items = []
         for eid in added:
-            subject = self._by_eid.get(eid)
-            if subject is None:
+            slot = self._by_eid.get(eid)
+            if slot is None:
                 continue
-            held = self._held[subject]
-            window = held.base + held.eids.index(eid)
-            items.append(AllowlistItem(eid, held.not_after(window, self._skew)))
+            items.append(AllowlistItem(eid, self._not_after(slot, self._window_of(slot, eid))))
         return AllowlistDelta(self.version, tuple(items), tuple(removed))
 
     # ---- changes ---------------------------------------------------------------------------
 
-    def upsert(self, record: IdentityRecord, now: float) -> None:
+    def upsert(self, record: Record, now: float) -> None:
         """Add a subject, or re-key it (its previous EIDs stop resolving at once)."""
         self.upsert_many((record,), now)
 
-    def upsert_many(self, records: Iterable[IdentityRecord], now: float) -> None:
+    def upsert_many(self, records: Iterable[Record], now: float) -> None:
         """Add or re-key many subjects as one change (one version bump).
 
         Every record is validated before anything changes.
@@ -286,15 +289,26 @@ class EidResolver:
         added: list[bytes] = []
         removed: list[bytes] = []
         for record in batch:
-            held = self._held.get(record.subject)
-            if held is not None:
-                if held.same_identity(record):
-                    continue
-                self._drop(record.subject, held, removed)
-            self._expected.pop(record.subject, None)
-            held = _Held(record.identity_key, record.k, float(record.clock_offset_s))
-            self._held[record.subject] = held
-            self._place(record.subject, held, now, removed, added)
+            subject = record.subject
+            slot = self._slots.get(subject)
+            if slot is None:
+                slot = self._new_slot(subject)
+            elif self._ks[slot] == _NO_IDENTITY:
+                self._expected -= 1
+            elif self._same_identity(slot, record):
+                continue
+            else:
+                self._drop(self._names[slot] or subject, slot, removed)
+            at = slot * IDENTITY_KEY_BYTES
+            if isinstance(record, TemporaryKeyRecord):
+                self._keys[at : at + IDENTITY_KEY_BYTES] = bytes(IDENTITY_KEY_BYTES)
+                self._tks[slot] = record.by_slot()
+            else:
+                self._keys[at : at + IDENTITY_KEY_BYTES] = record.identity_key
+                self._tks.pop(slot, None)
+            self._ks[slot] = record.k
+            self._offsets[slot] = float(record.clock_offset_s)
+            self._place(slot, now, removed, added, fresh=True)
         self._commit(added, removed)
 
     def expect(self, subjects: Iterable[str]) -> None:
@@ -302,8 +316,23 @@ class EidResolver:
 
         Subjects already held are left as they are.
         """
-        held = self._held
-        self._expected.update((s, s) for s in subjects if s not in held)
+        slots = self._slots
+        new = [s for s in subjects if s not in slots]
+        # The arrays grow once for all of them (a start-up: 100,000 at once), not a step each.
+        grow = len(new) - len(self._free)
+        if grow > 0:
+            top = len(self._names)
+            self._names += [None] * grow
+            self._keys += bytes(IDENTITY_KEY_BYTES * grow)
+            self._ks += bytes([_NO_IDENTITY]) * grow
+            self._offsets.frombytes(bytes(8 * grow))
+            self._bases.frombytes(bytes(8 * grow))
+            self._eids += bytes(self._stride * grow)
+            self._free += range(top + grow - 1, top - 1, -1)  # popped from the end: in order
+        for subject in new:
+            if subject not in slots:  # not a repeat
+                self._new_slot(subject)
+                self._expected += 1
 
     def install(self, built: BuiltWindows, start: int = 0, stop: int | None = None) -> int:
         """Make the expected subjects of ``built`` (rows ``start..stop-1``) resolvable.
@@ -315,48 +344,60 @@ class EidResolver:
         if built.skew != self._skew:
             raise IdentityError("windows built for another skew")
         span = self._span
-        expected = self._expected
+        stride = self._stride
+        slots = self._slots
+        ks = self._ks
         by_eid = self._by_eid
+        keys = memoryview(built.keys)
+        eids = memoryview(built.eids)
         added: list[bytes] = []
         installed = 0
         for i in range(start, len(built) if stop is None else min(stop, len(built))):
-            subject = expected.pop(built.subjects[i], None)
-            if subject is None:
+            slot = slots.get(built.subjects[i])
+            if slot is None or ks[slot] != _NO_IDENTITY:
                 continue
-            at = i * IDENTITY_KEY_BYTES
-            held = _Held(built.keys[at : at + IDENTITY_KEY_BYTES], built.ks[i], built.offsets[i])
-            held.base = built.bases[i]
-            at = i * span * EID_BYTES
-            held.eids = eids = tuple(
-                built.eids[at + j * EID_BYTES : at + (j + 1) * EID_BYTES] for j in range(span)
-            )
-            self._held[subject] = held
-            for eid in eids:
-                by_eid[eid] = subject
-            self._schedule(subject, held)
-            if len(added) <= MAX_DELTA_EIDS:
-                added.extend(eids)
+            at = slot * IDENTITY_KEY_BYTES
+            self._keys[at : at + IDENTITY_KEY_BYTES] = keys[
+                i * IDENTITY_KEY_BYTES : (i + 1) * IDENTITY_KEY_BYTES
+            ]
+            ks[slot] = built.ks[i]
+            self._offsets[slot] = built.offsets[i]
+            self._bases[slot] = built.bases[i]
+            at = slot * stride
+            self._eids[at : at + stride] = eids[i * stride : (i + 1) * stride]
+            for j in range(span):
+                eid = built.eids[(i * span + j) * EID_BYTES : (i * span + j + 1) * EID_BYTES]
+                by_eid[eid] = slot
+                if len(added) <= MAX_DELTA_EIDS:
+                    added.append(eid)
+            self._schedule(slot)
             installed += 1
-        if not expected:
-            self._expected = {}  # a dict keeps its table once emptied: give it back
+        self._expected -= installed
         self.eid_computations += installed * span
         self._commit(added, [], unlisted=installed * span - len(added))
         return installed
 
     def remove(self, subject: str) -> bool:
         """Forget a subject and all its EIDs; False if it was not there."""
-        if subject in self._expected:
-            del self._expected[subject]
-            self.removals += 1
-            return True
-        held = self._held.pop(subject, None)
-        if held is None:
+        slot = self._slots.get(subject)
+        if slot is None:
             return False
         self.removals += 1
         removed: list[bytes] = []
-        self._drop(subject, held, removed)
-        held.key = b""  # nothing of the key left in this object
-        self._commit([], removed)
+        if self._ks[slot] == _NO_IDENTITY:
+            self._expected -= 1
+        else:
+            self._drop(self._names[slot] or subject, slot, removed)
+        del self._slots[subject]
+        # Nothing of the subject left in the slot: name, key, EIDs.
+        self._names[slot] = None
+        at = slot * IDENTITY_KEY_BYTES
+        self._keys[at : at + IDENTITY_KEY_BYTES] = bytes(IDENTITY_KEY_BYTES)
+        self._tks.pop(slot, None)
+        self._ks[slot] = _NO_IDENTITY
+        self._free.append(slot)
+        if removed:
+            self._commit([], removed)
         return True
 
     def touch(self) -> int:
@@ -377,60 +418,139 @@ class EidResolver:
         while heap and heap[0] <= now:
             second = heapq.heappop(heap)
             for subject in self._due.pop(second, ()):
-                held = self._held.get(subject)
-                if held is None or held.due(self._skew) != second:
+                slot = self._slots.get(subject)
+                if slot is None or self._ks[slot] == _NO_IDENTITY or self._due_at(slot) != second:
                     continue  # removed, re-keyed or already moved on
-                self._place(subject, held, now, removed, added)
+                self._place(slot, now, removed, added)
         return self._commit(added, removed)
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _place(
-        self, subject: str, held: _Held, now: float, removed: list[bytes], added: list[bytes]
-    ) -> None:
-        """Bring ``held`` to the windows around ``now``, reusing the EIDs still in range."""
-        span = self._span
-        base = held.current(now) - self._skew
-        shift = base - held.base
-        by_eid = self._by_eid
-        if held.eids and shift == 0:
-            self._schedule(subject, held)
-            return
-        if held.eids and 0 < shift < span:
-            kept = held.eids[shift:]
-            gone = held.eids[:shift]
-            new = held.compute(range(held.base + span, base + span))
+    def _new_slot(self, subject: str) -> int:
+        """Give a new subject a free or new slot, counted as having no identity yet."""
+        if self._free:
+            slot = self._free.pop()
         else:
-            kept = ()
-            gone = held.eids
-            new = held.compute(range(base, base + span))
-        for eid in gone:
-            if by_eid.get(eid) == subject:
-                del by_eid[eid]
-        removed.extend(gone)
-        for eid in new:
-            by_eid[eid] = subject
-        added.extend(new)
-        self.eid_computations += len(new)
-        held.base = base
-        held.eids = (*kept, *new)
-        self._schedule(subject, held)
+            slot = len(self._names)
+            self._names.append(None)
+            self._keys += bytes(IDENTITY_KEY_BYTES)
+            self._ks.append(_NO_IDENTITY)
+            self._offsets.append(0.0)
+            self._bases.append(0)
+            self._eids += bytes(self._stride)
+        self._names[slot] = subject
+        self._slots[subject] = slot
+        return slot
 
-    def _drop(self, subject: str, held: _Held, removed: list[bytes]) -> None:
-        """Take the subject's EIDs out (into ``removed``) and its name out of the schedule,
+    def _same_identity(self, slot: int, record: Record) -> bool:
+        if self._ks[slot] != record.k or self._offsets[slot] != record.clock_offset_s:
+            return False
+        if isinstance(record, TemporaryKeyRecord):
+            return self._tks.get(slot) == record.by_slot()
+        at = slot * IDENTITY_KEY_BYTES
+        return slot not in self._tks and self._keys[at : at + IDENTITY_KEY_BYTES] == (
+            record.identity_key
+        )
+
+    def _compute(self, slot: int, key: bytes, k: int, windows: range) -> list[bytes]:
+        """The EIDs of ``windows``: from the identity key, or (chain mode) from the temporary
+        keys held, _NO_EID where a period's key is not held."""
+        tks = self._tks.get(slot)
+        if tks is None:
+            eids, _ = window_eids(key, k, windows)
+            return eids
+        first = (windows.start << k) >> TEMPORARY_KEY_SHIFT
+        for period in [p for p in tks if p < first]:
+            del tks[period]  # of no more use: dropped
+        return [eid or _NO_EID for eid in window_eids_from_keys(tks, k, windows)]
+
+    def _current(self, slot: int, now: float) -> int:
+        """The app's current window at server time ``now``."""
+        return math.floor(now + self._offsets[slot]) >> self._ks[slot]
+
+    def _window_of(self, slot: int, eid: bytes) -> int:
+        """The window of ``eid``, one of the slot's held EIDs."""
+        at = slot * self._stride
+        eids = self._eids
+        for j in range(self._span):
+            if eids[at + j * EID_BYTES : at + (j + 1) * EID_BYTES] == eid:
+                return self._bases[slot] + j
+        raise AssertionError("an EID in the dict is held by its slot")
+
+    def _not_after(self, slot: int, window: int) -> float:
+        """Server time at which window ``window`` stops being accepted."""
+        return ((window + self._skew + 1) << self._ks[slot]) - self._offsets[slot]
+
+    def _due_at(self, slot: int) -> int:
+        """Whole server second (ceiling) at which the app leaves window ``base + skew``."""
+        k = self._ks[slot]
+        return math.ceil(((self._bases[slot] + self._skew + 1) << k) - self._offsets[slot])
+
+    def _held_eids(self, slot: int, first: int = 0, stop: int | None = None) -> list[bytes]:
+        at = slot * self._stride
+        eids = self._eids
+        return [
+            bytes(eids[at + j * EID_BYTES : at + (j + 1) * EID_BYTES])
+            for j in range(first, self._span if stop is None else stop)
+        ]
+
+    def _place(
+        self, slot: int, now: float, removed: list[bytes], added: list[bytes], fresh: bool = False
+    ) -> None:
+        """Bring the slot to the windows around ``now``, reusing the EIDs still in range;
+        ``fresh``: it holds no EID yet (a new or re-keyed identity)."""
+        span = self._span
+        base = self._current(slot, now) - self._skew
+        held = self._bases[slot]
+        shift = base - held
+        by_eid = self._by_eid
+        at = slot * IDENTITY_KEY_BYTES
+        key = bytes(self._keys[at : at + IDENTITY_KEY_BYTES])
+        k = self._ks[slot]
+        if not fresh and shift == 0:
+            self._schedule(slot)
+            return
+        if not fresh and 0 < shift < span:
+            gone = self._held_eids(slot, 0, shift)
+            kept = self._held_eids(slot, shift)
+            new = self._compute(slot, key, k, range(held + span, base + span))
+        else:
+            gone = [] if fresh else self._held_eids(slot)
+            kept = []
+            new = self._compute(slot, key, k, range(base, base + span))
+        for eid in gone:
+            if by_eid.get(eid) == slot:
+                del by_eid[eid]
+        removed.extend(eid for eid in gone if eid != _NO_EID)
+        for eid in new:
+            if eid != _NO_EID:
+                by_eid[eid] = slot
+                added.append(eid)
+        self.eid_computations += len(new)
+        self._bases[slot] = base
+        at = slot * self._stride
+        self._eids[at : at + self._stride] = b"".join([*kept, *new])
+        self._schedule(slot)
+
+    def _drop(self, subject: str, slot: int, removed: list[bytes]) -> None:
+        """Take the slot's EIDs out (into ``removed``) and its subject out of the schedule,
         so nothing of a removed subject stays behind until its rotation time."""
-        bucket = self._due.get(held.due(self._skew)) if held.eids else None
+        bucket = self._due.get(self._due_at(slot))
         if bucket is not None and subject in bucket:
             bucket.remove(subject)
         by_eid = self._by_eid
-        for eid in held.eids:
-            if by_eid.get(eid) == subject:
+        gone = self._held_eids(slot)
+        for eid in gone:
+            if by_eid.get(eid) == slot:
                 del by_eid[eid]
-        removed.extend(held.eids)
-        held.eids = ()
+        removed.extend(eid for eid in gone if eid != _NO_EID)
+        at = slot * self._stride
+        self._eids[at : at + self._stride] = bytes(self._stride)
 
-    def _schedule(self, subject: str, held: _Held) -> None:
-        second = held.due(self._skew)
+    def _schedule(self, slot: int) -> None:
+        subject = self._names[slot]
+        assert subject is not None
+        second = self._due_at(slot)
         bucket = self._due.get(second)
         if bucket is None:
             self._due[second] = [subject]

@@ -9,6 +9,8 @@ module of it (which lists the package too).
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -108,3 +110,17 @@ def test_documented_pure_modules_are_the_checked_ones() -> None:
         f"documented pure, not checked: {sorted(documented - checked)}; "
         f"checked, not documented pure: {sorted(checked - documented)}"
     )
+
+
+def test_a_store_server_on_sqlite_does_not_load_psycopg() -> None:
+    """psycopg and its pool (about 9 MB resident) load only when a PostgreSQL database is
+    opened: the modules a SQLite store server runs import neither."""
+    code = (
+        "import sys\n"
+        "import store_server.app, store_server.cli, store_server.identity_load\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('psycopg')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -1,9 +1,10 @@
-"""Fast CI subset of bench/load/ingest_throughput.py: the benchmark still runs end to end.
+"""Fast CI subsets of bench/load/ingest_throughput.py and bench/load/server_memory.py: the
+benchmarks still run end to end.
 
-No speed is asserted here (targets live in bench/README.md, measured on purpose); this checks
-that every batch of both targets was answered 200 (one wire form), that the server really
-ingested them (its CPU per batch is well above the bare handler's, which does not parse), and
-that the figures the baseline is written from are all there.
+No speed or size is asserted here (targets live in bench/README.md, measured on purpose). The
+ingestion subset checks that every batch of both targets was answered 200 (one wire form),
+that the server really ingested them (its CPU per batch is well above the bare handler's,
+which does not parse), and that the figures the baseline is written from are all there.
 """
 
 from __future__ import annotations
@@ -57,3 +58,34 @@ def test_ingest_throughput_bench_runs() -> None:
         round_["server"]["server_cpu_ms_per_batch"] > round_["ceiling"]["server_cpu_ms_per_batch"]
     )
     assert figures["ratio"] == round_["ratio"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 10)
+def test_server_memory_bench_runs_on_a_small_store() -> None:
+    """1,000 customers load before the server serves (no background build): the bench must
+    still see every EID resolvable (it waited forever for a build's log line before)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "load" / "server_memory.py"),
+            "--json",
+            "--customers",
+            "1000",
+            "--present",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_S,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["consenting"] == 1000
+    assert figures["present"] == 10
+    assert 0 < figures["start_to_ready_s"] <= figures["start_to_every_eid_resolvable_s"]
+    assert 0 < figures["rss_mb_after_start"] <= figures["peak_rss_mb"]
+    assert figures["peak_worker_rss_mb"] == 0.0  # a small store builds no worker process
+    assert figures["peak_tree_rss_mb"] <= figures["peak_rss_mb"]

@@ -14,13 +14,16 @@ that process is read from /proc/PID/status:
 
 - start to ready: from the process's start to its first answer (the server serves while the
   EIDs of a large store are built in worker processes);
-- start to every EID resolvable: until the server logs that every consenting customer's EIDs
-  are in the resolver;
+- start to every EID resolvable: until /readyz says that every consenting customer is in the
+  resolver and none of their EIDs is still being built;
 - after start-up: the interpreter, the app and the resolver over every consenting customer;
 - after `--present` customers arrived: signed batches of the interior scanner s-machines
   (two windows 1.1 s apart per phone, the interior confirmation), waiting until every visit is
   recorded: the presence engine, visit state and greeting cards;
-- VmHWM, the peak; and the peak RSS of the worker processes (sampled every 50 ms).
+- VmHWM, the peak; and the peak RSS of the build's worker processes (if any) and of the
+  server and its workers together, sampled every 50 ms through the whole run. The goal is
+  checked against the larger of the server's peak and that sum: workers that run beside the
+  server are part of its footprint.
 
 Goals: 100k consenting customers ready in under 5 s and a peak RSS under 150 MB; 1M ready
 in under 10 s, every EID resolvable in under 30 s.
@@ -34,7 +37,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import secrets
 import sqlite3
 import sys
@@ -239,9 +241,6 @@ async def make_present(server: ServerProcess, customers: list[Customer]) -> floa
     raise RuntimeError(f"only {visits} of {len(customers)} arrived")
 
 
-BUILT_RE = re.compile(r"built the EIDs of (\d+) identities|loaded (\d+) identities in")
-"""The server's log line once every consenting customer's EIDs resolve (worker or in-process)."""
-
 SAMPLE_S = 0.05
 """How often the process tree's memory is sampled during the start-up."""
 
@@ -290,15 +289,23 @@ async def sample_tree(server: ServerProcess, peaks: dict[str, float], stop: asyn
         await asyncio.sleep(SAMPLE_S)
 
 
-async def until_built(log: Path, timeout_s: float) -> None:
+async def until_built(server: ServerProcess, consenting: int, timeout_s: float) -> None:
+    """Until /readyz says every consenting customer is in the resolver with their EIDs built
+    (whether they were loaded before serving or built in the background)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        text = await asyncio.to_thread(log.read_text, encoding="utf-8", errors="replace")
-        if BUILT_RE.search(text):
-            return
-        await asyncio.sleep(SAMPLE_S)
-    raise RuntimeError("the server never logged that its identities were built")
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(server.base_url + "/readyz") as resp:
+                    resolver = (await resp.json())["checks"]["resolver"]
+                    if resolver["identities"] >= consenting and resolver["building"] == 0:
+                        return
+            await asyncio.sleep(READY_POLL_S)
+    raise RuntimeError("the server's identities were not all built in time")
 
+
+READY_POLL_S = 0.1
+"""How often /readyz is asked whether every EID resolves (each asks the writer thread too)."""
 
 KEPT_SAMPLE = 5000
 """Customers (keys and clocks) saved beside a kept database: the most `--present` can draw."""
@@ -356,10 +363,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     sampler = asyncio.create_task(sample_tree(server, peaks, stop))
     await server.start()
     ready_s = time.monotonic() - t0
-    await until_built(server.workdir / "server.log", ARRIVAL_TIMEOUT_S)
+    await until_built(server, int(args.customers * args.consenting), ARRIVAL_TIMEOUT_S)
     resolvable_s = time.monotonic() - t0
-    stop.set()
-    await sampler
+    cpu = dict(peaks)  # the CPU figures until every EID resolved; the sampling goes on
     await asyncio.sleep(2.0)  # the first ticks: resolver advanced, allowlist built
     after_start = rss_mb(server.pid)
     # A random sample: the EIDs of customers anywhere in the build resolve, not only the first.
@@ -367,8 +373,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     arrival_s = await make_present(server, present)
     await asyncio.sleep(2.0)  # a few ticks of the engine with everybody present
     after_present = rss_mb(server.pid)
+    stop.set()
+    await sampler
     await server.terminate()
     peak = max(after_start["VmHWM"], after_present["VmHWM"])
+    # The footprint: the server's own peak, or server and build workers together if higher.
+    footprint = max(peak, peaks["tree"])
     return {
         "benchmark": "server start-up and memory",
         "customers": args.customers,
@@ -385,10 +395,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "peak_tree_rss_mb": round(peaks["tree"], 1),
         # CPU seconds spent until every EID resolved: on a loaded machine the wall-clock
         # figures stretch, these do not (two free cores: the workers' share is halved).
-        "server_cpu_s_to_resolvable": round(peaks["server_cpu"], 2),
-        "worker_cpu_s": round(peaks["worker_cpu"], 2),
+        "server_cpu_s_to_resolvable": round(cpu["server_cpu"], 2),
+        "worker_cpu_s": round(cpu["worker_cpu"], 2),
         "load_average": round(os.getloadavg()[0], 1),
-        "goal_met": peak < GOAL_MB,
+        "goal_met": footprint < GOAL_MB,
     }
 
 

@@ -36,14 +36,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlite_utils
-from psycopg_pool import ConnectionPool
 
 from store_server.config import ServerConfig
 from store_server.storage import pg
 from store_server.storage.migrations import apply_migrations
+
+if TYPE_CHECKING:  # imported when a PostgreSQL database is opened (see storage.pg)
+    from psycopg_pool import ConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +251,8 @@ class Database:
         self._pool: ConnectionPool[Any] | None = None
         self._write_pool: ConnectionPool[Any] | None = None
         if isinstance(target, pg.PgTarget):
+            from psycopg_pool import ConnectionPool
+
             # The writer's connection comes from a pool of one: a connection broken by a
             # database restart is replaced at the next write instead of failing every write.
             handle = self._executor.submit(connect_target, target).result()

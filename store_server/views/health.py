@@ -57,6 +57,8 @@ async def readyz(request: web.Request) -> web.Response:
         # The resolver moves to each new EID window in the periodic tick (every second).
         "ok": tick_age <= TICK_STALE_S,
         "identities": len(service.coordinator.resolver),
+        # Of those, consenting customers whose EIDs are not resolvable yet (a start-up build).
+        "building": service.coordinator.resolver.expected,
         "version": service.coordinator.resolver.version,
         "last_tick_s_ago": round(tick_age, 1),
     }

@@ -116,3 +116,26 @@ def test_install_skips_subjects_removed_or_rekeyed_meanwhile() -> None:
     assert resolver.resolve(eid_at(fresh, NOW), NOW) == "c-1"
     assert resolver.resolve(eid_at(records[2], NOW), NOW) == "c-2"
     assert sorted(resolver.subjects()) == ["c-1", "c-2", "c-3"]
+
+
+def test_slots_of_removed_subjects_are_reused_without_a_trace() -> None:
+    rng = random.Random(9)
+    first = [_record(rng, f"c-{i}") for i in range(6)]
+    resolver = EidResolver()
+    resolver.upsert_many(first, NOW)
+    for record in first[:4]:
+        assert resolver.remove(record.subject)
+    # Repeats and subjects already held are counted once; the freed slots are taken first.
+    later = [_record(rng, f"d-{i}") for i in range(5)]
+    resolver.expect([*(r.subject for r in later), "d-0", first[4].subject])
+    assert resolver.expected == 5
+    assert resolver.install(build_windows(later, NOW, 1)) == 5
+    assert sorted(resolver.subjects()) == sorted(r.subject for r in [*first[4:], *later])
+    for record in first[:4]:
+        assert resolver.resolve(eid_at(record, NOW), NOW) is None
+    for record in [*first[4:], *later]:
+        assert resolver.resolve(eid_at(record, NOW), NOW) == record.subject
+    assert len(resolver.entries(NOW)) == 3 * 7
+    # The removed subjects' keys are gone from the key array.
+    keys = bytes(resolver._keys)
+    assert not any(record.identity_key in keys for record in first[:4])

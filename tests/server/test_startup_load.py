@@ -233,13 +233,16 @@ async def test_minute_checks_read_consents_only_after_another_connection_wrote(
         await store.close()
 
 
-async def test_a_large_start_up_serves_at_once_and_builds_eids_in_worker_processes(
+@pytest.mark.parametrize("processes_from", [5, 1000], ids=["worker-processes", "reader-thread"])
+async def test_a_large_start_up_serves_at_once_and_builds_eids_in_the_background(
     tmp_path: Path,
     db_target: Target,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    processes_from: int,
 ) -> None:
     monkeypatch.setattr(coordinator, "BUILD_IN_WORKERS_MIN", 5)
+    monkeypatch.setattr(coordinator, "BUILD_PROCESSES_MIN", processes_from)
     store, customers = await _store_with(tmp_path, consenting=7, others=2, target=db_target)
     victim = customers[5].customer_id
     try:
@@ -267,10 +270,12 @@ async def test_a_large_start_up_serves_at_once_and_builds_eids_in_worker_process
         await store.close()
 
 
-async def test_stopping_during_a_background_build_ends_its_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("processes_from", [2, 1000], ids=["worker-processes", "reader-thread"])
+async def test_stopping_during_a_background_build_ends_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes_from: int
 ) -> None:
     monkeypatch.setattr(coordinator, "BUILD_IN_WORKERS_MIN", 2)
+    monkeypatch.setattr(coordinator, "BUILD_PROCESSES_MIN", processes_from)
     store, _ = await _store_with(tmp_path, consenting=3, others=0)
     try:
         await store.restart()
