@@ -326,8 +326,7 @@ async def messages(request: web.Request) -> web.Response:
 )
 async def my_consents(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    data = await request.app[SERVICE].customers.my_data(customer_id)
-    return _json({"consents": data["consents"]})
+    return _json({"consents": await request.app[SERVICE].customers.consents_here(customer_id)})
 
 
 @api.operation(
