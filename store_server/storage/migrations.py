@@ -18,6 +18,7 @@ from sqlite_utils.migrations import Migrations
 
 from store_server.errors import ConfigError
 from store_server.storage import pg
+from store_server.storage.notify import NOTIFY_DDL
 
 migrations = Migrations("bulle-store-server")
 
@@ -464,3 +465,12 @@ def m009_consent_per_store(db: Any) -> None:
         CREATE INDEX consents_unowned ON consents (customer_id) WHERE store_id IS NULL;
         """
     )
+
+
+@migrations()
+def m010_consent_notify(db: Any) -> None:
+    """Chain mode: every consent-log commit notifies channel ``bulle_consent`` with the new
+    entry's sequence number (`store_server.storage.notify`). PostgreSQL only: a SQLite
+    database has one server, which applies its own writes in-process."""
+    if isinstance(db, pg.PgHandle):
+        db.executescript(NOTIFY_DDL)
