@@ -105,6 +105,10 @@ class ProofCheckInRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     beacons: Annotated[list[BeaconSighting], msgspec.Meta(min_length=1, max_length=8)]
 
 
+class CalibrationJoinRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+
+
 class EraseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     channel: Literal["app", "web", "in_store"] = "app"
     app_version: AppVersion | None = None

@@ -102,6 +102,7 @@ class ServerConfig:
     store_beacon_major: int = 0
     proof_rate_limit: str = DEFAULT_PROOF_RATE_LIMIT
     proof_rate_limit_address: str = DEFAULT_PROOF_RATE_LIMIT_ADDRESS
+    calibration_from_check_ins: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_listen: str = ""

@@ -14,6 +14,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from store_beacon import SLOT_S
 from store_server.api_models import (
+    CalibrationJoinRequest,
     CheckInRequest,
     ConsentRequest,
     EnrollRequest,
@@ -313,6 +314,20 @@ async def store_beacon_info(request: web.Request) -> web.Response:
     return _json(
         {"enabled": True, "uuid": str(beacon.chain_uuid), "major": beacon.major, "slot_s": SLOT_S}
     )
+
+
+@api.operation(
+    "POST",
+    "/api/v1/calibration/join",
+    "Join the calibration walk a manager started, as its calibration phone",
+    request=CalibrationJoinRequest,
+)
+async def calibration_join(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read(), CalibrationJoinRequest)
+    # Only a consenting app's windows reach the server: it must be one to calibrate.
+    joined = request.app[SERVICE].calibration.join_walk(body.code, customer_id)
+    return _json({"joined": joined})
 
 
 @api.operation("GET", "/api/v1/messages", "Messages to the app (stock answers), newest first")
