@@ -331,6 +331,7 @@ class ScannerGateway:
             raise ValidationError(
                 f"between -{MAX_CALIBRATION_DB:g} and {MAX_CALIBRATION_DB:g} dB",
                 field="rssi_offset_db",
+                reason="range",
             )
         now = self.clock()
         await self.db.write(

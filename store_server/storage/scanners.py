@@ -25,7 +25,9 @@ def add_scanner(
         if not replace and one(
             db, "SELECT 1 AS x FROM scanners WHERE id = ? AND revoked_at IS NULL", [scanner_id]
         ):
-            raise ConflictError(f"scanner {scanner_id!r} is already registered")
+            raise ConflictError(
+                f"scanner {scanner_id!r} is already registered", reason="registered"
+            )
         db.execute(
             "INSERT INTO scanners (id, store_id, secret_wrapped, created_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET secret_wrapped = excluded.secret_wrapped,"

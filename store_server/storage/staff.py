@@ -12,7 +12,7 @@ def insert_user(db: Handle, username: str, password_hash: str, role: str, now: f
     """Create an account; ConflictError if the name is taken."""
     with immediate(db):
         if one(db, "SELECT 1 AS x FROM staff_users WHERE username = ?", [username]):
-            raise ConflictError(f"user {username!r} already exists")
+            raise ConflictError(f"user {username!r} already exists", reason="exists")
         db.execute(
             "INSERT INTO staff_users (username, password_hash, role, created_at)"
             " VALUES (?, ?, ?, ?)",
