@@ -18,10 +18,11 @@ from aiohttp.abc import AbstractAccessLogger
 
 from store_server.config import ServerConfig, metrics_address
 from store_server.consent import ConsentText
-from store_server.errors import ForbiddenError, StoreServerError, UnavailableError
+from store_server.errors import ConfigError, ForbiddenError, StoreServerError, UnavailableError
 from store_server.floor import Floor, floor_from_dict
 from store_server.keys import CONFIG, METRICS, METRICS_PORT, SERVICE
-from store_server.keywrap import parse_master_key
+from store_server.keyseal import ChainKeys, chain_keys
+from store_server.keywrap import KeyWrapError, parse_master_key
 from store_server.metrics import Metrics, metrics_app
 from store_server.services.store import StoreServices
 from store_server.storage.database import Database, target_of
@@ -268,6 +269,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     """Build the application; the database opens and the service starts in cleanup_ctx."""
     base = base_dir or Path.cwd()
     master_key = parse_master_key(config.master_key)
+    chain = load_chain_keys(config, master_key, base)
     store_file = _resolve(base, config.store_file)
     floor = load_floor(store_file)
     timezone = store_timezone(store_file)
@@ -291,6 +293,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
             master_key=master_key,
             consent_texts=load_consent_texts(),
             timezone=timezone,
+            chain=chain,
         )
         service.tick_observer = metrics.tick_seconds.observe
         app[SERVICE] = service
@@ -344,6 +347,35 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
     logger.info("metrics on http://%s:%s/metrics", host, bound)
     yield
     await runner.cleanup()
+
+
+def load_chain_keys(config: ServerConfig, master_key: bytes, base: Path) -> ChainKeys | None:
+    """Chain mode's keys from the configured files (None outside chain mode); a one-line
+    ConfigError naming the setting when a file is missing or holds no usable key."""
+    if not config.chain_mode:
+        return None
+    texts: dict[str, bytes | None] = {}
+    for key in ("authority_public_key_file", "authority_key_file"):
+        name = getattr(config, key)
+        if not name:
+            texts[key] = None
+            continue
+        path = _resolve(base, name)
+        try:
+            texts[key] = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"{key}: cannot read {path} ({exc.strerror}): see docs/operations.md, chain mode",
+                key=key,
+            ) from None
+    # Only the key authority opens identity keys; another server never loads a private key.
+    private = texts["authority_key_file"] if config.key_authority else None
+    try:
+        public = texts["authority_public_key_file"] or texts["authority_key_file"]
+        return chain_keys(master_key, public, private)
+    except KeyWrapError as exc:
+        key = "authority_key_file" if config.key_authority else "authority_public_key_file"
+        raise ConfigError(f"{key}: {exc}", key=key) from None
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from store_server.cli_admin import add_admin_commands
+from store_server.cli_chain import add_chain_commands
 from store_server.cli_db import add_db_commands
 from store_server.cli_settings import (
     HelpFormatter,
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     add_admin_commands(sub)
+    add_chain_commands(sub)
     add_db_commands(sub)
 
     p = sub.add_parser(

@@ -47,9 +47,11 @@ def cmd_user_add(args: argparse.Namespace, out: TextIO) -> int:
     config = load_settings(args)
     password = _read_password(args)
     user = with_db(
-        config, lambda d: staff.add_user(d, args.username, password, args.role, time.time())
+        config,
+        lambda d: staff.add_user(d, args.username, password, args.role, time.time(), args.store),
     )
-    out.write(f"created {user.role} account {user.username}\n")
+    where = f" of store {args.store}" if args.store else " of every store"
+    out.write(f"created {user.role} account {user.username}{where}\n")
     return 0
 
 
@@ -303,6 +305,11 @@ def add_admin_commands(sub: Any) -> None:
         choices=("staff", "manager"),
         default="staff",
         help="staff: the board; manager: also the manager pages",
+    )
+    q.add_argument(
+        "--store",
+        help="the store id whose servers the account signs in on (a chain's database);"
+        " default: every store of the database",
     )
     _password_arg(q)
     q.set_defaults(func=cmd_user_add)

@@ -46,11 +46,13 @@ def cmd_db_grant(args: argparse.Namespace, out: TextIO) -> int:
 
     def grant(db: Any) -> list[str]:
         assert isinstance(db, PgHandle)
-        return grant_server_role(db, args.role)
+        return grant_server_role(db, args.role, identity_keys=not args.chain_store)
 
     for statement in with_db(config, grant):
         out.write(statement + ";\n")
     out.write(f"role {args.role} may now run the store server (append-only consent log)\n")
+    if args.chain_store:
+        out.write(f"role {args.role} may not read the identity keys (a chain's store server)\n")
     return 0
 
 
@@ -76,4 +78,10 @@ def add_db_commands(sub: Any) -> None:
     )
     add_config_arg(q)
     q.add_argument("role", help="the PostgreSQL role the store server connects as")
+    q.add_argument(
+        "--chain-store",
+        action="store_true",
+        help="a chain's store server (chain_mode, not the key authority): no read of the"
+        " customers' identity keys (identities.key_wrapped)",
+    )
     q.set_defaults(func=cmd_db_grant)

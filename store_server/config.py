@@ -50,6 +50,9 @@ DEFAULT_SIGNATURE_TOLERANCE_S = 60
 DEFAULT_CONSENT_STALENESS_S = 30
 # Largest request body accepted from anyone (a full scanner batch is well below this).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# The key authority computes missing temporary keys every minute: a customer whose first
+# consent comes long after enrollment is recognised within a minute or so.
+DEFAULT_CHAIN_KEYS_INTERVAL_S = 60
 
 
 ENV_ONLY = ("database_password",)
@@ -89,6 +92,11 @@ class ServerConfig:
     metrics_token: str = ""
     extra_origins: tuple[str, ...] = field(default=())
     trusted_proxies: tuple[str, ...] = field(default=())
+    chain_mode: bool = False
+    key_authority: bool = False
+    authority_public_key_file: str = ""
+    authority_key_file: str = ""
+    chain_keys_interval_s: int = DEFAULT_CHAIN_KEYS_INTERVAL_S
 
     def with_overrides(self, **changes: Any) -> ServerConfig:
         return replace(self, **changes)
@@ -146,6 +154,7 @@ def _check(config: ServerConfig) -> ServerConfig:
         "unconsented_ttl_s",
         "signature_tolerance_s",
         "max_body_bytes",
+        "chain_keys_interval_s",
         "consent_staleness_s",
     ):
         if getattr(config, key) <= 0:
@@ -169,6 +178,22 @@ def _check(config: ServerConfig) -> ServerConfig:
     if config.master_key.strip() and config.master_key_file:
         raise ConfigError(
             "master_key_file: set master_key or master_key_file, not both", key="master_key_file"
+        )
+    if config.key_authority and not config.chain_mode:
+        raise ConfigError(
+            "key_authority: only a chain's server is a key authority (set chain_mode)",
+            key="key_authority",
+        )
+    if config.key_authority and not config.authority_key_file:
+        raise ConfigError(
+            "authority_key_file: a key authority needs its private key file",
+            key="authority_key_file",
+        )
+    if config.chain_mode and not (config.authority_public_key_file or config.authority_key_file):
+        raise ConfigError(
+            "authority_public_key_file: a chain's server seals new identity keys to the key"
+            " authority: set the authority's public key file",
+            key="authority_public_key_file",
         )
     if config.log_format not in _LOG_FORMATS:
         raise ConfigError(f"log_format: must be one of {', '.join(_LOG_FORMATS)}", key="log_format")
@@ -269,6 +294,12 @@ def resolve_paths(config: ServerConfig, base: Path) -> ServerConfig:
         else "",
         database_password_file=str(resolve_path(base, config.database_password_file))
         if config.database_password_file
+        else "",
+        authority_public_key_file=str(resolve_path(base, config.authority_public_key_file))
+        if config.authority_public_key_file
+        else "",
+        authority_key_file=str(resolve_path(base, config.authority_key_file))
+        if config.authority_key_file
         else "",
     )
 

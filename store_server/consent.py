@@ -46,6 +46,8 @@ class ActiveConsent:
     text_hash: str
     granted_at: float
     expires_at: float
+    store_id: str | None = None
+    """The store it was given at (a store-scoped consent counts there only)."""
 
 
 def is_active(consent: ActiveConsent | None, now: float) -> bool:

@@ -116,9 +116,12 @@ def _check_counter(beacon_time: int) -> None:
         raise IdentityError("beacon time must be an integer in 0..2**32-1")
 
 
-def _aes_ecb(key: bytes, blocks: bytes) -> bytes:
+def encrypt_blocks(key: bytes, blocks: bytes) -> bytes:
     """AES-128-ECB of whole blocks (ECB keeps no partial block: nothing to finalize)."""
     return Cipher(algorithms.AES128(key), _ECB).encryptor().update(blocks)
+
+
+_aes_ecb = encrypt_blocks
 
 
 def temporary_key_block(beacon_time: int) -> bytes:

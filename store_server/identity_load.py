@@ -21,10 +21,12 @@ from multiprocessing.pool import Pool
 from typing import Any
 
 from store_server.eid import MAX_CLOCK_OFFSET_S, MAX_ROTATION_EXPONENT, IdentityRecord
+from store_server.keyseal import temporary_key_aad
 from store_server.keywrap import KeyUnwrapper, KeyWrapError
-from store_server.resolver import BuiltWindows, EidResolver, build_windows
-from store_server.storage import consents, customers
+from store_server.resolver import BuiltWindows, EidResolver, Record, build_windows
+from store_server.storage import consents, customers, keys
 from store_server.storage.database import Handle, Target, connect_target_reader
+from store_server.tempkeys import TemporaryKey, TemporaryKeyRecord
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class LoadedIdentities:
     """
 
     unwrap: KeyUnwrapper = field(repr=False)
-    records: list[IdentityRecord] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
 
     def add(self, subject: str, blob: bytes, k: int, offset: float) -> None:
@@ -106,6 +108,48 @@ def read_identities(
     return loaded
 
 
+def read_temporary_keys(
+    db: Handle, tk_key: bytes, customer_ids: Iterable[str], now: float, *, scan: bool
+) -> LoadedIdentities:
+    """Chain mode: these customers' stored temporary keys still of use at ``now``, unwrapped,
+    one record each (with no key at all for a customer the authority has not served yet:
+    consenting, recognised once keys come). A key that does not unwrap leaves its customer
+    in ``unreadable``. ``scan``: read every stored key once rather than by id."""
+    loaded = LoadedIdentities(KeyUnwrapper(tk_key))
+    wanted = {customer_id: customer_id for customer_id in customer_ids}
+    rows = keys.all_temporary_keys(db, now) if scan else keys.temporary_keys_of(db, wanted, now)
+    found: dict[str, list[keys.TemporaryKeyRow]] = {}
+    for row in rows:
+        if row.customer_id in wanted:
+            found.setdefault(row.customer_id, []).append(row)
+    for customer_id, subject in wanted.items():
+        held = found.get(customer_id, [])
+        try:
+            tks = tuple(
+                TemporaryKey(
+                    row.slot,
+                    loaded.unwrap(row.tk_wrapped, temporary_key_aad(customer_id, row.slot)),
+                    row.not_after,
+                )
+                for row in held
+            )
+        except KeyWrapError:
+            loaded.unreadable.append(subject)
+            continue
+        # Every key of a customer comes from one enrollment: k and the offset of the newest.
+        newest = max(held, key=lambda row: row.slot, default=None)
+        k = newest.k if newest is not None else 0
+        offset = newest.clock_offset_s if newest is not None else 0.0
+        record = TemporaryKeyRecord(subject, k, offset, tks)
+        try:
+            record.check()
+        except ValueError:
+            loaded.unreadable.append(subject)
+            continue
+        loaded.records.append(record)
+    return loaded
+
+
 @dataclass(slots=True)
 class _WorkerState:
     """What a worker process keeps between its tasks (set up once by :func:`start_worker`)."""
@@ -146,7 +190,8 @@ def build_rows(
     for customer_id, blob, k, offset in customers.identities_between(db, *rowids):
         if wanted(customer_id):
             loaded.add(customer_id, blob, k, offset)
-    return build_windows(loaded.records, now, skew), loaded.unreadable
+    records = [r for r in loaded.records if isinstance(r, IdentityRecord)]
+    return build_windows(records, now, skew), loaded.unreadable
 
 
 def build_range(first: int, last: int) -> tuple[BuiltWindows, list[str]]:

@@ -12,6 +12,11 @@ version and is kept as a delta for the scanners' allowlist (:meth:`changes_since
 An EID is accepted at ``now`` only while its window is within ``skew_windows`` of the app's
 current window; that check is exact even if :meth:`advance` runs late.
 
+A chain's store server holds no identity key: its subjects come as temporary keys
+(:class:`~store_server.tempkeys.TemporaryKeyRecord`, one key per 2**16 s slot of the app's
+counter), and a window whose period's key it does not hold has no EID (all zero bytes in the
+arrays: it resolves nothing, and is not listed).
+
 Large start-ups compute the EIDs elsewhere (a reader thread or a worker process,
 :func:`build_windows`) while the subjects are already known as *expected*
 (:meth:`EidResolver.expect`): they count as consenting at once, and become resolvable when
@@ -30,10 +35,19 @@ from dataclasses import dataclass, field
 from store_server.eid import (
     EID_BYTES,
     IDENTITY_KEY_BYTES,
+    TEMPORARY_KEY_SHIFT,
     IdentityError,
     IdentityRecord,
     window_eids,
 )
+from store_server.tempkeys import TemporaryKeyRecord, window_eids_from_keys
+
+Record = IdentityRecord | TemporaryKeyRecord
+"""A subject as the resolver takes it: an identity key, or temporary keys (chain mode)."""
+
+_NO_EID = bytes(EID_BYTES)
+"""A held window without an EID (its period's temporary key is not held): never resolved
+nor listed (a real EID of eight zero bytes, one chance in 2**64, would go unrecognised)."""
 
 DEFAULT_SKEW_WINDOWS = 1
 """Accept the current window and one on each side: tolerates clock drift and a beacon that
@@ -159,6 +173,9 @@ class EidResolver:
         self._offsets = array("d")
         self._bases = array("q")
         self._eids = bytearray()
+        # Chain mode: per slot, the subject's temporary keys by unwrapped period (no identity
+        # key: its bytes in _keys stay zero).
+        self._tks: dict[int, dict[int, bytes]] = {}
         # Subjects by the whole second at which their windows move on; the heap orders the
         # seconds. A removed or re-keyed subject leaves its bucket (see _drop).
         self._due: dict[int, list[str]] = {}
@@ -225,7 +242,8 @@ class EidResolver:
                 window = self._bases[slot] + j
                 if abs(current - window) <= skew:
                     eid = bytes(eids[at + j * EID_BYTES : at + (j + 1) * EID_BYTES])
-                    yield AllowlistItem(eid, self._not_after(slot, window))
+                    if eid != _NO_EID:
+                        yield AllowlistItem(eid, self._not_after(slot, window))
 
     def changes_since(self, version: int) -> AllowlistDelta | None:
         """Merged changes after ``version``; None if they are no longer kept (send a full list).
@@ -260,11 +278,11 @@ class EidResolver:
 
     # ---- changes ---------------------------------------------------------------------------
 
-    def upsert(self, record: IdentityRecord, now: float) -> None:
+    def upsert(self, record: Record, now: float) -> None:
         """Add a subject, or re-key it (its previous EIDs stop resolving at once)."""
         self.upsert_many((record,), now)
 
-    def upsert_many(self, records: Iterable[IdentityRecord], now: float) -> None:
+    def upsert_many(self, records: Iterable[Record], now: float) -> None:
         """Add or re-key many subjects as one change (one version bump).
 
         Every record is validated before anything changes.
@@ -286,7 +304,12 @@ class EidResolver:
             else:
                 self._drop(self._names[slot] or subject, slot, removed)
             at = slot * IDENTITY_KEY_BYTES
-            self._keys[at : at + IDENTITY_KEY_BYTES] = record.identity_key
+            if isinstance(record, TemporaryKeyRecord):
+                self._keys[at : at + IDENTITY_KEY_BYTES] = bytes(IDENTITY_KEY_BYTES)
+                self._tks[slot] = record.by_slot()
+            else:
+                self._keys[at : at + IDENTITY_KEY_BYTES] = record.identity_key
+                self._tks.pop(slot, None)
             self._ks[slot] = record.k
             self._offsets[slot] = float(record.clock_offset_s)
             self._place(slot, now, removed, added, fresh=True)
@@ -374,6 +397,7 @@ class EidResolver:
         self._names[slot] = None
         at = slot * IDENTITY_KEY_BYTES
         self._keys[at : at + IDENTITY_KEY_BYTES] = bytes(IDENTITY_KEY_BYTES)
+        self._tks.pop(slot, None)
         self._ks[slot] = _NO_IDENTITY
         self._free.append(slot)
         if removed:
@@ -422,13 +446,27 @@ class EidResolver:
         self._slots[subject] = slot
         return slot
 
-    def _same_identity(self, slot: int, record: IdentityRecord) -> bool:
+    def _same_identity(self, slot: int, record: Record) -> bool:
+        if self._ks[slot] != record.k or self._offsets[slot] != record.clock_offset_s:
+            return False
+        if isinstance(record, TemporaryKeyRecord):
+            return self._tks.get(slot) == record.by_slot()
         at = slot * IDENTITY_KEY_BYTES
-        return (
-            self._keys[at : at + IDENTITY_KEY_BYTES] == record.identity_key
-            and self._ks[slot] == record.k
-            and self._offsets[slot] == record.clock_offset_s
+        return slot not in self._tks and self._keys[at : at + IDENTITY_KEY_BYTES] == (
+            record.identity_key
         )
+
+    def _compute(self, slot: int, key: bytes, k: int, windows: range) -> list[bytes]:
+        """The EIDs of ``windows``: from the identity key, or (chain mode) from the temporary
+        keys held, _NO_EID where a period's key is not held."""
+        tks = self._tks.get(slot)
+        if tks is None:
+            eids, _ = window_eids(key, k, windows)
+            return eids
+        first = (windows.start << k) >> TEMPORARY_KEY_SHIFT
+        for period in [p for p in tks if p < first]:
+            del tks[period]  # of no more use: dropped
+        return [eid or _NO_EID for eid in window_eids_from_keys(tks, k, windows)]
 
     def _current(self, slot: int, now: float) -> int:
         """The app's current window at server time ``now``."""
@@ -479,18 +517,19 @@ class EidResolver:
         if not fresh and 0 < shift < span:
             gone = self._held_eids(slot, 0, shift)
             kept = self._held_eids(slot, shift)
-            new, _ = window_eids(key, k, range(held + span, base + span))
+            new = self._compute(slot, key, k, range(held + span, base + span))
         else:
             gone = [] if fresh else self._held_eids(slot)
             kept = []
-            new, _ = window_eids(key, k, range(base, base + span))
+            new = self._compute(slot, key, k, range(base, base + span))
         for eid in gone:
             if by_eid.get(eid) == slot:
                 del by_eid[eid]
-        removed.extend(gone)
+        removed.extend(eid for eid in gone if eid != _NO_EID)
         for eid in new:
-            by_eid[eid] = slot
-        added.extend(new)
+            if eid != _NO_EID:
+                by_eid[eid] = slot
+                added.append(eid)
         self.eid_computations += len(new)
         self._bases[slot] = base
         at = slot * self._stride
@@ -508,7 +547,7 @@ class EidResolver:
         for eid in gone:
             if by_eid.get(eid) == slot:
                 del by_eid[eid]
-        removed.extend(gone)
+        removed.extend(eid for eid in gone if eid != _NO_EID)
         at = slot * self._stride
         self._eids[at : at + self._stride] = bytes(self._stride)
 

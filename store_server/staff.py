@@ -29,7 +29,15 @@ class StaffUser:
     role: Role
 
 
-def add_user(db: Handle, username: str, password: str, role: Role, now: float) -> StaffUser:
+def add_user(
+    db: Handle,
+    username: str,
+    password: str,
+    role: Role,
+    now: float,
+    store_id: str | None = None,
+) -> StaffUser:
+    """Create an account of ``store_id`` (None: of every store of the database)."""
     if (
         not username
         or len(username) > 64
@@ -41,7 +49,7 @@ def add_user(db: Handle, username: str, password: str, role: Role, now: float) -
     check_new_password(password, username)
     if role not in ROLES:
         raise ValidationError("role must be staff or manager", field="role", reason="role")
-    store.insert_user(db, username, hash_password(password), role, now)
+    store.insert_user(db, username, hash_password(password), role, now, store_id)
     return StaffUser(username, role)
 
 
@@ -51,9 +59,12 @@ def reset_password(db: Handle, username: str, password: str) -> None:
     store.set_password_hash(db, username, hash_password(password))
 
 
-def password_record(db: Handle, username: str) -> tuple[StaffUser, str] | None:
-    """The enabled account `username` with its password hash (checked off this thread)."""
-    row = store.active_user(db, username)
+def password_record(
+    db: Handle, username: str, store_id: str | None = None
+) -> tuple[StaffUser, str] | None:
+    """The enabled account `username` (counting at ``store_id``) with its password hash
+    (checked off this thread)."""
+    row = store.active_user(db, username, store_id)
     return None if row is None else (StaffUser(row["username"], row["role"]), row["password_hash"])
 
 
@@ -72,8 +83,10 @@ def open_session(db: Handle, user: StaffUser, now: float, ttl_s: float) -> str:
     return session_id
 
 
-def session_user(db: Handle, session_id: str, now: float) -> StaffUser | None:
-    row = store.session_user(db, token_hash(session_id), now)
+def session_user(
+    db: Handle, session_id: str, now: float, store_id: str | None = None
+) -> StaffUser | None:
+    row = store.session_user(db, token_hash(session_id), now, store_id)
     return None if row is None else StaffUser(row["username"], row["role"])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -87,8 +88,11 @@ class Board:
             lambda db: visits.record_trigger(
                 db,
                 customer_id=customer_id,
+                store_id=store_id,
                 read_snapshot=lambda db: customers.snapshot(db, customer_id, store_id, now),
-                decide=lambda snap: decide(trigger, snap, state, local=local, now=now),
+                decide=lambda snap, greeted: decide(
+                    trigger, snap, _with_last_greeting(state, greeted), local=local, now=now
+                ),
                 make_cards=lambda decision: self._cards_for(decision, zone, now),
                 visit_id=visit.visit_id if visit is not None else None,
                 zone=zone,
@@ -167,7 +171,8 @@ class Board:
         return {"fr": z.name_fr, "en": z.name_en}
 
     async def _publish_zone(self, customer_id: str, zone: str | None) -> None:
-        ids = await self.db.read(lambda db: visits.open_card_ids(db, customer_id))
+        store_id = self.store_id
+        ids = await self.db.read(lambda db: visits.open_card_ids(db, customer_id, store_id))
         for card_id in ids:
             self.hub.publish(
                 {"type": "zone", "id": card_id, "zone": zone, "zone_name": self._zone_names(zone)}
@@ -178,8 +183,9 @@ class Board:
         now = self.clock()
 
         visit_id = visit.visit_id if visit is not None else None
+        store_id = self.store_id
         retracted = await self.db.write(
-            lambda db: visits.end_visit(db, visit_id, customer_id, t, now)
+            lambda db: visits.end_visit(db, visit_id, customer_id, t, now, store_id)
         )
         self._c.shown.pop(customer_id, None)
         self._c.publish_retractions(retracted, "left")
@@ -190,15 +196,15 @@ class Board:
         usernames = sorted(set(users if users is not None else self.hub.usernames()))
         if not shown or not usernames:
             return
-        now = self.clock()
-
-        await self.db.write(lambda db: visits.log_cards_shown(db, shown, usernames, now))
+        now, store_id = self.clock(), self.store_id
+        await self.db.write(lambda db: visits.log_cards_shown(db, shown, usernames, now, store_id))
 
     # -- boards and audit -----------------------------------------------------------------
 
     async def snapshot(self, username: str) -> dict[str, Any]:
         """The open cards for a board that (re)connects; logged as shown to `username`."""
-        cards = await self.db.read(visits.open_cards)
+        store_id = self.store_id
+        cards = await self.db.read(lambda db: visits.open_cards(db, store_id))
         for card, customer, _ in cards:
             self._c.note_shown(customer, [card])
         await self._log_access([(customer, card) for card, customer, _ in cards], users=[username])
@@ -207,10 +213,9 @@ class Board:
     async def close_card(self, card_id: str, username: str, action: str) -> None:
         if action not in CARD_ACTIONS:
             raise NotFoundError(f"unknown action {action!r}")
-        now = self.clock()
-
+        now, store_id = self.clock(), self.store_id
         closed = await self.db.write(
-            lambda db: visits.close_card(db, card_id, username, action, now)
+            lambda db: visits.close_card(db, card_id, username, action, now, store_id)
         )
         if closed is not None:
             self.hub.publish({"type": "closed", "id": card_id, "action": action, "by": username})
@@ -218,10 +223,13 @@ class Board:
     async def access_log(self, viewer: str, limit: int) -> list[dict[str, Any]]:
         """The newest `limit` access log entries, each with the customer's pseudonymous
         reference instead of their id; the view itself is logged for every customer shown."""
-        entries = await self.db.read(lambda db: visits.access_log_rows(db, limit))
+        store_id = self.store_id
+        entries = await self.db.read(lambda db: visits.access_log_rows(db, limit, store_id))
         now = self.clock()
         shown = [str(e["customer_id"]) for e in entries]
-        await self.db.write(lambda db: visits.log_views(db, viewer, shown, "audit_view", now))
+        await self.db.write(
+            lambda db: visits.log_views(db, viewer, shown, "audit_view", now, store_id)
+        )
         for entry in entries:
             entry["subject"] = self._c.subject_ref(str(entry.pop("customer_id")))
         return entries
@@ -229,6 +237,13 @@ class Board:
     async def purge(self, now: float) -> int:
         """Delete what is older than the retention period (visits, decisions, closed cards,
         messages); the number of visits deleted."""
-        cutoff = now - self._c.config.retention_s
+        cutoff, store_id = now - self._c.config.retention_s, self.store_id
+        return await self.db.write(lambda db: visits.purge(db, cutoff, store_id))
 
-        return await self.db.write(lambda db: visits.purge(db, cutoff))
+
+def _with_last_greeting(state: VisitState, greeted_at: float | None) -> VisitState:
+    """The visit's state with the last greeting at this store by any of its servers (two
+    servers of one store share the cooldown through the database, not their memories)."""
+    if greeted_at is None or (state.last_greeted_at or float("-inf")) >= greeted_at:
+        return state
+    return replace(state, last_greeted_at=greeted_at)

@@ -37,13 +37,15 @@ from store_server.identity_load import (
     LoadedIdentities,
     identity_aad,
     read_identities,
+    read_temporary_keys,
 )
+from store_server.keyseal import ChainKeys
 from store_server.keywrap import pseudonym_key, unwrap_key
 from store_server.policy import VisitState
 from store_server.presence import PresenceEngine
-from store_server.resolver import EidResolver
+from store_server.resolver import EidResolver, Record
 from store_server.static_ids import StaticIds
-from store_server.storage import consents, customers, visits
+from store_server.storage import consents, customers, keys, visits
 from store_server.storage.database import Database, Handle, data_version
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,13 @@ BUILD_PROCESSES_MIN = 500_000
 # Identities unwrapped in-process before a background build: if none unwraps, the master key
 # is wrong, and the server refuses to start rather than recognise nobody.
 MASTER_KEY_PROBE = 16
+# Chain mode: every 30 s, read the temporary keys the key authority (or another server's
+# enrollment) stored since the last read: a customer whose first keys come from the authority
+# is recognised within its run interval plus this.
+TEMPORARY_KEY_REFRESH_S = 30.0
+# ... reading back this much before the last read: the servers' clocks, which stamp the keys,
+# may differ by this much (NTP keeps them far closer; re-reading a key changes nothing).
+TEMPORARY_KEY_CLOCK_MARGIN_S = 300.0
 
 ForgetReason = Literal["withdrawn", "expired", "erased", "unconsented"]
 """Why a customer is forgotten; the boards are told it with each retracted card."""
@@ -94,8 +103,11 @@ class Coordinator:
         db: Database,
         master_key: bytes,
         clock: Callable[[], float],
+        chain: ChainKeys | None = None,
     ) -> None:
         self.config = config
+        # Chain mode: the resolver holds temporary keys only, never an identity key.
+        self.chain = chain
         self.floor = floor
         self.store_id = floor.store_id
         self.db = db
@@ -124,6 +136,7 @@ class Coordinator:
         self.last_refresh = float("-inf")
         self._last_full_refresh = float("-inf")
         self._data_version: int | None = None  # PRAGMA data_version at the last full read
+        self._keys_read_at = float("-inf")  # chain mode: last read of new temporary keys
         # The cards shown on this server's boards, by customer: a withdrawal or erasure made
         # through another server (chain mode) retracts them here, although that server
         # already retracted (or, erasing, deleted) them in the shared database.
@@ -239,13 +252,17 @@ class Coordinator:
         """A consent was committed: hold the customer in the resolver, if not already there."""
         if customer_id in self.resolver:
             return
-        rows = await self.db.read(lambda db: customers.identity_rows(db, [customer_id]))
-        for row in rows:
-            self.resolver.upsert(self._identity_record(row), now)
+        if self.chain is not None:
+            loaded = await self._load_identities([customer_id])
+            self.resolver.upsert_many(loaded.records, now)
+        else:
+            rows = await self.db.read(lambda db: customers.identity_rows(db, [customer_id]))
+            for row in rows:
+                self.resolver.upsert(self._identity_record(row), now)
         await self.sync_static([customer_id])
         await self.notify_allowlist()
 
-    async def rekey(self, record: eid.IdentityRecord) -> None:
+    async def rekey(self, record: Record) -> None:
         """A new identity key was committed (re-enrollment): the old EIDs stop resolving now."""
         customer_id = record.subject
         if customer_id in self.resolver or customer_id in self.unreadable:
@@ -282,12 +299,17 @@ class Coordinator:
 
         self._data_version, found, self.next_expiry = await self.db.run(read)
         self._last_full_refresh = now
+        if self.chain is not None and self._keys_read_at == float("-inf"):
+            # The first load reads every key stored so far: the refresh takes newer ones.
+            self._keys_read_at = now
         changed = False
         if len(self.resolver) or self.static or self.unreadable:
             ids = set(found)
             for subject in [s for s in self.resolver.subjects() if s not in ids]:
                 retracted = await self.db.write(
-                    functools.partial(visits.retract_cards_of, customer_id=subject, now=now)
+                    functools.partial(
+                        visits.retract_cards_of, customer_id=subject, now=now, store_id=store_id
+                    )
                 )
                 await self.forget(subject, "expired", retracted)
             gone = [c for c in self.static.customers() if c not in ids]
@@ -302,7 +324,8 @@ class Coordinator:
         del found
         if missing:
             if not (
-                len(missing) >= BUILD_IN_WORKERS_MIN
+                self.chain is None
+                and len(missing) >= BUILD_IN_WORKERS_MIN
                 and self._build is None
                 and await self._build_in_background(missing, now)
             ):
@@ -347,15 +370,43 @@ class Coordinator:
         )
 
     async def _load_identities(self, customer_ids: list[str]) -> LoadedIdentities:
-        """The identities of these customers, unwrapped, in the database thread.
+        """The identities of these customers, unwrapped, in the database thread (in chain
+        mode, their temporary keys: the identity keys are never read).
 
         The resolver keeps the caller's id strings. Many customers: one scan of the
         identities table; a few (consents granted since the last refresh): looked up by id.
         """
         scan = len(customer_ids) >= IDENTITY_CHUNK
+        chain = self.chain
+        if chain is not None:
+            now = self.clock()
+            return await self.db.read(
+                lambda db: read_temporary_keys(db, chain.tk_key, customer_ids, now, scan=scan)
+            )
         return await self.db.read(
             lambda db: read_identities(db, self._master_key, customer_ids, scan=scan)
         )
+
+    async def refresh_temporary_keys(self, now: float) -> None:
+        """Chain mode: take the temporary keys stored since the last read (by the key
+        authority, or by another server's enrollment) for the customers held; every
+        TEMPORARY_KEY_REFRESH_S (the tick calls this every second)."""
+        if self.chain is None or now - self._keys_read_at < TEMPORARY_KEY_REFRESH_S:
+            return
+        since = self._keys_read_at - TEMPORARY_KEY_CLOCK_MARGIN_S
+        self._keys_read_at = now
+        fresh = await self.db.read(lambda db: keys.temporary_keys_since(db, since, now))
+        held = [c for c in dict.fromkeys(row.customer_id for row in fresh) if c in self.resolver]
+        if not held:
+            return
+        removals = self.resolver.removals
+        loaded = await self._load_identities(held)
+        if self.resolver.removals != removals:  # someone left meanwhile: keep only the held
+            loaded.records = [r for r in loaded.records if r.subject in self.resolver]
+        before = self.resolver.version
+        self.resolver.upsert_many(loaded.records, now)
+        if self.resolver.version != before:
+            await self.notify_allowlist()
 
     async def _build_in_background(self, customer_ids: list[str], now: float) -> bool:
         """Count these customers as consenting now; build their EIDs in the background.

@@ -31,11 +31,20 @@ from store_server.errors import (
     RateLimitedError,
 )
 from store_server.identity_load import identity_aad
+from store_server.keyseal import ChainKeys, seal, temporary_key_aad
 from store_server.keywrap import wrap_key
 from store_server.services.board import Board
 from store_server.services.coordinator import Coordinator
 from store_server.static_ids import new_ibeacon_id
 from store_server.storage import consents, customers, visits
+from store_server.storage.keys import TemporaryKeyRow
+from store_server.tempkeys import (
+    KEY_HORIZON_S,
+    TemporaryKey,
+    TemporaryKeyRecord,
+    compute_temporary_keys,
+    slots_needed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +66,7 @@ class Customers:
         self.store_id = coordinator.store_id
         self._consent_texts = tuple(consent_texts)
         self._checkpoint_key = checkpoint_key(coordinator.master_key)
+        self._skew = coordinator.config.skew_windows
         self._checkpointed_seq: int | None = None
 
     async def prepare(self) -> None:
@@ -102,16 +112,38 @@ class Customers:
         k = self.config.rotation_exponent
         counter = app_counter if app_counter is not None else int(now) % eid.COUNTER_MODULUS
         offset = eid.clock_offset(counter, now)
-        created = await self.db.write(
-            lambda db: customers.create_customer(
-                db,
-                key_wrapped_for=lambda cid: wrap_key(self._c.master_key, key, identity_aad(cid)),
-                k=k,
-                clock_offset_s=offset,
-                language=language,
-                now=now,
+        chain = self._c.chain
+        if chain is None:
+            created = await self.db.write(
+                lambda db: customers.create_customer(
+                    db,
+                    key_wrapped_for=lambda cid: wrap_key(
+                        self._c.master_key, key, identity_aad(cid)
+                    ),
+                    k=k,
+                    clock_offset_s=offset,
+                    language=language,
+                    now=now,
+                )
             )
-        )
+        else:
+            # Chain mode: the key is sealed to the key authority and dropped; only its
+            # temporary keys for now and the next period stay here (docs/privacy.md).
+            def temporary_keys_for(cid: str) -> list[TemporaryKeyRow]:
+                return temporary_key_rows(chain, cid, key, k, offset, now, self._skew)
+
+            created = await self.db.write(
+                lambda db: customers.create_customer(
+                    db,
+                    key_wrapped_for=lambda cid: seal(chain.public_key, key, identity_aad(cid)),
+                    k=k,
+                    clock_offset_s=offset,
+                    language=language,
+                    now=now,
+                    wrap="sealed",
+                    temporary_keys_for=temporary_keys_for,
+                )
+            )
         return {
             "customer_id": created.customer_id,
             "token": created.token,
@@ -131,13 +163,43 @@ class Customers:
         k = self.config.rotation_exponent
         counter = app_counter if app_counter is not None else int(now) % eid.COUNTER_MODULUS
         offset = eid.clock_offset(counter, now)
-        wrapped = wrap_key(self._c.master_key, key, identity_aad(customer_id))
-        await self.db.write(
-            lambda db: customers.rotate_identity(
-                db, customer_id, key_wrapped=wrapped, k=k, clock_offset_s=offset, now=now
+        chain = self._c.chain
+        if chain is None:
+            wrapped = wrap_key(self._c.master_key, key, identity_aad(customer_id))
+            await self.db.write(
+                lambda db: customers.rotate_identity(
+                    db, customer_id, key_wrapped=wrapped, k=k, clock_offset_s=offset, now=now
+                )
             )
-        )
-        await self._c.rekey(eid.IdentityRecord(customer_id, key, k, offset))
+            await self._c.rekey(eid.IdentityRecord(customer_id, key, k, offset))
+        else:
+            sealed = seal(chain.public_key, key, identity_aad(customer_id))
+            rows = temporary_key_rows(chain, customer_id, key, k, offset, now, self._skew)
+            await self.db.write(
+                lambda db: customers.rotate_identity(
+                    db,
+                    customer_id,
+                    key_wrapped=sealed,
+                    k=k,
+                    clock_offset_s=offset,
+                    now=now,
+                    wrap="sealed",
+                    temporary_keys=rows,
+                )
+            )
+            await self._c.rekey(
+                TemporaryKeyRecord(
+                    customer_id,
+                    k,
+                    offset,
+                    tuple(
+                        TemporaryKey(slot, tk, not_after)
+                        for slot, tk, not_after in temporary_keys_in_clear(
+                            key, k, offset, now, self._skew
+                        )
+                    ),
+                )
+            )
         return {
             "identity_key": key.hex(),
             "rotation_exponent": k,
@@ -278,7 +340,8 @@ class Customers:
 
     async def messages(self, customer_id: str) -> list[dict[str, Any]]:
         """The customer's app messages, newest first."""
-        return await self.db.read(lambda db: visits.messages_of(db, customer_id))
+        store_id = self.store_id
+        return await self.db.read(lambda db: visits.messages_of(db, customer_id, store_id))
 
     async def my_data(self, customer_id: str) -> dict[str, Any]:
         """Every record held about the customer, with their consent history (pseudonymous log)."""
@@ -306,3 +369,37 @@ class Customers:
         )
         await self._c.forget(customer_id, "erased", result.retracted_cards)
         return {"erased": result.erased}
+
+
+def temporary_keys_in_clear(
+    identity_key: bytes, k: int, offset: float, now: float, skew: int
+) -> list[tuple[int, bytes, float]]:
+    """(slot, temporary key, not after) of a new identity, from now to KEY_HORIZON_S ahead."""
+    slots = slots_needed(now, k, offset, skew, KEY_HORIZON_S)
+    return [
+        (tk.slot, tk.key, tk.not_after)
+        for tk in compute_temporary_keys(identity_key, k, offset, slots, skew)
+    ]
+
+
+def temporary_key_rows(
+    chain: ChainKeys,
+    customer_id: str,
+    identity_key: bytes,
+    k: int,
+    offset: float,
+    now: float,
+    skew: int,
+) -> list[TemporaryKeyRow]:
+    """A new identity's temporary keys, wrapped for storage (chain mode's enrollment)."""
+    return [
+        TemporaryKeyRow(
+            customer_id,
+            slot,
+            wrap_key(chain.tk_key, tk, temporary_key_aad(customer_id, slot)),
+            k,
+            offset,
+            not_after,
+        )
+        for slot, tk, not_after in temporary_keys_in_clear(identity_key, k, offset, now, skew)
+    ]

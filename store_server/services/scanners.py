@@ -308,7 +308,8 @@ class ScannerGateway:
 
     async def scanner_rows(self) -> list[dict[str, Any]]:
         """Registered scanners with their last heartbeat (never their secrets)."""
-        return await self.db.read(scanners.scanner_rows)
+        store_id = self.store_id
+        return await self.db.read(lambda db: scanners.scanner_rows(db, store_id))
 
     async def register_scanner(self, scanner_id: str, *, replace: bool = False) -> str:
         """Register a scanner for this store; its new secret, shown once. An active
@@ -323,7 +324,8 @@ class ScannerGateway:
 
     async def revoke_scanner(self, scanner_id: str) -> None:
         now = self.clock()
-        await self.db.write(lambda db: scanners.revoke_scanner(db, scanner_id, now))
+        store_id = self.store_id
+        await self.db.write(lambda db: scanners.revoke_scanner(db, scanner_id, now, store_id))
 
     def calibration(self) -> dict[str, float]:
         """The RSSI offset applied to each scanner of the floor, in dB."""

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from store_server.config import ServerConfig
 from store_server.consent import ConsentText
 from store_server.floor import Floor
+from store_server.keyseal import ChainKeys
+from store_server.services.authority import KeyAuthority
 from store_server.services.board import Board
 from store_server.services.catalog import Catalog
 from store_server.services.consent_feed import ConsentFeed, WakeupSource
@@ -27,7 +29,7 @@ from store_server.services.coordinator import (
 from store_server.services.customers import Customers
 from store_server.services.scanners import ScannerGateway
 from store_server.services.staff import StaffService
-from store_server.storage import scanners
+from store_server.storage import scanners, visits
 from store_server.storage.database import Database, data_version
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ class StoreServices:
         consent_texts: Iterable[ConsentText],
         clock: Callable[[], float] = time.time,
         timezone: str | None = None,
-        chain: bool = False,
+        chain: ChainKeys | None = None,
+        shared: bool = False,
         wakeups: WakeupSource | None = None,
     ) -> None:
         self.config = config
@@ -61,18 +64,30 @@ class StoreServices:
         self.db = db
         self.clock = clock
         self.coordinator = Coordinator(
-            config=config, floor=floor, db=db, master_key=master_key, clock=clock
+            config=config, floor=floor, db=db, master_key=master_key, clock=clock, chain=chain
         )
+        # The chain's key authority, if this server is it (config `key_authority`).
+        self.authority: KeyAuthority | None = None
+        if chain is not None and chain.private_key is not None and config.key_authority:
+            self.authority = KeyAuthority(
+                db,
+                private_key=chain.private_key,
+                master_key=master_key,
+                tk_key=chain.tk_key,
+                skew=config.skew_windows,
+            )
+        self._last_authority_run = float("-inf")
+        self._authority_task: asyncio.Task[None] | None = None
         self.hub = self.coordinator.hub
         self.board = Board(self.coordinator, timezone)
         self.scanners = ScannerGateway(self.coordinator, self.board)
         self.customers = Customers(self.coordinator, self.board, consent_texts)
         self.catalog = Catalog(db, self.store_id)
-        self.staff = StaffService(db, clock)
+        self.staff = StaffService(db, clock, self.store_id)
         # Chain mode (a database shared by many store servers): follow the consent log for
         # what the other servers wrote, and fail closed when this view of it is out of date.
         self.feed: ConsentFeed | None = None
-        if chain:
+        if shared:
             self.feed = ConsentFeed(
                 self.coordinator, bound_s=config.consent_staleness_s, wakeups=wakeups
             )
@@ -100,6 +115,17 @@ class StoreServices:
     async def prepare(self) -> None:
         """Load the consent texts, calibrations and consenting customers (no background task)."""
         await self.customers.prepare()
+        if not self.config.chain_mode:
+            # A single shop: rows from before stores were recorded are all this store's.
+            store_id = self.store_id
+            claimed = await self.db.write(lambda db: visits.claim_unowned(db, store_id))
+            if claimed:
+                logger.info("recorded this store on %d rows from an earlier release", claimed)
+        if self.authority is not None:
+            # The keys of the customers who consent, before this server loads its own.
+            now = self.clock()
+            await self.authority.run(now)
+            self._last_authority_run = now
         engine = self.coordinator.engine
         for scanner_id, offset in (await self.db.read(scanners.calibration_overrides)).items():
             if scanner_id in engine.calibration():
@@ -127,6 +153,8 @@ class StoreServices:
         with contextlib.suppress(Exception):  # best effort: the next start signs it anyway
             await self.customers.checkpoint_consent_log(self.clock())
         await self.coordinator.close()
+        if self._authority_task is not None:
+            self._tasks.append(self._authority_task)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -178,11 +206,29 @@ class StoreServices:
         if coordinator.resolver.advance(now):
             await coordinator.notify_allowlist()
         await coordinator.refresh_if_due(now)
+        if (
+            self.authority is not None
+            and now - self._last_authority_run >= self.config.chain_keys_interval_s
+            and (self._authority_task is None or self._authority_task.done())
+        ):
+            # Beside the tick, not in it: a run reads every consenting identity.
+            self._last_authority_run = now
+            self._authority_task = asyncio.create_task(
+                self._run_authority(self.authority, now), name="bulle-key-authority"
+            )
+        await coordinator.refresh_temporary_keys(now)
         self.customers.expire_check_ins(now)
         if now - self._last_purge >= self.config.purge_interval_s:
             self._last_purge = now
             await self.purge(now)
         await self.customers.checkpoint_consent_log(now)
+
+    @staticmethod
+    async def _run_authority(authority: KeyAuthority, now: float) -> None:
+        try:
+            await authority.run(now)
+        except Exception:
+            logger.exception("key authority run failed; retrying at the next interval")
 
     async def purge(self, now: float) -> int:
         """Delete what is older than the retention (visits, decisions, cards, messages) and

@@ -21,11 +21,13 @@ from store_server.consent import (
 )
 from store_server.errors import ValidationError
 from store_server.storage.database import Handle, customer_lock, immediate, lock, one, rows
+from store_server.storage.keys import delete_temporary_keys_of
 from store_server.storage.visits import retract_open_cards
 
-# A consent counts at a store when it covers the whole chain, or was given at that store
-# (NULL: given before store ids were recorded, i.e. at this server's own store).
-_SCOPE_MATCH = "(scope = 'chain' OR store_id IS NULL OR store_id = ?)"
+# A consent counts at a store when it covers the whole chain, or was given at that store.
+# (NULL: given before store ids were recorded; a server outside chain mode claims those rows
+# at start-up, `visits.claim_unowned`; in a chain such a store-scoped consent counts nowhere.)
+_SCOPE_MATCH = "(scope = 'chain' OR store_id = ?)"
 
 # The lock (`database.lock`) held while appending to the consent log.
 CONSENT_LOG_LOCK = "bulle/consent_log"
@@ -64,6 +66,7 @@ def consents_of(db: Handle, customer_id: str, store_id: str | None = None) -> li
             text_hash=row["text_hash"],
             granted_at=row["granted_at"],
             expires_at=row["expires_at"],
+            store_id=row["store_id"],
         )
         for row in rows(db, sql, params)
     ]
@@ -185,7 +188,7 @@ def grant_consent(
         append_consent_log(
             db, LogEntry(subject_ref, purpose, action, text_hash, scope, channel, app_version, now)
         )
-    return ActiveConsent(purpose, scope, text_hash, now, now + duration_s)
+    return ActiveConsent(purpose, scope, text_hash, now, now + duration_s, store_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,9 @@ def withdraw_consent(
         remaining = frozenset(
             c.purpose for c in consents_of(db, customer_id, store_id) if is_active(c, now)
         )
+        if one(db, "SELECT 1 AS x FROM consents WHERE customer_id = ?", [customer_id]) is None:
+            # No consent left anywhere: no store may recognise the customer any more.
+            delete_temporary_keys_of(db, customer_id)
     return Withdrawal(remaining, cards)
 
 

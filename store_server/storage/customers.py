@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import time
 from typing import Any
@@ -27,6 +27,11 @@ from store_server.storage.database import (
     one,
     rows,
     truncate_wal,
+)
+from store_server.storage.keys import (
+    TemporaryKeyRow,
+    delete_temporary_keys_of,
+    put_temporary_keys,
 )
 from store_server.storage.visits import retract_open_cards
 
@@ -71,10 +76,15 @@ def create_customer(
     clock_offset_s: float,
     language: str,
     now: float,
+    wrap: str = "master",
+    temporary_keys_for: Callable[[str], list[TemporaryKeyRow]] | None = None,
 ) -> NewCustomer:
-    """Create a customer and their app identity; `key_wrapped_for(customer_id)` wraps the key."""
+    """Create a customer and their app identity; `key_wrapped_for(customer_id)` wraps the key
+    (as ``wrap`` says); in chain mode `temporary_keys_for(customer_id)` gives the temporary
+    keys stored with it."""
     customer_id = "c_" + secrets.token_hex(12)
     token = secrets.token_urlsafe(32)
+    tks = temporary_keys_for(customer_id) if temporary_keys_for is not None else []
     with immediate(db):
         db.execute(
             "INSERT INTO customers (id, token_hash, created_at, language, pickup_code)"
@@ -82,10 +92,11 @@ def create_customer(
             [customer_id, token_hash(token), now, language, new_pickup_code()],
         )
         db.execute(
-            "INSERT INTO identities (customer_id, key_wrapped, k, clock_offset_s, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [customer_id, key_wrapped_for(customer_id), k, clock_offset_s, now],
+            "INSERT INTO identities (customer_id, key_wrapped, k, clock_offset_s, created_at,"
+            " wrap) VALUES (?, ?, ?, ?, ?, ?)",
+            [customer_id, key_wrapped_for(customer_id), k, clock_offset_s, now, wrap],
         )
+        put_temporary_keys(db, tks, now)
     return NewCustomer(customer_id, token)
 
 
@@ -97,14 +108,19 @@ def rotate_identity(
     k: int,
     clock_offset_s: float,
     now: float,
+    wrap: str = "master",
+    temporary_keys: list[TemporaryKeyRow] | None = None,
 ) -> None:
-    """Replace a customer's app identity (re-enrollment): the previous key is overwritten."""
+    """Replace a customer's app identity (re-enrollment): the previous key is overwritten,
+    and so are its temporary keys (chain mode: replaced by ``temporary_keys``)."""
     with immediate(db):
         db.execute(
-            "UPDATE identities SET key_wrapped = ?, k = ?, clock_offset_s = ?, created_at = ?"
-            " WHERE customer_id = ?",
-            [key_wrapped, k, clock_offset_s, now, customer_id],
+            "UPDATE identities SET key_wrapped = ?, k = ?, clock_offset_s = ?, created_at = ?,"
+            " wrap = ? WHERE customer_id = ?",
+            [key_wrapped, k, clock_offset_s, now, wrap, customer_id],
         )
+        delete_temporary_keys_of(db, customer_id)
+        put_temporary_keys(db, temporary_keys or [], now)
 
 
 def set_legacy_ibeacon(db: Handle, customer_id: str, ibeacon_id: str | None) -> None:
@@ -286,6 +302,7 @@ def customer_data(db: Handle, customer_id: str, subject: str, now: float) -> dic
         {
             "purpose": c.purpose,
             "scope": c.scope,
+            "store_id": c.store_id,
             "text_hash": c.text_hash,
             "granted_at": c.granted_at,
             "expires_at": c.expires_at,
@@ -311,15 +328,17 @@ def customer_data(db: Handle, customer_id: str, subject: str, now: float) -> dic
         {**{k: v for k, v in r.items() if k != "payload"}, "payload": json.loads(r["payload"])}
         for r in rows(
             db,
-            "SELECT id, kind, created_at, state, acked_by, acked_at, payload FROM cards"
+            "SELECT id, store_id, kind, created_at, state, acked_by, acked_at, payload FROM cards"
             " WHERE customer_id = ? ORDER BY created_at",
             [customer_id],
         )
     ]
     messages = [
-        {"id": r["id"], "at": r["at"], **json.loads(r["body"])}
+        {"id": r["id"], "store_id": r["store_id"], "at": r["at"], **json.loads(r["body"])}
         for r in rows(
-            db, "SELECT id, at, body FROM messages WHERE customer_id = ? ORDER BY at", [customer_id]
+            db,
+            "SELECT id, store_id, at, body FROM messages WHERE customer_id = ? ORDER BY at",
+            [customer_id],
         )
     ]
     return {
@@ -339,13 +358,14 @@ def customer_data(db: Handle, customer_id: str, subject: str, now: float) -> dic
         ),
         "visits": rows(
             db,
-            "SELECT id, arrived_at, left_at, zone, via FROM visits WHERE customer_id = ?"
+            "SELECT id, store_id, arrived_at, left_at, zone, via FROM visits WHERE customer_id = ?"
             " ORDER BY arrived_at",
             [customer_id],
         ),
         "decisions": rows(
             db,
-            "SELECT id, visit_id, at, outcome, reason FROM decisions WHERE customer_id = ?"
+            "SELECT id, store_id, visit_id, at, outcome, reason FROM decisions"
+            " WHERE customer_id = ?"
             " ORDER BY at",
             [customer_id],
         ),
@@ -353,7 +373,8 @@ def customer_data(db: Handle, customer_id: str, subject: str, now: float) -> dic
         "messages": messages,
         "access_log": rows(
             db,
-            "SELECT staff_user, card_id, action, at FROM access_log WHERE customer_id = ?"
+            "SELECT store_id, staff_user, card_id, action, at FROM access_log"
+            " WHERE customer_id = ?"
             " ORDER BY at, id",
             [customer_id],
         ),

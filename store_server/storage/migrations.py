@@ -353,3 +353,69 @@ def m006_consent_checkpoints(db: Any) -> None:
         BEGIN SELECT RAISE(ABORT, 'consent_checkpoints is append-only'); END;
         """,
     )
+
+
+@migrations()
+def m007_chain_stores(db: Any) -> None:
+    """Chain mode: many stores' servers on one database.
+
+    - Visits, decisions, cards, messages and the access log record the store they belong to:
+      every read of them names the server's store, so one store's pages never show
+      another's. Rows from before (NULL) belong to the single store that wrote them: a
+      server outside chain mode claims them at start-up (``visits.claim_unowned``); on
+      SQLite the access log's append-only trigger lets that claim, and nothing else, update
+      a row (a PostgreSQL database has no such rows: it is newer than store ids).
+    - ``identities.wrap`` says how the identity key is wrapped: ``master`` (the master key,
+      a single shop), ``sealed`` (RSA-OAEP to the key authority's public key: written by a
+      chain's store servers, which cannot open it) or ``authority`` (the authority's own key).
+    - ``eid_temporary_keys``: the Eddystone-EID temporary keys (one per 2**16 s slot of the
+      app's counter) the key authority computes for consenting customers, wrapped under a key
+      derived from the master key. A chain's store servers resolve EIDs from these only.
+    """
+    schema(
+        db,
+        """
+        ALTER TABLE visits ADD COLUMN store_id TEXT;
+        ALTER TABLE decisions ADD COLUMN store_id TEXT;
+        ALTER TABLE cards ADD COLUMN store_id TEXT;
+        ALTER TABLE messages ADD COLUMN store_id TEXT;
+        ALTER TABLE access_log ADD COLUMN store_id TEXT;
+        CREATE INDEX cards_store_state ON cards (store_id, state);
+        CREATE INDEX access_log_store ON access_log (store_id, id);
+        CREATE INDEX consents_unowned ON consents (customer_id) WHERE store_id IS NULL;
+        ALTER TABLE identities ADD COLUMN wrap TEXT NOT NULL DEFAULT 'master'
+            CHECK (wrap IN ('master', 'sealed', 'authority'));
+        CREATE TABLE eid_temporary_keys (
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+            slot INTEGER NOT NULL,
+            tk_wrapped BLOB NOT NULL,
+            k INTEGER NOT NULL,
+            clock_offset_s REAL NOT NULL,
+            not_after REAL NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (customer_id, slot)
+        );
+        CREATE INDEX eid_temporary_keys_not_after ON eid_temporary_keys (not_after);
+        """,
+    )
+    if not isinstance(db, pg.PgHandle):
+        db.executescript(
+            """
+            DROP TRIGGER access_log_no_update;
+            CREATE TRIGGER access_log_no_update BEFORE UPDATE ON access_log
+            WHEN NOT (OLD.store_id IS NULL AND NEW.store_id IS NOT NULL AND NEW.id = OLD.id
+                AND NEW.customer_id = OLD.customer_id AND NEW.staff_user = OLD.staff_user
+                AND NEW.card_id IS OLD.card_id AND NEW.action = OLD.action AND NEW.at = OLD.at)
+            BEGIN SELECT RAISE(ABORT, 'access_log is append-only'); END;
+            """
+        )
+
+
+@migrations()
+def m008_staff_store(db: Any) -> None:
+    """A staff account may belong to one store: it signs in on that store's servers only.
+
+    NULL: every store of the database (the accounts made before, and a chain's headquarters
+    accounts made with ``user add`` without ``--store``).
+    """
+    db.execute("ALTER TABLE staff_users ADD COLUMN store_id TEXT")

@@ -20,11 +20,16 @@ def add_scanner(
     replace: bool = True,
 ) -> None:
     """Register a scanner; an active registration of that id is replaced only with
-    ``replace`` (ConflictError otherwise: its secret would change under a running scanner)."""
+    ``replace`` (ConflictError otherwise: its secret would change under a running scanner),
+    and never when it is another store's (scanner ids are unique across a chain: revoke it
+    there first)."""
     with immediate(db):
-        if not replace and one(
-            db, "SELECT 1 AS x FROM scanners WHERE id = ? AND revoked_at IS NULL", [scanner_id]
-        ):
+        active = one(
+            db, "SELECT store_id FROM scanners WHERE id = ? AND revoked_at IS NULL", [scanner_id]
+        )
+        if active is not None and active["store_id"] != store_id:
+            raise ConflictError(f"scanner {scanner_id!r} is registered for another store")
+        if not replace and active is not None:
             raise ConflictError(
                 f"scanner {scanner_id!r} is already registered", reason="registered"
             )
@@ -50,11 +55,14 @@ def scanner_row(db: Handle, scanner_id: str) -> dict[str, Any] | None:
     return one(db, "SELECT * FROM scanners WHERE id = ?", [scanner_id])
 
 
-def revoke_scanner(db: Handle, scanner_id: str, now: float) -> None:
+def revoke_scanner(db: Handle, scanner_id: str, now: float, store_id: str | None = None) -> None:
+    """Revoke a scanner (only one of ``store_id``, if given: a store's manager page)."""
+    sql, params = "UPDATE scanners SET revoked_at = ? WHERE id = ?", [now, scanner_id]
+    if store_id is not None:
+        sql += " AND store_id = ?"
+        params.append(store_id)
     with immediate(db):
-        if not db.execute(
-            "UPDATE scanners SET revoked_at = ? WHERE id = ?", [now, scanner_id]
-        ).rowcount:
+        if not db.execute(sql, params).rowcount:
             raise NotFoundError(f"no scanner {scanner_id!r}")
 
 
@@ -153,13 +161,15 @@ def _record_one_by_one(
     return results
 
 
-def scanner_rows(db: Handle) -> list[dict[str, Any]]:
-    """Registered scanners with their last heartbeat decoded (never their secrets)."""
-    found = rows(
-        db,
-        "SELECT id, store_id, created_at, revoked_at, last_heartbeat, last_seen_at"
-        " FROM scanners ORDER BY id",
-    )
+def scanner_rows(db: Handle, store_id: str | None = None) -> list[dict[str, Any]]:
+    """Registered scanners (of ``store_id`` only, if given: a server's pages) with their last
+    heartbeat decoded (never their secrets)."""
+    sql = "SELECT id, store_id, created_at, revoked_at, last_heartbeat, last_seen_at FROM scanners"
+    params: list[Any] = []
+    if store_id is not None:
+        sql += " WHERE store_id = ?"
+        params.append(store_id)
+    found = rows(db, sql + " ORDER BY id", params)
     for row in found:
         raw = row.pop("last_heartbeat")
         row["heartbeat"] = json.loads(raw) if raw else None

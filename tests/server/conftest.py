@@ -73,7 +73,14 @@ class Harness:
     async def add_staff(self, username: str, password: str, role: str = "staff") -> None:
         now = time.time()
         await self.service.db.run(
-            lambda db: staff.add_user(db, username, password, role, now)  # type: ignore[arg-type]
+            lambda db: staff.add_user(
+                db,
+                username,
+                password,
+                role,  # type: ignore[arg-type]
+                now,
+                self.service.store_id,
+            )
         )
 
     async def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:

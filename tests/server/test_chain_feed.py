@@ -62,7 +62,7 @@ def _service(path: Path, store_file: Path, key: str, mono: Mono) -> StoreService
         db=Database(path),
         master_key=parse_master_key(key),
         consent_texts=load_consent_texts(),
-        chain=True,
+        shared=True,
     )
     assert service.feed is not None
     service.feed._mono = mono  # the view's clock, moved by the test

@@ -466,7 +466,9 @@ class ConsentLifecycle(RuleBasedStateMachine):
     @rule(customer=customers, purpose=purposes_st)
     def renew(self, customer: Customer, purpose: Purpose) -> None:
         """Re-grant while still active: logged as a renewal."""
-        if customer in self.erased or not customer.active(purpose, self.now):
+        # `grant` advances the clock by CONSENT_STEP_S first: still active then, not just now
+        # (a consent lapsing within that step is renewed as a new grant, rightly).
+        if customer in self.erased or not customer.active(purpose, self.now + CONSENT_STEP_S):
             return
         before = len(run(self.loop, self.store.service.db.run(consent_store.consent_log_rows)))
         self.grant(customer, purpose)

@@ -22,7 +22,7 @@ from store_server.config import load_config
 from store_server.consent import ConsentText, verify_chain
 from store_server.eid import IdentityRecord, eid_at
 from store_server.errors import ConfigError
-from store_server.storage import consents, customers, pg_roles
+from store_server.storage import consents, customers, pg_roles, visits
 from store_server.storage.database import (
     Database,
     Handle,
@@ -33,7 +33,14 @@ from store_server.storage.database import (
 from store_server.storage.migrations import applied_pg, migrations
 from store_server.storage.pg import PgHandle, PgTarget, ddl, placeholders
 from store_server.storage.pg_cluster import Cluster
-from tests.server.conftest import STORE_FILE, STORE_ID, Harness, batch_body, bearer
+from tests.server.conftest import (
+    STORE_FILE,
+    STORE_ID,
+    Harness,
+    batch_body,
+    bearer,
+    running_server,
+)
 
 TEXT = ConsentText("greeting", 1, "Bonjour", "Hello")
 NOW = 1_763_800_000.0
@@ -435,5 +442,62 @@ def test_the_server_role_cannot_migrate_and_says_who_can(
             assert len(err.strip().splitlines()) == 1
     finally:
         pg_cluster.drop_database(name)
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_serve_without_its_postgres_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing listens at the URL: one line naming database_url, no traceback."""
+    for variable in [n for n in os.environ if n.startswith("BULLE_")]:
+        monkeypatch.delenv(variable)
+    nowhere = tmp_path / "no-server"
+    nowhere.mkdir()
+    monkeypatch.setenv("BULLE_DATABASE_URL", f"postgresql://bulle@/bulle?host={nowhere}")
+    monkeypatch.setenv("BULLE_MASTER_KEY", "ab" * 32)
+    monkeypatch.setenv("BULLE_STORE_FILE", str(STORE_FILE))
+    assert cli.main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("store-server: error: database_url: cannot open the database")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.postgres
+async def test_the_whole_server_runs_as_its_own_role(
+    pg_cluster: Cluster, pg_url: str, tmp_path: Path
+) -> None:
+    """`db grant` gives the server's role all it needs: start-up (texts, checkpoint), enrollment,
+    consent, a card, withdrawal, erasure and the retention purge, through the real app."""
+    role = f"bulle_server_{secrets.token_hex(4)}"
+    owner = connect_target(PgTarget(pg_url))
+    assert isinstance(owner, PgHandle)
+    owner.execute(f"CREATE ROLE {role} LOGIN")
+    pg_roles.grant_server_role(owner, role)
+    as_server = pg_url.replace("postgresql://bulle@", f"postgresql://{role}@")
+    try:
+        async with running_server(tmp_path, database_url=as_server) as server:
+            token = await server.enroll()
+            assert (await server.grant(token, "greeting")).status == 201
+            resp = await server.client.post(
+                "/api/v1/check-in", json={"zone": "entrance"}, headers=bearer(token)
+            )
+            assert await resp.json() == {"checked_in": True}
+            assert len(await server.rows("SELECT id FROM cards")) == 1
+            resp = await server.client.post(
+                "/api/v1/consents/withdraw", json={"purposes": ["greeting"]}, headers=bearer(token)
+            )
+            assert resp.status == 200
+            assert (await server.client.delete("/api/v1/me", headers=bearer(token))).status == 200
+            await server.service.db.write(lambda h: visits.purge(h, time.time() + 1, STORE_ID))
+            log = await server.service.db.read(consents.consent_log_rows)
+            assert [e.entry.action for e in log] == ["grant", "withdraw", "erase", "erase"]
+            assert verify_chain(log) == 4
+            assert await server.rows("SELECT id FROM customers") == []
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await server.service.db.write(lambda h: h.execute("DELETE FROM consent_log"))
+    finally:
+        owner.execute(f"DROP OWNED BY {role}")
+        close_handle(owner)
         with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
             admin.execute(f"DROP ROLE {role}")

@@ -15,7 +15,7 @@ import pytest
 import sqlite_utils
 
 from store_server.consent import ConsentText
-from store_server.storage import consents, customers
+from store_server.storage import consents, customers, visits
 from store_server.storage.database import Database, Handle, Target, connect, one
 from store_server.storage.migrations import migrations
 from store_server.storage.pg import PgTarget
@@ -58,8 +58,13 @@ def test_a_first_release_database_opens_with_its_rows(tmp_path: Path) -> None:
             assert row == {"legacy_ibeacon": 0, "ibeacon_id": None}
             assert "scanner_calibration" in db.table_names()
             assert "consents_active" in {i.name for i in db.table("consents").indexes}
-            # A consent from before store ids were recorded counts at this server's store.
+            # A consent from before store ids were recorded counts nowhere (a chain's server
+            # never claims it) until a single shop's server claims it for its store.
+            if db.execute("SELECT store_id FROM consents").fetchone()[0] is None:
+                assert consents.consenting_customer_ids(db, 2.0, "any-store") == []
+                assert visits.claim_unowned(db, "any-store") == 1
             assert consents.consenting_customer_ids(db, 2.0, "any-store") == ["c_old"]
+            assert consents.consenting_customer_ids(db, 2.0, "other-store") == []
             assert customers.customer_by_token(db, "no such token") is None
         finally:
             db.conn.close()
