@@ -75,6 +75,10 @@ class CheckInRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     zone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
+class CalibrationJoinRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+
+
 class EraseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     channel: Literal["app", "web", "in_store"] = "app"
     app_version: AppVersion | None = None

@@ -24,9 +24,20 @@ from store_server.keys import CONFIG, METRICS, METRICS_PORT, SERVICE
 from store_server.keyseal import ChainKeys, chain_keys
 from store_server.keywrap import KeyWrapError, parse_master_key
 from store_server.metrics import Metrics, metrics_app
+from store_server.services.consent_feed import is_unavailable
 from store_server.services.store import StoreServices
 from store_server.storage.database import Database, target_of
-from store_server.views import customer_api, customer_pages, health, manager, scanner_api, staff
+from store_server.storage.notify import ConsentListener
+from store_server.storage.pg import PgTarget
+from store_server.views import (
+    customer_api,
+    customer_pages,
+    floor_pages,
+    health,
+    manager,
+    scanner_api,
+    staff,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +296,15 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     )
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        db = Database(target_of(config, _resolve(base, config.db_path)))
+        target = target_of(config, _resolve(base, config.db_path))
+        db = Database(target)
+        # On PostgreSQL the database is shared by the chain's servers: follow the consent log
+        # (woken by its notifications) and fail closed when out of date.
+        wakeups = (
+            ConsentListener(target.url, password=target.password)
+            if isinstance(target, PgTarget)
+            else None
+        )
         service = StoreServices(
             config=config,
             floor=floor,
@@ -294,6 +313,8 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
             consent_texts=load_consent_texts(),
             timezone=timezone,
             chain=chain,
+            shared=wakeups is not None,
+            wakeups=wakeups,
         )
         service.tick_observer = metrics.tick_seconds.observe
         app[SERVICE] = service
@@ -312,6 +333,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     staff.setup(app)
     customer_pages.setup(app)
     manager.setup(app)
+    floor_pages.setup(app)
 
     async def on_shutdown(app: web.Application) -> None:
         if SERVICE in app:
@@ -328,7 +350,23 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
 
     async def render() -> bytes:
         service = app[SERVICE]
-        rows = await service.scanners.scanner_rows()
+        feed = service.feed
+        if feed is not None:
+            status = feed.status()
+            metrics.set_consent_feed(
+                state=status.state,
+                age_s=status.age_s,
+                seq=feed.cursor.seq,
+                applied=feed.applied,
+                failures=feed.failures,
+                listening=feed.listening,
+            )
+        try:
+            rows = await service.scanners.scanner_rows()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            rows = []  # the database is out of reach: the scrape still answers
         metrics.board_connections.set(len(service.hub))
         metrics.board_queue_max.set(service.hub.max_queue_depth())
         metrics.identities.set(len(service.coordinator.resolver))

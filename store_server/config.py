@@ -86,6 +86,7 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     consent_staleness_s: int = DEFAULT_CONSENT_STALENESS_S
     legacy_ibeacon: bool = False
+    calibration_from_check_ins: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_listen: str = ""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from store_server.i18n_floor import FLOOR_STRINGS
+
 LANGUAGES = ("fr", "en")
 DEFAULT_LANGUAGE = "fr"
 
-STRINGS: Mapping[str, Mapping[str, str]] = {
+_STRINGS: Mapping[str, Mapping[str, str]] = {
     "fr": {
         "app_name": "Bulle",
         "board_title": "Tableau de l'accueil",
@@ -72,6 +74,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_consent_version": "Version du texte",
         "app_consent_hash": "Empreinte du texte",
         "app_consent_agree": "J'ai lu ce texte et je donne mon accord",
+        "app_consent_every_shop": "Aussi dans les autres boutiques de l'enseigne",
         "app_grant": "Donner mon accord",
         "app_withdraw": "Retirer mon accord",
         "app_consent_active": "Accord donné",
@@ -288,6 +291,7 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_consent_version": "Text version",
         "app_consent_hash": "Text fingerprint",
         "app_consent_agree": "I have read this text and I agree",
+        "app_consent_every_shop": "In the chain's other shops too",
         "app_grant": "Give my consent",
         "app_withdraw": "Withdraw my consent",
         "app_consent_active": "Consent given",
@@ -442,6 +446,11 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_aisle": "aisle",
         "app_pickup_line": "Pickup code to give at the front desk: ",
     },
+}
+
+# The floor map's and calibration page's strings live in their own module (size limit).
+STRINGS: Mapping[str, Mapping[str, str]] = {
+    lang: {**strings, **FLOOR_STRINGS[lang]} for lang, strings in _STRINGS.items()
 }
 
 

@@ -130,6 +130,37 @@ class Metrics:
             ["scanner"],
             registry=r,
         )
+        # Chain mode: the consent feed (docs/operations.md, "Chain mode").
+        self.consent_view = Gauge(
+            "bulle_consent_view_state",
+            "1 for the consent view's current state (fresh, stale, down, recovering): only a"
+            " fresh view shows new cards and hands out allowlists",
+            ["state"],
+            registry=r,
+        )
+        self.consent_view_age = Gauge(
+            "bulle_consent_view_age_seconds",
+            "Seconds since the start of the last catch-up with the consent log",
+            registry=r,
+        )
+        self.consent_feed_seq = Gauge(
+            "bulle_consent_feed_seq", "Last consent-log sequence number applied", registry=r
+        )
+        self.consent_feed_applied = Gauge(
+            "bulle_consent_feed_applied",
+            "Withdrawals and erasures read from the consent log since start",
+            registry=r,
+        )
+        self.consent_feed_failures = Gauge(
+            "bulle_consent_feed_failures",
+            "Catch-ups with the consent log that failed since start (database out of reach)",
+            registry=r,
+        )
+        self.consent_listener_up = Gauge(
+            "bulle_consent_listener_connected",
+            "1 while the LISTEN connection for consent notifications is up",
+            registry=r,
+        )
         self.heartbeat = {
             field: Gauge(name, doc, ["scanner"], registry=r)
             for field, name, doc in _HEARTBEAT_GAUGES
@@ -159,6 +190,26 @@ class Metrics:
                 if isinstance(value, int | float):
                     gauge.labels(scanner).set(value)
         self.scanners_registered.set(registered)
+
+    def set_consent_feed(
+        self,
+        *,
+        state: str,
+        age_s: float | None,
+        seq: int,
+        applied: int,
+        failures: int,
+        listening: bool | None,
+    ) -> None:
+        """The consent feed's figures (chain mode only)."""
+        for name in ("fresh", "stale", "down", "recovering"):
+            self.consent_view.labels(name).set(1 if name == state else 0)
+        self.consent_view_age.set(age_s if age_s is not None else float("nan"))
+        self.consent_feed_seq.set(seq)
+        self.consent_feed_applied.set(applied)
+        self.consent_feed_failures.set(failures)
+        if listening is not None:
+            self.consent_listener_up.set(1 if listening else 0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

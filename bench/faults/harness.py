@@ -391,6 +391,7 @@ class ScannerProcess:
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
     window_s: float = SCANNER_WINDOW_S
+    store_id: str = STORE_ID
 
     @property
     def outbox_path(self) -> Path:
@@ -403,7 +404,7 @@ class ScannerProcess:
             "\n".join(
                 [
                     f'scanner_id = "{self.scanner_id}"',
-                    f'store_id = "{STORE_ID}"',
+                    f'store_id = "{self.store_id}"',
                     f'server_url = "{self.server_url}"',
                     f'secret = "{self.secret}"',
                     'backend = "simulated"',

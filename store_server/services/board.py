@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from store_server.errors import NotFoundError
+from store_server.floor_map import zone_counts
 from store_server.policy import Decision, Trigger, VisitState, decide
 from store_server.presence import PresenceEvent
 from store_server.services.coordinator import Coordinator, Visit
@@ -61,11 +62,21 @@ class Board:
         """An "I'm here" from the app: the engine learns the arrival, and a visit not checked
         in yet is decided on again (a card that needed a check-in may now show)."""
         await self.handle_events(self._c.engine.check_in(customer_id, now, zone))
+        if zone is not None:
+            # A check-in located at a zone: the phone's next windows calibrate the boxes.
+            self._c.calibration.check_in(customer_id, zone, now)
         visit = self._c.visits.get(customer_id)
         if visit is not None and not visit.state.checked_in:
             await self._on_trigger(
                 customer_id, Trigger("check_in", now, zone or visit.zone), via="check_in"
             )
+
+    def zone_counts(self) -> dict[str, int]:
+        """How many consenting customers are present in each zone (open visits; no one named)."""
+        return zone_counts(
+            (visit.zone for visit in self._c.visits.values()),
+            (zone.id for zone in self._c.floor.zones),
+        )
 
     def _local(self, now: float) -> datetime:
         return datetime.fromtimestamp(now, self._tz)

@@ -152,6 +152,13 @@ class ConsentFeed:
         self.failures = 0
 
     @property
+    def listening(self) -> bool | None:
+        """Whether the notification connection is up (None: no notifications, poll only)."""
+        if self._wakeups is None:
+            return None
+        return bool(getattr(self._wakeups, "connected", False))
+
+    @property
     def cursor(self) -> FeedCursor:
         return self._cursor
 

@@ -352,6 +352,16 @@ class Customers:
             raise NotFoundError("no such customer")
         return {"generated_at": now, "store_id": self.store_id, **data}
 
+    async def consents_here(self, customer_id: str) -> list[dict[str, Any]]:
+        """The customer's consents that count at this store: chain-wide ones, and those given
+        here (a store-scoped consent given at another store of the chain is not one here)."""
+        data = await self.my_data(customer_id)
+        return [
+            c
+            for c in data["consents"]
+            if c["scope"] == "chain" or c["store_id"] in (None, self.store_id)
+        ]
+
     async def erase(
         self, customer_id: str, channel: str = "app", app_version: str | None = None
     ) -> dict[str, Any]:

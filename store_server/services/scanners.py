@@ -212,6 +212,16 @@ class ScannerGateway:
             return {"batch_id": batch.batch_id, "accepted": previous, "duplicate": True}
         self.frames_unresolved += accepted - resolved
         self.frames_resolved += resolved
+        calibration = self._c.calibration
+        if calibration.listening:  # the calibration phone, or a customer who just checked in
+            for t, windows in sorted(by_time.items()):
+                calibration.observe(
+                    scanner_id,
+                    list(windows),
+                    t,
+                    [v[0] for v in windows.values()],
+                    [v[1] for v in windows.values()],
+                )
         # Withdrawn or erased while the batch id was being committed: the engine must not hold
         # anything about them again (forget() ran already). Checked only if anyone left.
         recheck = self.resolver.removals != removals

@@ -169,21 +169,29 @@ def grant_consent(
         raise ValidationError(
             "text_hash does not name a consent text of this purpose", field="text_hash"
         )
+    # A chain-wide consent replaces every consent of the purpose; a store-scoped one replaces
+    # the chain-wide one (the customer narrows it) and the one given at this store before,
+    # and leaves those given at other stores.
+    replaced = "customer_id = ? AND purpose = ?"
+    params: list[Any] = [customer_id, purpose]
+    if scope == "store":
+        replaced += " AND (scope = 'chain' OR store_id IS NULL OR store_id = ?)"
+        params.append(store_id)
+    place = (store_id or "") if scope == "store" else ""
     with immediate(db):
         lock(db, customer_lock(customer_id))
         existing = one(
             db,
-            "SELECT granted_at, expires_at FROM consents WHERE customer_id = ? AND purpose = ?",
-            [customer_id, purpose],
+            f"SELECT max(expires_at) AS t FROM consents WHERE {replaced}",  # noqa: S608
+            params,
         )
-        action = "renew" if existing is not None and existing["expires_at"] > now else "grant"
+        renewed = existing is not None and existing["t"] is not None and existing["t"] > now
+        action = "renew" if renewed else "grant"
+        db.execute(f"DELETE FROM consents WHERE {replaced}", params)  # noqa: S608
         db.execute(
             "INSERT INTO consents (customer_id, purpose, scope, text_hash, granted_at,"
-            " expires_at, store_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (customer_id, purpose) DO UPDATE SET scope = excluded.scope,"
-            " text_hash = excluded.text_hash, granted_at = excluded.granted_at,"
-            " expires_at = excluded.expires_at, store_id = excluded.store_id",
-            [customer_id, purpose, scope, text_hash, now, now + duration_s, store_id],
+            " expires_at, store_id, place) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [customer_id, purpose, scope, text_hash, now, now + duration_s, store_id, place],
         )
         append_consent_log(
             db, LogEntry(subject_ref, purpose, action, text_hash, scope, channel, app_version, now)

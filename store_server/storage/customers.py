@@ -21,6 +21,7 @@ from store_server.storage.consents import (
 )
 from store_server.storage.database import (
     Handle,
+    batches,
     customer_lock,
     immediate,
     lock,
@@ -191,9 +192,11 @@ def identity_batches(
 ) -> Iterator[list[tuple[str, bytes, int, float]]]:
     """Every stored identity as ``(customer_id, key_wrapped, k, clock_offset_s)`` tuples, in
     batches (a cursor, no row dicts). Consume it in the database thread."""
-    cursor = db.execute("SELECT customer_id, key_wrapped, k, clock_offset_s FROM identities")
-    while batch := cursor.fetchmany(IDENTITY_BATCH_ROWS):
-        yield batch
+    yield from batches(
+        db,
+        "SELECT customer_id, key_wrapped, k, clock_offset_s FROM identities",
+        IDENTITY_BATCH_ROWS,
+    )
 
 
 def identity_rowid_range(db: Handle) -> tuple[int, int]:

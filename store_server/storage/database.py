@@ -181,6 +181,35 @@ def one(db: Handle, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | No
     return found[0] if found else None
 
 
+def batches(db: Handle, sql: str, size: int, params: Sequence[Any] = ()) -> Iterator[list[Any]]:
+    """The rows of `sql` as tuples, `size` at a time, without holding them all at once.
+
+    SQLite's cursor steps through the table; psycopg's ordinary cursor would fetch the whole
+    result first, so PostgreSQL gets a server-side cursor (inside the caller's transaction:
+    `Database.read` runs one, otherwise one is opened for it).
+    """
+    if isinstance(db, pg.PgHandle):
+        from psycopg.pq import TransactionStatus
+
+        with contextlib.ExitStack() as stack:
+            if db.conn.info.transaction_status == TransactionStatus.IDLE:
+                stack.enter_context(db.conn.transaction())  # a cursor lives in a transaction
+            yield from _pg_batches(db, sql, size, params)
+        return
+    cursor = db.execute(sql, list(params))
+    while chunk := cursor.fetchmany(size):
+        yield chunk
+
+
+def _pg_batches(db: pg.PgHandle, sql: str, size: int, params: Sequence[Any]) -> Iterator[list[Any]]:
+    with db.conn.cursor(name="bulle_batches") as cursor:
+        cursor.itersize = size
+        query = pg.placeholders(sql) if params else sql
+        cursor.execute(query.encode(), list(params) if params else None)
+        while chunk := cursor.fetchmany(size):
+            yield chunk
+
+
 def executemany(db: Handle, sql: str, seq: Iterable[Sequence[Any]]) -> int:
     """Run `sql` once per parameter row; the rows changed in all."""
     if isinstance(db, pg.PgHandle):

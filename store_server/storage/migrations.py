@@ -18,6 +18,7 @@ from sqlite_utils.migrations import Migrations
 
 from store_server.errors import ConfigError
 from store_server.storage import pg
+from store_server.storage.notify import NOTIFY_DDL
 
 migrations = Migrations("bulle-store-server")
 
@@ -419,3 +420,92 @@ def m008_staff_store(db: Any) -> None:
     accounts made with ``user add`` without ``--store``).
     """
     db.execute("ALTER TABLE staff_users ADD COLUMN store_id TEXT")
+
+
+@migrations()
+def m009_consent_per_store(db: Any) -> None:
+    """A customer may hold a store-scoped consent at several stores of a chain.
+
+    ``place`` is where a consent counts: the store it was given at for ``scope = 'store'``,
+    empty for the whole chain; the key becomes (customer, purpose, place), so a store-scoped
+    consent given at a second store no longer replaces the first one's.
+    """
+    if isinstance(db, pg.PgHandle):
+        db.executescript(
+            """
+            ALTER TABLE consents ADD COLUMN place TEXT NOT NULL DEFAULT '';
+            UPDATE consents SET place = coalesce(store_id, '') WHERE scope = 'store';
+            ALTER TABLE consents DROP CONSTRAINT consents_pkey;
+            ALTER TABLE consents ADD PRIMARY KEY (customer_id, purpose, place);
+            """
+        )
+        return
+    # SQLite cannot change a primary key: the table is rebuilt, its rows copied.
+    db.executescript(
+        """
+        CREATE TABLE consents_by_place (
+            customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+            purpose TEXT NOT NULL CHECK (purpose IN ('greeting', 'stock_check')),
+            scope TEXT NOT NULL,
+            text_hash TEXT NOT NULL REFERENCES consent_texts(hash),
+            granted_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            store_id TEXT,
+            place TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (customer_id, purpose, place)
+        );
+        INSERT INTO consents_by_place (customer_id, purpose, scope, text_hash, granted_at,
+            expires_at, store_id, place)
+        SELECT customer_id, purpose, scope, text_hash, granted_at, expires_at, store_id,
+            CASE WHEN scope = 'store' THEN coalesce(store_id, '') ELSE '' END FROM consents;
+        DROP TABLE consents;
+        ALTER TABLE consents_by_place RENAME TO consents;
+        CREATE INDEX consents_active ON consents
+            (customer_id, granted_at, expires_at, scope, store_id);
+        CREATE INDEX consents_unowned ON consents (customer_id) WHERE store_id IS NULL;
+        """
+    )
+
+
+@migrations()
+def m010_consent_notify(db: Any) -> None:
+    """Chain mode: every consent-log commit notifies channel ``bulle_consent`` with the new
+    entry's sequence number (`store_server.storage.notify`). PostgreSQL only: a SQLite
+    database has one server, which applies its own writes in-process."""
+    if isinstance(db, pg.PgHandle):
+        db.executescript(NOTIFY_DDL)
+
+
+@migrations()
+def m011_calibration_samples(db: Any) -> None:
+    """What online calibration learned: the samples of each box's radio and its latest fit.
+
+    A sample is a box, a distance, the walls in between and an RSSI: it names no customer. The
+    samples are kept (at most ``calibration.MAX_SAMPLES`` per box) so that a restart goes on
+    learning from where it was; the fit is kept to show it and to apply it at start-up.
+    """
+    schema(
+        db,
+        """
+        CREATE TABLE calibration_samples (
+            id INTEGER PRIMARY KEY,
+            scanner_id TEXT NOT NULL,
+            distance_m REAL NOT NULL,
+            walls_db REAL NOT NULL,
+            rssi_dbm REAL NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('walk', 'check_in', 'box')),
+            at REAL NOT NULL
+        );
+        CREATE INDEX calibration_samples_scanner ON calibration_samples (scanner_id, id);
+        CREATE TABLE calibration_fits (
+            scanner_id TEXT PRIMARY KEY,
+            rssi_offset_db REAL NOT NULL,
+            path_loss_exponent REAL NOT NULL,
+            samples INTEGER NOT NULL,
+            places INTEGER NOT NULL,
+            residual_db REAL NOT NULL,
+            usable INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        """,
+    )

@@ -12,6 +12,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from store_server.api_models import (
+    CalibrationJoinRequest,
     CheckInRequest,
     ConsentRequest,
     EnrollRequest,
@@ -239,6 +240,20 @@ async def check_in(request: web.Request) -> web.Response:
     return _json(await service.customers.check_in(customer_id, body.zone))
 
 
+@api.operation(
+    "POST",
+    "/api/v1/calibration/join",
+    "Join the calibration walk a manager started, as its calibration phone",
+    request=CalibrationJoinRequest,
+)
+async def calibration_join(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read(), CalibrationJoinRequest)
+    # Only a consenting app's windows reach the server: it must be one to calibrate.
+    joined = request.app[SERVICE].calibration.join_walk(body.code, customer_id)
+    return _json({"joined": joined})
+
+
 @api.operation("GET", "/api/v1/messages", "Messages to the app (stock answers), newest first")
 async def messages(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
@@ -250,8 +265,7 @@ async def messages(request: web.Request) -> web.Response:
 )
 async def my_consents(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
-    data = await request.app[SERVICE].customers.my_data(customer_id)
-    return _json({"consents": data["consents"]})
+    return _json({"consents": await request.app[SERVICE].customers.consents_here(customer_id)})
 
 
 @api.operation(

@@ -38,6 +38,8 @@ def _app_strings(request: web.Request, lang: str) -> dict[str, object]:
     strings["names"] = NAMES[lang]
     strings["records"] = RECORDS[lang]
     strings["zones"] = {z.id: z.name_en if lang == "en" else z.name_fr for z in zones}
+    # A chain's store: a consent may be given for this shop or for every shop of the chain.
+    strings["chain"] = request.app[CONFIG].chain_mode
     return strings
 
 

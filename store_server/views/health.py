@@ -75,6 +75,14 @@ async def readyz(request: web.Request) -> web.Response:
         "registered": len(active),
         "seen_last_minute": len(seen),
     }
+    if service.feed is not None:
+        # Chain mode: only a fresh view of consents shows cards and hands out allowlists.
+        status = service.feed.status()
+        checks["consent_view"] = {
+            "ok": status.fresh,
+            "state": status.state,
+            "age_s": None if status.age_s is None else round(status.age_s, 1),
+        }
     ready = all(check["ok"] for check in checks.values())
     return _json(
         {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503

@@ -10,12 +10,13 @@ import shutil
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from store_server.cli import main
 from store_server.storage import backup as backup_store
-from tests.server.conftest import STORE_ID, Scanner, bearer, running_server
+from tests.server.conftest import STORE_ID, Scanner, bearer, engine_settings, running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MASTER_KEY = "cd" * 32
@@ -38,6 +39,19 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture
+def engine_config(
+    config: Path, engine: str, request: pytest.FixtureRequest
+) -> tuple[Path, dict[str, Any]]:
+    """`config` on the test's engine (PostgreSQL: ``database_url`` added), and the matching
+    `running_server` settings."""
+    settings = engine_settings(engine, request)
+    if settings:
+        with config.open("a", encoding="utf-8") as file:
+            file.write(f'database_url = "{settings["database_url"]}"\n')
+    return config, settings
+
+
 def run(config: Path, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
     """A command as a shop types it (`store-server ARGS --config FILE`): exit code, standard
     output, standard error. In-process (a process per command would add seconds each)."""
@@ -52,7 +66,10 @@ def run(config: Path, *args: str, stdin: str | None = None) -> tuple[int, str, s
     return code, out.getvalue(), err.getvalue()
 
 
-def test_staff_list_disable_enable_reset_password(config: Path) -> None:
+def test_staff_list_disable_enable_reset_password(
+    engine_config: tuple[Path, dict[str, Any]],
+) -> None:
+    config = engine_config[0]
     assert (
         run(
             config,
@@ -95,8 +112,9 @@ def test_staff_list_disable_enable_reset_password(config: Path) -> None:
 
 
 async def test_scanner_add_refuses_an_active_id_list_and_rotate(
-    config: Path, tmp_path: Path
+    engine_config: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
+    config, settings = engine_config
     code, out, _ = await asyncio.to_thread(run, config, "scanner", "add", "s-entrance")
     assert code == 0
     first = out.rsplit(": ", 1)[1].strip()
@@ -120,7 +138,9 @@ async def test_scanner_add_refuses_an_active_id_list_and_rotate(
 
     # The server takes the rotated secret and refuses the first one.
     db_path = tmp_path / "var" / "store.sqlite"
-    async with running_server(tmp_path, db_path=str(db_path), master_key=MASTER_KEY) as server:
+    async with running_server(
+        tmp_path, db_path=str(db_path), master_key=MASTER_KEY, **settings
+    ) as server:
         for secret, status in ((first, 401), (rotated, 200)):
             resp = await server.signed(Scanner("s-entrance", secret), "GET", ALLOWLIST)
             assert resp.status == status

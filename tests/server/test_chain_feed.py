@@ -1,10 +1,12 @@
 """Chain mode on one shared database: two store servers, the consent feed between them.
 
-Two real StoreServices (two stores, two floors) on one real SQLite file, each with its own
-connections, in chain mode: a consent given through store A is admitted by store B's feed,
-a withdrawal through B retracts A's card and takes the customer out of A's resolver, an
-erasure likewise; and a server whose view of consents is out of date shows no new card and
-refuses allowlists (fail closed). The same feed runs on PostgreSQL (tests/test_chain_pg.py).
+Two real StoreServices (two stores, two floors) on one real database, each with its own
+connections, in chain mode, on both engines (a SQLite file shared by two servers, and
+PostgreSQL): a consent given through store A is admitted by store B's feed, a withdrawal
+through B retracts A's card and takes the customer out of A's resolver, an erasure likewise;
+and a server whose view of consents is out of date shows no new card and refuses allowlists
+(fail closed). On PostgreSQL, the last test runs both servers' background tasks with their
+LISTEN connections: the withdrawal reaches the other store by notification alone.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from store_server.app import UNAVAILABLE_RETRY_AFTER_S, load_consent_texts, load
 from store_server.config import ServerConfig
 from store_server.errors import UnavailableError
 from store_server.keywrap import parse_master_key
+from store_server.services.consent_feed import WakeupSource
 from store_server.services.store import StoreServices
-from store_server.storage.database import Database
-from tests.server.conftest import STORE_FILE, Harness, batch_body, error_of
+from store_server.storage.database import Database, Target
+from store_server.storage.notify import ConsentListener
+from store_server.storage.pg import PgTarget
+from tests.server.conftest import STORE_FILE, Harness, batch_body, error_of, wait_until
 
 CORNER_FILE = STORE_FILE.with_name("store-corner.toml")
 BOUND_S = 30
@@ -48,9 +53,15 @@ class Chain:
     published: dict[str, list[dict[str, Any]]]
 
 
-def _service(path: Path, store_file: Path, key: str, mono: Mono) -> StoreServices:
+def _service(
+    target: Target,
+    store_file: Path,
+    key: str,
+    mono: Mono | None,
+    wakeups: WakeupSource | None = None,
+) -> StoreServices:
     config = ServerConfig(
-        db_path=str(path),
+        db_path="unused.sqlite",
         store_file=str(store_file),
         master_key=key,
         cookie_secure=False,
@@ -59,23 +70,24 @@ def _service(path: Path, store_file: Path, key: str, mono: Mono) -> StoreService
     service = StoreServices(
         config=config,
         floor=load_floor(store_file),
-        db=Database(path),
+        db=Database(target),
         master_key=parse_master_key(key),
         consent_texts=load_consent_texts(),
         shared=True,
+        wakeups=wakeups,
     )
     assert service.feed is not None
-    service.feed._mono = mono  # the view's clock, moved by the test
+    if mono is not None:
+        service.feed._mono = mono  # the view's clock, moved by the test
     return service
 
 
 @pytest.fixture
-async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
+async def chain(db_target: Target) -> AsyncIterator[Chain]:
     key = secrets.token_hex(32)
     mono = Mono()
-    path = tmp_path / "chain.sqlite"
-    a = _service(path, STORE_FILE, key, mono)
-    b = _service(path, CORNER_FILE, key, mono)
+    a = _service(db_target, STORE_FILE, key, mono)
+    b = _service(db_target, CORNER_FILE, key, mono)
     published: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
     a.hub.publish = published["a"].append  # type: ignore[method-assign]
     b.hub.publish = published["b"].append  # type: ignore[method-assign]
@@ -206,6 +218,39 @@ async def test_after_a_loss_the_pending_withdrawal_is_applied_before_any_card(
     assert chain.b.feed.fresh()
     assert customer not in chain.b.coordinator.resolver
     assert _cards(chain.published["b"]) == []
+
+
+@pytest.mark.postgres
+async def test_on_postgres_a_withdrawal_reaches_the_other_store_by_notification(
+    pg_url: str,
+) -> None:
+    """Both servers running (feeds, LISTEN connections, ticks): no manual catch-up. The poll
+    is set to an hour, so only the notification can carry the withdrawal in time."""
+    key = secrets.token_hex(32)
+    target = PgTarget(pg_url)
+    a = _service(target, STORE_FILE, key, None, ConsentListener(pg_url))
+    b = _service(target, CORNER_FILE, key, None, ConsentListener(pg_url))
+    published: list[dict[str, Any]] = []
+    a.hub.publish = published.append  # type: ignore[method-assign]
+    for service in (a, b):
+        assert service.feed is not None
+        service.feed._poll_s = 3600.0
+        await service.start()
+    try:
+        listening = [s.feed for s in (a, b) if s.feed is not None]
+        await wait_until(lambda: all(f.listening for f in listening))
+        customer = await _customer(a)
+        await _grant(a, customer)
+        await wait_until(lambda: customer in b.coordinator.resolver)  # the grant, notified
+        await a.customers.check_in(customer, None)
+        [card] = _cards(published)
+        await b.customers.withdraw(customer, ["greeting"], "app", "1.0")
+        await wait_until(lambda: card in _retracted(published))
+        assert customer not in a.coordinator.resolver
+    finally:
+        for service in (a, b):
+            await service.stop()
+            service.db.close()
 
 
 # -- over HTTP: what a scanner sees ---------------------------------------------------------

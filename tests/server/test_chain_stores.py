@@ -79,6 +79,35 @@ async def test_store_scoped_consent_greets_at_its_store_only(
         assert kinds == [{"kind": "stock"}]
 
 
+async def test_store_scoped_consents_at_two_stores_both_count(
+    tmp_path: Path, chain: bool, on_engine: dict[str, Any]
+) -> None:
+    async with two_stores(tmp_path, **_settings(tmp_path, chain, on_engine)) as (a, b):
+        token = await _customer(a, "Sylvie")
+        await grant(a, token, "greeting", "store")
+        await grant(b, token, "greeting", "store")  # the one given at A stays
+        await refresh(a, b)
+        assert await check_in(a, token)
+        assert await check_in(b, token)
+        data = await json_of(await b.client.get("/api/v1/me", headers=bearer(token)))
+        held = sorted((c["scope"], c["store_id"], c["active"]) for c in data["consents"])
+        assert held == [("store", STORE_A, True), ("store", STORE_B, True)]
+        # "My consents at this store" (what the app shows): the one given here only.
+        for server, store_id in ((a, STORE_A), (b, STORE_B)):
+            here = await json_of(await server.client.get("/api/v1/consents", headers=bearer(token)))
+            assert [c["store_id"] for c in here["consents"]] == [store_id]
+        # Chain-wide replaces both; one withdrawal, at either store, ends it everywhere.
+        await grant(a, token, "greeting", "chain")
+        data = await json_of(await a.client.get("/api/v1/me", headers=bearer(token)))
+        assert [(c["scope"], c["store_id"]) for c in data["consents"]] == [("chain", STORE_A)]
+        resp = await b.client.post(
+            "/api/v1/consents/withdraw", json={"purposes": ["greeting"]}, headers=bearer(token)
+        )
+        assert resp.status == 200
+        await refresh(a, b)
+        assert len(a.service.coordinator.resolver) == len(b.service.coordinator.resolver) == 0
+
+
 async def test_chain_scoped_consent_greets_at_every_store(
     tmp_path: Path, chain: bool, on_engine: dict[str, Any]
 ) -> None:

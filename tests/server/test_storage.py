@@ -16,7 +16,16 @@ import sqlite_utils
 
 from store_server.consent import ConsentText
 from store_server.storage import consents, customers, visits
-from store_server.storage.database import Database, Handle, Target, connect, one
+from store_server.storage.database import (
+    Database,
+    Handle,
+    Target,
+    batches,
+    connect,
+    executemany,
+    immediate,
+    one,
+)
 from store_server.storage.migrations import migrations
 from store_server.storage.pg import PgTarget
 from store_server.storage.pg_cluster import Cluster
@@ -146,3 +155,15 @@ async def test_the_pools_reconnect_after_postgres_restarts(
         assert await db.read(consents.current_consent_texts) == texts
     finally:
         db.close()
+
+
+def test_batches_stream_a_large_result_on_each_engine(handle: Handle) -> None:
+    """`database.batches` yields every row, `size` at a time, inside or outside a transaction
+    (PostgreSQL: a server-side cursor, which needs one)."""
+    handle.execute("CREATE TABLE numbers (n INTEGER)")
+    executemany(handle, "INSERT INTO numbers (n) VALUES (?)", [(i,) for i in range(1050)])
+    chunks = list(batches(handle, "SELECT n FROM numbers WHERE n >= ? ORDER BY n", 100, [50]))
+    assert [len(c) for c in chunks] == [100] * 10
+    assert [row[0] for chunk in chunks for row in chunk] == list(range(50, 1050))
+    with immediate(handle):
+        assert sum(len(c) for c in batches(handle, "SELECT n FROM numbers", 500)) == 1050

@@ -46,7 +46,20 @@
         grant.type = "button";
         grant.disabled = true;
         check.addEventListener("change", function () { grant.disabled = !check.checked; });
-        grant.addEventListener("click", function () { doGrant(purpose, text.hash, grant); });
+        // A chain's shop: the consent counts here only, unless the customer ticks the box.
+        let everyShop = null;
+        if (t.chain) {
+          const wide = A.el("label", "agree");
+          everyShop = document.createElement("input");
+          everyShop.type = "checkbox";
+          everyShop.checked = false; // never pre-ticked
+          wide.appendChild(everyShop);
+          wide.appendChild(document.createTextNode(" " + t.app_consent_every_shop));
+          section.appendChild(wide);
+        }
+        grant.addEventListener("click", function () {
+          doGrant(purpose, text.hash, grant, everyShop !== null && everyShop.checked ? "chain" : "store");
+        });
         section.appendChild(grant);
       }
       box.appendChild(section);
@@ -55,10 +68,10 @@
 
   let texts = [];
 
-  async function doGrant(purpose, hash, button) {
+  async function doGrant(purpose, hash, button, scope) {
     button.disabled = true;
     const result = await A.api("POST", "/api/v1/consents", {
-      purpose: purpose, text_hash: hash, channel: "app",
+      purpose: purpose, text_hash: hash, channel: "app", scope: scope,
     });
     if (!result.ok) { A.fail(result); button.disabled = false; return; }
     active[purpose] = result.data.granted_at;
