@@ -88,26 +88,7 @@ def name_of(lang: str, kind: str, code: str | None) -> str:
 
 
 # Form errors. The server's messages are English sentences meant for logs and the API; a page
-# shows the reason in its own language instead, found by the message's start.
-_REASONS: tuple[tuple[str, str], ...] = (
-    ("must not be negative", "negative"),
-    ("not a whole number", "whole_number"),
-    ("not a number", "number"),
-    ("empty value", "empty"),
-    ("letters, digits, '.'", "username_chars"),
-    ("letters, digits", "identifier"),
-    ("at least", "password_short"),
-    ("role must be", "role"),
-    ("choose a CSV file", "choose_file"),
-    ("the file is not UTF-8", "not_utf8"),
-    ("the header must be", "header"),
-    ("more than", "too_many_rows"),
-    ("already exists", "exists"),
-    ("is already registered", "registered"),
-    ("you cannot disable yourself", "self_disable"),
-    ("between -", "range"),
-)
-
+# shows the reason in its own language instead, by the error's reason key.
 REASONS: Mapping[str, Mapping[str, str]] = {
     "fr": {
         "negative": "le nombre ne peut pas être négatif.",
@@ -184,30 +165,25 @@ class FieldError:
     text: str
 
 
-def reason_of(message: str) -> str:
-    """The reason key of a server message ("other" when it is not a known one)."""
-    for start, key in _REASONS:
-        if start in message:
-            return key
-    return "other"
-
-
-def field_error(lang: str, field: str | None, message: str, default_field: str) -> FieldError:
-    """The error of a form, in ``lang``, attached to ``field`` (or ``default_field``).
+def field_error(lang: str, field: str | None, reason: str | None, default_field: str) -> FieldError:
+    """The error of a form, in ``lang``, attached to ``field`` (or ``default_field``):
+    ``reason`` is the error's key in REASONS (``StoreServerError.reason``; unknown or None:
+    "other").
 
     A stock file's ``line N, column`` is kept (the manager must find the line) and shown in
     the page's language; the error belongs to the file field.
     """
-    reason = REASONS[lang][reason_of(message)]
+    reasons = REASONS[lang]
+    text = reasons.get(reason or "other", reasons["other"])
     match = _LINE_FIELD.fullmatch(field or "")
     if match is None:
-        return FieldError(field or default_field, _capitalize(reason))
+        return FieldError(field or default_field, _capitalize(text))
     where = _LINE[lang].format(line=match.group(1))
     column = match.group(2)
     if column:
         where += f", {COLUMNS[lang].get(column, column)}"
     sep = " : " if lang == "fr" else ": "
-    return FieldError(default_field, where + sep + reason)
+    return FieldError(default_field, where + sep + text)
 
 
 def _capitalize(text: str) -> str:
