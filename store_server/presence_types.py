@@ -46,7 +46,9 @@ class Evidence:
 
 
 EventKind = Literal["arrived", "zone_changed", "left"]
-Via = Literal["beacon", "check_in"]
+Via = Literal["beacon", "check_in", "beacon_proof"]
+"""How an event came: the boxes' windows, a check-in tapped in the app (``check_in``), or a
+check-in proven by a store beacon the phone ranged (``beacon_proof``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,3 +89,22 @@ def test_command_options() -> None:
     add_lab_arguments(parser)
     args = parser.parse_args(["--floor", "corner", "--tier", "field", "--reduced", "--json"])
     assert (args.floor, args.tier, args.reduced, args.json) == ("corner", "field", True, True)
+
+
+# iPhones (reduced run, seed 1): (share of walk-ins arrived at least, app users outside arrived
+# at most). Measured: demo 97.4 % and 0 of 200; corner 68.4 % and 6 of 200.
+IPHONE_FLOOR: dict[str, tuple[float, int]] = {"demo": (0.97, 0), "corner": (0.68, 6)}
+
+
+def test_the_iphone_population_arrives_only_by_proof(report: LabReport) -> None:
+    iphones = report.iphones
+    assert iphones is not None
+    assert iphones.walked_in == 38
+    assert iphones.outside == 200
+    least, most = IPHONE_FLOOR[report.floor]
+    assert iphones.arrived_share is not None
+    assert iphones.arrived_share >= least
+    assert iphones.outside_arrived <= most
+    assert iphones.arrival_p95_s is not None
+    assert iphones.refused == 0
+    assert f"| iphone_arrival_p95_s | {iphones.arrival_p95_s:.2f} |" in format_report(report)

@@ -80,6 +80,9 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     ("PUT", "/api/v1/preferences"): (401, 401, 401, 401, 200),
     ("PUT", "/api/v1/wishlist"): (401, 401, 401, 401, 200),
     ("POST", "/api/v1/check-in"): (401, 401, 401, 401, 200),
+    # this server has no store beacon key: a valid app token is told proofs are off
+    ("POST", "/api/v1/check-in/proof"): (401, 401, 401, 401, 403),
+    ("GET", "/api/v1/store-beacon"): (200, 200, 200, 200, 200),
     ("POST", "/api/v1/calibration/join"): (401, 401, 401, 401, 200),
     ("GET", "/api/v1/messages"): (401, 401, 401, 401, 200),
     ("GET", "/api/v1/consents"): (401, 401, 401, 401, 200),
@@ -178,6 +181,19 @@ def _bodies(text_hash: str) -> dict[tuple[str, str], Body]:
         ("PUT", "/api/v1/preferences"): _json({"language": "en"}),
         ("PUT", "/api/v1/wishlist"): _json({"skus": ["GAS-GASKET-58"]}),
         ("POST", "/api/v1/check-in"): _json({}),
+        ("POST", "/api/v1/check-in/proof"): _json(
+            {
+                "beacons": [
+                    {
+                        "uuid": "6F1E2D3C-1B2A-4C5D-8E9F-00000000B011",
+                        "major": 1,
+                        "minor": 2,
+                        "rssi": -60,
+                        "seen_at": now,
+                    }
+                ]
+            }
+        ),
     }
 
 
