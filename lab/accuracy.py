@@ -12,7 +12,7 @@ import json
 import math
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
@@ -22,6 +22,8 @@ import numpy as np
 from lab.calibrate import calibration_walk
 from lab.channel import TIERS, Channel, draw_phones
 from lab.floors import FLOORS, FloorScenarios, Leg
+from lab.iphones import IphoneFigures, simulate_iphones
+from lab.iphones import figures as iphone_figures
 from lab.run import LabPhone, Tally, TracePoint, simulate
 from store_server.floor import Floor, floor_from_dict
 from store_server.presence import PresenceEngine, PresenceSettings
@@ -104,6 +106,7 @@ class LabReport:
     figures: Figures
     goals: tuple[GoalCheck, ...]
     trace: tuple[TracePoint, ...]
+    iphones: IphoneFigures | None = None
 
     @property
     def ok(self) -> bool:
@@ -252,6 +255,35 @@ def _run(
     return simulate(floor, channel, engine, phones, traits, duration, rng)
 
 
+# iPhones (lab/iphones.py): walk-ins (short visits and diagonal walkers) and app users outside
+# (passers-by and window shoppers), (full, reduced).
+IPHONE_VISITS = (200, 30)
+IPHONE_OUTSIDE = (2_000, 200)
+
+
+def _iphones(
+    floor: Floor,
+    sc: FloorScenarios,
+    channel: Channel,
+    settings: PresenceSettings,
+    calibration: dict[str, tuple[float, float]] | None,
+    size: int,
+    rng: Callable[[int], np.random.Generator],
+) -> IphoneFigures:
+    """The iPhone population: it arrives only through the proof check-in."""
+    span = STREET_SPAN_S[size]
+    outside = IPHONE_OUTSIDE[size]
+    phones = _short_visits(sc, IPHONE_VISITS[size], span, rng(20))
+    phones += _walkers(sc, sc.diagonal, WALKERS[size], "iphone-diagonal", rng(21), 13.0)
+    phones += _street(floor, sc, outside * 3 // 4, False, span, rng(22))
+    phones += _street(floor, sc, outside // 4, True, span, rng(23))
+    engine = PresenceEngine(floor, settings)
+    for box, (offset, exponent) in (calibration or {}).items():
+        engine.set_calibration(box, offset, exponent)
+    duration = max(p.start + p.times[-1] for p in phones) + 5.0
+    return iphone_figures(simulate_iphones(floor, channel, engine, phones, duration, rng(24)))
+
+
 def _rate(num: int, den: int) -> float | None:
     return num / den if den else None
 
@@ -307,6 +339,7 @@ def run_lab(
     visits = _short_visits(sc, VISITS[size], STREET_SPAN_S[size], rng(12))
     t_visit = _run(floor, channel, settings, calibration, visits, tier, rng(13))
     del root
+    iphones = _iphones(floor, sc, channel, settings, calibration, size, rng)
 
     everyone = (t_diag, t_edge, t_dwell, t_visit)
     arrivals = [v for t in (t_diag, t_edge, t_dwell) for v in t.arrival_latencies]
@@ -355,6 +388,7 @@ def run_lab(
         figures,
         tuple(goals),
         tuple(diag[0].trace or ()),
+        iphones,
     )
 
 
@@ -376,6 +410,22 @@ def format_report(report: LabReport) -> str:
         else:
             text = f"{value:g}" if float(value).is_integer() else f"{value:.2f}"
         lines.append(f"| {name} | {text} |")
+    if report.iphones is not None:
+        lines += [
+            "",
+            "iPhones (no beacon of their own: region entry -> proof check-in -> arrived)",
+            "",
+            "| figure | value |",
+            "|---|---|",
+        ]
+        for name, value in asdict(report.iphones).items():
+            if value is None:
+                text = "-"
+            elif name == "arrived_share":
+                text = f"{value * 100:.1f} %"
+            else:
+                text = f"{value:g}" if float(value).is_integer() else f"{value:.2f}"
+            lines.append(f"| iphone_{name} | {text} |")
     lines += ["", "| goal | limit | value | ok |", "|---|---|---|---|"]
     for g in report.goals:
         value = "-" if g.value is None else f"{g.value:.4g}"
@@ -417,6 +467,7 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
             "calibrated": report.calibrated,
             "ok": report.ok,
             "figures": asdict(report.figures),
+            "iphones": asdict(report.iphones) if report.iphones is not None else None,
             "goals": [asdict(g) for g in report.goals],
         }
         out.write(json.dumps(data, indent=2) + "\n")

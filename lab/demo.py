@@ -46,6 +46,7 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 
+from lab.demo_iphone import DEMO_BEACON_MAJOR, DEMO_CHAIN_UUID, DemoIphones
 from lab.radio import RadioModel
 from lab.sim import SimAdvert, SimPhone, StoreSimulation
 from lab.story import ROUND_S, live_rounds, round_start
@@ -95,6 +96,8 @@ class DemoCustomer:
     k: int
     clock_offset_s: float
     consents: dict[str, bool]
+    # "android" broadcasts an Eddystone-EID; "iphone" cannot, and checks in with a proof.
+    device: str = "android"
 
     def eid_at(self, now: float) -> bytes:
         return compute_eid(self.identity_key, self.k, beacon_time(now, self.clock_offset_s))
@@ -140,6 +143,7 @@ class DemoStore:
     _radio: RadioModel | None = None
     broadcast_addresses: dict[str, set[str]] = field(default_factory=dict)
     broadcast_eids: dict[str, set[bytes]] = field(default_factory=dict)
+    iphones: DemoIphones | None = None
 
     @property
     def db_path(self) -> Path:
@@ -176,6 +180,8 @@ class DemoStore:
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == 0:
             logging.getLogger().setLevel(logging.INFO)
         master_key = secrets.token_bytes(32)
+        # The store beacon key shared by the server and the boxes (store-server beacon-key).
+        beacon_key = secrets.token_bytes(32)
         self.config = ServerConfig(
             host="127.0.0.1",
             port=self.port,
@@ -184,6 +190,9 @@ class DemoStore:
             master_key=master_key.hex(),
             # The demo serves plain HTTP on loopback; production runs behind TLS with Secure.
             cookie_secure=False,
+            store_beacon_key=beacon_key.hex(),
+            store_beacon_uuid=str(DEMO_CHAIN_UUID),
+            store_beacon_major=DEMO_BEACON_MAJOR,
         )
         floor = load_floor(self.seeds / "store.toml")
         secrets_by_scanner = self._prepare_database(
@@ -198,6 +207,7 @@ class DemoStore:
         self._http = aiohttp.ClientSession(self.base_url)
         self._floor = floor
         self._radio = RadioModel.for_floor(floor)
+        self.iphones = DemoIphones(floor, self._radio, beacon_key, self.seed)
         # Story time 0 is when round 0's visitors start walking; phones compute their EID at
         # wall time.
         self._story_zero = time.time() - self.story_offset_s
@@ -264,7 +274,14 @@ class DemoStore:
         phones = [
             SimPhone(c.handle, c.walk, 0.0, _advert_at_wall_time(c, wall_start))
             for c in customers.values()
+            if c.device != "iphone"
         ]
+        assert self.iphones is not None
+        assert self._http is not None
+        for c in customers.values():
+            if c.device == "iphone" and c.token is not None:
+                key = f"{index}:{c.handle}"
+                await self.iphones.add(self._http, key, c.walk, c.token, wall_start)
         # Each round its own seed: two rounds' phones never share a Bluetooth address.
         simulation = StoreSimulation(self._floor, self._radio, phones, seed=self.seed + index)
         self.rounds[index] = DemoRound(index, customers, simulation)
@@ -275,6 +292,8 @@ class DemoStore:
         """Stop the round's phones and erase its visitors through the customer API."""
         ended = self.rounds.pop(index)
         assert self._http is not None
+        if self.iphones is not None:
+            self.iphones.remove({f"{index}:{handle}" for handle in ended.customers})
         for customer in ended.customers.values():
             if customer.token is None:
                 continue
@@ -343,6 +362,7 @@ class DemoStore:
                 k=enrolled["rotation_exponent"],
                 clock_offset_s=enrolled["beacon_time"] - now,
                 consents=consents,
+                device=entry.get("device", "android"),
             )
         for entry in spec.get("passers_by", []):
             # Not enrolled anywhere: a key the store has never seen.
@@ -434,6 +454,8 @@ class DemoStore:
                     process.stdin.write(("\n".join(lines) + "\n").encode())
                     with contextlib.suppress(ConnectionError):
                         await process.stdin.drain()
+            if self.iphones is not None:
+                await self.iphones.step(now)
             await asyncio.sleep(max(0.0, SIM_STEP_S - (time.time() - now)))
 
     async def stop(self) -> None:
@@ -517,8 +539,9 @@ async def run_demo(
             f"  Staff board:  {demo.base_url}/board\n"
             f"  Sign in as:   {DEMO_USER} / {demo.staff_password}   (demo account, this run only)\n"
             f"  Files:        {workdir} (database, scanner outboxes, logs)\n"
-            f"Within about 20 s the board shows Sylvie's greeting card and a stock card for\n"
-            f"the customer who asked for a stock check. The story starts again every\n"
+            f"Within about 20 s the board shows Sylvie's greeting card, Léa's (an iPhone that\n"
+            f"checked in with the shop's beacon) and a stock card for the customer who asked\n"
+            f"for a stock check. The story starts again every\n"
             f"{ROUND_S / 60:g} minutes with new visitors. Press Ctrl-C to stop.\n"
         )
         out.flush()

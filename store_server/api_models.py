@@ -75,6 +75,40 @@ class CheckInRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     zone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
+# An iBeacon UUID as iOS and Android print it (8-4-4-4-12 hexadecimal digits, either case).
+BeaconUuid = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+    ),
+]
+BeaconNumber = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
+# Ranging RSSI in dBm: iOS reports 0 when it has no reading (not a proof of anything).
+RangedRssi = Annotated[int, msgspec.Meta(ge=-127, le=-1)]
+# A sighting's time, unix seconds on the phone's clock (2001 to 2286).
+SeenAt = Annotated[float, msgspec.Meta(ge=1e9, lt=1e10)]
+
+
+class BeaconSighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One store beacon as the app ranged it."""
+
+    uuid: BeaconUuid
+    major: BeaconNumber
+    minor: BeaconNumber
+    rssi: RangedRssi
+    seen_at: SeenAt
+
+
+class ProofCheckInRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The store beacons ranged since the region was entered (nearest first is fine)."""
+
+    beacons: Annotated[list[BeaconSighting], msgspec.Meta(min_length=1, max_length=8)]
+
+
+class CalibrationJoinRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+
+
 class EraseRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     channel: Literal["app", "web", "in_store"] = "app"
     app_version: AppVersion | None = None

@@ -29,7 +29,15 @@ from store_server.services.store import StoreServices
 from store_server.storage.database import Database, target_of
 from store_server.storage.notify import ConsentListener
 from store_server.storage.pg import PgTarget
-from store_server.views import customer_api, customer_pages, health, manager, scanner_api, staff
+from store_server.views import (
+    customer_api,
+    customer_pages,
+    floor_pages,
+    health,
+    manager,
+    scanner_api,
+    staff,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -325,6 +333,7 @@ def create_app(config: ServerConfig, *, base_dir: Path | None = None) -> web.App
     staff.setup(app)
     customer_pages.setup(app)
     manager.setup(app)
+    floor_pages.setup(app)
 
     async def on_shutdown(app: web.Application) -> None:
         if SERVICE in app:

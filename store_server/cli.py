@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from store_server.checkin_proof import beacon_settings
 from store_server.cli_admin import add_admin_commands
 from store_server.cli_chain import add_chain_commands
 from store_server.cli_db import add_db_commands
@@ -42,6 +43,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         config = config.with_overrides(port=args.port)
     master_key(config)
     floor(config)
+    beacon_settings(config)
     check_database(config)
     setup_logging(config.log_level, config.log_format)
     try:
@@ -114,6 +116,30 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
             )
         )
     )
+
+
+# 32 random bytes: twice the store beacon's minimum, as for the master key.
+BEACON_KEY_BYTES = 32
+
+
+def cmd_beacon_key(args: argparse.Namespace, out: TextIO) -> int:
+    import os
+    import secrets
+
+    path = Path(args.file)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(
+            f"{path} exists: the store's boxes may already use that key; remove it first to"
+            " replace the key (then copy the new one to every box)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path} ({exc.strerror})") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_hex(BEACON_KEY_BYTES) + "\n")
+    out.write(f"store beacon key written to {path} (mode 0600)\n")
+    return 0
 
 
 def cmd_chain_demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -230,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_commands(sub)
     add_chain_commands(sub)
     add_db_commands(sub)
+
+    p = sub.add_parser(
+        "beacon-key",
+        help="write a new store beacon key to a file (for the server and the store's boxes)",
+        description="Write a new random store beacon key (64 hex characters) to FILE, readable"
+        " by its owner only; an existing file is never overwritten. The server reads it through"
+        " store_beacon_key_file, every box of the store through its advertise key file.",
+    )
+    p.add_argument("file", metavar="FILE", help="where to write the key (must not exist)")
+    p.set_defaults(func=cmd_beacon_key)
 
     p = sub.add_parser(
         "eid",

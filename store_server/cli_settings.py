@@ -61,11 +61,35 @@ def load_settings(args: argparse.Namespace) -> ServerConfig:
     config = resolve_paths(load_config(text, os.environ), base)
     if config.master_key_file:
         config = config.with_overrides(master_key=read_master_key_file(config.master_key_file))
+    if config.store_beacon_key_file:
+        config = config.with_overrides(
+            store_beacon_key=read_store_beacon_key_file(config.store_beacon_key_file)
+        )
     if config.database_password_file:
         config = config.with_overrides(
             database_password=read_password_file(config.database_password_file)
         )
     return config
+
+
+def read_store_beacon_key_file(name: str) -> str:
+    """The store beacon key held in ``store_beacon_key_file`` (the same file as on the boxes;
+    the errors never quote its content)."""
+    try:
+        return Path(name).read_text("utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"store_beacon_key_file: {name} does not exist: write the store's beacon key"
+            " there (mode 0600, the same key as the boxes' advertise key file); make one with"
+            " store-server beacon-key",
+            key="store_beacon_key_file",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"store_beacon_key_file: cannot read {name} ({exc.strerror}): run as the server's"
+            " user or through its systemd unit (LoadCredential)",
+            key="store_beacon_key_file",
+        ) from None
 
 
 def read_password_file(name: str) -> str:

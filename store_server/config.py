@@ -8,6 +8,7 @@ container can set secrets without writing them to disk.
 from __future__ import annotations
 
 import tomllib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import limits
 
+from store_beacon import MAX_MAJOR
 from store_server.errors import ConfigError
 from store_server.throttle import parse_networks
 
@@ -50,6 +52,13 @@ DEFAULT_SIGNATURE_TOLERANCE_S = 60
 DEFAULT_CONSENT_STALENESS_S = 30
 # Largest request body accepted from anyone (a full scanner batch is well below this).
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Refused proof-of-presence check-ins per customer: an honest app is refused at most once or
+# twice a visit (a minor that rotated); a forger guessing 16-bit minors gets 30 tries an hour,
+# about 0.4 % an hour to hit one of 4 boxes' 8 valid minors.
+DEFAULT_PROOF_RATE_LIMIT = "6/minute;30/hour"
+# Proof check-ins from one client address: an app posts one a second for up to 30 s after the
+# phone enters the store's beacon region, and the shop's Wi-Fi puts many customers behind one.
+DEFAULT_PROOF_RATE_LIMIT_ADDRESS = "600/minute"
 # The key authority computes missing temporary keys every minute: a customer whose first
 # consent comes long after enrollment is recognised within a minute or so.
 DEFAULT_CHAIN_KEYS_INTERVAL_S = 60
@@ -86,6 +95,14 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     consent_staleness_s: int = DEFAULT_CONSENT_STALENESS_S
     legacy_ibeacon: bool = False
+    # The key is a secret: never in a repr (and so never in a log line or a traceback).
+    store_beacon_key: str = field(default="", repr=False)
+    store_beacon_key_file: str = ""
+    store_beacon_uuid: str = ""
+    store_beacon_major: int = 0
+    proof_rate_limit: str = DEFAULT_PROOF_RATE_LIMIT
+    proof_rate_limit_address: str = DEFAULT_PROOF_RATE_LIMIT_ADDRESS
+    calibration_from_check_ins: bool = True
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_listen: str = ""
@@ -161,7 +178,12 @@ def _check(config: ServerConfig) -> ServerConfig:
             raise ConfigError(f"{key}: must be positive", key=key)
     if config.log_level.upper() not in _LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(_LOG_LEVELS)}", key="log_level")
-    for key in ("enroll_rate_limit", "enroll_rate_limit_total"):
+    for key in (
+        "enroll_rate_limit",
+        "enroll_rate_limit_total",
+        "proof_rate_limit",
+        "proof_rate_limit_address",
+    ):
         try:
             limits.parse_many(getattr(config, key))
         except ValueError:
@@ -179,6 +201,7 @@ def _check(config: ServerConfig) -> ServerConfig:
         raise ConfigError(
             "master_key_file: set master_key or master_key_file, not both", key="master_key_file"
         )
+    _check_store_beacon(config)
     if config.key_authority and not config.chain_mode:
         raise ConfigError(
             "key_authority: only a chain's server is a key authority (set chain_mode)",
@@ -206,6 +229,32 @@ def _check(config: ServerConfig) -> ServerConfig:
                 key="metrics_listen",
             )
     return replace(config, log_level=config.log_level.upper())
+
+
+def _check_store_beacon(config: ServerConfig) -> None:
+    """The store beacon settings' shapes (the key itself is checked where it is read)."""
+    if config.store_beacon_key.strip() and config.store_beacon_key_file:
+        raise ConfigError(
+            "store_beacon_key_file: set store_beacon_key or store_beacon_key_file, not both",
+            key="store_beacon_key_file",
+        )
+    if not 0 <= config.store_beacon_major <= MAX_MAJOR:
+        raise ConfigError(
+            f"store_beacon_major: must be between 0 and {MAX_MAJOR}", key="store_beacon_major"
+        )
+    if config.store_beacon_uuid:
+        try:
+            uuid.UUID(config.store_beacon_uuid)
+        except ValueError:
+            raise ConfigError(
+                "store_beacon_uuid: not a UUID (e.g. 6f1e2d3c-0000-4000-8000-00000000b011)",
+                key="store_beacon_uuid",
+            ) from None
+    elif config.store_beacon_key.strip() or config.store_beacon_key_file:
+        raise ConfigError(
+            "store_beacon_uuid: required with a store beacon key (the chain's iBeacon UUID)",
+            key="store_beacon_uuid",
+        )
 
 
 def _check_database_url(config: ServerConfig) -> None:
@@ -291,6 +340,9 @@ def resolve_paths(config: ServerConfig, base: Path) -> ServerConfig:
         store_file=str(resolve_path(base, config.store_file)),
         master_key_file=str(resolve_path(base, config.master_key_file))
         if config.master_key_file
+        else "",
+        store_beacon_key_file=str(resolve_path(base, config.store_beacon_key_file))
+        if config.store_beacon_key_file
         else "",
         database_password_file=str(resolve_path(base, config.database_password_file))
         if config.database_password_file

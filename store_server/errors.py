@@ -9,10 +9,15 @@ class StoreServerError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, reason: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        # What was wrong, as a stable key the pages translate (i18n_names.REASONS); the
+        # message is an English sentence for developers and logs.
+        self.reason = reason
 
 
 class ConfigError(StoreServerError):
@@ -52,6 +57,11 @@ class ForbiddenError(StoreServerError):
     def __init__(self, message: str, *, code: str = "forbidden") -> None:
         super().__init__(message)
         self.code = code
+
+
+class ProofRefusedError(ForbiddenError):
+    """A proof-of-presence check-in whose store beacon proves nothing (HTTP 403, the code
+    names why: docs/api.md, "Proof-of-presence check-in")."""
 
 
 class NotFoundError(StoreServerError):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from store_server.i18n_floor import FLOOR_STRINGS
+
 LANGUAGES = ("fr", "en")
 DEFAULT_LANGUAGE = "fr"
 
-STRINGS: Mapping[str, Mapping[str, str]] = {
+_STRINGS: Mapping[str, Mapping[str, str]] = {
     "fr": {
         "app_name": "Bulle",
         "board_title": "Tableau de l'accueil",
@@ -444,6 +446,11 @@ STRINGS: Mapping[str, Mapping[str, str]] = {
         "app_aisle": "aisle",
         "app_pickup_line": "Pickup code to give at the front desk: ",
     },
+}
+
+# The floor map's and calibration page's strings live in their own module (size limit).
+STRINGS: Mapping[str, Mapping[str, str]] = {
+    lang: {**strings, **FLOOR_STRINGS[lang]} for lang, strings in _STRINGS.items()
 }
 
 

@@ -31,7 +31,11 @@ NAMES: Mapping[str, Mapping[str, Mapping[str, str]]] = {
             "audit_view": "consultation du journal des accès",
         },
         "scope": {"store": "cette boutique", "chain": "toutes les boutiques de l'enseigne"},
-        "via": {"beacon": "détectée par les capteurs", "check_in": "« Je suis là »"},
+        "via": {
+            "beacon": "détectée par les capteurs",
+            "check_in": "« Je suis là » touché dans l'application, sans preuve",
+            "beacon_proof": "« Je suis là » avec preuve de présence (balise de la boutique)",
+        },
         "adapter": {
             "powered": "allumé",
             "off": "éteint",
@@ -57,7 +61,11 @@ NAMES: Mapping[str, Mapping[str, Mapping[str, str]]] = {
             "audit_view": "access log viewed",
         },
         "scope": {"store": "this shop", "chain": "every shop of the chain"},
-        "via": {"beacon": "detected by the scanners", "check_in": "“I'm here”"},
+        "via": {
+            "beacon": "detected by the scanners",
+            "check_in": "“I'm here” tapped in the app, without proof",
+            "beacon_proof": "“I'm here” with a proof of presence (the shop's beacon)",
+        },
         "adapter": {
             "powered": "powered on",
             "off": "off",
@@ -80,26 +88,7 @@ def name_of(lang: str, kind: str, code: str | None) -> str:
 
 
 # Form errors. The server's messages are English sentences meant for logs and the API; a page
-# shows the reason in its own language instead, found by the message's start.
-_REASONS: tuple[tuple[str, str], ...] = (
-    ("must not be negative", "negative"),
-    ("not a whole number", "whole_number"),
-    ("not a number", "number"),
-    ("empty value", "empty"),
-    ("letters, digits, '.'", "username_chars"),
-    ("letters, digits", "identifier"),
-    ("at least", "password_short"),
-    ("role must be", "role"),
-    ("choose a CSV file", "choose_file"),
-    ("the file is not UTF-8", "not_utf8"),
-    ("the header must be", "header"),
-    ("more than", "too_many_rows"),
-    ("already exists", "exists"),
-    ("is already registered", "registered"),
-    ("you cannot disable yourself", "self_disable"),
-    ("between -", "range"),
-)
-
+# shows the reason in its own language instead, by the error's reason key.
 REASONS: Mapping[str, Mapping[str, str]] = {
     "fr": {
         "negative": "le nombre ne peut pas être négatif.",
@@ -176,30 +165,25 @@ class FieldError:
     text: str
 
 
-def reason_of(message: str) -> str:
-    """The reason key of a server message ("other" when it is not a known one)."""
-    for start, key in _REASONS:
-        if start in message:
-            return key
-    return "other"
-
-
-def field_error(lang: str, field: str | None, message: str, default_field: str) -> FieldError:
-    """The error of a form, in ``lang``, attached to ``field`` (or ``default_field``).
+def field_error(lang: str, field: str | None, reason: str | None, default_field: str) -> FieldError:
+    """The error of a form, in ``lang``, attached to ``field`` (or ``default_field``):
+    ``reason`` is the error's key in REASONS (``StoreServerError.reason``; unknown or None:
+    "other").
 
     A stock file's ``line N, column`` is kept (the manager must find the line) and shown in
     the page's language; the error belongs to the file field.
     """
-    reason = REASONS[lang][reason_of(message)]
+    reasons = REASONS[lang]
+    text = reasons.get(reason or "other", reasons["other"])
     match = _LINE_FIELD.fullmatch(field or "")
     if match is None:
-        return FieldError(field or default_field, _capitalize(reason))
+        return FieldError(field or default_field, _capitalize(text))
     where = _LINE[lang].format(line=match.group(1))
     column = match.group(2)
     if column:
         where += f", {COLUMNS[lang].get(column, column)}"
     sep = " : " if lang == "fr" else ": "
-    return FieldError(default_field, where + sep + reason)
+    return FieldError(default_field, where + sep + text)
 
 
 def _capitalize(text: str) -> str:

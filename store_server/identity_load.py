@@ -138,7 +138,9 @@ def read_temporary_keys(
             continue
         # Every key of a customer comes from one enrollment: k and the offset of the newest.
         newest = max(held, key=lambda row: row.slot, default=None)
-        k = newest.k if newest is not None else 0
+        # No key yet: the longest rotation, so that the resolver does not move the customer's
+        # (empty) windows on every second meanwhile.
+        k = newest.k if newest is not None else MAX_ROTATION_EXPONENT
         offset = newest.clock_offset_s if newest is not None else 0.0
         record = TemporaryKeyRecord(subject, k, offset, tks)
         try:

@@ -64,7 +64,9 @@ def check_new_password(password: str, username: str) -> None:
     """Refuse (ValidationError on `password`) a short, common or guessable password."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValidationError(
-            f"password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
+            f"password must have at least {MIN_PASSWORD_LENGTH} characters",
+            field="password",
+            reason="password_short",
         )
     # Imported here: its word lists take about a second to load, which the server's start-up
     # and the commands that never add an account need not pay.

@@ -41,11 +41,13 @@ from threadpoolctl import ThreadpoolController
 from store_server.floor import Floor, FloorError
 from store_server.presence_filter import (
     NEVER,
+    PREDICT_ROWS,
     BeliefTable,
     BoxModel,
-    box_log_likelihood,
+    motion_model,
     predict,
     shared_grid,
+    weigh_in,
 )
 from store_server.presence_grid import FloorGrid
 from store_server.presence_types import (
@@ -84,6 +86,7 @@ class _Subject:
     challenger_since: float = 0.0
     p_inside: float = 0.0
     p_zone: float = 0.0
+    inside_since: float = math.nan
 
 
 @dataclass(slots=True)
@@ -123,11 +126,12 @@ class PresenceEngine:
             s.first_inside_p / max(1, int(grid.inside.sum())),
             (1.0 - s.first_inside_p) / max(1, int((~grid.inside).sum())),
         )
-        self._prior = np.zeros((2, size), dtype=np.float32)
-        self._prior[1] = prior / prior.sum()
-        self._move_p = np.ascontiguousarray(grid.move_p)
-        self._move_from = np.ascontiguousarray(grid.move_from)
-        self._table = BeliefTable.empty(0, len(self._box_ids), self._grid.size)
+        self._motion = motion_model(grid, s)
+        self._headings = headings = grid.step_from.shape[0]
+        self._layers = layers = 2 * headings
+        self._prior = np.zeros((layers, size), dtype=np.float32)
+        self._prior[headings:] = prior / prior.sum() / headings
+        self._table = BeliefTable.empty(0, len(self._box_ids), self._grid.size, layers)
         self._subjects: dict[str, _Subject] = {}
         self._by_slot: dict[int, str] = {}
         self._now = NEVER
@@ -178,6 +182,9 @@ class PresenceEngine:
         self._mean_sq[box.index] = mean * mean
         self._mean32 = self._mean.astype(np.float32)
         self._mean_sq32 = self._mean_sq.astype(np.float32)
+        facing = self._mean[:, None, :] - self._settings.body_shadow_db * grid.behind
+        self._facing = facing.reshape(len(self._box_ids), -1).astype(np.float32)
+        self._facing_sq = self._facing * self._facing
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -327,7 +334,7 @@ class PresenceEngine:
             share = self._zone_share[:, self._zone_index[zone]]
             row = self._table.belief[state.slot]
             row[:] = 0.0
-            row[0] = share / share.sum()
+            row[: self._headings] = share / share.sum() / self._headings
             self._table.updated_t[state.slot] = t
             state.p_inside, state.p_zone = 1.0, 1.0
         evidence = self._evidence(state, t)
@@ -402,6 +409,7 @@ class PresenceEngine:
                 len(old.updated_t) + max(SLOT_BLOCK, len(old.updated_t)),
                 len(self._box_ids),
                 self._grid.size,
+                self._layers,
             )
             n = len(old.updated_t)
             for name in (
@@ -467,43 +475,30 @@ class PresenceEngine:
             now,
             np.where(np.isfinite(last), last, now) + steps * settings.step_s,
         )
-        for count in np.unique(steps):
-            if count > 0:
-                chosen = steps == count
-                part = belief[chosen]
-                predict(
-                    part,
-                    int(count),
-                    settings.start_walking_p,
-                    settings.stop_walking_p,
-                    self._move_from,
-                    self._move_p,
-                )
-                belief[chosen] = part
-        log_l = box_log_likelihood(
-            belief,
-            table.weight[slots],
-            table.weighted[slots],
-            settings,
-            BoxModel(self._mean, self._mean_sq, self._mean32, self._mean_sq32),
+        model = BoxModel(
+            self._mean, self._mean_sq, self._mean32, self._mean_sq32, self._facing, self._facing_sq
         )
-        log_l -= log_l.max(axis=1, keepdims=True)
-        likelihood = np.exp(log_l).astype(np.float32)
-        belief *= likelihood[:, None, :]
-        total = belief.sum(axis=(1, 2))
-        lost = total <= 0.0
-        if lost.any():
-            # The windows contradict every reachable cell: start over from the windows alone.
-            belief[lost] = likelihood[lost][:, None, :] / 2.0
-            total[lost] = belief[lost].sum(axis=(1, 2))
-        belief /= total[:, None, None]
-        table.belief[slots] = belief
+        p_inside = np.empty(len(due), dtype=np.float32)
+        p_zones = np.empty((len(due), len(self._zone_index)), dtype=np.float32)
+        # A block of rows at a time, from the table into cache and back: each pass over a
+        # block's belief (move, weigh, normalise, sum) then costs a pass over cache.
+        for r0 in range(0, len(due), PREDICT_ROWS):
+            block = slice(r0, r0 + PREDICT_ROWS)
+            rows = slots[block]
+            belief = table.belief[rows]
+            for count in np.unique(steps[block]):
+                if count > 0:
+                    chosen = steps[block] == count
+                    part = belief[chosen]
+                    predict(part, int(count), self._motion)
+                    belief[chosen] = part
+            where = weigh_in(belief, table.weight[rows], table.weighted[rows], settings, model)
+            table.belief[rows] = belief
+            p_inside[block] = where @ self._inside
+            p_zones[block] = where @ self._zone_share
         table.weight[slots] = 0.0
         table.weighted[slots] = 0.0
         table.pending[slots] = False
-        where = belief.sum(axis=1)
-        p_inside = where @ self._inside
-        p_zones = where @ self._zone_share
         events: list[PresenceEvent] = []
         for i, (subject, state) in enumerate(zip(due, states, strict=True)):
             inside = float(p_inside[i])
@@ -529,6 +524,11 @@ class PresenceEngine:
         leader = int(np.argmax(zones))
         if not state.arrived:
             if inside < settings.arrive_p:
+                state.inside_since = math.nan
+                return None
+            if math.isnan(state.inside_since):
+                state.inside_since = now
+            if now - state.inside_since < settings.arrive_hold_s:
                 return None
             state.arrived = True
             state.zone = zone_ids[leader]

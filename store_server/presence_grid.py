@@ -18,13 +18,16 @@ import numpy.typing as npt
 from store_server.floor import Floor
 from store_server.geometry import Segment, point_in_polygon
 
-__all__ = ["FloorGrid", "build_grid"]
+__all__ = ["HEADINGS", "FloorGrid", "build_grid"]
 
 # Moves of one step: stay, the four sides, the four corners (dx, dy in cells).
 MOVES = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
 # Relative chance of each move for a walker: a straight step is likelier than a diagonal one
 # (a diagonal covers 1.4 cells), and a walker mostly keeps going rather than stalling.
 MOVE_WEIGHTS = (0.2, 0.15, 0.15, 0.15, 0.15, 0.05, 0.05, 0.05, 0.05)
+# A walker's headings, in order around the compass (indices into MOVES): E, NE, N, NW, W, SW,
+# S, SE; neighbours in this tuple are 45 degrees apart.
+HEADINGS = (1, 5, 3, 7, 2, 8, 4, 6)
 # Zone shares of a cell are measured on a 4 x 4 lattice of points inside it.
 ZONE_SAMPLES = 4
 # A wall this close to the box end of a ray (a share of its length) is the one it hangs on.
@@ -45,6 +48,9 @@ class FloorGrid:
     zone_share: npt.NDArray[np.float32]  # (C, Z) share of the cell in each zone
     move_from: npt.NDArray[np.intp]  # (C, 9) source cell of each move into the cell (C: none)
     move_p: npt.NDArray[np.float32]  # (C, 9) probability of that move for a walker
+    step_from: npt.NDArray[np.intp]  # (8, C) source cell of a step in each heading (C: none)
+    step_ok: npt.NDArray[np.float32]  # (8, C) share of a step from the cell that is allowed
+    behind: npt.NDArray[np.float32]  # (B, 8, C) the box is behind a person facing the heading
     log_distance: npt.NDArray[np.float64]  # (B, C) log10 of the 3-D distance box-cell
     attenuation_db: npt.NDArray[np.float64]  # (B, C) walls and window between box and cell
 
@@ -178,6 +184,13 @@ def build_grid(
         move_from[move_to[sources, k], k] = sources
         move_p[move_to[sources, k], k] = weights[sources, k]
 
+    # Steps by heading: where a step into each cell comes from, and whether a step from each
+    # cell may be taken (0: a wall; door_entry_weight: from the pavement into the shop).
+    step_from = np.ascontiguousarray(move_from[:, list(HEADINGS)].T)
+    allowed = np.where(move_ok, 1.0, 0.0)
+    allowed[entering] *= door_entry_weight
+    step_ok = np.ascontiguousarray(allowed[:, list(HEADINGS)].T.astype(np.float32))
+
     # Zones: the share of each cell's sample points in each zone.
     zone_share = np.zeros((size, len(floor.zones)), dtype=np.float32)
     offsets = [(s + 0.5) / ZONE_SAMPLES - 0.5 for s in range(ZONE_SAMPLES)]
@@ -210,6 +223,11 @@ def build_grid(
                 attenuation[b] += np.where(front, floor.front_attenuation_db, 0.0)
                 hit &= ~front
             attenuation[b] += np.where(hit, floor.wall_attenuation_db, 0.0)
+    behind = np.zeros((len(floor.scanners), len(HEADINGS), size), dtype=np.float32)
+    for b, spec in enumerate(floor.scanners):
+        for h, k in enumerate(HEADINGS):
+            dx, dy = MOVES[k]
+            behind[b, h] = (spec.position[0] - x) * dx + (spec.position[1] - y) * dy < 0.0
     return FloorGrid(
         cell_m=cell_m,
         x=x,
@@ -219,6 +237,9 @@ def build_grid(
         zone_share=zone_share,
         move_from=move_from,
         move_p=move_p,
+        step_from=step_from,
+        step_ok=step_ok,
+        behind=behind,
         log_distance=log_distance,
         attenuation_db=attenuation,
     )

@@ -46,7 +46,9 @@ class Evidence:
 
 
 EventKind = Literal["arrived", "zone_changed", "left"]
-Via = Literal["beacon", "check_in"]
+Via = Literal["beacon", "check_in", "beacon_proof"]
+"""How an event came: the boxes' windows, a check-in tapped in the app (``check_in``), or a
+check-in proven by a store beacon the phone ranged (``beacon_proof``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +76,20 @@ class PresenceSettings:
     # Cells of 0.5 m: a customer 0.5 m from a zone edge is a cell away from it, and a 25 x 20 m
     # shop stays under 2,500 cells (the cost of an update grows with the cells).
     cell_m: float = 0.5
-    # One walking step every 0.5 s: one cell per step is 1 m/s, a browsing pace (1.4 m/s
-    # along a diagonal).
+    # The belief moves every 0.5 s: at 1 m/s a walker crosses a cell per step.
     step_s: float = 0.5
+    # A walker keeps going in its heading at about this speed (people walk at 1-1.4 m/s and
+    # browse slower): entering through the door is followed within a second or two.
+    walking_speed_mps: float = 1.0
+    # Per step, a walker veers by 45 degrees with this chance...
+    turn_p: float = 0.15
+    # ...or turns to any heading (a corner, a shelf) with this one.
+    sharp_turn_p: float = 0.05
+    # Per step, a standing person turns to face another way with this chance.
+    standing_turn_p: float = 0.02
+    # A body between the phone and a box costs 5-10 dB: the belief knows which way the person
+    # faces (the heading they walked, kept when they stop), so boxes behind read this much less.
+    body_shadow_db: float = 7.5
     # The pavement modelled beyond each side of the shop: a passer-by is tracked from 3 m away.
     street_margin_m: float = 3.0
     # A phone in a hand (1.2 m) or a pocket (0.8 m): the 3-D distance to a box on a shelf or
@@ -104,9 +117,9 @@ class PresenceSettings:
     # What the model gets wrong whatever the count: position within a cell, body, hand or
     # pocket, phone model. It keeps a window of many advertisements from being trusted blindly.
     model_sigma_db: float = 3.0
-    # A body or a pocket between the phone and a box: it happens to this share of the readings
-    # (boxes behind a walker, about half, when a body is in the way at all)...
-    shadow_p: float = 0.3
+    # The older body model: each reading shadowed at random with this chance (moment-matched).
+    # Off: the body now follows the heading (body_shadow_db), and both would count it twice...
+    shadow_p: float = 0.0
     # ...and costs 5-10 dB (2.4 GHz through a torso).
     shadow_mean_db: float = 7.5
     shadow_sd_db: float = 1.5
@@ -115,18 +128,21 @@ class PresenceSettings:
     # (1e-6) was better on diagonals (lab, seed 1: demo 6.4 % vs 7.4 %, corner 12.7 % vs 17.2 %)
     # but gave 4 false "left" on the corner floor and worse boundaries on the demo floor.
     shadow_support: float = 0.0
-    # The same unknown offset on every box at once (phone model, pocket, a body between the
-    # phone and every box) can be integrated out with this spread (dB). Off (0): walking from the
-    # door into the shop also raises every box's level together, and integrating the level out
-    # cost seconds of arrival in the lab (4 dB: arrival p50 7 s instead of 3 s).
+    # The same unknown offset on every box at once (phone model, pocket) can be integrated out
+    # with this spread (dB). Off (0): walking in through the door also raises every box's level
+    # together; in the field tier 6 dB kept nearly every window shopper out but arrival p95
+    # became 8-25 s (lab, both floors, seeds 1-3).
     common_offset_sigma_db: float = 0.0
     # Tx power advertised by the phone that the reference RSSI stands for (dBm at 0 m); None:
     # the advertised power is not used (phones misreport it too often to rely on by default).
     tx_power_reference_dbm: float | None = None
-    # Inside the shop with this belief: arrived. Lab, seed 1, both floors: at 0.8 still none of
-    # 1,200 people on the pavement arrived, and 72-98 % of 5-10 s visits were detected instead
-    # of 40-97 % at 0.9 (arrival p95 6.6-8.8 s instead of 7.2-9.8 s).
+    # Inside the shop with this belief: arrived. Lab: in the espresense tier nobody on the
+    # pavement arrives at 0.8; 0.95 neither kept window shoppers out in the field tier nor
+    # kept short visits (42-65 % detected on the corner floor).
     arrive_p: float = 0.8
+    # ...held for this long. Off: at 1.5 s window shoppers still arrived in the field tier (their
+    # belief is steadily, not briefly, wrong) and arrival took 1-2 s longer.
+    arrive_hold_s: float = 0.0
     # Another zone must hold this share of the inside belief to take over the shown zone.
     zone_switch_p: float = 0.65
     # ...continuously for this long: a standing customer's belief wobbles for a second or two.
@@ -153,7 +169,7 @@ class PresenceSettings:
     max_steps: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("cell_m", "step_s", "reading_sigma_db", "model_sigma_db"):
+        for name in ("cell_m", "step_s", "walking_speed_mps", "reading_sigma_db", "model_sigma_db"):
             if getattr(self, name) <= 0.0:
                 raise ValueError(f"{name} must be positive")
         if self.path_loss_exponent <= 0.0:
@@ -161,6 +177,9 @@ class PresenceSettings:
         for name in (
             "start_walking_p",
             "stop_walking_p",
+            "turn_p",
+            "sharp_turn_p",
+            "standing_turn_p",
             "door_entry_weight",
             "shadow_p",
             "first_inside_p",
@@ -175,8 +194,10 @@ class PresenceSettings:
             "common_offset_sigma_db",
             "shadow_mean_db",
             "shadow_sd_db",
+            "body_shadow_db",
             "shadow_support",
             "zone_hold_s",
+            "arrive_hold_s",
             "left_hold_s",
             "silence_left_s",
             "check_in_present_s",

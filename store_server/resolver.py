@@ -29,7 +29,7 @@ import heapq
 import math
 from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from store_server.eid import (
@@ -225,8 +225,13 @@ class EidResolver:
 
     def entries(self, now: float) -> list[AllowlistItem]:
         """Every EID accepted at ``now`` with the server time at which it stops being accepted."""
+        return list(self.iter_entries(now))
+
+    def iter_entries(self, now: float) -> Iterator[AllowlistItem]:
+        """:meth:`entries` one at a time (a full allowlist of a large store, encoded in parts).
+
+        Do not change the resolver while iterating."""
         skew = self._skew
-        items: list[AllowlistItem] = []
         eids = self._eids
         for slot in self._slots.values():
             if self._ks[slot] == _NO_IDENTITY:
@@ -238,8 +243,7 @@ class EidResolver:
                 if abs(current - window) <= skew:
                     eid = bytes(eids[at + j * EID_BYTES : at + (j + 1) * EID_BYTES])
                     if eid != _NO_EID:
-                        items.append(AllowlistItem(eid, self._not_after(slot, window)))
-        return items
+                        yield AllowlistItem(eid, self._not_after(slot, window))
 
     def changes_since(self, version: int) -> AllowlistDelta | None:
         """Merged changes after ``version``; None if they are no longer kept (send a full list).

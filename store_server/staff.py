@@ -43,10 +43,12 @@ def add_user(
         or len(username) > 64
         or not username.replace("-", "").replace("_", "").replace(".", "").isalnum()
     ):
-        raise ValidationError("letters, digits, '.', '-', '_' (1-64)", field="username")
+        raise ValidationError(
+            "letters, digits, '.', '-', '_' (1-64)", field="username", reason="username_chars"
+        )
     check_new_password(password, username)
     if role not in ROLES:
-        raise ValidationError("role must be staff or manager", field="role")
+        raise ValidationError("role must be staff or manager", field="role", reason="role")
     store.insert_user(db, username, hash_password(password), role, now, store_id)
     return StaffUser(username, role)
 

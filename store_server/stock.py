@@ -21,9 +21,9 @@ def parse_count(raw: str, field: str) -> int:
     digits, which int() would accept); ValidationError names `field`."""
     text = raw.strip()
     if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
-        raise ValidationError("must not be negative", field=field)
+        raise ValidationError("must not be negative", field=field, reason="negative")
     if not (text.isascii() and text.isdigit()):
-        raise ValidationError("not a whole number (digits 0-9)", field=field)
+        raise ValidationError("not a whole number (digits 0-9)", field=field, reason="whole_number")
     if len(text) > MAX_COUNT_DIGITS:
         raise ValidationError(f"at most {MAX_COUNT_DIGITS} digits", field=field)
     return int(text)
@@ -32,14 +32,18 @@ def parse_count(raw: str, field: str) -> int:
 def parse_stock_csv(text: str) -> list[dict[str, Any]]:
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or tuple(reader.fieldnames) != STOCK_COLUMNS:
-        raise ValidationError(f"the header must be {','.join(STOCK_COLUMNS)}", field="header")
+        raise ValidationError(
+            f"the header must be {','.join(STOCK_COLUMNS)}", field="header", reason="header"
+        )
     items: list[dict[str, Any]] = []
     for line, row in enumerate(reader, start=2):
         if len(items) >= MAX_STOCK_ROWS:
-            raise ValidationError(f"more than {MAX_STOCK_ROWS} rows", field=f"line {line}")
+            raise ValidationError(
+                f"more than {MAX_STOCK_ROWS} rows", field=f"line {line}", reason="too_many_rows"
+            )
         for column in STOCK_COLUMNS:
             if not (row.get(column) or "").strip():
-                raise ValidationError("empty value", field=f"line {line}, {column}")
+                raise ValidationError("empty value", field=f"line {line}, {column}", reason="empty")
         count = parse_count(row["count"], f"line {line}, count")
         items.append(
             {

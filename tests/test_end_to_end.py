@@ -98,10 +98,11 @@ def _pickup_code(demo: DemoStore, handle: str) -> str:
 async def test_greeting_and_stock_cards_appear_live(demo: DemoStore, board: Board) -> None:
     async def both_cards() -> bool:
         kinds = {c["kind"] for c in board.cards.values()}
-        return {"greeting", "stock"} <= kinds
+        sylvie = any(c.get("text") == "Bonjour Sylvie" for c in board.cards.values())
+        return sylvie and "stock" in kinds
 
     await wait_until(both_cards, CARDS_WITHIN_S, "a greeting card and a stock card on the board")
-    greeting = next(c for c in board.cards.values() if c["kind"] == "greeting")
+    greeting = next(c for c in board.cards.values() if c.get("text") == "Bonjour Sylvie")
     stock = next(c for c in board.cards.values() if c["kind"] == "stock")
     # Sylvie chose her first name, in French.
     assert greeting["text"] == "Bonjour Sylvie"
@@ -121,6 +122,27 @@ async def test_greeting_and_stock_cards_appear_live(demo: DemoStore, board: Boar
     assert "Tremblay" not in json.dumps(stock)
 
 
+async def test_the_iphone_customer_is_greeted_through_her_proof(
+    demo: DemoStore, board: Board
+) -> None:
+    """Léa's iPhone broadcasts nothing: iOS wakes her app near the boxes' store beacon, the
+    app checks in with the beacon it ranged, and her card comes from that proof."""
+
+    async def lea_card() -> bool:
+        return any(c.get("text") == "Hello Léa" for c in board.cards.values())
+
+    await wait_until(lea_card, CARDS_WITHIN_S, "Léa's greeting card on the board")
+    lea = demo.customers["lea"]
+    assert lea.device == "iphone"
+    assert "lea" not in demo.broadcast_eids  # nothing reached a scanner from her phone
+    with sqlite3.connect(demo.db_path) as conn:
+        vias = [
+            r[0]
+            for r in conn.execute("SELECT via FROM visits WHERE customer_id = ?", [lea.customer_id])
+        ]
+    assert vias == ["beacon_proof"]
+
+
 async def test_nobody_else_ever_appears(demo: DemoStore, board: Board) -> None:
     # Nadia walks in at t=4 s and stays two minutes; the passer-by passes every minute.
     # Wait until both have been in range of the scanners, then check the board's history.
@@ -132,12 +154,13 @@ async def test_nobody_else_ever_appears(demo: DemoStore, board: Board) -> None:
 
     await wait_until(both_broadcast, 30.0, "the non-consenting phones to be heard")
     texts = [c.get("text") or c.get("pickup_code") for c in board.seen]
-    assert len(board.seen) == 2, texts
+    assert len(board.seen) == 3, texts
     with sqlite3.connect(demo.db_path) as conn:
         people_with_cards = {r[0] for r in conn.execute("SELECT DISTINCT customer_id FROM cards")}
     assert people_with_cards == {
         demo.customers["sylvie"].customer_id,
         demo.customers["marc"].customer_id,
+        demo.customers["lea"].customer_id,
     }
 
 
@@ -223,13 +246,15 @@ async def test_board_in_chromium_updates_live(demo: DemoStore) -> None:
             # A marker that a reload would wipe: the cards must arrive over the WebSocket.
             await page.evaluate("window.__bulleNoReload = 42")
             loads = len(navigations)
-            greeting = page.locator(".card.greeting h2")
+            greeting = page.locator(".card.greeting h2", has_text="Bonjour Sylvie")
             await greeting.first.wait_for(timeout=CARDS_WITHIN_S * 1000)
-            assert await greeting.first.text_content() == "Bonjour Sylvie"
+            # Léa's card: her iPhone checked in with the store beacon.
+            lea = page.locator(".card.greeting h2", has_text="Hello Léa")
+            await lea.first.wait_for(timeout=CARDS_WITHIN_S * 1000)
             await page.locator(".card.stock .code").first.wait_for(timeout=CARDS_WITHIN_S * 1000)
             assert await page.evaluate("window.__bulleNoReload") == 42
             assert len(navigations) == loads
-            assert await page.locator(".card").count() == 2
+            assert await page.locator(".card").count() == 3
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SCREENSHOT))
         finally:

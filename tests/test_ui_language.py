@@ -40,7 +40,9 @@ CONTENT_TOP_SHARE = 0.5
 MANAGER_PAGES = {
     "/board": "#board .card",
     "/manager/scanners": ".table-wrap",
+    "/manager/floor": "#floor-map",
     "/manager/zones": ".table-wrap",
+    "/manager/calibration": "#walk",
     "/manager/stock": "form.inline-form",
     "/manager/staff": ".table-wrap",
     "/manager/consent-log": "#chain-status",

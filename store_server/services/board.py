@@ -16,8 +16,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from store_server.errors import NotFoundError
-from store_server.policy import Decision, Trigger, VisitState, decide
+from store_server.floor_map import zone_counts
+from store_server.policy import Decision, Trigger, TriggerKind, VisitState, decide
 from store_server.presence import PresenceEvent
+from store_server.presence_types import Via
 from store_server.services.coordinator import Coordinator, Visit
 from store_server.storage import customers, visits
 
@@ -46,8 +48,10 @@ class Board:
     async def handle_events(self, events: list[PresenceEvent]) -> None:
         for event in events:
             if event.kind == "arrived":
+                # An arrival told by the app (tapped or proven) is a check-in for the policy.
+                kind: TriggerKind = "arrived" if event.via == "beacon" else "check_in"
                 await self._on_trigger(
-                    event.subject, Trigger("arrived", event.t, event.zone), via=event.via
+                    event.subject, Trigger(kind, event.t, event.zone), via=event.via
                 )
             elif event.kind == "zone_changed":
                 visit = self._c.visits.get(event.subject)
@@ -58,14 +62,36 @@ class Board:
                 await self._on_left(event.subject, event.t)
 
     async def check_in(self, customer_id: str, zone: str | None, now: float) -> None:
-        """An "I'm here" from the app: the engine learns the arrival, and a visit not checked
-        in yet is decided on again (a card that needed a check-in may now show)."""
+        """An "I'm here" tapped in the app: the engine learns the arrival, and a visit not
+        checked in yet is decided on again (a card that needed a check-in may now show)."""
         await self.handle_events(self._c.engine.check_in(customer_id, now, zone))
+        if zone is not None:
+            # A check-in located at a zone: the phone's next windows calibrate the boxes.
+            self._c.calibration.check_in(customer_id, zone, now)
+        await self._checked_in(customer_id, zone, now, "check_in")
+
+    async def proof_check_in(
+        self, customer_id: str, events: list[PresenceEvent], now: float
+    ) -> None:
+        """The engine's events after a proof-of-presence check-in (``checkin_proof``); once the
+        customer is present, the visit counts as checked in."""
+        await self.handle_events(events)
+        if self._c.engine.zone_of(customer_id) is not None:
+            await self._checked_in(customer_id, None, now, "beacon_proof")
+
+    async def _checked_in(self, customer_id: str, zone: str | None, now: float, via: Via) -> None:
         visit = self._c.visits.get(customer_id)
         if visit is not None and not visit.state.checked_in:
             await self._on_trigger(
-                customer_id, Trigger("check_in", now, zone or visit.zone), via="check_in"
+                customer_id, Trigger("check_in", now, zone or visit.zone), via=via
             )
+
+    def zone_counts(self) -> dict[str, int]:
+        """How many consenting customers are present in each zone (open visits; no one named)."""
+        return zone_counts(
+            (visit.zone for visit in self._c.visits.values()),
+            (zone.id for zone in self._c.floor.zones),
+        )
 
     def _local(self, now: float) -> datetime:
         return datetime.fromtimestamp(now, self._tz)
@@ -111,7 +137,9 @@ class Board:
             greeted=state.greeted or decision.greeting is not None,
             stock_shown=state.stock_shown or decision.stock is not None,
             last_greeted_at=now if decision.greeting is not None else state.last_greeted_at,
-            checked_in=state.checked_in or trigger.kind == "check_in" or via == "check_in",
+            checked_in=state.checked_in
+            or trigger.kind == "check_in"
+            or via in ("check_in", "beacon_proof"),
         )
         if decision.greeting is not None:
             self._c.last_greeted[customer_id] = now

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from store_server import eid
+from store_server.calibration_online import OnlineCalibration, box_places, zone_places
 from store_server.config import ServerConfig
 from store_server.consent import subject_ref
 from store_server.errors import ConfigError
@@ -117,6 +118,15 @@ class Coordinator:
         self._build: BackgroundBuild | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.engine = PresenceEngine(floor)
+        settings = self.engine.settings
+        # Online calibration listens to the calibration phone and to located check-ins.
+        self.calibration = OnlineCalibration(
+            zone_places(floor, self.engine.grid),
+            box_places(floor, self.engine.grid),
+            settings.reference_rssi_dbm,
+            settings.path_loss_exponent,
+            from_check_ins=config.calibration_from_check_ins,
+        )
         self._master_key = master_key
         self._pseudonym_key = pseudonym_key(master_key)
         # Open visits and the last greeting time of each customer (the greeting cooldown).
@@ -188,6 +198,7 @@ class Coordinator:
         the caller's transaction), each sent with ``reason``.
         """
         self.engine.forget(customer_id)
+        self.calibration.forget(customer_id)
         self.visits.pop(customer_id, None)
         self.last_greeted.pop(customer_id, None)
         self.check_ins.pop(customer_id, None)

@@ -13,6 +13,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from store_server import eid
+from store_server.checkin_proof import (
+    MAX_SIGHTING_AHEAD_S,
+    ProofRejected,
+    Sighting,
+    beacon_settings,
+    check_proof,
+    proof_events,
+)
 from store_server.consent import (
     DEFAULT_CONSENT_DURATION_S,
     PURPOSES,
@@ -28,7 +36,9 @@ from store_server.errors import (
     AuthenticationError,
     ForbiddenError,
     NotFoundError,
+    ProofRefusedError,
     RateLimitedError,
+    ValidationError,
 )
 from store_server.identity_load import identity_aad
 from store_server.keyseal import ChainKeys, seal, temporary_key_aad
@@ -68,6 +78,8 @@ class Customers:
         self._checkpoint_key = checkpoint_key(coordinator.master_key)
         self._skew = coordinator.config.skew_windows
         self._checkpointed_seq: int | None = None
+        self.beacon = beacon_settings(self.config)
+        self._box_zones = {box.id: box.zone for box in coordinator.floor.scanners}
 
     async def prepare(self) -> None:
         """Record the consent texts of this release (the ones already there stay)."""
@@ -326,6 +338,38 @@ class Customers:
             return {"checked_in": False, "reason": "no_consent"}
         await self._board.check_in(customer_id, zone, now)
         return {"checked_in": True}
+
+    async def check_in_with_proof(
+        self, customer_id: str, sightings: list[Sighting]
+    ) -> dict[str, Any]:
+        """A proof-of-presence check-in: the store beacons the app ranged (consenting only).
+
+        ProofRefusedError (403, a named code) when no sighting is a minor a box of this store
+        broadcast in the current or previous slot: nothing about the customer is recorded or
+        logged. A valid proof feeds the presence engine (``checkin_proof.proof_events``); the
+        answer says whether the customer is now checked in, or ``not_inside`` yet (the app
+        ranges on and posts again).
+        """
+        if self.beacon is None:
+            raise ProofRefusedError(
+                "this store's boxes broadcast no store beacon", code="beacon_proof_off"
+            )
+        now = self.clock()
+        if any(s.seen_at - now > MAX_SIGHTING_AHEAD_S for s in sightings):
+            raise ValidationError("seen_at is ahead of the store's clock", field="seen_at")
+        result = check_proof(self.beacon, self._box_zones, sightings, now)
+        if isinstance(result, ProofRejected):
+            # Counted without any identifier: a burst of one code is a forger or a bad clock.
+            logger.info("proof check-in refused: %s", result.code)
+            raise ProofRefusedError(result.message, code=result.code)
+        if customer_id not in self._c.resolver:
+            return {"checked_in": False, "reason": "no_consent"}
+        events = proof_events(self._c.engine, customer_id, result, now)
+        await self._board.proof_check_in(customer_id, events, now)
+        zone = self._c.engine.zone_of(customer_id)
+        if zone is None:
+            return {"checked_in": False, "reason": "not_inside"}
+        return {"checked_in": True, "via": "beacon_proof", "zone": zone}
 
     async def preferences(self, customer_id: str) -> dict[str, Any] | None:
         """The customer's preferences, pickup code and legacy iBeacon setting."""

@@ -19,6 +19,7 @@ from store_server.floor import Floor
 from store_server.keyseal import ChainKeys
 from store_server.services.authority import KeyAuthority
 from store_server.services.board import Board
+from store_server.services.calibration import CalibrationService
 from store_server.services.catalog import Catalog
 from store_server.services.consent_feed import ConsentFeed, WakeupSource
 from store_server.services.coordinator import (
@@ -29,14 +30,15 @@ from store_server.services.coordinator import (
 from store_server.services.customers import Customers
 from store_server.services.scanners import ScannerGateway
 from store_server.services.staff import StaffService
-from store_server.storage import scanners, visits
+from store_server.storage import visits
 from store_server.storage.database import Database, data_version
 
 logger = logging.getLogger(__name__)
 
-# Phones per slice of the presence round: about 10 ms of CPU with 20 boxes (bench/presence), so
-# the event loop is never held long, and few slices per round.
-PRESENCE_SLICE = 100
+# Phones per slice of the presence round: about 18 ms of CPU with 20 boxes and 2,400 cells
+# (bench/presence; 65 ms by 100 since beliefs carry headings), so the event loop is never held
+# long, and few slices per round.
+PRESENCE_SLICE = 25
 # The presence engine and the resolver advance once a second: the aggregation window.
 TICK_S = 1.0
 
@@ -84,6 +86,7 @@ class StoreServices:
         self.customers = Customers(self.coordinator, self.board, consent_texts)
         self.catalog = Catalog(db, self.store_id)
         self.staff = StaffService(db, clock, self.store_id)
+        self.calibration = CalibrationService(self.coordinator)
         # Chain mode (a database shared by many store servers): follow the consent log for
         # what the other servers wrote, and fail closed when this view of it is out of date.
         self.feed: ConsentFeed | None = None
@@ -126,10 +129,7 @@ class StoreServices:
             now = self.clock()
             await self.authority.run(now)
             self._last_authority_run = now
-        engine = self.coordinator.engine
-        for scanner_id, offset in (await self.db.read(scanners.calibration_overrides)).items():
-            if scanner_id in engine.calibration():
-                engine.set_calibration(scanner_id, offset)
+        await self.calibration.prepare()
         if self.feed is not None:
             await self.feed.begin()  # before the full read: what follows it is replayed
         await self.coordinator.refresh_consenting(self.clock())
@@ -203,6 +203,7 @@ class StoreServices:
         """One step of periodic work at `now` (the background task calls it every TICK_S)."""
         coordinator = self.coordinator
         await self._presence_round(now)
+        await self.calibration.tick(now)
         if coordinator.resolver.advance(now):
             await coordinator.notify_allowlist()
         await coordinator.refresh_if_due(now)

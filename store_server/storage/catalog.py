@@ -41,9 +41,9 @@ def stock_rows(db: Handle, store_id: str) -> list[dict[str, Any]]:
 def set_stock(db: Handle, store_id: str, sku: str, count: int, aisle: str) -> None:
     """Set the count and aisle of a catalog item at this store."""
     if count < 0:
-        raise ValidationError("must not be negative", field="count")
+        raise ValidationError("must not be negative", field="count", reason="negative")
     if not aisle.strip():
-        raise ValidationError("empty value", field="aisle")
+        raise ValidationError("empty value", field="aisle", reason="empty")
     with immediate(db):
         if one(db, "SELECT sku FROM catalog WHERE sku = ?", [sku]) is None:
             raise NotFoundError(f"no item {sku!r}")

@@ -474,3 +474,38 @@ def m010_consent_notify(db: Any) -> None:
     database has one server, which applies its own writes in-process."""
     if isinstance(db, pg.PgHandle):
         db.executescript(NOTIFY_DDL)
+
+
+@migrations()
+def m011_calibration_samples(db: Any) -> None:
+    """What online calibration learned: the samples of each box's radio and its latest fit.
+
+    A sample is a box, a distance, the walls in between and an RSSI: it names no customer. The
+    samples are kept (at most ``calibration.MAX_SAMPLES`` per box) so that a restart goes on
+    learning from where it was; the fit is kept to show it and to apply it at start-up.
+    """
+    schema(
+        db,
+        """
+        CREATE TABLE calibration_samples (
+            id INTEGER PRIMARY KEY,
+            scanner_id TEXT NOT NULL,
+            distance_m REAL NOT NULL,
+            walls_db REAL NOT NULL,
+            rssi_dbm REAL NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('walk', 'check_in', 'box')),
+            at REAL NOT NULL
+        );
+        CREATE INDEX calibration_samples_scanner ON calibration_samples (scanner_id, id);
+        CREATE TABLE calibration_fits (
+            scanner_id TEXT PRIMARY KEY,
+            rssi_offset_db REAL NOT NULL,
+            path_loss_exponent REAL NOT NULL,
+            samples INTEGER NOT NULL,
+            places INTEGER NOT NULL,
+            residual_db REAL NOT NULL,
+            usable INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        """,
+    )

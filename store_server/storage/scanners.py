@@ -30,7 +30,9 @@ def add_scanner(
         if active is not None and active["store_id"] != store_id:
             raise ConflictError(f"scanner {scanner_id!r} is registered for another store")
         if not replace and active is not None:
-            raise ConflictError(f"scanner {scanner_id!r} is already registered")
+            raise ConflictError(
+                f"scanner {scanner_id!r} is already registered", reason="registered"
+            )
         db.execute(
             "INSERT INTO scanners (id, store_id, secret_wrapped, created_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET secret_wrapped = excluded.secret_wrapped,"

@@ -32,7 +32,7 @@ def insert_user(
     taken (names are unique across the database)."""
     with immediate(db):
         if one(db, "SELECT 1 AS x FROM staff_users WHERE username = ?", [username]):
-            raise ConflictError(f"user {username!r} already exists")
+            raise ConflictError(f"user {username!r} already exists", reason="exists")
         db.execute(
             "INSERT INTO staff_users (username, password_hash, role, created_at, store_id)"
             " VALUES (?, ?, ?, ?, ?)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 from typing import Any
 
@@ -11,18 +12,27 @@ from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from store_beacon import SLOT_S
 from store_server.api_models import (
+    CalibrationJoinRequest,
     CheckInRequest,
     ConsentRequest,
     EnrollRequest,
     EnrollResponse,
     EraseRequest,
     PreferencesRequest,
+    ProofCheckInRequest,
     RotateRequest,
     WishlistRequest,
     WithdrawRequest,
 )
-from store_server.errors import AuthenticationError, RateLimitedError, ValidationError
+from store_server.checkin_proof import Sighting
+from store_server.errors import (
+    AuthenticationError,
+    ProofRefusedError,
+    RateLimitedError,
+    ValidationError,
+)
 from store_server.ingest import decode
 from store_server.keys import CONFIG, SERVICE
 from store_server.openapi import Registry, build_document
@@ -57,7 +67,35 @@ class EnrollLimits:
         return True
 
 
+class ProofLimits:
+    """Moving-window limits on proof-of-presence check-ins (`limits`, in memory): refused
+    proofs per customer, so that a 16-bit minor cannot be found by trying them all, and every
+    attempt per client address (docs/api.md)."""
+
+    def __init__(self, refused_per_customer: str, per_address: str) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._refused = parse_many(refused_per_customer)
+        self._per_address = parse_many(per_address)
+
+    def allow(self, customer_id: str, address: str) -> bool:
+        """Count one attempt from ``address``; False (nothing counted) if over a limit."""
+        limiter = self._limiter
+        if not all(limiter.test(item, "proof-refused", customer_id) for item in self._refused):
+            return False
+        if not all(limiter.test(item, "proof", address) for item in self._per_address):
+            return False
+        for item in self._per_address:
+            limiter.hit(item, "proof", address)
+        return True
+
+    def refused(self, customer_id: str) -> None:
+        """Count one refused proof of the customer."""
+        for item in self._refused:
+            self._limiter.hit(item, "proof-refused", customer_id)
+
+
 _enroll_limits = web.AppKey("enroll_limits", EnrollLimits)
+_proof_limits = web.AppKey("proof_limits", ProofLimits)
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -239,6 +277,59 @@ async def check_in(request: web.Request) -> web.Response:
     return _json(await service.customers.check_in(customer_id, body.zone))
 
 
+@api.operation(
+    "POST",
+    "/api/v1/check-in/proof",
+    "Proof-of-presence check-in: the store beacons the app ranged near the shop's boxes",
+    request=ProofCheckInRequest,
+    errors=(403, 429),
+)
+async def check_in_proof(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    limits = request.app[_proof_limits]
+    if not limits.allow(customer_id, request_address(request)):
+        raise RateLimitedError("too many proof check-ins; try again later")
+    body = decode(await request.read(), ProofCheckInRequest)
+    sightings = [
+        Sighting(uuid.UUID(b.uuid), b.major, b.minor, b.rssi, b.seen_at) for b in body.beacons
+    ]
+    try:
+        answer = await request.app[SERVICE].customers.check_in_with_proof(customer_id, sightings)
+    except ProofRefusedError:
+        limits.refused(customer_id)  # a forger's guesses use up the allowance
+        raise
+    return _json(answer)
+
+
+@api.operation(
+    "GET",
+    "/api/v1/store-beacon",
+    "The store beacon to monitor: the chain's UUID, this store's major, the slot length",
+    auth=False,
+)
+async def store_beacon_info(request: web.Request) -> web.Response:
+    beacon = request.app[SERVICE].customers.beacon
+    if beacon is None:
+        return _json({"enabled": False})
+    return _json(
+        {"enabled": True, "uuid": str(beacon.chain_uuid), "major": beacon.major, "slot_s": SLOT_S}
+    )
+
+
+@api.operation(
+    "POST",
+    "/api/v1/calibration/join",
+    "Join the calibration walk a manager started, as its calibration phone",
+    request=CalibrationJoinRequest,
+)
+async def calibration_join(request: web.Request) -> web.Response:
+    customer_id = await _customer(request)
+    body = decode(await request.read(), CalibrationJoinRequest)
+    # Only a consenting app's windows reach the server: it must be one to calibrate.
+    joined = request.app[SERVICE].calibration.join_walk(body.code, customer_id)
+    return _json({"joined": joined})
+
+
 @api.operation("GET", "/api/v1/messages", "Messages to the app (stock answers), newest first")
 async def messages(request: web.Request) -> web.Response:
     customer_id = await _customer(request)
@@ -298,5 +389,6 @@ async def openapi_document(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     config = app[CONFIG]
     app[_enroll_limits] = EnrollLimits(config.enroll_rate_limit, config.enroll_rate_limit_total)
+    app[_proof_limits] = ProofLimits(config.proof_rate_limit, config.proof_rate_limit_address)
     app.add_routes(routes)
     app.router.add_get("/api/openapi.json", openapi_document)

@@ -86,8 +86,8 @@ def _manager_page(
 def _error(request: web.Request, exc: StoreServerError, field: str) -> FieldError:
     """The error shown beside the form field it concerns, in the page's language."""
     if isinstance(exc, ConflictError):
-        return field_error(language(request), field, exc.message, field)
-    return field_error(language(request), exc.field or field, exc.message, field)
+        return field_error(language(request), field, exc.reason, field)
+    return field_error(language(request), exc.field or field, exc.reason, field)
 
 
 @routes.get("/manager")
@@ -148,7 +148,7 @@ async def register_scanner(request: web.Request, user: StaffUser) -> web.StreamR
     form = await read_form(request)
     scanner_id = str(form.get("scanner_id", "")).strip()
     if not _valid_scanner_id(scanner_id):
-        error = field_error(language(request), "scanner_id", "letters, digits", "scanner_id")
+        error = field_error(language(request), "scanner_id", "identifier", "scanner_id")
         return await _scanners_page(request, user, error=error, status=422, value=scanner_id)
     replace = form.get("replace") == "1"
     try:
@@ -216,7 +216,7 @@ async def calibrate(request: web.Request, user: StaffUser) -> web.StreamResponse
         try:
             offset = float(str(form.get("rssi_offset_db", "")).replace(",", "."))
         except ValueError:
-            raise ValidationError("not a number", field="rssi_offset_db") from None
+            raise ValidationError("not a number", field="rssi_offset_db", reason="number") from None
         await service.scanners.set_calibration(scanner_id, offset, user.username)
     except StoreServerError as exc:
         if exc.status == 404:
@@ -269,11 +269,13 @@ async def stock_import(request: web.Request, user: StaffUser) -> web.StreamRespo
     service = _service(request)
     try:
         if not isinstance(upload, web.FileField):
-            raise ValidationError("choose a CSV file", field="file")
+            raise ValidationError("choose a CSV file", field="file", reason="choose_file")
         try:
             text = upload.file.read().decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise ValidationError("the file is not UTF-8 text", field="file") from None
+            raise ValidationError(
+                "the file is not UTF-8 text", field="file", reason="not_utf8"
+            ) from None
         items = parse_stock_csv(text)
         count = await service.catalog.import_stock(items)
     except StoreServerError as exc:
@@ -358,7 +360,7 @@ async def staff_add(request: web.Request, user: StaffUser) -> web.StreamResponse
 async def staff_disable(request: web.Request, user: StaffUser) -> web.StreamResponse:
     username = request.match_info["username"]
     if username == user.username:
-        error = field_error(language(request), None, "you cannot disable yourself", "disable")
+        error = field_error(language(request), None, "self_disable", "disable")
         return await _staff_page(request, user, error=error, error_row=username, status=422)
     service = _service(request)
     await service.staff.set_disabled(username, True)

@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from store_server import cli
+from store_server.resolver import AllowlistItem
+from store_server.services import scanners as gateway
 from tests.server.conftest import (
     STORE_ID,
     WAIT_TIMEOUT_S,
@@ -582,3 +585,18 @@ async def test_preferences_are_a_partial_update_and_null_clears(server: Harness)
     )
     assert resp.status == 422
     assert (await resp.json())["error"]["field"] == "language"
+
+
+@pytest.mark.parametrize("part", [1, 2, 3, 5000])
+@pytest.mark.parametrize(("items_n", "static_n"), [(0, 0), (0, 2), (5, 0), (5, 2)])
+def test_a_full_allowlist_encoded_in_parts_is_the_same_array(
+    monkeypatch: pytest.MonkeyPatch, part: int, items_n: int, static_n: int
+) -> None:
+    """A large store's full allowlist is encoded a part at a time (memory): the array is the
+    one a list of entry objects encodes to, whatever the part size."""
+    monkeypatch.setattr(gateway, "FULL_LIST_PART", part)
+    items = [AllowlistItem(bytes([i]) * 8, 1_763_800_000.5 + i) for i in range(items_n)]
+    static = [{"id_type": "ibeacon", "id": f"{i:040x}", "not_after": None} for i in range(static_n)]
+    raw = gateway._encoded_entries(iter(items), static)
+    whole = [gateway._wire_entry(item) for item in items] + static
+    assert msgspec.json.encode({"entries": raw}) == msgspec.json.encode({"entries": whole})

@@ -50,6 +50,14 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     ("POST", "/manager/scanners/{scanner_id}/revoke"): (401, 403, 303, 401, 401),
     ("GET", "/manager/zones"): (303, 403, 200, 303, 303),
     ("POST", "/manager/zones/{scanner_id}/calibration"): (401, 403, 303, 401, 401),
+    ("GET", "/manager/floor"): (303, 403, 200, 303, 303),
+    ("GET", "/manager/floor/live"): (303, 403, 200, 303, 303),
+    ("GET", "/manager/calibration"): (303, 403, 200, 303, 303),
+    ("GET", "/manager/calibration/walk"): (303, 403, 200, 303, 303),
+    ("POST", "/manager/calibration/walk"): (401, 403, 303, 401, 401),
+    ("POST", "/manager/calibration/walk/here"): (401, 403, 303, 401, 401),
+    ("POST", "/manager/calibration/walk/end"): (401, 403, 303, 401, 401),
+    ("POST", "/manager/calibration/reset"): (401, 403, 303, 401, 401),
     ("GET", "/manager/stock"): (303, 403, 200, 303, 303),
     ("POST", "/manager/stock/import"): (401, 403, 200, 401, 401),
     ("POST", "/manager/stock/{sku}"): (401, 403, 303, 401, 401),
@@ -72,6 +80,10 @@ MATRIX: dict[tuple[str, str], tuple[int, int, int, int, int]] = {
     ("PUT", "/api/v1/preferences"): (401, 401, 401, 401, 200),
     ("PUT", "/api/v1/wishlist"): (401, 401, 401, 401, 200),
     ("POST", "/api/v1/check-in"): (401, 401, 401, 401, 200),
+    # this server has no store beacon key: a valid app token is told proofs are off
+    ("POST", "/api/v1/check-in/proof"): (401, 401, 401, 401, 403),
+    ("GET", "/api/v1/store-beacon"): (200, 200, 200, 200, 200),
+    ("POST", "/api/v1/calibration/join"): (401, 401, 401, 401, 200),
     ("GET", "/api/v1/messages"): (401, 401, 401, 401, 200),
     ("GET", "/api/v1/consents"): (401, 401, 401, 401, 200),
     ("GET", "/api/v1/preferences"): (401, 401, 401, 401, 200),
@@ -133,6 +145,9 @@ def _bodies(text_hash: str) -> dict[tuple[str, str], Body]:
         ),
         ("POST", "/manager/stock/{sku}"): _form(count="4", aisle="2B"),
         ("POST", "/manager/zones/{scanner_id}/calibration"): _form(rssi_offset_db="-2.5"),
+        ("POST", "/manager/calibration/walk/here"): _form(zone="parts"),
+        ("POST", "/manager/calibration/reset"): _form(scanner_id="s-parts"),
+        ("POST", "/api/v1/calibration/join"): _json({"code": "000000"}),
         ("POST", "/manager/staff"): _form(
             username="newcomer", password=PASSWORD.replace(" ", "+"), role="staff"
         ),
@@ -166,6 +181,19 @@ def _bodies(text_hash: str) -> dict[tuple[str, str], Body]:
         ("PUT", "/api/v1/preferences"): _json({"language": "en"}),
         ("PUT", "/api/v1/wishlist"): _json({"skus": ["GAS-GASKET-58"]}),
         ("POST", "/api/v1/check-in"): _json({}),
+        ("POST", "/api/v1/check-in/proof"): _json(
+            {
+                "beacons": [
+                    {
+                        "uuid": "6F1E2D3C-1B2A-4C5D-8E9F-00000000B011",
+                        "major": 1,
+                        "minor": 2,
+                        "rssi": -60,
+                        "seen_at": now,
+                    }
+                ]
+            }
+        ),
     }
 
 

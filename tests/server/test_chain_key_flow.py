@@ -221,6 +221,12 @@ async def test_the_key_authority_server_serves_a_customer_who_consents_later(
         # Consenting, but no key yet: held, recognised by check-in, no EID listed.
         assert record.subject in b.service.coordinator.resolver
         assert b.service.coordinator.resolver.entries(now) == []
+        # ... and not recomputed every second meanwhile.
+        resolver = b.service.coordinator.resolver
+        before = resolver.eid_computations
+        for second in range(1, 60):
+            resolver.advance(now + second)
+        assert resolver.eid_computations - before <= 3
         del a
         other = tmp_path / "hq"
         other.mkdir()

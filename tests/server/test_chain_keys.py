@@ -121,3 +121,16 @@ def test_sealed_keys_open_with_the_authority_only_for_their_subject() -> None:
     # A public key that is not the private key's is refused.
     with pytest.raises(KeyWrapError):
         chain_keys(bytes(32), generate_authority_key()[1], PRIVATE_PEM)
+
+
+def test_a_subject_without_keys_yet_is_held_and_moves_rarely() -> None:
+    """Consenting, no temporary key yet: held (check-in works), nothing listed, and its empty
+    windows are not recomputed every second."""
+    resolver = EidResolver(skew_windows=SKEW)
+    resolver.upsert(TemporaryKeyRecord("c_1", eid.MAX_ROTATION_EXPONENT, 0.0, ()), NOW)
+    assert "c_1" in resolver
+    assert resolver.entries(NOW) == []
+    before = resolver.eid_computations
+    for second in range(1, 120):
+        resolver.advance(NOW + second)
+    assert resolver.eid_computations - before <= 3

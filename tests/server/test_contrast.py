@@ -101,7 +101,9 @@ async def test_text_contrast_on_staff_and_customer_pages(
     report["/board"] = failures
     paths = [
         "/manager/scanners",
+        "/manager/floor",
         "/manager/zones",
+        "/manager/calibration",
         "/manager/stock",
         "/manager/staff",
         "/manager/consent-log",

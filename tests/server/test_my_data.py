@@ -202,7 +202,12 @@ async def test_openapi_document_matches_the_routes(server: Harness) -> None:
                 ref = body["content"]["application/json"]["schema"]["$ref"]
                 assert ref.rsplit("/", 1)[1] in schemas
                 assert "422" in errors
-            authed = path not in {"/api/v1/enroll", "/api/v1/consent-texts", "/api/v1/catalog"}
+            authed = path not in {
+                "/api/v1/enroll",
+                "/api/v1/consent-texts",
+                "/api/v1/catalog",
+                "/api/v1/store-beacon",
+            }
             assert (op["security"] == [{"appToken": []}]) is authed, (method, path)
             assert ("401" in errors) is authed
     assert set(schemas["PreferencesRequest"]["properties"]) >= {"display_name", "greet_mode"}

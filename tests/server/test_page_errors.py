@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from store_server.i18n import STRINGS
-from store_server.i18n_names import NAMES, REASONS, RECORDS, field_error, name_of, reason_of
+from store_server.i18n_names import NAMES, REASONS, RECORDS, field_error, name_of
 from tests.server.conftest import Harness
 from tests.server.test_manager import MANAGER, PASSWORD, session, text
 
 
 def test_field_error_keeps_the_line_and_speaks_the_page_language() -> None:
-    error = field_error("fr", "line 12, count", "must not be negative", "file")
+    error = field_error("fr", "line 12, count", "negative", "file")
     assert error.field == "file"
     assert error.text == "Ligne 12, quantité : le nombre ne peut pas être négatif."
-    english = field_error("en", "line 12, count", "must not be negative", "file")
+    english = field_error("en", "line 12, count", "negative", "file")
     assert english.text == "Line 12, count: the number cannot be negative."
-    assert field_error("fr", "count", "not a whole number", "file").field == "count"
-    # A message the table does not know still gives a sentence of the page's language.
-    unknown = field_error("fr", None, "something new went wrong", "username")
-    assert unknown.field == "username"
-    assert unknown.text == "Valeur refusée."
-    assert reason_of("password must have at least 12 characters") == "password_short"
+    assert field_error("fr", "count", "whole_number", "file").field == "count"
+    # An error without a reason the table knows still gives a sentence of the page's language.
+    for reason in (None, "something_new"):
+        unknown = field_error("fr", None, reason, "username")
+        assert unknown.field == "username"
+        assert unknown.text == "Valeur refusée."
+
+
+_RAISED_REASON = re.compile(r'reason="(\w+)"')
+_GIVEN_REASON = re.compile(r'field_error\([^,]+, [^,]+, "(\w+)"')
+
+
+def test_every_reason_the_server_gives_has_a_sentence() -> None:
+    """Form errors are translated by their reason key, never by the wording of the message:
+    each key the server's code uses is in the table, in both languages."""
+    package = Path(__file__).resolve().parents[2] / "store_server"
+    used: set[str] = set()
+    for path in package.rglob("*.py"):
+        source = path.read_text("utf-8")
+        used |= set(_RAISED_REASON.findall(source)) | set(_GIVEN_REASON.findall(source))
+    assert len(used) >= 15, used  # the pattern still finds them
+    assert used <= set(REASONS["fr"]) - {"other"}, used - set(REASONS["fr"])
 
 
 def test_every_name_exists_in_both_languages() -> None:

@@ -220,7 +220,10 @@ def test_walls_the_belief_goes_round_through_the_opening() -> None:
 
 
 def test_repairs_room_is_found_behind_its_wall() -> None:
-    engine = PresenceEngine(CORNER)
+    # The hand-written windows have no body in them, so neither has the engine here: with a
+    # 7.5 dB body behind each heading and none in the windows, the belief settles on the far
+    # side of the wall (the lab, with bodies, shows the same weakness less often).
+    engine = PresenceEngine(CORNER, PresenceSettings(body_shadow_db=0.0))
     path = line(
         [
             (0.0, 7.25, -2.5),
