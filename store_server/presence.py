@@ -42,23 +42,14 @@ from store_server.floor import Floor, FloorError
 from store_server.presence_filter import (
     NEVER,
     NO_CELLS,
-    PREDICT_ROWS,
     BeliefTable,
     BoxModel,
     motion_model,
-    predict,
     shared_grid,
     weigh_in,
 )
 from store_server.presence_grid import FloorGrid
-from store_server.presence_support import (
-    block_of,
-    place_keys,
-    restrict,
-    restrict_motion,
-    store_rows,
-    support,
-)
+from store_server.presence_support import place_keys, update_rows
 from store_server.presence_types import (
     EventKind,
     Evidence,
@@ -80,11 +71,6 @@ logger = logging.getLogger(__name__)
 # Subject rows are added 64 at a time: one at a time would copy the table each time, and
 # doubling would leave up to half of a large table unused.
 SLOT_BLOCK = 64
-# Subjects updated together, over the union of their beliefs' cells: neighbours on the floor
-# share most cells, so the block costs little more than one (bench/presence, 1,000 phones:
-# 11.7 % of a core by 8, 10.0 % by 16, 9.4 % by 32). A block never holds more than PREDICT_ROWS
-# beliefs on every cell (new phones): 1.2 MB on a 2,400-cell floor.
-UPDATE_ROWS = 32
 # Median of k readings: its variance is pi/2 times that of one reading over k.
 MEDIAN_VARIANCE_FACTOR = math.pi / 2.0
 # Eddystone's "calibrated power at 0 m" is about 41 dB above the power at 1 m.
@@ -134,6 +120,8 @@ class PresenceEngine:
         inside = grid.inside.astype(np.float32)
         self._inside = inside
         self._zone_share = grid.zone_share
+        # What is read off each updated belief: inside, then each zone's share.
+        self._sums = np.column_stack([inside, grid.zone_share]).astype(np.float32)
         # Prior of a subject first heard: walking on the pavement, or (rarely) already inside.
         prior = np.where(
             grid.inside,
@@ -480,42 +468,22 @@ class PresenceEngine:
         model = BoxModel(
             self._mean, self._mean_sq, self._mean32, self._mean_sq32, self._facing, self._facing_sq
         )
-        p_inside = np.empty(len(due), dtype=np.float32)
-        p_zones = np.empty((len(due), len(self._zone_index)), dtype=np.float32)
-        # A block of rows at a time, over the cells their beliefs hold (presence_support): from
-        # the table into a dense block, moved, weighed, normalised, summed, and stored back.
-        size, motion = self._grid.size, self._motion
-        r0 = 0
-        while r0 < len(due):
-            block = slice(r0, r0 + UPDATE_ROWS)
-            cells = [table.cells[r] for r in slots[block]]
-            union = support(cells, int(steps[block].max()), motion)
-            if len(cells) * union.size > PREDICT_ROWS * size:
-                # Spread beliefs (new phones): no larger a block than PREDICT_ROWS dense rows.
-                block = slice(r0, r0 + PREDICT_ROWS)
-                cells = cells[:PREDICT_ROWS]
-                union = support(cells, int(steps[block].max()), motion)
-            r0 = block.stop
-            rows = slots[block]
-            belief = block_of(cells, [table.values[r] for r in rows], union, self._layers)
-            if union.size < size:
-                part_motion = restrict_motion(motion, union)
-                part_model = restrict(model, union, size, self._headings)
-            else:
-                part_motion, part_model = motion, model
-            for count in np.unique(steps[block]):
-                if count > 0:
-                    chosen = steps[block] == count
-                    part = belief[chosen]
-                    predict(part, int(count), part_motion)
-                    belief[chosen] = part
-            where = weigh_in(belief, table.weight[rows], table.weighted[rows], settings, part_model)
-            kept_cells, kept_values = store_rows(belief, where, union, settings.belief_floor)
-            for r, row_cells, row_values in zip(rows, kept_cells, kept_values, strict=True):
-                table.cells[r], table.values[r] = row_cells, row_values
-            table.place[rows] = self._places[union[np.argmax(where, axis=1)]]
-            p_inside[block] = where @ self._inside[union]
-            p_zones[block] = where @ self._zone_share[union]
+        # Moved, weighed, normalised and stored back a block of neighbours at a time, on the
+        # cells their beliefs hold (presence_support).
+        sums = update_rows(
+            table,
+            slots,
+            steps,
+            self._motion,
+            model,
+            lambda belief, rows, part: weigh_in(
+                belief, table.weight[rows], table.weighted[rows], settings, part
+            ),
+            settings.belief_floor,
+            self._places,
+            self._sums,
+        )
+        p_inside, p_zones = sums[:, 0], sums[:, 1:]
         table.weight[slots] = 0.0
         table.weighted[slots] = 0.0
         table.pending[slots] = False
