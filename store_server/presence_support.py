@@ -6,7 +6,8 @@ dozen to a few hundred of the floor's cells hold less than a millionth of its la
 the median, 221 at the 90th percentile). Each update therefore works on a block of rows over the
 union of their supports, widened by the cells a walker can reach in the steps to come, and
 stores back each row's cells above ``belief_floor`` of its largest (the rest, at most
-``belief_floor`` x the cells of the block, is dropped and the row normalised again). The motion
+``belief_floor`` x the cells of the block, is dropped), as half floats scaled to the row's
+largest value (the update normalises what it weighs; :meth:`PresenceEngine.belief` too). The motion
 tables and the box model are cut down to the block's cells, so the filter's arithmetic
 (:mod:`presence_filter`) runs unchanged on fewer columns. Pure numpy, no I/O.
 """
@@ -38,6 +39,11 @@ __all__ = [
 # 11.7 % of a core by 8, 10.0 % by 16, 9.4 % by 32). A block never holds more than PREDICT_ROWS
 # beliefs on every cell (new phones): 1.2 MB on a 2,400-cell floor.
 UPDATE_ROWS = 32
+
+STORED = np.float16
+"""Beliefs are stored as half floats scaled to their largest value (11 significant bits; the
+smallest kept, belief_floor of the largest, is well above the half float's 6e-8): half the memory
+of single floats (bench/load/server_memory.py), the arithmetic stays in single floats."""
 
 Weigh = Callable[[npt.NDArray[np.float32], npt.NDArray[np.intp], BoxModel], npt.NDArray[np.float32]]
 """Weighs the pending windows of the table rows given into a block of beliefs (rows, 2 H, C')
@@ -124,7 +130,7 @@ def support(cells: list[npt.NDArray[np.int32]], steps: int, motion: Motion) -> n
 
 def block_of(
     cells: list[npt.NDArray[np.int32]],
-    values: list[npt.NDArray[np.float32]],
+    values: list[npt.NDArray[np.float16]],
     union: npt.NDArray[np.intp],
     layers: int,
 ) -> npt.NDArray[np.float32]:
@@ -143,19 +149,21 @@ def store_rows(
     where: npt.NDArray[np.float32],
     union: npt.NDArray[np.intp],
     floor: float,
-) -> tuple[list[npt.NDArray[np.int32]], list[npt.NDArray[np.float32]]]:
+) -> tuple[list[npt.NDArray[np.int32]], list[npt.NDArray[np.float16]]]:
     """Each row's support in ``block`` (its cells of ``union`` holding more than ``floor`` of its
-    largest in ``where``, the belief per cell) and its values there, normalised again."""
+    largest in ``where``, the belief per cell) and its values there, as half floats scaled so
+    that the row's largest value is 1 (its proportions are the belief: see :func:`belief_of`)."""
     keep = where > floor * where.max(axis=1, keepdims=True)
     rows, columns = np.nonzero(keep)
     kept = block[rows, :, columns]  # (pairs, layers)
-    total = np.bincount(rows, weights=kept.sum(axis=1), minlength=block.shape[0])
-    kept /= np.maximum(total, np.finfo(np.float32).tiny)[rows, None].astype(np.float32)
+    largest = np.zeros(block.shape[0], dtype=np.float32)
+    np.maximum.at(largest, rows, kept.max(axis=1))
+    kept /= np.maximum(largest, np.finfo(np.float32).tiny)[rows, None]
     bounds = np.cumsum(np.bincount(rows, minlength=block.shape[0]))[:-1]
     cells = union[columns].astype(np.int32)
     return (
         [part.copy() for part in np.split(cells, bounds)],
-        [part.copy() for part in np.split(kept, bounds)],
+        [part.copy() for part in np.split(kept.astype(STORED), bounds)],
     )
 
 
