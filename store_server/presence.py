@@ -49,7 +49,7 @@ from store_server.presence_filter import (
     weigh_in,
 )
 from store_server.presence_grid import FloorGrid
-from store_server.presence_support import STORED, place_keys, update_rows
+from store_server.presence_support import pack, place_keys, unpack, update_rows
 from store_server.presence_types import (
     EventKind,
     Evidence,
@@ -135,7 +135,7 @@ class PresenceEngine:
         first[:, headings:] = (prior / prior.sum() / headings)[:, None]
         # Shared by every subject until its first update (which stores new arrays).
         self._prior_cells = np.arange(size, dtype=np.int32)
-        self._prior = (first / first.max()).astype(STORED)
+        self._prior = pack(first)
         self._places = place_keys(grid)
         self._table = BeliefTable.empty(0, len(self._box_ids))
         self._subjects: dict[str, _Subject] = {}
@@ -224,7 +224,7 @@ class PresenceEngine:
         if state is None:
             return None
         row = np.zeros(self._grid.size, dtype=np.float32)
-        row[self._table.cells[state.slot]] = self._table.values[state.slot].sum(axis=1)
+        row[self._table.cells[state.slot]] = unpack(self._table.values[state.slot]).sum(axis=1)
         row /= row.sum()
         return row
 
@@ -341,9 +341,9 @@ class PresenceEngine:
             # The customer says where they are: the belief starts over, standing in that zone.
             share = self._zone_share[:, self._zone_index[zone]]
             cells = np.flatnonzero(share > 0.0).astype(np.int32)
-            values = np.zeros((cells.size, self._layers), dtype=STORED)
-            values[:, : self._headings] = (share[cells] / share[cells].max())[:, None]
-            table.cells[state.slot], table.values[state.slot] = cells, values
+            values = np.zeros((cells.size, self._layers), dtype=np.float32)
+            values[:, : self._headings] = (share[cells] / share.sum() / self._headings)[:, None]
+            table.cells[state.slot], table.values[state.slot] = cells, pack(values)
             table.place[state.slot] = self._places[cells[np.argmax(share[cells])]]
             self._table.updated_t[state.slot] = t
             state.p_inside, state.p_zone = 1.0, 1.0

@@ -52,8 +52,8 @@ class BeliefTable:
 
     A belief is kept only on its support (:mod:`presence_support`): the cells holding more
     than ``belief_floor`` of its largest cell, ``cells[slot]`` (sorted), and their values by
-    layer, ``values[slot]`` (len(cells), 2 H): standing, then walking, by heading, as half
-    floats in proportion (the largest is 1).
+    layer, ``values[slot]`` (len(cells), 2 H): standing, then walking, by heading, in 16 bits
+    a value (``presence_support.pack``).
     """
 
     weight: npt.NDArray[np.float64]  # (slots, B) sum of 1/variance
@@ -61,7 +61,7 @@ class BeliefTable:
     latest: npt.NDArray[np.float64]  # (slots, B) latest calibrated median (evidence)
     latest_t: npt.NDArray[np.float64]  # (slots, B)
     cells: list[npt.NDArray[np.int32]]  # per slot: the cells of the belief's support
-    values: list[npt.NDArray[np.float16]]  # per slot: (len(cells), 2 H), scaled to max 1
+    values: list[npt.NDArray[np.uint16]]  # per slot: (len(cells), 2 H), 16 bits a value
     place: npt.NDArray[np.int64]  # (slots,) where the belief peaks, as a spatial sort key
     updated_t: npt.NDArray[np.float64]  # (slots,) time the belief stands for
     last_seen: npt.NDArray[np.float64]  # (slots,) latest window time, any box
@@ -80,7 +80,7 @@ class BeliefTable:
             latest=np.zeros((slots, boxes)),
             latest_t=np.full((slots, boxes), NEVER),
             cells=[NO_CELLS] * slots,
-            values=[np.zeros((0, 0), dtype=np.float16)] * slots,
+            values=[np.zeros((0, 0), dtype=np.uint16)] * slots,
             place=np.zeros(slots, dtype=np.int64),
             updated_t=np.full(slots, NEVER),
             last_seen=np.full(slots, NEVER),

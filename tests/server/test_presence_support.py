@@ -11,10 +11,12 @@ from store_server.presence_filter import motion_model, predict
 from store_server.presence_grid import HEADINGS
 from store_server.presence_support import (
     block_of,
+    pack,
     place_keys,
     restrict_motion,
     store_rows,
     support,
+    unpack,
 )
 from tests.server.presence_helpers import channel, drive, line, load
 
@@ -55,9 +57,10 @@ def test_the_motion_on_a_block_of_cells_is_the_motion_on_the_floor() -> None:
     starts = [_cell(engine, 0.75, 7.25), _cell(engine, 4.25, 7.75)]
     dense = np.zeros((2, LAYERS, engine.grid.size), dtype=np.float32)
     for row, cell in enumerate(starts):
-        dense[row, :, cell] = rng.dirichlet(np.ones(LAYERS)).astype(np.float32)
+        # As stored: 16 bits a value.
+        dense[row, :, cell] = unpack(pack(rng.dirichlet(np.ones(LAYERS)).astype(np.float32)))
     cells = [np.array([c], dtype=np.int32) for c in starts]
-    values = [dense[row, :, [c]] for row, c in enumerate(starts)]
+    values = [pack(dense[row, :, [c]]) for row, c in enumerate(starts)]
     union = support(cells, 4, motion)
     block = block_of(cells, values, union, LAYERS)
     predict(block, 4, restrict_motion(motion, union))
@@ -67,28 +70,38 @@ def test_the_motion_on_a_block_of_cells_is_the_motion_on_the_floor() -> None:
     assert float(dense[:, :, outside].sum()) == 0.0
 
 
-def test_stored_rows_keep_the_proportions_and_only_cells_over_the_floor() -> None:
+def test_stored_rows_keep_the_mass_and_only_cells_over_the_floor() -> None:
     union = np.array([3, 5, 8, 9], dtype=np.intp)
     block = np.zeros((2, LAYERS, 4), dtype=np.float32)
     block[0, 0] = [0.5, 0.3, 1e-9, 0.2 - 1e-9]
-    block[0, 1] = [0.0, 1e-3, 0.0, 0.0]
+    block[0, 1] = [0.0, 1e-30, 0.0, 0.0]  # far under a half float's range: kept all the same
     block[1, LAYERS - 1] = [0.0, 1.0, 0.0, 0.0]
     where = block.sum(axis=1)
     cells, values = store_rows(block, where, union, 1e-6)
     assert [list(c) for c in cells] == [[3, 5, 9], [5]]
     assert values[0].shape == (3, LAYERS)
+    assert values[0].dtype == np.uint16  # half the memory of single floats
     for row in values:
-        assert row.dtype == np.float16
-        assert float(row.max()) == 1.0  # scaled to the largest: half floats keep the tail
-    # The kept mass, normalised, is the belief's on those cells (11 significant bits).
-    kept = values[0].astype(np.float32) / values[0].astype(np.float32).sum()
-    expected = block[0][:, [0, 1, 3]].T / block[0][:, [0, 1, 3]].sum()
-    np.testing.assert_allclose(kept, expected, rtol=1e-3, atol=1e-7)
+        assert abs(float(unpack(row).sum()) - 1.0) < 4e-3
+    # Each value within bfloat16's rounding (8 significant bits).
+    expected = block[0][:, [0, 1, 3]].T
+    np.testing.assert_allclose(unpack(values[0]), expected / expected.sum(), rtol=4e-3)
+    assert float(unpack(values[0])[1, 1]) > 0.0
     # The same rows, back in a block over other cells.
     again = block_of(cells, values, np.array([1, 3, 5, 9], dtype=np.intp), LAYERS)
     assert again.dtype == np.float32
-    assert again[0, 0, 1] == 1.0
+    assert abs(float(again[0, 0, 1]) - 0.5) < 2e-3
     assert again[1, LAYERS - 1, 2] == 1.0
+
+
+def test_pack_rounds_to_the_nearest_and_keeps_every_exponent() -> None:
+    values = np.array([0.0, 1.0, 1e-30, 1e-6, 0.3, 1.0 + 2.0**-9, 1.0 + 2.0**-8], np.float32)
+    back = unpack(pack(values))
+    np.testing.assert_allclose(back, values, rtol=2.0**-8)
+    assert back[0] == 0.0
+    assert back[1] == 1.0
+    assert back[-2] == 1.0  # a quarter of the spacing (2**-7 at 1): down
+    assert back[-1] == 1.0 + 2.0**-7  # halfway: up
 
 
 def test_places_close_on_the_floor_sort_close() -> None:
