@@ -124,3 +124,25 @@ def test_every_setting_is_documented() -> None:
     table = page[page.index("### Settings (`PresenceSettings`)") :]
     for item in dataclasses.fields(PresenceSettings):
         assert f"`{item.name}`" in table, item.name
+
+
+def test_the_body_shadow_can_fade_in_around_the_side() -> None:
+    # A person at (3, 3) facing north (the box at (3, 5.5) ahead, the one at (6, 1.2) behind
+    # and to the side): all or nothing at 90 degrees by default; with body_fade_deg the side
+    # shades part of the way, a box straight behind fully.
+    from store_server.presence_filter import body_share
+
+    engine = PresenceEngine(DEMO)
+    cell = _cell(engine, 3.25, 3.25)
+    north = HEADINGS.index(3)
+    sharp = body_share(DEMO, engine.grid, 0.0)[:, north, cell]
+    faded = body_share(DEMO, engine.grid, 45.0)[:, north, cell]
+    boxes = [spec.id for spec in DEMO.scanners]
+    machines, entrance, parts = (boxes.index(b) for b in ("s-machines", "s-entrance", "s-parts"))
+    assert sharp[machines] == 0.0
+    assert faded[machines] == 0.0
+    assert sharp[entrance] == 1.0
+    assert faded[entrance] == 1.0
+    # The parts box is 80 degrees off the heading: in front, but within the fade.
+    assert sharp[parts] == 0.0
+    assert 0.0 < faded[parts] < 0.5
