@@ -238,6 +238,7 @@ class PresenceEngine:
         count: Sequence[int],
         rssi_max: Sequence[float] | None = None,
         tx_power: Sequence[float | None] | None = None,
+        box_window: bool = True,
     ) -> list[str]:
         """Record many windows of one box, in the order given; returns the subjects taken.
 
@@ -248,11 +249,13 @@ class PresenceEngine:
 
         The call stands for the box's window(s) ending at ``t``: every subject that another box
         heard lately and that this window lacks gets a miss from this box (see
-        :meth:`box_listened`).
+        :meth:`box_listened`). ``box_window`` False: readings that are no box's window (what a
+        phone measured of the boxes' beacons): no misses, and the phone is not taken to
+        advertise to the boxes.
         """
         del rssi_max
-        taken = self._observe(scanner_id, subjects, t, rssi_median, count, tx_power)
-        if len(t):
+        taken = self._observe(scanner_id, subjects, t, rssi_median, count, tx_power, box_window)
+        if len(t) and box_window:
             self.box_listened(scanner_id, max(t))
         return taken
 
@@ -277,6 +280,7 @@ class PresenceEngine:
         rssi_median: Sequence[float],
         count: Sequence[int],
         tx_power: Sequence[float | None] | None,
+        box_window: bool = True,
     ) -> list[str]:
         box = self._boxes.get(scanner_id)
         if box is None:
@@ -317,6 +321,7 @@ class PresenceEngine:
                     [rssi_median[i]],
                     [count[i]],
                     None if tx_power is None else [tx_power[i]],
+                    box_window,
                 )
             return taken
         at, median, counts = at[rows], median[rows], counts[rows]
@@ -335,8 +340,10 @@ class PresenceEngine:
         table.latest[slots, b] = value
         table.latest_t[slots, b] = at
         # The phone's advertisements a second: the most any box heard in its latest windows.
-        recent = at <= table.last_seen[slots] + HALF_WINDOW_S
-        table.adverts[slots] = np.where(recent, np.maximum(table.adverts[slots], counts), counts)
+        if box_window:
+            recent = at <= table.last_seen[slots] + HALF_WINDOW_S
+            fresh = np.where(recent, np.maximum(table.adverts[slots], counts), counts)
+            table.adverts[slots] = fresh
         table.last_seen[slots] = np.maximum(table.last_seen[slots], at)
         table.pending[slots] = True
         self._now = max(self._now, float(at.max()))

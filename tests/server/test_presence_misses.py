@@ -109,3 +109,23 @@ def test_one_miss_from_a_box_next_to_the_phone_is_only_a_lost_window() -> None:
     engine.tick(11.0)
     assert engine.zone_of("a") == "coffee"
     assert _zone_belief(engine, "coffee") > 0.5
+
+
+def test_a_phone_known_only_by_its_proofs_gets_no_misses() -> None:
+    # An iPhone does not advertise to the boxes: it is known by the beacons it measured
+    # (check-in proofs, box_window=False). The boxes' windows, full of other phones, lack it
+    # every second; that says nothing about where it is.
+    ch = channel(CORNER)
+    beliefs = []
+    for settings in (PresenceSettings(), OFF):
+        engine = PresenceEngine(CORNER, settings)
+        for t in (1.0, 2.0, 3.0, 4.0, 5.0):
+            for box, rssi in window_at(ch, (7.0, 5.0)).items():
+                engine.observe_many(box, ["iphone"], [t], [rssi], [1], box_window=False)
+            for box, rssi in window_at(ch, (2.0, 4.0)).items():
+                engine.observe_many(box, ["android"], [t + 0.5], [rssi], [3])
+            engine.tick(t + 0.5)
+        beliefs.append(engine.belief("iphone"))
+    assert beliefs[0] is not None
+    assert beliefs[1] is not None
+    assert np.allclose(beliefs[0], beliefs[1], atol=1e-6)
