@@ -90,11 +90,11 @@ class PresenceSettings:
     # A body between the phone and a box costs 5-10 dB: the belief knows which way the person
     # faces (the heading they walked, kept when they stop), so boxes behind read this much less.
     body_shadow_db: float = 7.5
-    # The shadow may fade in over this angle around the side of the body (a heading stands for
-    # its 45-degree sector). Off (0: all or nothing at 90 degrees): 45 ended the corner floor's
-    # edge flaps (9.1 -> 0 per hour) but made a demo dweller flap mid-zone (0 -> 6 per hour) and
-    # let more window shoppers arrive in the field tier (lab, seeds 1-2).
-    body_fade_deg: float = 0.0
+    # The shadow fades in over this angle around the side of the body (0: all or nothing at 90
+    # degrees): a heading stands for its 45-degree sector. 45 ended the corner floor's edge
+    # flaps but made a demo dweller flap mid-zone (0 -> 6 per hour); with 22.5 (and
+    # miss_adverts_max 3) they are 3.0 per hour (seed 1, 9.1 with neither), none mid-zone.
+    body_fade_deg: float = 22.5
     # The pavement modelled beyond each side of the shop: a passer-by is tracked from 3 m away.
     street_margin_m: float = 3.0
     # A phone in a hand (1.2 m) or a pocket (0.8 m): the 3-D distance to a box on a shelf or
@@ -129,10 +129,11 @@ class PresenceSettings:
     # chance (5-30 % of advertisements are lost). 1: misses say nothing.
     advert_miss_p: float = 0.3
     # A window without the phone counts as this many missed advertisements at most (as many as
-    # the phone's latest window held). 1: a window is one miss; its advertisements share the
-    # phone's place and body. Lab: 3 helped the corner diagonal (seed 2: 9.6 -> 7.9 %) but let
-    # a window shopper arrive (corner, seed 2).
-    miss_adverts_max: int = 1
+    # the phone's latest window held): they share the phone's place and body, so a window is
+    # never trusted like many. Lab: 3 (with body_fade_deg 22.5) against 1 (with 0): corner
+    # diagonal 8.5 / 9.6 -> 7.7 / 8.3 % (seeds 1 / 2), field street arrivals about halved;
+    # 3 without the fade let a window shopper arrive (corner, seed 2).
+    miss_adverts_max: int = 3
     # A box's window counts as a miss only if another box heard the phone in a window ending
     # less than this before it: the phone was advertising, not in a silent burst.
     miss_heard_within_s: float = 1.0

@@ -24,14 +24,13 @@ from lab.plots import walk_svg
 
 # (floor, goal) -> the worst value accepted for now (reduced run, seed 1): not met, reported.
 MISSED: dict[tuple[str, str], float] = {
-    ("corner", "diagonal_misid_tolerant"): 0.08536,
-    ("corner", "boundary_misid_tolerant"): 0.2420,
+    ("corner", "diagonal_misid_tolerant"): 0.07679,
+    ("corner", "boundary_misid_tolerant"): 0.2400,
     ("corner", "arrival_p95_s"): 5.4,
     ("corner", "short_visits_detected"): 0.9,
-    ("corner", "flaps_per_hour_edge"): 9.102,
-    ("demo", "diagonal_misid_tolerant"): 0.04036,
-    ("demo", "boundary_misid_tolerant"): 0.3012,
-    ("demo", "arrival_p95_s"): 6.2,
+    ("demo", "diagonal_misid_tolerant"): 0.04434,
+    ("demo", "boundary_misid_tolerant"): 0.2970,
+    ("demo", "arrival_p95_s"): 6.8,
 }
 
 

@@ -102,8 +102,13 @@ def test_the_body_shadows_the_boxes_behind() -> None:
         mx, my = float(belief @ engine.grid.x), float(belief @ engine.grid.y)
         return float(np.hypot(mx - here[0], my - here[1]))
 
-    assert error(PresenceSettings()) < 0.8
-    assert error(PresenceSettings(body_shadow_db=0.0)) > error(PresenceSettings()) + 0.3
+    # The windows' body is all or nothing at 90 degrees, so is the model's here: with the
+    # default fade (body_fade_deg), the parts box, 80 degrees off the heading, is expected
+    # 0.6 dB lower than these noise-free windows say, and that alone moves the belief 1.6 m
+    # (four boxes leave the position loose along some directions).
+    sharp = PresenceSettings(body_fade_deg=0.0)
+    assert error(sharp) < 0.8
+    assert error(PresenceSettings(body_shadow_db=0.0)) > error(sharp) + 0.3
 
 
 def test_arrival_waits_for_the_belief_to_hold() -> None:
