@@ -38,11 +38,7 @@ def add_user(
     store_id: str | None = None,
 ) -> StaffUser:
     """Create an account of ``store_id`` (None: of every store of the database)."""
-    if (
-        not username
-        or len(username) > 64
-        or not username.replace("-", "").replace("_", "").replace(".", "").isalnum()
-    ):
+    if not _username_ok(username):
         raise ValidationError(
             "letters, digits, '.', '-', '_' (1-64)", field="username", reason="username_chars"
         )
@@ -51,6 +47,14 @@ def add_user(
         raise ValidationError("role must be staff or manager", field="role", reason="role")
     store.insert_user(db, username, hash_password(password), role, now, store_id)
     return StaffUser(username, role)
+
+
+def _username_ok(username: str) -> bool:
+    return (
+        bool(username)
+        and len(username) <= 64
+        and username.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    )
 
 
 def reset_password(db: Handle, username: str, password: str) -> None:
@@ -63,7 +67,10 @@ def password_record(
     db: Handle, username: str, store_id: str | None = None
 ) -> tuple[StaffUser, str] | None:
     """The enabled account `username` (counting at ``store_id``) with its password hash
-    (checked off this thread)."""
+    (checked off this thread). A name no account can have is not looked up: PostgreSQL
+    refuses some of them (a NUL character) instead of finding nothing."""
+    if not _username_ok(username):
+        return None
     row = store.active_user(db, username, store_id)
     return None if row is None else (StaffUser(row["username"], row["role"]), row["password_hash"])
 

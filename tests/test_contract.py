@@ -30,10 +30,10 @@ from store_server.eid import beacon_time, clock_offset, compute_eid
 from store_server.errors import AuthenticationError, ValidationError
 from store_server.ingest import Batch, Heartbeat, check_batch, decode
 from store_server.signing import NonceStore, read_headers, verify
-from tests.server.conftest import STORE_ID, Harness, bearer, server
+from tests.server.conftest import STORE_ID, Harness, bearer, engine_server
 from tests.support import require_system_component
 
-__all__ = ["server"]  # the fixture, imported so that this top-level module can use it
+__all__ = ["engine_server"]  # the fixture, imported so that this top-level module can use it
 
 SECRET = "scanner-secret-from-store-server-scanner-add"
 SCANNER_ID = "s-entrance"
@@ -237,7 +237,9 @@ def test_heartbeat_before_first_allowlist_decodes_at_server() -> None:
 # -- end to end: the scanner's Uploader against the real server ------------------------------
 
 
-async def test_uploader_against_real_server(server: Harness, tmp_path: Path) -> None:
+async def test_uploader_against_real_server(engine_server: Harness, tmp_path: Path) -> None:
+    """On both engines: the allowlist, the batch and its duplicate go through the storage."""
+    server = engine_server
     scanner = await server.add_scanner(SCANNER_ID)
     # A customer enrolls with their app counter and grants a consent.
     app_counter = 123_456_789

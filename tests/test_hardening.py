@@ -1,5 +1,6 @@
 """The independent security review's findings, each against the real server (aiohttp on
-127.0.0.1, a real SQLite file): every test here failed before its fix.
+127.0.0.1, a real SQLite file and a real PostgreSQL database: every test that reaches the
+storage runs on both engines, tests/pg.py): every test here failed before its fix.
 
 Numbers refer to the review's items. Hostile inputs also assert that the server's log holds
 no traceback and no ERROR (`server_log`); tests/conftest.py checks the same over the whole
@@ -36,16 +37,20 @@ from tests.server.conftest import (
     STORE_FILE,
     Harness,
     Scanner,
+    Serve,
     batch_body,
     bearer,
+    engine_server,
+    engine_settings,
     error_of,
     running_server,
-    server,
+    serve,
     sign_headers,
     wait_until,
 )
 
-__all__ = ["server"]  # the fixture, imported so that this top-level module can use it
+# Fixtures, imported so that this top-level module can use them.
+__all__ = ["engine_server", "serve"]
 
 USER = "dominique"
 PASSWORD = "correct horse battery"
@@ -136,9 +141,15 @@ async def closed(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 
 @pytest.fixture
-async def proxied(tmp_path: Path) -> AsyncIterator[Harness]:
-    """The server behind a reverse proxy on 127.0.0.1 (trusted_proxies)."""
-    async with running_server(tmp_path, trusted_proxies=("127.0.0.1",)) as harness:
+def server(engine_server: Harness) -> Harness:
+    """The server on each engine (tests/conftest.py ``engine``)."""
+    return engine_server
+
+
+@pytest.fixture
+async def proxied(serve: Serve) -> AsyncIterator[Harness]:
+    """The server behind a reverse proxy on 127.0.0.1 (trusted_proxies), on each engine."""
+    async with serve(trusted_proxies=("127.0.0.1",)) as harness:
         yield harness
 
 
@@ -147,13 +158,13 @@ async def proxied(tmp_path: Path) -> AsyncIterator[Harness]:
 
 @pytest.mark.parametrize("how", ["sign_out", "disabled"])
 async def test_01_board_closed_by_its_session_ending(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     """The request that ends the session closes its boards itself: the periodic session
     watcher is held off for the whole test, and the board is gone from the hub by the time
     the request answers (no clock involved: a loaded machine cannot make this fail)."""
     monkeypatch.setattr(staff_views, "SESSION_CHECK_S", 3600.0)
-    async with running_server(tmp_path) as server:
+    async with serve() as server:
         await server.add_staff(USER, PASSWORD)
         await server.add_staff("margot", PASSWORD, "manager")
         cookie = await session_cookie(server)
@@ -173,11 +184,11 @@ async def test_01_board_closed_by_its_session_ending(
             assert ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
 
 
-async def test_01_board_closed_by_the_watcher_when_its_session_expires(tmp_path: Path) -> None:
+async def test_01_board_closed_by_the_watcher_when_its_session_expires(serve: Serve) -> None:
     """Nothing but the clock ends this session: the server's session watcher closes the board
     after the expiry, never before it. How soon is its period, checked below against the
     limit (a wall-clock bound would measure this machine's load, not the server)."""
-    async with running_server(tmp_path, session_ttl_s=2) as server:
+    async with serve(session_ttl_s=2) as server:
         await server.add_staff(USER, PASSWORD)
         cookie = await session_cookie(server)
         async with server.client.ws_connect("/ws/board", headers=cookie) as ws:
@@ -360,7 +371,7 @@ async def test_04_hostile_inputs_are_4xx_without_traceback(
 
 
 async def test_04_client_disconnecting_mid_upload_is_quiet(
-    tmp_path: Path, server_log: _Records
+    tmp_path: Path, server_log: _Records, engine: str, request: pytest.FixtureRequest
 ) -> None:
     # As `store-server serve` runs it (aiohttp's test server cancels the handler instead).
     config = ServerConfig(
@@ -368,6 +379,7 @@ async def test_04_client_disconnecting_mid_upload_is_quiet(
         store_file=str(STORE_FILE),
         master_key=secrets.token_hex(32),
         cookie_secure=False,
+        **engine_settings(engine, request),
     )
     runner = web.AppRunner(create_app(config, base_dir=REPO_ROOT), access_log_class=AccessLogger)
     await runner.setup()
@@ -448,20 +460,20 @@ async def test_06_behind_a_proxy_one_address_cannot_lock_others_out(proxied: Har
     assert time.monotonic() - started <= LOGIN_BACKOFF_MAX_S + 2
 
 
-async def test_06_guessing_from_many_addresses_backs_off_but_never_locks(
-    proxied: Harness,
-) -> None:
-    server = proxied
-    await server.add_staff(USER, PASSWORD)
-    for i in range(LOGIN_MAX_FAILURES + 3):
-        resp = await login(server, password="wrong password!", **{"X-Forwarded-For": f"10.1.0.{i}"})
+async def test_06_guessing_from_many_addresses_backs_off_but_never_locks(tmp_path: Path) -> None:
+    """SQLite only: the back-off is the sign-in throttle's, in memory whatever the engine (the
+    account it reads is on both in test_staff_auth.py); its ~20 s would be waited twice."""
+    async with running_server(tmp_path, trusted_proxies=("127.0.0.1",)) as server:
+        await server.add_staff(USER, PASSWORD)
+        for i in range(LOGIN_MAX_FAILURES + 3):
+            guess = {"X-Forwarded-For": f"10.1.0.{i}"}
+            assert (await login(server, password="wrong password!", **guess)).status == 401
+        started = time.monotonic()
+        resp = await login(server, password="wrong password!", **{"X-Forwarded-For": "10.1.1.1"})
+        waited = time.monotonic() - started
         assert resp.status == 401
-    started = time.monotonic()
-    resp = await login(server, password="wrong password!", **{"X-Forwarded-For": "10.1.1.1"})
-    waited = time.monotonic() - started
-    assert resp.status == 401
-    assert waited >= 1.0  # 0.5 s doubled three times past the limit: 4 s, at least 1 s
-    assert (await login(server, **{"X-Forwarded-For": "10.1.1.2"})).status == 303
+        assert waited >= 1.0  # 0.5 s doubled three times past the limit: 4 s, at least 1 s
+        assert (await login(server, **{"X-Forwarded-For": "10.1.1.2"})).status == 303
 
 
 # -- 8. smaller findings -------------------------------------------------------------------
@@ -490,8 +502,8 @@ async def test_08_common_passwords_are_refused(server: Harness, password: str) -
     assert await server.rows("SELECT * FROM staff_users WHERE username = 'dominique'") == []
 
 
-async def test_08_sign_out_deletes_the_cookie_with_its_attributes(tmp_path: Path) -> None:
-    async with running_server(tmp_path, cookie_secure=True) as server:
+async def test_08_sign_out_deletes_the_cookie_with_its_attributes(serve: Serve) -> None:
+    async with serve(cookie_secure=True) as server:
         await server.add_staff(USER, PASSWORD)
         resp = await login(server)
         name = cookie_name(True)
@@ -508,11 +520,14 @@ async def test_08_sign_out_deletes_the_cookie_with_its_attributes(tmp_path: Path
         assert "Domain" not in deletion
 
 
-async def test_08_database_files_are_private(server: Harness) -> None:
-    await server.enroll()  # something written: the -wal file exists
-    for suffix in ("", "-wal", "-shm"):
-        path = server.db_path.with_name(server.db_path.name + suffix)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+async def test_08_database_files_are_private(tmp_path: Path) -> None:
+    """SQLite only, by nature: the server makes these files. PostgreSQL's are the cluster's,
+    private by initdb (a 0700 data directory), reached only through a role (test_pg_engine)."""
+    async with running_server(tmp_path) as server:
+        await server.enroll()  # something written: the -wal file exists
+        for suffix in ("", "-wal", "-shm"):
+            path = server.db_path.with_name(server.db_path.name + suffix)
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 async def test_08_nonce_must_be_lower_case_hex(server: Harness) -> None:

@@ -2,8 +2,10 @@
 first part): enrollment limits and purge, scanners of another store, the OpenAPI document's
 error answers, the consent log's signed checkpoints, customers' text never in the log, the
 static iBeacon id in "my data", and retention seen in the database file and its WAL. Every
-test runs against the real server (aiohttp on 127.0.0.1, a real SQLite file) and failed
-before its fix.
+test runs against the real server (aiohttp on 127.0.0.1) on both engines (a real SQLite file,
+a real PostgreSQL database: tests/pg.py) and failed before its fix; the purge's byte-level
+check of the file and its WAL is SQLite's, its PostgreSQL counterpart checks what every role
+can still read.
 """
 
 from __future__ import annotations
@@ -17,28 +19,38 @@ import sqlite3
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
 
 from store_server import cli
-from store_server.config import DEFAULT_ENROLL_RATE_LIMIT, DEFAULT_ENROLL_RATE_LIMIT_TOTAL
+from store_server.config import (
+    DEFAULT_ENROLL_RATE_LIMIT,
+    DEFAULT_ENROLL_RATE_LIMIT_TOTAL,
+    ServerConfig,
+)
 from store_server.consent import GENESIS_HASH, LogEntry, entry_hash
 from store_server.views.customer_api import api
 from tests.server.conftest import (
     Harness,
+    Serve,
     batch_body,
     bearer,
+    engine_server,
     error_of,
     running_server,
-    server,
+    serve,
     wait_until,
 )
-from tests.test_security import credentials, routes
+from tests.test_security import PLACEHOLDER, Credentials, credentials, routes
 
-__all__ = ["server"]  # the fixture, imported so that this top-level module can use it
+# Fixtures, imported so that this top-level module can use them.
+__all__ = ["engine_server", "serve"]
 
 # The review's burst: 200 anonymous enrollments at once.
 ENROLL_BURST = 200
@@ -51,10 +63,15 @@ OVERSIZED = 2 * 1024 * 1024
 
 
 @pytest.fixture
-async def default_limits(tmp_path: Path) -> AsyncIterator[Harness]:
+def server(engine_server: Harness) -> Harness:
+    """The server on each engine (tests/conftest.py ``engine``)."""
+    return engine_server
+
+
+@pytest.fixture
+async def default_limits(serve: Serve) -> AsyncIterator[Harness]:
     """A server with the shipped enrollment limits (the shared fixture raises them)."""
-    async with running_server(
-        tmp_path,
+    async with serve(
         enroll_rate_limit=DEFAULT_ENROLL_RATE_LIMIT,
         enroll_rate_limit_total=DEFAULT_ENROLL_RATE_LIMIT_TOTAL,
         trusted_proxies=("127.0.0.1",),
@@ -159,15 +176,27 @@ async def test_08_openapi_lists_every_error_answer(server: Harness) -> None:
 # -- 8. the consent log: someone who can write the file cannot rewrite it ------------------
 
 
-def _rewrite_entry(db_path: Path, seq: int) -> None:
-    """What someone with write access but no master key can do: change an entry and
-    recompute every hash after it, so that the chain alone still verifies."""
-    raw = sqlite3.connect(db_path)
-    raw.row_factory = sqlite3.Row
-    raw.execute("DROP TRIGGER consent_log_no_update")
-    raw.execute("UPDATE consent_log SET channel = 'in_store' WHERE seq = ?", [seq])
+def _rewrite_entry(config: ServerConfig, seq: int) -> None:
+    """What someone with write access but no master key can do (the file's owner on SQLite,
+    the database's owner or superuser on PostgreSQL): change an entry past the append-only
+    trigger and recompute every hash after it, so that the chain alone still verifies."""
+    if config.database_url:
+        with psycopg.connect(config.database_url, row_factory=dict_row) as pg:
+            pg.execute("ALTER TABLE consent_log DISABLE TRIGGER consent_log_no_update")
+            _rewrite(lambda sql, params: pg.execute(sql.replace("?", "%s"), params), seq)
+        return
+    lite = sqlite3.connect(config.db_path)
+    lite.row_factory = sqlite3.Row
+    lite.execute("DROP TRIGGER consent_log_no_update")
+    _rewrite(lite.execute, seq)
+    lite.commit()
+    lite.close()
+
+
+def _rewrite(execute: Callable[[str, list[Any]], Any], seq: int) -> None:
+    execute("UPDATE consent_log SET channel = 'in_store' WHERE seq = ?", [seq])
     prev = GENESIS_HASH
-    for row in raw.execute("SELECT * FROM consent_log ORDER BY seq").fetchall():
+    for row in execute("SELECT * FROM consent_log ORDER BY seq", []).fetchall():
         entry = LogEntry(
             row["subject_ref"],
             row["purpose"],
@@ -179,39 +208,44 @@ def _rewrite_entry(db_path: Path, seq: int) -> None:
             row["at"],
         )
         digest = entry_hash(prev, entry)
-        raw.execute(
+        execute(
             "UPDATE consent_log SET prev_hash = ?, entry_hash = ? WHERE seq = ?",
             [prev, digest, row["seq"]],
         )
         prev = digest
-    raw.commit()
-    raw.close()
 
 
 async def test_08_consent_log_rewrite_is_detected(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    serve: Serve,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name in list(os.environ):
         if name.startswith("BULLE_"):
             monkeypatch.delenv(name)
-    async with running_server(tmp_path) as server:
+    async with serve() as server:
         token = await server.enroll()
         assert (await server.grant(token, "greeting")).status == 201
         assert (await server.grant(token, "stock_check")).status == 201
         resp = await server.client.post("/api/v1/consents/withdraw", json={}, headers=bearer(token))
         assert resp.status == 200
-        db_path, master_key = server.db_path, server.master_key
         config = server.config
     # The server signed the head at the latest when it stopped.
+    where = (
+        f'database_url = "{config.database_url}"\n'
+        if config.database_url
+        else f'db_path = "{config.db_path}"\n'
+    )
     settings = tmp_path / "server.toml"
     settings.write_text(
-        f'db_path = "{db_path}"\nmaster_key = "{master_key}"\nstore_file = "{config.store_file}"\n',
+        where + f'master_key = "{config.master_key}"\nstore_file = "{config.store_file}"\n',
         "utf-8",
     )
     assert cli.main(["consent-log", "verify", "--config", str(settings)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"4 entries, hash chain intact, \d+ signed checkpoints up to entry 4", out)
-    _rewrite_entry(db_path, 2)
+    _rewrite_entry(config, 2)
     assert cli.main(["consent-log", "verify", "--config", str(settings)]) == 2
     captured = capsys.readouterr()
     assert "OK" not in captured.out
@@ -329,11 +363,60 @@ def _canary_body() -> dict[str, Any]:
     return body
 
 
+# -- 4. hostile inputs, continued: a NUL character, which PostgreSQL refuses in text --------
+
+
+NUL = "a\u0000b"
+# Percent-encoded: in a query string, a form or a path.
+NUL_ENCODED = "a%00b"
+
+
+async def test_04_nul_characters_are_refused_without_a_server_error(server: Harness) -> None:
+    """A NUL in every JSON field, form field, query parameter and path segment of every
+    route, signed in as a manager, an app and a scanner: never a 5xx. SQLite stores NULs;
+    PostgreSQL refuses them in a text parameter, and the sign-in form passed one to it
+    (a 500 for anyone, before the fix)."""
+    await server.add_staff("margot", "correct horse battery", "manager")
+    resp = await server.client.post(
+        "/login",
+        data={"username": "margot", "password": "correct horse battery"},
+        allow_redirects=False,
+    )
+    morsel = resp.cookies.get("bulle_session")
+    assert morsel is not None
+    creds = await credentials(server)
+    creds = Credentials(morsel.value, creds.token, creds.secret)
+    body = dict.fromkeys(_canary_body(), NUL) | {"skus": [NUL]}
+    form = "&".join(
+        f"{name}={NUL_ENCODED}" for name in ("username", "password", "count", "aisle", "role")
+    )
+    failures: list[tuple[str, str, int]] = []
+    for method, path in routes(server.app):
+        if path in ("/readyz", "/metrics") or path.startswith("/ws/"):
+            continue  # not ready without a scanner heard from; boards: tests/test_security.py
+        for data, kind in ((json.dumps(body).encode(), "application/json"), (form.encode(), _FORM)):
+            for where in {
+                f"{path}?q=a%00b&since=a%00&wait=1%00",
+                path.replace(PLACEHOLDER, NUL_ENCODED),
+            }:
+                resp = await server.client.request(
+                    method,
+                    where,
+                    data=data,
+                    headers=creds.for_request(method, where, data) | {"Content-Type": kind},
+                    allow_redirects=False,
+                )
+                await resp.read()
+                if resp.status >= 500:
+                    failures.append((method, where, resp.status))
+    assert failures == []
+
+
 # -- 10. the static iBeacon id is in "my data" ---------------------------------------------
 
 
-async def test_10_my_data_and_export_include_the_static_ibeacon_id(tmp_path: Path) -> None:
-    async with running_server(tmp_path, legacy_ibeacon=True) as server:
+async def test_10_my_data_and_export_include_the_static_ibeacon_id(serve: Serve) -> None:
+    async with serve(legacy_ibeacon=True) as server:
         token = await server.enroll()
         assert (await server.grant(token, "greeting")).status == 201
         resp = await server.client.put(
@@ -351,51 +434,121 @@ async def test_10_my_data_and_export_include_the_static_ibeacon_id(tmp_path: Pat
 # -- 12. retention: a setting, and gone from the file and the WAL --------------------------
 
 
+# The tables the retention purge empties.
+PURGED = ("visits", "decisions", "cards", "messages")
+# How long the periodic purge (every second) may take to come round on a loaded machine.
+PURGE_GUARD_S = 20.0
+
+
+async def _purgeable_rows(server: Harness) -> None:
+    """A customer who consents, keeps a wishlist and checks in: a visit, decisions, a card and
+    messages, all due for the purge one second later."""
+    token = await server.enroll()
+    for purpose in ("greeting", "stock_check"):
+        assert (await server.grant(token, purpose)).status == 201
+    skus = [(await server.rows("SELECT sku FROM catalog LIMIT 1"))[0]["sku"]]
+    await server.client.put("/api/v1/wishlist", json={"skus": skus}, headers=bearer(token))
+    resp = await server.client.post("/api/v1/check-in", json={}, headers=bearer(token))
+    assert resp.status == 200
+    made = await _counts(server)
+    assert made["visits"] > 0, made
+    assert made["decisions"] > 0, made
+    assert made["cards"] > 0, made
+
+
+async def _counts(server: Harness) -> dict[str, int]:
+    return {t: len(await server.rows(f"SELECT * FROM {t}")) for t in PURGED}
+
+
+async def _traces(server: Harness) -> list[Any]:
+    """What only these rows hold: the cards' ids and payloads, the messages' bodies, and the
+    times of the visits, decisions and messages."""
+    traces: list[Any] = [
+        value
+        for row in await server.rows("SELECT id, payload FROM cards")
+        for value in row.values()
+    ]
+    traces += [r["body"] for r in await server.rows("SELECT body FROM messages")]
+    for query in (
+        "SELECT arrived_at AS t FROM visits",
+        "SELECT at AS t FROM decisions",
+        "SELECT at AS t FROM messages",
+    ):
+        traces += [r["t"] for r in await server.rows(query)]
+    assert len(traces) >= 5
+    return traces
+
+
+async def _purged(server: Harness) -> None:
+    """Until the periodic purge (purge_interval_s) has taken every row older than 1 s."""
+    found = await _counts(server)
+    deadline = time.monotonic() + PURGE_GUARD_S
+    while any(found.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        found = await _counts(server)
+    assert found == dict.fromkeys(PURGED, 0)
+
+
 async def test_12_purge_leaves_nothing_in_the_database_or_the_wal(tmp_path: Path) -> None:
+    """SQLite only, by nature: the bytes of the database file and its -wal file
+    (secure_delete and the WAL's truncation). PostgreSQL's counterpart is the next test."""
     async with running_server(tmp_path, retention_s=1, purge_interval_s=1) as server:
-        token = await server.enroll()
-        for purpose in ("greeting", "stock_check"):
-            assert (await server.grant(token, purpose)).status == 201
-        skus = [(await server.rows("SELECT sku FROM catalog LIMIT 1"))[0]["sku"]]
-        await server.client.put("/api/v1/wishlist", json={"skus": skus}, headers=bearer(token))
-        resp = await server.client.post("/api/v1/check-in", json={}, headers=bearer(token))
-        assert resp.status == 200
-        tables = ("visits", "decisions", "cards", "messages")
-
-        async def counts() -> dict[str, int]:
-            return {t: len(await server.rows(f"SELECT * FROM {t}")) for t in tables}
-
-        made = await counts()
-        assert made["visits"] > 0, made
-        assert made["decisions"] > 0, made
-        assert made["cards"] > 0, made
-        # What only these rows hold: the cards' ids and payloads, the messages' bodies, and
-        # the times of the visits, decisions and messages (SQLite stores a REAL as 8 bytes).
+        await _purgeable_rows(server)
+        # SQLite stores a REAL as 8 bytes.
         traces = [
-            str(value).encode()
-            for row in await server.rows("SELECT id, payload FROM cards")
-            for value in row.values()
+            struct.pack(">d", t) if isinstance(t, float) else str(t).encode()
+            for t in await _traces(server)
         ]
-        traces += [str(r["body"]).encode() for r in await server.rows("SELECT body FROM messages")]
-        for sql in (
-            "SELECT arrived_at AS t FROM visits",
-            "SELECT at AS t FROM decisions",
-            "SELECT at AS t FROM messages",
-        ):
-            traces += [struct.pack(">d", r["t"]) for r in await server.rows(sql)]
-        assert len(traces) >= 5
-        # The periodic purge (purge_interval_s) takes them once they are older than 1 s.
-        found: dict[str, int] = made
-        deadline = time.monotonic() + 20
-        while any(found.values()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            found = await counts()
-        assert found == dict.fromkeys(tables, 0)
+        await _purged(server)
         db_path = server.db_path
         for suffix in ("", "-wal"):
             data = db_path.with_name(db_path.name + suffix).read_bytes()
             for trace in traces:
                 assert trace not in data, (suffix, trace)
+
+
+def _every_value(url: str) -> list[str]:
+    """Every value of every column of every table of the database, as text, read as the
+    cluster's superuser (who bypasses every privilege and row policy: what it cannot read,
+    no role can)."""
+    values: list[str] = []
+    with psycopg.connect(url) as pg:
+        columns: dict[str, list[str]] = {}
+        for table, column in pg.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
+        ):
+            columns.setdefault(table, []).append(column)
+        for table, names in columns.items():
+            query = sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(n)) for n in names),
+                sql.Identifier(table),
+            )
+            for row in pg.execute(query):
+                values += [value for value in row if value is not None]
+    return values
+
+
+@pytest.mark.postgres
+async def test_12_purge_on_postgresql_leaves_nothing_any_role_can_read(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL's counterpart of the test above. A deleted row's bytes stay in dead tuples
+    and in the WAL until vacuum and recycling (docs/privacy.md says so); what PostgreSQL
+    guarantees is that no query, as any role, finds the row again: no other table (a feed, a
+    copy, a log) keeps what the purge took. Every column of every table is searched as text,
+    before the purge (where it finds every trace: the search can fail) and after it."""
+    async with running_server(
+        tmp_path, database_url=pg_url, retention_s=1, purge_interval_s=1
+    ) as server:
+        await _purgeable_rows(server)
+        # A double as PostgreSQL prints it is Python's shortest repr too.
+        traces = [str(t) for t in await _traces(server)]
+        before = "\n".join(await asyncio.to_thread(_every_value, pg_url))
+        assert [t for t in traces if t not in before] == []
+        await _purged(server)
+        after = await asyncio.to_thread(_every_value, pg_url)
+        assert [(t, v) for v in after for t in traces if t in v] == []
 
 
 async def test_08_manager_page_shows_a_rewrite_of_the_consent_log(server: Harness) -> None:
@@ -414,6 +567,6 @@ async def test_08_manager_page_shows_a_rewrite_of_the_consent_log(server: Harnes
     manager = {"Cookie": f"bulle_session={morsel.value}", "Accept-Language": "en"}
     page = await (await server.client.get("/manager/consent-log", headers=manager)).text()
     assert "Chain broken" not in page
-    _rewrite_entry(server.db_path, 1)  # and every hash after it, as the chain allows
+    _rewrite_entry(server.config, 1)  # and every hash after it, as the chain allows
     page = await (await server.client.get("/manager/consent-log", headers=manager)).text()
     assert "Chain broken at entry No. 2" in page

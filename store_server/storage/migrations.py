@@ -11,6 +11,7 @@ triggers as a PL/pgSQL function); what has no common form is spelt out per engin
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from store_server.storage import pg
 from store_server.storage.notify import NOTIFY_DDL
 
 migrations = Migrations("bulle-store-server")
+logger = logging.getLogger(__name__)
 
 
 def schema(db: Any, script: str) -> None:
@@ -32,11 +34,24 @@ def schema(db: Any, script: str) -> None:
 
 
 def apply_migrations(db: Any) -> None:
-    """Apply the pending migrations (SQLite: sqlite-utils; PostgreSQL: :func:`_apply_pg`)."""
+    """Apply the pending migrations (SQLite: sqlite-utils; PostgreSQL: :func:`_apply_pg`).
+
+    Which ones and how long they took go to the log: a migration that rebuilds a large table
+    delays an upgraded server's first start, and the operator should see why.
+    """
+    if isinstance(db, pg.PgHandle):
+        pending = pending_pg(db)
+    else:
+        pending = [m.name for m in migrations.pending(db)]
+    if not pending:
+        return
+    logger.info("applying %d schema migrations: %s", len(pending), ", ".join(pending))
+    started = time.monotonic()
     if isinstance(db, pg.PgHandle):
         _apply_pg(db)
     else:
         migrations.apply(db)
+    logger.info("schema migrations applied in %.1f s", time.monotonic() - started)
 
 
 def _has_table(db: pg.PgHandle, name: str) -> bool:

@@ -265,3 +265,20 @@ async def engine_server(
     ``server = engine_server`` style overrides (see test_storage.py)."""
     async with running_server(tmp_path, **engine_settings(engine, request)) as harness:
         yield harness
+
+
+Serve = Callable[..., contextlib.AbstractAsyncContextManager[Harness]]
+
+
+@pytest.fixture
+def serve(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Serve:
+    """`running_server` on the test's engine, for tests that need their own settings:
+    ``async with serve(retention_s=1) as server``. On PostgreSQL every call of one test uses
+    the same database, as every call on SQLite uses the same file (a restart sees what the
+    previous server wrote)."""
+    on_engine = engine_settings(engine, request)
+
+    def start(**settings: Any) -> contextlib.AbstractAsyncContextManager[Harness]:
+        return running_server(tmp_path, **{**on_engine, **settings})
+
+    return start

@@ -216,7 +216,10 @@ async def test_every_route_is_classified(server: Harness) -> None:
     assert stale == [], f"MATRIX lists routes the app does not have: {stale}"
 
 
-async def test_authorization_matrix(server: Harness) -> None:
+async def test_authorization_matrix(engine_server: Harness) -> None:
+    """On both engines: every answer that depends on what the database holds (sessions,
+    roles, scanners, tokens) must be the same."""
+    server = engine_server
     cookie = cookie_name(False)
     await server.add_staff("stf", PASSWORD, "staff")
     await server.add_staff("mgr", PASSWORD, "manager")

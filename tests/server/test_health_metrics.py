@@ -1,4 +1,4 @@
-"""/healthz, /readyz and the Prometheus metrics listener, on the real server."""
+"""/healthz, /readyz and the Prometheus metrics listener, on the real server, on both engines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import threading
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from store_server.config import load_config
 from store_server.errors import ConfigError
 from store_server.keys import METRICS_PORT
-from tests.server.conftest import batch_body, running_server
+from tests.server.conftest import Serve, batch_body
 
 TOKEN = "test-metrics-token-0123456789"
 BATCHES = "/api/scanner/v1/batches"
@@ -29,8 +28,8 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-async def test_healthz_and_readyz_follow_the_scanners(tmp_path: Path) -> None:
-    async with running_server(tmp_path) as server:
+async def test_healthz_and_readyz_follow_the_scanners(serve: Serve) -> None:
+    async with serve() as server:
         resp = await server.client.get("/healthz")
         assert resp.status == 200
         assert await resp.json() == {"status": "ok"}
@@ -60,8 +59,8 @@ async def test_healthz_and_readyz_follow_the_scanners(tmp_path: Path) -> None:
         assert (await resp.json())["checks"]["scanners"]["seen_last_minute"] == 1
 
 
-async def test_readyz_reports_a_database_that_does_not_answer(tmp_path: Path) -> None:
-    async with running_server(tmp_path) as server:
+async def test_readyz_reports_a_database_that_does_not_answer(serve: Serve) -> None:
+    async with serve() as server:
         # The database thread stuck (a disk that no longer answers): the probe times out.
         entered, release = threading.Event(), threading.Event()
 
@@ -84,8 +83,8 @@ async def test_readyz_reports_a_database_that_does_not_answer(tmp_path: Path) ->
             await stuck
 
 
-async def test_readyz_reports_a_stuck_tick(tmp_path: Path) -> None:
-    async with running_server(tmp_path) as server:
+async def test_readyz_reports_a_stuck_tick(serve: Serve) -> None:
+    async with serve() as server:
         body = await (await server.client.get("/readyz")).json()
         assert body["checks"]["resolver"]["ok"] is True
         # The periodic work hangs (a stuck tick), for what looks like a minute.
@@ -106,8 +105,8 @@ async def test_readyz_reports_a_stuck_tick(tmp_path: Path) -> None:
             release.set()
 
 
-async def test_metrics_on_their_own_listener(tmp_path: Path) -> None:
-    async with running_server(tmp_path, metrics_listen="127.0.0.1:0") as server:
+async def test_metrics_on_their_own_listener(serve: Serve) -> None:
+    async with serve(metrics_listen="127.0.0.1:0") as server:
         port = server.app[METRICS_PORT]
         scanner = await server.add_scanner("s-entrance")
         body = batch_body("s-entrance", batch_id="b" * 32)
@@ -138,8 +137,8 @@ async def test_metrics_on_their_own_listener(tmp_path: Path) -> None:
     assert samples[("bulle_queue_depth", (("queue", "allowlist_long_polls"),))] == 0
 
 
-async def test_tick_time_and_long_polls_are_measured(tmp_path: Path) -> None:
-    async with running_server(tmp_path, metrics_listen="127.0.0.1:0") as server:
+async def test_tick_time_and_long_polls_are_measured(serve: Serve) -> None:
+    async with serve(metrics_listen="127.0.0.1:0") as server:
         url = f"http://127.0.0.1:{server.app[METRICS_PORT]}/metrics"
         scanner = await server.add_scanner("s-entrance")
         version = server.service.coordinator.resolver.version
@@ -166,9 +165,9 @@ async def test_tick_time_and_long_polls_are_measured(tmp_path: Path) -> None:
             await poll
 
 
-async def test_metrics_token_is_required_when_set(tmp_path: Path) -> None:
+async def test_metrics_token_is_required_when_set(serve: Serve) -> None:
     settings = {"metrics_listen": "127.0.0.1:0", "metrics_token": TOKEN}
-    async with running_server(tmp_path, **settings) as server:
+    async with serve(**settings) as server:
         url = f"http://127.0.0.1:{server.app[METRICS_PORT]}/metrics"
         async with aiohttp.ClientSession() as session:
             async with session.get(url) as resp:

@@ -1,4 +1,5 @@
-"""The board hub with real WebSocket connections: a slow board is dropped, others keep up."""
+"""The board hub with real WebSocket connections: a slow board is dropped, others keep up.
+On both engines (the boards' sessions and snapshots are read from the database)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import socket
 
 import aiohttp
+import pytest
 
 from store_server.views.staff import cookie_name
 from tests.server.conftest import Harness, wait_until
@@ -15,6 +17,11 @@ PASSWORD = "correct horse battery"
 PADDING = "x" * 16_384
 # Safety bound: the slow board must be dropped long before this many messages.
 MAX_MESSAGES = 5_000
+
+
+@pytest.fixture
+def server(engine_server: Harness) -> Harness:
+    return engine_server
 
 
 async def _cookie(server: Harness, username: str) -> str:

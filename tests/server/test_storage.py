@@ -5,6 +5,7 @@ both engines, reads do not queue behind the writer and see every write that retu
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -55,11 +56,23 @@ def _first_release_database(path: Path) -> None:
     db.conn.close()
 
 
-def test_a_first_release_database_opens_with_its_rows(tmp_path: Path) -> None:
+def test_a_first_release_database_opens_with_its_rows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "old.sqlite"
     _first_release_database(path)
-    for _ in range(2):  # opening again applies nothing twice
+    caplog.set_level(logging.INFO, logger="store_server.storage.migrations")
+    for opening in range(2):  # opening again applies nothing twice
+        caplog.clear()
         db = connect(path)
+        said = [r.getMessage() for r in caplog.records]
+        if opening == 0:  # the operator sees what delays the first start of an upgrade
+            assert said[0].startswith("applying ")
+            assert "m009_consent_per_store" in said[0]
+            assert "m001_initial" not in said[0]
+            assert said[1].startswith("schema migrations applied in ")
+        else:
+            assert said == []
         try:
             applied = [m.name for m in migrations.applied(db)]
             assert applied == [m.name for m in migrations._migrations]
