@@ -2,7 +2,8 @@
 
 The server sends the set of currently valid opaque identifiers (``GET /api/scanner/v1/allowlist``,
 docs/api.md). ``Allowlist.match`` is called for every parsed advertisement; anything that is not an
-allowlisted, unexpired Eddystone-EID (or, in legacy mode only, an allowlisted iBeacon) is dropped
+allowlisted, unexpired Eddystone-EID (or, in legacy mode only, an allowlisted iBeacon; or another
+box's store beacon, with the store's UUID and major, when the box listens for them) is dropped
 in memory: only a per-frame-type counter moves, nothing of the frame is kept or logged.
 
 EIDs are looked up by their raw 8 bytes, so a foreign frame costs one dict miss and no hex
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 ID_TYPE_EID: Final = "eid"
 # id_type of a static iBeacon entry, honoured only in legacy mode (docs/api.md).
 ID_TYPE_IBEACON: Final = "ibeacon"
+# id_type of another box's store beacon heard by this box (docs/api.md): no customer's.
+ID_TYPE_STORE_BEACON: Final = "store_beacon"
+# Keys of store beacon minors kept at once: a shop's boxes times a few slots, far below this.
+MAX_STORE_BEACON_KEYS: Final = 1024
 # Counter key for advertisements that carried no parsable beacon frame.
 UNPARSED: Final = "none"
 
@@ -104,6 +109,8 @@ class AllowlistUpdate:
     full: bool
     entries: tuple[AllowlistEntry, ...]
     removed: tuple[str, ...]
+    # The server takes `store_beacon` windows (older servers refuse a batch holding one).
+    box_beacons: bool = False
 
     @classmethod
     def from_wire(cls, obj: object) -> AllowlistUpdate:
@@ -123,22 +130,45 @@ class AllowlistUpdate:
             raise AllowlistError("entries: expected a list")
         if not isinstance(removed, list):
             raise AllowlistError("removed: expected a list")
+        box_beacons = obj.get("box_beacons", False)
+        if not isinstance(box_beacons, bool):
+            raise AllowlistError("box_beacons: expected a boolean")
         parsed = tuple(_entry_from_wire(f"entries[{i}]", e) for i, e in enumerate(entries))
         for i, ident in enumerate(removed):
             if not isinstance(ident, str):
                 raise AllowlistError(f"removed[{i}]: expected a string")
             id_type = ID_TYPE_IBEACON if ":" in ident else ID_TYPE_EID
             _check_id(f"removed[{i}]", id_type, ident)
-        return cls(version, full, parsed, tuple(removed))
+        return cls(version, full, parsed, tuple(removed), box_beacons)
 
 
 class Allowlist:
     """The scanner's current allowlist, with drop/pass counters per frame type."""
 
-    __slots__ = ("_eids", "_ibeacons", "dropped", "legacy_ibeacon", "passed", "version")
+    __slots__ = (
+        "_eids",
+        "_ibeacons",
+        "_store_beacon",
+        "_store_keys",
+        "box_beacons",
+        "dropped",
+        "legacy_ibeacon",
+        "passed",
+        "version",
+    )
 
-    def __init__(self, legacy_ibeacon: bool = False) -> None:
+    def __init__(
+        self, legacy_ibeacon: bool = False, store_beacon: tuple[str, int] | None = None
+    ) -> None:
+        """``store_beacon``: the store's (UUID, major): an iBeacon with both is another box of
+        the store, passed as a ``store_beacon`` window whatever the list holds (it carries no
+        customer's identifier; the server knows which box's minor it is), once the server
+        said in an allowlist answer that it takes them (``box_beacons``): a server of an
+        earlier release refuses a batch holding one, and with it the customers' windows."""
         self.legacy_ibeacon = legacy_ibeacon
+        self._store_beacon = store_beacon
+        self.box_beacons = False
+        self._store_keys: dict[int, SightingKey] = {}
         self.version = 0
         self.dropped: Counter[str] = Counter()
         self.passed: Counter[str] = Counter()
@@ -199,6 +229,7 @@ class Allowlist:
         for ident in update.removed:
             self._remove(ident)
         self.version = update.version
+        self.box_beacons = update.box_beacons
 
     def expire(self, now: float) -> int:
         """Drop every entry whose ``not_after`` has passed; return how many were dropped."""
@@ -213,6 +244,12 @@ class Allowlist:
                 return hit[1]
             self.dropped["eddystone_eid"] += 1
             return None
+        if isinstance(frame, IBeaconFrame) and self._store_beacon == (frame.uuid, frame.major):
+            if not self.box_beacons:
+                self.dropped[ID_TYPE_STORE_BEACON] += 1
+                return None
+            self.passed[ID_TYPE_STORE_BEACON] += 1
+            return self._store_key(frame)
         if self.legacy_ibeacon and isinstance(frame, IBeaconFrame):
             hit = self._ibeacons.get((frame.uuid, frame.major, frame.minor))
             if hit is not None and now < hit[0]:
@@ -220,6 +257,15 @@ class Allowlist:
                 return hit[1]
         self.dropped[FRAME_TYPE_NAMES.get(type(frame), UNPARSED)] += 1
         return None
+
+    def _store_key(self, frame: IBeaconFrame) -> SightingKey:
+        key = self._store_keys.get(frame.minor)
+        if key is None:
+            if len(self._store_keys) >= MAX_STORE_BEACON_KEYS:
+                self._store_keys.clear()
+            key = SightingKey(ID_TYPE_STORE_BEACON, f"{frame.uuid}:{frame.major}:{frame.minor}")
+            self._store_keys[frame.minor] = key
+        return key
 
 
 def _expire_table(table: dict[_K, tuple[float, SightingKey]], now: float) -> int:
