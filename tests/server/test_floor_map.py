@@ -48,7 +48,8 @@ def test_zone_counts_list_every_zone() -> None:
     }
 
 
-async def test_the_map_page_and_its_live_counts(server: Harness) -> None:
+async def test_the_map_page_and_its_live_counts(engine_server: Harness) -> None:
+    server = engine_server  # on both engines: scanners, a check-in, the box states
     await server.add_staff(MANAGER, PASSWORD, "manager")
     await server.add_staff(STAFF, PASSWORD, "staff")
     await server.add_scanner("s-parts")

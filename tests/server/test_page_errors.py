@@ -77,7 +77,8 @@ async def test_wrong_method_on_a_page_is_a_styled_page(server: Harness) -> None:
     assert STRINGS["fr"]["error_405_title"] in await text(resp)
 
 
-async def test_calibration_error_sits_in_its_row(server: Harness) -> None:
+async def test_calibration_error_sits_in_its_row(engine_server: Harness) -> None:
+    server = engine_server  # on both engines: the calibration is stored
     await server.add_staff(MANAGER, PASSWORD, "manager")
     headers = await session(server, MANAGER)
     resp = await server.client.post(
