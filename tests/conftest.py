@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,6 +97,16 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
 def engine(request: pytest.FixtureRequest) -> str:
     """The storage engine a test runs on: each test using it runs on both."""
     return str(request.param)
+
+
+def every_value_on_sqlite(argname: str, values: list[Any]) -> pytest.MarkDecorator:
+    """Parametrise ``engine`` and ``argname`` together: every value on SQLite, the first on
+    PostgreSQL too. For inputs that validation refuses before the storage: what the engine
+    could change is the way to the refusal (a server error), not which values are refused,
+    and each case costs a server and a password hash."""
+    cases = [pytest.param("sqlite", value) for value in values]
+    cases.append(pytest.param("postgres", values[0], marks=pytest.mark.postgres))
+    return pytest.mark.parametrize(("engine", argname), cases)
 
 
 @pytest.fixture

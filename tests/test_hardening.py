@@ -32,6 +32,7 @@ from store_server.throttle import parse_networks as networks
 from store_server.views import staff as staff_views
 from store_server.views.customer_api import api
 from store_server.views.staff import SESSION_CHECK_S, cookie_name
+from tests.conftest import every_value_on_sqlite
 from tests.server.conftest import (
     REPO_ROOT,
     STORE_FILE,
@@ -479,7 +480,7 @@ async def test_06_guessing_from_many_addresses_backs_off_but_never_locks(tmp_pat
 # -- 8. smaller findings -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
+@every_value_on_sqlite(
     "password",
     [
         "password1234",
@@ -540,7 +541,7 @@ async def test_08_nonce_must_be_lower_case_hex(server: Harness) -> None:
     assert await server.rows("SELECT * FROM scanner_batches") == []
 
 
-@pytest.mark.parametrize("value", ["2026-02-30", "2026-13-01", "\u0662026-01-01", "0000-00-00"])
+@every_value_on_sqlite("value", ["2026-02-30", "2026-13-01", "\u0662026-01-01", "0000-00-00"])
 async def test_08_not_today_must_be_a_real_date(server: Harness, value: str) -> None:
     token = await server.enroll()
     resp = await server.client.put(
@@ -550,7 +551,7 @@ async def test_08_not_today_must_be_a_real_date(server: Harness, value: str) -> 
     assert (await error_of(resp))["field"] == "not_today"
 
 
-@pytest.mark.parametrize("count", ["\u0663", "+5", " 1_000", "١٢", "1e3", "-0"])
+@every_value_on_sqlite("count", ["\u0663", "+5", " 1_000", "١٢", "1e3", "-0"])
 async def test_08_stock_counts_are_ascii_digits(server: Harness, count: str) -> None:
     await server.add_staff("margot", PASSWORD, "manager")
     manager = await session_cookie(server, "margot")
@@ -577,7 +578,7 @@ def test_08_eddystone_url_without_url_bytes_is_null() -> None:
 # -- 11. nothing free-form in the consent log ----------------------------------------------
 
 
-@pytest.mark.parametrize("version", ["someone@example.com", "1.2.3 Sylvie", "v1", "1..2", ""])
+@every_value_on_sqlite("version", ["someone@example.com", "1.2.3 Sylvie", "v1", "1..2", ""])
 async def test_11_app_version_is_a_version(server: Harness, version: str) -> None:
     token = await server.enroll()
     body: dict[str, Any] = {
