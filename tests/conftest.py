@@ -49,6 +49,17 @@ def pytest_configure(config: pytest.Config) -> None:
         logging.getLogger(name).addHandler(_FAILURES)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PostgreSQL variant of a test marked ``own_pg_step`` (a test, a class or a module)
+    gets the ``pg_step`` marker: the default run leaves it out (the suite's time budget) and
+    CI runs it in its own step, ``pytest -m pg_step``; its SQLite variant stays in the default
+    run. Before the ``-m`` selection (tryfirst)."""
+    for item in items:
+        if item.get_closest_marker("own_pg_step") and item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.pg_step)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in COMPONENTS:
         if item.get_closest_marker(marker) is not None:

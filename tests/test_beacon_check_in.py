@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 
 import aiohttp
+import pytest
 
 from lab.beacon_app import AppState
 from lab.phone_client import ReferencePhone, fetch_region
@@ -28,6 +29,10 @@ from tests.server.conftest import Harness, Serve, bearer, serve
 __all__ = ["serve"]  # the fixture, imported so that this top-level module can use it
 from tests.support import wait_until
 from tests.test_end_to_end import Board
+
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
 
 CHAIN = uuid.UUID("6f1e2d3c-1b2a-4c5d-8e9f-00000000b011")
 MAJOR = 7

@@ -28,7 +28,9 @@ from store_server.storage.pg_cluster import Cluster
 from tests import pg
 from tests.support import require_component, screenshot_dir, wait_until
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
+# The PostgreSQL demo runs in CI's own step (pytest -m pg_step), out of the default run's time
+# budget (README, Testing).
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.own_pg_step]
 
 # The promise: both cards within 20 s of the demo coming up.
 CARDS_WITHIN_S = 20.0

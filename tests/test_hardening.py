@@ -1,10 +1,9 @@
 """The independent security review's findings, each against the real server (aiohttp on
-127.0.0.1, a real SQLite file and a real PostgreSQL database: every test that reaches the
-storage runs on both engines, tests/pg.py): every test here failed before its fix.
+127.0.0.1, on SQLite and on PostgreSQL: tests/pg.py): every test here failed before its fix.
 
 Numbers refer to the review's items. Hostile inputs also assert that the server's log holds
-no traceback and no ERROR (`server_log`); tests/conftest.py checks the same over the whole
-suite.
+no traceback and no ERROR (`server_log`); tests/conftest.py checks the same over the suite.
+The sign-in throttle's tests (held in memory) run on PostgreSQL in CI's own step (pg_step).
 """
 
 from __future__ import annotations
@@ -50,8 +49,7 @@ from tests.server.conftest import (
     wait_until,
 )
 
-# Fixtures, imported so that this top-level module can use them.
-__all__ = ["engine_server", "serve"]
+__all__ = ["engine_server", "serve"]  # fixtures, imported so that this module can use them
 
 USER = "dominique"
 PASSWORD = "correct horse battery"
@@ -143,8 +141,7 @@ async def closed(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 @pytest.fixture
 def server(engine_server: Harness) -> Harness:
-    """The server on each engine (tests/conftest.py ``engine``)."""
-    return engine_server
+    return engine_server  # on each engine (tests/conftest.py ``engine``)
 
 
 @pytest.fixture
@@ -224,6 +221,7 @@ async def test_01_ended_board_receives_no_card(server: Harness) -> None:
 # -- 2. the sign-in limit holds under concurrency ------------------------------------------
 
 
+@pytest.mark.own_pg_step
 async def test_02_parallel_wrong_passwords_are_counted_in_flight(server: Harness) -> None:
     await server.add_staff(USER, PASSWORD)
     answers = await asyncio.gather(
@@ -437,6 +435,7 @@ def test_06_client_address_believes_only_trusted_proxies() -> None:
     assert client_address("10.0.0.5", ["1.2.3.4"], ()) == "10.0.0.5"
 
 
+@pytest.mark.own_pg_step
 async def test_06_spoofed_forwarded_for_is_ignored_without_trusted_proxies(
     server: Harness,
 ) -> None:
@@ -448,6 +447,7 @@ async def test_06_spoofed_forwarded_for_is_ignored_without_trusted_proxies(
     assert resp.status == 429
 
 
+@pytest.mark.own_pg_step
 async def test_06_behind_a_proxy_one_address_cannot_lock_others_out(proxied: Harness) -> None:
     server = proxied
     await server.add_staff(USER, PASSWORD)

@@ -11,6 +11,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from scanner.config import ScannerConfig
 from scanner.daemon import ALLOWLIST_LONG_POLL_S, Daemon
 from scanner.frames import EDDYSTONE_SERVICE_UUID
@@ -21,6 +23,10 @@ from tests.server.conftest import STORE_ID, Harness, bearer, engine_server
 from .conftest import wait_until
 
 __all__ = ["engine_server"]  # the fixture, imported so that this module can use it
+
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
 
 SCANNER_ID = "s-entrance"
 # The change must come through the parked long poll (the test waits for it to be parked), so

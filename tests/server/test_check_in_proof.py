@@ -22,6 +22,10 @@ from store_server.config import ServerConfig, load_config
 from store_server.errors import ConfigError
 from tests.server.conftest import Harness, Serve, bearer, error_of
 
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
+
 CHAIN_UUID = uuid.UUID("6f1e2d3c-1b2a-4c5d-8e9f-00000000b011")
 MAJOR = 4242
 KEY = secrets.token_bytes(32)

@@ -18,6 +18,10 @@ from store_server.errors import ConfigError
 from store_server.keys import METRICS_PORT
 from tests.server.conftest import Serve, batch_body, running_server
 
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
+
 TOKEN = "test-metrics-token-0123456789"
 BATCHES = "/api/scanner/v1/batches"
 

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from store_server.storage import customers as customer_store
 from store_server.storage.database import Database, Target
+
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
 
 NOW = 1_800_000_000.0
 """Fixed time: deterministic rows."""
