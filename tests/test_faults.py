@@ -32,6 +32,8 @@ FAULTS = REPO_ROOT / "bench" / "faults"
 # A campaign subset takes 10-25 s on a loaded 2-core machine; four times that means a hang.
 CAMPAIGN_TIMEOUT_S = 120
 ALLOWLIST = "/api/scanner/v1/allowlist"
+# The issue's bound: every store back to normal within 10 s of the database's return.
+BACK_TO_NORMAL_S = 10.0
 
 
 def run_campaign(script: str, *args: str) -> dict[str, Any]:
@@ -151,12 +153,14 @@ def test_chain_survives_kills_restarts_and_outages() -> None:
     assert lines, f"no output; stderr: {done.stderr[-2000:]}"
     figures: dict[str, Any] = json.loads(lines[-1])
     # No acknowledged row lost, none twice; no card of the customer withdrawn during A's
-    # partition. The 10 s return bound is reported, not asserted: it is not met after long
-    # outages yet (the connection pool's reconnection backoff, bench/README.md "Chain").
-    assert "error" not in figures or "10 s" in figures["error"], figures
+    # partition; every store back to normal within 10 s of the database's (or the link's)
+    # return after each fault (the pools' reconnection tries are about a second apart).
+    assert figures["ok"] is True, figures
+    assert "error" not in figures, figures
     assert figures["server_rows"] == figures["produced"] > 0
     assert figures["cards_after_withdrawal"] == 0
     assert figures["pg_restart_back_s"], figures
+    assert figures["back_to_normal_max_s"] <= BACK_TO_NORMAL_S, figures
 
 
 @pytest.mark.faults

@@ -13,8 +13,8 @@ link alone can be cut. The phases, in order:
 1. kill -9 store A's server while its scanners upload, `--kills` times, restarting it each time;
 2. restart PostgreSQL under load (`pg_ctl stop -m fast`, then start), `--restarts` times;
 3. stop PostgreSQL for `--outage-s` seconds, then start it;
-4. cut store A from the database for `--outage-s` seconds while a customer with a card on
-   A's board withdraws through store B; then heal the link.
+4. a new customer arrives (a card on A's board); cut store A from the database for
+   `--outage-s` seconds while that customer withdraws through store B; then heal the link.
 
 Invariants, checked on conditions (each violation fails the run with "ok": false):
 
@@ -25,6 +25,10 @@ Invariants, checked on conditions (each violation fails the run with "ok": false
   its partition, and its card is retracted from A's board once the link is back;
 - every store back to normal within 10 s of the database's (or the link's) return: its
   consent view fresh again (metrics) and its allowlist served (a signed request answered 200).
+
+Also reported: the 1-minute load average (start, before the stop, before the heal, end), and
+the cards each board saw retracted as "left" after the stop (a store that hears nobody for a
+minute ends the visits of those present).
 """
 
 from __future__ import annotations
@@ -238,14 +242,17 @@ def customer_name(i: int) -> str:
     return "Client" + "".join(chr(ord("a") + int(d)) for d in f"{i:03d}")
 
 
-async def enroll_chain(server: ChainServer, n: int) -> tuple[list[Customer], list[str]]:
+async def enroll_chain(
+    server: ChainServer, n: int, first: int = 0
+) -> tuple[list[Customer], list[str]]:
     """`n` customers enrolled through `server`, each with a chain-wide greeting consent and a
-    name (their arrivals make greeting cards); their phones, and their app tokens."""
+    name (`customer_name` of `first`, `first` + 1, ...: their arrivals make greeting cards);
+    their phones, and their app tokens."""
     customers, tokens = [], []
     async with aiohttp.ClientSession(server.base_url) as http:
         async with http.get("/api/v1/consent-texts") as resp:
             texts = {t["purpose"]: t["hash"] for t in (await resp.json())["texts"]}
-        for i in range(n):
+        for i in range(first, first + n):
             async with http.post("/api/v1/enroll", json={"language": "fr"}) as resp:
                 enrolled = await resp.json()
                 if resp.status != 201:
@@ -328,6 +335,14 @@ class Board:
                 shown.pop(str(m.get("id")), None)
         return [i for i, c in shown.items() if name in json.dumps(c)]
 
+    def retractions(self, reason: str, after: float) -> int:
+        """Cards retracted from this board for `reason` since `after`."""
+        return sum(
+            1
+            for at, m in self.messages
+            if at >= after and m.get("type") == "retract" and m.get("reason") == reason
+        )
+
     def retracted(self, card_id: str) -> float | None:
         for at, m in self.messages:
             if m.get("type") == "retract" and m.get("id") == card_id:
@@ -364,6 +379,11 @@ async def until_normal(servers: list[ChainServer], since: float) -> dict[str, fl
                 f"store {server.label} not back to normal in {RECOVERY_TIMEOUT_S} s"
             )
     return back
+
+
+def _load() -> float:
+    """The machine's 1-minute load average (the figures depend on it: 2 shared cores)."""
+    return round(os.getloadavg()[0], 1)
 
 
 def pg_batches(url: str) -> dict[tuple[str, str], int]:
@@ -429,7 +449,7 @@ async def campaign(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 async def _campaign(
     args: argparse.Namespace, workdir: Path, started: list[ServerProcess | ScannerProcess]
 ) -> dict[str, Any]:
-    figures: dict[str, Any] = {"ok": False}
+    figures: dict[str, Any] = {"ok": False, "load_1m": [_load()]}
     with throwaway_cluster(ephemeral=False) as cluster:
         url = await asyncio.to_thread(cluster.create_database, DATABASE)
         proxy = LinkProxy(cluster.plan.socket_dir / f".s.PGSQL.{cluster.plan.port}")
@@ -450,7 +470,7 @@ async def _campaign(
         await asyncio.to_thread(prepare_database, url, servers, bytes.fromhex(master_hex))
         for server in servers:
             await server.start()
-        customers, tokens = await enroll_chain(a, args.customers)
+        customers, _ = await enroll_chain(a, args.customers)
         scanners: list[ScannerProcess] = []
         for server in servers:
             for sid in STORES[server.label][2]:
@@ -489,11 +509,22 @@ async def _campaign(
             figures["pg_restart_back_s"] = restarts
             # 3. stop PostgreSQL for the outage.
             await asyncio.sleep(LOAD_S)
+            figures["load_1m"].append(_load())
+            stopped_at = time.time()
             back_at = await restart_cluster(cluster, args.outage_s)
             figures["pg_outage_back_s"] = await until_normal(servers, back_at)
-            # 4. cut store A off; a customer with a card on A's board withdraws through B.
+            # The stores saw nobody during the outage: the visits of those present ended
+            # (cards retracted as "left"), and those greeted are not greeted again within the
+            # cooldown. Counted, not an invariant.
             board_a = boards[0]
-            victim = customer_name(0)
+            figures["left_retractions_after_stop"] = {
+                board.server.label: board.retractions("left", after=stopped_at) for board in boards
+            }
+            # 4. cut store A off; a customer with a card on A's board withdraws through B.
+            # The victim arrives now, so the cooldown of an earlier greeting cannot hide them.
+            new_customers, new_tokens = await enroll_chain(a, 1, first=len(customers))
+            victim = customer_name(len(customers))
+            customers.extend(new_customers)  # the feeder's list: the phone is heard from now
             if not await poll_until(
                 lambda: bool(board_a.open_cards_named(victim)), RECOVERY_TIMEOUT_S
             ):
@@ -503,11 +534,12 @@ async def _campaign(
             await asyncio.sleep(min(5.0, args.outage_s / 2))
             withdrawn_at = time.time()
             async with aiohttp.ClientSession(b.base_url) as http:
-                headers = {"Authorization": f"Bearer {tokens[0]}"}
+                headers = {"Authorization": f"Bearer {new_tokens[0]}"}
                 async with http.post("/api/v1/consents/withdraw", json={}, headers=headers) as r:
                     if r.status != 200:
                         raise CampaignError(f"withdrawal through B failed: {r.status}")
             await asyncio.sleep(max(0.0, args.outage_s - min(5.0, args.outage_s / 2)))
+            figures["load_1m"].append(_load())
             await proxy.heal()
             healed_at = time.time()
             figures["partition_back_s"] = await until_normal(servers, healed_at)
@@ -544,6 +576,7 @@ async def _campaign(
         *figures["pg_outage_back_s"].values(),
         *figures["partition_back_s"].values(),
     ]
+    figures["load_1m"].append(_load())
     figures["back_to_normal_max_s"] = max(back)
     figures["ok"] = max(back) <= BACK_TO_NORMAL_S and figures["produced"] == figures["server_rows"]
     if not figures["ok"]:

@@ -86,6 +86,14 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 # Seconds a thread waits for a pooled PostgreSQL connection before the operation fails.
 POOL_TIMEOUT_S = 10.0
+# psycopg_pool retries a failed connection with a delay doubling from 1 s, without a cap: its
+# tries after a failure come at 1, 3, 7, 15, 31, 63 s, so a store came back up to a minute
+# after a 60 s outage. A series of tries is cut after this long (``reconnect_timeout``) and a
+# new one starts at once (`_reconnect_again`): tries never more than about a second apart.
+RECONNECT_SERIES_S = 2.0
+# psycopg_pool's warnings about a failed try are let through at most this often per pool:
+# a try every second or so during an outage would flood the log.
+RECONNECT_LOG_EVERY_S = 60.0
 
 
 def target_of(config: ServerConfig, db_path: Path) -> Target:
@@ -265,6 +273,52 @@ def close_handle(db: Handle) -> None:
         db.conn.close()
 
 
+def _reconnect_again(pool: ConnectionPool[Any]) -> None:
+    """psycopg_pool gave up a series of tries (`RECONNECT_SERIES_S`): start the next series now.
+
+    Left alone, the pool waits for a client to ask before trying again, and a client already
+    waiting is not served before its timeout. ``check()`` is the pool's public way to grow it
+    back (it also checks the idle connections, none during an outage). Runs on a worker of the
+    pool, which no longer runs it once the pool is closed.
+    """
+    logger.debug("database pool %s: still unreachable, trying again", pool.name)
+    pool.check()
+
+
+class _ReconnectLogFilter(logging.Filter):
+    """Let through each of psycopg_pool's reconnection warnings once per pool every
+    `RECONNECT_LOG_EVERY_S` (a failed try, a series given up); the rest as they come."""
+
+    PREFIXES = ("error connecting in", "reconnection attempt in pool")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if not msg.startswith(self.PREFIXES) or not isinstance(record.args, tuple):
+            return True
+        key = (msg, str(record.args[0]) if record.args else "")
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and record.created - last < RECONNECT_LOG_EVERY_S:
+                return False
+            self._last[key] = record.created
+        return True
+
+
+_RECONNECT_LOG_FILTER = _ReconnectLogFilter()
+
+
+def _quiet_reconnect_warnings() -> None:
+    """Install `_ReconnectLogFilter` on psycopg_pool's logger (once: filters are a list)."""
+    pool_logger = logging.getLogger("psycopg.pool")
+    if _RECONNECT_LOG_FILTER not in pool_logger.filters:
+        pool_logger.addFilter(_RECONNECT_LOG_FILTER)
+
+
 class Database:
     """The writer thread and its connection, and the reader threads with theirs."""
 
@@ -290,6 +344,7 @@ class Database:
             # Each connection is checked as it is taken (one round trip): one broken by a
             # restart of PostgreSQL is replaced then, instead of failing the operation.
             check = ConnectionPool.check_connection
+            _quiet_reconnect_warnings()
             self._write_pool = ConnectionPool(
                 target.url,
                 min_size=1,
@@ -297,6 +352,8 @@ class Database:
                 kwargs=kwargs,
                 check=check,
                 timeout=POOL_TIMEOUT_S,
+                reconnect_timeout=RECONNECT_SERIES_S,
+                reconnect_failed=_reconnect_again,
                 name="bulle-writer",
                 open=True,
             )
@@ -307,6 +364,8 @@ class Database:
                 kwargs=kwargs,
                 check=check,
                 timeout=POOL_TIMEOUT_S,
+                reconnect_timeout=RECONNECT_SERIES_S,
+                reconnect_failed=_reconnect_again,
                 name="bulle-readers",
                 open=True,
             )

@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlite_utils
+from psycopg_pool import PoolTimeout
 
 from store_server.consent import ConsentText
 from store_server.storage import consents, customers, visits
@@ -168,6 +169,61 @@ async def test_the_pools_reconnect_after_postgres_restarts(
         assert await db.read(consents.current_consent_texts) == texts
     finally:
         db.close()
+
+
+# The outage of the test below: longer than psycopg_pool's first four tries after a failure
+# (1, 2 and 4 s apart: the last at 7 s), shorter than its fifth (8 s later, at 15 s ± 10 %).
+OUTAGE_S = 9.0
+# How soon after PostgreSQL is back both pools must serve again: the bounded tries come about
+# a second apart, the rest is slack for a loaded machine. The doubling delay took 4.5 s or more.
+BACK_WITHIN_S = 4.0
+
+
+async def _first_success(db: Database, op: str) -> float:
+    """Run a query through `op` ("read" or "write") until it works, as a live server keeps
+    doing during an outage; the time.monotonic() it first worked."""
+    run = db.read if op == "read" else db.write
+    deadline = time.monotonic() + OUTAGE_S + WAIT_TIMEOUT_S * 3
+    while True:
+        try:
+            await run(consents.current_consent_texts)
+        except (psycopg.OperationalError, PoolTimeout):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)  # a poll interval
+        else:
+            return time.monotonic()
+
+
+@pytest.mark.postgres
+async def test_the_pools_serve_again_soon_after_a_long_outage(
+    pg_cluster: Cluster, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After an outage longer than psycopg_pool's first reconnection delays, reads and writes
+    work again within a few seconds of PostgreSQL's return, not when the doubling delay ends
+    (issue 18: every store back to normal within 10 s of the database's return); the tries,
+    about one a second, do not flood the log."""
+    caplog.set_level(logging.WARNING, logger="psycopg.pool")
+    db = Database(PgTarget(pg_url))
+    try:
+        await db.write(lambda handle: consents.ensure_consent_texts(handle, [TEXT]))
+        assert await db.read(consents.current_consent_texts)
+        await asyncio.to_thread(pg_cluster.stop, "fast")
+        # Reads and writes keep coming during the outage: both pools find their connection
+        # broken at once and keep trying to reconnect.
+        pollers = [asyncio.create_task(_first_success(db, op)) for op in ("read", "write")]
+        await asyncio.sleep(OUTAGE_S)  # the outage itself
+        assert not any(p.done() for p in pollers)
+        await asyncio.to_thread(pg_cluster.start)
+        back = time.monotonic()
+        read_at, write_at = await asyncio.gather(*pollers)
+        assert read_at - back < BACK_WITHIN_S, read_at - back
+        assert write_at - back < BACK_WITHIN_S, write_at - back
+    finally:
+        db.close()
+    failed_tries = [r for r in caplog.records if r.getMessage().startswith("error connecting")]
+    # At most one per pool (none if another test's outage was logged within the minute).
+    assert len(failed_tries) <= 2, [r.getMessage() for r in failed_tries]
 
 
 def test_batches_stream_a_large_result_on_each_engine(handle: Handle) -> None:
