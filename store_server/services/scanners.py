@@ -183,8 +183,13 @@ class ScannerGateway:
         resolved = 0
         # Window time -> subject -> (rssi median, count): the fresh windows to observe.
         by_time: dict[float, dict[str, tuple[float, int]]] = {}
+        # Every fresh window's end, resolved or not: the box listened then, and a customer it
+        # did not hear is evidence too (the engine's misses).
+        closed: set[float] = set()
         for window in batch.windows:
             t = min(window.end, now)
+            if now - t <= STALE_WINDOW_S:
+                closed.add(t)
             subject = self._resolve(window.id_type, window.id, t)
             if subject is None:
                 continue
@@ -226,10 +231,11 @@ class ScannerGateway:
         # anything about them again (forget() ran already). Checked only if anyone left.
         recheck = self.resolver.removals != removals
         events: list[PresenceEvent] = []
-        for t in sorted(by_time):
-            windows = by_time[t]
+        for t in sorted(closed):
+            windows = by_time.get(t, {})
             subjects = [s for s in windows if not recheck or s in self.resolver]
             if not subjects:
+                self.engine.box_listened(scanner_id, t)
                 continue
             # Observe, then decide the arrivals these windows make at once (at the windows'
             # time), rather than at the next tick up to 1 s later.
