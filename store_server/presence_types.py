@@ -121,6 +121,8 @@ class PresenceSettings:
     reading_sigma_db: float = 2.5
     # What the model gets wrong whatever the count: position within a cell, body, hand or
     # pocket, phone model. It keeps a window of many advertisements from being trusted blindly.
+    # Lab: 2.5 tracked better (corner diagonal 7.7 / 8.3 -> 6.8 / 7.8 %, seeds 1 / 2) but
+    # doubled the field tier's street arrivals and added a corner edge flap (3.0 -> 4.04/h).
     model_sigma_db: float = 3.0
     # A box decodes nothing weaker than this (ESP32 and Raspberry Pi adapters: about -95 dBm): a
     # box that closed a window without the phone while other boxes heard it says "far from me".
@@ -165,7 +167,8 @@ class PresenceSettings:
     # ...held for this long. Off: at 1.5 s window shoppers still arrived in the field tier (their
     # belief is steadily, not briefly, wrong) and arrival took 1-2 s longer.
     arrive_hold_s: float = 0.0
-    # Another zone must hold this share of the inside belief to take over the shown zone.
+    # Another zone must hold this share of the inside belief to take over the shown zone
+    # (lab: 0.7 with model_sigma_db 2.5 kept its edge flap and lost most of its gains).
     zone_switch_p: float = 0.65
     # ...continuously for this long: a standing customer's belief wobbles for a second or two.
     zone_hold_s: float = 1.0
