@@ -128,7 +128,8 @@ class PresenceSettings:
     # box that closed a window without the phone while other boxes heard it says "far from me".
     box_sensitivity_dbm: float = -95.0
     # ...unless the advertisement was lost, which a box in range of the phone does with this
-    # chance (5-30 % of advertisements are lost). 1: misses say nothing.
+    # chance (5-30 % of advertisements are lost). 1: misses say nothing. Lab: 0.15 let a window
+    # shopper arrive on the corner floor (seeds 1 and 2) and gave a false "left" (field tier).
     advert_miss_p: float = 0.3
     # A window without the phone counts as this many missed advertisements at most (as many as
     # the phone's latest window held): they share the phone's place and body, so a window is
