@@ -2,7 +2,8 @@
 
 The server sends the set of currently valid opaque identifiers (``GET /api/scanner/v1/allowlist``,
 docs/api.md). ``Allowlist.match`` is called for every parsed advertisement; anything that is not an
-allowlisted, unexpired Eddystone-EID (or, in legacy mode only, an allowlisted iBeacon) is dropped
+allowlisted, unexpired Eddystone-EID (or, in legacy mode only, an allowlisted iBeacon; or another
+box's store beacon, with the store's UUID and major, when the box listens for them) is dropped
 in memory: only a per-frame-type counter moves, nothing of the frame is kept or logged.
 
 EIDs are looked up by their raw 8 bytes, so a foreign frame costs one dict miss and no hex
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 ID_TYPE_EID: Final = "eid"
 # id_type of a static iBeacon entry, honoured only in legacy mode (docs/api.md).
 ID_TYPE_IBEACON: Final = "ibeacon"
+# id_type of another box's store beacon heard by this box (docs/api.md): no customer's.
+ID_TYPE_STORE_BEACON: Final = "store_beacon"
+# Keys of store beacon minors kept at once: a shop's boxes times a few slots, far below this.
+MAX_STORE_BEACON_KEYS: Final = 1024
 # Counter key for advertisements that carried no parsable beacon frame.
 UNPARSED: Final = "none"
 
@@ -135,10 +140,26 @@ class AllowlistUpdate:
 class Allowlist:
     """The scanner's current allowlist, with drop/pass counters per frame type."""
 
-    __slots__ = ("_eids", "_ibeacons", "dropped", "legacy_ibeacon", "passed", "version")
+    __slots__ = (
+        "_eids",
+        "_ibeacons",
+        "_store_beacon",
+        "_store_keys",
+        "dropped",
+        "legacy_ibeacon",
+        "passed",
+        "version",
+    )
 
-    def __init__(self, legacy_ibeacon: bool = False) -> None:
+    def __init__(
+        self, legacy_ibeacon: bool = False, store_beacon: tuple[str, int] | None = None
+    ) -> None:
+        """``store_beacon``: the store's (UUID, major): an iBeacon with both is another box of
+        the store, passed as a ``store_beacon`` window whatever the list holds (it carries no
+        customer's identifier; the server knows which box's minor it is)."""
         self.legacy_ibeacon = legacy_ibeacon
+        self._store_beacon = store_beacon
+        self._store_keys: dict[int, SightingKey] = {}
         self.version = 0
         self.dropped: Counter[str] = Counter()
         self.passed: Counter[str] = Counter()
@@ -213,6 +234,9 @@ class Allowlist:
                 return hit[1]
             self.dropped["eddystone_eid"] += 1
             return None
+        if isinstance(frame, IBeaconFrame) and self._store_beacon == (frame.uuid, frame.major):
+            self.passed[ID_TYPE_STORE_BEACON] += 1
+            return self._store_key(frame)
         if self.legacy_ibeacon and isinstance(frame, IBeaconFrame):
             hit = self._ibeacons.get((frame.uuid, frame.major, frame.minor))
             if hit is not None and now < hit[0]:
@@ -220,6 +244,15 @@ class Allowlist:
                 return hit[1]
         self.dropped[FRAME_TYPE_NAMES.get(type(frame), UNPARSED)] += 1
         return None
+
+    def _store_key(self, frame: IBeaconFrame) -> SightingKey:
+        key = self._store_keys.get(frame.minor)
+        if key is None:
+            if len(self._store_keys) >= MAX_STORE_BEACON_KEYS:
+                self._store_keys.clear()
+            key = SightingKey(ID_TYPE_STORE_BEACON, f"{frame.uuid}:{frame.major}:{frame.minor}")
+            self._store_keys[frame.minor] = key
+        return key
 
 
 def _expire_table(table: dict[_K, tuple[float, SightingKey]], now: float) -> int:

@@ -45,6 +45,7 @@ PER_NODE_KEYS: tuple[str, ...] = ("scanner_id", "secret", "secret_file")
 # Keys of the [advertise] table (the store beacon the box broadcasts; docs/operations.md).
 ADVERTISE_KEYS: tuple[str, ...] = (
     "enabled",
+    "hear",
     "uuid",
     "major",
     "key_file",
@@ -66,6 +67,9 @@ class AdvertiseConfig:
     """The [advertise] table: the store beacon this box broadcasts (backend bluez only)."""
 
     enabled: bool = False
+    # Report the other boxes' store beacons heard (uuid and major below): they calibrate the
+    # floor, at no cost to the box (the advertisements are received anyway).
+    hear: bool = True
     uuid: str | None = None
     major: int | None = None
     key_file: str | None = None
@@ -225,7 +229,7 @@ def _nodes(raw: object) -> tuple[NodeConfig, ...]:
 def _advertise_value(key: str, value: object) -> object:
     """One [advertise] value, type-checked (from the file, or an environment string)."""
     where = f"advertise.{key}"
-    if key == "enabled":
+    if key in ("enabled", "hear"):
         if isinstance(value, str):
             low = value.strip().lower()
             if low in _TRUE + _FALSE:
@@ -291,6 +295,16 @@ def _check_advertise(a: AdvertiseConfig) -> None:
                 raise ConfigError(
                     "required when [advertise] enabled is true", key=f"advertise.{key}"
                 )
+
+
+def store_beacon_heard(config: ScannerConfig) -> tuple[str, int] | None:
+    """The store beacon (canonical lower-case UUID, major) whose windows the box reports as
+    ``store_beacon``: with ``[advertise] hear`` and the table's uuid and major, whether or not
+    the box broadcasts itself."""
+    a = config.advertise
+    if not a.hear or a.uuid is None or a.major is None:
+        return None
+    return str(uuid.UUID(a.uuid)), a.major
 
 
 def load_config(toml_text: str, env: Mapping[str, str]) -> ScannerConfig:

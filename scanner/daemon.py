@@ -21,7 +21,7 @@ import aiohttp
 from scanner.aggregate import Aggregator
 from scanner.allowlist import Allowlist, AllowlistUpdate
 from scanner.ble import AdapterMissingError, AdapterOffError, AdvertCallback, BleError, BleSource
-from scanner.config import ScannerConfig
+from scanner.config import ScannerConfig, store_beacon_heard
 from scanner.errors import ConfigError, ScannerError
 from scanner.frames import parse_advertisement
 from scanner.health import (
@@ -136,7 +136,9 @@ class Daemon:
         self.config = config
         self._secret = secret
         self._clock = clock
-        self.allowlist = Allowlist(legacy_ibeacon=config.legacy_ibeacon)
+        self.allowlist = Allowlist(
+            legacy_ibeacon=config.legacy_ibeacon, store_beacon=store_beacon_heard(config)
+        )
         self.aggregator = Aggregator(config.window_s)
         self.counters = HealthCounters()
         self.outbox = OutboxWorker(

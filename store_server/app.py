@@ -372,6 +372,8 @@ async def _metrics_listener(app: web.Application) -> AsyncIterator[None]:
         metrics.identities.set(len(service.coordinator.resolver))
         for queue, depth in service.queue_depths().items():
             metrics.pending.labels(queue).set(depth)
+        for outcome, count in service.scanners.box_beacon_windows.items():
+            metrics.box_beacons.labels(outcome).set(count)
         metrics.set_scanners(rows, time.time())
         return metrics.exposition()
 

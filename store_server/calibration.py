@@ -40,11 +40,20 @@ class Calibrator:
 
     reference_rssi_dbm: float
     default_exponent: float
-    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    samples: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
 
-    def add(self, box_id: str, distance_m: float, walls_db: float, reported_rssi: float) -> None:
-        """One window median heard by ``box_id`` from a phone at a known distance."""
-        if not (math.isfinite(reported_rssi) and distance_m > 0.0):
+    def add(
+        self,
+        box_id: str,
+        distance_m: float,
+        walls_db: float,
+        reported_rssi: float,
+        weight: float = 1.0,
+    ) -> None:
+        """One window median heard by ``box_id`` from a phone at a known distance; ``weight``
+        says how many independent samples it is worth (windows that share one error, such as
+        a pair of fixed boxes' fading, share one weight between them)."""
+        if not (math.isfinite(reported_rssi) and distance_m > 0.0 and weight > 0.0):
             return
         rows = self.samples.setdefault(box_id, [])
         # y = reported - (reference - walls) = -offset - n * x, with x = 10 log10(d)
@@ -52,6 +61,7 @@ class Calibrator:
             (
                 10.0 * math.log10(max(distance_m, 0.1)),
                 reported_rssi - self.reference_rssi_dbm + walls_db,
+                weight,
             )
         )
         if len(rows) > MAX_SAMPLES:
@@ -69,13 +79,13 @@ class Calibrator:
         rows = self.samples.get(box_id)
         if not rows:
             return None
-        # Minimise sum (y + o + n x)^2 + P (o^2 + (n - n0)^2) over (o, n): a 2 x 2 system.
+        # Minimise sum w (y + o + n x)^2 + P (o^2 + (n - n0)^2) over (o, n): a 2 x 2 system.
         p, n0 = PRIOR_SAMPLES, self.default_exponent
-        sxx = sum(x * x for x, _ in rows) + p
-        sx = sum(x for x, _ in rows)
-        s1 = len(rows) + p
-        sxy = sum(x * y for x, y in rows)
-        sy = sum(y for _, y in rows)
+        sxx = sum(w * x * x for x, _, w in rows) + p
+        sx = sum(w * x for x, _, w in rows)
+        s1 = sum(w for _, _, w in rows) + p
+        sxy = sum(w * x * y for x, y, w in rows)
+        sy = sum(w * y for _, y, w in rows)
         # d/do: s1 o + sx n = -sy ; d/dn: sx o + sxx n = -sxy + p n0
         det = s1 * sxx - sx * sx
         offset = (-sy * sxx - sx * (-sxy + p * n0)) / det

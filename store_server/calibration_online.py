@@ -10,8 +10,13 @@ windows heard while the phone's place is known:
 * **check-ins at a zone** (an explicit check-in naming its zone, or a beacon-proof check-in,
   located at its box's zone): at most ``CHECK_IN_WINDOWS_PER_BOX`` windows per box in the
   ``CHECK_IN_WINDOW_S`` after it;
-* **boxes hearing each other** (a box that advertises, heard by another at a known distance):
-  :meth:`OnlineCalibration.box_heard`, with the advertised power at 1 m.
+* **boxes hearing each other** (a box that advertises its store beacon, heard by another at the
+  distance between the two on the floor): :meth:`OnlineCalibration.box_heard`, with the
+  advertised power at 1 m; pairs in line of sight (no wall of the floor between them) where a
+  box has enough of them (:func:`box_places`), at most one window per pair every
+  ``BOX_SAMPLE_INTERVAL_S``, the latest ``BOX_SAMPLES_PER_PAIR`` of each pair kept and
+  weighing ``BOX_PAIR_WEIGHT`` samples together (two fixed boxes would otherwise fill a box's
+  samples within minutes and outweigh the walk with what is one measurement).
 
 A box's fit is *used* (given to the engine) only once it is good enough: enough samples, from
 enough distinct places, and residuals small enough that the samples agree with one another.
@@ -44,6 +49,7 @@ __all__ = [
 ]
 
 Source = Literal["walk", "check_in", "box"]
+BoxPairs = Literal["line_of_sight", "line_of_sight_first", "all"]
 
 # A zone step of the walk ends when the box hearing the phone best gave this many windows
 # (about 15 s standing at one window a second): enough for a median's noise to average out.
@@ -81,6 +87,19 @@ MIN_DISTANCE_M = 1.0
 PLACE_RESOLUTION = 0.5
 # A box's fit is recomputed at most this often from check-ins (walk samples: at every call).
 REFIT_INTERVAL_S = 10.0
+# Two boxes never move: their windows a second apart share the same multipath, so one window
+# per pair a minute is as much as they tell (people walking between them change it slowly).
+BOX_SAMPLE_INTERVAL_S = 60.0
+# Samples kept per pair of boxes (the latest): 20 minutes of one pair; a moved box is
+# forgotten in as long.
+BOX_SAMPLES_PER_PAIR = 20
+# What all the samples of one pair of boxes weigh in a fit, in independent samples: the pair's
+# fading and the speaker's transmitter error are the same in every one of them, so twenty
+# windows of a pair tell little more than a few (a walk's windows are spread over the zones).
+BOX_PAIR_WEIGHT = 2.0
+# A box that hears this many others in line of sight learns from those only; with fewer (one
+# pair cannot separate offset and exponent), it learns through the walls too.
+MIN_LINE_OF_SIGHT_PAIRS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +195,19 @@ def zone_places(
     return places
 
 
-def box_places(floor: Floor, grid: FloorGrid) -> dict[str, dict[str, Place]]:
-    """Per listening box, per advertising box: where the advertiser stands (walls at its cell)."""
+def box_places(
+    floor: Floor, grid: FloorGrid, *, pairs: BoxPairs = "line_of_sight_first"
+) -> dict[str, dict[str, Place]]:
+    """Per listening box, per advertising box: the 3-D distance between the two boxes (each at
+    its own height) and the floor's walls between the listener and the advertiser's cell.
+
+    Which pairs (docs/presence.md, "Calibration"): ``line_of_sight`` only those with no wall
+    between them; ``line_of_sight_first`` (the server's) those, and all of a box's pairs when
+    fewer than ``MIN_LINE_OF_SIGHT_PAIRS`` of its pairs are in line of sight (a box in a room
+    of its own); ``all`` every pair. What a real wall absorbs differs from the floor's one
+    figure by several dB either way, and that difference goes whole into the listener's
+    offset: through walls only for a box that has nothing better.
+    """
     places: dict[str, dict[str, Place]] = {}
     for b, listener in enumerate(floor.scanners):
         here: dict[str, Place] = {}
@@ -191,6 +221,11 @@ def box_places(floor: Floor, grid: FloorGrid) -> dict[str, dict[str, Place]]:
                 ),
                 float(grid.attenuation_db[b, cell]),
             )
+        clear = {box: place for box, place in here.items() if place.walls_db <= 0.0}
+        if pairs == "line_of_sight" or (
+            pairs == "line_of_sight_first" and len(clear) >= MIN_LINE_OF_SIGHT_PAIRS
+        ):
+            here = clear
         places[listener.id] = here
     return places
 
@@ -219,6 +254,7 @@ class OnlineCalibration:
         self._dirty: dict[str, float] = {}  # box -> when it last got a sample not fitted yet
         self._fitted_at: dict[str, float] = {}
         self._urgent: set[str] = set()
+        self._pair_at: dict[tuple[str, str], float] = {}  # (listener, speaker) -> last sample
 
     # --- what is listened to ---------------------------------------------------------------
 
@@ -361,13 +397,29 @@ class OnlineCalibration:
     ) -> bool:
         """A box heard another box's advertisement (its power at 1 m advertised): a sample of
         the listener's radio, with the difference between that power and the reference taken
-        out."""
+        out. False when it is not one: an unknown pair, a pair through a wall, boxes closer
+        than ``MIN_DISTANCE_M``, or another window of the pair within ``BOX_SAMPLE_INTERVAL_S``.
+        """
         place = self._boxes.get(listener, {}).get(source)
         if place is None or not (math.isfinite(rssi_median) and math.isfinite(power_at_1m_dbm)):
             return False
+        if place.distance_m < MIN_DISTANCE_M:
+            return False
+        last = self._pair_at.get((listener, source))
+        if last is not None and abs(t - last) < BOX_SAMPLE_INTERVAL_S:
+            return False
+        self._pair_at[(listener, source)] = t
         rssi = rssi_median - (power_at_1m_dbm - self.reference_rssi_dbm)
         self._add(Sample(listener, place.distance_m, place.walls_db, rssi, t, "box"))
+        _cap_pairs(self._samples[listener])
         return True
+
+    def sources(self, box_id: str) -> dict[str, int]:
+        """How many of a box's samples each source gave (for the manager's page)."""
+        counts: dict[str, int] = {}
+        for s in self._samples.get(box_id, ()):
+            counts[s.source] = counts.get(s.source, 0) + 1
+        return counts
 
     def expire(self, now: float) -> None:
         """Stop listening to check-ins whose time is over (the tick calls it)."""
@@ -405,6 +457,8 @@ class OnlineCalibration:
                 del rows[: len(rows) - MAX_SAMPLES]
             self._dirty.setdefault(sample.box_id, sample.at)
             self._urgent.add(sample.box_id)
+        for rows in self._samples.values():
+            _cap_pairs(rows)
 
     def take_new(self) -> list[Sample]:
         """The samples added since the last call (to be stored)."""
@@ -422,6 +476,7 @@ class OnlineCalibration:
             self._dirty.pop(box, None)
             self._fitted_at.pop(box, None)
             self._urgent.discard(box)
+        self._pair_at = {pair: t for pair, t in self._pair_at.items() if pair[0] not in boxes}
         self._new = [s for s in self._new if s.box_id not in boxes]
 
     def fits(self, now: float) -> list[LearnedFit]:
@@ -447,8 +502,13 @@ class OnlineCalibration:
         if not rows:
             return None
         calibrator = Calibrator(self.reference_rssi_dbm, self.default_exponent)
+        pairs: dict[float, int] = {}
         for s in rows:
-            calibrator.add(box_id, s.distance_m, s.walls_db, s.rssi_dbm)
+            if s.source == "box":
+                pairs[s.distance_m] = pairs.get(s.distance_m, 0) + 1
+        for s in rows:
+            weight = BOX_PAIR_WEIGHT / pairs[s.distance_m] if s.source == "box" else 1.0
+            calibrator.add(box_id, s.distance_m, s.walls_db, s.rssi_dbm, weight)
         result = calibrator.fit(box_id)
         if result is None:
             return None
@@ -476,6 +536,22 @@ class OnlineCalibration:
 def _progress(anchor: _Anchor) -> float:
     best = max(anchor.taken.values(), default=0)
     return min(1.0, best / anchor.per_box_limit)
+
+
+def _cap_pairs(rows: list[Sample]) -> None:
+    """Keep the latest ``BOX_SAMPLES_PER_PAIR`` box samples of each pair, in place. A sample
+    names no speaker: a pair is known by its distance, so two speakers at the same distance
+    from a listener (to the millimetre: a symmetric floor) share one pair's samples."""
+    kept: dict[float, int] = {}
+    drop: set[int] = set()
+    for i in range(len(rows) - 1, -1, -1):
+        s = rows[i]
+        if s.source == "box":
+            kept[s.distance_m] = kept.get(s.distance_m, 0) + 1
+            if kept[s.distance_m] > BOX_SAMPLES_PER_PAIR:
+                drop.add(i)
+    if drop:
+        rows[:] = [s for i, s in enumerate(rows) if i not in drop]
 
 
 def _places(rows: Sequence[Sample]) -> int:

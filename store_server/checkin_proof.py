@@ -176,7 +176,7 @@ def proof_events(
     ``subject`` is marked ``beacon_proof``.
     """
     for box_id, rssi in proof.readings:
-        engine.observe_many(box_id, [subject], [now], [float(rssi)], [1])
+        engine.observe_many(box_id, [subject], [now], [float(rssi)], [1], box_window=False)
     events = engine.decide_arrivals([subject], now)
     if engine.zone_of(subject) is not None:
         events += engine.check_in(subject, now)  # arrived already: holds presence, no event

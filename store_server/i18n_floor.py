@@ -22,8 +22,9 @@ FLOOR_STRINGS: Mapping[str, Mapping[str, str]] = {
         "zone_count": "{zone} : {count}",
         "cal_intro": (
             "Chaque capteur apprend sa correction RSSI et son exposant d'affaiblissement à"
-            " partir des arrivées signalées dans une zone et des tournées de calibrage. Une"
-            " valeur apprise n'est utilisée qu'une fois assez sûre."
+            " partir des arrivées signalées dans une zone, des tournées de calibrage et des"
+            " capteurs qui s'entendent entre eux. Une valeur apprise n'est utilisée qu'une fois"
+            " assez sûre."
         ),
         "walk_title": "Tournée de calibrage",
         "walk_how": (
@@ -47,6 +48,10 @@ FLOOR_STRINGS: Mapping[str, Mapping[str, str]] = {
         "exponent_in_force": "Exposant",
         "learned": "Appris",
         "samples": "Échantillons",
+        "sources": "Provenance",
+        "source_walk": "tournée : {n}",
+        "source_check_in": "arrivées : {n}",
+        "source_box": "capteurs entre eux : {n}",
         "places": "Lieux",
         "residual": "Écart (dB)",
         "used": "Utilisé",
@@ -77,8 +82,9 @@ FLOOR_STRINGS: Mapping[str, Mapping[str, str]] = {
         "box_state": "Box {id}: {state}",
         "zone_count": "{zone}: {count}",
         "cal_intro": (
-            "Each box learns its RSSI offset and path-loss exponent from check-ins at a zone"
-            " and from calibration walks. A learned value is used only once it is sure enough."
+            "Each box learns its RSSI offset and path-loss exponent from check-ins at a zone,"
+            " from calibration walks and from the other boxes it hears. A learned value is used"
+            " only once it is sure enough."
         ),
         "walk_title": "Calibration walk",
         "walk_how": (
@@ -101,6 +107,10 @@ FLOOR_STRINGS: Mapping[str, Mapping[str, str]] = {
         "exponent_in_force": "Exponent",
         "learned": "Learned",
         "samples": "Samples",
+        "sources": "From",
+        "source_walk": "walk: {n}",
+        "source_check_in": "check-ins: {n}",
+        "source_box": "boxes hearing each other: {n}",
         "places": "Places",
         "residual": "Residual (dB)",
         "used": "Used",

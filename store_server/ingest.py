@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from store_server.box_beacons import ID_TYPE as STORE_BEACON
+from store_server.box_beacons import parse_beacon_id
 from store_server.errors import ValidationError
 
 MAX_WINDOWS_PER_BATCH = 5000
@@ -30,7 +32,7 @@ _UNKNOWN_RE = re.compile(r"(?:unknown|missing required) field `(?P<name>[^`]*)`"
 
 Rssi = Annotated[int, msgspec.Meta(ge=RSSI_MIN, le=RSSI_MAX)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
-IdType = Literal["eid", "ibeacon"]
+IdType = Literal["eid", "ibeacon", "store_beacon"]
 WindowId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Count = Annotated[int, msgspec.Meta(ge=1, le=COUNT_MAX)]
 RssiMedian = Annotated[float, msgspec.Meta(ge=RSSI_MIN, le=RSSI_MAX)]
@@ -134,12 +136,18 @@ def decode(body: bytes, kind: type[S]) -> S:
 
 
 def check_batch(batch: Batch) -> None:
-    """Checks beyond the schema: an ``eid`` id is 16 lower-case hex characters, and a window
-    does not end before it starts. ValidationError names the first faulty window's field."""
+    """Checks beyond the schema: an ``eid`` id is 16 lower-case hex characters, a
+    ``store_beacon`` id is ``<uuid>:<major>:<minor>``, and a window does not end before it
+    starts. ValidationError names the first faulty window's field."""
     for index, window in enumerate(batch.windows):
         if window.id_type == "eid" and not _EID_RE.fullmatch(window.id):
             raise ValidationError(
                 "an eid is 16 lower-case hex characters", field=f"windows[{index}].id"
+            )
+        if window.id_type == STORE_BEACON and parse_beacon_id(window.id) is None:
+            raise ValidationError(
+                "a store_beacon id is '<uuid>:<major>:<minor>' (lower-case UUID)",
+                field=f"windows[{index}].id",
             )
         if window.end < window.start:
             raise ValidationError("end is before start", field=f"windows[{index}].end")

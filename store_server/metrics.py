@@ -90,6 +90,14 @@ class Metrics:
             ["area", "code"],
             registry=r,
         )
+        self.box_beacons = Gauge(
+            "bulle_box_beacon_windows",
+            "Windows of a store beacon that a box heard from another box since start, by"
+            " outcome (sample: used for calibration; not_sample: the pair gave one lately, or"
+            " is through a wall; own; unknown_minor; ambiguous; other_store; no_key)",
+            ["outcome"],
+            registry=r,
+        )
         self.tick_seconds = Histogram(
             "bulle_tick_seconds",
             "Duration of the periodic tick (presence, expiries, purge)",

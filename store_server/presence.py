@@ -10,15 +10,14 @@ A box's window (count, median RSSI) weighs each cell by how well the log-distanc
 box's offset, exponent and height, the walls and window in between) predicts it, the more so
 the more advertisements it holds.
 
-Decisions, each driven by a :class:`PresenceSettings` field:
+Decisions (:mod:`presence_rules`, each driven by a :class:`PresenceSettings` field): *arrived*
+when the inside belief reaches ``arrive_p`` (no dBm threshold: a phone first heard on the
+pavement must be seen to walk in through a door); the shown zone, with hysteresis in probability
+and time; *left* when the inside belief stays low (out through a door), or after
+``silence_left_s`` without any window (``check_in_present_s`` after a check-in).
+A box's window without a phone that other boxes hear is evidence too (far from that box, or
+lost): see :meth:`PresenceEngine.box_listened`.
 
-* **Arrived** when the belief that the phone is inside the shop reaches ``arrive_p``. There is no
-  dBm threshold: a phone first heard on the pavement must be seen to walk in through a door.
-* **Zone**: the zone holding most of the inside belief. The shown zone changes only when another
-  zone holds ``zone_switch_p`` of it, continuously for ``zone_hold_s``.
-* **Left** when the belief that the phone is inside falls under ``left_p`` for ``left_hold_s``
-  (it walked out through a door), or after ``silence_left_s`` without any window
-  (``check_in_present_s`` after a check-in). The subject's state is then dropped.
 * **When.** Windows are recorded by :meth:`PresenceEngine.observe_many`; the filter runs on
   :meth:`PresenceEngine.tick` (at most ``limit`` subjects per call, so a caller on an event
   loop can spread the work) and, for subjects not present yet, at once on
@@ -43,13 +42,16 @@ from store_server.presence_filter import (
     NEVER,
     PREDICT_ROWS,
     BeliefTable,
-    BoxModel,
+    body_share,
+    box_model,
+    count_misses,
     motion_model,
     predict,
     shared_grid,
     weigh_in,
 )
 from store_server.presence_grid import FloorGrid
+from store_server.presence_rules import Subject, decide
 from store_server.presence_types import (
     EventKind,
     Evidence,
@@ -73,20 +75,10 @@ logger = logging.getLogger(__name__)
 SLOT_BLOCK = 64
 # Median of k readings: its variance is pi/2 times that of one reading over k.
 MEDIAN_VARIANCE_FACTOR = math.pi / 2.0
+# Windows of different boxes ending within half a second of each other count as the same second.
+HALF_WINDOW_S = 0.5
 # Eddystone's "calibrated power at 0 m" is about 41 dB above the power at 1 m.
 TX_POWER_0M_TO_1M_DB = 41.0
-
-
-@dataclass(slots=True)
-class _Subject:
-    slot: int
-    arrived: bool = False
-    zone: str | None = None
-    challenger: str | None = None
-    challenger_since: float = 0.0
-    p_inside: float = 0.0
-    p_zone: float = 0.0
-    inside_since: float = math.nan
 
 
 @dataclass(slots=True)
@@ -114,9 +106,13 @@ class PresenceEngine:
         self._zone_index = {z: i for i, z in enumerate(grid.zone_ids)}
         size = grid.size
         self._mean = np.zeros((len(self._box_ids), size))  # (B, C) predicted RSSI
-        self._mean_sq = np.zeros_like(self._mean)
+        # The latest window each box closed (its misses are counted once a window).
+        self._box_window_t = np.full(len(self._box_ids), NEVER)
+        self._behind = body_share(floor, grid, s.body_fade_deg)
         for box_id in self._box_ids:
-            self._model_box(box_id)
+            self._model_box(box_id, rebuild=False)
+        self._model = box_model(self._mean, self._behind, s)
+        headings = grid.step_from.shape[0]
         inside = grid.inside.astype(np.float32)
         self._inside = inside
         self._zone_share = grid.zone_share
@@ -127,12 +123,12 @@ class PresenceEngine:
             (1.0 - s.first_inside_p) / max(1, int((~grid.inside).sum())),
         )
         self._motion = motion_model(grid, s)
-        self._headings = headings = grid.step_from.shape[0]
+        self._headings = headings
         self._layers = layers = 2 * headings
         self._prior = np.zeros((layers, size), dtype=np.float32)
         self._prior[headings:] = prior / prior.sum() / headings
         self._table = BeliefTable.empty(0, len(self._box_ids), self._grid.size, layers)
-        self._subjects: dict[str, _Subject] = {}
+        self._subjects: dict[str, Subject] = {}
         self._by_slot: dict[int, str] = {}
         self._now = NEVER
         self._blas = ThreadpoolController()
@@ -170,21 +166,16 @@ class PresenceEngine:
             box.path_loss_exponent = path_loss_exponent
             self._model_box(scanner_id)
 
-    def _model_box(self, box_id: str) -> None:
+    def _model_box(self, box_id: str, rebuild: bool = True) -> None:
         box = self._boxes[box_id]
         grid = self._grid
-        mean = (
+        self._mean[box.index] = (
             self._settings.reference_rssi_dbm
             - 10.0 * box.path_loss_exponent * grid.log_distance[box.index]
             - grid.attenuation_db[box.index]
         )
-        self._mean[box.index] = mean
-        self._mean_sq[box.index] = mean * mean
-        self._mean32 = self._mean.astype(np.float32)
-        self._mean_sq32 = self._mean_sq.astype(np.float32)
-        facing = self._mean[:, None, :] - self._settings.body_shadow_db * grid.behind
-        self._facing = facing.reshape(len(self._box_ids), -1).astype(np.float32)
-        self._facing_sq = self._facing * self._facing
+        if rebuild:
+            self._model = box_model(self._mean, self._behind, self._settings)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -247,6 +238,7 @@ class PresenceEngine:
         count: Sequence[int],
         rssi_max: Sequence[float] | None = None,
         tx_power: Sequence[float | None] | None = None,
+        box_window: bool = True,
     ) -> list[str]:
         """Record many windows of one box, in the order given; returns the subjects taken.
 
@@ -254,8 +246,42 @@ class PresenceEngine:
         not newer than the subject's last window from this box, or unusable (no count, RSSI
         not finite). ``rssi_max`` is accepted for the wire's sake: the median is what the model
         uses (the maximum of a few readings is biased by their number).
+
+        The call stands for the box's window(s) ending at ``t``: every subject that another box
+        heard lately and that this window lacks gets a miss from this box (see
+        :meth:`box_listened`). ``box_window`` False: readings that are no box's window (what a
+        phone measured of the boxes' beacons): no misses, and the phone is not taken to
+        advertise to the boxes.
         """
         del rssi_max
+        taken = self._observe(scanner_id, subjects, t, rssi_median, count, tx_power, box_window)
+        if len(t) and box_window:
+            self.box_listened(scanner_id, max(t))
+        return taken
+
+    def box_listened(self, scanner_id: str, t: float) -> None:
+        """Box ``scanner_id`` closed a window ending at ``t`` (heard or not): each subject it
+        did not hear in it, heard by another box within ``miss_heard_within_s`` before, gets a
+        miss, weighed in at the subject's next update (far from this box, or lost)."""
+        box = self._boxes.get(scanner_id)
+        if box is None or self._settings.advert_miss_p >= 1.0:
+            return
+        b = box.index
+        if t <= self._box_window_t[b] or t < self._now - self._settings.max_observation_age_s:
+            return
+        self._box_window_t[b] = t
+        count_misses(self._table, b, t, self._settings)
+
+    def _observe(
+        self,
+        scanner_id: str,
+        subjects: Sequence[str],
+        t: Sequence[float],
+        rssi_median: Sequence[float],
+        count: Sequence[int],
+        tx_power: Sequence[float | None] | None,
+        box_window: bool = True,
+    ) -> list[str]:
         box = self._boxes.get(scanner_id)
         if box is None:
             logger.debug("windows from unknown box %s ignored", scanner_id)
@@ -288,13 +314,14 @@ class PresenceEngine:
             # A subject twice in one call: one window at a time, in order.
             taken: list[str] = []
             for i in rows:
-                taken += self.observe_many(
+                taken += self._observe(
                     scanner_id,
                     [subjects[i]],
                     [t[i]],
                     [rssi_median[i]],
                     [count[i]],
-                    tx_power=None if tx_power is None else [tx_power[i]],
+                    None if tx_power is None else [tx_power[i]],
+                    box_window,
                 )
             return taken
         at, median, counts = at[rows], median[rows], counts[rows]
@@ -312,6 +339,11 @@ class PresenceEngine:
         table.weighted[slots, b] += weight * value
         table.latest[slots, b] = value
         table.latest_t[slots, b] = at
+        # The phone's advertisements a second: the most any box heard in its latest windows.
+        if box_window:
+            recent = at <= table.last_seen[slots] + HALF_WINDOW_S
+            fresh = np.where(recent, np.maximum(table.adverts[slots], counts), counts)
+            table.adverts[slots] = fresh
         table.last_seen[slots] = np.maximum(table.last_seen[slots], at)
         table.pending[slots] = True
         self._now = max(self._now, float(at.max()))
@@ -401,7 +433,7 @@ class PresenceEngine:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _new_subject(self, subject: str) -> _Subject:
+    def _new_subject(self, subject: str) -> Subject:
         table = self._table
         if not table.free:
             old = table
@@ -417,6 +449,8 @@ class PresenceEngine:
                 "weighted",
                 "latest",
                 "latest_t",
+                "misses",
+                "adverts",
                 "belief",
                 "updated_t",
                 "last_seen",
@@ -436,7 +470,7 @@ class PresenceEngine:
         table.out_since[slot] = math.nan
         table.pending[slot] = False
         table.used[slot] = True
-        state = _Subject(slot=slot)
+        state = Subject(slot=slot)
         self._subjects[subject] = state
         self._by_slot[slot] = subject
         return state
@@ -448,6 +482,7 @@ class PresenceEngine:
         table.weight[slot] = 0.0
         table.weighted[slot] = 0.0
         table.latest_t[slot] = NEVER
+        table.misses[slot] = 0.0
         table.pending[slot] = False
         table.used[slot] = False
         table.free.append(slot)
@@ -475,9 +510,7 @@ class PresenceEngine:
             now,
             np.where(np.isfinite(last), last, now) + steps * settings.step_s,
         )
-        model = BoxModel(
-            self._mean, self._mean_sq, self._mean32, self._mean_sq32, self._facing, self._facing_sq
-        )
+        model = self._model
         p_inside = np.empty(len(due), dtype=np.float32)
         p_zones = np.empty((len(due), len(self._zone_index)), dtype=np.float32)
         # A block of rows at a time, from the table into cache and back: each pass over a
@@ -492,12 +525,14 @@ class PresenceEngine:
                     part = belief[chosen]
                     predict(part, int(count), self._motion)
                     belief[chosen] = part
-            where = weigh_in(belief, table.weight[rows], table.weighted[rows], settings, model)
+            weighted, misses = table.weighted[rows], table.misses[rows]
+            where = weigh_in(belief, table.weight[rows], weighted, settings, model, misses)
             table.belief[rows] = belief
             p_inside[block] = where @ self._inside
             p_zones[block] = where @ self._zone_share
         table.weight[slots] = 0.0
         table.weighted[slots] = 0.0
+        table.misses[slots] = 0.0
         table.pending[slots] = False
         events: list[PresenceEvent] = []
         for i, (subject, state) in enumerate(zip(due, states, strict=True)):
@@ -512,55 +547,30 @@ class PresenceEngine:
     def _decide(
         self,
         subject: str,
-        state: _Subject,
+        state: Subject,
         inside: float,
         zones: npt.NDArray[np.float32],
         now: float,
     ) -> PresenceEvent | None:
-        settings = self._settings
-        zone_ids = self._grid.zone_ids
-        table = self._table
-        slot = state.slot
-        leader = int(np.argmax(zones))
-        if not state.arrived:
-            if inside < settings.arrive_p:
-                state.inside_since = math.nan
-                return None
-            if math.isnan(state.inside_since):
-                state.inside_since = now
-            if now - state.inside_since < settings.arrive_hold_s:
-                return None
-            state.arrived = True
-            state.zone = zone_ids[leader]
-            state.p_zone = float(zones[leader])
-            state.challenger = None
-            table.out_since[slot] = math.nan
-            return self._event("arrived", subject, state, now)
-        checked_in = float(table.check_in_t[slot])
-        if inside < settings.left_p and now - checked_in >= settings.check_in_trust_s:
-            if math.isnan(table.out_since[slot]):
-                table.out_since[slot] = now
-            if now - float(table.out_since[slot]) >= settings.left_hold_s:
-                event = self._event("left", subject, state, now)
-                self._drop(subject)
-                return event
+        table, slot = self._table, state.slot
+        kind, table.out_since[slot] = decide(
+            state,
+            inside,
+            zones,
+            now,
+            float(table.out_since[slot]),
+            float(table.check_in_t[slot]),
+            self._settings,
+            self._grid.zone_ids,
+        )
+        if kind is None:
             return None
-        table.out_since[slot] = math.nan
-        current = self._zone_index.get(state.zone or "", -1)
-        state.p_zone = float(zones[current]) if current >= 0 else 0.0
-        if leader == current or zones[leader] < settings.zone_switch_p:
-            state.challenger = None
-            return None
-        challenger = zone_ids[leader]
-        if state.challenger != challenger:
-            state.challenger, state.challenger_since = challenger, now
-        if now - state.challenger_since < settings.zone_hold_s:
-            return None
-        state.zone, state.challenger = challenger, None
-        state.p_zone = float(zones[leader])
-        return self._event("zone_changed", subject, state, now)
+        event = self._event(kind, subject, state, now)
+        if kind == "left":
+            self._drop(subject)
+        return event
 
-    def _event(self, kind: EventKind, subject: str, state: _Subject, now: float) -> PresenceEvent:
+    def _event(self, kind: EventKind, subject: str, state: Subject, now: float) -> PresenceEvent:
         return PresenceEvent(
             kind,
             subject,
@@ -571,7 +581,7 @@ class PresenceEngine:
             p_zone=round(state.p_zone, 4),
         )
 
-    def _evidence(self, state: _Subject, now: float) -> tuple[Evidence, ...]:
+    def _evidence(self, state: Subject, now: float) -> tuple[Evidence, ...]:
         table = self._table
         age = self._settings.evidence_age_s
         readings = [

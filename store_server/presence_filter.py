@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from store_server.floor import Floor
-from store_server.presence_grid import FloorGrid, build_grid
+from store_server.presence_grid import HEADINGS, MOVES, FloorGrid, build_grid
 from store_server.presence_types import PresenceSettings
 
 __all__ = [
@@ -25,7 +25,11 @@ __all__ = [
     "BeliefTable",
     "BoxModel",
     "Motion",
+    "body_share",
     "box_log_likelihood",
+    "box_model",
+    "count_misses",
+    "miss_log_likelihood",
     "mixture_log_l",
     "motion_model",
     "predict",
@@ -52,6 +56,8 @@ class BeliefTable:
     weighted: npt.NDArray[np.float64]  # (slots, B) sum of reading/variance
     latest: npt.NDArray[np.float64]  # (slots, B) latest calibrated median (evidence)
     latest_t: npt.NDArray[np.float64]  # (slots, B)
+    misses: npt.NDArray[np.float64]  # (slots, B) advertisements each box missed
+    adverts: npt.NDArray[np.float64]  # (slots,) count of the latest window heard, any box
     belief: npt.NDArray[np.float32]  # (slots, 1 + H, C): standing, walking by heading
     updated_t: npt.NDArray[np.float64]  # (slots,) time the belief stands for
     last_seen: npt.NDArray[np.float64]  # (slots,) latest window time, any box
@@ -69,6 +75,8 @@ class BeliefTable:
             weighted=np.zeros((slots, boxes)),
             latest=np.zeros((slots, boxes)),
             latest_t=np.full((slots, boxes), NEVER),
+            misses=np.zeros((slots, boxes)),
+            adverts=np.zeros(slots),
             belief=np.zeros((slots, layers, size), dtype=np.float32),
             updated_t=np.full(slots, NEVER),
             last_seen=np.full(slots, NEVER),
@@ -109,6 +117,83 @@ class BoxModel:
     mean_sq32: npt.NDArray[np.float32]
     facing: npt.NDArray[np.float32]
     facing_sq: npt.NDArray[np.float32]
+    miss: npt.NDArray[np.float64]  # (B, C) log-chance that a box misses a window, per cell
+    miss_facing: npt.NDArray[np.float32]  # (B, H x C) the same for a person facing each way
+
+
+def box_model(
+    mean: npt.NDArray[np.float64], behind: npt.NDArray[np.float64], settings: PresenceSettings
+) -> BoxModel:
+    """The model of boxes expecting ``mean`` (B, C) from each cell, ``body_shadow_db`` less
+    where the body stands between (``behind``, (B, H, C))."""
+    facing = (mean[:, None, :] - settings.body_shadow_db * behind).reshape(mean.shape[0], -1)
+    facing32 = facing.astype(np.float32)
+    mean_sq = mean * mean
+    return BoxModel(
+        mean=mean.copy(),
+        mean_sq=mean_sq,
+        mean32=mean.astype(np.float32),
+        mean_sq32=mean_sq.astype(np.float32),
+        facing=facing32,
+        facing_sq=facing32 * facing32,
+        miss=miss_log_likelihood(mean, settings),
+        miss_facing=miss_log_likelihood(facing, settings).astype(np.float32),
+    )
+
+
+def body_share(floor: Floor, grid: FloorGrid, fade_deg: float) -> npt.NDArray[np.float64]:
+    """(B, H, C): how much of the body stands between each cell and each box, for a person
+    facing each heading: 0 in front, 1 straight behind, fading over ``fade_deg`` around the
+    side (a heading stands for its 45-degree sector, and the side of a body shades less)."""
+    if fade_deg <= 0.0:
+        return grid.behind.astype(np.float64)
+    headings = len(HEADINGS)
+    result = np.zeros((len(floor.scanners), headings, grid.size))
+    for b, spec in enumerate(floor.scanners):
+        to_box = np.arctan2(spec.position[1] - grid.y, spec.position[0] - grid.x)
+        for h, k in enumerate(HEADINGS):
+            dx, dy = MOVES[k]
+            off = np.abs(np.angle(np.exp(1j * (to_box - math.atan2(dy, dx)))))
+            result[b, h] = np.clip((np.degrees(off) - 90.0 + fade_deg / 2.0) / fade_deg, 0.0, 1.0)
+    return result
+
+
+def count_misses(table: BeliefTable, b: int, t: float, settings: PresenceSettings) -> None:
+    """Box ``b`` closed a window ending at ``t``: each subject it did not hear in it that
+    another box heard within ``miss_heard_within_s`` before gets that window's advertisements
+    (its latest window's count, at most ``miss_adverts_max``) as misses from box ``b``."""
+    others = np.delete(table.latest_t, b, axis=1)
+    if others.shape[1] == 0:
+        return
+    heard = others.max(axis=1) >= t - settings.miss_heard_within_s
+    missed = table.used & heard & (table.latest_t[:, b] < t)
+    table.misses[missed, b] += np.minimum(table.adverts[missed], settings.miss_adverts_max)
+
+
+def miss_log_likelihood(
+    mean: npt.NDArray[np.float64], settings: PresenceSettings
+) -> npt.NDArray[np.float64]:
+    """Log-chance, for each expected RSSI in ``mean``, that a box misses one advertisement of
+    the phone: lost (``advert_miss_p``), or too weak to decode (under ``box_sensitivity_dbm``,
+    a reading spreading as ``reading_sigma_db`` and ``model_sigma_db`` together)."""
+    spread = math.hypot(settings.reading_sigma_db, settings.model_sigma_db)
+    z = (mean - settings.box_sensitivity_dbm) / (spread * math.sqrt(2.0))
+    decoded = 0.5 * (1.0 + _erf(z))
+    heard = (1.0 - settings.advert_miss_p) * decoded
+    result: npt.NDArray[np.float64] = np.log(np.maximum(1.0 - heard, 1e-12))
+    return result
+
+
+def _erf(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The error function (Abramowitz and Stegun 7.1.26, within 1.5e-7), elementwise."""
+    sign = np.sign(z)
+    a = np.abs(z)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
+    result: npt.NDArray[np.float64] = sign * (1.0 - poly * np.exp(-a * a))
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,13 +282,16 @@ def box_log_likelihood(
     weighted: npt.NDArray[np.float64],
     settings: PresenceSettings,
     model: BoxModel,
+    misses: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Log-likelihood (rows, C), or (rows, H, C) by heading with ``body_shadow_db``, of the
     pending readings in each cell, up to a constant per row.
 
     ``weight`` and ``weighted`` (rows, B) are each box's sum of 1/variance and of
-    reading/variance since the last update.
+    reading/variance since the last update; ``misses`` (rows, B) the windows each box closed
+    without the phone while other boxes heard it (each weighs ``model.miss``).
     """
+    missed = misses is not None and bool(misses.any())
     exact = settings.shadow_p > 0.0 and settings.shadow_support > 0.0
     if exact:
         log_l = mixture_log_l(belief, weight, weighted, settings, model.mean)
@@ -241,6 +329,8 @@ def box_log_likelihood(
                 spread32 = 1.0 / settings.common_offset_sigma_db**2 + w32.sum(axis=1)
                 residual32 = wd32.sum(axis=1)[:, None] - w32 @ model.facing
                 log_l32 += 0.5 * residual32 * residual32 / spread32[:, None]
+            if missed and misses is not None:
+                log_l32 += misses.astype(np.float32) @ model.miss_facing
             return log_l32.astype(np.float64).reshape(weight.shape[0], -1, belief.shape[2])
         log_l = weighted @ model.mean - 0.5 * (weight @ model.mean_sq)
     if settings.common_offset_sigma_db > 0.0 and not exact:
@@ -251,6 +341,8 @@ def box_log_likelihood(
         spread = 1.0 / settings.common_offset_sigma_db**2 + weight.sum(axis=1, keepdims=True)
         residual = weighted.sum(axis=1, keepdims=True) - weight @ model.mean
         log_l += 0.5 * residual * residual / spread
+    if missed and misses is not None:
+        log_l += misses @ model.miss
     return log_l
 
 
@@ -300,10 +392,11 @@ def weigh_in(
     weighted: npt.NDArray[np.float64],
     settings: PresenceSettings,
     model: BoxModel,
+    misses: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Weigh the pending readings into ``belief`` (rows, 2 H, C) in place and normalise it;
-    returns the belief per cell (rows, C)."""
-    log_l = box_log_likelihood(belief, weight, weighted, settings, model)
+    """Weigh the pending readings (and ``misses``) into ``belief`` (rows, 2 H, C) in place and
+    normalise it; returns the belief per cell (rows, C)."""
+    log_l = box_log_likelihood(belief, weight, weighted, settings, model, misses)
     if log_l.ndim == 2:
         log_l = log_l[:, None, :]
     log_l -= log_l.max(axis=(1, 2), keepdims=True)

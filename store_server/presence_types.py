@@ -90,6 +90,11 @@ class PresenceSettings:
     # A body between the phone and a box costs 5-10 dB: the belief knows which way the person
     # faces (the heading they walked, kept when they stop), so boxes behind read this much less.
     body_shadow_db: float = 7.5
+    # The shadow fades in over this angle around the side of the body (0: all or nothing at 90
+    # degrees): a heading stands for its 45-degree sector. 45 ended the corner floor's edge
+    # flaps but made a demo dweller flap mid-zone (0 -> 6 per hour); with 22.5 (and
+    # miss_adverts_max 3) they are 3.0 per hour (seed 1, 9.1 with neither), none mid-zone.
+    body_fade_deg: float = 22.5
     # The pavement modelled beyond each side of the shop: a passer-by is tracked from 3 m away.
     street_margin_m: float = 3.0
     # A phone in a hand (1.2 m) or a pocket (0.8 m): the 3-D distance to a box on a shelf or
@@ -117,6 +122,21 @@ class PresenceSettings:
     # What the model gets wrong whatever the count: position within a cell, body, hand or
     # pocket, phone model. It keeps a window of many advertisements from being trusted blindly.
     model_sigma_db: float = 3.0
+    # A box decodes nothing weaker than this (ESP32 and Raspberry Pi adapters: about -95 dBm): a
+    # box that closed a window without the phone while other boxes heard it says "far from me".
+    box_sensitivity_dbm: float = -95.0
+    # ...unless the advertisement was lost, which a box in range of the phone does with this
+    # chance (5-30 % of advertisements are lost). 1: misses say nothing.
+    advert_miss_p: float = 0.3
+    # A window without the phone counts as this many missed advertisements at most (as many as
+    # the phone's latest window held): they share the phone's place and body, so a window is
+    # never trusted like many. Lab: 3 (with body_fade_deg 22.5) against 1 (with 0): corner
+    # diagonal 8.5 / 9.6 -> 7.7 / 8.3 % (seeds 1 / 2), field street arrivals about halved;
+    # 3 without the fade let a window shopper arrive (corner, seed 2).
+    miss_adverts_max: int = 3
+    # A box's window counts as a miss only if another box heard the phone in a window ending
+    # less than this before it: the phone was advertising, not in a silent burst.
+    miss_heard_within_s: float = 1.0
     # The older body model: each reading shadowed at random with this chance (moment-matched).
     # Off: the body now follows the heading (body_shadow_db), and both would count it twice...
     shadow_p: float = 0.0
@@ -182,6 +202,7 @@ class PresenceSettings:
             "standing_turn_p",
             "door_entry_weight",
             "shadow_p",
+            "advert_miss_p",
             "first_inside_p",
             "arrive_p",
             "zone_switch_p",
@@ -195,8 +216,10 @@ class PresenceSettings:
             "shadow_mean_db",
             "shadow_sd_db",
             "body_shadow_db",
+            "body_fade_deg",
             "shadow_support",
             "zone_hold_s",
+            "miss_heard_within_s",
             "arrive_hold_s",
             "left_hold_s",
             "silence_left_s",
@@ -207,5 +230,7 @@ class PresenceSettings:
         ):
             if getattr(self, name) < 0.0:
                 raise ValueError(f"{name} must not be negative")
+        if self.miss_adverts_max < 1:
+            raise ValueError("miss_adverts_max must be at least 1")
         if self.max_steps < 1:
             raise ValueError("max_steps must be at least 1")

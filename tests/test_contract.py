@@ -11,6 +11,7 @@ import importlib.util
 import json
 import secrets
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -134,7 +135,7 @@ def test_window_aggregates_decode_as_server_batch(tmp_path: Path) -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["eid", "ibeacon"]),
+            st.sampled_from(["eid", "ibeacon", "store_beacon"]),
             st.binary(min_size=8, max_size=8),
             st.floats(0, 2e9),
             st.integers(1, 100_000),
@@ -152,7 +153,9 @@ def test_any_scanner_window_decodes_as_the_same_window_at_server(
     windows = [
         {
             "id_type": kind,
-            "id": raw.hex() if kind == "eid" else f"f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:{i}",
+            "id": raw.hex()
+            if kind == "eid"
+            else f"f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:{int.from_bytes(raw[:2], 'big')}",
             "start": start,
             "end": start + 1.0,
             "count": count,
@@ -166,6 +169,29 @@ def test_any_scanner_window_decodes_as_the_same_window_at_server(
     batch = decode(json.dumps({**head, "windows": windows}, separators=(",", ":")).encode(), Batch)
     check_batch(batch)
     assert [msgspec.to_builtins(w) for w in batch.windows] == windows
+
+
+def test_a_store_beacon_heard_by_a_box_decodes_as_a_store_beacon_window() -> None:
+    """Another box's store beacon, as the scanner passes and aggregates it, is the server's
+    ``store_beacon`` window: the raw beacon as its id, the measured power as tx_power."""
+    store_uuid = "b0110000-0000-4000-8000-00000000c4a1"
+    allow = Allowlist(store_beacon=(store_uuid, 42))
+    # Apple's manufacturer data: 0x02 0x15, UUID, major 42, minor 0xC0A1, measured power -59.
+    payload = bytes([0x02, 0x15]) + uuid.UUID(store_uuid).bytes + bytes([0, 42, 0xC0, 0xA1, 0xC5])
+    frame = parse_advertisement({0x004C: payload}, {})
+    key = allow.match(frame, NOW)
+    assert key is not None
+    agg = Aggregator(window_s=1.0)
+    for rssi in (-71, -69, -75):
+        agg.add(key, rssi, getattr(frame, "power", None), NOW + 0.2)
+    (window,) = agg.flush_all()
+    body = {"batch_id": "a" * 32, "store_id": STORE_ID, "scanner_id": SCANNER_ID}
+    body["windows"] = [window.to_wire()]  # type: ignore[assignment]
+    batch = decode(json.dumps(body).encode(), Batch)
+    check_batch(batch)
+    (got,) = batch.windows
+    assert (got.id_type, got.id) == ("store_beacon", f"{store_uuid}:42:49313")
+    assert (got.count, got.rssi_max, got.rssi_median, got.tx_power) == (3, -69, -71.0, -59)
 
 
 def test_window_without_tx_power_decodes() -> None:

@@ -34,6 +34,9 @@ class BoxRadio:
     rssi_offset_db: float  # in force
     path_loss_exponent: float  # in force
     learned: LearnedFit | None
+    # Samples by source ("walk", "check_in", "box"), most first: where the learned values
+    # come from.
+    sources: tuple[tuple[str, int], ...] = ()
 
 
 class CalibrationService:
@@ -94,6 +97,9 @@ class CalibrationService:
                 offsets[spec.id],
                 exponents[spec.id],
                 self._fits.get(spec.id),
+                tuple(
+                    sorted(self.learner.sources(spec.id).items(), key=lambda kv: (-kv[1], kv[0]))
+                ),
             )
             for spec in self._c.floor.scanners
         ]

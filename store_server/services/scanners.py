@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from store_server.box_beacons import ID_TYPE as STORE_BEACON
+from store_server.box_beacons import BoxBeacons
+from store_server.checkin_proof import beacon_settings
 from store_server.errors import (
     AuthenticationError,
     ForbiddenError,
@@ -24,7 +28,7 @@ from store_server.errors import (
     UnavailableError,
     ValidationError,
 )
-from store_server.ingest import Batch, Heartbeat
+from store_server.ingest import Batch, Heartbeat, Window
 from store_server.keywrap import scanner_aad, unwrap_key, wrap_key
 from store_server.presence import PresenceEvent
 from store_server.resolver import AllowlistItem
@@ -67,6 +71,20 @@ class ScannerGateway:
         self.frames_resolved = 0
         self.frames_unresolved = 0
         self.long_polls_waiting = 0  # allowlist long polls held open (for the metrics)
+        # Boxes hearing each other's store beacon (calibration), when the store has its key.
+        beacon = beacon_settings(self.config)
+        self.box_beacons = (
+            BoxBeacons(
+                beacon.key,
+                beacon.chain_uuid,
+                beacon.major,
+                [spec.id for spec in coordinator.floor.scanners],
+            )
+            if beacon is not None
+            else None
+        )
+        # Store beacon windows since start, by outcome (the metrics; never their values).
+        self.box_beacon_windows: Counter[str] = Counter()
 
     @property
     def pending_batches(self) -> int:
@@ -183,8 +201,20 @@ class ScannerGateway:
         resolved = 0
         # Window time -> subject -> (rssi median, count): the fresh windows to observe.
         by_time: dict[float, dict[str, tuple[float, int]]] = {}
+        # Every fresh window's end, resolved or not: the box listened then, and a customer it
+        # did not hear is evidence too (the engine's misses).
+        closed: set[float] = set()
+        # Other boxes' store beacons this box heard: never a customer, never observed, and
+        # left out of `closed` too: the engine sees nothing of them (the times a box listened
+        # stay those of its customers' windows, as before boxes heard each other).
+        boxes_heard: list[Window] = []
         for window in batch.windows:
+            if window.id_type == STORE_BEACON:
+                boxes_heard.append(window)
+                continue
             t = min(window.end, now)
+            if now - t <= STALE_WINDOW_S:
+                closed.add(t)
             subject = self._resolve(window.id_type, window.id, t)
             if subject is None:
                 continue
@@ -210,8 +240,10 @@ class ScannerGateway:
             raise AuthenticationError("unknown or revoked scanner", code="unknown_scanner")
         if not inserted:
             return {"batch_id": batch.batch_id, "accepted": previous, "duplicate": True}
-        self.frames_unresolved += accepted - resolved
+        self.frames_unresolved += accepted - resolved - len(boxes_heard)
         self.frames_resolved += resolved
+        if boxes_heard:
+            self._boxes_heard(scanner_id, boxes_heard, now)
         calibration = self._c.calibration
         if calibration.listening:  # the calibration phone, or a customer who just checked in
             for t, windows in sorted(by_time.items()):
@@ -226,10 +258,11 @@ class ScannerGateway:
         # anything about them again (forget() ran already). Checked only if anyone left.
         recheck = self.resolver.removals != removals
         events: list[PresenceEvent] = []
-        for t in sorted(by_time):
-            windows = by_time[t]
+        for t in sorted(closed):
+            windows = by_time.get(t, {})
             subjects = [s for s in windows if not recheck or s in self.resolver]
             if not subjects:
+                self.engine.box_listened(scanner_id, t)
                 continue
             # Observe, then decide the arrivals these windows make at once (at the windows'
             # time), rather than at the next tick up to 1 s later.
@@ -245,6 +278,30 @@ class ScannerGateway:
         if events:
             await self._board.handle_events(events)
         return {"batch_id": batch.batch_id, "accepted": accepted, "duplicate": False}
+
+    def _boxes_heard(self, listener: str, windows: Sequence[Window], now: float) -> None:
+        """Store beacon windows: each matched to the box that broadcast it (the store beacon
+        key, the window's slot or the previous one) and given to online calibration with the
+        distance between the two boxes. A box's own beacon, another store's and an unknown
+        minor are dropped and only counted (nothing of their values is logged)."""
+        counts = self.box_beacon_windows
+        matcher = self.box_beacons
+        if matcher is None:
+            counts["no_key"] += len(windows)
+            return
+        calibration = self._c.calibration
+        reference = self.engine.settings.reference_rssi_dbm
+        for window in windows:
+            t = min(window.end, now)
+            heard = matcher.speaker(window.id, t)
+            if heard.box_id is None:
+                counts[heard.outcome] += 1
+            elif heard.box_id == listener:
+                counts["own"] += 1
+            else:
+                power = window.tx_power if window.tx_power is not None else reference
+                used = calibration.box_heard(listener, heard.box_id, t, window.rssi_median, power)
+                counts["sample" if used else "not_sample"] += 1
 
     def _resolve(self, id_type: str, ident: str, t: float) -> str | None:
         """The consenting customer behind a window's identifier at ``t``, or None."""

@@ -24,15 +24,13 @@ from lab.plots import walk_svg
 
 # (floor, goal) -> the worst value accepted for now (reduced run, seed 1): not met, reported.
 MISSED: dict[tuple[str, str], float] = {
-    ("corner", "diagonal_misid_tolerant"): 0.1605,
-    ("corner", "boundary_misid_tolerant"): 0.2365,
+    ("corner", "diagonal_misid_tolerant"): 0.07679,
+    ("corner", "boundary_misid_tolerant"): 0.2400,
     ("corner", "arrival_p95_s"): 5.4,
-    ("corner", "short_visits_detected"): 0.9167,
-    ("corner", "flaps_per_hour_mid"): 1.011,
-    ("corner", "flaps_per_hour_edge"): 8.09,
-    ("demo", "diagonal_misid_tolerant"): 0.0405,
-    ("demo", "boundary_misid_tolerant"): 0.2925,
-    ("demo", "arrival_p95_s"): 6.2,
+    ("corner", "short_visits_detected"): 0.9,
+    ("demo", "diagonal_misid_tolerant"): 0.04434,
+    ("demo", "boundary_misid_tolerant"): 0.2970,
+    ("demo", "arrival_p95_s"): 6.8,
 }
 
 

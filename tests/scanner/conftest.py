@@ -363,7 +363,12 @@ class BluezMock:
         obj = self.conn.get_object("org.bluez", path)
         self._dbus.Interface(obj, "org.freedesktop.DBus.Mock").ClearCalls()
 
-    def _adv_props(self, rssi: int, service_data: dict[str, bytes]) -> dict[str, Any]:
+    def _adv_props(
+        self,
+        rssi: int,
+        service_data: dict[str, bytes],
+        manufacturer_data: dict[int, bytes] | None = None,
+    ) -> dict[str, Any]:
         dbus = self._dbus
         return {
             "RSSI": dbus.Int16(rssi),
@@ -371,11 +376,22 @@ class BluezMock:
                 {k: dbus.Array(list(v), signature="y") for k, v in service_data.items()},
                 signature="sv",
             ),
-            "ManufacturerData": dbus.Dictionary({}, signature="qv"),
+            "ManufacturerData": dbus.Dictionary(
+                {
+                    dbus.UInt16(k): dbus.Array(list(v), signature="y")
+                    for k, v in (manufacturer_data or {}).items()
+                },
+                signature="qv",
+            ),
         }
 
     def add_device(
-        self, address: str, rssi: int, service_data: dict[str, bytes], adapter: str = "hci0"
+        self,
+        address: str,
+        rssi: int,
+        service_data: dict[str, bytes],
+        adapter: str = "hci0",
+        manufacturer_data: dict[int, bytes] | None = None,
     ) -> str:
         dbus = self._dbus
         path = f"/org/bluez/{adapter}/dev_" + address.replace(":", "_")
@@ -391,7 +407,7 @@ class BluezMock:
             "Blocked": dbus.Boolean(False),
             "LegacyPairing": dbus.Boolean(False),
             "ServicesResolved": dbus.Boolean(False),
-            **self._adv_props(rssi, service_data),
+            **self._adv_props(rssi, service_data, manufacturer_data),
         }
         self.mock.AddObject(
             path,
@@ -413,12 +429,18 @@ class BluezMock:
         )
         return path
 
-    def update_device(self, path: str, rssi: int, service_data: dict[str, bytes]) -> None:
+    def update_device(
+        self,
+        path: str,
+        rssi: int,
+        service_data: dict[str, bytes],
+        manufacturer_data: dict[int, bytes] | None = None,
+    ) -> None:
         dbus = self._dbus
         obj = self.conn.get_object("org.bluez", path)
         dbus.Interface(obj, "org.freedesktop.DBus.Mock").UpdateProperties(
             "org.bluez.Device1",
-            dbus.Dictionary(self._adv_props(rssi, service_data), signature="sv"),
+            dbus.Dictionary(self._adv_props(rssi, service_data, manufacturer_data), signature="sv"),
         )
 
     def remove_device(self, path: str) -> None:

@@ -258,3 +258,29 @@ def test_dropped_frames_leave_no_trace_but_a_counter(caplog: pytest.LogCaptureFi
     assert caplog.records == []
     assert allow.dropped == {"eddystone_eid": 100, "ibeacon": 100}
     assert canary.hex() not in repr(allow.entries())
+
+
+STORE_UUID = "b0110000-0000-4000-8000-00000000c4a1"
+
+
+def test_another_box_store_beacon_passes_as_a_store_beacon_window() -> None:
+    """The store's UUID and major pass whatever the list holds (a box, not a customer);
+    another store's, another chain's and a plain iBeacon are dropped as before."""
+    allow = Allowlist(store_beacon=(STORE_UUID, 42))
+    key = allow.match(IBeaconFrame(STORE_UUID, 42, 49313, -59), NOW)
+    assert key == SightingKey("store_beacon", f"{STORE_UUID}:42:49313")
+    assert allow.match(IBeaconFrame(STORE_UUID, 42, 49313, -59), NOW) is key  # built once
+    assert allow.match(IBeaconFrame(STORE_UUID, 43, 49313, -59), NOW) is None
+    assert allow.match(IBeaconFrame(IB_UUID, 42, 49313, -59), NOW) is None
+    assert allow.passed == {"store_beacon": 2}
+    assert allow.dropped == {"ibeacon": 2}
+    # Without the store's beacon configured, nothing of it passes.
+    assert Allowlist().match(IBeaconFrame(STORE_UUID, 42, 1, -59), NOW) is None
+
+
+def test_store_beacon_before_legacy_ibeacon() -> None:
+    allow = Allowlist(legacy_ibeacon=True, store_beacon=(STORE_UUID, 42))
+    allow.apply(update(1, True, [("ibeacon", f"{STORE_UUID}:42:7", NOW + 60)], []), NOW)
+    assert allow.match(IBeaconFrame(STORE_UUID, 42, 7, -59), NOW) == SightingKey(
+        "store_beacon", f"{STORE_UUID}:42:7"
+    )

@@ -163,3 +163,30 @@ def test_advertise_needs_the_bluez_backend() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(BASE, {"BULLE_SCANNER_ADVERTISE_COLOUR": "red"})
     assert info.value.key == "advertise.colour"
+
+
+def test_hearing_the_other_boxes_follows_the_advertise_table() -> None:
+    from scanner.config import store_beacon_heard
+
+    assert store_beacon_heard(load_config(BASE, {})) is None
+    upper = ADVERTISE.replace(
+        "b0110000-0000-4000-8000-00000000c4a1", "B0110000-0000-4000-8000-00000000C4A1"
+    )
+    cfg = load_config(BASE + upper, {})
+    assert cfg.advertise.hear
+    assert store_beacon_heard(cfg) == ("b0110000-0000-4000-8000-00000000c4a1", 42)
+    off = load_config(BASE + ADVERTISE, {"BULLE_SCANNER_ADVERTISE_HEAR": "false"})
+    assert store_beacon_heard(off) is None
+    # A box that does not broadcast (an ESPHome node) may still listen: uuid and major only.
+    listen_only = (
+        BASE
+        + 'backend = "simulated"\n[advertise]\n'
+        + 'uuid = "b0110000-0000-4000-8000-00000000c4a1"\nmajor = 42\n'
+    )
+    assert store_beacon_heard(load_config(listen_only, {})) == (
+        "b0110000-0000-4000-8000-00000000c4a1",
+        42,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(BASE + ADVERTISE + "hear = 1\n", {})
+    assert info.value.key == "advertise.hear"

@@ -20,6 +20,7 @@ from store_server.eid import compute_eid
 from store_server.services.store import StoreServices
 from tests.server.conftest import Harness, Scanner, batch_body, bearer, wait_until
 from tests.server.test_manager import PASSWORD, session
+from tests.support import wait_until as wait_for
 
 BATCHES = "/api/scanner/v1/batches"
 
@@ -190,6 +191,16 @@ async def test_a_guided_walk_learns_the_boxes_and_feeds_the_engine(server: Harne
     assert [r["scanner_id"] for r in rows] == sorted(truth)
     assert all(r["usable"] for r in rows)
     assert await server.rows("SELECT * FROM calibration_samples WHERE source != 'walk'") == []
+    # The last windows' samples are stored at the next tick: wait for them before reading back.
+    learner = service.coordinator.calibration
+
+    async def all_stored() -> bool:
+        found = await server.rows("SELECT scanner_id FROM calibration_samples")
+        return all(
+            sum(r["scanner_id"] == box for r in found) == len(learner.samples(box)) for box in truth
+        )
+
+    await wait_for(all_stored, 10.0, "every sample stored")
     stored = json.dumps(await server.rows("SELECT * FROM calibration_samples"))
     assert enrolled["customer_id"] not in stored
     assert eid.hex() not in stored

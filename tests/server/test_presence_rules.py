@@ -1,0 +1,59 @@
+"""The engine's decisions from a belief (presence_rules.decide), on hand-written beliefs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from store_server.presence_rules import Subject, decide
+from store_server.presence_types import PresenceSettings
+
+ZONES = ("front", "coffee")
+SETTINGS = PresenceSettings(zone_switch_p=0.65, zone_hold_s=2.0, arrive_p=0.8)
+NEVER = -math.inf
+
+
+def _run(
+    state: Subject, beliefs: list[tuple[float, float, float]], settings: PresenceSettings
+) -> list[tuple[float, str | None]]:
+    """Feed (t, inside, coffee's share of it) in order; the events (t, kind) that came."""
+    out_since = math.nan
+    events: list[tuple[float, str | None]] = []
+    for t, inside, coffee in beliefs:
+        zones = np.array([1.0 - coffee, coffee], dtype=np.float32)
+        kind, out_since = decide(state, inside, zones, t, out_since, NEVER, settings, ZONES)
+        if kind is not None:
+            events.append((t, kind))
+    return events
+
+
+def test_arrival_waits_for_the_inside_belief() -> None:
+    state = Subject(slot=0)
+    events = _run(state, [(1.0, 0.5, 0.0), (2.0, 0.79, 0.0), (3.0, 0.81, 0.9)], SETTINGS)
+    assert events == [(3.0, "arrived")]
+    assert state.zone == "coffee"
+
+
+def test_the_shown_zone_changes_only_after_the_challenger_held_long_enough() -> None:
+    state = Subject(slot=0, arrived=True, zone="front")
+    # Coffee leads for 1.5 s, falls back, then leads again for 2 s: one change, at the end.
+    beliefs = [(1.0, 1.0, 0.7), (2.0, 1.0, 0.8), (2.5, 1.0, 0.7), (3.0, 1.0, 0.3)]
+    beliefs += [(4.0, 1.0, 0.7), (5.0, 1.0, 0.7), (6.0, 1.0, 0.9)]
+    assert _run(state, beliefs, SETTINGS) == [(6.0, "zone_changed")]
+    assert state.zone == "coffee"
+
+
+def test_a_challenger_under_the_switch_share_never_takes_over() -> None:
+    state = Subject(slot=0, arrived=True, zone="front")
+    beliefs = [(float(t), 1.0, 0.6) for t in range(1, 60)]
+    assert _run(state, beliefs, SETTINGS) == []
+    assert state.zone == "front"
+
+
+def test_left_needs_the_inside_belief_low_for_the_hold() -> None:
+    settings = PresenceSettings(left_p=0.1, left_hold_s=1.0)
+    state = Subject(slot=0, arrived=True, zone="front")
+    beliefs = [(1.0, 0.05, 0.0), (1.5, 0.5, 0.0), (2.0, 0.05, 0.0), (2.5, 0.05, 0.0)]
+    beliefs += [(3.0, 0.05, 0.0)]
+    assert _run(state, beliefs, settings) == [(3.0, "left")]
