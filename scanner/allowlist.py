@@ -109,6 +109,8 @@ class AllowlistUpdate:
     full: bool
     entries: tuple[AllowlistEntry, ...]
     removed: tuple[str, ...]
+    # The server takes `store_beacon` windows (older servers refuse a batch holding one).
+    box_beacons: bool = False
 
     @classmethod
     def from_wire(cls, obj: object) -> AllowlistUpdate:
@@ -128,13 +130,16 @@ class AllowlistUpdate:
             raise AllowlistError("entries: expected a list")
         if not isinstance(removed, list):
             raise AllowlistError("removed: expected a list")
+        box_beacons = obj.get("box_beacons", False)
+        if not isinstance(box_beacons, bool):
+            raise AllowlistError("box_beacons: expected a boolean")
         parsed = tuple(_entry_from_wire(f"entries[{i}]", e) for i, e in enumerate(entries))
         for i, ident in enumerate(removed):
             if not isinstance(ident, str):
                 raise AllowlistError(f"removed[{i}]: expected a string")
             id_type = ID_TYPE_IBEACON if ":" in ident else ID_TYPE_EID
             _check_id(f"removed[{i}]", id_type, ident)
-        return cls(version, full, parsed, tuple(removed))
+        return cls(version, full, parsed, tuple(removed), box_beacons)
 
 
 class Allowlist:
@@ -145,6 +150,7 @@ class Allowlist:
         "_ibeacons",
         "_store_beacon",
         "_store_keys",
+        "box_beacons",
         "dropped",
         "legacy_ibeacon",
         "passed",
@@ -156,9 +162,12 @@ class Allowlist:
     ) -> None:
         """``store_beacon``: the store's (UUID, major): an iBeacon with both is another box of
         the store, passed as a ``store_beacon`` window whatever the list holds (it carries no
-        customer's identifier; the server knows which box's minor it is)."""
+        customer's identifier; the server knows which box's minor it is), once the server
+        said in an allowlist answer that it takes them (``box_beacons``): a server of an
+        earlier release refuses a batch holding one, and with it the customers' windows."""
         self.legacy_ibeacon = legacy_ibeacon
         self._store_beacon = store_beacon
+        self.box_beacons = False
         self._store_keys: dict[int, SightingKey] = {}
         self.version = 0
         self.dropped: Counter[str] = Counter()
@@ -220,6 +229,7 @@ class Allowlist:
         for ident in update.removed:
             self._remove(ident)
         self.version = update.version
+        self.box_beacons = update.box_beacons
 
     def expire(self, now: float) -> int:
         """Drop every entry whose ``not_after`` has passed; return how many were dropped."""
@@ -235,6 +245,9 @@ class Allowlist:
             self.dropped["eddystone_eid"] += 1
             return None
         if isinstance(frame, IBeaconFrame) and self._store_beacon == (frame.uuid, frame.major):
+            if not self.box_beacons:
+                self.dropped[ID_TYPE_STORE_BEACON] += 1
+                return None
             self.passed[ID_TYPE_STORE_BEACON] += 1
             return self._store_key(frame)
         if self.legacy_ibeacon and isinstance(frame, IBeaconFrame):

@@ -40,18 +40,18 @@ from threadpoolctl import ThreadpoolController
 from store_server.floor import Floor, FloorError
 from store_server.presence_filter import (
     NEVER,
-    PREDICT_ROWS,
+    NO_CELLS,
     BeliefTable,
     body_share,
     box_model,
     count_misses,
     motion_model,
-    predict,
     shared_grid,
     weigh_in,
 )
 from store_server.presence_grid import FloorGrid
 from store_server.presence_rules import Subject, decide
+from store_server.presence_support import pack, place_keys, unpack, update_rows
 from store_server.presence_types import (
     EventKind,
     Evidence,
@@ -70,8 +70,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Belief rows are allocated in blocks: growing one row at a time would copy the table each time.
-
+# Subject rows are added 64 at a time: one at a time would copy the table each time, and
+# doubling would leave up to half of a large table unused.
 SLOT_BLOCK = 64
 # Median of k readings: its variance is pi/2 times that of one reading over k.
 MEDIAN_VARIANCE_FACTOR = math.pi / 2.0
@@ -116,6 +116,8 @@ class PresenceEngine:
         inside = grid.inside.astype(np.float32)
         self._inside = inside
         self._zone_share = grid.zone_share
+        # What is read off each updated belief: inside, then each zone's share.
+        self._sums = np.column_stack([inside, grid.zone_share]).astype(np.float32)
         # Prior of a subject first heard: walking on the pavement, or (rarely) already inside.
         prior = np.where(
             grid.inside,
@@ -125,9 +127,13 @@ class PresenceEngine:
         self._motion = motion_model(grid, s)
         self._headings = headings
         self._layers = layers = 2 * headings
-        self._prior = np.zeros((layers, size), dtype=np.float32)
-        self._prior[headings:] = prior / prior.sum() / headings
-        self._table = BeliefTable.empty(0, len(self._box_ids), self._grid.size, layers)
+        first = np.zeros((size, layers), dtype=np.float32)
+        first[:, headings:] = (prior / prior.sum() / headings)[:, None]
+        # Shared by every subject until its first update (which stores new arrays).
+        self._prior_cells = np.arange(size, dtype=np.int32)
+        self._prior = pack(first)
+        self._places = place_keys(grid)
+        self._table = BeliefTable.empty(0, len(self._box_ids))
         self._subjects: dict[str, Subject] = {}
         self._by_slot: dict[int, str] = {}
         self._now = NEVER
@@ -208,7 +214,9 @@ class PresenceEngine:
         state = self._subjects.get(subject)
         if state is None:
             return None
-        row: npt.NDArray[np.float32] = self._table.belief[state.slot].sum(axis=0)
+        row = np.zeros(self._grid.size, dtype=np.float32)
+        row[self._table.cells[state.slot]] = unpack(self._table.values[state.slot]).sum(axis=1)
+        row /= row.sum()
         return row
 
     def pending(self) -> int:
@@ -364,9 +372,11 @@ class PresenceEngine:
         if zone is not None:
             # The customer says where they are: the belief starts over, standing in that zone.
             share = self._zone_share[:, self._zone_index[zone]]
-            row = self._table.belief[state.slot]
-            row[:] = 0.0
-            row[: self._headings] = share / share.sum() / self._headings
+            cells = np.flatnonzero(share > 0.0).astype(np.int32)
+            values = np.zeros((cells.size, self._layers), dtype=np.float32)
+            values[:, : self._headings] = (share[cells] / share.sum() / self._headings)[:, None]
+            table.cells[state.slot], table.values[state.slot] = cells, pack(values)
+            table.place[state.slot] = self._places[cells[np.argmax(share[cells])]]
             self._table.updated_t[state.slot] = t
             state.p_inside, state.p_zone = 1.0, 1.0
         evidence = self._evidence(state, t)
@@ -408,6 +418,8 @@ class PresenceEngine:
                 events.append(self._event("left", subject, state, now))
             self._drop(subject)
         waiting = used[~gone & table.pending[used]]
+        # Neighbours on the floor together: a slice's beliefs then share most of their cells.
+        waiting = waiting[np.argsort(table.place[waiting], kind="stable")]
         if limit is not None:
             waiting = waiting[:limit]
         if waiting.size:
@@ -424,6 +436,7 @@ class PresenceEngine:
         states = self._subjects
         due = sorted({s for s in subjects if (st := states.get(s)) is not None and not st.arrived})
         due = [s for s in due if self._table.pending[states[s].slot]]
+        due.sort(key=lambda s: int(self._table.place[states[s].slot]))
         return self._update(due, self._now) if due else []
 
     def forget(self, subject: str) -> None:
@@ -436,34 +449,10 @@ class PresenceEngine:
     def _new_subject(self, subject: str) -> Subject:
         table = self._table
         if not table.free:
-            old = table
-            grown = BeliefTable.empty(
-                len(old.updated_t) + max(SLOT_BLOCK, len(old.updated_t)),
-                len(self._box_ids),
-                self._grid.size,
-                self._layers,
-            )
-            n = len(old.updated_t)
-            for name in (
-                "weight",
-                "weighted",
-                "latest",
-                "latest_t",
-                "misses",
-                "adverts",
-                "belief",
-                "updated_t",
-                "last_seen",
-                "check_in_t",
-                "out_since",
-                "pending",
-                "used",
-            ):
-                getattr(grown, name)[:n] = getattr(old, name)
-            grown.free = [s for s in grown.free if s >= n]
-            self._table = table = grown
+            self._table = table = table.grown(SLOT_BLOCK)
         slot = table.free.pop()
-        table.belief[slot] = self._prior
+        table.cells[slot], table.values[slot] = self._prior_cells, self._prior
+        table.place[slot] = self._places[-1]
         table.updated_t[slot] = NEVER
         table.last_seen[slot] = NEVER
         table.check_in_t[slot] = NEVER
@@ -482,6 +471,7 @@ class PresenceEngine:
         table.weight[slot] = 0.0
         table.weighted[slot] = 0.0
         table.latest_t[slot] = NEVER
+        table.cells[slot], table.values[slot] = NO_CELLS, self._prior[:0]
         table.misses[slot] = 0.0
         table.pending[slot] = False
         table.used[slot] = False
@@ -500,7 +490,6 @@ class PresenceEngine:
         states = [self._subjects[s] for s in due]
         slots = np.array([st.slot for st in states], dtype=np.intp)
         table = self._table
-        belief = table.belief[slots]
         last = table.updated_t[slots]
         elapsed = np.where(np.isfinite(last), now - last, 0.0)
         steps = np.clip(np.floor(elapsed / settings.step_s + 0.5), 0, settings.max_steps)
@@ -511,25 +500,22 @@ class PresenceEngine:
             np.where(np.isfinite(last), last, now) + steps * settings.step_s,
         )
         model = self._model
-        p_inside = np.empty(len(due), dtype=np.float32)
-        p_zones = np.empty((len(due), len(self._zone_index)), dtype=np.float32)
-        # A block of rows at a time, from the table into cache and back: each pass over a
-        # block's belief (move, weigh, normalise, sum) then costs a pass over cache.
-        for r0 in range(0, len(due), PREDICT_ROWS):
-            block = slice(r0, r0 + PREDICT_ROWS)
-            rows = slots[block]
-            belief = table.belief[rows]
-            for count in np.unique(steps[block]):
-                if count > 0:
-                    chosen = steps[block] == count
-                    part = belief[chosen]
-                    predict(part, int(count), self._motion)
-                    belief[chosen] = part
-            weighted, misses = table.weighted[rows], table.misses[rows]
-            where = weigh_in(belief, table.weight[rows], weighted, settings, model, misses)
-            table.belief[rows] = belief
-            p_inside[block] = where @ self._inside
-            p_zones[block] = where @ self._zone_share
+        # Moved, weighed, normalised and stored back a block of neighbours at a time, on the
+        # cells their beliefs hold (presence_support).
+        sums = update_rows(
+            table,
+            slots,
+            steps,
+            self._motion,
+            model,
+            lambda belief, rows, part: weigh_in(
+                belief, table.weight[rows], table.weighted[rows], settings, part, table.misses[rows]
+            ),
+            settings.belief_floor,
+            self._places,
+            self._sums,
+        )
+        p_inside, p_zones = sums[:, 0], sums[:, 1:]
         table.weight[slots] = 0.0
         table.weighted[slots] = 0.0
         table.misses[slots] = 0.0

@@ -42,6 +42,8 @@ NEVER = -math.inf
 # Beliefs are moved this many rows at a time: 8 rows of 16 layers of 2,400 cells (1.2 MB) stay
 # in cache (bench/presence: 19 ms for 100 rows and two steps, 26 ms by 2 rows, 36 ms by 32).
 PREDICT_ROWS = 8
+# No belief at all: a subject's cells and values before it has any.
+NO_CELLS: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
 GRID_CACHE_FLOORS = 4
 """Grids kept for reuse: a server has one floor, but restarts and tests build many engines on it
 (building one costs 0.1-0.4 s of Python on a 2-core machine)."""
@@ -50,15 +52,23 @@ GRID_CACHE_FLOORS = 4
 @dataclass(slots=True)
 class BeliefTable:
     """Every subject's belief and the windows recorded since its last update (one row a
-    subject slot), as the sums the Gaussian likelihood needs."""
+    subject slot), as the sums the Gaussian likelihood needs.
+
+    A belief is kept only on its support (:mod:`presence_support`): the cells holding more
+    than ``belief_floor`` of its largest cell, ``cells[slot]`` (sorted), and their values by
+    layer, ``values[slot]`` (len(cells), 2 H): standing, then walking, by heading, in 16 bits
+    a value (``presence_support.pack``).
+    """
 
     weight: npt.NDArray[np.float64]  # (slots, B) sum of 1/variance
     weighted: npt.NDArray[np.float64]  # (slots, B) sum of reading/variance
     latest: npt.NDArray[np.float64]  # (slots, B) latest calibrated median (evidence)
     latest_t: npt.NDArray[np.float64]  # (slots, B)
+    cells: list[npt.NDArray[np.int32]]  # per slot: the cells of the belief's support
+    values: list[npt.NDArray[np.uint16]]  # per slot: (len(cells), 2 H), 16 bits a value
+    place: npt.NDArray[np.int64]  # (slots,) where the belief peaks, as a spatial sort key
     misses: npt.NDArray[np.float64]  # (slots, B) advertisements each box missed
     adverts: npt.NDArray[np.float64]  # (slots,) count of the latest window heard, any box
-    belief: npt.NDArray[np.float32]  # (slots, 1 + H, C): standing, walking by heading
     updated_t: npt.NDArray[np.float64]  # (slots,) time the belief stands for
     last_seen: npt.NDArray[np.float64]  # (slots,) latest window time, any box
     check_in_t: npt.NDArray[np.float64]  # (slots,) latest check-in
@@ -68,16 +78,18 @@ class BeliefTable:
     free: list[int] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, slots: int, boxes: int, size: int, layers: int) -> BeliefTable:
-        """A table of ``slots`` free rows for ``boxes`` boxes over ``size`` cells."""
+    def empty(cls, slots: int, boxes: int) -> BeliefTable:
+        """A table of ``slots`` free rows for ``boxes`` boxes."""
         return cls(
             weight=np.zeros((slots, boxes)),
             weighted=np.zeros((slots, boxes)),
             latest=np.zeros((slots, boxes)),
             latest_t=np.full((slots, boxes), NEVER),
+            cells=[NO_CELLS] * slots,
+            values=[np.zeros((0, 0), dtype=np.uint16)] * slots,
+            place=np.zeros(slots, dtype=np.int64),
             misses=np.zeros((slots, boxes)),
             adverts=np.zeros(slots),
-            belief=np.zeros((slots, layers, size), dtype=np.float32),
             updated_t=np.full(slots, NEVER),
             last_seen=np.full(slots, NEVER),
             check_in_t=np.full(slots, NEVER),
@@ -86,6 +98,23 @@ class BeliefTable:
             used=np.zeros(slots, dtype=bool),
             free=list(range(slots - 1, -1, -1)),
         )
+
+    @property
+    def slots(self) -> int:
+        return int(self.updated_t.shape[0])
+
+    def grown(self, more: int) -> BeliefTable:
+        """This table with ``more`` free rows at the end (taken lowest first)."""
+        n = self.slots
+        table = BeliefTable.empty(n + more, self.weight.shape[1])
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, np.ndarray):
+                getattr(table, item.name)[:n] = value
+        table.cells[:n] = self.cells
+        table.values[:n] = self.values
+        table.free = list(range(n + more - 1, n - 1, -1)) + self.free
+        return table
 
 
 @functools.lru_cache(maxsize=GRID_CACHE_FLOORS)
@@ -213,6 +242,7 @@ class Motion:
     go_blocked: npt.NDArray[np.float32]  # (H, C) the share that walks into a wall and stops
     linger: npt.NDArray[np.float32]  # (H, 1) the share that stays in its cell, walking
     flat_from: npt.NDArray[np.intp]  # (H x C,) step_from into a flat (H x (C + 1)) block
+    step_to: npt.NDArray[np.intp]  # (C + 1, H) the cell a step from each cell reaches (C: none)
 
 
 def motion_model(grid: FloorGrid, settings: PresenceSettings) -> Motion:
@@ -226,6 +256,11 @@ def motion_model(grid: FloorGrid, settings: PresenceSettings) -> Motion:
         turn[(h + 1) % headings, h] += settings.turn_p / 2.0
         turn[(h - 1) % headings, h] += settings.turn_p / 2.0
     size = grid.size
+    step_to = np.full((size + 1, headings), size, dtype=np.intp)
+    for h in range(headings):
+        sources = grid.step_from[h]
+        ok = sources < size
+        step_to[sources[ok], h] = np.flatnonzero(ok)
     return Motion(
         step_from=grid.step_from,
         step_ok=grid.step_ok,
@@ -238,6 +273,7 @@ def motion_model(grid: FloorGrid, settings: PresenceSettings) -> Motion:
         go_blocked=(go[:, None] * (1.0 - grid.step_ok)).astype(np.float32),
         linger=(1.0 - go)[:, None].astype(np.float32),
         flat_from=(np.arange(headings)[:, None] * (size + 1) + grid.step_from).ravel(),
+        step_to=step_to,
     )
 
 

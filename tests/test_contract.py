@@ -176,6 +176,7 @@ def test_a_store_beacon_heard_by_a_box_decodes_as_a_store_beacon_window() -> Non
     ``store_beacon`` window: the raw beacon as its id, the measured power as tx_power."""
     store_uuid = "b0110000-0000-4000-8000-00000000c4a1"
     allow = Allowlist(store_beacon=(store_uuid, 42))
+    allow.box_beacons = True  # as this release's server says in every allowlist answer
     # Apple's manufacturer data: 0x02 0x15, UUID, major 42, minor 0xC0A1, measured power -59.
     payload = bytes([0x02, 0x15]) + uuid.UUID(store_uuid).bytes + bytes([0, 42, 0xC0, 0xA1, 0xC5])
     frame = parse_advertisement({0x004C: payload}, {})
@@ -259,6 +260,7 @@ async def test_uploader_against_real_server(engine_server: Harness, tmp_path: Pa
         update = AllowlistUpdate.from_wire(data)
         assert update.full is True
         assert len(update.entries) == 3
+        assert update.box_beacons is True  # the boxes may send what they hear of each other
 
         allowlist = Allowlist()
         now = time.time()
@@ -302,6 +304,7 @@ async def test_uploader_against_real_server(engine_server: Harness, tmp_path: Pa
         assert resp.status == 200
         delta = AllowlistUpdate.from_wire(await uploader.fetch_allowlist(update.version, 1))
         assert delta.full is False
+        assert delta.box_beacons is True
         allowlist.apply(delta, time.time())
         assert len(allowlist) == 0
         assert allowlist.match(frame, time.time()) is None

@@ -51,7 +51,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 
-from harness import STORE_ID, Customer, ServerProcess, emit
+from harness import STORE_FILE, STORE_ID, Customer, ServerProcess, emit
 
 from scanner.uploader import sign_request
 from store_server.app import load_consent_texts
@@ -344,9 +344,13 @@ def keep_or_prepare(server: ServerProcess, args: argparse.Namespace) -> list[Cus
             raise SystemExit(f"{kept}: prepared for other --customers/--consenting")
         server.master_key = saved["master_key"]
         server.secrets = saved["secrets"]
+        # This checkout's floor file: the folder may have been prepared from another one.
         config = server.config_path.read_text("utf-8").splitlines()
-        config = [line for line in config if not line.startswith("port = ")]
-        server.config_path.write_text("\n".join([*config, f"port = {server.port}", ""]), "utf-8")
+        config = [line for line in config if not line.startswith(("port = ", "store_file = "))]
+        server.config_path.write_text(
+            "\n".join([*config, f'store_file = "{STORE_FILE}"', f"port = {server.port}", ""]),
+            "utf-8",
+        )
         conn = sqlite3.connect(server.db_path)
         try:  # the previous run's arrivals: this run's are counted from none
             with conn:

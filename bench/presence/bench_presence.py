@@ -8,7 +8,12 @@ the engine's CPU per second of store time (share of one core) and the longest ca
 time and wall time: the longest the event loop would be held (wall time includes waiting for a
 core on a busy machine).
 
-Run: python bench/presence/bench_presence.py [--phones 1000] [--limit 100] [--seconds 30] [--json]
+Run: python bench/presence/bench_presence.py [--phones 1000] [--limit 25] [--seconds 30] [--json]
+
+Before / after in one run: ``--against DIR`` (another checkout of the repository, e.g. made with
+``git worktree add DIR <commit>``) runs the same bench there and here, alternating, ``--rounds``
+times each (each in its own process, with the checkout's own code), and prints the ratio of the
+CPU shares: on a shared machine the load changes the figures, less their ratio.
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -102,13 +112,52 @@ def run(phones: int, limit: int, seconds: int) -> dict[str, float | int]:
     }
 
 
+def run_in(checkout: Path, args: argparse.Namespace) -> dict[str, float | int]:
+    """The bench in its own process, on the code of ``checkout``."""
+    command = [sys.executable, str(checkout / "bench" / "presence" / "bench_presence.py")]
+    command += ["--phones", str(args.phones), "--limit", str(args.limit)]
+    command += ["--seconds", str(args.seconds), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"bench in {checkout} failed: {done.stderr.strip()}")
+    result: dict[str, float | int] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def compare(args: argparse.Namespace) -> dict[str, object]:
+    """This checkout and ``args.against``, alternating; figures per round and the CPU ratio."""
+    here = Path(__file__).resolve().parents[2]
+    rounds: dict[str, list[dict[str, float | int]]] = {"this": [], "against": []}
+    for _ in range(args.rounds):
+        rounds["against"].append(run_in(args.against.resolve(), args))
+        rounds["this"].append(run_in(here, args))
+    share = {
+        name: statistics.median(float(r["cpu_share_of_one_core"]) for r in results)
+        for name, results in rounds.items()
+    }
+    return {
+        "against": str(args.against),
+        "rounds": rounds,
+        "cpu_share_this": share["this"],
+        "cpu_share_against": share["against"],
+        "cpu_ratio_this_to_against": round(share["this"] / share["against"], 3),
+        "load_average": round(os.getloadavg()[0], 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--phones", type=int, default=1000)
-    parser.add_argument("--limit", type=int, default=100, help="phones per tick call (0: all)")
+    parser.add_argument("--limit", type=int, default=25, help="phones per tick call (0: all)")
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--against", type=Path, help="another checkout to compare with")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each with --against")
     args = parser.parse_args()
+    if args.against is not None:
+        print(json.dumps(compare(args), indent=None if args.json else 2))
+        return
     result = run(args.phones, args.limit or args.phones, args.seconds)
     if args.json:
         print(json.dumps(result))

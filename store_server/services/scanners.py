@@ -355,7 +355,13 @@ class ScannerGateway:
         delta = self.resolver.changes_since(since) if since is not None else None
         static = self._c.static.entries(now)
         if since is not None and since == version:
-            return {"version": version, "full": False, "entries": static, "removed": []}
+            return {
+                "version": version,
+                "full": False,
+                "entries": static,
+                "removed": [],
+                "box_beacons": True,
+            }
         if delta is not None and since is not None:
             return {
                 "version": delta.version,
@@ -363,12 +369,14 @@ class ScannerGateway:
                 "entries": [_wire_entry(item) for item in delta.added] + static,
                 "removed": [eid.hex() for eid in delta.removed]
                 + self._c.static.removed_since(since),
+                "box_beacons": True,
             }
         return {
             "version": version,
             "full": True,
             "entries": _encoded_entries(self.resolver.iter_entries(now), static),
             "removed": [],
+            "box_beacons": True,
         }
 
     # -- manager pages -------------------------------------------------------------------

@@ -35,9 +35,9 @@ from store_server.storage.database import Database, data_version
 
 logger = logging.getLogger(__name__)
 
-# Phones per slice of the presence round: about 18 ms of CPU with 20 boxes and 2,400 cells
-# (bench/presence; 65 ms by 100 since beliefs carry headings), so the event loop is never held
-# long, and few slices per round.
+# Phones per slice of the presence round: about 4 ms of CPU with 20 boxes and 2,400 cells
+# (bench/presence: the pending phones are taken by neighbourhood, 25 of them one block of the
+# engine's update), so the event loop is never held long.
 PRESENCE_SLICE = 25
 # The presence engine and the resolver advance once a second: the aggregation window.
 TICK_S = 1.0
@@ -173,7 +173,7 @@ class StoreServices:
 
         Each slice is at most PRESENCE_SLICE phones, and the event loop runs between slices
         (batches, pages, WebSockets), so the round never holds the loop for long (bench/presence:
-        about 10 ms of CPU per slice of 100 phones with 20 boxes). Slices are bounded by the
+        about 4 ms of CPU per slice of 25 phones with 20 boxes). Slices are bounded by the
         phones pending when the round starts: windows arriving meanwhile wait for the next one.
         """
         engine = self.coordinator.engine

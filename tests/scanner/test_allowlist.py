@@ -33,16 +33,21 @@ def eid_frame(hex_id: str) -> EddystoneEIDFrame:
 
 
 def update(
-    version: int, full: bool, entries: list[tuple[str, str, float]], removed: list[str]
+    version: int,
+    full: bool,
+    entries: list[tuple[str, str, float]],
+    removed: list[str],
+    box_beacons: bool | None = None,
 ) -> AllowlistUpdate:
-    return AllowlistUpdate.from_wire(
-        {
-            "version": version,
-            "full": full,
-            "entries": [{"id_type": t, "id": i, "not_after": n} for t, i, n in entries],
-            "removed": removed,
-        }
-    )
+    wire: dict[str, object] = {
+        "version": version,
+        "full": full,
+        "entries": [{"id_type": t, "id": i, "not_after": n} for t, i, n in entries],
+        "removed": removed,
+    }
+    if box_beacons is not None:
+        wire["box_beacons"] = box_beacons
+    return AllowlistUpdate.from_wire(wire)
 
 
 def test_from_wire_example_of_the_api_doc() -> None:
@@ -267,6 +272,7 @@ def test_another_box_store_beacon_passes_as_a_store_beacon_window() -> None:
     """The store's UUID and major pass whatever the list holds (a box, not a customer);
     another store's, another chain's and a plain iBeacon are dropped as before."""
     allow = Allowlist(store_beacon=(STORE_UUID, 42))
+    allow.apply(update(1, True, [], [], box_beacons=True), NOW)
     key = allow.match(IBeaconFrame(STORE_UUID, 42, 49313, -59), NOW)
     assert key == SightingKey("store_beacon", f"{STORE_UUID}:42:49313")
     assert allow.match(IBeaconFrame(STORE_UUID, 42, 49313, -59), NOW) is key  # built once
@@ -280,7 +286,33 @@ def test_another_box_store_beacon_passes_as_a_store_beacon_window() -> None:
 
 def test_store_beacon_before_legacy_ibeacon() -> None:
     allow = Allowlist(legacy_ibeacon=True, store_beacon=(STORE_UUID, 42))
-    allow.apply(update(1, True, [("ibeacon", f"{STORE_UUID}:42:7", NOW + 60)], []), NOW)
+    allow.apply(
+        update(1, True, [("ibeacon", f"{STORE_UUID}:42:7", NOW + 60)], [], box_beacons=True), NOW
+    )
     assert allow.match(IBeaconFrame(STORE_UUID, 42, 7, -59), NOW) == SightingKey(
         "store_beacon", f"{STORE_UUID}:42:7"
     )
+
+
+def test_store_beacons_wait_for_a_server_that_takes_them() -> None:
+    """A server of an earlier release refuses a batch holding a ``store_beacon`` window, and the
+    customers' windows of that batch with it: the box sends them only once the server's
+    allowlist answer says ``box_beacons``, and stops when an answer no longer says it (a
+    server put back to an earlier release)."""
+    allow = Allowlist(store_beacon=(STORE_UUID, 42))
+    frame = IBeaconFrame(STORE_UUID, 42, 49313, -59)
+    assert allow.match(frame, NOW) is None  # no answer yet
+    allow.apply(update(1, True, [], []), NOW)  # an older server: no such field
+    assert allow.match(frame, NOW) is None
+    allow.apply(update(2, False, [], [], box_beacons=True), NOW)
+    assert allow.match(frame, NOW) is not None
+    allow.apply(update(1, True, [], []), NOW)  # rolled back: a full list without the field
+    assert allow.match(frame, NOW) is None
+    assert allow.passed == {"store_beacon": 1}
+    assert allow.dropped == {"store_beacon": 3}
+
+
+def test_box_beacons_must_be_a_boolean() -> None:
+    wire = {"version": 1, "full": True, "entries": [], "removed": [], "box_beacons": "yes"}
+    with pytest.raises(AllowlistError, match="box_beacons"):
+        AllowlistUpdate.from_wire(wire)

@@ -253,10 +253,10 @@ def test_memory_is_released_and_reused(engine: PresenceEngine) -> None:
     assert len(engine) == 200
     engine.tick(1.0 + engine.settings.silence_left_s)
     assert len(engine) == 0
-    rows = engine._table.belief.shape[0]
+    rows = engine._table.slots
     for i in range(200):
         engine.observe(Observation(f"q{i}", "s-machines", 20.0, here["s-machines"], -60.0, 3))
-    assert engine._table.belief.shape[0] == rows
+    assert engine._table.slots == rows
 
 
 def test_cell_by_cell_shadow_mixture_tracks_too() -> None:
