@@ -121,12 +121,15 @@ class PresenceSettings:
     reading_sigma_db: float = 2.5
     # What the model gets wrong whatever the count: position within a cell, body, hand or
     # pocket, phone model. It keeps a window of many advertisements from being trusted blindly.
+    # Lab: 2.5 tracked better (corner diagonal 7.7 / 8.3 -> 6.8 / 7.8 %, seeds 1 / 2) but
+    # doubled the field tier's street arrivals and added a corner edge flap (3.0 -> 4.04/h).
     model_sigma_db: float = 3.0
     # A box decodes nothing weaker than this (ESP32 and Raspberry Pi adapters: about -95 dBm): a
     # box that closed a window without the phone while other boxes heard it says "far from me".
     box_sensitivity_dbm: float = -95.0
     # ...unless the advertisement was lost, which a box in range of the phone does with this
-    # chance (5-30 % of advertisements are lost). 1: misses say nothing.
+    # chance (5-30 % of advertisements are lost). 1: misses say nothing. Lab: 0.15 let a window
+    # shopper arrive on the corner floor (seeds 1 and 2) and gave a false "left" (field tier).
     advert_miss_p: float = 0.3
     # A window without the phone counts as this many missed advertisements at most (as many as
     # the phone's latest window held): they share the phone's place and body, so a window is
@@ -158,12 +161,15 @@ class PresenceSettings:
     tx_power_reference_dbm: float | None = None
     # Inside the shop with this belief: arrived. Lab: in the espresense tier nobody on the
     # pavement arrives at 0.8; 0.95 neither kept window shoppers out in the field tier nor
-    # kept short visits (42-65 % detected on the corner floor).
+    # kept short visits (42-65 % detected on the corner floor); 0.7 detected more short visits
+    # on the corner floor (90 / 92 -> 93 / 95 %) but let more of the pavement arrive in the
+    # field tier (demo 0 / 25 -> 17 / 25, corner 83 / 75 -> 100 / 108 per 10,000).
     arrive_p: float = 0.8
     # ...held for this long. Off: at 1.5 s window shoppers still arrived in the field tier (their
     # belief is steadily, not briefly, wrong) and arrival took 1-2 s longer.
     arrive_hold_s: float = 0.0
-    # Another zone must hold this share of the inside belief to take over the shown zone.
+    # Another zone must hold this share of the inside belief to take over the shown zone
+    # (lab: 0.7 with model_sigma_db 2.5 kept its edge flap and lost most of its gains).
     zone_switch_p: float = 0.65
     # ...continuously for this long: a standing customer's belief wobbles for a second or two.
     zone_hold_s: float = 1.0

@@ -1,7 +1,7 @@
 """Benchmark: a chain of store servers on one PostgreSQL on this machine.
 
 Usage: .venv/bin/python bench/chain/bench_chain.py [--stores 20] [--members 100000]
-       [--rounds 20] [--loaded 3] [--load-s 20] [--json]
+       [--rounds 20] [--loaded 3] [--load-s 20] [--chain-mode] [--json]
 
 Real processes: a throwaway PostgreSQL cluster (tests' settings: fsync off) and `--stores`
 `store-server serve` processes on it (one store each, generated from seeds/store.toml with
@@ -9,8 +9,14 @@ Real processes: a throwaway PostgreSQL cluster (tests' settings: fsync off) and 
 database holds `--members` loyalty members, each with a chain-wide greeting consent (so every
 server holds all of them in its resolver), written in batches with the server's own row
 formats (wrapped identity keys, hash-chained consent log). A staff board (WebSocket) is open
-on every store. Measured:
+on every store. By default the servers use the single-shop key flow (they unwrap the members'
+identity keys with the master key); with ``--chain-mode`` they run with ``chain_mode = true``
+and never read an identity key: one ``store-server chain-keys run`` (the key authority, its
+pair made by ``chain-keys init``) first adopts every member's key and stores their temporary
+keys, from which the servers resolve; members enrolled during the rounds are sealed to the
+authority and get their temporary keys at enrollment. Measured:
 
+- (``--chain-mode``) the key authority's first run over every member: wall and CPU time;
 - start-up of a store server: from its process start to its first answer (ready), and to
   every member's EIDs installed (metrics ``bulle_identities_loaded``), servers started one
   after the other;
@@ -39,6 +45,7 @@ import json
 import os
 import random
 import re
+import resource
 import secrets
 import shutil
 import statistics
@@ -67,7 +74,7 @@ from store_server.keywrap import derive_key, scanner_aad, wrap_key  # noqa: E402
 from store_server.storage import consents as consent_store  # noqa: E402
 from store_server.storage import customers as customer_store  # noqa: E402
 from store_server.storage import scanners as scanner_store  # noqa: E402
-from store_server.storage.database import Database, executemany, immediate  # noqa: E402
+from store_server.storage.database import Database, executemany, immediate, one  # noqa: E402
 from store_server.storage.pg import PgTarget  # noqa: E402
 from store_server.storage.pg_cluster import throwaway_cluster  # noqa: E402
 
@@ -227,6 +234,74 @@ def populate(url: str, master: bytes, members: int, phones: int) -> list[Custome
     return kept
 
 
+def visitors(url: str, store_ids: list[str]) -> dict[str, int]:
+    """Distinct customers with a visit at each of `store_ids`."""
+    db = Database(PgTarget(url))
+    try:
+
+        def count(d: Any, store_id: str) -> int:
+            sql = "SELECT count(DISTINCT customer_id) AS n FROM visits WHERE store_id = ?"
+            row = one(d, sql, [store_id])
+            return int(row["n"]) if row else 0
+
+        return {sid: db.read_sync(lambda d, sid=sid: count(d, sid)) for sid in store_ids}
+    finally:
+        db.close()
+
+
+def chain_settings(keys: Path) -> list[str]:
+    """A chain store server's settings: chain mode, sealing to the key authority's public key
+    (the server never reads identity keys: it resolves EIDs from temporary keys)."""
+    return ["chain_mode = true", f'authority_public_key_file = "{keys / "authority.pub.pem"}"']
+
+
+async def run_cli(*argv: str) -> tuple[float, float, str]:
+    """`store-server ARGV` to its end: (wall s, CPU s of the process, its output)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "store_server",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=REPO_ROOT,
+    )
+    out, _ = await proc.communicate()
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        raise RuntimeError(f"store-server {' '.join(argv)}: {out.decode(errors='replace')}")
+    return wall, cpu, out.decode(errors="replace").strip()
+
+
+async def key_authority_run(workdir: Path, url: str, master_hex: str) -> dict[str, Any]:
+    """Make the key authority's pair, then one `chain-keys run`: it adopts every member's
+    identity key and stores their temporary keys (this period and the next) before any store
+    server starts. Its wall and CPU time."""
+    keys = workdir / "authority"
+    await run_cli("chain-keys", "init", "--out", str(keys))
+    config = workdir / "authority.toml"
+    config.write_text(
+        "\n".join(
+            [
+                f'database_url = "{url}"',
+                f'db_path = "{workdir / "unused.sqlite"}"',
+                f'store_file = "{STORE_FILE}"',
+                f'master_key = "{master_hex}"',
+                f'authority_key_file = "{keys / "authority.pem"}"',
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    config.chmod(0o600)
+    wall, cpu, out = await run_cli("chain-keys", "run", "--config", str(config))
+    return {"keys": keys, "wall_s": round(wall, 1), "cpu_s": round(cpu, 2), "output": out}
+
+
 @dataclass(slots=True)
 class Store:
     index: int
@@ -250,12 +325,14 @@ class Store:
     def user(self) -> str:
         return f"staff-{self.index:02d}"
 
-    def write_config(self, url: str, master_hex: str) -> Path:
+    def write_config(self, url: str, master_hex: str, chain: list[str] | None = None) -> Path:
+        """The server's settings; `chain`: chain mode's lines (`chain_settings`)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.workdir / "server.toml"
         path.write_text(
             "\n".join(
                 [
+                    *(chain or []),
                     f'database_url = "{url}"',
                     f'db_path = "{self.workdir / "unused.sqlite"}"',
                     f'store_file = "{self.store_file}"',
@@ -504,6 +581,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         started = time.monotonic()
         phones = await asyncio.to_thread(populate, url, master, args.members, PHONES)
         figures["populate_s"] = round(time.monotonic() - started, 1)
+        figures["mode"] = "chain" if args.chain_mode else "single-shop"
+        chain: list[str] | None = None
+        if args.chain_mode:
+            authority = await key_authority_run(workdir, url, master.hex())
+            chain = chain_settings(authority.pop("keys"))
+            figures["key_authority_first_run"] = authority
         stores = []
         for i in range(args.stores):
             path, store_id, ids = store_file(workdir, i)
@@ -529,7 +612,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         starts = []
         try:
             for store in stores:
-                config = store.write_config(url, master.hex())
+                config = store.write_config(url, master.hex(), chain)
                 starts.append(await start_store(store, config, args.members))
             figures["startup"] = {
                 "ready_s": [s["ready_s"] for s in starts],
@@ -586,6 +669,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         "per_board_ms": summary_ms(per_board),
                         "every_store_ms": summary_ms(per_round),
                         "batch_errors": len(errors),
+                        # The load's phones were recognised (their EIDs resolved): visitors
+                        # of a loaded store, beside an idle one's (the rounds' members only).
+                        "visitors": await asyncio.to_thread(
+                            visitors, url, [loaded[0].store_id, stores[-1].store_id]
+                        ),
                     }
                     loaded_ids = {s.store_id for s in loaded}
                     figures["cpu_cores"] = {
@@ -631,6 +719,12 @@ def main() -> int:
     parser.add_argument("--loaded", type=int, default=3)
     parser.add_argument("--load-s", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--chain-mode",
+        action="store_true",
+        help="chain mode's key flow: servers with chain_mode = true resolving from the key"
+        " authority's temporary keys (one `chain-keys run` before they start)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     random.seed(args.seed)
