@@ -60,6 +60,7 @@ from store_server.keywrap import scanner_aad, wrap_key
 from store_server.stock import parse_stock_csv
 from store_server.storage import catalog, scanners
 from store_server.storage.database import Database, Handle
+from store_server.storage.pg import PgTarget
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,9 @@ class DemoStore:
     seeds: Path = SEEDS
     # Story time at which the demo starts (0: the first visitors walk in; tests start later).
     story_offset_s: float = 0.0
+    # A migrated, empty PostgreSQL database to run on instead of the folder's SQLite file
+    # (tests run the demo on both engines); no password in it, as in `database_url`.
+    database_url: str = ""
     staff_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     # The visitors of the newest round, by handle.
     customers: dict[str, DemoCustomer] = field(default_factory=dict)
@@ -186,6 +190,7 @@ class DemoStore:
             host="127.0.0.1",
             port=self.port,
             db_path=str(self.db_path),
+            database_url=self.database_url,
             store_file=str(self.seeds / "store.toml"),
             master_key=master_key.hex(),
             # The demo serves plain HTTP on loopback; production runs behind TLS with Secure.
@@ -308,7 +313,7 @@ class DemoStore:
         now = time.time()
         secrets_by_scanner = {sid: secrets.token_urlsafe(32) for sid in scanner_ids}
         items = parse_stock_csv((self.seeds / "catalog.csv").read_text("utf-8"))
-        db = Database(self.db_path)
+        db = Database(PgTarget(self.database_url) if self.database_url else self.db_path)
         try:
             db.run_sync(lambda d: catalog.upsert_stock(d, store_id, items))
             db.run_sync(lambda d: staff.add_user(d, DEMO_USER, self.staff_password, "manager", now))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,17 @@ _FAILURES = _RequestFailures()
 def pytest_configure(config: pytest.Config) -> None:
     for name in REQUEST_LOGGERS:
         logging.getLogger(name).addHandler(_FAILURES)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PostgreSQL variant of a test marked ``own_pg_step`` (a test, a class or a module)
+    gets the ``pg_step`` marker: the default run leaves it out (the suite's time budget) and
+    CI runs it in its own step, ``pytest -m pg_step``; its SQLite variant stays in the default
+    run. Before the ``-m`` selection (tryfirst)."""
+    for item in items:
+        if item.get_closest_marker("own_pg_step") and item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.pg_step)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -96,6 +108,16 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
 def engine(request: pytest.FixtureRequest) -> str:
     """The storage engine a test runs on: each test using it runs on both."""
     return str(request.param)
+
+
+def every_value_on_sqlite(argname: str, values: list[Any]) -> pytest.MarkDecorator:
+    """Parametrise ``engine`` and ``argname`` together: every value on SQLite, the first on
+    PostgreSQL too. For inputs that validation refuses before the storage: what the engine
+    could change is the way to the refusal (a server error), not which values are refused,
+    and each case costs a server and a password hash."""
+    cases = [pytest.param("sqlite", value) for value in values]
+    cases.append(pytest.param("postgres", values[0], marks=pytest.mark.postgres))
+    return pytest.mark.parametrize(("engine", argname), cases)
 
 
 @pytest.fixture

@@ -23,6 +23,9 @@ from __future__ import annotations
 import itertools
 import socket
 
+import psycopg
+from psycopg import sql
+
 from store_server.storage import database, pg
 from store_server.storage.pg_cluster import Cluster
 
@@ -48,3 +51,25 @@ def new_database(cluster: Cluster) -> tuple[str, str]:
     """A fresh database copied from the template: (its name, its URL)."""
     name = f"test_{next(_names)}"
     return name, cluster.create_database(name, template=TEMPLATE)
+
+
+def every_value(url: str) -> list[str]:
+    """Every value of every column of every table of the database, as text, read as the
+    cluster's superuser (who bypasses every privilege and row policy: what it cannot read,
+    no role can). For the privacy tests: what a purge or an erasure took is in none of them."""
+    values: list[str] = []
+    with psycopg.connect(url) as conn:
+        columns: dict[str, list[str]] = {}
+        for table, column in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
+        ):
+            columns.setdefault(table, []).append(column)
+        for table, names in columns.items():
+            query = sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(n)) for n in names),
+                sql.Identifier(table),
+            )
+            for row in conn.execute(query):
+                values += [value for value in row if value is not None]
+    return values

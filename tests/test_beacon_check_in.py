@@ -1,6 +1,6 @@
 """End to end: a box's store beacon -> the reference phone client -> a card on the live board.
 
-The real server on 127.0.0.1 (a real SQLite file, the staff board's real WebSocket). The boxes
+The real server on 127.0.0.1 (on each engine, the staff board's real WebSocket). The boxes
 broadcast what ``store_beacon.advertised_now`` gives for the store's key (what a box's BlueZ
 advertisement carries); a phone walks in from the pavement and its OS (the reference client's
 ``RegionMonitor``) hears each box with the demo's radio model. The phone's time runs a few
@@ -15,18 +15,24 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import aiohttp
+import pytest
 
 from lab.beacon_app import AppState
 from lab.phone_client import ReferencePhone, fetch_region
 from lab.radio import RadioModel
 from store_beacon import StoreBeacon, advertised_now
 from store_server.floor import Floor
-from tests.server.conftest import Harness, bearer, running_server
+from tests.server.conftest import Harness, Serve, bearer, serve
+
+__all__ = ["serve"]  # the fixture, imported so that this top-level module can use it
 from tests.support import wait_until
 from tests.test_end_to_end import Board
+
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
 
 CHAIN = uuid.UUID("6f1e2d3c-1b2a-4c5d-8e9f-00000000b011")
 MAJOR = 7
@@ -109,12 +115,11 @@ async def consenting_phone(
 
 
 async def test_an_iphone_walks_in_checks_in_with_the_beacon_and_gets_its_card(
-    tmp_path: Path,
+    serve: Serve,
 ) -> None:
     key = secrets.token_bytes(32)
     async with (
-        running_server(
-            tmp_path,
+        serve(
             store_beacon_key=key.hex(),
             store_beacon_uuid=str(CHAIN),
             store_beacon_major=MAJOR,
@@ -149,13 +154,12 @@ async def test_an_iphone_walks_in_checks_in_with_the_beacon_and_gets_its_card(
             await board.close()
 
 
-async def test_a_phone_passing_by_never_checks_in(tmp_path: Path) -> None:
+async def test_a_phone_passing_by_never_checks_in(serve: Serve) -> None:
     """On the pavement 2.5 m from the window the OS wakes the app and it posts its rounds,
     but the engine never takes the phone for inside: nothing is recorded."""
     key = secrets.token_bytes(32)
     async with (
-        running_server(
-            tmp_path,
+        serve(
             store_beacon_key=key.hex(),
             store_beacon_uuid=str(CHAIN),
             store_beacon_major=MAJOR,

@@ -35,6 +35,10 @@ from tests.support import require_system_component
 
 __all__ = ["engine_server"]  # the fixture, imported so that this top-level module can use it
 
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
+
 SECRET = "scanner-secret-from-store-server-scanner-add"
 SCANNER_ID = "s-entrance"
 NOW = 1_763_800_000

@@ -1,10 +1,9 @@
 """The independent security review's findings, each against the real server (aiohttp on
-127.0.0.1, a real SQLite file and a real PostgreSQL database: every test that reaches the
-storage runs on both engines, tests/pg.py): every test here failed before its fix.
+127.0.0.1, on SQLite and on PostgreSQL: tests/pg.py): every test here failed before its fix.
 
 Numbers refer to the review's items. Hostile inputs also assert that the server's log holds
-no traceback and no ERROR (`server_log`); tests/conftest.py checks the same over the whole
-suite.
+no traceback and no ERROR (`server_log`); tests/conftest.py checks the same over the suite.
+The sign-in throttle's tests (held in memory) run on PostgreSQL in CI's own step (pg_step).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from store_server.throttle import parse_networks as networks
 from store_server.views import staff as staff_views
 from store_server.views.customer_api import api
 from store_server.views.staff import SESSION_CHECK_S, cookie_name
+from tests.conftest import every_value_on_sqlite
 from tests.server.conftest import (
     REPO_ROOT,
     STORE_FILE,
@@ -49,8 +49,7 @@ from tests.server.conftest import (
     wait_until,
 )
 
-# Fixtures, imported so that this top-level module can use them.
-__all__ = ["engine_server", "serve"]
+__all__ = ["engine_server", "serve"]  # fixtures, imported so that this module can use them
 
 USER = "dominique"
 PASSWORD = "correct horse battery"
@@ -142,8 +141,7 @@ async def closed(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 @pytest.fixture
 def server(engine_server: Harness) -> Harness:
-    """The server on each engine (tests/conftest.py ``engine``)."""
-    return engine_server
+    return engine_server  # on each engine (tests/conftest.py ``engine``)
 
 
 @pytest.fixture
@@ -223,6 +221,7 @@ async def test_01_ended_board_receives_no_card(server: Harness) -> None:
 # -- 2. the sign-in limit holds under concurrency ------------------------------------------
 
 
+@pytest.mark.own_pg_step
 async def test_02_parallel_wrong_passwords_are_counted_in_flight(server: Harness) -> None:
     await server.add_staff(USER, PASSWORD)
     answers = await asyncio.gather(
@@ -436,6 +435,7 @@ def test_06_client_address_believes_only_trusted_proxies() -> None:
     assert client_address("10.0.0.5", ["1.2.3.4"], ()) == "10.0.0.5"
 
 
+@pytest.mark.own_pg_step
 async def test_06_spoofed_forwarded_for_is_ignored_without_trusted_proxies(
     server: Harness,
 ) -> None:
@@ -447,6 +447,7 @@ async def test_06_spoofed_forwarded_for_is_ignored_without_trusted_proxies(
     assert resp.status == 429
 
 
+@pytest.mark.own_pg_step
 async def test_06_behind_a_proxy_one_address_cannot_lock_others_out(proxied: Harness) -> None:
     server = proxied
     await server.add_staff(USER, PASSWORD)
@@ -479,7 +480,7 @@ async def test_06_guessing_from_many_addresses_backs_off_but_never_locks(tmp_pat
 # -- 8. smaller findings -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
+@every_value_on_sqlite(
     "password",
     [
         "password1234",
@@ -540,7 +541,7 @@ async def test_08_nonce_must_be_lower_case_hex(server: Harness) -> None:
     assert await server.rows("SELECT * FROM scanner_batches") == []
 
 
-@pytest.mark.parametrize("value", ["2026-02-30", "2026-13-01", "\u0662026-01-01", "0000-00-00"])
+@every_value_on_sqlite("value", ["2026-02-30", "2026-13-01", "\u0662026-01-01", "0000-00-00"])
 async def test_08_not_today_must_be_a_real_date(server: Harness, value: str) -> None:
     token = await server.enroll()
     resp = await server.client.put(
@@ -550,7 +551,7 @@ async def test_08_not_today_must_be_a_real_date(server: Harness, value: str) -> 
     assert (await error_of(resp))["field"] == "not_today"
 
 
-@pytest.mark.parametrize("count", ["\u0663", "+5", " 1_000", "١٢", "1e3", "-0"])
+@every_value_on_sqlite("count", ["\u0663", "+5", " 1_000", "١٢", "1e3", "-0"])
 async def test_08_stock_counts_are_ascii_digits(server: Harness, count: str) -> None:
     await server.add_staff("margot", PASSWORD, "manager")
     manager = await session_cookie(server, "margot")
@@ -577,7 +578,7 @@ def test_08_eddystone_url_without_url_bytes_is_null() -> None:
 # -- 11. nothing free-form in the consent log ----------------------------------------------
 
 
-@pytest.mark.parametrize("version", ["someone@example.com", "1.2.3 Sylvie", "v1", "1..2", ""])
+@every_value_on_sqlite("version", ["someone@example.com", "1.2.3 Sylvie", "v1", "1..2", ""])
 async def test_11_app_version_is_a_version(server: Harness, version: str) -> None:
     token = await server.enroll()
     body: dict[str, Any] = {

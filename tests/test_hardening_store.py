@@ -25,7 +25,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from store_server import cli
@@ -36,6 +35,7 @@ from store_server.config import (
 )
 from store_server.consent import GENESIS_HASH, LogEntry, entry_hash
 from store_server.views.customer_api import api
+from tests import pg
 from tests.server.conftest import (
     Harness,
     Serve,
@@ -507,28 +507,6 @@ async def test_12_purge_leaves_nothing_in_the_database_or_the_wal(tmp_path: Path
                 assert trace not in data, (suffix, trace)
 
 
-def _every_value(url: str) -> list[str]:
-    """Every value of every column of every table of the database, as text, read as the
-    cluster's superuser (who bypasses every privilege and row policy: what it cannot read,
-    no role can)."""
-    values: list[str] = []
-    with psycopg.connect(url) as pg:
-        columns: dict[str, list[str]] = {}
-        for table, column in pg.execute(
-            "SELECT table_name, column_name FROM information_schema.columns"
-            " WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
-        ):
-            columns.setdefault(table, []).append(column)
-        for table, names in columns.items():
-            query = sql.SQL("SELECT {} FROM {}").format(
-                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(n)) for n in names),
-                sql.Identifier(table),
-            )
-            for row in pg.execute(query):
-                values += [value for value in row if value is not None]
-    return values
-
-
 @pytest.mark.postgres
 async def test_12_purge_on_postgresql_leaves_nothing_any_role_can_read(
     tmp_path: Path, pg_url: str
@@ -544,10 +522,10 @@ async def test_12_purge_on_postgresql_leaves_nothing_any_role_can_read(
         await _purgeable_rows(server)
         # A double as PostgreSQL prints it is Python's shortest repr too.
         traces = [str(t) for t in await _traces(server)]
-        before = "\n".join(await asyncio.to_thread(_every_value, pg_url))
+        before = "\n".join(await asyncio.to_thread(pg.every_value, pg_url))
         assert [t for t in traces if t not in before] == []
         await _purged(server)
-        after = await asyncio.to_thread(_every_value, pg_url)
+        after = await asyncio.to_thread(pg.every_value, pg_url)
         assert [(t, v) for v in after for t in traces if t in v] == []
 
 

@@ -225,6 +225,7 @@ async def test_websocket_message_over_limit_closes_the_board(server: Harness) ->
         assert not ws.closed
 
 
+@pytest.mark.own_pg_step  # the throttle is in memory: PostgreSQL in its own step
 async def test_login_throttle_per_address_across_user_names(server: Harness) -> None:
     await server.add_staff(USER, PASSWORD)
     for i in range(LOGIN_MAX_FAILURES):

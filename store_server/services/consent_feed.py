@@ -53,6 +53,10 @@ READ_LIMIT = 5000
 INDEX_SLICE = 2000
 # After a failed read, wait this long before the next attempt (the database is likely down).
 RETRY_S = 1.0
+CLOSE_TIMEOUT_S = 5.0
+"""How long a stop waits for the feed's tasks once cancelled: psycopg's async code has been
+known to swallow a cancellation (a LISTEN connection whose peer went quiet), and a server must
+stop anyway."""
 
 
 class WakeupSource(Protocol):
@@ -207,13 +211,25 @@ class ConsentFeed:
                 )
             )
 
-    async def close(self) -> None:
-        for task in self._tasks:
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Cancel the feed's tasks and wait for them, at most ``timeout_s``: one that does not
+        end by then is left behind (logged), so that a stop never hangs on the database."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in done:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+                task.result()
+        if pending:
+            logger.warning(
+                "consent feed: %d task(s) still running %.0f s after the stop, left behind: %s",
+                len(pending),
+                timeout_s,
+                ", ".join(sorted(task.get_name() for task in pending)),
+            )
 
     def wake(self) -> None:
         self._wake.set()

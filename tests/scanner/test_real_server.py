@@ -11,16 +11,22 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from scanner.config import ScannerConfig
 from scanner.daemon import ALLOWLIST_LONG_POLL_S, Daemon
 from scanner.frames import EDDYSTONE_SERVICE_UUID
 from scanner.records import AdvertRecord, record_to_json
 from store_server.eid import beacon_time, clock_offset, compute_eid
-from tests.server.conftest import STORE_ID, Harness, bearer, server
+from tests.server.conftest import STORE_ID, Harness, bearer, engine_server
 
 from .conftest import wait_until
 
-__all__ = ["server"]  # the fixture, imported so that this module can use it
+__all__ = ["engine_server"]  # the fixture, imported so that this module can use it
+
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
 
 SCANNER_ID = "s-entrance"
 # The change must come through the parked long poll (the test waits for it to be parked), so
@@ -46,8 +52,10 @@ def eid_line(eid: bytes) -> bytes:
 
 
 async def test_withdrawal_reaches_running_scanner_within_a_second(
-    server: Harness, tmp_path: Path
+    engine_server: Harness, tmp_path: Path
 ) -> None:
+    """On both engines: the withdrawal is stored, then the allowlist shrinks."""
+    server = engine_server
     scanner = await server.add_scanner(SCANNER_ID)
     resp = await server.client.post("/api/v1/enroll", json={"app_counter": 123_456_789})
     enrolled = await resp.json()

@@ -1,5 +1,8 @@
 """The admin commands of docs/operations.md: staff, scanners, backup and restore, as a shop
-runs them (`store-server ... --config FILE`), against real SQLite files and a real server."""
+runs them (`store-server ... --config FILE`), against real SQLite files and a real server.
+
+The staff and scanner commands run on both engines. Backup and restore are SQLite's, by
+nature: on PostgreSQL they refuse and name pg_dump (tests/server/test_pg_engine.py)."""
 
 from __future__ import annotations
 

@@ -11,9 +11,11 @@ LISTEN connections: the withdrawal reaches the other store by notification alone
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from store_server.storage.pg import PgTarget
 from tests.server.conftest import STORE_FILE, Harness, batch_body, error_of, wait_until
 
 CORNER_FILE = STORE_FILE.with_name("store-corner.toml")
+WAIT_S = 10.0  # a bound for a stop that must not hang; generous on a loaded machine
 BOUND_S = 30
 
 
@@ -282,3 +285,41 @@ async def test_a_batch_that_cannot_be_stored_is_refused_503(
     assert resp.status == 503  # a 5xx: the scanner keeps the batch (only a 4xx drops it)
     assert (await error_of(resp))["code"] == "database_unavailable"
     assert resp.headers["Retry-After"] == str(UNAVAILABLE_RETRY_AFTER_S)
+
+
+class _Deaf:
+    """A wakeup source that ignores its cancellation, as psycopg's LISTEN may when its peer
+    goes quiet; it ends only when the test lets it go."""
+
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run(self, wake: Callable[[], None], connected: Callable[[bool], None]) -> None:
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()  # swallowed
+
+
+async def test_a_stop_does_not_hang_on_a_task_that_ignores_its_cancellation(
+    db_target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    deaf = _Deaf()
+    service = _service(db_target, STORE_FILE, secrets.token_hex(32), None, wakeups=deaf)
+    await service.prepare()
+    feed = service.feed
+    assert feed is not None
+    feed.start()
+    try:
+        await asyncio.sleep(0)  # the tasks begin
+        with caplog.at_level(logging.WARNING, logger="store_server.services.consent_feed"):
+            await asyncio.wait_for(feed.close(timeout_s=0.2), timeout=WAIT_S)
+        assert deaf.cancelled.is_set()
+        assert "bulle-consent-listen" in caplog.text  # named, and left behind
+        assert "bulle-consent-feed" not in caplog.text  # the others did stop
+    finally:
+        deaf.release.set()
+        await service.stop()
+        service.db.close()

@@ -12,7 +12,6 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,11 @@ from store_beacon import SLOT_S, minor_for, slot_of
 from store_server.checkin_proof import beacon_settings
 from store_server.config import ServerConfig, load_config
 from store_server.errors import ConfigError
-from tests.server.conftest import Harness, bearer, error_of, running_server
+from tests.server.conftest import Harness, Serve, bearer, error_of
+
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
 
 CHAIN_UUID = uuid.UUID("6f1e2d3c-1b2a-4c5d-8e9f-00000000b011")
 MAJOR = 4242
@@ -32,9 +35,9 @@ PRESENCE_TABLES = ("visits", "decisions", "cards", "messages", "access_log")
 
 
 @pytest.fixture
-async def proof_server(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with running_server(
-        tmp_path,
+async def proof_server(serve: Serve) -> AsyncIterator[Harness]:
+    """On each engine (the proofs' visits, decisions and cards are stored)."""
+    async with serve(
         store_beacon_key=KEY.hex(),
         store_beacon_uuid=str(CHAIN_UUID),
         store_beacon_major=MAJOR,
@@ -218,11 +221,10 @@ async def test_a_sighting_from_the_future_is_invalid(proof_server: Harness) -> N
     assert (await error_of(resp))["field"] == "seen_at"
 
 
-async def test_proof_attempts_are_rate_limited(tmp_path: Path) -> None:
+async def test_proof_attempts_are_rate_limited(serve: Serve) -> None:
     """A forger cannot try the 65,536 minors: refused guesses use up the allowance, and a
     valid proof beyond it is refused too (429), with nothing recorded."""
-    async with running_server(
-        tmp_path,
+    async with serve(
         store_beacon_key=KEY.hex(),
         store_beacon_uuid=str(CHAIN_UUID),
         store_beacon_major=MAJOR,
@@ -248,8 +250,8 @@ async def test_proof_attempts_are_rate_limited(tmp_path: Path) -> None:
             assert await server.rows("SELECT * FROM visits") == []
 
 
-async def test_without_a_key_proofs_are_off_and_the_app_is_told(tmp_path: Path) -> None:
-    async with running_server(tmp_path) as server:
+async def test_without_a_key_proofs_are_off_and_the_app_is_told(serve: Serve) -> None:
+    async with serve() as server:
         token, _ = await consenting(server)
         info = await (await server.client.get("/api/v1/store-beacon")).json()
         assert info == {"enabled": False}

@@ -11,6 +11,10 @@ from tests.server.conftest import Harness, bearer
 from tests.server.presence_helpers import load
 from tests.server.test_manager import MANAGER, PASSWORD, STAFF, session, text
 
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
+
 
 def test_the_street_is_at_the_bottom_and_everything_fits() -> None:
     floor = load()
@@ -48,7 +52,8 @@ def test_zone_counts_list_every_zone() -> None:
     }
 
 
-async def test_the_map_page_and_its_live_counts(server: Harness) -> None:
+async def test_the_map_page_and_its_live_counts(engine_server: Harness) -> None:
+    server = engine_server  # on both engines: scanners, a check-in, the box states
     await server.add_staff(MANAGER, PASSWORD, "manager")
     await server.add_staff(STAFF, PASSWORD, "staff")
     await server.add_scanner("s-parts")

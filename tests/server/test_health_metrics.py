@@ -6,15 +6,21 @@ import asyncio
 import contextlib
 import threading
 import time
+from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from store_server.config import load_config
 from store_server.errors import ConfigError
 from store_server.keys import METRICS_PORT
-from tests.server.conftest import Serve, batch_body
+from tests.server.conftest import Serve, batch_body, running_server
+
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
 
 TOKEN = "test-metrics-token-0123456789"
 BATCHES = "/api/scanner/v1/batches"
@@ -81,6 +87,26 @@ async def test_readyz_reports_a_database_that_does_not_answer(serve: Serve) -> N
         finally:
             release.set()
             await stuck
+
+
+@pytest.mark.postgres
+async def test_readyz_reports_a_lock_held_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL's own way of not answering: another session (a migration, an operator's
+    transaction) holds a lock the probe's read waits for. Not ready while it does, and
+    ready again once it is released."""
+    async with running_server(tmp_path, database_url=pg_url) as server:
+        assert (await server.client.get("/readyz")).status == 200
+        with psycopg.connect(pg_url) as other:
+            other.execute("LOCK TABLE scanners IN ACCESS EXCLUSIVE MODE")
+            resp = await server.client.get("/readyz")
+            assert resp.status == 503
+            assert (await resp.json())["checks"]["database"] == {
+                "ok": False,
+                "error": "TimeoutError",
+            }
+            assert (await server.client.get("/healthz")).status == 200
+            other.rollback()
+        assert (await server.client.get("/readyz")).status == 200
 
 
 async def test_readyz_reports_a_stuck_tick(serve: Serve) -> None:

@@ -12,6 +12,10 @@ import pytest
 from store_server.views.staff import cookie_name
 from tests.server.conftest import Harness, wait_until
 
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
+
 PASSWORD = "correct horse battery"
 # Big enough messages to fill the kernel buffers of a board that stopped reading quickly.
 PADDING = "x" * 16_384

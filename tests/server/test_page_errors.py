@@ -12,6 +12,10 @@ from store_server.i18n_names import NAMES, REASONS, RECORDS, field_error, name_o
 from tests.server.conftest import Harness
 from tests.server.test_manager import MANAGER, PASSWORD, session, text
 
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: neither privacy- nor security-critical (README, Testing).
+pytestmark = pytest.mark.own_pg_step
+
 
 def test_field_error_keeps_the_line_and_speaks_the_page_language() -> None:
     error = field_error("fr", "line 12, count", "negative", "file")
@@ -77,7 +81,8 @@ async def test_wrong_method_on_a_page_is_a_styled_page(server: Harness) -> None:
     assert STRINGS["fr"]["error_405_title"] in await text(resp)
 
 
-async def test_calibration_error_sits_in_its_row(server: Harness) -> None:
+async def test_calibration_error_sits_in_its_row(engine_server: Harness) -> None:
+    server = engine_server  # on both engines: the calibration is stored
     await server.add_staff(MANAGER, PASSWORD, "manager")
     headers = await session(server, MANAGER)
     resp = await server.client.post(

@@ -5,6 +5,10 @@ manager signs in, the scanner's secret is accepted, the consent proof verifies.
 
 The upgrade path of docs/operations.md ("Upgrades"): stop, install, start. The server applies
 the migrations at its first start; this test does the same with the real application.
+
+SQLite only, by nature: the fixtures are the SQLite files a shop's release wrote. PostgreSQL
+(chain mode, newer than every fixture) has no earlier release to upgrade from; its migrations
+run from the first one on every test session (tests/pg.py's template).
 """
 
 from __future__ import annotations
