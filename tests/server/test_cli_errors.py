@@ -181,7 +181,9 @@ def test_scanner_replay_of_a_missing_file_fails_at_once(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
-        timeout=10,
+        # "At once": it exits instead of waiting for a file that never comes. The bound only
+        # catches a wait; a Python start-up alone took over 10 s at load 16.
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("beacon-scanner: error: ")
