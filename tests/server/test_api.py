@@ -476,7 +476,8 @@ async def test_allowlist_full_shape(server: Harness) -> None:
     resp = await server.signed(scanner, "GET", ALLOWLIST)
     assert resp.status == 200
     data = await resp.json()
-    assert set(data) == {"version", "full", "entries", "removed"}
+    assert set(data) == {"version", "full", "entries", "removed", "box_beacons"}
+    assert data["box_beacons"] is True
     assert data["full"] is True
     assert data["removed"] == []
     assert isinstance(data["version"], int)
@@ -536,7 +537,13 @@ async def test_long_poll_without_change_answers_empty_delta(server: Harness) -> 
     version = (await (await server.signed(scanner, "GET", ALLOWLIST)).json())["version"]
     resp = await server.signed(scanner, "GET", f"{ALLOWLIST}?since={version}&wait=1")
     assert resp.status == 200
-    assert await resp.json() == {"version": version, "full": False, "entries": [], "removed": []}
+    assert await resp.json() == {
+        "version": version,
+        "full": False,
+        "entries": [],
+        "removed": [],
+        "box_beacons": True,
+    }
 
 
 async def test_heartbeat(server: Harness) -> None:
