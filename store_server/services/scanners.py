@@ -14,7 +14,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -41,6 +41,10 @@ from store_server.storage.batch_log import BatchLog
 
 # A window older than this when it reaches the server (outbox backlog) is counted but does
 # not drive presence: greeting someone who left an hour ago would be wrong.
+TAKES_BOX_BEACONS: Final = True
+"""Said in every allowlist answer: this server takes `store_beacon` windows (a box sends them
+only to a server that says so; earlier releases refuse a batch holding one)."""
+
 STALE_WINDOW_S = 30.0
 # Calibration offsets beyond 30 dB mean a broken antenna or a wrong placement, not a
 # calibration: refuse them.
@@ -360,7 +364,7 @@ class ScannerGateway:
                 "full": False,
                 "entries": static,
                 "removed": [],
-                "box_beacons": True,
+                "box_beacons": TAKES_BOX_BEACONS,
             }
         if delta is not None and since is not None:
             return {
@@ -369,14 +373,14 @@ class ScannerGateway:
                 "entries": [_wire_entry(item) for item in delta.added] + static,
                 "removed": [eid.hex() for eid in delta.removed]
                 + self._c.static.removed_since(since),
-                "box_beacons": True,
+                "box_beacons": TAKES_BOX_BEACONS,
             }
         return {
             "version": version,
             "full": True,
             "entries": _encoded_entries(self.resolver.iter_entries(now), static),
             "removed": [],
-            "box_beacons": True,
+            "box_beacons": TAKES_BOX_BEACONS,
         }
 
     # -- manager pages -------------------------------------------------------------------
