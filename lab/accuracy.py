@@ -251,7 +251,8 @@ def _run(
         for box, (offset, exponent) in calibration.items():
             engine.set_calibration(box, offset, exponent)
     traits = draw_phones(len(phones), TIERS[tier], rng)
-    duration = max(p.start + p.times[-1] for p in phones) + settings.silence_left_s + 5.0
+    silence = max(settings.silence_left_s, settings.silence_inside_s)
+    duration = max(p.start + p.times[-1] for p in phones) + silence + 5.0
     return simulate(floor, channel, engine, phones, traits, duration, rng)
 
 

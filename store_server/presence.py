@@ -14,7 +14,8 @@ Decisions (:mod:`presence_rules`, each driven by a :class:`PresenceSettings` fie
 when the inside belief reaches ``arrive_p`` (no dBm threshold: a phone first heard on the
 pavement must be seen to walk in through a door); the shown zone, with hysteresis in probability
 and time; *left* when the inside belief stays low (out through a door), or after
-``silence_left_s`` without any window (``check_in_present_s`` after a check-in).
+``silence_left_s`` without any window (``silence_inside_s`` when the belief is far from every
+door, ``check_in_present_s`` after a check-in).
 A box's window without a phone that other boxes hear is evidence too (far from that box, or
 lost): see :meth:`PresenceEngine.box_listened`.
 
@@ -49,7 +50,7 @@ from store_server.presence_filter import (
     shared_grid,
     weigh_in,
 )
-from store_server.presence_grid import FloorGrid
+from store_server.presence_grid import FloorGrid, near_doors
 from store_server.presence_rules import Subject, decide
 from store_server.presence_support import pack, place_keys, unpack, update_rows
 from store_server.presence_types import (
@@ -117,7 +118,9 @@ class PresenceEngine:
         self._inside = inside
         self._zone_share = grid.zone_share
         # What is read off each updated belief: inside, then each zone's share.
-        self._sums = np.column_stack([inside, grid.zone_share]).astype(np.float32)
+        # ...and last, the share near a door or outside (how long a silence may last).
+        near = near_doors(floor, grid, s.door_near_m)
+        self._sums = np.column_stack([inside, grid.zone_share, near]).astype(np.float32)
         # Prior of a subject first heard: walking on the pavement, or (rarely) already inside.
         prior = np.where(
             grid.inside,
@@ -405,7 +408,8 @@ class PresenceEngine:
         table = self._table
         used = np.flatnonzero(table.used)
         deadline = np.maximum(
-            table.last_seen[used] + settings.silence_left_s,
+            table.last_seen[used]
+            + np.where(table.deep[used], settings.silence_inside_s, settings.silence_left_s),
             table.check_in_t[used] + settings.check_in_present_s,
         )
         with np.errstate(invalid="ignore"):
@@ -457,7 +461,7 @@ class PresenceEngine:
         table.last_seen[slot] = NEVER
         table.check_in_t[slot] = NEVER
         table.out_since[slot] = math.nan
-        table.pending[slot] = False
+        table.pending[slot] = table.deep[slot] = False
         table.used[slot] = True
         state = Subject(slot=slot)
         self._subjects[subject] = state
@@ -515,7 +519,8 @@ class PresenceEngine:
             self._places,
             self._sums,
         )
-        p_inside, p_zones = sums[:, 0], sums[:, 1:]
+        p_inside, p_zones = sums[:, 0], sums[:, 1:-1]
+        table.deep[slots] = sums[:, -1] < settings.door_near_p
         table.weight[slots] = 0.0
         table.weighted[slots] = 0.0
         table.misses[slots] = 0.0

@@ -74,6 +74,7 @@ class BeliefTable:
     check_in_t: npt.NDArray[np.float64]  # (slots,) latest check-in
     out_since: npt.NDArray[np.float64]  # (slots,) since when the belief says "out" (NaN: not)
     pending: npt.NDArray[np.bool_]  # (slots,) windows not yet in the belief
+    deep: npt.NDArray[np.bool_]  # (slots,) the latest belief is far from every door
     used: npt.NDArray[np.bool_]  # (slots,) the slot holds a subject
     free: list[int] = field(default_factory=list)
 
@@ -95,6 +96,7 @@ class BeliefTable:
             check_in_t=np.full(slots, NEVER),
             out_since=np.full(slots, math.nan),
             pending=np.zeros(slots, dtype=bool),
+            deep=np.zeros(slots, dtype=bool),
             used=np.zeros(slots, dtype=bool),
             free=list(range(slots - 1, -1, -1)),
         )

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from store_server.floor import Floor
 from store_server.geometry import Segment, point_in_polygon
 
-__all__ = ["HEADINGS", "FloorGrid", "build_grid"]
+__all__ = ["HEADINGS", "FloorGrid", "build_grid", "near_doors"]
 
 # Moves of one step: stay, the four sides, the four corners (dx, dy in cells).
 MOVES = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
@@ -243,3 +243,20 @@ def build_grid(
         log_distance=log_distance,
         attenuation_db=attenuation,
     )
+
+
+def near_doors(floor: Floor, grid: FloorGrid, metres: float) -> npt.NDArray[np.bool_]:
+    """(C,) the cells within ``metres`` of a door (straight line), and every pavement cell: the
+    only places a phone can leave the shop from in the next few seconds."""
+    near = ~grid.inside
+    for (ax, ay), (bx, by) in floor.doors:
+        dx, dy = bx - ax, by - ay
+        length2 = dx * dx + dy * dy
+        if length2 > 0.0:
+            u = np.clip(((grid.x - ax) * dx + (grid.y - ay) * dy) / length2, 0.0, 1.0)
+        else:
+            u = np.zeros_like(grid.x)
+        distance = np.hypot(grid.x - (ax + u * dx), grid.y - (ay + u * dy))
+        near = near | (distance <= metres)
+    result: npt.NDArray[np.bool_] = near
+    return result

@@ -4,8 +4,8 @@
 asks :func:`decide` what the new belief (the share inside the shop, and each zone's share of it)
 means, under the :class:`PresenceSettings` rules: *arrived* once the inside belief reaches
 ``arrive_p`` (held ``arrive_hold_s``), *left* once it stays under ``left_p`` for
-``left_hold_s``, and the shown zone changes only when another zone holds ``zone_switch_p`` of
-the inside belief for ``zone_hold_s``.
+``left_hold_s``, and the shown zone changes only when another zone holds ``zone_switch_margin``
+more of the inside belief than the shown zone, for ``zone_hold_s``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def decide(
         return None, out_since
     current = zone_ids.index(state.zone) if state.zone in zone_ids else -1
     state.p_zone = float(zones[current]) if current >= 0 else 0.0
-    if leader == current or zones[leader] < settings.zone_switch_p:
+    if leader == current or zones[leader] - state.p_zone < settings.zone_switch_margin:
         state.challenger = None
         return None, math.nan
     challenger = zone_ids[leader]

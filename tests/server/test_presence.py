@@ -106,13 +106,26 @@ def test_left_when_walking_out_through_the_door(engine: PresenceEngine) -> None:
     assert len(engine) == 0  # state dropped
 
 
-def test_left_after_silence(engine: PresenceEngine) -> None:
-    path = line([(0.0, 6.0, -2.5), (2.5, 6.0, 0.0), (8.0, 3.0, 5.0), (20.0, 3.0, 5.0)])
+def test_left_after_silence_near_the_door(engine: PresenceEngine) -> None:
+    path = line([(0.0, 6.0, -2.5), (2.5, 6.0, 0.0), (4.0, 6.0, 1.5), (20.0, 6.0, 1.5)])
     events = drive(engine, channel(DEMO), path, 60.0)
     left = first(events, "left")
     assert left is not None
     last_window = 20.5
     assert left.t == pytest.approx(last_window + engine.settings.silence_left_s, abs=1.0)
+
+
+def test_silence_deep_in_the_shop_lasts_longer_before_left(engine: PresenceEngine) -> None:
+    # Last heard 5.4 m from the door: nobody leaves but through a door, so two silent bursts
+    # in a row (10-15 s) are not leaving; 20 s of silence is.
+    settings = engine.settings
+    assert settings.silence_inside_s > settings.silence_left_s
+    path = line([(0.0, 6.0, -2.5), (2.5, 6.0, 0.0), (8.0, 3.0, 5.0), (20.0, 3.0, 5.0)])
+    events = drive(engine, channel(DEMO), path, 60.0)
+    left = first(events, "left")
+    assert left is not None
+    last_window = 20.5
+    assert left.t == pytest.approx(last_window + settings.silence_inside_s, abs=1.0)
 
 
 def test_a_silent_burst_is_not_leaving(engine: PresenceEngine) -> None:
@@ -251,7 +264,7 @@ def test_memory_is_released_and_reused(engine: PresenceEngine) -> None:
         engine.observe(Observation(f"p{i}", "s-machines", 1.0, here["s-machines"], -60.0, 3))
     engine.tick(1.0)
     assert len(engine) == 200
-    engine.tick(1.0 + engine.settings.silence_left_s)
+    engine.tick(1.0 + max(engine.settings.silence_left_s, engine.settings.silence_inside_s))
     assert len(engine) == 0
     rows = engine._table.slots
     for i in range(200):

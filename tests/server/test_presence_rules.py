@@ -10,7 +10,7 @@ from store_server.presence_rules import Subject, decide
 from store_server.presence_types import PresenceSettings
 
 ZONES = ("front", "coffee")
-SETTINGS = PresenceSettings(zone_switch_p=0.65, zone_hold_s=2.0, arrive_p=0.8)
+SETTINGS = PresenceSettings(zone_switch_margin=0.1, zone_hold_s=2.0, arrive_p=0.8)
 NEVER = -math.inf
 
 
@@ -44,11 +44,28 @@ def test_the_shown_zone_changes_only_after_the_challenger_held_long_enough() -> 
     assert state.zone == "coffee"
 
 
-def test_a_challenger_under_the_switch_share_never_takes_over() -> None:
+def test_a_challenger_within_the_margin_never_takes_over() -> None:
     state = Subject(slot=0, arrived=True, zone="front")
-    beliefs = [(float(t), 1.0, 0.6) for t in range(1, 60)]
+    # Coffee leads, but by less than 10 points (0.54 against 0.46): front stays shown.
+    beliefs = [(float(t), 1.0, 0.54) for t in range(1, 60)]
     assert _run(state, beliefs, SETTINGS) == []
     assert state.zone == "front"
+
+
+def test_where_three_zones_meet_the_leader_takes_over_without_a_majority() -> None:
+    zones = ("front", "coffee", "parts")
+    state = Subject(slot=0, arrived=True, zone="front")
+    settings = PresenceSettings(zone_switch_margin=0.1, zone_hold_s=0.0)
+    # The shown zone fell to 0.2; coffee leads with 0.45 of the belief, short of any majority.
+    shares = np.array([0.2, 0.45, 0.35], dtype=np.float32)
+    kind, _ = decide(state, 1.0, shares, 1.0, math.nan, NEVER, settings, zones)
+    assert kind == "zone_changed"
+    assert state.zone == "coffee"
+    # Parts then leads coffee by 5 points only: coffee stays.
+    shares = np.array([0.2, 0.375, 0.425], dtype=np.float32)
+    kind, _ = decide(state, 1.0, shares, 2.0, math.nan, NEVER, settings, zones)
+    assert kind is None
+    assert state.zone == "coffee"
 
 
 def test_left_needs_the_inside_belief_low_for_the_hold() -> None:
