@@ -519,8 +519,8 @@ class PresenceEngine:
             self._places,
             self._sums,
         )
-        p_inside, p_zones = sums[:, 0], sums[:, 1:-1]
-        table.deep[slots] = sums[:, -1] < settings.door_near_p
+        p_inside, p_zones, walking = sums[:, 0], sums[:, 1:-2], sums[:, -1]
+        table.deep[slots] = sums[:, -2] < settings.door_near_p
         table.weight[slots] = 0.0
         table.weighted[slots] = 0.0
         table.misses[slots] = 0.0
@@ -528,7 +528,7 @@ class PresenceEngine:
         events: list[PresenceEvent] = []
         for i, (subject, state) in enumerate(zip(due, states, strict=True)):
             inside = float(p_inside[i])
-            state.p_inside = inside
+            state.p_inside, state.p_walking = inside, float(walking[i])
             zones = p_zones[i] / inside if inside > 0.0 else p_zones[i]
             event = self._decide(subject, state, inside, zones, now)
             if event is not None:

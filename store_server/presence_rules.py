@@ -5,7 +5,8 @@ asks :func:`decide` what the new belief (the share inside the shop, and each zon
 means, under the :class:`PresenceSettings` rules: *arrived* once the inside belief reaches
 ``arrive_p`` (held ``arrive_hold_s``), *left* once it stays under ``left_p`` for
 ``left_hold_s``, and the shown zone changes only when another zone holds ``zone_switch_margin``
-more of the inside belief than the shown zone, for ``zone_hold_s``.
+more of the inside belief than the shown zone (``zone_switch_margin_standing`` when the belief
+says the customer is standing), for ``zone_hold_s``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from store_server.presence_types import EventKind, PresenceSettings
 
 __all__ = ["Subject", "decide"]
 
+# A belief with at least this share in its walking layers is a walker's (else standing).
+WALKING_P = 0.5
+
 
 @dataclass(slots=True)
 class Subject:
@@ -33,6 +37,7 @@ class Subject:
     challenger_since: float = 0.0
     p_inside: float = 0.0
     p_zone: float = 0.0
+    p_walking: float = 0.0  # the belief's share in its walking layers
     inside_since: float = math.nan
 
 
@@ -72,7 +77,11 @@ def decide(
         return None, out_since
     current = zone_ids.index(state.zone) if state.zone in zone_ids else -1
     state.p_zone = float(zones[current]) if current >= 0 else 0.0
-    if leader == current or zones[leader] - state.p_zone < settings.zone_switch_margin:
+    if state.p_walking >= WALKING_P:
+        margin = settings.zone_switch_margin
+    else:
+        margin = settings.zone_switch_margin_standing
+    if leader == current or zones[leader] - state.p_zone < margin:
         state.challenger = None
         return None, math.nan
     challenger = zone_ids[leader]

@@ -80,10 +80,11 @@ def update_rows(
 ) -> npt.NDArray[np.float32]:
     """Move the beliefs of ``slots`` on by their ``steps``, weigh their windows in (``weigh``),
     store each back on its support (over ``floor`` of its largest cell) with its place key,
-    and return each updated belief's products with the columns of ``sums`` (C, K)."""
+    and return each updated belief's products with the columns of ``sums`` (C, K), then its
+    walking share (rows, K + 1)."""
     size = motion.step_to.shape[0] - 1
     headings = int(motion.go.shape[0])
-    out = np.empty((slots.size, sums.shape[1]), dtype=np.float32)
+    out = np.empty((slots.size, sums.shape[1] + 1), dtype=np.float32)
     r0 = 0
     while r0 < slots.size:
         block = slice(r0, r0 + UPDATE_ROWS)
@@ -113,7 +114,8 @@ def update_rows(
         for r, row_cells, row_values in zip(rows, kept_cells, kept_values, strict=True):
             table.cells[r], table.values[r] = row_cells, row_values
         table.place[rows] = places[union[np.argmax(where, axis=1)]]
-        out[block] = where @ sums[union]
+        out[block, :-1] = where @ sums[union]
+        out[block, -1] = belief[:, headings:].sum(axis=(1, 2))
     return out
 
 

@@ -10,7 +10,9 @@ from store_server.presence_rules import Subject, decide
 from store_server.presence_types import PresenceSettings
 
 ZONES = ("front", "coffee")
-SETTINGS = PresenceSettings(zone_switch_margin=0.1, zone_hold_s=2.0, arrive_p=0.8)
+SETTINGS = PresenceSettings(
+    zone_switch_margin=0.1, zone_switch_margin_standing=0.1, zone_hold_s=2.0, arrive_p=0.8
+)
 NEVER = -math.inf
 
 
@@ -56,6 +58,7 @@ def test_where_three_zones_meet_the_leader_takes_over_without_a_majority() -> No
     zones = ("front", "coffee", "parts")
     state = Subject(slot=0, arrived=True, zone="front")
     settings = PresenceSettings(zone_switch_margin=0.1, zone_hold_s=0.0)
+    state.p_walking = 1.0
     # The shown zone fell to 0.2; coffee leads with 0.45 of the belief, short of any majority.
     shares = np.array([0.2, 0.45, 0.35], dtype=np.float32)
     kind, _ = decide(state, 1.0, shares, 1.0, math.nan, NEVER, settings, zones)
@@ -74,3 +77,17 @@ def test_left_needs_the_inside_belief_low_for_the_hold() -> None:
     beliefs = [(1.0, 0.05, 0.0), (1.5, 0.5, 0.0), (2.0, 0.05, 0.0), (2.5, 0.05, 0.0)]
     beliefs += [(3.0, 0.05, 0.0)]
     assert _run(state, beliefs, settings) == [(3.0, "left")]
+
+
+def test_a_standing_customer_needs_a_wider_lead_to_change_zone() -> None:
+    settings = PresenceSettings(zone_switch_margin=0.1, zone_switch_margin_standing=0.3)
+    state = Subject(slot=0, arrived=True, zone="front", p_walking=0.1)
+    # Standing: coffee leads by 20 points (0.6 against 0.4), not enough.
+    assert _run(state, [(1.0, 1.0, 0.6), (2.0, 1.0, 0.6)], settings) == []
+    assert state.zone == "front"
+    # Still standing, coffee leads by 40 points: it takes over.
+    assert _run(state, [(3.0, 1.0, 0.7)], settings) == [(3.0, "zone_changed")]
+    # Walking: a lead of 20 points is enough.
+    state.p_walking = 0.9
+    assert _run(state, [(4.0, 1.0, 0.4)], settings) == [(4.0, "zone_changed")]
+    assert state.zone == "front"
