@@ -21,6 +21,7 @@ DEMO_TIMEOUT_S = 240
 
 
 @pytest.mark.postgres
+@pytest.mark.own_pg_step  # a demo: in CI's own PostgreSQL step (pytest -m pg_step)
 @pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
 def test_the_chain_story_plays_on_a_throwaway_postgres(tmp_path: Path) -> None:
     done = subprocess.run(

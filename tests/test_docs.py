@@ -1,10 +1,12 @@
-"""Every setting and every command is documented, and every command answers --help."""
+"""Every setting and every command is documented, and every command answers --help; every test
+marker is documented, and each one the default run leaves out has its own CI step."""
 
 from __future__ import annotations
 
 import argparse
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,31 @@ def test_every_command_of_the_guide_parses(program: str, args: list[str]) -> Non
     parser = server_parser() if program == "store-server" else scanner_parser()
     parsed = parser.parse_args(args)
     assert parsed is not None
+
+
+def _testing_section() -> str:
+    readme = (ROOT / "README.md").read_text("utf-8")
+    return readme.split("\n## Testing\n", 1)[1].split("\n## ", 1)[0]
+
+
+PYTEST_OPTIONS = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["pytest"][
+    "ini_options"
+]
+MARKERS = [line.split(":", 1)[0] for line in PYTEST_OPTIONS["markers"]]
+LEFT_OUT = re.findall(r"not (\w+)", PYTEST_OPTIONS["addopts"])
+
+
+def test_the_default_run_leaves_out_some_markers() -> None:
+    assert {"faults", "pg_step", "lab_bench"} <= set(LEFT_OUT) <= set(MARKERS)
+
+
+@pytest.mark.parametrize("marker", MARKERS)
+def test_every_marker_is_in_the_readme(marker: str) -> None:
+    assert f"`{marker}`" in _testing_section()
+
+
+@pytest.mark.parametrize("marker", LEFT_OUT)
+def test_every_step_left_out_of_the_default_run_has_its_command_and_ci_step(marker: str) -> None:
+    assert f"python3 -m uv run --locked pytest -m {marker}\n" in _testing_section()
+    ci_steps = re.findall(r"^run_pytest(.*)$", (ROOT / ".ci" / "run").read_text("utf-8"), re.M)
+    assert f" -m {marker}" in ci_steps

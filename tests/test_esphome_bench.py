@@ -22,6 +22,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_TIMEOUT_S = 150
 """The subset takes about 25 s on a loaded 2-core machine; six times that means a hang."""
 
+# A smoke run costs seconds of CPU in several processes: it runs in CI's own step
+# (pytest -m lab_bench), outside the default run's time budget.
+pytestmark = pytest.mark.lab_bench
+
 
 @pytest.mark.slow
 @pytest.mark.esphome

@@ -20,6 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_TIMEOUT_S = 120
 """The subset takes about 10 s on a loaded 2-core machine; twelve times that means a hang."""
 
+# A smoke run costs seconds of CPU in several processes: it runs in CI's own step
+# (pytest -m lab_bench), outside the default run's time budget.
+pytestmark = pytest.mark.lab_bench
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(BENCH_TIMEOUT_S + 10)

@@ -61,6 +61,8 @@ LOGIN_TRIES = 5
 LOGIN_FAILED = 401
 # The greeting card: the allowlist long poll, then presence (a few seconds of sightings).
 CARD_WITHIN_S = 60.0
+# The scanner's heartbeat interval here: /readyz turns 200 at its first heartbeat.
+HEARTBEAT_S = 1.0
 
 
 def free_port() -> int:
@@ -333,7 +335,8 @@ def shop(tmp_path: Path) -> Iterator[Shop]:
 
 
 def scanner_config(shop: Shop, folder: Path) -> Path:
-    """The scanner's settings as the guide writes them: no secret (the unit passes it)."""
+    """The scanner's settings as the guide writes them: no secret (the unit passes it); a
+    short heartbeat interval, so that the test does not wait 15 s for the first one."""
     path = folder / "scanner.toml"
     path.write_text(
         "\n".join(
@@ -344,6 +347,9 @@ def scanner_config(shop: Shop, folder: Path) -> Path:
                 'backend = "simulated"',
                 f'outbox_path = "{folder / "outbox.sqlite"}"',
                 "allowlist_wait_s = 20.0",
+                # The test waits for the first heartbeat through the proxy: it comes one
+                # interval after the start (15 s by default).
+                f"heartbeat_interval_s = {HEARTBEAT_S}",
                 'log_format = "json"',
                 "",
             ]

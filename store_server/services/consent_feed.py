@@ -303,12 +303,14 @@ class ConsentFeed:
         if step.granted_since is not None:
             since = step.granted_since
             store_id = c.store_id
-            granted = await self.db.read(
-                lambda db: consents.consenting_granted_since(db, since, now, store_id)
-            )
-            for customer in granted:
-                if customer not in c.resolver:
-                    await c.admit(customer, now)
+            # A withdrawal committed after this read is not undone by these admissions.
+            with c.forgets_watched() as forgotten:
+                granted = await self.db.read(
+                    lambda db: consents.consenting_granted_since(db, since, now, store_id)
+                )
+                for customer in granted:
+                    if customer not in c.resolver:
+                        await c.admit(customer, now, forgotten)
 
     async def _leave(self, customer: str, reason: str, now: float) -> None:
         c = self._c

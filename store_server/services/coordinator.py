@@ -21,7 +21,7 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -158,6 +158,9 @@ class Coordinator:
         self.on_forget: list[Callable[[str], None]] = []
         # Called with the customer once admitted on a grant (the consent feed's pseudonyms).
         self.on_admit: list[Callable[[str], None]] = []
+        # The customers forgotten while each admission in progress was reading (see
+        # `forgets_watched`).
+        self._forget_watches: list[set[str]] = []
 
     @property
     def building(self) -> bool:
@@ -197,6 +200,8 @@ class Coordinator:
         the customer's cards on the boards (``retracted_cards``, retracted in the database by
         the caller's transaction), each sent with ``reason``.
         """
+        for watch in self._forget_watches:
+            watch.add(customer_id)
         self.engine.forget(customer_id)
         self.calibration.forget(customer_id)
         self.visits.pop(customer_id, None)
@@ -261,21 +266,48 @@ class Coordinator:
         if self.next_expiry is None or expires_at < self.next_expiry:
             self.next_expiry = expires_at
 
-    async def admit(self, customer_id: str, now: float) -> None:
-        """A consent was committed: hold the customer in the resolver, if not already there."""
-        if customer_id in self.resolver:
+    @contextlib.contextmanager
+    def forgets_watched(self) -> Iterator[set[str]]:
+        """The customers forgotten while the block runs. A consent read before a withdrawal
+        committed may be acted on after its `forget`: the admission then checks again, so
+        that a withdrawn customer is never held again (pass the set to `admit`)."""
+        watch: set[str] = set()
+        self._forget_watches.append(watch)
+        try:
+            yield watch
+        finally:
+            self._forget_watches.remove(watch)
+
+    async def admit(self, customer_id: str, now: float, forgotten: set[str] | None = None) -> None:
+        """A consent was committed: hold the customer in the resolver, if not already there.
+
+        ``forgotten``: from `forgets_watched`, opened before the consent was read. If the
+        customer was forgotten since (a withdrawal that committed meanwhile), they are held
+        only if a consent of theirs is still active when read again.
+        """
+        recheck = False
+        while customer_id not in self.resolver:
+            with self.forgets_watched() as meanwhile:
+                if recheck and not await self.db.read(
+                    lambda db: consents.active_purposes_at(
+                        db, customer_id, self.store_id, self.clock()
+                    )
+                ):
+                    return
+                if self.chain is not None:
+                    records = (await self._load_identities([customer_id])).records
+                else:
+                    rows = await self.db.read(lambda db: customers.identity_rows(db, [customer_id]))
+                    records = [self._identity_record(row) for row in rows]
+                if customer_id in meanwhile or (forgotten is not None and customer_id in forgotten):
+                    recheck, forgotten = True, None
+                    continue
+                self.resolver.upsert_many(records, now)
+            await self.sync_static([customer_id])
+            await self.notify_allowlist()
+            for hook in self.on_admit:
+                hook(customer_id)
             return
-        if self.chain is not None:
-            loaded = await self._load_identities([customer_id])
-            self.resolver.upsert_many(loaded.records, now)
-        else:
-            rows = await self.db.read(lambda db: customers.identity_rows(db, [customer_id]))
-            for row in rows:
-                self.resolver.upsert(self._identity_record(row), now)
-        await self.sync_static([customer_id])
-        await self.notify_allowlist()
-        for hook in self.on_admit:
-            hook(customer_id)
 
     async def rekey(self, record: Record) -> None:
         """A new identity key was committed (re-enrollment): the old EIDs stop resolving now."""

@@ -259,23 +259,25 @@ class Customers:
         app_version: str | None,
     ) -> dict[str, Any]:
         now = self.clock()
-        consent = await self.db.write(
-            lambda db: consents.grant_consent(
-                db,
-                customer_id=customer_id,
-                subject_ref=self.subject_ref(customer_id),
-                purpose=purpose,
-                text_hash=text_hash,
-                scope=scope,
-                channel=channel,
-                app_version=app_version,
-                now=now,
-                duration_s=DEFAULT_CONSENT_DURATION_S,
-                store_id=self.store_id,
+        # A withdrawal committed while this grant commits is not undone by its admission.
+        with self._c.forgets_watched() as forgotten:
+            consent = await self.db.write(
+                lambda db: consents.grant_consent(
+                    db,
+                    customer_id=customer_id,
+                    subject_ref=self.subject_ref(customer_id),
+                    purpose=purpose,
+                    text_hash=text_hash,
+                    scope=scope,
+                    channel=channel,
+                    app_version=app_version,
+                    now=now,
+                    duration_s=DEFAULT_CONSENT_DURATION_S,
+                    store_id=self.store_id,
+                )
             )
-        )
-        self._c.note_grant(consent.expires_at)
-        await self._c.admit(customer_id, now)
+            self._c.note_grant(consent.expires_at)
+            await self._c.admit(customer_id, now, forgotten)
         return {
             "purpose": consent.purpose,
             "scope": consent.scope,

@@ -86,16 +86,8 @@ async def check_in(server: Harness, token: str) -> bool:
 
 
 async def staff_cookie(server: Harness, username: str, role: str = "manager") -> dict[str, str]:
-    from store_server.views.staff import cookie_name
-
     await server.add_staff(username, PASSWORD, role)
-    resp = await server.client.post(
-        "/login", data={"username": username, "password": PASSWORD}, allow_redirects=False
-    )
-    assert resp.status == 303
-    morsel = resp.cookies.get(cookie_name(False))
-    assert morsel is not None
-    return {"Cookie": f"{cookie_name(False)}={morsel.value}"}
+    return await server.session_cookie(username)
 
 
 async def board_snapshot(server: Harness, headers: dict[str, str]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -29,11 +30,14 @@ from store_server import staff
 from store_server.app import AccessLogger, create_app
 from store_server.config import ServerConfig
 from store_server.keys import SERVICE
+from store_server.passwords import check_new_password, hash_password
 from store_server.services.store import StoreServices
 from store_server.stock import parse_stock_csv
 from store_server.storage import catalog as catalog_store
 from store_server.storage import database
 from store_server.storage import scanners as scanner_store
+from store_server.storage import staff as staff_store
+from store_server.views.staff import cookie_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STORE_FILE = REPO_ROOT / "seeds" / "store.toml"
@@ -41,6 +45,15 @@ CATALOG_FILE = REPO_ROOT / "seeds" / "catalog.csv"
 STORE_ID = "demo-store"
 # Long enough for a long poll to be answered on a loaded 2-core machine, short enough to fail fast.
 WAIT_TIMEOUT_S = 10.0
+
+
+@functools.cache
+def account_password_hash(password: str) -> str:
+    """The stored hash of a test account's password (argon2id, the production parameters),
+    made once per password for the run: an account is a test's set-up, and each sign-in still
+    verifies its hash in full. About 0.16 s of CPU per hash, once for each of the hundreds of
+    accounts the suite makes."""
+    return hash_password(password)
 
 
 @dataclass(slots=True)
@@ -71,17 +84,26 @@ class Harness:
         return Scanner(scanner_id, secret)
 
     async def add_staff(self, username: str, password: str, role: str = "staff") -> None:
+        """An account as `staff.add_user` makes it (the password policy, argon2id with the
+        production parameters), its hash made once per password for the run
+        (`account_password_hash`)."""
+        check_new_password(password, username)
+        password_hash = await asyncio.to_thread(account_password_hash, password)
         now = time.time()
+        store_id = self.service.store_id
         await self.service.db.run(
-            lambda db: staff.add_user(
-                db,
-                username,
-                password,
-                role,  # type: ignore[arg-type]
-                now,
-                self.service.store_id,
-            )
+            lambda db: staff_store.insert_user(db, username, password_hash, role, now, store_id)
         )
+
+    async def session_cookie(self, username: str) -> dict[str, str]:
+        """The cookie of a session opened for an account as a sign-in opens it, without the
+        sign-in's password check (an argon2id verification, about 0.16 s of CPU): for tests
+        that need a signed-in account, not a sign-in (those post to /login)."""
+        store_id = self.service.store_id
+        record = await self.service.db.run(lambda db: staff.password_record(db, username, store_id))
+        assert record is not None, username
+        session_id = await self.service.staff.open_session(record[0], self.config.session_ttl_s)
+        return {"Cookie": f"{cookie_name(self.config.cookie_secure)}={session_id}"}
 
     async def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         return await self.service.db.run(lambda db: database.rows(db, sql, params or []))

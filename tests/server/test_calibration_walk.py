@@ -22,6 +22,10 @@ from tests.server.conftest import Harness, Scanner, batch_body, bearer, wait_unt
 from tests.server.test_manager import PASSWORD, session
 from tests.support import wait_until as wait_for
 
+# The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
+# run's time budget: the walk is neither privacy- nor security-critical.
+pytestmark = pytest.mark.own_pg_step
+
 BATCHES = "/api/scanner/v1/batches"
 
 

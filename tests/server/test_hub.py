@@ -9,7 +9,6 @@ import socket
 import aiohttp
 import pytest
 
-from store_server.views.staff import cookie_name
 from tests.server.conftest import Harness, wait_until
 
 # The PostgreSQL variants run in CI's own step (pytest -m pg_step), outside the default
@@ -30,12 +29,7 @@ def server(engine_server: Harness) -> Harness:
 
 async def _cookie(server: Harness, username: str) -> str:
     await server.add_staff(username, PASSWORD)
-    resp = await server.client.post(
-        "/login", data={"username": username, "password": PASSWORD}, allow_redirects=False
-    )
-    morsel = resp.cookies.get(cookie_name(False))
-    assert morsel is not None
-    return f"{cookie_name(False)}={morsel.value}"
+    return (await server.session_cookie(username))["Cookie"]
 
 
 async def _stalled_board(server: Harness, cookie: str) -> asyncio.StreamWriter:

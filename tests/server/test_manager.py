@@ -38,7 +38,7 @@ async def session(server: Harness, username: str) -> dict[str, str]:
 @pytest.fixture
 async def manager(server: Harness) -> dict[str, str]:
     await server.add_staff(MANAGER, PASSWORD, "manager")
-    return await session(server, MANAGER)
+    return await server.session_cookie(MANAGER)
 
 
 async def text(resp: aiohttp.ClientResponse) -> str:
@@ -133,6 +133,7 @@ async def test_register_scanner_rejects_bad_id(server: Harness, manager: dict[st
     assert await server.rows("SELECT * FROM scanners") == []
 
 
+@pytest.mark.own_pg_step  # not privacy- nor security-critical: PostgreSQL in its own step
 async def test_scanner_health_from_heartbeat(server: Harness, manager: dict[str, str]) -> None:
     await server.add_scanner("s-till")
     heartbeat = {
@@ -153,6 +154,7 @@ async def test_scanner_health_from_heartbeat(server: Harness, manager: dict[str,
         assert expected in row
 
 
+@pytest.mark.own_pg_step  # not privacy- nor security-critical: PostgreSQL in its own step
 async def test_zones_page_shows_calibration(server: Harness, manager: dict[str, str]) -> None:
     page = await text(await server.client.get("/manager/zones?lang=en", headers=manager))
     for spec in server.service.floor.scanners:
@@ -162,6 +164,7 @@ async def test_zones_page_shows_calibration(server: Harness, manager: dict[str, 
         assert zone.name_en in page
 
 
+@pytest.mark.own_pg_step  # not privacy- nor security-critical: PostgreSQL in its own step
 async def test_stock_edit_and_csv_import(server: Harness, manager: dict[str, str]) -> None:
     resp = await server.client.post(
         "/manager/stock/GAS-GASKET-58",
@@ -276,6 +279,7 @@ async def test_access_log_view_is_itself_logged(server: Harness, manager: dict[s
     assert "audit_view" in page
 
 
+@pytest.mark.own_pg_step  # not privacy- nor security-critical: PostgreSQL in its own step
 async def test_manager_sets_a_calibration_that_applies_at_once_and_survives_restart(
     server: Harness, manager: dict[str, str]
 ) -> None:
@@ -317,6 +321,7 @@ async def test_manager_sets_a_calibration_that_applies_at_once_and_survives_rest
     assert fresh.coordinator.engine.calibration()["s-entrance"] == 0.0
 
 
+@pytest.mark.own_pg_step  # not privacy- nor security-critical: PostgreSQL in its own step
 @pytest.mark.parametrize(
     ("lang", "connected", "error", "expected"),
     [

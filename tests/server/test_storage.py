@@ -196,6 +196,7 @@ async def _first_success(db: Database, op: str) -> float:
 
 
 @pytest.mark.postgres
+@pytest.mark.own_pg_step  # its 9 s outage: in CI's own PostgreSQL step (pytest -m pg_step)
 async def test_the_pools_serve_again_soon_after_a_long_outage(
     pg_cluster: Cluster, pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
