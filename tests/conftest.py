@@ -8,6 +8,8 @@
   `aiohttp.server` / `aiohttp.web_protocol` (exceptions that escaped the middleware). Any
   ERROR or traceback there during the whole run fails the session, listed at the end. Tests
   that break the server on purpose (not through client input) run it in a subprocess.
+  The README's command runs the tests in pytest-xdist workers (addopts in pyproject.toml):
+  each worker hands its lines to the controller, which lists them and fails the run.
 """
 
 from __future__ import annotations
@@ -76,11 +78,28 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             _FAILURES.lines[index] = f"{item.nodeid}: {_FAILURES.lines[index]}"
 
 
+# The key of an xdist worker's output that carries its request failures to the controller.
+_WORKER_OUTPUT_KEY = "bulle_request_failures"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the xdist controller: keep the request failures of a worker that finished (a worker
+    that crashed has no output; its tests are reported as crashed)."""
+    output = getattr(node, "workeroutput", None) or {}
+    _FAILURES.lines.extend(output.get(_WORKER_OUTPUT_KEY, []))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:  # an xdist worker: its exit status is not the run's
+        worker_output[_WORKER_OUTPUT_KEY] = list(_FAILURES.lines)
+        return
     if not _FAILURES.lines:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
+        reporter.ensure_newline()
         reporter.section("server log: errors or tracebacks caused by requests", sep="=")
         for line in _FAILURES.lines:
             reporter.line(line)

@@ -196,6 +196,9 @@ async def test_every_page_in_one_language(server: Harness, browser: Any, lang: s
         await _check_in(server, token)
         await manager.locator("#board .card.stock").wait_for(timeout=5_000)
         await manager.locator("#board .card.greeting").wait_for(timeout=5_000)
+        # The pickup code is read out as it is: no translator (nor the checker) reads its
+        # letters as words ("BE4PTQ" is not English "be").
+        assert await manager.locator("#board .card.stock .code[translate='no']").count() == 1
         # The access log gets a view of its own ("audit_view") on the second visit.
         await manager.goto(base + "/manager/access-log")
         for path, content in MANAGER_PAGES.items():

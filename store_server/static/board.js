@@ -52,7 +52,10 @@
       if (card.name) node.appendChild(el("h2", "greeting", card.name));
       const code = el("p", "");
       code.appendChild(el("span", "", t.tPickup + " "));
-      code.appendChild(el("span", "code", card.pickup_code));
+      // A code to read out or copy as it is: never translated (translate="no").
+      const pickup = el("span", "code", card.pickup_code);
+      pickup.translate = false;
+      code.appendChild(pickup);
       node.appendChild(code);
       const list = el("ul", "items");
       card.items.forEach(function (item) {
