@@ -7,14 +7,10 @@ baseline is written from.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.support import run_bench
+
 BENCH_TIMEOUT_S = 120
 """A few seconds of CPU for 50 phones; forty times that means a hang."""
 
@@ -25,26 +21,16 @@ pytestmark = pytest.mark.lab_bench
 @pytest.mark.timeout(BENCH_TIMEOUT_S + 10)
 @pytest.mark.parametrize("ticks", [1, 2])
 def test_presence_bench_runs(ticks: int) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "bench" / "presence" / "bench_presence.py"),
-            "--json",
-            "--phones",
-            "50",
-            "--seconds",
-            "2",
-            "--ticks",
-            str(ticks),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT_S,
-        cwd=REPO_ROOT,
-        check=False,
+    figures = run_bench(
+        "presence/bench_presence.py",
+        "--phones",
+        "50",
+        "--seconds",
+        "2",
+        "--ticks",
+        str(ticks),
+        timeout_s=BENCH_TIMEOUT_S,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["present"] == 50
     assert figures["ticks_per_second"] == ticks
     assert figures["cpu_share_of_one_core"] > 0.0
