@@ -3,17 +3,22 @@
 Floor + channel (:mod:`lab.channel`) + the presence engine through its public API, nothing else.
 Scenarios per floor come from :mod:`lab.floors`; the loop from :mod:`lab.run`. Deterministic for
 a seed. ``python -m lab.accuracy --floor demo --tier espresense [--reduced]``.
+
+For diagnosis, ``--without`` switches parts of the lab's reality off (:class:`lab.run.Reality`),
+``--tick-s`` ticks the engine at another period and ``--set`` changes a setting of the engine:
+what a figure becomes without a part is what that part costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
@@ -24,7 +29,15 @@ from lab.channel import TIERS, Channel, draw_phones
 from lab.floors import FLOORS, FloorScenarios, Leg
 from lab.iphones import IphoneFigures, simulate_iphones
 from lab.iphones import figures as iphone_figures
-from lab.run import LabPhone, Tally, TracePoint, simulate
+from lab.report import (
+    PARTS,
+    Figures,
+    GoalCheck,
+    LabReport,
+    changed_settings,
+    format_report,
+)
+from lab.run import FULL, LabPhone, Reality, Tally, simulate
 from store_server.floor import Floor, floor_from_dict
 from store_server.presence import PresenceEngine, PresenceSettings
 
@@ -63,54 +76,6 @@ GOALS_FIELD = (
     ("diagonal_misid_tolerant", "<", 0.08),
     ("street_arrived_per_10000", "<=", 1.0),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Figures:
-    diagonal_misid: float | None
-    diagonal_misid_tolerant: float | None
-    boundary_misid: float | None
-    boundary_misid_tolerant: float | None
-    street: int
-    street_arrived: int
-    street_arrived_per_10000: float  # passers-by and window shoppers together
-    shoppers: int
-    shoppers_arrived: int
-    arrival_p50_s: float | None
-    arrival_p95_s: float | None
-    missed_arrivals: int
-    short_visits: int
-    short_visits_detected: float | None
-    false_left: int
-    flaps_per_hour_mid: float | None
-    flaps_per_hour_edge: float | None
-    left_p50_s: float | None
-    left_p95_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class GoalCheck:
-    figure: str
-    limit: str
-    value: float | None
-    ok: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LabReport:
-    floor: str
-    tier: str
-    seed: int
-    reduced: bool
-    calibrated: bool
-    figures: Figures
-    goals: tuple[GoalCheck, ...]
-    trace: tuple[TracePoint, ...]
-    iphones: IphoneFigures | None = None
-
-    @property
-    def ok(self) -> bool:
-        return all(g.ok for g in self.goals)
 
 
 def load_floor(path: str | Path) -> Floor:
@@ -245,6 +210,7 @@ def _run(
     phones: list[LabPhone],
     tier: str,
     rng: np.random.Generator,
+    reality: Reality,
 ) -> Tally:
     engine = PresenceEngine(floor, settings)
     if calibration:
@@ -253,7 +219,7 @@ def _run(
     traits = draw_phones(len(phones), TIERS[tier], rng)
     silence = max(settings.silence_left_s, settings.silence_inside_s)
     duration = max(p.start + p.times[-1] for p in phones) + silence + 5.0
-    return simulate(floor, channel, engine, phones, traits, duration, rng)
+    return simulate(floor, channel, engine, phones, traits, duration, rng, reality)
 
 
 # iPhones (lab/iphones.py): walk-ins (short visits and diagonal walkers) and app users outside
@@ -303,18 +269,23 @@ def run_lab(
     reduced: bool = False,
     settings: PresenceSettings | None = None,
     calibrate: bool | None = None,
+    reality: Reality = FULL,
 ) -> LabReport:
     """Every scenario on one floor under one tier; ``reduced`` is the CI form.
 
     ``calibrate`` (default: for the field tier) runs the calibration walk first and gives the
-    engine the offsets and exponents it learned.
+    engine the offsets and exponents it learned. ``reality``: parts of the lab switched off,
+    for diagnosis (the goals are checked all the same).
     """
     sc = FLOORS[floor_name]
     floor = load_floor(SEEDS_DIR / sc.store_file)
     settings = settings or PresenceSettings()
     size = 1 if reduced else 0
     root = np.random.default_rng([seed, 7])
-    channel = Channel(floor, TIERS[tier], np.random.default_rng([seed, 1]))
+    radio = TIERS[tier]
+    if not reality.multipath:
+        radio = dataclasses.replace(radio, multipath_share=0.0)
+    channel = Channel(floor, radio, np.random.default_rng([seed, 1]))
     if calibrate is None:
         calibrate = tier == "field"
     calibration = (
@@ -326,19 +297,19 @@ def run_lab(
 
     diag = _walkers(sc, sc.diagonal, WALKERS[size], "diagonal", rng(1), 13.0)
     diag[0].trace = []
-    t_diag = _run(floor, channel, settings, calibration, diag, tier, rng(2))
+    t_diag = _run(floor, channel, settings, calibration, diag, tier, rng(2), reality)
     edge = _walkers(sc, sc.boundary, WALKERS[size], "boundary", rng(3), 11.0)
-    t_edge = _run(floor, channel, settings, calibration, edge, tier, rng(4))
+    t_edge = _run(floor, channel, settings, calibration, edge, tier, rng(4), reality)
     dwell = _dwellers(sc, sc.dwell_mid, "dwell_mid", DWELL_S[size], rng(5)) + _dwellers(
         sc, sc.dwell_edge, "dwell_edge", DWELL_S[size], rng(6)
     )
-    t_dwell = _run(floor, channel, settings, calibration, dwell, tier, rng(7))
+    t_dwell = _run(floor, channel, settings, calibration, dwell, tier, rng(7), reality)
     street = _street(floor, sc, PASSERS[size], False, STREET_SPAN_S[size], rng(8))
-    t_street = _run(floor, channel, settings, calibration, street, tier, rng(9))
+    t_street = _run(floor, channel, settings, calibration, street, tier, rng(9), reality)
     shoppers = _street(floor, sc, SHOPPERS[size], True, STREET_SPAN_S[size], rng(10))
-    t_shop = _run(floor, channel, settings, calibration, shoppers, tier, rng(11))
+    t_shop = _run(floor, channel, settings, calibration, shoppers, tier, rng(11), reality)
     visits = _short_visits(sc, VISITS[size], STREET_SPAN_S[size], rng(12))
-    t_visit = _run(floor, channel, settings, calibration, visits, tier, rng(13))
+    t_visit = _run(floor, channel, settings, calibration, visits, tier, rng(13), reality)
     del root
     iphones = _iphones(floor, sc, channel, settings, calibration, size, rng)
 
@@ -390,48 +361,9 @@ def run_lab(
         tuple(goals),
         tuple(diag[0].trace or ()),
         iphones,
+        reality,
+        changed_settings(settings),
     )
-
-
-def format_report(report: LabReport) -> str:
-    f = report.figures
-    lines = [
-        f"Accuracy lab: floor {report.floor}, tier {report.tier}, seed {report.seed}, "
-        f"{'reduced' if report.reduced else 'full'} run"
-        + (", after the calibration walk" if report.calibrated else ""),
-        "",
-        "| figure | value |",
-        "|---|---|",
-    ]
-    for name, value in asdict(f).items():
-        if value is None:
-            text = "-"
-        elif "misid" in name or name == "short_visits_detected":
-            text = f"{value * 100:.2f} %"
-        else:
-            text = f"{value:g}" if float(value).is_integer() else f"{value:.2f}"
-        lines.append(f"| {name} | {text} |")
-    if report.iphones is not None:
-        lines += [
-            "",
-            "iPhones (no beacon of their own: region entry -> proof check-in -> arrived)",
-            "",
-            "| figure | value |",
-            "|---|---|",
-        ]
-        for name, value in asdict(report.iphones).items():
-            if value is None:
-                text = "-"
-            elif name == "arrived_share":
-                text = f"{value * 100:.1f} %"
-            else:
-                text = f"{value:g}" if float(value).is_integer() else f"{value:.2f}"
-            lines.append(f"| iphone_{name} | {text} |")
-    lines += ["", "| goal | limit | value | ok |", "|---|---|---|---|"]
-    for g in report.goals:
-        value = "-" if g.value is None else f"{g.value:.4g}"
-        lines.append(f"| {g.figure} | {g.limit} | {value} | {'yes' if g.ok else 'NO'} |")
-    return "\n".join(lines) + "\n"
 
 
 def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
@@ -443,16 +375,82 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-calibration", action="store_true", help="skip the calibration walk")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--svg", metavar="PATH", help="write the first diagonal walk as SVG")
+    parser.add_argument(
+        "--without",
+        type=_parts,
+        default=(),
+        metavar="PART[,PART]",
+        help=f"switch parts of the lab off, to measure what they cost: {', '.join(PARTS)}",
+    )
+    parser.add_argument(
+        "--tick-s",
+        type=_positive,
+        default=FULL.tick_s,
+        metavar="S",
+        help="run the engine's tick every S seconds (default: the server's, 1)",
+    )
+    parser.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change one of the engine's settings (PresenceSettings), e.g. arrive_p=0.7",
+    )
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in PARTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown part {', '.join(unknown) or repr(text)}: choose among {', '.join(PARTS)}"
+        )
+    return names
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
+def _setting(text: str) -> tuple[str, object]:
+    name, sep, raw = text.partition("=")
+    kinds = {item.name: str(item.type) for item in dataclasses.fields(PresenceSettings)}
+    if not sep or name not in kinds:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE with NAME a field of PresenceSettings, got {text!r}"
+        )
+    kind = kinds[name]
+    if raw.strip().lower() == "none" and "None" in kind:
+        return name, None
+    try:
+        return name, int(raw) if kind == "int" else float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: not a number: {raw!r}") from None
 
 
 def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run the lab; exit status 0 when every goal is met, 1 otherwise."""
+    off = set(args.without)
+    reality = Reality(**{name: name not in off for name in PARTS}, tick_s=args.tick_s)
+    try:
+        settings = PresenceSettings(**dict(args.set))
+    except ValueError as error:  # the settings' own checks
+        raise SystemExit(f"lab.accuracy: --set: {error}") from None
     report = run_lab(
         args.floor,
         args.tier,
         args.seed,
         args.reduced,
+        settings=settings,
         calibrate=False if args.no_calibration else None,
+        reality=reality,
     )
     if args.svg:
         from lab.plots import walk_svg
@@ -466,6 +464,9 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
             "seed": report.seed,
             "reduced": report.reduced,
             "calibrated": report.calibrated,
+            "without": [name for name in PARTS if not getattr(report.reality, name)],
+            "tick_s": report.reality.tick_s,
+            "settings_changed": dict(report.changed),
             "ok": report.ok,
             "figures": asdict(report.figures),
             "iphones": asdict(report.iphones) if report.iphones is not None else None,

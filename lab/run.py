@@ -5,6 +5,10 @@ interval; each box hears each advertisement (or loses it) and closes a window ev
 its own clock (boxes 0.3 s apart); the window (count, median, max) reaches the engine in a batch
 0.1-0.6 s later, sometimes 2-3 s late, through ``observe_many`` and ``decide_arrivals`` as the
 server does; ``tick`` runs every second. Nothing here reads a clock or a file.
+
+:class:`Reality` switches parts of this off (bodies, silent bursts, the wire's delays) or ticks
+at another period, to measure what each costs; the random draws stay the same, so the phones,
+their walks and their radio are those of the full lab.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from lab.channel import Channel, PhoneTraits
 from store_server.floor import Floor
 from store_server.presence import PresenceEngine
 
-__all__ = ["LabPhone", "Tally", "TracePoint", "simulate"]
+__all__ = ["FULL", "LabPhone", "Reality", "Tally", "TracePoint", "simulate"]
 
 # Truth sampling and simulation step.
 STEP_S = 0.2
@@ -38,6 +42,26 @@ BURST_S = (2.0, 5.0)
 SHADOW_DB = (5.0, 10.0)
 # A zone shown within this long after it was the true zone is a lag, not an error.
 TOLERANCE_S = 2.0
+# The server runs the engine's tick this often (store_server.services.store.TICK_S).
+TICK_S = 1.0
+# Steps are sums of 0.2 s: a tick due at 3.0 s is taken at 2.9999999 s.
+CLOCK_SLACK_S = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Reality:
+    """What the lab does beyond the radio channel, each part on by default (the goals are set
+    against all of it); switched off only to measure what a part costs."""
+
+    bodies: bool = True  # body shadowing toward boxes behind the walker
+    multipath: bool = True  # the tier's share of readings 6 dB low (applied by the channel)
+    bursts: bool = True  # silent bursts of 2-5 s
+    delays: bool = True  # windows delivered 0.1-0.6 s after they close, some 2-3 s late
+    tick_s: float = TICK_S
+
+
+# The whole lab, every part on (the default).
+FULL = Reality()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +146,7 @@ def simulate(
     traits: PhoneTraits,
     duration_s: float,
     rng: np.random.Generator,
+    reality: Reality = FULL,
 ) -> Tally:
     """Run ``phones`` for ``duration_s`` and tally the engine's decisions against the truth."""
     n = len(phones)
@@ -130,7 +155,7 @@ def simulate(
     tally = Tally()
     subjects = [p.subject for p in phones]
     by_subject = {p.subject: i for i, p in enumerate(phones)}
-    shadow = rng.uniform(*SHADOW_DB, n)
+    shadow = rng.uniform(*SHADOW_DB, n) * reality.bodies
     heading = np.zeros((n, 2))
     silent_until = np.full(n, -1.0)
     last_xy = np.full((n, 2), math.nan)
@@ -145,6 +170,7 @@ def simulate(
     starts = np.array([p.start for p in phones])
     ends = np.array([p.start + p.times[-1] for p in phones])
     steps = round(duration_s / STEP_S)
+    next_tick = reality.tick_s
     for step in range(steps):
         t0 = step * STEP_S
         t1 = t0 + STEP_S
@@ -167,7 +193,9 @@ def simulate(
         last_xy[:, 0], last_xy[:, 1] = x, y
         # Silent bursts.
         start_burst = present & (rng.random(n) < BURST_RATE_PER_S * STEP_S)
-        silent_until[start_burst] = t0 + rng.uniform(*BURST_S, int(start_burst.sum()))
+        burst_s = rng.uniform(*BURST_S, int(start_burst.sum()))
+        if reality.bursts:
+            silent_until[start_burst] = t0 + burst_s
         # Advertisements in this step.
         phase, interval = traits.phase_s, traits.interval_s
         adverts = np.floor((t1 - phase) / interval) - np.floor((t0 - phase) / interval)
@@ -206,6 +234,7 @@ def simulate(
             delay = rng.uniform(*DELIVERY_S)
             if rng.random() < LATE_SHARE:
                 delay += rng.uniform(*LATE_S)
+            delay *= reality.delays
             in_flight.append(
                 (
                     end + delay,
@@ -226,7 +255,8 @@ def simulate(
             )
             if taken:
                 events.extend(engine.decide_arrivals(taken, end))
-        if math.isclose(t1 % 1.0, 0.0, abs_tol=1e-6) or math.isclose(t1 % 1.0, 1.0, abs_tol=1e-6):
+        if t1 >= next_tick - CLOCK_SLACK_S:  # the first step at or after each tick
+            next_tick += reality.tick_s
             events.extend(engine.tick(t1))
         # Truth at t1.
         truth_inside = np.zeros(n, dtype=bool)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -120,3 +123,22 @@ def screenshot_dir() -> Path:
     if os.environ.get("BULLE_UPDATE_SCREENSHOTS") == "1":
         return Path(__file__).resolve().parent.parent / "docs" / "images"
     return Path(tempfile.gettempdir()) / "bulle-screenshots"
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(script: str, *args: str, timeout_s: float) -> dict[str, Any]:
+    """Run ``bench/<script> --json ARGS`` in its own process, as a reader would; return the
+    figures of its last line (the test fails with the end of its stderr if it fails)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / script), "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures

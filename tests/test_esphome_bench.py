@@ -9,16 +9,11 @@ baseline is written from is there.
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.support import require_system_component
+from tests.support import require_system_component, run_bench
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_TIMEOUT_S = 150
 """The subset takes about 25 s on a loaded 2-core machine; six times that means a hang."""
 
@@ -32,32 +27,22 @@ pytestmark = pytest.mark.lab_bench
 @pytest.mark.timeout(BENCH_TIMEOUT_S + 10)
 def test_esphome_nodes_bench_runs() -> None:
     require_system_component("aioesphomeapi", importlib.util.find_spec("aioesphomeapi") is not None)
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "bench" / "scanner" / "esphome_nodes.py"),
-            "--json",
-            "--nodes",
-            "3",
-            "--rates",
-            "100",
-            "--seconds",
-            "6",
-            "--warmup",
-            "3",
-            "--customers",
-            "5",
-            "--generator-nice",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT_S,
-        cwd=REPO_ROOT,
-        check=False,
+    figures = run_bench(
+        "scanner/esphome_nodes.py",
+        "--nodes",
+        "3",
+        "--rates",
+        "100",
+        "--seconds",
+        "6",
+        "--warmup",
+        "3",
+        "--customers",
+        "5",
+        "--generator-nice",
+        "0",
+        timeout_s=BENCH_TIMEOUT_S,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["nodes"] == 3
     (row,) = figures["rates"]
     assert row["per_node_offered"] == 100

@@ -9,14 +9,10 @@ which does not parse), and that the figures the baseline is written from are all
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.support import run_bench
+
 BENCH_TIMEOUT_S = 120
 """The subset takes about 10 s on a loaded 2-core machine; twelve times that means a hang."""
 
@@ -28,30 +24,20 @@ pytestmark = pytest.mark.lab_bench
 @pytest.mark.slow
 @pytest.mark.timeout(BENCH_TIMEOUT_S + 10)
 def test_ingest_throughput_bench_runs() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "bench" / "load" / "ingest_throughput.py"),
-            "--json",
-            "--scanners",
-            "4",
-            "--windows",
-            "50",
-            "--seconds",
-            "1",
-            "--rounds",
-            "1",
-            "--customers",
-            "20",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT_S,
-        cwd=REPO_ROOT,
-        check=False,
+    figures = run_bench(
+        "load/ingest_throughput.py",
+        "--scanners",
+        "4",
+        "--windows",
+        "50",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+        "--customers",
+        "20",
+        timeout_s=BENCH_TIMEOUT_S,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
     (round_,) = figures["rounds"]
     for target in ("ceiling", "server"):
         measure = round_[target]
@@ -69,24 +55,14 @@ def test_ingest_throughput_bench_runs() -> None:
 def test_server_memory_bench_runs_on_a_small_store() -> None:
     """1,000 customers load before the server serves (no background build): the bench must
     still see every EID resolvable (it waited forever for a build's log line before)."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "bench" / "load" / "server_memory.py"),
-            "--json",
-            "--customers",
-            "1000",
-            "--present",
-            "10",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT_S,
-        cwd=REPO_ROOT,
-        check=False,
+    figures = run_bench(
+        "load/server_memory.py",
+        "--customers",
+        "1000",
+        "--present",
+        "10",
+        timeout_s=BENCH_TIMEOUT_S,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["consenting"] == 1000
     assert figures["present"] == 10
     assert 0 < figures["start_to_ready_s"] <= figures["start_to_every_eid_resolvable_s"]
