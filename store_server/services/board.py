@@ -215,8 +215,11 @@ class Board:
         retracted = await self.db.write(
             lambda db: visits.end_visit(db, visit_id, customer_id, t, now, store_id)
         )
-        self._c.shown.pop(customer_id, None)
-        self._c.publish_retractions(retracted, "left")
+        # Every card of the customer shown here goes, not only those this visit's end retracted:
+        # another server's withdrawal may have retracted some in the database already, and once
+        # `shown` is emptied here, that withdrawal's `forget` finds nothing to take off.
+        shown = self._c.shown.pop(customer_id, set())
+        self._c.publish_retractions([*retracted, *sorted(shown.difference(retracted))], "left")
 
     async def _log_access(
         self, shown: list[tuple[str, str]], users: Iterable[str] | None = None
