@@ -464,7 +464,7 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
             "seed": report.seed,
             "reduced": report.reduced,
             "calibrated": report.calibrated,
-            "without": [name for name in PARTS if not getattr(report.reality, name)],
+            "without": list(report.reality.off),
             "tick_s": report.reality.tick_s,
             "settings_changed": dict(report.changed),
             "ok": report.ok,

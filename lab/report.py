@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import asdict, dataclass
 
 from lab.iphones import IphoneFigures
-from lab.run import FULL, Reality, TracePoint
+from lab.run import FULL, PARTS, Reality, TracePoint
 from store_server.presence import PresenceSettings
 
 __all__ = [
@@ -74,10 +74,6 @@ class LabReport:
         return all(g.ok for g in self.goals)
 
 
-# The parts of the lab's reality that ``--without`` can switch off (fields of Reality).
-PARTS = ("bodies", "bursts", "delays", "multipath")
-
-
 def changed_settings(settings: PresenceSettings) -> tuple[tuple[str, object], ...]:
     default = PresenceSettings()
     return tuple(
@@ -90,9 +86,8 @@ def changed_settings(settings: PresenceSettings) -> tuple[tuple[str, object], ..
 def conditions(report: LabReport) -> str:
     """What differs from the full lab with the default settings ("" when nothing does)."""
     parts = []
-    off = [name for name in PARTS if not getattr(report.reality, name)]
-    if off:
-        parts.append("without " + ", ".join(off))
+    if report.reality.off:
+        parts.append("without " + ", ".join(report.reality.off))
     if report.reality.tick_s != FULL.tick_s:
         parts.append(f"tick every {report.reality.tick_s:g} s")
     if report.changed:
@@ -102,11 +97,12 @@ def conditions(report: LabReport) -> str:
 
 def format_report(report: LabReport) -> str:
     f = report.figures
+    diagnosis = conditions(report)
     lines = [
         f"Accuracy lab: floor {report.floor}, tier {report.tier}, seed {report.seed}, "
         f"{'reduced' if report.reduced else 'full'} run"
         + (", after the calibration walk" if report.calibrated else ""),
-        *([f"Diagnosis only ({conditions(report)})"] if conditions(report) else []),
+        *([f"Diagnosis only ({diagnosis})"] if diagnosis else []),
         "",
         "| figure | value |",
         "|---|---|",

@@ -13,6 +13,7 @@ their walks and their radio are those of the full lab.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from lab.channel import Channel, PhoneTraits
 from store_server.floor import Floor
 from store_server.presence import PresenceEngine
 
-__all__ = ["FULL", "LabPhone", "Reality", "Tally", "TracePoint", "simulate"]
+__all__ = ["FULL", "PARTS", "LabPhone", "Reality", "Tally", "TracePoint", "simulate"]
 
 # Truth sampling and simulation step.
 STEP_S = 0.2
@@ -59,7 +60,14 @@ class Reality:
     delays: bool = True  # windows delivered 0.1-0.6 s after they close, some 2-3 s late
     tick_s: float = TICK_S
 
+    @property
+    def off(self) -> tuple[str, ...]:
+        """The parts switched off, in ``PARTS`` order."""
+        return tuple(name for name in PARTS if not getattr(self, name))
 
+
+# The parts a Reality can switch off: its yes/no fields, in alphabetical order.
+PARTS = tuple(sorted(f.name for f in dataclasses.fields(Reality) if f.type == "bool"))
 # The whole lab, every part on (the default).
 FULL = Reality()
 
