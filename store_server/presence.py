@@ -11,11 +11,11 @@ box's offset, exponent and height, the walls and window in between) predicts it,
 the more advertisements it holds.
 
 Decisions (:mod:`presence_rules`, each driven by a :class:`PresenceSettings` field): *arrived*
-when the inside belief reaches ``arrive_p`` (no dBm threshold: a phone first heard on the
-pavement must be seen to walk in through a door); the shown zone, with hysteresis in probability
-and time; *left* when the inside belief stays low (out through a door), or after
-``silence_left_s`` without any window (``silence_inside_s`` when the belief is far from every
-door, ``check_in_present_s`` after a check-in).
+when the inside belief reaches ``arrive_p`` and the belief saw the phone walk (no dBm
+threshold: a phone first heard on the pavement must be seen to walk in through a door); the
+shown zone, with hysteresis in probability and time; *left* when the inside belief stays low
+(out through a door), or after ``silence_left_s`` without any window (``silence_inside_s``
+when the belief is far from every door, ``check_in_present_s`` after a check-in).
 A box's window without a phone that other boxes hear is evidence too (far from that box, or
 lost): see :meth:`PresenceEngine.box_listened`.
 

@@ -3,10 +3,12 @@
 :mod:`presence` runs the filter and keeps each subject's :class:`Subject`; after each update it
 asks :func:`decide` what the new belief (the share inside the shop, and each zone's share of it)
 means, under the :class:`PresenceSettings` rules: *arrived* once the inside belief reaches
-``arrive_p`` (held ``arrive_hold_s``), *left* once it stays under ``left_p`` for
-``left_hold_s``, and the shown zone changes only when another zone holds ``zone_switch_margin``
-more of the inside belief than the shown zone (``zone_switch_margin_standing`` when the belief
-says the customer is standing), for ``zone_hold_s``.
+``arrive_p`` (held ``arrive_hold_s``) if the belief saw the phone walk within
+``arrive_walked_within_s`` (else once held ``arrive_standing_s``), *left* once it stays under
+``left_p`` for ``left_hold_s``, and the shown zone changes only when another zone holds
+``zone_switch_margin`` more of the inside belief than the shown zone
+(``zone_switch_margin_standing`` when the belief says the customer is standing), for
+``zone_hold_s``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Subject:
     p_zone: float = 0.0
     p_walking: float = 0.0  # the belief's share in its walking layers
     inside_since: float = math.nan
+    walked_t: float = -math.inf  # the latest update whose belief said "walking" enough
 
 
 def decide(
@@ -57,12 +60,20 @@ def decide(
     the latest check-in."""
     leader = int(np.argmax(zones))
     if not state.arrived:
+        if state.p_walking >= settings.arrive_walked_p:
+            state.walked_t = now
         if inside < settings.arrive_p:
             state.inside_since = math.nan
             return None, out_since
         if math.isnan(state.inside_since):
             state.inside_since = now
-        if now - state.inside_since < settings.arrive_hold_s:
+        held = now - state.inside_since
+        if held < settings.arrive_hold_s:
+            return None, out_since
+        if (
+            now - state.walked_t > settings.arrive_walked_within_s
+            and held < settings.arrive_standing_s
+        ):
             return None, out_since
         state.arrived = True
         state.zone = zone_ids[leader]

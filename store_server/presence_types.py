@@ -168,6 +168,18 @@ class PresenceSettings:
     # ...held for this long. Off: at 1.5 s window shoppers still arrived in the field tier (their
     # belief is steadily, not briefly, wrong) and arrival took 1-2 s longer.
     arrive_hold_s: float = 0.0
+    # ...and only if the belief saw the phone walk (at least `arrive_walked_p` of it in its
+    # walking layers) within `arrive_walked_within_s`: nobody gets in without walking through a
+    # door, while a window shopper's belief that leaks inside does so standing. Lab, corner
+    # floor, full size: the 18 window shoppers who arrived (seeds 1 and 2) had at most 0.1 of
+    # their belief walking in the 10 s before; walk-ins 0.72 or more. 0.3 let field-tier window
+    # shoppers arrive as they walked away from the glass, the belief already inside.
+    arrive_walked_p: float = 0.5
+    arrive_walked_within_s: float = 10.0
+    # A belief inside that never walked (a walk in that went unheard; a new belief starts
+    # walking, so a phone first heard inside arrives at once) arrives once the inside belief
+    # has held this long: longer than a window shopper stands at the glass (30-120 s).
+    arrive_standing_s: float = 150.0
     # Another zone must hold this much more of the inside belief than the shown zone to take
     # it over (hysteresis in probability) while the belief says the customer walks... An
     # absolute share (0.65) was the old rule: where three zones meet no zone reaches it and a
@@ -234,6 +246,7 @@ class PresenceSettings:
             "advert_miss_p",
             "first_inside_p",
             "arrive_p",
+            "arrive_walked_p",
             "zone_switch_margin",
             "zone_switch_margin_standing",
             "left_p",
@@ -253,6 +266,8 @@ class PresenceSettings:
             "zone_hold_s",
             "miss_heard_within_s",
             "arrive_hold_s",
+            "arrive_walked_within_s",
+            "arrive_standing_s",
             "left_hold_s",
             "silence_left_s",
             "silence_inside_s",

@@ -279,3 +279,21 @@ def test_cell_by_cell_shadow_mixture_tracks_too() -> None:
     assert arrived is not None
     assert 2.5 < arrived.t <= 6.0
     assert engine.zone_of("a") == "machines"
+
+
+@pytest.mark.parametrize(
+    ("name", "spot"), [("store.toml", (3.0, 5.25)), ("store-corner.toml", (9.0, 1.25))]
+)
+def test_a_phone_first_heard_deep_inside_arrives_at_its_first_windows(
+    name: str, spot: tuple[float, float]
+) -> None:
+    # Switched on inside, or the server restarted: the phone never walked in under the
+    # engine's eyes, yet a new belief starts walking, so the walk-in rule does not hold it.
+    floor = load(name)
+    engine = PresenceEngine(floor)
+    standing = line([(0.0, *spot), (30.0, *spot)])
+    events = drive(engine, channel(floor), standing, 30.0, rng=np.random.default_rng(1), sigma=2.5)
+    arrived = first(events, "arrived")
+    assert arrived is not None
+    assert arrived.t <= 3.0
+    assert engine.zone_of("a") == floor.zone_at(*spot)

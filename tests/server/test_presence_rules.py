@@ -31,7 +31,7 @@ def _run(
 
 
 def test_arrival_waits_for_the_inside_belief() -> None:
-    state = Subject(slot=0)
+    state = Subject(slot=0, p_walking=1.0)
     events = _run(state, [(1.0, 0.5, 0.0), (2.0, 0.79, 0.0), (3.0, 0.81, 0.9)], SETTINGS)
     assert events == [(3.0, "arrived")]
     assert state.zone == "coffee"
@@ -91,3 +91,44 @@ def test_a_standing_customer_needs_a_wider_lead_to_change_zone() -> None:
     state.p_walking = 0.9
     assert _run(state, [(4.0, 1.0, 0.4)], settings) == [(4.0, "zone_changed")]
     assert state.zone == "front"
+
+
+def test_arrival_needs_the_belief_to_have_seen_a_walk() -> None:
+    settings = PresenceSettings(arrive_walked_p=0.3, arrive_walked_within_s=10.0)
+    # Walked up to the glass at 0-2 s, then stood: the inside belief rose at 20 s, standing.
+    state = Subject(slot=0)
+    beliefs = [(t, 0.1, 0.0, 1.0 if t <= 2.0 else 0.05) for t in range(0, 40)]
+    beliefs += [(float(t), 0.9, 0.0, 0.05) for t in range(40, 100)]
+    assert _run_walking(state, beliefs, settings) == []
+    # Walking a few seconds before the belief got inside: arrived at once.
+    state = Subject(slot=0)
+    beliefs = [(1.0, 0.1, 0.0, 0.9), (2.0, 0.5, 0.0, 0.8), (5.0, 0.6, 0.0, 0.1)]
+    beliefs += [(11.0, 0.9, 0.0, 0.05)]
+    assert _run_walking(state, beliefs, settings) == [(11.0, "arrived")]
+    # ...not if that walk was more than 10 s before.
+    state = Subject(slot=0)
+    beliefs = [(1.0, 0.1, 0.0, 0.9), (11.5, 0.9, 0.0, 0.05), (20.0, 0.9, 0.0, 0.29)]
+    assert _run_walking(state, beliefs, settings) == []
+
+
+def test_an_inside_belief_that_never_walked_arrives_after_the_standing_hold() -> None:
+    # A phone switched on inside, or heard again after the server restarted.
+    settings = PresenceSettings(arrive_walked_p=0.3, arrive_standing_s=150.0)
+    state = Subject(slot=0)
+    beliefs = [(float(t), 0.95, 0.0, 0.05) for t in range(100, 260)]
+    assert _run_walking(state, beliefs, settings) == [(250.0, "arrived")]
+    # The hold starts again whenever the inside belief falls under arrive_p.
+    state = Subject(slot=0)
+    beliefs = [(float(t), 0.95 if t != 200 else 0.5, 0.0, 0.05) for t in range(100, 400)]
+    assert _run_walking(state, beliefs, settings) == [(351.0, "arrived")]
+
+
+def _run_walking(
+    state: Subject, beliefs: list[tuple[float, float, float, float]], settings: PresenceSettings
+) -> list[tuple[float, str | None]]:
+    """As ``_run``, with the belief's walking share as a fourth field."""
+    events: list[tuple[float, str | None]] = []
+    for t, inside, coffee, walking in beliefs:
+        state.p_walking = walking
+        events += _run(state, [(t, inside, coffee)], settings)
+    return events
