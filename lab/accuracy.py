@@ -5,8 +5,9 @@ Scenarios per floor come from :mod:`lab.floors`; the loop from :mod:`lab.run`. D
 a seed. ``python -m lab.accuracy --floor demo --tier espresense [--reduced]``.
 
 For diagnosis, ``--without`` switches parts of the lab's reality off (:class:`lab.run.Reality`),
-``--tick-s`` ticks the engine at another period and ``--set`` changes a setting of the engine:
-what a figure becomes without a part is what that part costs.
+``--tick-s`` ticks the engine at another period, ``--window-s`` gives the boxes another window
+length and ``--set`` changes a setting of the engine: what a figure becomes without a part is
+what that part costs.
 """
 
 from __future__ import annotations
@@ -390,6 +391,13 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the engine's tick every S seconds (default: the server's, 1)",
     )
     parser.add_argument(
+        "--window-s",
+        type=_positive,
+        default=FULL.window_s,
+        metavar="S",
+        help="each box closes a window every S seconds (the scanner's window_s; default 1)",
+    )
+    parser.add_argument(
         "--set",
         type=_setting,
         action="append",
@@ -438,7 +446,9 @@ def _setting(text: str) -> tuple[str, object]:
 def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run the lab; exit status 0 when every goal is met, 1 otherwise."""
     off = set(args.without)
-    reality = Reality(**{name: name not in off for name in PARTS}, tick_s=args.tick_s)
+    reality = Reality(
+        **{name: name not in off for name in PARTS}, tick_s=args.tick_s, window_s=args.window_s
+    )
     try:
         settings = PresenceSettings(**dict(args.set))
     except ValueError as error:  # the settings' own checks
@@ -466,6 +476,7 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
             "calibrated": report.calibrated,
             "without": list(report.reality.off),
             "tick_s": report.reality.tick_s,
+            "window_s": report.reality.window_s,
             "settings_changed": dict(report.changed),
             "ok": report.ok,
             "figures": asdict(report.figures),

@@ -90,6 +90,8 @@ def conditions(report: LabReport) -> str:
         parts.append("without " + ", ".join(report.reality.off))
     if report.reality.tick_s != FULL.tick_s:
         parts.append(f"tick every {report.reality.tick_s:g} s")
+    if report.reality.window_s != FULL.window_s:
+        parts.append(f"box windows of {report.reality.window_s:g} s")
     if report.changed:
         parts.append("settings " + ", ".join(f"{k}={v}" for k, v in report.changed))
     return "; ".join(parts)

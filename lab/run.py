@@ -6,9 +6,10 @@ its own clock (boxes 0.3 s apart); the window (count, median, max) reaches the e
 0.1-0.6 s later, sometimes 2-3 s late, through ``observe_many`` and ``decide_arrivals`` as the
 server does; ``tick`` runs every second. Nothing here reads a clock or a file.
 
-:class:`Reality` switches parts of this off (bodies, silent bursts, the wire's delays) or ticks
-at another period, to measure what each costs; the random draws stay the same, so the phones,
-their walks and their radio are those of the full lab.
+:class:`Reality` switches parts of this off (bodies, silent bursts, the wire's delays), ticks
+at another period or gives the boxes another window length, to measure what each costs; the
+random draws stay the same, so the phones, their walks and their radio are those of the full
+lab.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ SHADOW_DB = (5.0, 10.0)
 TOLERANCE_S = 2.0
 # The server runs the engine's tick this often (store_server.services.store.TICK_S).
 TICK_S = 1.0
+# Each box closes a window this often (the scanner's ``window_s``, 1 s by default).
+WINDOW_S = 1.0
 # Steps are sums of 0.2 s: a tick due at 3.0 s is taken at 2.9999999 s.
 CLOCK_SLACK_S = 1e-6
 
@@ -59,6 +62,7 @@ class Reality:
     bursts: bool = True  # silent bursts of 2-5 s
     delays: bool = True  # windows delivered 0.1-0.6 s after they close, some 2-3 s late
     tick_s: float = TICK_S
+    window_s: float = WINDOW_S  # how often each box closes a window (the scanner's window_s)
 
     @property
     def off(self) -> tuple[str, ...]:
@@ -168,7 +172,7 @@ def simulate(
     silent_until = np.full(n, -1.0)
     last_xy = np.full((n, 2), math.nan)
     buffers: list[list[tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]] = [[] for _ in boxes]
-    clock = [(b * BOX_CLOCK_SPREAD_S) % 1.0 for b in range(len(boxes))]
+    clock = [(b * BOX_CLOCK_SPREAD_S) % reality.window_s for b in range(len(boxes))]
     next_close = list(clock)
     in_flight: list[tuple[float, int, float, list[str], list[float], list[float], list[int]]] = []
     inside_prev = np.zeros(n, dtype=bool)
@@ -231,7 +235,7 @@ def simulate(
             if next_close[b] > t1:
                 continue
             end = next_close[b]
-            next_close[b] += 1.0
+            next_close[b] += reality.window_s
             parts = buffers[b]
             buffers[b] = []
             if not parts:

@@ -33,6 +33,8 @@ class RecordingEngine(PresenceEngine):
         self.ticks: list[float] = []
         self.windows: list[tuple[float, float]] = []  # (window end, latest tick before it)
         self.medians: list[float] = []
+        self.counts: list[int] = []
+        self.ends: dict[str, set[float]] = {}  # each box's window ends
 
     def tick(self, now: float, limit: int | None = None) -> list[PresenceEvent]:
         self.ticks.append(now)
@@ -52,6 +54,8 @@ class RecordingEngine(PresenceEngine):
         latest = self.ticks[-1] if self.ticks else 0.0
         self.windows += [(end, latest) for end in t]
         self.medians += list(rssi_median)
+        self.counts += list(count)
+        self.ends.setdefault(scanner_id, set()).update(t)
         return super().observe_many(
             scanner_id, subjects, t, rssi_median, count, rssi_max, tx_power, box_window
         )
@@ -96,6 +100,20 @@ def test_another_tick_period() -> None:
     assert all(gap >= STEP_S for gap in gaps)
 
 
+def test_shorter_box_windows(full: RecordingEngine) -> None:
+    half = walk(Reality(window_s=0.5))
+    for box, ends in half.ends.items():
+        gaps = np.diff(sorted(ends))
+        # Each box closes a window every half second on its own clock (gaps: whole halves).
+        assert np.allclose(gaps / 0.5, np.round(gaps / 0.5)), box
+        assert min(gaps) == pytest.approx(0.5)
+    assert all(min(np.diff(sorted(ends))) == pytest.approx(1.0) for ends in full.ends.values())
+    # The same advertisements, split into more windows holding fewer each.
+    assert sum(half.counts) == pytest.approx(sum(full.counts), rel=0.15)
+    assert len(half.windows) > 1.1 * len(full.windows)
+    assert np.mean(half.counts) < 0.8 * np.mean(full.counts)
+
+
 def test_without_bursts_more_windows(full: RecordingEngine) -> None:
     assert len(walk(Reality(bursts=False)).windows) > len(full.windows)
 
@@ -128,15 +146,30 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_diagnosis_options() -> None:
-    args = parse("--without", "bodies,delays", "--tick-s", "0.5", "--set", "arrive_p=0.7")
+    args = parse(
+        "--without",
+        "bodies,delays",
+        "--tick-s",
+        "0.5",
+        "--window-s",
+        "0.5",
+        "--set",
+        "arrive_p=0.7",
+    )
     assert args.without == ("bodies", "delays")
     assert args.tick_s == 0.5
+    assert args.window_s == 0.5
     assert args.set == [("arrive_p", 0.7)]
     assert parse("--set", "tx_power_reference_dbm=none").set == [("tx_power_reference_dbm", None)]
     assert parse("--set", "miss_adverts_max=2").set == [("miss_adverts_max", 2)]
     defaults = parse()
-    assert (defaults.without, defaults.tick_s, defaults.set) == ((), FULL.tick_s, [])
-    assert set(PARTS) == {f.name for f in dataclasses.fields(Reality)} - {"tick_s"}
+    assert (defaults.without, defaults.tick_s, defaults.window_s, defaults.set) == (
+        (),
+        FULL.tick_s,
+        FULL.window_s,
+        [],
+    )
+    assert set(PARTS) == {f.name for f in dataclasses.fields(Reality)} - {"tick_s", "window_s"}
 
 
 @pytest.mark.parametrize(
@@ -144,6 +177,7 @@ def test_diagnosis_options() -> None:
     [
         (("--without", "wings"), "unknown part wings: choose among bodies"),
         (("--tick-s", "0"), "not a positive number of seconds"),
+        (("--window-s", "-1"), "not a positive number of seconds"),
         (("--set", "arrive_p"), "expected NAME=VALUE"),
         (("--set", "no_such=1"), "expected NAME=VALUE"),
         (("--set", "arrive_p=high"), "arrive_p: not a number"),
