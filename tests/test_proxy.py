@@ -202,6 +202,8 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
+        if process.stdin is not None:
+            process.stdin.close()
 
 
 def write_settings(config: Path, https_port: int) -> None:

@@ -115,14 +115,19 @@ def connect(path: Path) -> sqlite_utils.Database:
         str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
     )
     db = sqlite_utils.Database(conn)
-    db.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit is on disk before we acknowledge it (consent proof, acknowledged batches).
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA foreign_keys=ON")
-    # Erased rows are overwritten with zeros, so nothing lingers in the file.
-    db.execute("PRAGMA secure_delete=ON")
-    apply_migrations(db)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before we acknowledge it (consent proof, acknowledged
+        # batches).
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA foreign_keys=ON")
+        # Erased rows are overwritten with zeros, so nothing lingers in the file.
+        db.execute("PRAGMA secure_delete=ON")
+        apply_migrations(db)
+    except BaseException:
+        conn.close()  # a file that is not ours, or a newer schema: no connection left open
+        raise
     return db
 
 
@@ -251,7 +256,11 @@ def connect_target(target: Target) -> Handle:
     """A read-write connection to `target`, the migrations applied."""
     if isinstance(target, pg.PgTarget):
         handle = pg.PgHandle(pg.connect(target))
-        apply_migrations(handle)
+        try:
+            apply_migrations(handle)
+        except BaseException:
+            handle.conn.close()  # e.g. a role that may not migrate: no connection left open
+            raise
         return handle
     return connect(target)
 

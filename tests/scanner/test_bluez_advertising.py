@@ -226,7 +226,7 @@ async def test_survives_a_system_bus_restart(
         # The bus dies first (SIGKILL: a dbus-daemon stopping cleanly would still announce
         # that org.bluez lost its owner): only the lost connection tells the box.
         bus.process.kill()
-        bus.process.wait()
+        _stop(bus.process)  # reaped, its pipe closed
         await asyncio.to_thread(mock.close)
         (tmp_path / "system_bus_socket").unlink(missing_ok=True)
         bus = start_private_bus(tmp_path)  # the same address

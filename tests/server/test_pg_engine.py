@@ -415,6 +415,8 @@ async def test_the_server_from_enrollment_to_a_card(engine_server: Harness, engi
 
 
 @pytest.mark.postgres
+@pytest.mark.filterwarnings("error::ResourceWarning")
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_the_server_role_cannot_migrate_and_says_who_can(
     pg_cluster: Cluster,
     tmp_path: Path,
@@ -422,7 +424,8 @@ def test_the_server_role_cannot_migrate_and_says_who_can(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An empty database opened by the server's role (no CREATE on the schema): serve and db
-    migrate stop with one line naming `store-server db migrate` as the owner."""
+    migrate stop with one line naming `store-server db migrate` as the owner, and leave no
+    connection open behind them."""
     role = f"bulle_server_{secrets.token_hex(4)}"
     name = f"empty_{secrets.token_hex(4)}"
     pg_cluster.create_database(name)
