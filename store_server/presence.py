@@ -40,6 +40,8 @@ from threadpoolctl import ThreadpoolController
 
 from store_server.floor import Floor, FloorError
 from store_server.presence_filter import (
+    MEDIAN_VARIANCE_FACTOR,
+    MISS_WINDOW_S,
     NEVER,
     NO_CELLS,
     BeliefTable,
@@ -47,6 +49,7 @@ from store_server.presence_filter import (
     box_model,
     count_misses,
     motion_model,
+    pooled_weights,
     shared_grid,
     weigh_in,
 )
@@ -74,8 +77,12 @@ logger = logging.getLogger(__name__)
 # Subject rows are added 64 at a time: one at a time would copy the table each time, and
 # doubling would leave up to half of a large table unused.
 SLOT_BLOCK = 64
-# Median of k readings: its variance is pi/2 times that of one reading over k.
-MEDIAN_VARIANCE_FACTOR = math.pi / 2.0
+# A box whose learned window length is under this closes windows shorter than the second
+# the settings were measured with: its windows are pooled between updates.
+POOL_WINDOWS_UNDER_S = 0.9
+# Each gap between two windows of a box moves its learned window length by this share: a box
+# sends nothing when it heard nobody, so an odd long gap must not undo what many short ones say.
+WINDOW_LEARN_RATE = 0.2
 # Windows of different boxes ending within half a second of each other count as the same second.
 HALF_WINDOW_S = 0.5
 # Eddystone's "calibrated power at 0 m" is about 41 dB above the power at 1 m.
@@ -109,6 +116,8 @@ class PresenceEngine:
         self._mean = np.zeros((len(self._box_ids), size))  # (B, C) predicted RSSI
         # The latest window each box closed (its misses are counted once a window).
         self._box_window_t = np.full(len(self._box_ids), NEVER)
+        # Each box's window length, learned from the ends of its windows (scanner window_s).
+        self._box_window_s = np.full(len(self._box_ids), MISS_WINDOW_S)
         self._behind = body_share(floor, grid, s.body_fade_deg)
         for box_id in self._box_ids:
             self._model_box(box_id, rebuild=False)
@@ -280,8 +289,15 @@ class PresenceEngine:
         b = box.index
         if t <= self._box_window_t[b] or t < self._now - self._settings.max_observation_age_s:
             return
+        gap = t - self._box_window_t[b]
+        if math.isfinite(gap):
+            # A box that heard nobody sends no window: gaps of several windows say little.
+            seen = min(gap, MISS_WINDOW_S)
+            self._box_window_s[b] += WINDOW_LEARN_RATE * (seen - self._box_window_s[b])
         self._box_window_t[b] = t
-        count_misses(self._table, b, t, self._settings)
+        window = float(self._box_window_s[b])
+        share = window / MISS_WINDOW_S if window < POOL_WINDOWS_UNDER_S else 1.0
+        count_misses(self._table, b, t, self._settings, share)
 
     def _observe(
         self,
@@ -348,6 +364,8 @@ class PresenceEngine:
         weight = 1.0 / (settings.model_sigma_db**2 + read_var / counts)
         table.weight[slots, b] += weight
         table.weighted[slots, b] += weight * value
+        table.count[slots, b] += counts
+        table.count_rssi[slots, b] += counts * value
         table.latest[slots, b] = value
         table.latest_t[slots, b] = at
         # The phone's advertisements a second: the most any box heard in its latest windows.
@@ -474,6 +492,8 @@ class PresenceEngine:
         slot = state.slot
         table.weight[slot] = 0.0
         table.weighted[slot] = 0.0
+        table.count[slot] = 0.0
+        table.count_rssi[slot] = 0.0
         table.latest_t[slot] = NEVER
         table.cells[slot], table.values[slot] = NO_CELLS, self._prior[:0]
         table.misses[slot] = 0.0
@@ -513,7 +533,11 @@ class PresenceEngine:
             self._motion,
             model,
             lambda belief, rows, part: weigh_in(
-                belief, table.weight[rows], table.weighted[rows], settings, part, table.misses[rows]
+                belief,
+                *self._weights(rows),
+                settings,
+                part,
+                table.misses[rows],
             ),
             settings.belief_floor,
             self._places,
@@ -523,6 +547,8 @@ class PresenceEngine:
         table.deep[slots] = sums[:, -2] < settings.door_near_p
         table.weight[slots] = 0.0
         table.weighted[slots] = 0.0
+        table.count[slots] = 0.0
+        table.count_rssi[slots] = 0.0
         table.misses[slots] = 0.0
         table.pending[slots] = False
         events: list[PresenceEvent] = []
@@ -534,6 +560,23 @@ class PresenceEngine:
             if event is not None:
                 events.append(event)
         return events
+
+    def _weights(
+        self, rows: npt.NDArray[np.intp]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Each box's weight and weighted reading of the pending windows of ``rows``: window
+        by window for boxes that close one-second windows (what the settings were measured
+        with), pooled for boxes that close shorter ones (half-second windows are not twice the
+        evidence)."""
+        table = self._table
+        weight, weighted = table.weight[rows], table.weighted[rows]
+        short = self._box_window_s < POOL_WINDOWS_UNDER_S
+        if not short.any():
+            return weight, weighted
+        pooled, pooled_weighted = pooled_weights(
+            table.count[rows], table.count_rssi[rows], self._settings
+        )
+        return np.where(short, pooled, weight), np.where(short, pooled_weighted, weighted)
 
     def _decide(
         self,

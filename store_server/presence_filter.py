@@ -21,6 +21,8 @@ from store_server.presence_grid import HEADINGS, MOVES, FloorGrid, build_grid
 from store_server.presence_types import PresenceSettings
 
 __all__ = [
+    "MEDIAN_VARIANCE_FACTOR",
+    "MISS_WINDOW_S",
     "NEVER",
     "BeliefTable",
     "BoxModel",
@@ -32,6 +34,7 @@ __all__ = [
     "miss_log_likelihood",
     "mixture_log_l",
     "motion_model",
+    "pooled_weights",
     "predict",
     "shared_grid",
     "weigh_in",
@@ -39,6 +42,11 @@ __all__ = [
 
 # Latest time of a subject never updated.
 NEVER = -math.inf
+# Median of k readings: its variance is pi/2 times that of one reading over k.
+MEDIAN_VARIANCE_FACTOR = math.pi / 2.0
+# The window length the miss evidence is stated for (the scanners' default window_s): a box
+# closing shorter windows gives each empty one that share of a one-second window's misses.
+MISS_WINDOW_S = 1.0
 # Beliefs are moved this many rows at a time: 8 rows of 16 layers of 2,400 cells (1.2 MB) stay
 # in cache (bench/presence: 19 ms for 100 rows and two steps, 26 ms by 2 rows, 36 ms by 32).
 PREDICT_ROWS = 8
@@ -60,8 +68,10 @@ class BeliefTable:
     a value (``presence_support.pack``).
     """
 
-    weight: npt.NDArray[np.float64]  # (slots, B) sum of 1/variance
-    weighted: npt.NDArray[np.float64]  # (slots, B) sum of reading/variance
+    weight: npt.NDArray[np.float64]  # (slots, B) sum of 1/variance, window by window
+    weighted: npt.NDArray[np.float64]  # (slots, B) sum of reading/variance, window by window
+    count: npt.NDArray[np.float64]  # (slots, B) advertisements in the pending windows
+    count_rssi: npt.NDArray[np.float64]  # (slots, B) their sum of window median x count
     latest: npt.NDArray[np.float64]  # (slots, B) latest calibrated median (evidence)
     latest_t: npt.NDArray[np.float64]  # (slots, B)
     cells: list[npt.NDArray[np.int32]]  # per slot: the cells of the belief's support
@@ -84,6 +94,8 @@ class BeliefTable:
         return cls(
             weight=np.zeros((slots, boxes)),
             weighted=np.zeros((slots, boxes)),
+            count=np.zeros((slots, boxes)),
+            count_rssi=np.zeros((slots, boxes)),
             latest=np.zeros((slots, boxes)),
             latest_t=np.full((slots, boxes), NEVER),
             cells=[NO_CELLS] * slots,
@@ -108,7 +120,7 @@ class BeliefTable:
     def grown(self, more: int) -> BeliefTable:
         """This table with ``more`` free rows at the end (taken lowest first)."""
         n = self.slots
-        table = BeliefTable.empty(n + more, self.weight.shape[1])
+        table = BeliefTable.empty(n + more, self.count.shape[1])
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             if isinstance(value, np.ndarray):
@@ -189,16 +201,37 @@ def body_share(floor: Floor, grid: FloorGrid, fade_deg: float) -> npt.NDArray[np
     return result
 
 
-def count_misses(table: BeliefTable, b: int, t: float, settings: PresenceSettings) -> None:
+def pooled_weights(
+    count: npt.NDArray[np.float64],
+    count_rssi: npt.NDArray[np.float64],
+    settings: PresenceSettings,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Each box's weight (1/variance) and weighted reading (reading/variance) of the pending
+    windows, pooled: their advertisements averaged as one window of them all, so the model's
+    own error (``model_sigma_db``) counts once per box and update, however many windows the
+    box closed in between (half-second windows are not twice the evidence of one-second
+    ones)."""
+    heard = count > 0.0
+    safe = np.where(heard, count, 1.0)
+    read_var = settings.reading_sigma_db**2 * MEDIAN_VARIANCE_FACTOR
+    weight = np.where(heard, 1.0 / (settings.model_sigma_db**2 + read_var / safe), 0.0)
+    return weight, weight * (count_rssi / safe)
+
+
+def count_misses(
+    table: BeliefTable, b: int, t: float, settings: PresenceSettings, share: float = 1.0
+) -> None:
     """Box ``b`` closed a window ending at ``t``: each subject it did not hear in it that
     another box heard within ``miss_heard_within_s`` before gets that window's advertisements
-    (its latest window's count, at most ``miss_adverts_max``) as misses from box ``b``."""
+    (its latest window's count, at most ``miss_adverts_max``) as misses from box ``b``, times
+    ``share``: the box's window length against one second (a half-second window without the
+    phone says half as much)."""
     others = np.delete(table.latest_t, b, axis=1)
     if others.shape[1] == 0:
         return
     heard = others.max(axis=1) >= t - settings.miss_heard_within_s
     missed = table.used & heard & (table.latest_t[:, b] < t)
-    table.misses[missed, b] += np.minimum(table.adverts[missed], settings.miss_adverts_max)
+    table.misses[missed, b] += share * np.minimum(table.adverts[missed], settings.miss_adverts_max)
 
 
 def miss_log_likelihood(
