@@ -40,18 +40,18 @@ from threadpoolctl import ThreadpoolController
 
 from store_server.floor import Floor, FloorError
 from store_server.presence_filter import (
-    MEDIAN_VARIANCE_FACTOR,
-    MISS_WINDOW_S,
     NEVER,
     NO_CELLS,
     BeliefTable,
+    BoxWindows,
     body_share,
     box_model,
     count_misses,
     motion_model,
-    pooled_weights,
+    pending_weights,
     shared_grid,
     weigh_in,
+    window_weight,
 )
 from store_server.presence_grid import FloorGrid, near_doors
 from store_server.presence_rules import Subject, decide
@@ -77,12 +77,6 @@ logger = logging.getLogger(__name__)
 # Subject rows are added 64 at a time: one at a time would copy the table each time, and
 # doubling would leave up to half of a large table unused.
 SLOT_BLOCK = 64
-# A box whose learned window length is under this closes windows shorter than the second
-# the settings were measured with: its windows are pooled between updates.
-POOL_WINDOWS_UNDER_S = 0.9
-# Each gap between two windows of a box moves its learned window length by this share: a box
-# sends nothing when it heard nobody, so an odd long gap must not undo what many short ones say.
-WINDOW_LEARN_RATE = 0.2
 # Windows of different boxes ending within half a second of each other count as the same second.
 HALF_WINDOW_S = 0.5
 # Eddystone's "calibrated power at 0 m" is about 41 dB above the power at 1 m.
@@ -114,10 +108,8 @@ class PresenceEngine:
         self._zone_index = {z: i for i, z in enumerate(grid.zone_ids)}
         size = grid.size
         self._mean = np.zeros((len(self._box_ids), size))  # (B, C) predicted RSSI
-        # The latest window each box closed (its misses are counted once a window).
-        self._box_window_t = np.full(len(self._box_ids), NEVER)
-        # Each box's window length, learned from the ends of its windows (scanner window_s).
-        self._box_window_s = np.full(len(self._box_ids), MISS_WINDOW_S)
+        # Each box's latest window and window length (misses once a window, by its length).
+        self._windows = BoxWindows.start(len(self._box_ids))
         self._behind = body_share(floor, grid, s.body_fade_deg)
         for box_id in self._box_ids:
             self._model_box(box_id, rebuild=False)
@@ -287,16 +279,9 @@ class PresenceEngine:
         if box is None or self._settings.advert_miss_p >= 1.0:
             return
         b = box.index
-        if t <= self._box_window_t[b] or t < self._now - self._settings.max_observation_age_s:
+        if t <= self._windows.latest[b] or t < self._now - self._settings.max_observation_age_s:
             return
-        gap = t - self._box_window_t[b]
-        if math.isfinite(gap):
-            # A box that heard nobody sends no window: gaps of several windows say little.
-            seen = min(gap, MISS_WINDOW_S)
-            self._box_window_s[b] += WINDOW_LEARN_RATE * (seen - self._box_window_s[b])
-        self._box_window_t[b] = t
-        window = float(self._box_window_s[b])
-        share = window / MISS_WINDOW_S if window < POOL_WINDOWS_UNDER_S else 1.0
+        share = self._windows.closed(b, t)
         count_misses(self._table, b, t, self._settings, share)
 
     def _observe(
@@ -360,8 +345,7 @@ class PresenceEngine:
         if settings.tx_power_reference_dbm is not None and tx_power is not None:
             tx = np.array([tx_power[rows[i]] for i in newer], dtype=np.float64)
             value += np.where(np.isnan(tx), 0.0, settings.tx_power_reference_dbm - tx)
-        read_var = settings.reading_sigma_db**2 * MEDIAN_VARIANCE_FACTOR
-        weight = 1.0 / (settings.model_sigma_db**2 + read_var / counts)
+        weight = window_weight(counts, settings)
         table.weight[slots, b] += weight
         table.weighted[slots, b] += weight * value
         table.count[slots, b] += counts
@@ -534,7 +518,7 @@ class PresenceEngine:
             model,
             lambda belief, rows, part: weigh_in(
                 belief,
-                *self._weights(rows),
+                *pending_weights(table, rows, self._windows.short, settings),
                 settings,
                 part,
                 table.misses[rows],
@@ -560,23 +544,6 @@ class PresenceEngine:
             if event is not None:
                 events.append(event)
         return events
-
-    def _weights(
-        self, rows: npt.NDArray[np.intp]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Each box's weight and weighted reading of the pending windows of ``rows``: window
-        by window for boxes that close one-second windows (what the settings were measured
-        with), pooled for boxes that close shorter ones (half-second windows are not twice the
-        evidence)."""
-        table = self._table
-        weight, weighted = table.weight[rows], table.weighted[rows]
-        short = self._box_window_s < POOL_WINDOWS_UNDER_S
-        if not short.any():
-            return weight, weighted
-        pooled, pooled_weighted = pooled_weights(
-            table.count[rows], table.count_rssi[rows], self._settings
-        )
-        return np.where(short, pooled, weight), np.where(short, pooled_weighted, weighted)
 
     def _decide(
         self,

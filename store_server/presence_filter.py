@@ -26,6 +26,7 @@ __all__ = [
     "NEVER",
     "BeliefTable",
     "BoxModel",
+    "BoxWindows",
     "Motion",
     "body_share",
     "box_log_likelihood",
@@ -34,10 +35,12 @@ __all__ = [
     "miss_log_likelihood",
     "mixture_log_l",
     "motion_model",
+    "pending_weights",
     "pooled_weights",
     "predict",
     "shared_grid",
     "weigh_in",
+    "window_weight",
 ]
 
 # Latest time of a subject never updated.
@@ -47,6 +50,12 @@ MEDIAN_VARIANCE_FACTOR = math.pi / 2.0
 # The window length the miss evidence is stated for (the scanners' default window_s): a box
 # closing shorter windows gives each empty one that share of a one-second window's misses.
 MISS_WINDOW_S = 1.0
+# A box whose learned window length is under this closes windows shorter than the second
+# the settings were measured with: its windows are pooled between updates.
+POOL_WINDOWS_UNDER_S = 0.9
+# Each gap between two windows of a box moves its learned window length by this share: a box
+# sends nothing when it heard nobody, so an odd long gap must not undo what many short ones say.
+WINDOW_LEARN_RATE = 0.2
 # Beliefs are moved this many rows at a time: 8 rows of 16 layers of 2,400 cells (1.2 MB) stay
 # in cache (bench/presence: 19 ms for 100 rows and two steps, 26 ms by 2 rows, 36 ms by 32).
 PREDICT_ROWS = 8
@@ -201,6 +210,16 @@ def body_share(floor: Floor, grid: FloorGrid, fade_deg: float) -> npt.NDArray[np
     return result
 
 
+def window_weight(
+    count: npt.NDArray[np.float64], settings: PresenceSettings
+) -> npt.NDArray[np.float64]:
+    """1/variance of a window median of ``count`` (>= 1) advertisements: the model's own
+    error (``model_sigma_db``) plus the median's reading noise."""
+    read_var = settings.reading_sigma_db**2 * MEDIAN_VARIANCE_FACTOR
+    weight: npt.NDArray[np.float64] = 1.0 / (settings.model_sigma_db**2 + read_var / count)
+    return weight
+
+
 def pooled_weights(
     count: npt.NDArray[np.float64],
     count_rssi: npt.NDArray[np.float64],
@@ -213,9 +232,55 @@ def pooled_weights(
     ones)."""
     heard = count > 0.0
     safe = np.where(heard, count, 1.0)
-    read_var = settings.reading_sigma_db**2 * MEDIAN_VARIANCE_FACTOR
-    weight = np.where(heard, 1.0 / (settings.model_sigma_db**2 + read_var / safe), 0.0)
+    weight = np.where(heard, window_weight(safe, settings), 0.0)
     return weight, weight * (count_rssi / safe)
+
+
+def pending_weights(
+    table: BeliefTable,
+    rows: npt.NDArray[np.intp],
+    short: npt.NDArray[np.bool_],
+    settings: PresenceSettings,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Each box's weight and weighted reading of the pending windows of ``rows``: window by
+    window for boxes that close one-second windows (what the settings were measured with),
+    pooled for the ``short`` ones that close shorter windows."""
+    weight, weighted = table.weight[rows], table.weighted[rows]
+    if not short.any():
+        return weight, weighted
+    pooled, pooled_weighted = pooled_weights(table.count[rows], table.count_rssi[rows], settings)
+    return np.where(short, pooled, weight), np.where(short, pooled_weighted, weighted)
+
+
+@dataclass(slots=True)
+class BoxWindows:
+    """When each box closed its latest window, and how long its windows are (the scanner's
+    ``window_s``), learned from the gaps between their ends."""
+
+    latest: npt.NDArray[np.float64]  # (B,) end of each box's latest window
+    length: npt.NDArray[np.float64]  # (B,) each box's learned window length
+
+    @classmethod
+    def start(cls, boxes: int) -> BoxWindows:
+        return cls(np.full(boxes, NEVER), np.full(boxes, MISS_WINDOW_S))
+
+    @property
+    def short(self) -> npt.NDArray[np.bool_]:
+        """The boxes that close windows shorter than a second (pooled between updates)."""
+        result: npt.NDArray[np.bool_] = self.length < POOL_WINDOWS_UNDER_S
+        return result
+
+    def closed(self, b: int, t: float) -> float:
+        """Box ``b`` closed a window ending at ``t`` (later than its latest): the share of a
+        one-second window's misses its empty windows carry (1 for one-second windows)."""
+        gap = t - self.latest[b]
+        if math.isfinite(gap):
+            # A box that heard nobody sends no window: gaps of several windows say little.
+            seen = min(gap, MISS_WINDOW_S)
+            self.length[b] += WINDOW_LEARN_RATE * (seen - self.length[b])
+        self.latest[b] = t
+        window = float(self.length[b])
+        return window / MISS_WINDOW_S if window < POOL_WINDOWS_UNDER_S else 1.0
 
 
 def count_misses(
