@@ -42,7 +42,15 @@ from lab.run import FULL, LabPhone, Reality, Tally, simulate
 from store_server.floor import Floor, floor_from_dict
 from store_server.presence import PresenceEngine, PresenceSettings
 
-__all__ = ["Figures", "GoalCheck", "LabReport", "load_floor", "main", "run_lab"]
+__all__ = [
+    "Figures",
+    "GoalCheck",
+    "LabReport",
+    "load_floor",
+    "main",
+    "run_lab",
+    "setting_argument",
+]
 
 SEEDS_DIR = Path(__file__).resolve().parents[1] / "seeds"
 # Walking in from the street and out again, and between displays (m/s).
@@ -399,7 +407,7 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--set",
-        type=_setting,
+        type=setting_argument,
         action="append",
         default=[],
         metavar="NAME=VALUE",
@@ -427,7 +435,8 @@ def _positive(text: str) -> float:
     return value
 
 
-def _setting(text: str) -> tuple[str, object]:
+def setting_argument(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` of a ``--set`` option: a field of PresenceSettings and its value."""
     name, sep, raw = text.partition("=")
     kinds = {item.name: str(item.type) for item in dataclasses.fields(PresenceSettings)}
     if not sep or name not in kinds:

@@ -9,7 +9,10 @@ time and wall time: the longest the event loop would be held (wall time includes
 core on a busy machine).
 
 Run: python bench/presence/bench_presence.py [--phones 1000] [--limit 25] [--seconds 30] [--json]
-[--ticks N]
+[--ticks N] [--set NAME=VALUE ...]
+
+``--set NAME=VALUE`` (repeatable): an engine setting other than its default, as the accuracy
+lab's ``--set`` (what an option costs, e.g. ``--set common_offset_sigma_db=2.5``).
 
 ``--ticks N``: N ticks a second instead of one, each after its share of the boxes' batches (what
 a faster tick would cost the server; the server ticks once a second).
@@ -34,8 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lab.accuracy import setting_argument
+from lab.report import changed_settings
 from store_server.floor import Floor, ScannerSpec, Zone
 from store_server.presence import PresenceEngine
+from store_server.presence_types import PresenceSettings
 
 # A big shop: 25 x 20 m, five zones, twenty boxes on a 5 x 4 grid on shelves.
 WIDTH_M, DEPTH_M = 25.0, 20.0
@@ -60,9 +66,15 @@ def bench_floor() -> Floor:
     )
 
 
-def run(phones: int, limit: int, seconds: int, ticks: int = 1) -> dict[str, float | int]:
+def run(
+    phones: int,
+    limit: int,
+    seconds: int,
+    ticks: int = 1,
+    settings: PresenceSettings | None = None,
+) -> dict[str, float | int | str]:
     floor = bench_floor()
-    engine = PresenceEngine(floor)
+    engine = PresenceEngine(floor, settings)
     rng = np.random.default_rng(1)
     names = [f"p{i}" for i in range(phones)]
     x = rng.uniform(0.5, WIDTH_M - 0.5, phones)
@@ -108,6 +120,9 @@ def run(phones: int, limit: int, seconds: int, ticks: int = 1) -> dict[str, floa
         "p99_call_wall_ms": round(ordered[math.ceil(0.99 * len(ordered)) - 1] * 1000.0, 1),
         "present": len(engine.present()),
         "ticks_per_second": ticks,
+        "settings_changed": ",".join(
+            f"{name}={value}" for name, value in changed_settings(engine.settings)
+        ),
     }
 
 
@@ -135,25 +150,27 @@ def tick_round(
             return used_total
 
 
-def run_in(checkout: Path, args: argparse.Namespace) -> dict[str, float | int]:
+def run_in(checkout: Path, args: argparse.Namespace) -> dict[str, float | int | str]:
     """The bench in its own process, on the code of ``checkout``."""
     command = [sys.executable, str(checkout / "bench" / "presence" / "bench_presence.py")]
     command += ["--phones", str(args.phones), "--limit", str(args.limit)]
     command += ["--seconds", str(args.seconds), "--json"]
     if args.ticks != 1:  # older checkouts have no --ticks: only asked for when used
         command += ["--ticks", str(args.ticks)]
+    for name, value in args.set:  # likewise --set
+        command += ["--set", f"{name}={value}"]
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"bench in {checkout} failed: {done.stderr.strip()}")
-    result: dict[str, float | int] = json.loads(done.stdout.splitlines()[-1])
+    result: dict[str, float | int | str] = json.loads(done.stdout.splitlines()[-1])
     return result
 
 
 def compare(args: argparse.Namespace) -> dict[str, object]:
     """This checkout and ``args.against``, alternating; figures per round and the CPU ratio."""
     here = Path(__file__).resolve().parents[2]
-    rounds: dict[str, list[dict[str, float | int]]] = {"this": [], "against": []}
+    rounds: dict[str, list[dict[str, float | int | str]]] = {"this": [], "against": []}
     for _ in range(args.rounds):
         rounds["against"].append(run_in(args.against.resolve(), args))
         rounds["this"].append(run_in(here, args))
@@ -180,11 +197,23 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="another checkout to compare with")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each with --against")
     parser.add_argument("--ticks", type=int, default=1, help="ticks a second (the server: 1)")
+    parser.add_argument(
+        "--set",
+        type=setting_argument,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an engine setting (PresenceSettings) other than its default; repeatable",
+    )
     args = parser.parse_args()
+    try:
+        settings = PresenceSettings(**dict(args.set))
+    except ValueError as error:
+        parser.error(f"--set: {error}")
     if args.against is not None:
         print(json.dumps(compare(args), indent=None if args.json else 2))
         return
-    result = run(args.phones, args.limit or args.phones, args.seconds, max(1, args.ticks))
+    result = run(args.phones, args.limit or args.phones, args.seconds, max(1, args.ticks), settings)
     if args.json:
         print(json.dumps(result))
     else:
