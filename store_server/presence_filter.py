@@ -171,6 +171,11 @@ class BoxModel:
     facing_sq: npt.NDArray[np.float32]
     miss: npt.NDArray[np.float64]  # (B, C) log-chance that a box misses a window, per cell
     miss_facing: npt.NDArray[np.float32]  # (B, H x C) the same for a person facing each way
+    # With ``body_shadow_sd_db`` (else (B, 0)): the body's share between each cell (by heading)
+    # and each box, and that share times ``facing`` and ``facing_sq``.
+    behind: npt.NDArray[np.float32]
+    behind_facing: npt.NDArray[np.float32]
+    behind_facing_sq: npt.NDArray[np.float32]
 
 
 def box_model(
@@ -181,6 +186,10 @@ def box_model(
     facing = (mean[:, None, :] - settings.body_shadow_db * behind).reshape(mean.shape[0], -1)
     facing32 = facing.astype(np.float32)
     mean_sq = mean * mean
+    if settings.body_shadow_sd_db > 0.0:
+        share = behind.reshape(mean.shape[0], -1).astype(np.float32)
+    else:
+        share = np.zeros((mean.shape[0], 0), dtype=np.float32)
     return BoxModel(
         mean=mean.copy(),
         mean_sq=mean_sq,
@@ -190,6 +199,9 @@ def box_model(
         facing_sq=facing32 * facing32,
         miss=miss_log_likelihood(mean, settings),
         miss_facing=miss_log_likelihood(facing, settings).astype(np.float32),
+        behind=share,
+        behind_facing=share * facing32 if share.size else share,
+        behind_facing_sq=share * facing32 * facing32 if share.size else share,
     )
 
 
@@ -461,7 +473,9 @@ def box_log_likelihood(
         if settings.body_shadow_db > 0.0:
             w32, wd32 = weight.astype(np.float32), weighted.astype(np.float32)
             log_l32 = wd32 @ model.facing - 0.5 * (w32 @ model.facing_sq)
-            if settings.common_offset_sigma_db > 0.0:
+            if model.behind.size:
+                log_l32 += _uncertain_body(weight, weighted, settings, model)
+            elif settings.common_offset_sigma_db > 0.0:
                 spread32 = 1.0 / settings.common_offset_sigma_db**2 + w32.sum(axis=1)
                 residual32 = wd32.sum(axis=1)[:, None] - w32 @ model.facing
                 log_l32 += 0.5 * residual32 * residual32 / spread32[:, None]
@@ -480,6 +494,48 @@ def box_log_likelihood(
     if missed and misses is not None:
         log_l += misses @ model.miss
     return log_l
+
+
+def _uncertain_body(
+    weight: npt.NDArray[np.float64],
+    weighted: npt.NDArray[np.float64],
+    settings: PresenceSettings,
+    model: BoxModel,
+) -> npt.NDArray[np.float32]:
+    """What ``body_shadow_sd_db`` adds to the log-likelihood (rows, H x C) of the readings with
+    a body of known depth: a box's reading r of weight w = 1/v is judged with weight
+    w' = 1/(v + sd^2) where the body stands between (share s of the body, by heading and cell),
+    each box's term mixed as (1 - s) x front + s x behind. With ``common_offset_sigma_db``, the
+    shared offset is integrated out against those weights."""
+    heard = weight > 0.0
+    safe = np.where(heard, weight, 1.0)
+    mean_r = np.where(heard, weighted / safe, 0.0)
+    behind_w = np.where(heard, 1.0 / (1.0 / safe + settings.body_shadow_sd_db**2), 0.0)
+    less = behind_w - weight  # <= 0: what a box behind the body loses of its weight
+    # Per box: s x [(w' - w) r mu - (w' - w) mu^2 / 2 - (w' - w) r^2 / 2 + log(w' / w) / 2].
+    kept = np.where(heard, behind_w / safe, 1.0)
+    level = np.where(heard, -0.5 * less * mean_r * mean_r + 0.5 * np.log(kept), 0.0)
+    less32, less_r32 = less.astype(np.float32), (less * mean_r).astype(np.float32)
+    added: npt.NDArray[np.float32] = (
+        less_r32 @ model.behind_facing
+        - 0.5 * (less32 @ model.behind_facing_sq)
+        + level.astype(np.float32) @ model.behind
+    )
+    if settings.common_offset_sigma_db > 0.0:
+        w32, wd32 = weight.astype(np.float32), weighted.astype(np.float32)
+        spread = (
+            np.float32(1.0 / settings.common_offset_sigma_db**2)
+            + w32.sum(axis=1)[:, None]
+            + less32 @ model.behind
+        )
+        residual = (
+            wd32.sum(axis=1)[:, None]
+            - w32 @ model.facing
+            + less_r32 @ model.behind
+            - less32 @ model.behind_facing
+        )
+        added += 0.5 * residual * residual / spread - 0.5 * np.log(spread)
+    return added
 
 
 def mixture_log_l(

@@ -95,6 +95,11 @@ class PresenceSettings:
     # flaps but made a demo dweller flap mid-zone (0 -> 6 per hour); with 22.5 (and
     # miss_adverts_max 3) they are 3.0 per hour (seed 1, 9.1 with neither), none mid-zone.
     body_fade_deg: float = 22.5
+    # How far each person's body is from body_shadow_db (people differ by 5-10 dB): a window of
+    # a box behind the body has this spread added to its own. Off (0): lab, with model_sigma_db
+    # 2, 2.5 tracked boundaries better but let more of the pavement in (field tier, corner floor
+    # 0 / 17 / 17 -> 17 / 25 / 33 per 10,000, seeds 1-3); docs/presence.md, "Lab figures".
+    body_shadow_sd_db: float = 0.0
     # The pavement modelled beyond each side of the shop: a passer-by is tracked from 3 m away.
     street_margin_m: float = 3.0
     # A phone in a hand (1.2 m) or a pocket (0.8 m): the 3-D distance to a box on a shelf or
@@ -262,6 +267,7 @@ class PresenceSettings:
             "shadow_sd_db",
             "body_shadow_db",
             "body_fade_deg",
+            "body_shadow_sd_db",
             "shadow_support",
             "zone_hold_s",
             "miss_heard_within_s",
