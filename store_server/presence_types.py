@@ -98,7 +98,8 @@ class PresenceSettings:
     # How far each person's body is from body_shadow_db (people differ by 5-10 dB): a window of
     # a box behind the body has this spread added to its own. Off (0): lab, with model_sigma_db
     # 2, 2.5 tracked boundaries better but let more of the pavement in (field tier, corner floor
-    # 0 / 17 / 17 -> 17 / 25 / 33 per 10,000, seeds 1-3); docs/presence.md, "Lab figures".
+    # 0 / 17 / 17 / 33 -> 17 / 25 / 33 / 75 per 10,000, seeds 1-4) and said "left" for a walker
+    # still inside (seed 4); docs/presence.md, "Lab figures".
     body_shadow_sd_db: float = 0.0
     # The pavement modelled beyond each side of the shop: a passer-by is tracked from 3 m away.
     street_margin_m: float = 3.0
