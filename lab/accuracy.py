@@ -46,10 +46,10 @@ __all__ = [
     "Figures",
     "GoalCheck",
     "LabReport",
+    "add_set_option",
     "load_floor",
     "main",
     "run_lab",
-    "setting_argument",
 ]
 
 SEEDS_DIR = Path(__file__).resolve().parents[1] / "seeds"
@@ -405,9 +405,15 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="each box closes a window every S seconds (the scanner's window_s; default 1)",
     )
+    add_set_option(parser)
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """``--set NAME=VALUE`` (repeatable): one of the engine's settings; ``args.set`` holds the
+    (name, value) pairs, to give to PresenceSettings (the lab and the presence bench)."""
     parser.add_argument(
         "--set",
-        type=setting_argument,
+        type=_setting,
         action="append",
         default=[],
         metavar="NAME=VALUE",
@@ -435,8 +441,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def setting_argument(text: str) -> tuple[str, object]:
-    """``NAME=VALUE`` of a ``--set`` option: a field of PresenceSettings and its value."""
+def _setting(text: str) -> tuple[str, object]:
     name, sep, raw = text.partition("=")
     kinds = {item.name: str(item.type) for item in dataclasses.fields(PresenceSettings)}
     if not sep or name not in kinds:

@@ -44,16 +44,13 @@ from store_server.presence_filter import (
     NO_CELLS,
     BeliefTable,
     BoxWindows,
-    body_share,
-    box_model,
     count_misses,
     motion_model,
     pending_weights,
     shared_grid,
-    weigh_in,
-    window_weight,
 )
 from store_server.presence_grid import FloorGrid, near_doors
+from store_server.presence_likelihood import body_share, box_model, weigh_in, window_weight
 from store_server.presence_rules import Subject, decide
 from store_server.presence_support import pack, place_keys, unpack, update_rows
 from store_server.presence_types import (

@@ -20,8 +20,9 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from store_server.presence_filter import PREDICT_ROWS, BeliefTable, BoxModel, Motion, predict
+from store_server.presence_filter import PREDICT_ROWS, BeliefTable, Motion, predict
 from store_server.presence_grid import FloorGrid
+from store_server.presence_likelihood import BoxModel
 
 __all__ = [
     "Weigh",

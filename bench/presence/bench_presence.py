@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.accuracy import setting_argument
+from lab.accuracy import add_set_option
 from lab.report import changed_settings
 from store_server.floor import Floor, ScannerSpec, Zone
 from store_server.presence import PresenceEngine
@@ -197,14 +197,7 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="another checkout to compare with")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each with --against")
     parser.add_argument("--ticks", type=int, default=1, help="ticks a second (the server: 1)")
-    parser.add_argument(
-        "--set",
-        type=setting_argument,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="an engine setting (PresenceSettings) other than its default; repeatable",
-    )
+    add_set_option(parser)
     args = parser.parse_args()
     try:
         settings = PresenceSettings(**dict(args.set))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from store_server.presence_filter import box_log_likelihood, box_model
+from store_server.presence_likelihood import box_log_likelihood, box_model
 from store_server.presence_types import PresenceSettings
 
 # Two boxes, three cells, two headings. Box 0 is straight behind the body in the last cell

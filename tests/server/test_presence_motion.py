@@ -135,7 +135,7 @@ def test_the_body_shadow_can_fade_in_around_the_side() -> None:
     # A person at (3, 3) facing north (the box at (3, 5.5) ahead, the one at (6, 1.2) behind
     # and to the side): all or nothing at 90 degrees by default; with body_fade_deg the side
     # shades part of the way, a box straight behind fully.
-    from store_server.presence_filter import body_share
+    from store_server.presence_likelihood import body_share
 
     engine = PresenceEngine(DEMO)
     cell = _cell(engine, 3.25, 3.25)

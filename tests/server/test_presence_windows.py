@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from store_server.presence import Observation, PresenceEngine
-from store_server.presence_filter import pooled_weights
+from store_server.presence_likelihood import pooled_weights
 from store_server.presence_types import PresenceSettings
 from tests.server.presence_helpers import channel, load, window_at
 
