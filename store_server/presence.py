@@ -471,14 +471,9 @@ class PresenceEngine:
         state = self._subjects.pop(subject)
         table = self._table
         slot = state.slot
-        table.weight[slot] = 0.0
-        table.weighted[slot] = 0.0
-        table.count[slot] = 0.0
-        table.count_rssi[slot] = 0.0
+        table.clear_pending(slot)
         table.latest_t[slot] = NEVER
         table.cells[slot], table.values[slot] = NO_CELLS, self._prior[:0]
-        table.misses[slot] = 0.0
-        table.pending[slot] = False
         table.used[slot] = False
         table.free.append(slot)
         del self._by_slot[slot]
@@ -526,12 +521,7 @@ class PresenceEngine:
         )
         p_inside, p_zones, walking = sums[:, 0], sums[:, 1:-2], sums[:, -1]
         table.deep[slots] = sums[:, -2] < settings.door_near_p
-        table.weight[slots] = 0.0
-        table.weighted[slots] = 0.0
-        table.count[slots] = 0.0
-        table.count_rssi[slots] = 0.0
-        table.misses[slots] = 0.0
-        table.pending[slots] = False
+        table.clear_pending(slots)
         events: list[PresenceEvent] = []
         for i, (subject, state) in enumerate(zip(due, states, strict=True)):
             inside = float(p_inside[i])

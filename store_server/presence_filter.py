@@ -115,6 +115,12 @@ class BeliefTable:
     def slots(self) -> int:
         return int(self.updated_t.shape[0])
 
+    def clear_pending(self, rows: npt.NDArray[np.intp] | int) -> None:
+        """Forget the windows and misses ``rows`` gathered since their last update."""
+        for sums in (self.weight, self.weighted, self.count, self.count_rssi, self.misses):
+            sums[rows] = 0.0
+        self.pending[rows] = False
+
     def grown(self, more: int) -> BeliefTable:
         """This table with ``more`` free rows at the end (taken lowest first)."""
         n = self.slots
