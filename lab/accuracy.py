@@ -39,7 +39,7 @@ from lab.report import (
     format_report,
 )
 from lab.run import FULL, LabPhone, Reality, Tally, simulate
-from store_server.floor import Floor, floor_from_dict
+from store_server.floor import Floor, FloorError, floor_from_dict
 from store_server.presence import PresenceEngine, PresenceSettings
 
 __all__ = [
@@ -279,15 +279,21 @@ def run_lab(
     settings: PresenceSettings | None = None,
     calibrate: bool | None = None,
     reality: Reality = FULL,
+    store: Path | None = None,
 ) -> LabReport:
     """Every scenario on one floor under one tier; ``reduced`` is the CI form.
 
     ``calibrate`` (default: for the field tier) runs the calibration walk first and gives the
     engine the offsets and exponents it learned. ``reality``: parts of the lab switched off,
-    for diagnosis (the goals are checked all the same).
+    for diagnosis (the goals are checked all the same). ``store``: another store file of the
+    same floor (other boxes, say) in place of the shipped one; its shop must hold the floor's
+    scenarios (:func:`scenario_misfits`; ValueError otherwise).
     """
     sc = FLOORS[floor_name]
-    floor = load_floor(SEEDS_DIR / sc.store_file)
+    floor = load_floor(store or SEEDS_DIR / sc.store_file)
+    misfits = scenario_misfits(floor, sc)
+    if misfits:
+        raise ValueError(f"the {floor_name} floor's scenarios do not fit: {misfits[0]}")
     settings = settings or PresenceSettings()
     size = 1 if reduced else 0
     root = np.random.default_rng([seed, 7])
@@ -372,7 +378,22 @@ def run_lab(
         iphones,
         reality,
         changed_settings(settings),
+        str(store) if store is not None else None,
     )
+
+
+def scenario_misfits(floor: Floor, sc: FloorScenarios) -> list[str]:
+    """Where the floor's scenarios leave the shop, or cross no door (empty when they fit)."""
+    misfits = []
+    spots = [(x, y) for x, y, _ in (*sc.diagonal, *sc.boundary)]
+    spots += [*sc.dwell_mid, *sc.dwell_edge, sc.near_door]
+    for x, y in spots:
+        if not floor.is_walkable(x, y):
+            misfits.append(f"({x:g}, {y:g}) is not walkable ground of this shop")
+    for x in sc.door_x:
+        if not floor.through_door((x, 0.0)):
+            misfits.append(f"customers walk in at x = {x:g} m, where this shop has no door")
+    return misfits
 
 
 def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
@@ -384,6 +405,12 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-calibration", action="store_true", help="skip the calibration walk")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--svg", metavar="PATH", help="write the first diagonal walk as SVG")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        metavar="PATH",
+        help="another store.toml of the same floor (other boxes, say) instead of the shipped one",
+    )
     parser.add_argument(
         "--without",
         type=_parts,
@@ -467,6 +494,17 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
         settings = PresenceSettings(**dict(args.set))
     except ValueError as error:  # the settings' own checks
         raise SystemExit(f"lab.accuracy: --set: {error}") from None
+    store = args.store or SEEDS_DIR / FLOORS[args.floor].store_file
+    try:
+        floor = load_floor(store)
+        misfits = scenario_misfits(floor, FLOORS[args.floor])
+    except (OSError, tomllib.TOMLDecodeError, FloorError) as error:
+        raise SystemExit(f"lab.accuracy: --store: {store}: {error}") from None
+    if misfits:
+        raise SystemExit(
+            f"lab.accuracy: --store: {store}: the {args.floor} floor's scenarios do not fit "
+            f"this shop: {'; '.join(misfits[:3])}"
+        )
     report = run_lab(
         args.floor,
         args.tier,
@@ -475,11 +513,11 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
         settings=settings,
         calibrate=False if args.no_calibration else None,
         reality=reality,
+        store=args.store,
     )
     if args.svg:
         from lab.plots import walk_svg
 
-        floor = load_floor(SEEDS_DIR / FLOORS[args.floor].store_file)
         Path(args.svg).write_text(walk_svg(floor, report.trace), encoding="utf-8")
     if args.json:
         data = {
@@ -488,6 +526,7 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
             "seed": report.seed,
             "reduced": report.reduced,
             "calibrated": report.calibrated,
+            "store": report.store,
             "without": list(report.reality.off),
             "tick_s": report.reality.tick_s,
             "window_s": report.reality.window_s,

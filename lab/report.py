@@ -68,6 +68,7 @@ class LabReport:
     iphones: IphoneFigures | None = None
     reality: Reality = FULL
     changed: tuple[tuple[str, object], ...] = ()  # settings other than the defaults
+    store: str | None = None  # another store file of the floor than the shipped one
 
     @property
     def ok(self) -> bool:
@@ -86,6 +87,8 @@ def changed_settings(settings: PresenceSettings) -> tuple[tuple[str, object], ..
 def conditions(report: LabReport) -> str:
     """What differs from the full lab with the default settings ("" when nothing does)."""
     parts = []
+    if report.store is not None:
+        parts.append(f"store file {report.store}")
     if report.reality.off:
         parts.append("without " + ", ".join(report.reality.off))
     if report.reality.tick_s != FULL.tick_s:

@@ -6,10 +6,10 @@ its own clock (boxes 0.3 s apart); the window (count, median, max) reaches the e
 0.1-0.6 s later, sometimes 2-3 s late, through ``observe_many`` and ``decide_arrivals`` as the
 server does; ``tick`` runs every second. Nothing here reads a clock or a file.
 
-:class:`Reality` switches parts of this off (bodies, silent bursts, the wire's delays), ticks
-at another period or gives the boxes another window length, to measure what each costs; the
-random draws stay the same, so the phones, their walks and their radio are those of the full
-lab.
+:class:`Reality` switches parts of this off (bodies, how bodies and phone heights differ from
+the engine's assumptions, silent bursts, the wire's delays), ticks at another period or gives
+the boxes another window length, to measure what each costs; the random draws stay the same,
+so the phones, their walks and their radio are those of the full lab.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ BURST_RATE_PER_S = 1.0 / 60.0
 BURST_S = (2.0, 5.0)
 # Body shadowing toward boxes behind the walker.
 SHADOW_DB = (5.0, 10.0)
+# Without ``body_spread``: every body the middle of that range (the engine's body_shadow_db).
+SHADOW_MIDDLE_DB = sum(SHADOW_DB) / 2.0
+# Without ``pockets``: every phone between the hand (1.2 m) and a pocket (0.8 m), the height the
+# engine assumes (its phone_height_m).
+PHONE_MIDDLE_M = 1.0
 # A zone shown within this long after it was the true zone is a lag, not an error.
 TOLERANCE_S = 2.0
 # The server runs the engine's tick this often (store_server.services.store.TICK_S).
@@ -58,9 +63,11 @@ class Reality:
     against all of it); switched off only to measure what a part costs."""
 
     bodies: bool = True  # body shadowing toward boxes behind the walker
+    body_spread: bool = True  # bodies differ (5-10 dB); off: every body 7.5 dB
     multipath: bool = True  # the tier's share of readings 6 dB low (applied by the channel)
     bursts: bool = True  # silent bursts of 2-5 s
     delays: bool = True  # windows delivered 0.1-0.6 s after they close, some 2-3 s late
+    pockets: bool = True  # phones in a pocket (0.8 m) or the hand (1.2 m); off: all at 1.0 m
     tick_s: float = TICK_S
     window_s: float = WINDOW_S  # how often each box closes a window (the scanner's window_s)
 
@@ -167,7 +174,11 @@ def simulate(
     tally = Tally()
     subjects = [p.subject for p in phones]
     by_subject = {p.subject: i for i, p in enumerate(phones)}
-    shadow = rng.uniform(*SHADOW_DB, n) * reality.bodies
+    shadow = rng.uniform(*SHADOW_DB, n)
+    if not reality.body_spread:
+        shadow[:] = SHADOW_MIDDLE_DB
+    shadow *= reality.bodies
+    heights = traits.height_m if reality.pockets else np.full(n, PHONE_MIDDLE_M)
     heading = np.zeros((n, 2))
     silent_until = np.full(n, -1.0)
     last_xy = np.full((n, 2), math.nan)
@@ -214,7 +225,7 @@ def simulate(
         sending = np.flatnonzero(present & (silent_until <= t0) & (adverts > 0))
         if sending.size:
             sx, sy = x[sending], y[sending]
-            height = traits.height_m[sending]
+            height = heights[sending]
             for b, spec in enumerate(boxes):
                 mean = channel.mean_rssi(b, sx, sy, height)
                 bx, by = spec.position

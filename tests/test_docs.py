@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.accuracy import add_lab_arguments
+from lab.run import PARTS
 from scanner.cli import build_parser as scanner_parser
 from store_server.cli import build_parser as server_parser
 from store_server.config import config_keys
@@ -33,6 +35,32 @@ def _commands(
 
 SERVER_COMMANDS = _commands(server_parser())
 SCANNER_COMMANDS = _commands(scanner_parser())
+
+
+def _lab_options() -> list[str]:
+    parser = argparse.ArgumentParser()
+    add_lab_arguments(parser)
+    return [
+        option
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    ]
+
+
+PRESENCE = (ROOT / "docs" / "presence.md").read_text("utf-8")
+
+
+@pytest.mark.parametrize("option", _lab_options())
+def test_every_lab_option_is_documented(option: str) -> None:
+    usage = PRESENCE.split("## Accuracy lab", 1)[1].split("```", 2)[1]
+    assert f"[{option}" in usage or f"{option} " in usage, f"lab option {option} not in its usage"
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_every_part_of_the_lab_is_documented(part: str) -> None:
+    described = re.search(rf"`{part}`\s+\(", PRESENCE)
+    assert described, f"lab part {part} not described in docs/presence.md"
 
 
 def test_command_lists_are_not_empty() -> None:

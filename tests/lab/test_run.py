@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
-from lab.accuracy import SEEDS_DIR, _walkers, add_lab_arguments, load_floor
+from lab.accuracy import (
+    SEEDS_DIR,
+    _walkers,
+    add_lab_arguments,
+    load_floor,
+    run_lab_command,
+    scenario_misfits,
+)
 from lab.channel import TIERS, Channel, draw_phones
 from lab.floors import FLOORS
 from lab.report import PARTS
-from lab.run import FULL, STEP_S, Reality, simulate
+from lab.run import FULL, PHONE_MIDDLE_M, SHADOW_DB, SHADOW_MIDDLE_DB, STEP_S, Reality, simulate
 from store_server.floor import Floor
-from store_server.presence import PresenceEngine, PresenceEvent
+from store_server.presence import PresenceEngine, PresenceEvent, PresenceSettings
 
 WALK_S = 200.0
 
@@ -61,10 +72,38 @@ class RecordingEngine(PresenceEngine):
         )
 
 
-def walk(reality: Reality = FULL) -> RecordingEngine:
+class RecordingChannel(Channel):
+    """The real channel, noting the phone heights and the body shadows it is given."""
+
+    heights: list[float]
+    shadows: list[float]
+
+    def mean_rssi(
+        self,
+        b: int,
+        x: npt.NDArray[np.float64],
+        y: npt.NDArray[np.float64],
+        height: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]:
+        self.heights += height.tolist()
+        return super().mean_rssi(b, x, y, height)
+
+    def readings(
+        self,
+        mean: npt.NDArray[np.float64],
+        shadow_db: npt.NDArray[np.float64],
+        model_db: npt.NDArray[np.float64],
+        b: int,
+        rng: np.random.Generator,
+    ) -> npt.NDArray[np.float64]:
+        self.shadows += shadow_db.tolist()
+        return super().readings(mean, shadow_db, model_db, b, rng)
+
+
+def walk(reality: Reality = FULL, channel: Channel | None = None) -> RecordingEngine:
     sc = FLOORS["demo"]
     floor = load_floor(SEEDS_DIR / sc.store_file)
-    channel = Channel(floor, TIERS["espresense"], np.random.default_rng([5, 1]))
+    channel = channel or Channel(floor, TIERS["espresense"], np.random.default_rng([5, 1]))
     phones = _walkers(sc, sc.diagonal, 1, "diagonal", np.random.default_rng([5, 2]), 13.0)
     rng = np.random.default_rng([5, 3])
     traits = draw_phones(1, TIERS["espresense"], rng)
@@ -121,6 +160,50 @@ def test_without_bursts_more_windows(full: RecordingEngine) -> None:
 def test_without_bodies_boxes_read_higher(full: RecordingEngine) -> None:
     bare = walk(Reality(bodies=False))
     assert np.mean(bare.medians) > np.mean(full.medians) + 1.0
+
+
+def recorded(reality: Reality, phones: int = 1) -> RecordingChannel:
+    """Walkers of the demo floor's diagonal through the recording channel."""
+    sc = FLOORS["demo"]
+    floor = load_floor(SEEDS_DIR / sc.store_file)
+    channel = RecordingChannel(floor, TIERS["espresense"], np.random.default_rng([5, 1]))
+    channel.heights, channel.shadows = [], []
+    walkers = _walkers(sc, sc.diagonal, phones, "diagonal", np.random.default_rng([5, 2]), 13.0)
+    rng = np.random.default_rng([5, 3])
+    traits = draw_phones(phones, TIERS["espresense"], rng)
+    simulate(floor, channel, PresenceEngine(floor), walkers, traits, WALK_S, rng, reality)
+    return channel
+
+
+def test_without_body_spread_every_body_is_the_middle_one() -> None:
+    full = recorded(FULL, phones=6)
+    bodies = {round(v, 6) for v in full.shadows if v > 0.0}
+    # Six walkers, six bodies of their own within the lab's range...
+    assert len(bodies) == 6
+    assert all(SHADOW_DB[0] <= v <= SHADOW_DB[1] for v in bodies)
+    same = recorded(Reality(body_spread=False), phones=6)
+    # ...or all the middle one, shadowing the same boxes at the same moments.
+    assert {v for v in same.shadows if v > 0.0} == {SHADOW_MIDDLE_DB}
+    assert [v > 0.0 for v in same.shadows] == [v > 0.0 for v in full.shadows]
+    none = recorded(Reality(bodies=False, body_spread=False)).shadows
+    assert none
+    assert not any(none)
+
+
+def test_the_middle_body_and_height_are_the_engines_assumptions() -> None:
+    # Without body_spread and pockets the lab's reality is the one the engine models.
+    assert PresenceSettings().body_shadow_db == SHADOW_MIDDLE_DB
+    assert PresenceSettings().phone_height_m == PHONE_MIDDLE_M
+
+
+def test_without_pockets_every_phone_at_the_middle_height() -> None:
+    full = recorded(FULL, phones=6)
+    # Phones in a pocket and in the hand...
+    assert set(full.heights) == {0.8, 1.2}
+    bare = recorded(Reality(pockets=False), phones=6)
+    # ...or all at the height the engine assumes, with the same readings taken.
+    assert set(bare.heights) == {PHONE_MIDDLE_M}
+    assert len(bare.heights) == len(full.heights)
 
 
 def test_without_multipath_no_reading_is_low() -> None:
@@ -189,3 +272,42 @@ def test_bad_diagnosis_options_are_named(
     with pytest.raises(SystemExit):
         parse(*argv)
     assert says in capsys.readouterr().err
+
+
+LAYOUT = Path(__file__).resolve().parents[2] / "lab" / "layouts" / "demo-two-boxes-per-zone.toml"
+
+
+def test_the_two_box_layout_is_the_demo_floor_with_more_boxes() -> None:
+    shipped = load_floor(SEEDS_DIR / FLOORS["demo"].store_file)
+    more = load_floor(LAYOUT)
+    for name in ("outline", "doors", "window_front", "walkable", "walls", "zones"):
+        assert getattr(more, name) == getattr(shipped, name), name
+    assert (more.pavement_y_min, more.pavement_y_max) == (
+        shipped.pavement_y_min,
+        shipped.pavement_y_max,
+    )
+    assert set(shipped.scanners) < set(more.scanners)
+    per_zone = Counter(box.zone for box in more.scanners)
+    assert per_zone == dict.fromkeys((zone.id for zone in shipped.zones), 2)
+    assert scenario_misfits(more, FLOORS["demo"]) == []
+
+
+def test_a_store_file_the_scenarios_do_not_fit_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run_lab_command(parse("--floor", "corner", "--store", str(LAYOUT)), io.StringIO())
+    said = str(stop.value.code)
+    assert f"--store: {LAYOUT}: the corner floor's scenarios do not fit this shop" in said
+    assert "(1.6, 9) is not walkable ground of this shop" in said
+
+
+def test_a_store_file_that_is_not_one_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.toml"
+    with pytest.raises(SystemExit) as stop:
+        run_lab_command(parse("--store", str(missing)), io.StringIO())
+    assert f"--store: {missing}: " in str(stop.value.code)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[floor]\nwidth_m = -1\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as stop:
+        run_lab_command(parse("--store", str(broken)), io.StringIO())
+    # The store file's own check names the key at fault.
+    assert str(stop.value.code) == f"lab.accuracy: --store: {broken}: store: expected a table"
