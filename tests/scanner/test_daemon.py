@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,13 @@ async def test_allowlist_change_applied_quickly_and_heartbeat(api: Api, tmp_path
 async def test_graceful_stop_flushes_open_windows(api: Api, tmp_path: Path) -> None:
     allow(api, ALLOWED_EIDS[:1], 1)
     stream = asyncio.StreamReader()
-    daemon = Daemon(config(tmp_path, api.url, window_s=30.0), SECRET, stdin=stream)
+    # The daemon's clock held in the middle of a 30 s window (windows are aligned to the clock):
+    # the window closes only when the daemon stops. On the wall clock it closed on its own when
+    # the adverts came in its last moments.
+    now = math.floor(time.time() / 30.0) * 30.0 + 15.0
+    daemon = Daemon(
+        config(tmp_path, api.url, window_s=30.0), SECRET, stdin=stream, clock=lambda: now
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))
     await wait_until(lambda: len(daemon.allowlist) == 1)
