@@ -7,7 +7,8 @@ a seed. ``python -m lab.accuracy --floor demo --tier espresense [--reduced]``.
 For diagnosis, ``--without`` switches parts of the lab's reality off (:class:`lab.run.Reality`),
 ``--tick-s`` ticks the engine at another period, ``--window-s`` gives the boxes another window
 length and ``--set`` changes a setting of the engine: what a figure becomes without a part is
-what that part costs.
+what that part costs. ``--tolerance-s`` forgives the shown zone a longer or shorter lag than the
+goals' 2 s (what another goal would measure).
 """
 
 from __future__ import annotations
@@ -432,6 +433,13 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="each box closes a window every S seconds (the scanner's window_s; default 1)",
     )
+    parser.add_argument(
+        "--tolerance-s",
+        type=_positive,
+        default=FULL.tolerance_s,
+        metavar="S",
+        help="a wrong zone shown within S seconds of the true one is a lag (default 2, the goals')",
+    )
     add_set_option(parser)
 
 
@@ -488,7 +496,10 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run the lab; exit status 0 when every goal is met, 1 otherwise."""
     off = set(args.without)
     reality = Reality(
-        **{name: name not in off for name in PARTS}, tick_s=args.tick_s, window_s=args.window_s
+        **{name: name not in off for name in PARTS},
+        tick_s=args.tick_s,
+        window_s=args.window_s,
+        tolerance_s=args.tolerance_s,
     )
     try:
         settings = PresenceSettings(**dict(args.set))
@@ -530,6 +541,7 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
             "without": list(report.reality.off),
             "tick_s": report.reality.tick_s,
             "window_s": report.reality.window_s,
+            "tolerance_s": report.reality.tolerance_s,
             "settings_changed": dict(report.changed),
             "ok": report.ok,
             "figures": asdict(report.figures),

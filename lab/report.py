@@ -95,6 +95,8 @@ def conditions(report: LabReport) -> str:
         parts.append(f"tick every {report.reality.tick_s:g} s")
     if report.reality.window_s != FULL.window_s:
         parts.append(f"box windows of {report.reality.window_s:g} s")
+    if report.reality.tolerance_s != FULL.tolerance_s:
+        parts.append(f"a lag of {report.reality.tolerance_s:g} s forgiven")
     if report.changed:
         parts.append("settings " + ", ".join(f"{k}={v}" for k, v in report.changed))
     return "; ".join(parts)

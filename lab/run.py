@@ -47,7 +47,7 @@ SHADOW_MIDDLE_DB = sum(SHADOW_DB) / 2.0
 # Without ``pockets``: every phone between the hand (1.2 m) and a pocket (0.8 m), the height the
 # engine assumes (its phone_height_m).
 PHONE_MIDDLE_M = 1.0
-# A zone shown within this long after it was the true zone is a lag, not an error.
+# A zone shown within this long after it was the true zone is a lag, not an error (the goals').
 TOLERANCE_S = 2.0
 # The server runs the engine's tick this often (store_server.services.store.TICK_S).
 TICK_S = 1.0
@@ -60,7 +60,7 @@ CLOCK_SLACK_S = 1e-6
 @dataclass(frozen=True, slots=True)
 class Reality:
     """What the lab does beyond the radio channel, each part on by default (the goals are set
-    against all of it); switched off only to measure what a part costs."""
+    against all of it), and how it judges a lag; changed only to measure what a part costs."""
 
     bodies: bool = True  # body shadowing toward boxes behind the walker
     body_spread: bool = True  # bodies differ (5-10 dB); off: every body 7.5 dB
@@ -70,6 +70,7 @@ class Reality:
     pockets: bool = True  # phones in a pocket (0.8 m) or the hand (1.2 m); off: all at 1.0 m
     tick_s: float = TICK_S
     window_s: float = WINDOW_S  # how often each box closes a window (the scanner's window_s)
+    tolerance_s: float = TOLERANCE_S  # how long the shown zone may lag the truth unjudged
 
     @property
     def off(self) -> tuple[str, ...]:
@@ -319,7 +320,7 @@ def simulate(
             zone = true_zone[i]
             past = history[i]
             past.append((t1, zone))
-            while past and past[0][0] < t1 - TOLERANCE_S:
+            while past and past[0][0] < t1 - reality.tolerance_s:
                 past.popleft()
             now_shown = shown[i]
             if now_shown is None or zone is None:

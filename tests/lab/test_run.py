@@ -30,7 +30,16 @@ from lab.accuracy import (
 from lab.channel import TIERS, Channel, draw_phones
 from lab.floors import FLOORS
 from lab.report import PARTS
-from lab.run import FULL, PHONE_MIDDLE_M, SHADOW_DB, SHADOW_MIDDLE_DB, STEP_S, Reality, simulate
+from lab.run import (
+    FULL,
+    PHONE_MIDDLE_M,
+    SHADOW_DB,
+    SHADOW_MIDDLE_DB,
+    STEP_S,
+    Reality,
+    Tally,
+    simulate,
+)
 from store_server.floor import Floor
 from store_server.presence import PresenceEngine, PresenceEvent, PresenceSettings
 
@@ -154,6 +163,31 @@ def test_shorter_box_windows(full: RecordingEngine) -> None:
     assert np.mean(half.counts) < 0.8 * np.mean(full.counts)
 
 
+def judged(tolerance_s: float) -> Tally:
+    """The diagonal walker's tally with a lag of ``tolerance_s`` forgiven (same draws)."""
+    sc = FLOORS["demo"]
+    floor = load_floor(SEEDS_DIR / sc.store_file)
+    channel = Channel(floor, TIERS["espresense"], np.random.default_rng([5, 1]))
+    phones = _walkers(sc, sc.diagonal, 1, "diagonal", np.random.default_rng([5, 2]), 13.0)
+    rng = np.random.default_rng([5, 3])
+    traits = draw_phones(1, TIERS["espresense"], rng)
+    engine = PresenceEngine(floor)
+    return simulate(
+        floor, channel, engine, phones, traits, WALK_S, rng, Reality(tolerance_s=tolerance_s)
+    )
+
+
+def test_the_lag_forgiven_is_the_tolerance() -> None:
+    # A tolerance shorter than a step of the truth forgives nothing: every wrong zone counts.
+    none = judged(0.1)
+    goals = judged(2.0)
+    long = judged(6.0)
+    assert none.samples == goals.samples == long.samples > 0
+    assert none.wrong == goals.wrong == long.wrong  # the same walk, the same shown zones
+    assert none.wrong_tolerant == none.wrong
+    assert none.wrong > goals.wrong_tolerant > long.wrong_tolerant
+
+
 def test_without_bursts_more_windows(full: RecordingEngine) -> None:
     assert len(walk(Reality(bursts=False)).windows) > len(full.windows)
 
@@ -242,23 +276,28 @@ def test_diagnosis_options() -> None:
         "0.5",
         "--window-s",
         "0.5",
+        "--tolerance-s",
+        "4",
         "--set",
         "arrive_p=0.7",
     )
     assert args.without == ("bodies", "delays")
     assert args.tick_s == 0.5
     assert args.window_s == 0.5
+    assert args.tolerance_s == 4.0
     assert args.set == [("arrive_p", 0.7)]
     assert parse("--set", "tx_power_reference_dbm=none").set == [("tx_power_reference_dbm", None)]
     assert parse("--set", "miss_adverts_max=2").set == [("miss_adverts_max", 2)]
     defaults = parse()
-    assert (defaults.without, defaults.tick_s, defaults.window_s, defaults.set) == (
-        (),
-        FULL.tick_s,
-        FULL.window_s,
-        [],
-    )
-    assert set(PARTS) == {f.name for f in dataclasses.fields(Reality)} - {"tick_s", "window_s"}
+    assert (
+        defaults.without,
+        defaults.tick_s,
+        defaults.window_s,
+        defaults.tolerance_s,
+        defaults.set,
+    ) == ((), FULL.tick_s, FULL.window_s, 2.0, [])
+    numbers = {"tick_s", "window_s", "tolerance_s"}
+    assert set(PARTS) == {f.name for f in dataclasses.fields(Reality)} - numbers
 
 
 @pytest.mark.parametrize(
@@ -267,6 +306,7 @@ def test_diagnosis_options() -> None:
         (("--without", "wings"), "unknown part wings: choose among bodies"),
         (("--tick-s", "0"), "not a positive number of seconds"),
         (("--window-s", "-1"), "not a positive number of seconds"),
+        (("--tolerance-s", "none"), "not a positive number of seconds"),
         (("--set", "arrive_p"), "expected NAME=VALUE"),
         (("--set", "no_such=1"), "expected NAME=VALUE"),
         (("--set", "arrive_p=high"), "arrive_p: not a number"),
