@@ -40,6 +40,7 @@ from lab.report import (
     format_report,
 )
 from lab.run import FULL, LabPhone, Reality, Tally, simulate
+from store_server.cli_settings import HelpFormatter
 from store_server.floor import Floor, FloorError, floor_from_dict
 from store_server.presence import PresenceEngine, PresenceSettings
 
@@ -401,7 +402,7 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m lab.accuracy``."""
     parser.add_argument("--floor", choices=sorted(FLOORS), default="demo", help="example floor")
     parser.add_argument("--tier", choices=sorted(TIERS), default="espresense", help="radio tier")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed")
     parser.add_argument("--reduced", action="store_true", help="the short run used in CI")
     parser.add_argument("--no-calibration", action="store_true", help="skip the calibration walk")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -424,21 +425,21 @@ def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive,
         default=FULL.tick_s,
         metavar="S",
-        help="run the engine's tick every S seconds (default: the server's, 1)",
+        help="run the engine's tick every S seconds (the server ticks every second)",
     )
     parser.add_argument(
         "--window-s",
         type=_positive,
         default=FULL.window_s,
         metavar="S",
-        help="each box closes a window every S seconds (the scanner's window_s; default 1)",
+        help="each box closes a window every S seconds (the scanner's window_s)",
     )
     parser.add_argument(
         "--tolerance-s",
         type=_positive,
         default=FULL.tolerance_s,
         metavar="S",
-        help="a wrong zone shown within S seconds of the true one is a lag (default 2, the goals')",
+        help="a wrong zone shown within S seconds of the true one is a lag, not an error",
     )
     add_set_option(parser)
 
@@ -556,7 +557,11 @@ def run_lab_command(args: argparse.Namespace, out: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lab.accuracy``."""
-    parser = argparse.ArgumentParser(prog="lab.accuracy", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lab.accuracy",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
     add_lab_arguments(parser)
     return run_lab_command(parser.parse_args(argv), sys.stdout)
 

@@ -32,6 +32,7 @@ class HelpFormatter(argparse.HelpFormatter):
         if (
             "%(default)" in text
             or default in (None, False, argparse.SUPPRESS)
+            or (isinstance(default, (list, tuple)) and not default)
             or not (action.option_strings or action.nargs in ("?", "*"))
         ):
             return text

@@ -130,6 +130,16 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
         assert expected in " ".join(capsys.readouterr().out.split())
 
 
+def test_help_gives_each_default_once_and_no_empty_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["lab", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--tolerance-s S a wrong zone shown within S seconds" in text
+    assert text.count("(default: 2.0)") == 1
+    assert "(default: ())" not in text  # --without
+    assert "(default: [])" not in text  # --set
+
+
 def _run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "store_server", *args],
