@@ -56,6 +56,7 @@ class RecordingEngine(PresenceEngine):
         self.medians: list[float] = []
         self.counts: list[int] = []
         self.ends: dict[str, set[float]] = {}  # each box's window ends
+        self.tally = Tally()  # what the lab's loop made of the engine's decisions
 
     def tick(self, now: float, limit: int | None = None) -> list[PresenceEvent]:
         self.ticks.append(now)
@@ -118,7 +119,7 @@ def walk(reality: Reality = FULL, channel: Channel | None = None) -> RecordingEn
     rng = np.random.default_rng([5, 3])
     traits = draw_phones(1, TIERS["espresense"], rng)
     engine = RecordingEngine(floor)
-    simulate(floor, channel, engine, phones, traits, WALK_S, rng, reality)
+    engine.tally = simulate(floor, channel, engine, phones, traits, WALK_S, rng, reality)
     return engine
 
 
@@ -165,16 +166,7 @@ def test_shorter_box_windows(full: RecordingEngine) -> None:
 
 def judged(tolerance_s: float) -> Tally:
     """The diagonal walker's tally with a lag of ``tolerance_s`` forgiven (same draws)."""
-    sc = FLOORS["demo"]
-    floor = load_floor(SEEDS_DIR / sc.store_file)
-    channel = Channel(floor, TIERS["espresense"], np.random.default_rng([5, 1]))
-    phones = _walkers(sc, sc.diagonal, 1, "diagonal", np.random.default_rng([5, 2]), 13.0)
-    rng = np.random.default_rng([5, 3])
-    traits = draw_phones(1, TIERS["espresense"], rng)
-    engine = PresenceEngine(floor)
-    return simulate(
-        floor, channel, engine, phones, traits, WALK_S, rng, Reality(tolerance_s=tolerance_s)
-    )
+    return walk(Reality(tolerance_s=tolerance_s)).tally
 
 
 def test_the_lag_forgiven_is_the_tolerance() -> None:
